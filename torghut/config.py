@@ -1,0 +1,333 @@
+"""Settings for every Torghut process, read once from environment variables.
+
+Why one module: configuration is read at the edge (process start) and passed inward, so
+nothing deep in the code reads the environment, and an invalid value fails at start with a
+message naming the variable and the accepted values (see :class:`SettingsError`).
+
+With nothing set, every section falls back to the embedded defaults of ``shared/design.md``:
+a ``chdb://`` data directory for ClickHouse, a SQLite file for the trading store, a local
+recovery directory, no Kafka broker (stages joined in one process) and the built-in Alpaca
+simulators. Variable names follow the product design where it names them (``TRADING_ENABLED``,
+``TRADING_MODE``, ``TRADING_SIGNAL_SCHEMA``, ``CH_DATABASE``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
+
+__all__ = [
+    "AlpacaSettings",
+    "ClickHouseSettings",
+    "KafkaSettings",
+    "LlmSettings",
+    "RecoverySettings",
+    "RiskSettings",
+    "Settings",
+    "SettingsError",
+    "StoreSettings",
+    "TaSettings",
+    "TradingSettings",
+    "load_settings",
+]
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("TORGHUT_DATA_DIR", "var/data")).resolve()
+
+
+def _csv(v: object) -> object:
+    """Comma-separated lists in the environment (``AAPL,MSFT``) become tuples of stripped items."""
+    if isinstance(v, str):
+        return tuple(s.strip() for s in v.split(",") if s.strip())
+    return v
+
+
+CsvList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value Torghut cannot use.
+
+    The message names each offending variable, the value's problem and what is accepted,
+    so an operator can fix the deployment without reading code.
+    """
+
+
+class _Section(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, case_sensitive=False, validate_default=True
+    )
+
+
+class KafkaSettings(_Section):
+    """Kafka connection. Empty bootstrap servers = embedded mode (stages joined in-process)."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_")
+
+    bootstrap_servers: str = ""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    topic_trades: str = "torghut.trades.v1"
+    topic_quotes: str = "torghut.quotes.v1"
+    topic_bars: str = "torghut.bars.v1"
+    topic_status: str = "torghut.status.v1"
+    topic_ingest_dlq: str = "torghut.ingest.dlq.v1"
+    topic_ta_bars: str = "torghut.ta.bars.1s.v1"
+    topic_ta_signals: str = "torghut.ta.signals.v1"
+    topic_ta_status: str = "torghut.ta.status.v1"
+    topic_ta_dlq: str = "torghut.ta.dlq.v1"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.bootstrap_servers
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by producers, consumers and the admin client."""
+        cfg = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            cfg["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            cfg["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            cfg["sasl.password"] = self.sasl_password.get_secret_value()
+        return cfg
+
+
+class ClickHouseSettings(_Section):
+    """ClickHouse through clickhouse-connect: ``http(s)://user:pass@host:8123`` or ``chdb:///dir``."""
+
+    model_config = SettingsConfigDict(env_prefix="CH_")
+
+    dsn: str = Field(default_factory=lambda: f"chdb://{_data_dir() / 'chdb'}")
+    database: str = "torghut"
+    cluster: str | None = None
+    insert_batch_rows: int = Field(default=5000, ge=1)
+    insert_batch_seconds: float = Field(default=1.0, gt=0)
+
+    @field_validator("dsn")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not v.startswith(("chdb:", "http://", "https://", "clickhouse://", "clickhouses://")):
+            raise ValueError(
+                "must start with chdb:, http://, https://, clickhouse:// or clickhouses://"
+            )
+        return v
+
+    @property
+    def embedded(self) -> bool:
+        return self.dsn.startswith("chdb:")
+
+
+class StoreSettings(_Section):
+    """The trading audit store: Postgres in production, a SQLite file by default."""
+
+    model_config = SettingsConfigDict(env_prefix="TRADING_DB_")
+
+    url: str = Field(default_factory=lambda: f"sqlite:///{_data_dir() / 'trading.sqlite'}")
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, v: str) -> str:
+        if not v.startswith(("postgresql+psycopg://", "sqlite:///", "sqlite://")):
+            raise ValueError("must be a postgresql+psycopg:// or sqlite:/// SQLAlchemy URL")
+        return v
+
+
+class RecoverySettings(_Section):
+    """Where dataflow recovery partitions live and where their backups go.
+
+    ``RECOVERY_S3_BUCKET`` empty = backups stay in ``RECOVERY_BACKUP_DIR`` (embedded default).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RECOVERY_")
+
+    dir: Path = Field(default_factory=lambda: _data_dir() / "recovery")
+    backup_dir: Path = Field(default_factory=lambda: _data_dir() / "recovery-backups")
+    partitions: int = Field(default=2, ge=1)
+    snapshot_interval_s: int = Field(default=5, ge=1)
+    backup_interval_s: int = Field(default=60, ge=0)
+    keep_sets: int = Field(default=5, ge=1)
+    s3_bucket: str = ""
+    s3_prefix: str = "torghut/recovery"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+
+
+class AlpacaSettings(_Section):
+    """Alpaca endpoints and credentials. Empty URLs = the built-in simulators."""
+
+    model_config = SettingsConfigDict(env_prefix="ALPACA_")
+
+    key_id: SecretStr = SecretStr("sim-key")
+    secret_key: SecretStr = SecretStr("sim-secret")
+    feed: Literal["iex", "sip", "delayed_sip", "test"] = "iex"
+    data_ws_url: str = ""
+    symbols: CsvList = ("AAPL", "MSFT", "NVDA", "SPY", "TSLA")
+    paper_base_url: str = ""
+    live_base_url: str = ""
+    reconnect_initial_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    connection_limited_backoff_s: float = Field(default=95.0, gt=0)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+
+
+class TaSettings(_Section):
+    """Technical-analysis flow parameters."""
+
+    model_config = SettingsConfigDict(env_prefix="TA_")
+
+    allowed_lateness_ms: int = Field(default=2000, ge=0)
+    correction_horizon_s: int = Field(default=60, ge=0)
+    idle_close_ms: int = Field(default=2500, ge=0)
+    quote_max_age_ms: int = Field(default=5000, ge=0)
+    session_start: str = "09:30"
+    session_timezone: str = "America/New_York"
+    dedup_window_s: int = Field(default=300, ge=1)
+    dedup_max_keys: int = Field(default=1_000_000, ge=1)
+
+
+class RiskSettings(_Section):
+    """Risk limits checked after review and before every order."""
+
+    model_config = SettingsConfigDict(env_prefix="RISK_")
+
+    symbol_allowlist: CsvList = ()
+    max_notional_per_order: Decimal = Decimal("10000")
+    max_position_per_symbol: Decimal = Decimal("25000")
+    max_gross_exposure: Decimal = Decimal("100000")
+    allow_shorting: bool = False
+    max_orders_per_minute: int = Field(default=30, ge=0)
+    symbol_cooldown_s: int = Field(default=60, ge=0)
+    daily_loss_limit: Decimal = Decimal("2000")
+    max_drawdown_pct: Decimal = Decimal("10")
+    max_signal_staleness_s: int = Field(default=120, ge=1)
+    require_market_open: bool = True
+    halt_on_position_drift: bool = True
+
+
+class LlmSettings(_Section):
+    """Optional advisory LLM review (OpenAI-compatible chat completions). Off by default."""
+
+    model_config = SettingsConfigDict(env_prefix="LLM_")
+
+    enabled: bool = False
+    base_url: str = ""
+    model: str = ""
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+    min_confidence: float = Field(default=0.6, ge=0, le=1)
+    shadow: bool = True
+    fallback: Literal["pass", "veto"] = "veto"
+    min_qty_ratio: float = Field(default=0.25, ge=0, le=1)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_reset_s: float = Field(default=60.0, gt=0)
+
+
+class TradingSettings(_Section):
+    """The trading loop's switches. Paper by default; live needs every gate set explicitly."""
+
+    model_config = SettingsConfigDict(env_prefix="TRADING_")
+
+    enabled: bool = False
+    mode: Literal["paper", "live"] = "paper"
+    live_enabled: bool = False
+    kill_switch: bool = False
+    signal_schema: Literal["auto", "envelope", "flat"] = "auto"
+    signal_table: str = "ta_signals"
+    signal_window_size: str = "PT1S"
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    strategies: CsvList = ("macd_rsi", "bollinger_reversion")
+    order_qty: Decimal = Decimal("1")
+    reconcile_interval_s: float = Field(default=5.0, gt=0)
+
+
+class Settings:
+    """All sections, built once per process by :func:`load_settings`."""
+
+    __slots__ = (
+        "alpaca",
+        "clickhouse",
+        "kafka",
+        "llm",
+        "recovery",
+        "risk",
+        "store",
+        "ta",
+        "trading",
+    )
+
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        clickhouse: ClickHouseSettings,
+        store: StoreSettings,
+        recovery: RecoverySettings,
+        alpaca: AlpacaSettings,
+        ta: TaSettings,
+        trading: TradingSettings,
+        risk: RiskSettings,
+        llm: LlmSettings,
+    ) -> None:
+        self.kafka = kafka
+        self.clickhouse = clickhouse
+        self.store = store
+        self.recovery = recovery
+        self.alpaca = alpaca
+        self.ta = ta
+        self.trading = trading
+        self.risk = risk
+        self.llm = llm
+
+
+_SECRET_HINT = re.compile(r"KEY|SECRET|PASSWORD|TOKEN")
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "kafka": KafkaSettings,
+    "clickhouse": ClickHouseSettings,
+    "store": StoreSettings,
+    "recovery": RecoverySettings,
+    "alpaca": AlpacaSettings,
+    "ta": TaSettings,
+    "trading": TradingSettings,
+    "risk": RiskSettings,
+    "llm": LlmSettings,
+}
+
+
+def load_settings() -> Settings:
+    """Read every section from the environment; a bad value raises :class:`SettingsError`."""
+    built: dict[str, _Section] = {}
+    problems: list[str] = []
+    for name, cls in _SECTIONS.items():
+        try:
+            built[name] = cls()
+        except _SourceError as exc:
+            problems.append(str(exc))
+        except ValidationError as exc:
+            prefix = str(cls.model_config.get("env_prefix", ""))
+            for err in exc.errors():
+                field = str(err["loc"][0]) if err["loc"] else "?"
+                var = f"{prefix}{field}".upper()
+                shown = (
+                    "<hidden>" if _SECRET_HINT.search(var) else repr(os.environ.get(var, "<unset>"))
+                )
+                problems.append(f"{var}={shown}: {err['msg']}")
+    if problems:
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
+    return Settings(**built)  # type: ignore[arg-type]
