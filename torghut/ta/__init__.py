@@ -1,0 +1,1 @@
+"""Pure technical-analysis core: microbar aggregation and incremental indicators (no I/O)."""
