@@ -1,0 +1,194 @@
+"""Kafka in and out for Torghut dataflows: a sink that never drops silently, and envelope serde.
+
+Why our own sink: Bytewax's ``KafkaSink`` ignores delivery failures (no delivery callback, the
+result of ``flush()`` is thrown away), so a broker outage loses data while the flow looks
+healthy (bytewax-notes §3). :class:`KafkaSink` produces with ``enable.idempotence`` (hence
+``acks=all``) and lz4, records every delivery report, and raises :class:`KafkaDeliveryError`
+from ``write_batch`` once the batch is flushed if any message failed or is still undelivered:
+the flow fails loudly and, being at-least-once, re-sends after a restart.
+
+Message key = the envelope's symbol, so one symbol's messages land in one partition, in order.
+Values are JSON-encoded :class:`torghut.events.Envelope` s (the schemas in ``infra/schemas/``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import KafkaError, Message, Producer
+from prometheus_client import Counter
+
+from torghut.events import Envelope
+
+__all__ = [
+    "PRODUCER_DEFAULTS",
+    "DecodedBatch",
+    "EnvelopeDecoder",
+    "KafkaDeliveryError",
+    "KafkaSink",
+    "encode_envelope",
+    "encode_keyed",
+]
+
+P = TypeVar("P")
+
+PRODUCER_DEFAULTS: dict[str, str] = {
+    "enable.idempotence": "true",
+    "acks": "all",
+    "compression.type": "lz4",
+    "linger.ms": "5",
+    "message.timeout.ms": "30000",
+}
+"""Settings :class:`KafkaSink` applies unless the caller's config overrides them."""
+
+PRODUCED = Counter(
+    "torghut_kafka_produced_total", "Messages acknowledged by Kafka, by topic.", ["topic"]
+)
+DELIVERY_FAILURES = Counter(
+    "torghut_kafka_delivery_failures_total",
+    "Messages Kafka failed to deliver, by topic.",
+    ["topic"],
+)
+
+_ENCODER = msgspec.json.Encoder()
+_ERROR_SAMPLE = 5
+
+
+class KafkaDeliveryError(RuntimeError):
+    """Kafka did not acknowledge every message of a batch; the flow must stop, not drop."""
+
+
+def encode_envelope(env: Envelope[Any]) -> bytes:
+    """JSON bytes of an envelope (the wire format of every Torghut topic)."""
+    return _ENCODER.encode(env)
+
+
+def encode_keyed(env: Envelope[Any]) -> tuple[str, bytes]:
+    """``(symbol, json bytes)``: the item :class:`KafkaSink` expects."""
+    return env.symbol, _ENCODER.encode(env)
+
+
+class KafkaSink(DynamicSink[tuple[str, bytes]]):
+    """Bytewax sink producing ``(key, value)`` items to one topic; fails the flow on loss.
+
+    ``producer_config`` is librdkafka configuration (e.g. ``KafkaSettings.client_config()``);
+    :data:`PRODUCER_DEFAULTS` fill in what it does not set. Every worker holding items gets
+    its own producer.
+    """
+
+    def __init__(self, producer_config: dict[str, str], topic: str) -> None:
+        self._config = {**PRODUCER_DEFAULTS, **producer_config}
+        self._topic = topic
+
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> StatelessSinkPartition[tuple[str, bytes]]:
+        return _KafkaSinkPartition(self._config, self._topic, f"{step_id}-{worker_index}")
+
+
+class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
+    def __init__(self, config: dict[str, str], topic: str, client_id: str) -> None:
+        self._topic = topic
+        self._failures: list[str] = []
+        self._failed = 0
+        self._acked = 0
+        self._fatal: KafkaError | None = None
+        self._producer = Producer({"client.id": client_id, **config, "error_cb": self._on_error})
+        self._produced = PRODUCED.labels(topic)
+        self._failed_counter = DELIVERY_FAILURES.labels(topic)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is None:
+            self._acked += 1
+            return
+        self._failed += 1
+        if len(self._failures) < _ERROR_SAMPLE:
+            self._failures.append(str(err))
+
+    def write_batch(self, items: list[tuple[str, bytes]]) -> None:
+        producer, topic, on_delivery = self._producer, self._topic, self._on_delivery
+        self._acked = 0
+        for key, value in items:
+            while True:
+                try:
+                    producer.produce(topic, value, key, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            producer.poll(0)
+        remaining = producer.flush()
+        self._produced.inc(self._acked)
+        self._raise_if_lost(len(items), remaining)
+
+    def _raise_if_lost(self, sent: int, remaining: int) -> None:
+        if self._fatal is not None:
+            raise KafkaDeliveryError(f"producer for {self._topic} failed fatally: {self._fatal}")
+        if not self._failed and not remaining:
+            return
+        failed, sample = self._failed, list(self._failures)
+        self._failed_counter.inc(failed + remaining)
+        self._failed, self._failures = 0, []
+        raise KafkaDeliveryError(
+            f"{failed + remaining} of {sent} messages to {self._topic} not delivered "
+            f"({failed} failed, {remaining} still queued after flush); first errors: {sample}"
+        )
+
+    def close(self) -> None:
+        remaining = self._producer.flush()
+        if remaining:
+            raise KafkaDeliveryError(f"{remaining} messages to {self._topic} lost at close")
+
+
+class DecodedBatch(msgspec.Struct, Generic[P]):
+    """Result of :meth:`EnvelopeDecoder.decode_batch`: envelopes, and ``(raw, error)`` rejects."""
+
+    ok: list[Envelope[P]]
+    bad: list[tuple[bytes, str]]
+
+
+class EnvelopeDecoder(Generic[P]):
+    """Decodes JSON envelopes of one payload type from Kafka message values, a batch at a time.
+
+    >>> from datetime import UTC, datetime
+    >>> from torghut.events import Trade
+    >>> env = Envelope(datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC),
+    ...                "AAPL", 1, Trade(1, "V", 10.0, 5.0))
+    >>> batch = EnvelopeDecoder(Trade).decode_batch([encode_envelope(env), b"{"])
+    >>> batch.ok == [env], batch.bad[0][0]
+    (True, b'{')
+    """
+
+    def __init__(self, payload_type: type[P] | Any) -> None:
+        self._decoder: msgspec.json.Decoder[Envelope[P]] = msgspec.json.Decoder(
+            Envelope[payload_type]  # type: ignore[valid-type]
+        )
+
+    def decode(self, value: bytes) -> Envelope[P]:
+        """One envelope; raises ``msgspec.DecodeError`` (incl. validation errors) on bad input."""
+        return self._decoder.decode(value)
+
+    def decode_batch(self, values: Iterable[bytes | None]) -> DecodedBatch[P]:
+        """Decode many values; bad or empty ones are returned with their error, never raised."""
+        decode = self._decoder.decode
+        ok: list[Envelope[P]] = []
+        bad: list[tuple[bytes, str]] = []
+        for value in values:
+            if value is None:
+                bad.append((b"", "empty message value"))
+                continue
+            try:
+                ok.append(decode(value))
+            except msgspec.DecodeError as exc:
+                bad.append((value, str(exc)))
+        return DecodedBatch(ok, bad)
+
+    def decode_messages(self, messages: Sequence[Any]) -> DecodedBatch[P]:
+        """Decode the ``value`` of Kafka messages (confluent ``Message`` or Bytewax's)."""
+        return self.decode_batch(m.value() if callable(m.value) else m.value for m in messages)
