@@ -3,7 +3,7 @@
 The shell scripts under ``infra/local/`` do the work; this module calls them and adds the
 session bookkeeping used by ``tests/conftest.py``:
 
-* every pytest session holds a *lease* (``$INFRA_RUN/leases/<pid>``) while it runs;
+* every pytest session holds a *lease* (``$INFRA_RUN/leases/<pid>-<id>``) while it runs;
 * a service that was down when a session needed it is started and marked *autostarted*
   (``$INFRA_RUN/autostarted/<name>``);
 * when the last live lease is released, autostarted services are stopped again. Services a
@@ -19,7 +19,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
+import socket
 import subprocess
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,7 +185,8 @@ def _live_leases(cfg: InfraConfig) -> list[Path]:
     leases.mkdir(parents=True, exist_ok=True)
     live = []
     for p in leases.iterdir():
-        if p.name.isdigit() and _pid_alive(int(p.name)):
+        pid = p.name.split("-", 1)[0]
+        if pid.isdigit() and _pid_alive(int(pid)):
             live.append(p)
         else:
             p.unlink(missing_ok=True)
@@ -195,7 +199,7 @@ class ServiceSession:
     def __init__(self, cfg: InfraConfig, names: Sequence[str] = SERVICES) -> None:
         self.cfg = cfg
         self.names = tuple(names)
-        self.lease = cfg.run_dir / "leases" / str(os.getpid())
+        self.lease = cfg.run_dir / "leases" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.started: list[str] = []
 
     def acquire(self) -> None:
@@ -240,3 +244,49 @@ class S3Settings:
     @classmethod
     def from_config(cls, cfg: InfraConfig) -> S3Settings:
         return cls(cfg.s3_endpoint, cfg.s3_access_key, cfg.s3_secret_key)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_ports(count: int, *, plus_10000: bool = False) -> list[int]:
+    """``count`` distinct free ports on 127.0.0.1 (and port+10000 free too if ``plus_10000``)."""
+    rng = random.Random()
+    out: list[int] = []
+    while len(out) < count:
+        p = rng.randrange(20000, 30000) if plus_10000 else rng.randrange(30000, 60000)
+        taken = set(out) | {q + 10000 for q in out}
+        if p in taken or (plus_10000 and p + 10000 in taken):
+            continue
+        if _bindable(p) and (not plus_10000 or _bindable(p + 10000)):
+            out.append(p)
+    return out
+
+
+def listening_ports() -> set[int]:
+    """TCP ports in LISTEN state on this machine (from /proc/net/tcp{,6})."""
+    ports: set[int] = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(path).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A":  # TCP_LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
