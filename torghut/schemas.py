@@ -171,9 +171,10 @@ class _Comparison:
     def _alternatives(self, node: Schema, defs: Mapping[str, Schema]) -> list[Schema]:
         while "$ref" in node:
             node = defs[node["$ref"].rsplit("/", 1)[-1]]
-        if "anyOf" in node or "oneOf" in node:
+        branches: list[Schema] | None = node.get("anyOf", node.get("oneOf"))
+        if branches is not None:
             out: list[Schema] = []
-            for alt in node.get("anyOf", node.get("oneOf", [])):
+            for alt in branches:
                 out.extend(self._alternatives(alt, defs))
             return out
         return [node]
