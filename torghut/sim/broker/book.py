@@ -383,11 +383,19 @@ class PaperBook:
             OrderRequest(symbol=symbol, side=side, type="market", time_in_force="day", qty=size)
         )
 
-    def close_all_positions(self, *, cancel_orders: bool = False) -> list[tuple[str, Order]]:
-        """Close every position; returns (symbol, order) pairs, raising on the first refusal."""
+    def close_all_positions(
+        self, *, cancel_orders: bool = False
+    ) -> list[tuple[str, Order | BrokerError]]:
+        """Close every position; per symbol the liquidating order or why it was refused."""
         if cancel_orders:
             self.cancel_all()
-        return [(symbol, self.close_position(symbol)) for symbol in sorted(self._positions)]
+        outcomes: list[tuple[str, Order | BrokerError]] = []
+        for symbol in sorted(self._positions):
+            try:
+                outcomes.append((symbol, self.close_position(symbol)))
+            except BrokerError as refusal:
+                outcomes.append((symbol, refusal))
+        return outcomes
 
     # --------------------------------------------------------------- market
 

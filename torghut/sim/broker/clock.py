@@ -65,8 +65,8 @@ class VirtualClock:
 class AlwaysOpen:
     """A market that never closes, for demos and tests that do not care about sessions.
 
-    Alpaca's clock object needs a next open and a next close; both are reported one day ahead
-    so that day orders never expire on their own.
+    Alpaca's clock object needs a next open and a next close; both are reported one day ahead,
+    so a day order lives for 24 hours.
     """
 
     def is_open(self, at: datetime) -> bool:
