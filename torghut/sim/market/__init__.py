@@ -1,0 +1,42 @@
+"""Alpaca-compatible market-data simulator: synthetic market, replay, faults, websocket server.
+
+Public API (other engineers depend on it; keep it stable):
+
+* :class:`MarketSimulator` — the websocket server (``start``/``stop``, ``run_in_thread``,
+  ``emitted``/``sent``, ``inject``, ``disconnect_all``, ``stats``, ``latest_quote``).
+* :class:`SyntheticMarket` — the seeded market (``take``, ``latest_quote``).
+* :class:`SessionReplay`, :func:`read_session`, :func:`write_session`, :func:`record_session`.
+* :class:`FaultRule`, :class:`FaultKind` — faults on demand.
+* :class:`Message`, :func:`message_identity` — the wire messages.
+"""
+
+from torghut.sim.market.faults import FaultKind, FaultRecord, FaultRule
+from torghut.sim.market.replay import SessionReplay, read_session, record_session, write_session
+from torghut.sim.market.server import DEFAULT_CREDENTIALS, FEEDS, MarketSimulator, MessageSource
+from torghut.sim.market.synthetic import DEFAULT_START, SyntheticMarket
+from torghut.sim.market.wire import (
+    Message,
+    format_rfc3339_ns,
+    message_identity,
+    parse_rfc3339_ns,
+)
+
+__all__ = [
+    "DEFAULT_CREDENTIALS",
+    "DEFAULT_START",
+    "FEEDS",
+    "FaultKind",
+    "FaultRecord",
+    "FaultRule",
+    "MarketSimulator",
+    "Message",
+    "MessageSource",
+    "SessionReplay",
+    "SyntheticMarket",
+    "format_rfc3339_ns",
+    "message_identity",
+    "parse_rfc3339_ns",
+    "read_session",
+    "record_session",
+    "write_session",
+]
