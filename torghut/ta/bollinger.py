@@ -1,0 +1,46 @@
+"""Bollinger bands (20 bars, 2 population σ) as ``talib.BBANDS(close, 20, 2, 2, matype=0)``.
+
+Definition:
+
+* ``boll_mid = SMA20(close)``, the plain mean of the last 20 closes;
+* ``σ = sqrt(Σ(close - mid)² / 20)``, the population standard deviation (ddof = 0);
+* ``boll_upper = mid + 2σ``, ``boll_lower = mid - 2σ``.
+
+Warm-up: ``None`` for the first 19 bars (TA-Lib's lookback 19); defined from the 20th bar.
+The window sums are exact (``moments.py``), so there is no drift over long series and a
+constant window has σ = 0 and bands equal to the price.
+"""
+
+from __future__ import annotations
+
+from torghut.ta.moments import ExactWindow
+
+__all__ = ["Bollinger"]
+
+
+class Bollinger:
+    """Incremental Bollinger bands; ``update`` returns ``(mid, upper, lower)`` or ``None``."""
+
+    __slots__ = ("_window", "width")
+
+    def __init__(self, period: int = 20, width: float = 2.0) -> None:
+        self._window = ExactWindow(period)
+        self.width = width
+
+    def update(self, close: float) -> tuple[float, float, float] | None:
+        """Fold one close in; ``None`` until ``period`` closes have been seen."""
+        self._window.push(close)
+        return self._bands()
+
+    def revise(self, close: float) -> tuple[float, float, float] | None:
+        """Replace the latest close (a corrected bar) and return the new bands."""
+        self._window.replace_newest(close)
+        return self._bands()
+
+    def _bands(self) -> tuple[float, float, float] | None:
+        window = self._window
+        if not window.full:
+            return None
+        mid = window.mean()
+        spread = self.width * window.std()
+        return mid, mid + spread, mid - spread

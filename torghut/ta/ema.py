@@ -1,0 +1,65 @@
+"""Exponential moving average seeded the TA-Lib way, updated in O(1) per value.
+
+Definition (``talib.EMA(x, N)``, TA-Lib's default "classic" compatibility):
+
+* smoothing factor ``k = 2 / (N + 1)``;
+* warm-up: no value for the first ``N - 1`` inputs (TA-Lib returns NaN there);
+* seed: at the ``N``-th input the EMA is the simple mean of the first ``N`` inputs, summed in
+  arrival order and divided by ``N``;
+* afterwards ``ema = (x - ema) * k + ema`` (TA-Lib's operation order, so results agree to the
+  last bit rather than merely within rounding).
+
+``skip`` discards that many leading inputs before seeding: TA-Lib's MACD seeds its fast EMA
+on the inputs just before its first slow value, not on the first inputs (see ``macd.py``).
+
+Every indicator here can ``revise`` its latest input: a corrected bar replaces the bar it
+corrects instead of being counted twice. One undo record (the state before the latest update)
+is all that requires.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Ema"]
+
+
+class Ema:
+    """Incremental EMA(``period``); ``update`` returns ``None`` while warming up."""
+
+    __slots__ = ("_k", "_seed_sum", "_seen", "_skip", "_undo", "period", "value")
+
+    def __init__(self, period: int, skip: int = 0) -> None:
+        if period < 1 or skip < 0:
+            raise ValueError(f"EMA needs period >= 1 and skip >= 0, got {period}, {skip}")
+        self.period = period
+        self._skip = skip
+        self._k = 2.0 / (period + 1)
+        self._seen = 0
+        self._seed_sum = 0.0
+        self.value: float | None = None
+        self._undo: tuple[int, float, float | None] = (0, 0.0, None)
+
+    def update(self, x: float) -> float | None:
+        """Fold one input in; return the EMA, or ``None`` before the seed is complete."""
+        seen = self._seen
+        value = self.value
+        self._undo = (seen, self._seed_sum, value)
+        seen += 1
+        self._seen = seen
+        if value is not None:
+            value = (x - value) * self._k + value
+            self.value = value
+            return value
+        taken = seen - self._skip
+        if taken <= 0:
+            return None
+        self._seed_sum += x
+        if taken < self.period:
+            return None
+        value = self._seed_sum / self.period
+        self.value = value
+        return value
+
+    def revise(self, x: float) -> float | None:
+        """Replace the latest input by ``x`` (a corrected bar) and return the new EMA."""
+        self._seen, self._seed_sum, self.value = self._undo
+        return self.update(x)

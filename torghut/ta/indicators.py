@@ -1,0 +1,202 @@
+"""All indicators of one (symbol, window size) stream, behind one O(1) ``on_bar`` call.
+
+The TA flow keeps one :class:`IndicatorEngine` per key ``(symbol, window size)`` — the 1 s
+microbar lane and the 1 min Alpaca-bar lane never share state — feeds it closed bars in event
+order with :meth:`IndicatorEngine.on_bar` and the symbol's quotes with
+:meth:`IndicatorEngine.on_quote`, and publishes the returned :class:`~torghut.events.Signal`.
+
+Definitions live next to their code (each is TA-Lib's, checked by property tests):
+``ema12``/``ema26`` in ``ema.py``, ``macd``/``macd_signal``/``macd_hist`` in ``macd.py``,
+``rsi14`` in ``rsi.py``, ``boll_*`` in ``bollinger.py``, ``vol_realized_w60s`` in
+``volatility.py``, ``vwap_session``/``vwap_w5m`` in ``vwap.py``, ``imbalance_*`` in
+``imbalance.py``. Every field is ``None`` exactly while TA-Lib would return NaN.
+
+Corrections. Indicators are computed on bars as they close. A bar whose end equals the latest
+bar's end (a corrected microbar with a higher version, an Alpaca ``updated_bar``) *replaces*
+that bar: every indicator undoes the latest input and folds the new one in, and the returned
+signal is the re-emitted signal of that bar (same key, the caller raises the version). A bar
+older than the latest one cannot be replayed without recomputing history, so it changes
+nothing: ``on_bar`` returns ``None`` and counts it in ``stale_corrections``. The choice is
+deterministic: the signal stream depends only on the order bars arrive in.
+
+Bad input (non-finite or non-positive prices, negative or non-finite volume, naive
+timestamps) raises :class:`InvalidBar` before any state changes, so the caller can dead-letter
+the bar and carry on.
+
+State is a few hundred small numbers in ``__slots__`` objects: the engine pickles and
+deep-copies cheaply (Bytewax snapshots it every epoch); :meth:`IndicatorEngine.snapshot`
+returns such a copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from torghut.config import TaSettings
+from torghut.events import Microbar, Quote, Signal
+from torghut.ta.bollinger import Bollinger
+from torghut.ta.ema import Ema
+from torghut.ta.imbalance import QuoteBook
+from torghut.ta.macd import Macd
+from torghut.ta.rsi import Rsi
+from torghut.ta.volatility import RealizedVolatility
+from torghut.ta.vwap import SessionClock, SessionVwap, WindowVwap
+
+__all__ = ["IndicatorEngine", "InvalidBar", "window_micros"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
+_MICROSECOND = timedelta(microseconds=1)
+_INF = math.inf
+_NONE3: tuple[None, None, None] = (None, None, None)
+_DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
+
+
+class InvalidBar(ValueError):
+    """A bar the indicators cannot use; raised before any state is touched."""
+
+
+def window_micros(window_size: str) -> int:
+    """Length in µs of an ISO-8601 window size such as ``PT1S``, ``PT1M`` or ``PT1H30M``."""
+    match = _DURATION.match(window_size)
+    if match is None or not any(match.groups()):
+        raise ValueError(f"window size must be an ISO-8601 duration like PT1S, got {window_size!r}")
+    hours, minutes, seconds = match.groups()
+    micros = round(
+        (int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)) * 1_000_000
+    )
+    if micros <= 0:
+        raise ValueError(f"window size must be positive, got {window_size!r}")
+    return micros
+
+
+class IndicatorEngine:
+    """Incremental indicators of one (symbol, window size) stream.
+
+    >>> from datetime import datetime, timezone
+    >>> engine = IndicatorEngine("PT1S", TaSettings())
+    >>> bar = Microbar(o=10.0, h=10.0, l=10.0, c=10.0, v=5.0, vwap=10.0, count=1)
+    >>> signal = engine.on_bar(datetime(2026, 1, 2, 15, 0, 1, tzinfo=timezone.utc), bar)
+    >>> (signal.close, signal.vwap_session, signal.ema12)
+    (10.0, 10.0, None)
+    """
+
+    __slots__ = (
+        "_bollinger",
+        "_ema12",
+        "_last_end_us",
+        "_macd",
+        "_quotes",
+        "_rsi",
+        "_session_vwap",
+        "_volatility",
+        "_window_vwap",
+        "bars",
+        "corrections",
+        "stale_corrections",
+        "window_size",
+    )
+
+    def __init__(self, window_size: str, settings: TaSettings) -> None:
+        self.window_size = window_size
+        grid_us = window_micros(window_size)
+        clock = SessionClock(
+            time.fromisoformat(settings.session_start), ZoneInfo(settings.session_timezone)
+        )
+        self._ema12 = Ema(12)
+        self._macd = Macd(12, 26, 9)
+        self._rsi = Rsi(14)
+        self._bollinger = Bollinger(20, 2.0)
+        self._volatility = RealizedVolatility(60)
+        self._session_vwap = SessionVwap(clock)
+        self._window_vwap = WindowVwap(300_000_000)
+        self._quotes = QuoteBook(grid_us, settings.quote_max_age_ms * 1000)
+        self._last_end_us: int | None = None
+        self.bars = 0
+        self.corrections = 0
+        self.stale_corrections = 0
+
+    def on_quote(self, ts: datetime, quote: Quote) -> None:
+        """Record a quote of this symbol (event time ``ts``, timezone-aware) for imbalance."""
+        if ts.tzinfo is None:
+            raise ValueError("quote timestamp must be timezone-aware")
+        self._quotes.add((ts - _EPOCH) // _MICROSECOND, quote)
+
+    def on_bar(self, event_end: datetime, bar: Microbar) -> Signal | None:
+        """Fold the bar ending at ``event_end`` in; return its signal.
+
+        Returns ``None`` only for a correction of a bar older than the latest one (counted in
+        ``stale_corrections``). Raises :class:`InvalidBar` for unusable input.
+        """
+        close = bar.c
+        volume = bar.v
+        price = bar.vwap if bar.vwap is not None else close
+        if not (0.0 < close < _INF and 0.0 <= volume < _INF and 0.0 < price < _INF):
+            raise InvalidBar(f"bar needs finite prices > 0 and volume >= 0, got {bar!r}")
+        if event_end.tzinfo is None:
+            raise InvalidBar("bar end must be timezone-aware")
+        end_us = (event_end - _EPOCH) // _MICROSECOND
+        last = self._last_end_us
+        if last is not None and end_us <= last:
+            if end_us < last:
+                self.stale_corrections += 1
+                return None
+            self.corrections += 1
+            return self._revise(end_us, close, price, volume)
+        self._last_end_us = end_us
+        self.bars += 1
+        line, signal, hist = self._macd.update(close) or _NONE3
+        mid, upper, lower = self._bollinger.update(close) or _NONE3
+        spread, bid_px, ask_px, bid_sz, ask_sz = self._quotes.at(end_us)
+        return Signal(
+            line,
+            signal,
+            hist,
+            self._ema12.update(close),
+            self._macd.slow.value,
+            self._rsi.update(close),
+            mid,
+            upper,
+            lower,
+            self._session_vwap.update(event_end, end_us, price, volume),
+            self._window_vwap.update(end_us, price, volume),
+            spread,
+            bid_px,
+            ask_px,
+            bid_sz,
+            ask_sz,
+            self._volatility.update(close),
+            close,
+        )
+
+    def snapshot(self) -> IndicatorEngine:
+        """An independent copy of the whole state (what a Bytewax ``snapshot()`` returns)."""
+        return copy.deepcopy(self)
+
+    def _revise(self, end_us: int, close: float, price: float, volume: float) -> Signal:
+        line, signal, hist = self._macd.revise(close) or _NONE3
+        mid, upper, lower = self._bollinger.revise(close) or _NONE3
+        spread, bid_px, ask_px, bid_sz, ask_sz = self._quotes.at(end_us)
+        return Signal(
+            line,
+            signal,
+            hist,
+            self._ema12.revise(close),
+            self._macd.slow.value,
+            self._rsi.revise(close),
+            mid,
+            upper,
+            lower,
+            self._session_vwap.revise(price, volume),
+            self._window_vwap.revise(price, volume),
+            spread,
+            bid_px,
+            ask_px,
+            bid_sz,
+            ask_sz,
+            self._volatility.revise(close),
+            close,
+        )

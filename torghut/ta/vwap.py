@@ -1,0 +1,134 @@
+"""Volume-weighted average prices over bars: per trading session and over the last 5 minutes.
+
+Both weight each bar's own VWAP by its volume: ``Σ(vwap_i · v_i) / Σ v_i`` (a bar without a
+VWAP — it has no volume — contributes nothing). ``None`` while the volume in scope is 0.
+
+* ``vwap_session``: the bars of the current session. A session starts every calendar day at
+  ``session_start`` wall-clock time in ``session_timezone`` (09:30 America/New_York by default),
+  DST-aware through zoneinfo. A bar belongs to the session with the latest start strictly
+  before its end: bars are ``[start, end)``, so the bar ending exactly at 09:30:00 (covering
+  09:29:59-09:30:00) closes the previous session and the bar ending 09:30:01 opens the new
+  one. Pre-market bars therefore still belong to the previous day's session.
+* ``vwap_w5m``: the bars whose end lies in ``(t - 5 min, t]``, ``t`` the latest bar's end —
+  event time, not bar count, so it covers 300 one-second bars or 5 one-minute bars.
+
+The sums are exact fixed-point integers (64 fraction bits), so removing a bar from the 5-minute
+window leaves no rounding residue behind however large it was.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+__all__ = ["SessionClock", "SessionVwap", "WindowVwap"]
+
+_SCALE = float(2**64)
+_EPOCH = datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(ts: datetime) -> int:
+    return (ts - _EPOCH) // _MICROSECOND
+
+
+class SessionClock:
+    """Maps a bar end to the start of its session (µs since the epoch), cached per session."""
+
+    __slots__ = ("_next", "_start", "_tz", "start_time")
+
+    def __init__(self, start_time: time, tz: ZoneInfo) -> None:
+        self.start_time = start_time
+        self._tz = tz
+        self._start = 0
+        self._next = 0
+
+    def session_of(self, end: datetime, end_us: int) -> int:
+        """Start of the session the bar ending at ``end`` (``end_us`` µs) belongs to."""
+        if self._start < end_us <= self._next:
+            return self._start
+        local = end.astimezone(self._tz)
+        day = local.date()
+        if local.time() <= self.start_time:
+            day -= timedelta(days=1)
+        self._start = self._instant(day)
+        self._next = self._instant(day + timedelta(days=1))
+        return self._start
+
+    def _instant(self, day: date) -> int:
+        return _micros(datetime.combine(day, self.start_time, tzinfo=self._tz))
+
+
+class SessionVwap:
+    """Cumulative VWAP of the current session's bars."""
+
+    __slots__ = ("_clock", "_last", "_pv", "_session", "_v")
+
+    def __init__(self, clock: SessionClock) -> None:
+        self._clock = clock
+        self._session: int | None = None
+        self._pv = 0
+        self._v = 0
+        self._last = (0, 0)
+
+    def update(self, end: datetime, end_us: int, price: float, volume: float) -> float | None:
+        """Add one bar (its VWAP ``price`` and ``volume``); return the session VWAP."""
+        session = self._clock.session_of(end, end_us)
+        if session != self._session:
+            self._session = session
+            self._pv = 0
+            self._v = 0
+        pv = int(price * volume * _SCALE)
+        v = int(volume * _SCALE)
+        self._last = (pv, v)
+        self._pv += pv
+        self._v += v
+        return self._pv / self._v if self._v else None
+
+    def revise(self, price: float, volume: float) -> float | None:
+        """Replace the latest bar's contribution (a corrected bar of the same end)."""
+        old_pv, old_v = self._last
+        pv = int(price * volume * _SCALE)
+        v = int(volume * _SCALE)
+        self._last = (pv, v)
+        self._pv += pv - old_pv
+        self._v += v - old_v
+        return self._pv / self._v if self._v else None
+
+
+class WindowVwap:
+    """VWAP of the bars ending within the last ``span_us`` µs (right-closed window)."""
+
+    __slots__ = ("_bars", "_pv", "_v", "span_us")
+
+    def __init__(self, span_us: int = 300_000_000) -> None:
+        self.span_us = span_us
+        self._bars: deque[tuple[int, int, int]] = deque()
+        self._pv = 0
+        self._v = 0
+
+    def update(self, end_us: int, price: float, volume: float) -> float | None:
+        """Add one bar ending at ``end_us``; drop bars ending at or before ``end - span``."""
+        pv = int(price * volume * _SCALE)
+        v = int(volume * _SCALE)
+        bars = self._bars
+        bars.append((end_us, pv, v))
+        self._pv += pv
+        self._v += v
+        horizon = end_us - self.span_us
+        while bars[0][0] <= horizon:
+            _, old_pv, old_v = bars.popleft()
+            self._pv -= old_pv
+            self._v -= old_v
+        return self._pv / self._v if self._v else None
+
+    def revise(self, price: float, volume: float) -> float | None:
+        """Replace the latest bar's contribution (a corrected bar of the same end)."""
+        end_us, old_pv, old_v = self._bars[-1]
+        pv = int(price * volume * _SCALE)
+        v = int(volume * _SCALE)
+        self._bars[-1] = (end_us, pv, v)
+        self._pv += pv - old_pv
+        self._v += v - old_v
+        return self._pv / self._v if self._v else None
