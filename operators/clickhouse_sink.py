@@ -67,33 +67,6 @@ INSERT_SECONDS = Histogram(
 log = get_logger("operators.clickhouse_sink")
 
 
-@operator
-def clickhouse_sink(
-    step_id: str,
-    up: Stream[Row],
-    sink: ClickHouseSink,
-    batch_seconds: float,
-    shards: int = 1,
-) -> None:
-    """Batch rows by size (``sink.batch_rows``) and age (``batch_seconds``), then insert.
-
-    ``shards`` spreads the batching over that many keys (by ``crc32`` of the row's first
-    column, the symbol), so with several workers several of them insert in parallel; 1 keeps
-    one stream of large inserts per table.
-
-    >>> # op.output-like use in a flow:
-    >>> # clickhouse_sink("ch_bars", bar_rows, ClickHouseSink(factory, "ta_microbars",
-    >>> #                 MICROBAR_COLUMNS), batch_seconds=1.0)
-    """
-    if shards < 1:
-        raise ValueError("shards must be >= 1")
-    keyed = op.key_on("shard", up, _shard_key(shards))
-    batch_rows, age = sink.batch_rows, timedelta(seconds=batch_seconds)
-    batches = op.stateful_batch("batch", keyed, lambda resume: _RowBatcher(batch_rows, age, resume))
-    rows = op.flat_map_batch("rows", batches, _unbatch)
-    op.output("insert", rows, sink)
-
-
 class ClickHouseSink(DynamicSink[Row]):
     """Insert row tuples (``columns`` order) into ``table``, synchronously per ``write_batch``.
 
@@ -125,6 +98,33 @@ class ClickHouseSink(DynamicSink[Row]):
         self, step_id: str, worker_index: int, worker_count: int
     ) -> StatelessSinkPartition[Row]:
         return _InsertPartition(self, self.client_factory())
+
+
+@operator
+def clickhouse_sink(
+    step_id: str,
+    up: Stream[Row],
+    sink: ClickHouseSink,
+    batch_seconds: float,
+    shards: int = 1,
+) -> None:
+    """Batch rows by size (``sink.batch_rows``) and age (``batch_seconds``), then insert.
+
+    ``shards`` spreads the batching over that many keys (by ``crc32`` of the row's first
+    column, the symbol), so with several workers several of them insert in parallel; 1 keeps
+    one stream of large inserts per table.
+
+    >>> # op.output-like use in a flow:
+    >>> # clickhouse_sink("ch_bars", bar_rows, ClickHouseSink(factory, "ta_microbars",
+    >>> #                 MICROBAR_COLUMNS), batch_seconds=1.0)
+    """
+    if shards < 1:
+        raise ValueError("shards must be >= 1")
+    keyed = op.key_on("shard", up, _shard_key(shards))
+    batch_rows, age = sink.batch_rows, timedelta(seconds=batch_seconds)
+    batches = op.stateful_batch("batch", keyed, lambda resume: _RowBatcher(batch_rows, age, resume))
+    rows = op.flat_map_batch("rows", batches, _unbatch)
+    op.output("insert", rows, sink)
 
 
 class _InsertPartition(StatelessSinkPartition[Row]):

@@ -100,6 +100,11 @@ def _open_embedded(path: Path, database: str | None) -> Client:
         try:
             client = clickhouse_connect.get_client(**kwargs)
         except ProgrammingError as exc:
+            if "already initialized with path" in str(exc):
+                raise EmbeddedClickHouseError(
+                    f"this process already runs the embedded ClickHouse on another directory; "
+                    f"chdb allows one data directory per process, so {path} cannot be opened too"
+                ) from exc
             if _engine_path is None and _locked_elsewhere(path):
                 raise EmbeddedClickHouseError(
                     f"the embedded ClickHouse directory {path} is locked by another process. "

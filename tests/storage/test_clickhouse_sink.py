@@ -1,0 +1,187 @@
+"""ClickHouseSink / clickhouse_sink on chdb: batching, retries on real failures, no silent loss."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
+from bytewax.testing import TestingSource, run_main
+from prometheus_client import REGISTRY
+
+from operators.clickhouse_sink import ClickHouseSink, Row, clickhouse_sink
+from tests.helpers import wait_until
+from torghut.clickhouse import MICROBAR_COLUMNS, Client, bars, connect, microbar_row
+from torghut.config import ClickHouseSettings
+from torghut.events import Envelope, Microbar, Window
+
+T0 = datetime(2026, 11, 24, 15, 0, 0, tzinfo=UTC)
+
+
+def _row(i: int, symbol: str = "AAPL", ingest_ms: int = 1) -> Row:
+    end = T0 + timedelta(seconds=i)
+    return microbar_row(
+        Envelope(
+            event_ts=end,
+            ingest_ts=end + timedelta(milliseconds=ingest_ms),
+            symbol=symbol,
+            seq=0,
+            payload=Microbar(o=1.0, h=2.0, l=0.5, c=float(i), v=10.0, vwap=1.5, count=2),
+            window=Window(size="PT1S"),
+        )
+    )
+
+
+def _metric(name: str, table: str) -> float:
+    return REGISTRY.get_sample_value(name, {"table": table}) or 0.0
+
+
+def _copy_table(ch: Client, name: str) -> None:
+    ch.command(f"CREATE TABLE {name} AS ta_microbars")
+
+
+def _flow(rows: Iterable[Row], sink: ClickHouseSink, batch_seconds: float) -> Dataflow:
+    flow = Dataflow(f"sink_{uuid.uuid4().hex[:6]}")
+    clickhouse_sink("ch", op.input("in", flow, TestingSource(list(rows))), sink, batch_seconds)
+    return flow
+
+
+def test_rows_are_batched_by_size(ch_settings: ClickHouseSettings, ch: Client) -> None:
+    table = f"bars_{uuid.uuid4().hex[:8]}"
+    _copy_table(ch, table)
+    sink = ClickHouseSink(lambda: connect(ch_settings), table, MICROBAR_COLUMNS, batch_rows=100)
+    run_main(_flow((_row(i) for i in range(1050)), sink, batch_seconds=3600))
+
+    assert ch.command(f"SELECT count() FROM {table}") == 1050
+    inserts = _metric("torghut_clickhouse_insert_seconds_count", table)
+    assert 11 <= inserts <= 12  # 10 full batches + the EOF remainder (+1 if a batch straddled)
+    assert _metric("torghut_clickhouse_rows_written_total", table) == 1050
+
+
+class _HoldOpenUntilStored(DynamicSource[Row]):
+    """Emits ``rows`` once, then stays open until they are visible in ``table`` (or times out).
+
+    Proves the time trigger: with ``batch_rows`` far above len(rows) only the age of the batch
+    can flush it while the input is still open (EOF would flush it too).
+    """
+
+    def __init__(self, rows: list[Row], settings: ClickHouseSettings, table: str) -> None:
+        self.rows, self.settings, self.table = rows, settings, table
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _HoldPartition:
+        return _HoldPartition(self)
+
+
+class _HoldPartition(StatelessSourcePartition[Row]):
+    def __init__(self, spec: _HoldOpenUntilStored) -> None:
+        self.spec = spec
+        self.sent = False
+        self.deadline = time.monotonic() + 30
+        self.client = connect(spec.settings)
+
+    def next_batch(self) -> list[Row]:
+        if not self.sent:
+            self.sent = True
+            return self.spec.rows
+        if self.client.command(f"SELECT count() FROM {self.spec.table}") == len(self.spec.rows):
+            self.client.close()
+            raise StopIteration
+        if time.monotonic() > self.deadline:
+            raise AssertionError("the batch was not flushed by its age")
+        return []
+
+    def next_awake(self) -> datetime | None:
+        return None if not self.sent else datetime.now(UTC) + timedelta(milliseconds=20)
+
+
+def test_rows_are_flushed_by_age_while_input_stays_open(
+    ch_settings: ClickHouseSettings, ch: Client
+) -> None:
+    table = f"bars_{uuid.uuid4().hex[:8]}"
+    _copy_table(ch, table)
+    rows = [_row(i) for i in range(7)]
+    flow = Dataflow("age_flush")
+    src = op.input("in", flow, _HoldOpenUntilStored(rows, ch_settings, table))
+    sink = ClickHouseSink(lambda: connect(ch_settings), table, MICROBAR_COLUMNS, batch_rows=10_000)
+    clickhouse_sink("ch", src, sink, batch_seconds=0.2)
+    run_main(flow)
+    assert ch.command(f"SELECT count() FROM {table}") == 7
+    assert _metric("torghut_clickhouse_insert_seconds_count", table) == 1
+
+
+def test_transient_failure_is_retried_until_the_table_appears(
+    ch_settings: ClickHouseSettings, ch: Client
+) -> None:
+    table = f"late_{uuid.uuid4().hex[:8]}"
+    sink = ClickHouseSink(
+        lambda: connect(ch_settings),
+        table,
+        MICROBAR_COLUMNS,
+        max_retries=30,
+        backoff_initial_s=0.02,
+        backoff_max_s=0.1,
+    )
+
+    def create_after_two_failures() -> None:
+        wait_until(
+            lambda: _metric("torghut_clickhouse_insert_retries_total", table) >= 2, timeout=30
+        )
+        _copy_table(ch, table)
+
+    creator = threading.Thread(target=create_after_two_failures)
+    creator.start()
+    run_main(_flow((_row(i) for i in range(20)), sink, batch_seconds=3600))
+    creator.join(timeout=30)
+
+    assert ch.command(f"SELECT count() FROM {table}") == 20
+    assert _metric("torghut_clickhouse_insert_retries_total", table) >= 2
+    assert _metric("torghut_clickhouse_rows_written_total", table) == 20
+    assert _metric("torghut_clickhouse_rows_failed_total", table) == 0
+
+
+def test_exhausted_retries_fail_the_flow_and_count_the_rows(
+    ch_settings: ClickHouseSettings, ch: Client
+) -> None:
+    table = f"missing_{uuid.uuid4().hex[:8]}"
+    sink = ClickHouseSink(
+        lambda: connect(ch_settings), table, MICROBAR_COLUMNS, max_retries=2, backoff_initial_s=0.01
+    )
+    with pytest.raises(Exception, match="error writing output batch") as failed:
+        run_main(_flow((_row(i) for i in range(5)), sink, batch_seconds=3600))
+    causes: list[BaseException] = []
+    cause: BaseException | None = failed.value
+    while cause is not None:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    assert any("UNKNOWN_TABLE" in str(c) for c in causes), causes
+    assert _metric("torghut_clickhouse_rows_failed_total", table) == 5
+    assert _metric("torghut_clickhouse_insert_retries_total", table) == 2
+
+
+def test_replayed_rows_collapse_under_final(ch_settings: ClickHouseSettings, ch: Client) -> None:
+    first = [_row(i) for i in range(10)]
+    replay = [_row(i, ingest_ms=500) for i in range(5, 10)]  # a resumed epoch re-emits 5..9
+    sink = ClickHouseSink(lambda: connect(ch_settings), "ta_microbars", MICROBAR_COLUMNS)
+    run_main(_flow(first, sink, batch_seconds=3600))
+    run_main(_flow(replay, sink, batch_seconds=3600))
+
+    assert ch.command("SELECT count() FROM ta_microbars") == 15
+    got = bars(ch, "AAPL", T0, T0 + timedelta(seconds=10))
+    assert [b.payload.c for b in got] == [float(i) for i in range(10)]
+    assert [b.ingest_ts.microsecond for b in got] == [1000] * 5 + [500_000] * 5
+
+
+def test_rows_spread_over_shards_all_arrive(ch_settings: ClickHouseSettings, ch: Client) -> None:
+    rows = [_row(i, symbol=s) for i in range(50) for s in ("AAPL", "MSFT", "NVDA", "SPY")]
+    flow = Dataflow("sharded")
+    sink = ClickHouseSink(lambda: connect(ch_settings), "ta_microbars", MICROBAR_COLUMNS)
+    src = op.input("in", flow, TestingSource(rows, batch_size=16))
+    clickhouse_sink("ch", src, sink, batch_seconds=3600, shards=3)
+    run_main(flow)
+    assert ch.command("SELECT count() FROM ta_microbars FINAL") == 200
