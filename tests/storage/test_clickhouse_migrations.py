@@ -115,7 +115,7 @@ def test_column_lists_match_the_tables(ch_settings: ClickHouseSettings, ch: Clie
 
     assert columns("ta_microbars") == MICROBAR_COLUMNS
     assert columns("ta_signals") == SIGNAL_COLUMNS
-    assert SIGNAL_VALUE_COLUMNS == tuple(Signal.__struct_fields__)
+    assert tuple(Signal.__struct_fields__) == SIGNAL_VALUE_COLUMNS
     assert columns("ta_signals_flat") == (
         "ts", "symbol", "macd", "macd_signal", "signal", "rsi", "rsi14", "ema", "vwap",
         "signal_json", "timeframe", "price", "close", "spread",

@@ -22,7 +22,9 @@ from torghut.events import Envelope, Microbar, Signal, Window
 T0 = datetime(2026, 11, 24, 15, 0, 0, tzinfo=UTC)
 
 
-def _bar(symbol: str, second: int, c: float, ingest_delay_ms: int = 0, version: int = 1) -> Envelope[Microbar]:  # fmt: skip
+def _bar(
+    symbol: str, second: int, c: float, ingest_delay_ms: int = 0, version: int = 1
+) -> Envelope[Microbar]:
     end = T0 + timedelta(seconds=second)
     return Envelope(
         event_ts=end,
@@ -36,7 +38,9 @@ def _bar(symbol: str, second: int, c: float, ingest_delay_ms: int = 0, version: 
     )
 
 
-def _signal(symbol: str, second: int, macd: float | None, seq: int = 0, ingest_ms: int = 5) -> Envelope[Signal]:  # fmt: skip
+def _signal(
+    symbol: str, second: int, macd: float | None, seq: int = 0, ingest_ms: int = 5
+) -> Envelope[Signal]:
     end = T0 + timedelta(seconds=second)
     return Envelope(
         event_ts=end,
@@ -92,7 +96,9 @@ def test_signal_cursor_pages_every_row_exactly_once_in_query_order(ch: Client) -
 
 def test_flat_view_projects_signal_columns(ch: Client) -> None:
     ch.insert("ta_signals", [signal_row(_signal("SPY", 1, 0.25))], column_names=SIGNAL_COLUMNS)
-    ch.insert("ta_signals", [signal_row(_signal("SPY", 1, 0.5, ingest_ms=9))], column_names=SIGNAL_COLUMNS)  # fmt: skip
+    ch.insert(
+        "ta_signals", [signal_row(_signal("SPY", 1, 0.5, ingest_ms=9))], column_names=SIGNAL_COLUMNS
+    )
     rows = ch.query(
         "SELECT ts, symbol, macd, rsi, timeframe, price, JSONExtractFloat(signal_json, 'macd'),"
         " JSONExtractUInt(signal_json, 'imbalance_bid_sz') FROM ta_signals_flat"
