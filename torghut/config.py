@@ -253,6 +253,7 @@ class TradingSettings(_Section):
     poll_interval_s: float = Field(default=1.0, gt=0)
     strategies: CsvList = ("macd_rsi", "bollinger_reversion")
     order_qty: Decimal = Decimal("1")
+    strategy_params: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
     reconcile_interval_s: float = Field(default=5.0, gt=0)
 
 

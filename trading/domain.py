@@ -1,0 +1,164 @@
+"""The trading domain's value types: the signal a strategy reads and the decision it makes.
+
+Why a decision hash: a decision is identified by *what* was decided, not by when the process
+happened to compute it. The hash of (strategy id, symbol, event time, action, params) is unique
+in the store and is sent to Alpaca as ``client_order_id``, so a replay or a crash-restart that
+recomputes the same decision can never place a second order (Alpaca refuses a reused id).
+
+The canonical JSON behind the hash is deliberately narrow and stable:
+
+* keys sorted, no whitespace, ASCII only;
+* every number (int, float, Decimal) becomes a canonical decimal string (``Decimal`` normalised,
+  fixed-point: ``30``, ``30.0`` and ``Decimal("30.00")`` are the same parameter value), booleans
+  stay JSON booleans;
+* datetimes must be timezone-aware and become UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ``.
+
+``qty`` is not part of the hash: the LLM review may shrink it, and the shrunken order is still
+the same decision (the same ``client_order_id``). The configured base quantity is a strategy
+parameter, so a change of configuration does change the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from torghut.events import Signal
+
+__all__ = [
+    "Action",
+    "Decision",
+    "OrderType",
+    "ParamValue",
+    "SignalRow",
+    "canonical_json",
+    "decision_hash",
+]
+
+ParamValue = str | int | float | bool | Decimal | None
+"""What a strategy parameter may be (kept scalar so the canonical form is unambiguous)."""
+
+
+class Action(StrEnum):
+    """What a decision asks for. ``HOLD`` is what remains after a veto: no order."""
+
+    BUY = "buy"
+    SELL = "sell"
+    HOLD = "hold"
+
+
+class OrderType(StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+
+
+class SignalRow(msgspec.Struct, frozen=True):
+    """One deduplicated ``ta_signals`` row as the trading loop reads it.
+
+    ``(window_size, event_ts, symbol, seq)`` is the cursor order; a row with the same key and a
+    higher ``version`` is a correction of an earlier one.
+    """
+
+    symbol: str
+    event_ts: datetime
+    seq: int
+    window_size: str
+    version: int
+    indicators: Signal
+
+    @property
+    def close(self) -> float | None:
+        return self.indicators.close
+
+
+class Decision(msgspec.Struct, frozen=True):
+    """A deterministic strategy's decision for one signal row.
+
+    ``params`` are the strategy parameters that produced it (part of the hash); ``rationale``
+    is a short human explanation built from the indicator values (not part of the hash).
+    """
+
+    strategy_id: str
+    strategy_version: str
+    symbol: str
+    event_ts: datetime
+    action: Action
+    qty: Decimal
+    order_type: OrderType
+    params: dict[str, ParamValue]
+    rationale: str
+    limit_price: Decimal | None = None
+    window_size: str = ""
+    signal_seq: int = 0
+    reference_price: Decimal | None = None
+
+    @property
+    def decision_hash(self) -> str:
+        return decision_hash(self.strategy_id, self.symbol, self.event_ts, self.action, self.params)
+
+    @property
+    def client_order_id(self) -> str:
+        """Alpaca's idempotency key (64 hex chars; Alpaca allows up to 128)."""
+        return self.decision_hash
+
+
+def decision_hash(
+    strategy_id: str,
+    symbol: str,
+    event_ts: datetime,
+    action: Action | str,
+    params: Mapping[str, ParamValue],
+) -> str:
+    """SHA-256 hex of the canonical JSON of the decision's identity."""
+    identity = {
+        "action": str(action),
+        "event_ts": event_ts,
+        "params": dict(params),
+        "strategy_id": strategy_id,
+        "symbol": symbol,
+    }
+    return hashlib.sha256(canonical_json(identity).encode("ascii")).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """The one canonical JSON text of ``value`` (see the module docstring for the rules)."""
+    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return value.value
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float | Decimal):
+        return _decimal_text(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} has no canonical form; use UTC")
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"canonical JSON keys must be str, got {k!r}")
+            out[k] = _canonical(v)
+        return out
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    raise TypeError(f"no canonical JSON form for {type(value).__name__}")
+
+
+def _decimal_text(value: int | float | Decimal) -> str:
+    d = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not d.is_finite():
+        raise ValueError(f"non-finite number {value!r} has no canonical form")
+    if d == 0:
+        return "0"
+    return format(d.normalize(), "f")

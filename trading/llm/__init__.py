@@ -1,0 +1,20 @@
+"""Optional, advisory LLM review of deterministic decisions (off by default: ``LLM_ENABLED``).
+
+``contract`` holds the fixed prompt and the strict answer schema, ``policy`` what an answer may
+do to a decision (and the circuit breaker), ``openai_chat`` the OpenAI-compatible provider.
+"""
+
+from trading.llm.contract import PROMPT_VERSION, SYSTEM_PROMPT, LlmVerdict
+from trading.llm.openai_chat import OpenAiChatReviewer
+from trading.llm.policy import BreakerState, CircuitBreaker, DecisionReview, ReviewOutcome
+
+__all__ = [
+    "PROMPT_VERSION",
+    "SYSTEM_PROMPT",
+    "BreakerState",
+    "CircuitBreaker",
+    "DecisionReview",
+    "LlmVerdict",
+    "OpenAiChatReviewer",
+    "ReviewOutcome",
+]

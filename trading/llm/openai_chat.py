@@ -1,0 +1,152 @@
+"""An OpenAI-compatible chat-completions provider over httpx (any server speaking
+``POST {base_url}/chat/completions``: OpenAI, vLLM, llama.cpp, Ollama, LiteLLM...).
+
+Why this shape: the request is built only from the structured :class:`~trading.ports.ReviewRequest`
+— a fixed system prompt, then the request JSON-encoded as the single user message — so no text
+from an untrusted source is ever concatenated into instructions. The provider never raises for
+provider faults: timeouts, transport errors, non-2xx answers and malformed envelopes come back
+as :class:`~trading.ports.ProviderReply` errors with a bounded kind prefix, and the policy
+decides. The API key is only ever placed in the ``Authorization`` header; it is never logged and
+never part of an error text.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import msgspec
+
+from torghut.config import LlmSettings
+from trading.domain import canonical_json
+from trading.llm.contract import PROMPT_VERSION, SYSTEM_PROMPT
+from trading.ports import ProviderReply, ReviewRequest
+
+__all__ = ["OpenAiChatReviewer"]
+
+
+class _Message(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Message
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Completion(msgspec.Struct):
+    """The chat-completions envelope; providers add fields, so unknown keys are tolerated here
+    (the model's own answer inside ``content`` is the strictly validated part)."""
+
+    choices: list[_Choice]
+    usage: _Usage | None = None
+
+
+class OpenAiChatReviewer:
+    """:class:`~trading.ports.Reviewer` over an OpenAI-compatible chat-completions endpoint."""
+
+    def __init__(self, settings: LlmSettings) -> None:
+        if not settings.base_url or not settings.model:
+            raise ValueError("LLM review needs LLM_BASE_URL and LLM_MODEL")
+        headers = {"Content-Type": "application/json"}
+        if settings.api_key is not None:
+            headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        self._model = settings.model
+        self._client = httpx.Client(
+            base_url=settings.base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(settings.timeout_s),
+            follow_redirects=False,
+        )
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    def close(self) -> None:
+        self._client.close()
+
+    def review(self, request: ReviewRequest) -> ProviderReply:
+        body = {
+            "model": self._model,
+            "temperature": 0,
+            "response_format": {"type": "json_object"},
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": _user_message(request)},
+            ],
+        }
+        started = time.perf_counter()
+        try:
+            resp = self._client.post("/chat/completions", json=body)
+        except httpx.TimeoutException as exc:
+            return self._reply(started, error=f"timeout: {type(exc).__name__}")
+        except httpx.HTTPError as exc:
+            return self._reply(started, error=f"transport: {type(exc).__name__}")
+        if resp.status_code != 200:
+            return self._reply(started, error=f"http_status: {resp.status_code}", content=resp.text)
+        try:
+            completion = msgspec.json.decode(resp.content, type=_Completion)
+            content = completion.choices[0].message.content
+        except (msgspec.DecodeError, IndexError) as exc:
+            return self._reply(started, error=f"envelope: {exc}", content=resp.text)
+        usage = completion.usage or _Usage()
+        return self._reply(
+            started,
+            content=content,
+            tokens_in=usage.prompt_tokens,
+            tokens_out=usage.completion_tokens,
+            error=None if content is not None else "envelope: no message content",
+        )
+
+    def _reply(
+        self,
+        started: float,
+        *,
+        error: str | None,
+        content: str | None = None,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+    ) -> ProviderReply:
+        return ProviderReply(
+            model=self._model,
+            content=content,
+            latency_ms=round((time.perf_counter() - started) * 1000),
+            error=error,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+        )
+
+
+def _user_message(request: ReviewRequest) -> str:
+    """The request as canonical JSON; indicator rows reduced to their numbers and times."""
+    doc: dict[str, Any] = {
+        "prompt_version": PROMPT_VERSION,
+        "order": {
+            "decision_hash": request.decision_hash,
+            "strategy_id": request.strategy_id,
+            "strategy_version": request.strategy_version,
+            "symbol": request.symbol,
+            "side": request.side,
+            "qty": request.qty,
+            "min_qty": request.min_qty,
+            "order_type": request.order_type,
+            "limit_price": request.limit_price,
+            "event_ts": request.event_ts,
+            "params": request.params,
+        },
+        "recent_signals": [
+            {
+                "event_ts": row.event_ts,
+                "window_size": row.window_size,
+                **msgspec.structs.asdict(row.indicators),
+            }
+            for row in request.recent_signals
+        ],
+    }
+    return canonical_json(doc)
