@@ -7,13 +7,14 @@ Definition:
 * ``boll_upper = mid + 2σ``, ``boll_lower = mid - 2σ``.
 
 Warm-up: ``None`` for the first 19 bars (TA-Lib's lookback 19); defined from the 20th bar.
-The window sums are exact (``moments.py``), so there is no drift over long series and a
-constant window has σ = 0 and bands equal to the price.
+The window statistics come from ``rolling.py``: error-bounded (σ within 5e-12 relative of
+the exact value), no drift over long series, and a constant window has σ = 0 and bands equal
+to the price.
 """
 
 from __future__ import annotations
 
-from torghut.ta.moments import ExactWindow
+from torghut.ta.rolling import RollingMoments
 
 __all__ = ["Bollinger"]
 
@@ -24,7 +25,7 @@ class Bollinger:
     __slots__ = ("_window", "width")
 
     def __init__(self, period: int = 20, width: float = 2.0) -> None:
-        self._window = ExactWindow(period)
+        self._window = RollingMoments(period)
         self.width = width
 
     def update(self, close: float) -> tuple[float, float, float] | None:
@@ -41,6 +42,6 @@ class Bollinger:
         window = self._window
         if not window.full:
             return None
-        mid = window.mean()
-        spread = self.width * window.std()
+        mid, std = window.mean_std()
+        spread = self.width * std
         return mid, mid + spread, mid - spread

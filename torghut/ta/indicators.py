@@ -23,17 +23,17 @@ Bad input (non-finite or non-positive prices, negative or non-finite volume, nai
 timestamps) raises :class:`InvalidBar` before any state changes, so the caller can dead-letter
 the bar and carry on.
 
-State is a few hundred small numbers in ``__slots__`` objects: the engine pickles and
-deep-copies cheaply (Bytewax snapshots it every epoch); :meth:`IndicatorEngine.snapshot`
-returns such a copy.
+State is a few hundred numbers in ``__slots__`` objects (the 5-minute VWAP window holds up
+to 300 one-second bars): :meth:`IndicatorEngine.snapshot` pickles it to bytes, which Bytewax
+copies for free each epoch, and :meth:`IndicatorEngine.restore` rebuilds it.
 """
 
 from __future__ import annotations
 
-import copy
 import math
+import pickle
 import re
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 from torghut.config import TaSettings
@@ -41,6 +41,7 @@ from torghut.events import Microbar, Quote, Signal
 from torghut.ta.bollinger import Bollinger
 from torghut.ta.ema import Ema
 from torghut.ta.imbalance import QuoteBook
+from torghut.ta.instants import epoch_micros
 from torghut.ta.macd import Macd
 from torghut.ta.rsi import Rsi
 from torghut.ta.volatility import RealizedVolatility
@@ -48,8 +49,6 @@ from torghut.ta.vwap import SessionClock, SessionVwap, WindowVwap
 
 __all__ = ["IndicatorEngine", "InvalidBar", "window_micros"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
-_MICROSECOND = timedelta(microseconds=1)
 _INF = math.inf
 _NONE3: tuple[None, None, None] = (None, None, None)
 _DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
@@ -121,9 +120,7 @@ class IndicatorEngine:
 
     def on_quote(self, ts: datetime, quote: Quote) -> None:
         """Record a quote of this symbol (event time ``ts``, timezone-aware) for imbalance."""
-        if ts.tzinfo is None:
-            raise ValueError("quote timestamp must be timezone-aware")
-        self._quotes.add((ts - _EPOCH) // _MICROSECOND, quote)
+        self._quotes.add(epoch_micros(ts), quote)
 
     def on_bar(self, event_end: datetime, bar: Microbar) -> Signal | None:
         """Fold the bar ending at ``event_end`` in; return its signal.
@@ -138,7 +135,7 @@ class IndicatorEngine:
             raise InvalidBar(f"bar needs finite prices > 0 and volume >= 0, got {bar!r}")
         if event_end.tzinfo is None:
             raise InvalidBar("bar end must be timezone-aware")
-        end_us = (event_end - _EPOCH) // _MICROSECOND
+        end_us = epoch_micros(event_end)
         last = self._last_end_us
         if last is not None and end_us <= last:
             if end_us < last:
@@ -172,9 +169,24 @@ class IndicatorEngine:
             close,
         )
 
-    def snapshot(self) -> IndicatorEngine:
-        """An independent copy of the whole state (what a Bytewax ``snapshot()`` returns)."""
-        return copy.deepcopy(self)
+    def snapshot(self) -> bytes:
+        """The whole state as an immutable pickle: what a Bytewax ``snapshot()`` returns.
+
+        Bytes because Bytewax deep-copies every snapshot, and copying bytes is free while
+        deep-copying the objects (the 5-minute window holds up to 300 bars) is not.
+        """
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def restore(cls, state: bytes) -> IndicatorEngine:
+        """Rebuild an engine from :meth:`snapshot` output (Bytewax's ``resume_state``)."""
+        engine = pickle.loads(state)
+        if not isinstance(engine, cls):
+            raise TypeError(f"not an IndicatorEngine snapshot: {type(engine).__name__}")
+        return engine
+
+    def __deepcopy__(self, memo: dict[int, object]) -> IndicatorEngine:
+        return self.restore(self.snapshot())
 
     def _revise(self, end_us: int, close: float, price: float, volume: float) -> Signal:
         line, signal, hist = self._macd.revise(close) or _NONE3

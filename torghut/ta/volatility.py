@@ -9,16 +9,16 @@ Definition (``vol_realized_w60s``):
   alike (the name keeps the design document's column).
 
 Warm-up: 60 returns need 61 closes, so ``None`` for the first 60 bars; defined from the 61st
-(0-based index 60, where ``talib.STDDEV`` on the returns first gives a number). Returns are
-held in exact fixed point with 96 fraction bits (``moments.py``): no drift, and a constant
-price gives σ = 0 exactly.
+(0-based index 60, where ``talib.STDDEV`` on the returns first gives a number). The window
+statistics come from ``rolling.py``: error-bounded, no drift, and a constant price gives
+σ = 0 exactly.
 """
 
 from __future__ import annotations
 
 import math
 
-from torghut.ta.moments import ExactWindow
+from torghut.ta.rolling import RollingMoments
 
 __all__ = ["RealizedVolatility"]
 
@@ -29,7 +29,7 @@ class RealizedVolatility:
     __slots__ = ("_prev", "_undo", "_window")
 
     def __init__(self, returns: int = 60) -> None:
-        self._window = ExactWindow(returns, fraction_bits=96)
+        self._window = RollingMoments(returns)
         self._prev: float | None = None
         self._undo: float | None = None
 

@@ -1,7 +1,8 @@
 """Volume-weighted average prices over bars: per trading session and over the last 5 minutes.
 
 Both weight each bar's own VWAP by its volume: ``Σ(vwap_i · v_i) / Σ v_i`` (a bar without a
-VWAP — it has no volume — contributes nothing). ``None`` while the volume in scope is 0.
+VWAP contributes its close; a bar without volume contributes nothing). ``None`` while the
+volume in scope is 0.
 
 * ``vwap_session``: the bars of the current session. A session starts every calendar day at
   ``session_start`` wall-clock time in ``session_timezone`` (09:30 America/New_York by default),
@@ -12,25 +13,25 @@ VWAP — it has no volume — contributes nothing). ``None`` while the volume in
 * ``vwap_w5m``: the bars whose end lies in ``(t - 5 min, t]``, ``t`` the latest bar's end —
   event time, not bar count, so it covers 300 one-second bars or 5 one-minute bars.
 
-The sums are exact fixed-point integers (64 fraction bits), so removing a bar from the 5-minute
-window leaves no rounding residue behind however large it was.
+Accuracy: the session sums only grow (all terms are ≥ 0), so plain float sums stay within
+``n·u`` relative of exact. The 5-minute sums also subtract, so they carry a running bound of
+their rounding error and are re-summed exactly-rounded (``math.fsum``) once it could exceed
+1e-12 of the sum — a huge bar leaving the window leaves no residue behind.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from torghut.ta.instants import epoch_micros
+
 __all__ = ["SessionClock", "SessionVwap", "WindowVwap"]
 
-_SCALE = float(2**64)
-_EPOCH = datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _micros(ts: datetime) -> int:
-    return (ts - _EPOCH) // _MICROSECOND
+_U = 2.0**-53
+_TOLERANCE = 1e-12
 
 
 class SessionClock:
@@ -57,78 +58,96 @@ class SessionClock:
         return self._start
 
     def _instant(self, day: date) -> int:
-        return _micros(datetime.combine(day, self.start_time, tzinfo=self._tz))
+        return epoch_micros(datetime.combine(day, self.start_time, tzinfo=self._tz))
 
 
 class SessionVwap:
     """Cumulative VWAP of the current session's bars."""
 
-    __slots__ = ("_clock", "_last", "_pv", "_session", "_v")
+    __slots__ = ("_clock", "_last_pv", "_last_v", "_pv", "_session", "_v")
 
     def __init__(self, clock: SessionClock) -> None:
         self._clock = clock
-        self._session: int | None = None
-        self._pv = 0
-        self._v = 0
-        self._last = (0, 0)
+        self._session = -1
+        self._pv = 0.0
+        self._v = 0.0
+        self._last_pv = 0.0
+        self._last_v = 0.0
 
     def update(self, end: datetime, end_us: int, price: float, volume: float) -> float | None:
         """Add one bar (its VWAP ``price`` and ``volume``); return the session VWAP."""
         session = self._clock.session_of(end, end_us)
         if session != self._session:
             self._session = session
-            self._pv = 0
-            self._v = 0
-        pv = int(price * volume * _SCALE)
-        v = int(volume * _SCALE)
-        self._last = (pv, v)
+            self._pv = 0.0
+            self._v = 0.0
+        pv = price * volume
+        self._last_pv = pv
+        self._last_v = volume
         self._pv += pv
-        self._v += v
-        return self._pv / self._v if self._v else None
+        self._v += volume
+        return self._pv / self._v if self._v > 0.0 else None
 
     def revise(self, price: float, volume: float) -> float | None:
         """Replace the latest bar's contribution (a corrected bar of the same end)."""
-        old_pv, old_v = self._last
-        pv = int(price * volume * _SCALE)
-        v = int(volume * _SCALE)
-        self._last = (pv, v)
-        self._pv += pv - old_pv
-        self._v += v - old_v
-        return self._pv / self._v if self._v else None
+        pv = price * volume
+        self._pv += pv - self._last_pv
+        self._v += volume - self._last_v
+        self._last_pv = pv
+        self._last_v = volume
+        return self._pv / self._v if self._v > 0.0 else None
 
 
 class WindowVwap:
     """VWAP of the bars ending within the last ``span_us`` µs (right-closed window)."""
 
-    __slots__ = ("_bars", "_pv", "_v", "span_us")
+    __slots__ = ("_bars", "_err_pv", "_err_v", "_pv", "_v", "span_us")
 
     def __init__(self, span_us: int = 300_000_000) -> None:
         self.span_us = span_us
-        self._bars: deque[tuple[int, int, int]] = deque()
-        self._pv = 0
-        self._v = 0
+        self._bars: deque[tuple[int, float, float]] = deque()
+        self._pv = 0.0
+        self._v = 0.0
+        self._err_pv = 0.0
+        self._err_v = 0.0
 
     def update(self, end_us: int, price: float, volume: float) -> float | None:
         """Add one bar ending at ``end_us``; drop bars ending at or before ``end - span``."""
-        pv = int(price * volume * _SCALE)
-        v = int(volume * _SCALE)
+        pv = price * volume
         bars = self._bars
-        bars.append((end_us, pv, v))
-        self._pv += pv
-        self._v += v
+        bars.append((end_us, pv, volume))
+        total_pv = self._pv + pv
+        total_v = self._v + volume
+        err_pv = self._err_pv + _U * total_pv
+        err_v = self._err_v + _U * total_v
         horizon = end_us - self.span_us
         while bars[0][0] <= horizon:
             _, old_pv, old_v = bars.popleft()
-            self._pv -= old_pv
-            self._v -= old_v
-        return self._pv / self._v if self._v else None
+            total_pv -= old_pv
+            total_v -= old_v
+            err_pv += _U * (old_pv + abs(total_pv))
+            err_v += _U * (old_v + abs(total_v))
+        self._pv = total_pv
+        self._v = total_v
+        self._err_pv = err_pv
+        self._err_v = err_v
+        return self._value()
 
     def revise(self, price: float, volume: float) -> float | None:
         """Replace the latest bar's contribution (a corrected bar of the same end)."""
         end_us, old_pv, old_v = self._bars[-1]
-        pv = int(price * volume * _SCALE)
-        v = int(volume * _SCALE)
-        self._bars[-1] = (end_us, pv, v)
+        pv = price * volume
+        self._bars[-1] = (end_us, pv, volume)
         self._pv += pv - old_pv
-        self._v += v - old_v
-        return self._pv / self._v if self._v else None
+        self._v += volume - old_v
+        self._err_pv += _U * (pv + old_pv + abs(self._pv))
+        self._err_v += _U * (volume + old_v + abs(self._v))
+        return self._value()
+
+    def _value(self) -> float | None:
+        if self._err_pv > _TOLERANCE * self._pv or self._err_v > _TOLERANCE * self._v:
+            self._pv = math.fsum([bar[1] for bar in self._bars])
+            self._v = math.fsum([bar[2] for bar in self._bars])
+            self._err_pv = _U * self._pv
+            self._err_v = _U * self._v
+        return self._pv / self._v if self._v > 0.0 else None
