@@ -28,6 +28,7 @@ import uvicorn
 from litestar import Litestar, MediaType, Request, Response, WebSocket, delete, get, patch, post
 from litestar.exceptions import HTTPException, WebSocketDisconnect
 from litestar.handlers import websocket
+from litestar.params import FromPath
 from prometheus_client import Counter
 
 from torghut.logs import get_logger
@@ -408,12 +409,12 @@ def build_app(sim: BrokerSimulator) -> Litestar:
         return order_json(sim.call(lambda book: book.order_by_client_id(client_order_id)))
 
     @get("/v2/orders/{order_id:str}")
-    async def get_order(order_id: str) -> Json:
+    async def get_order(order_id: FromPath[str]) -> Json:
         parsed = parse_uuid(order_id, "order_id")
         return order_json(sim.call(lambda book: book.order(parsed)))
 
     @patch("/v2/orders/{order_id:str}")
-    async def replace_order(order_id: str, request: Request[Any, Any, Any]) -> Json:
+    async def replace_order(order_id: FromPath[str], request: Request[Any, Any, Any]) -> Json:
         parsed = parse_uuid(order_id, "order_id")
         body = await _json_body(request)
         if not isinstance(body, dict):
@@ -441,7 +442,7 @@ def build_app(sim: BrokerSimulator) -> Litestar:
         return order_json(order)
 
     @delete("/v2/orders/{order_id:str}", status_code=204)
-    async def cancel_order(order_id: str) -> None:
+    async def cancel_order(order_id: FromPath[str]) -> None:
         parsed = parse_uuid(order_id, "order_id")
         sim.call(lambda book: book.cancel(parsed))
 
@@ -461,18 +462,18 @@ def build_app(sim: BrokerSimulator) -> Litestar:
         ]
 
     @get("/v2/positions/{symbol:str}")
-    async def get_position(symbol: str) -> Json:
+    async def get_position(symbol: FromPath[str]) -> Json:
         return position_json(sim.call(lambda book: book.position(symbol)))
 
     @delete("/v2/positions/{symbol:str}", status_code=200)
-    async def close_position(symbol: str, request: Request[Any, Any, Any]) -> Json:
+    async def close_position(symbol: FromPath[str], request: Request[Any, Any, Any]) -> Json:
         qty = parse_decimal(request.query_params.get("qty"), "qty")
         percentage = parse_decimal(request.query_params.get("percentage"), "percentage")
         order = sim.call(lambda book: book.close_position(symbol, qty=qty, percentage=percentage))
         return order_json(order)
 
     @get("/v2/assets/{symbol:str}")
-    async def get_asset(symbol: str) -> Json:
+    async def get_asset(symbol: FromPath[str]) -> Json:
         return asset_json(symbol)
 
     @websocket("/stream")
@@ -609,7 +610,12 @@ def _int_param(value: str | None, name: str, *, default: int) -> int:
 
 
 def _fault_error(status: int) -> BrokerError:
-    return BrokerError(status, status * 100_000, _FAULT_MESSAGES.get(status, "simulated fault"))
+    return BrokerError(status, _alpaca_code(status), _FAULT_MESSAGES.get(status, "simulated fault"))
+
+
+def _alpaca_code(status: int) -> int:
+    """Alpaca's 8-digit error code family for an HTTP status (404 -> 40410000)."""
+    return status * 100_000 + 10_000
 
 
 def _error_response(error: BrokerError) -> Response[Json]:
@@ -622,7 +628,7 @@ def _broker_error(_: Request[Any, Any, Any], error: BrokerError) -> Response[Jso
 
 def _http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[Json]:
     status = error.status_code
-    return _error_response(BrokerError(status, status * 100_000, str(error.detail).lower()))
+    return _error_response(BrokerError(status, _alpaca_code(status), str(error.detail).lower()))
 
 
 def _internal_error(_: Request[Any, Any, Any], error: Exception) -> Response[Json]:
