@@ -363,3 +363,24 @@ def test_stream_listen_replaces_the_stream_set_and_frames_are_binary_json(broker
     assert listening == {"stream": "listening", "data": {"streams": ["trade_updates"]}}
     assert isinstance(first, bytes)
     assert json.loads(first)["data"]["event"] == "pending_new"
+
+
+def test_a_504_after_accept_makes_alpaca_py_retry_into_the_duplicate_guard(broker: Broker) -> None:
+    broker.sim.faults.fail_next_submits(status=504)
+
+    with pytest.raises(APIError) as retried:
+        broker.client.submit_order(limit(1, 90.0, cid="retried"))
+
+    assert retried.value.status_code == 422
+    assert retried.value.message == "client_order_id must be unique"
+    assert [o.client_order_id for o in broker.sim.orders()] == ["retried"]
+
+
+def test_delayed_response_still_returns_the_order(broker: Broker) -> None:
+    broker.sim.faults.delay_next_submits(0.2)
+
+    order = broker.client.submit_order(market(1, cid="slow"))
+
+    assert isinstance(order, Order)
+    assert order.client_order_id == "slow"
+    assert broker.sim.fills()[0].client_order_id == "slow"

@@ -132,6 +132,7 @@ class BrokerSimulator:
         self._match_interval = match_interval
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clients: set[_StreamClient] = set()
+        self._clients_lock = threading.Lock()
         self._ready = threading.Event()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -255,7 +256,7 @@ class BrokerSimulator:
 
     def stream_clients(self) -> int:
         """How many trade_updates connections are listening right now."""
-        return sum(1 for client in list(self._clients) if client.listening)
+        return sum(1 for client in self._client_list() if client.listening)
 
     def credentials_valid(self, key_id: str | None, secret_key: str | None) -> bool:
         return key_id == self.key_id and secret_key == self._secret_key
@@ -292,7 +293,7 @@ class BrokerSimulator:
             loop.call_soon_threadsafe(self._fan_out, frames)
 
     def _fan_out(self, frames: list[bytes]) -> None:
-        for client in list(self._clients):
+        for client in self._client_list():
             if not client.listening:
                 continue
             if client.queue.qsize() + len(frames) > STREAM_QUEUE_LIMIT:
@@ -305,30 +306,45 @@ class BrokerSimulator:
                 client.queue.put_nowait(frame)
 
     def _close_streams(self) -> None:
-        for client in list(self._clients):
+        for client in self._client_list():
             client.listening = False
             client.queue.put_nowait(None)
 
     def add_client(self, client: _StreamClient) -> None:
-        self._clients.add(client)
+        with self._clients_lock:
+            self._clients.add(client)
 
     def remove_client(self, client: _StreamClient) -> None:
-        self._clients.discard(client)
+        with self._clients_lock:
+            self._clients.discard(client)
 
-    async def hold_response(self) -> None:
-        """Wait until :meth:`Faults.release_held` (stop() releases too)."""
-        loop = asyncio.get_running_loop()
-        released = asyncio.Event()
+    def _client_list(self) -> list[_StreamClient]:
+        with self._clients_lock:
+            return list(self._clients)
 
-        def release() -> None:
-            with suppress(RuntimeError):
-                loop.call_soon_threadsafe(released.set)
 
-        self.faults.add_release_listener(release)
-        try:
-            await released.wait()
-        finally:
-            self.faults.remove_release_listener(release)
+class _HeldResponse:
+    """A submit response withheld until :meth:`Faults.release_held`.
+
+    It is registered before the order is accepted, so a release that comes right after the
+    acceptance (from another thread) is never missed.
+    """
+
+    def __init__(self, faults: Faults) -> None:
+        self._faults = faults
+        self._loop = asyncio.get_running_loop()
+        self._released = asyncio.Event()
+        faults.add_release_listener(self._release)
+
+    def _release(self) -> None:
+        with suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._released.set)
+
+    async def wait(self) -> None:
+        await self._released.wait()
+
+    def close(self) -> None:
+        self._faults.remove_release_listener(self._release)
 
 
 def build_app(sim: BrokerSimulator) -> Litestar:
@@ -357,10 +373,17 @@ def build_app(sim: BrokerSimulator) -> Litestar:
         fault = sim.faults.take_submit_fault()
         if fault is not None and fault.mode == "error_before_accept":
             raise _fault_error(fault.status)
-        order = sim.call(lambda book: book.submit(order_request))
-        sim.faults.accepted(order)
+        held = _HeldResponse(sim.faults) if fault is not None and fault.mode == "hold" else None
+        try:
+            order = sim.call(lambda book: book.submit(order_request))
+            sim.faults.accepted(order)
+            if held is not None:
+                await held.wait()
+        finally:
+            if held is not None:
+                held.close()
         if fault is not None:
-            await _misbehave(sim, fault)
+            await _misbehave(fault)
         return order_json(order)
 
     @get("/v2/orders")
@@ -520,13 +543,11 @@ def build_app(sim: BrokerSimulator) -> Litestar:
     )
 
 
-async def _misbehave(sim: BrokerSimulator, fault: SubmitFault) -> None:
+async def _misbehave(fault: SubmitFault) -> None:
     if fault.mode == "error_after_accept":
         raise _fault_error(fault.status)
     if fault.mode == "delay":
         await asyncio.sleep(fault.delay)
-    elif fault.mode == "hold":
-        await sim.hold_response()
 
 
 async def _read_stream(
