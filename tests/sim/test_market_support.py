@@ -35,7 +35,16 @@ def running(**kwargs: Any) -> Iterator[tuple[MarketSimulator, str]]:
 class Client:
     """A minimal synchronous Alpaca stream client for tests (JSON or msgpack codec)."""
 
-    def __init__(self, url: str, *, msgpack_codec: bool = False, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        msgpack_codec: bool = False,
+        rcvbuf: int | None = None,
+        max_queue: int | None = None,
+    ) -> None:
+        """``max_queue=None`` keeps reading the socket while the test is not calling recv (so a
+        close handshake is never stuck behind unread data); a number makes a slow reader."""
         headers = {"Content-Type": "application/msgpack"} if msgpack_codec else None
         sock = None
         if rcvbuf is not None:
@@ -44,7 +53,13 @@ class Client:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             sock.connect((parts.hostname, parts.port))
         self.ws: ClientConnection = connect(
-            url, additional_headers=headers, sock=sock, open_timeout=10, close_timeout=2
+            url,
+            additional_headers=headers,
+            sock=sock,
+            open_timeout=10,
+            close_timeout=2,
+            max_queue=max_queue,
+            legacy=True,
         )
         self.frames: list[str | bytes] = []
 

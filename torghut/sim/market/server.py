@@ -542,6 +542,7 @@ class MarketSimulator:
         """Drop the TCP connection without a close frame, once what was written has left."""
         conn.server_closed = True
         conn.closing = True
+        self._refresh_subscribed()
         transport = conn.ws.transport
         for _ in range(100):
             if transport.get_write_buffer_size() == 0:
@@ -554,6 +555,7 @@ class MarketSimulator:
             conn.server_closed = True
             conn.closing = True
             conn.ws.transport.abort()
+        self._refresh_subscribed()
 
     # -- connection limit -------------------------------------------------------------------
 
