@@ -225,7 +225,6 @@ def test_trade_beyond_the_horizon_is_dead_lettered_and_duplicates_counted() -> N
     ]
     assert sorted((b.end_us, b.n) for b in out.bars) == [
         (US_PER_S, 1),
-        (9 * US_PER_S, 1),
         (10 * US_PER_S, 1),
     ]
 
