@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0, help="virtual seconds per wall second")
     p.add_argument("--pacing", choices=("realtime", "fast"), default="realtime")
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument(
+        "--clock-starts-on-subscribe",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="realtime pacing: start the market clock at the first subscription",
+    )
     p.add_argument("--key", default="sim-key")
     p.add_argument("--secret", default="sim-secret")
     p.add_argument(
@@ -90,6 +96,7 @@ async def _run(args: argparse.Namespace) -> int:
         pacing=args.pacing,
         speed=args.speed,
         batch_size=args.batch_size,
+        clock_starts_on_subscribe=args.clock_starts_on_subscribe,
         auth_timeout_s=args.auth_timeout,
         connection_limit=args.connection_limit,
         dead_connection_grace_s=args.dead_grace,

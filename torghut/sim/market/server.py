@@ -122,6 +122,9 @@ class MarketSimulator:
         send_buffer_bytes: if set, SO_SNDBUF of accepted sockets (makes slow clients show fast).
         faults: fault rules in force from the start.
         feeds: the paths served, as ``/v2/{feed}``.
+        clock_starts_on_subscribe: in realtime pacing, start the virtual clock when the first
+            client subscribes rather than at :meth:`start`, so a replay or a short test does not
+            lose its opening messages to the handshake (afterwards it runs regardless).
     """
 
     def __init__(
@@ -150,6 +153,7 @@ class MarketSimulator:
         send_buffer_bytes: int | None = None,
         faults: Sequence[FaultRule] = (),
         feeds: Sequence[str] = FEEDS,
+        clock_starts_on_subscribe: bool = True,
     ) -> None:
         if pacing not in ("realtime", "fast"):
             raise ValueError(f"pacing must be 'realtime' or 'fast', not {pacing!r}")
@@ -174,6 +178,7 @@ class MarketSimulator:
         self.close_timeout_s = close_timeout_s
         self.send_buffer_bytes = send_buffer_bytes
         self.feeds = tuple(feeds)
+        self.clock_starts_on_subscribe = clock_starts_on_subscribe
         self.faults = FaultBoard(tuple(faults))
 
         self._server: Server | None = None
@@ -590,6 +595,8 @@ class MarketSimulator:
     async def _pump(self) -> None:
         source = self.source
         loop = asyncio.get_running_loop()
+        if self.pacing == "realtime" and self.clock_starts_on_subscribe:
+            await self._subscribed.wait()
         started = loop.time()
         try:
             while not source.exhausted:
