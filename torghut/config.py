@@ -199,6 +199,8 @@ class TaSettings(_Section):
     session_timezone: str = "America/New_York"
     dedup_window_s: int = Field(default=300, ge=1)
     dedup_max_keys: int = Field(default=1_000_000, ge=1)
+    symbol_allowlist: CsvList = ()
+    """Symbols the TA flow accepts (``TA_SYMBOL_ALLOWLIST=AAPL,MSFT``); empty = any symbol."""
 
 
 class RiskSettings(_Section):
