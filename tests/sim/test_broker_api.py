@@ -15,9 +15,14 @@ import httpx
 import pytest
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
-from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
+from alpaca.trading.enums import OrderSide, OrderStatus, QueryOrderStatus, TimeInForce
 from alpaca.trading.models import Order, TradeUpdate
-from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
+from alpaca.trading.requests import (
+    GetOrdersRequest,
+    LimitOrderRequest,
+    MarketOrderRequest,
+    ReplaceOrderRequest,
+)
 from alpaca.trading.stream import TradingStream
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -384,3 +389,37 @@ def test_delayed_response_still_returns_the_order(broker: Broker) -> None:
     assert isinstance(order, Order)
     assert order.client_order_id == "slow"
     assert broker.sim.fills()[0].client_order_id == "slow"
+
+
+def test_replace_cancel_all_close_all_and_order_filters(broker: Broker) -> None:
+    resting = broker.client.submit_order(limit(2, 95.0, cid="rest"))
+    other = broker.client.submit_order(limit(1, 94.0))
+    assert isinstance(resting, Order)
+    assert isinstance(other, Order)
+    wait_until(lambda: order_status(broker.client, other, OrderStatus.NEW), timeout=5)
+
+    replacement = broker.client.replace_order_by_id(
+        resting.id, ReplaceOrderRequest(limit_price=101.0, client_order_id="rest-2")
+    )
+    assert isinstance(replacement, Order)
+    assert replacement.replaces == resting.id
+    wait_until(lambda: order_status(broker.client, replacement, OrderStatus.FILLED), timeout=5)
+    assert broker.client.get_order_by_id(resting.id).status == OrderStatus.REPLACED
+
+    canceled = broker.client.cancel_orders()
+    assert [(c.id, c.status) for c in canceled] == [(other.id, 200)]
+
+    closed = broker.client.close_all_positions(cancel_orders=True)
+    assert [(c.symbol, c.status) for c in closed] == [("AAPL", 200)]
+    wait_until(lambda: not broker.client.get_all_positions(), timeout=5)
+
+    everything = broker.client.get_orders(
+        GetOrdersRequest(status=QueryOrderStatus.ALL, symbols=["AAPL"], direction="asc")
+    )
+    assert [o.id for o in everything][:3] == [resting.id, other.id, replacement.id]
+    assert len(everything) == 4
+    assert broker.client.get_orders(GetOrdersRequest(status=QueryOrderStatus.OPEN)) == []
+    later = broker.client.get_orders(
+        GetOrdersRequest(status=QueryOrderStatus.ALL, after=datetime.now(UTC) + timedelta(hours=1))
+    )
+    assert later == []

@@ -271,6 +271,7 @@ class PaperBook:
         self._created_at = now()
         self._cash = self._config.cash
         self._orders: dict[UUID, Order] = {}
+        self._open: dict[UUID, Order] = {}
         self._by_client_id: dict[str, UUID] = {}
         self._positions: dict[str, _Position] = {}
         self._last_price: dict[str, Decimal] = {}
@@ -582,6 +583,7 @@ class PaperBook:
             expires_at=self._schedule.next_close(now) if request.time_in_force == "day" else None,
         )
         self._orders[order.id] = order
+        self._open[order.id] = order
         self._by_client_id[client_order_id] = order.id
         self._emit(order.status, order, now)
         return order
@@ -681,6 +683,7 @@ class PaperBook:
         order.status = "filled" if filled else "partially_filled"
         if filled:
             order.filled_at = now
+            del self._open[order.id]
         fill = Fill(
             execution_id=self._new_id(),
             order_id=order.id,
@@ -734,6 +737,8 @@ class PaperBook:
     def _set_status(self, order: Order, status: str, now: datetime) -> None:
         order.status = status
         order.updated_at = now
+        if not order.is_open:
+            del self._open[order.id]
         self._emit(status, order, now)
 
     def _emit(self, event: str, order: Order, now: datetime, fill: Fill | None = None) -> None:
@@ -750,10 +755,8 @@ class PaperBook:
     def _open_orders(self, symbol: str | None = None, side: Side | None = None) -> list[Order]:
         return [
             o
-            for o in self._orders.values()
-            if o.is_open
-            and (symbol is None or o.symbol == symbol)
-            and (side is None or o.side == side)
+            for o in self._open.values()
+            if (symbol is None or o.symbol == symbol) and (side is None or o.side == side)
         ]
 
     def _position_qty(self, symbol: str) -> Decimal:
