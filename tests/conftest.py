@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from botocore.config import Config as BotoConfig
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from sqlalchemy.engine import make_url
 
 from tests.helpers import wait_until

@@ -30,6 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO / "infra" / "local"
 SERVICES: tuple[str, ...] = ("kafka", "s3", "pg")
+# the scripts' default ports (weed HTTP ports plus their +10000 gRPC twins); never handed out
+# by free_ports() even while the shared services are down
+DEFAULT_PORTS = frozenset(
+    {19092, 19093, 18333, 28333, 19333, 29333, 18340, 28340, 18888, 28888, 55432}
+)
 
 
 class ServiceError(RuntimeError):
@@ -256,12 +261,16 @@ def _bindable(port: int) -> bool:
 
 
 def free_ports(count: int, *, plus_10000: bool = False) -> list[int]:
-    """``count`` distinct free ports on 127.0.0.1 (and port+10000 free too if ``plus_10000``)."""
+    """``count`` distinct free ports on 127.0.0.1 (and port+10000 free too if ``plus_10000``).
+
+    Chosen below Linux's ephemeral range (32768+) so that no outgoing connection can grab one
+    between this check and the service binding it.
+    """
     rng = random.Random()
     out: list[int] = []
     while len(out) < count:
-        p = rng.randrange(20000, 30000) if plus_10000 else rng.randrange(30000, 60000)
-        taken = set(out) | {q + 10000 for q in out}
+        p = rng.randrange(20000, 22700) if plus_10000 else rng.randrange(23000, 32700)
+        taken = set(out) | {q + 10000 for q in out} | DEFAULT_PORTS
         if p in taken or (plus_10000 and p + 10000 in taken):
             continue
         if _bindable(p) and (not plus_10000 or _bindable(p + 10000)):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from tests.helpers import wait_until
 from tests.infra.services import InfraConfig, free_ports, listening_ports, start, stop
@@ -135,7 +135,7 @@ def test_kafka_stop_fails_fast_and_restart_recovers(own_kafka: InfraConfig) -> N
         def all_back() -> bool:
             for m in consumer.consume(num_messages=10, timeout=0.5):
                 assert m.error() is None, m.error()
-                values.append(m.value())
+                values.append(m.value() or b"")
             return len(values) >= 10
 
         wait_until(all_back, timeout=60, message=lambda: f"read {values}")
