@@ -1,0 +1,380 @@
+"""Indicator operators: quotes and bars of one (symbol, window size) into ``Envelope[Signal]``.
+
+The maths is :class:`torghut.ta.indicators.IndicatorEngine` (pure, O(1) per bar); this module
+only routes and wraps it:
+
+* state is keyed by ``f"{symbol}|{window}"`` (:func:`lane_key`), so the 1 s microbar lane and
+  the 1 min Alpaca-bar lane never share indicator state;
+* quotes are decoded a batch at a time and reduced to the latest quote per (symbol, second
+  bucket ``(s-1, s]``) before the keyed step — only those can ever be "the latest quote at or
+  before" a bar end on either lane's grid — and each reduced batch goes to every lane key of
+  the symbol (:func:`quote_updates`);
+* a bar that repeats the latest bar's end (a corrected microbar, an Alpaca ``updated_bar``)
+  re-emits that bar's signal with a higher ``version``; identical repeats are dropped as
+  duplicates; a correction of an older bar cannot be replayed by the engine and is counted
+  (``stale_correction``), its microbar correction still reaches ``ta_microbars``.
+
+Snapshots are the engine's pickled bytes (cheap for Bytewax to deep-copy every epoch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, TypeGuard
+
+import bytewax.operators as op
+import msgspec
+from bytewax.dataflow import Stream, operator
+from bytewax.operators import StatefulBatchLogic
+
+from operators.microbars import (
+    SOURCE,
+    AwareDatetime,
+    MicrobarStreams,
+    lane_seq,
+    microbars,
+    raw_values,
+    us_to_dt,
+)
+from operators.ta_status import TaProgress
+from torghut.config import TaSettings
+from torghut.dead_letters import DeadLetter
+from torghut.events import Bar, Envelope, Microbar, Quote, Signal, Window
+from torghut.ta.indicators import IndicatorEngine, InvalidBar
+
+__all__ = [
+    "IndicatorLogic",
+    "IndicatorState",
+    "QuoteUpdate",
+    "TaOutputs",
+    "alpaca_minute_bars",
+    "indicators",
+    "lane_key",
+    "quote_updates",
+    "ta_pipeline",
+]
+
+_STAGE = "ta_indicators"
+_US = 1_000_000
+
+
+def lane_key(symbol: str, window: str) -> str:
+    """The indicator state key: one per (symbol, window size)."""
+    return f"{symbol}|{window}"
+
+
+class QuoteUpdate(NamedTuple):
+    """Latest quotes of one symbol per second bucket from one input batch, for one lane."""
+
+    symbol: str
+    lane: str
+    quotes: list[tuple[datetime, Quote]]
+
+
+class _QuoteWire(msgspec.Struct):
+    event_ts: AwareDatetime
+    symbol: str
+    payload: Quote
+
+
+_Q_ONE = msgspec.json.Decoder(_QuoteWire)
+_Q_MANY = msgspec.json.Decoder(list[_QuoteWire])
+_BAR = msgspec.json.Decoder(Envelope[Bar])
+
+
+@dataclass(frozen=True)
+class TaOutputs:
+    """Streams of the TA pipeline, ready for sinks."""
+
+    microbars: Stream[Envelope[Microbar]]
+    signals: Stream[Envelope[Signal]]
+    dead_letters: Stream[DeadLetter]
+
+
+@operator
+def ta_pipeline(
+    step_id: str,
+    trades: Stream[Any],
+    quotes: Stream[Any],
+    bars: Stream[Any] | None,
+    settings: TaSettings,
+    progress: TaProgress,
+) -> TaOutputs:
+    """Trades, quotes and (optionally) Alpaca minute bars → microbars, signals, dead letters.
+
+    Inputs may be Kafka messages, their ``bytes`` values or decoded envelopes, so the same
+    pipeline runs on Kafka topics and in an all-in-one embedded flow.
+
+    >>> # out = ta_pipeline("ta", trades, quotes, bars, settings.ta, TaProgress())
+    >>> # op.output("bars_out", out.microbars, sink)  # and out.signals, out.dead_letters
+    """
+    lanes = ("PT1S", "PT1M") if bars is not None else ("PT1S",)
+    mb: MicrobarStreams = microbars("microbars", trades, settings, progress)
+    q = quote_updates("quotes", quotes, lanes, settings, progress)
+    lane_bars = [op.key_on("key_1s", mb.bars, lambda e: lane_key(e.symbol, "PT1S"))]
+    dead = [mb.dead_letters, q.dead_letters]
+    if bars is not None:
+        minute = alpaca_minute_bars("minute_bars", bars, progress)
+        lane_bars.append(op.key_on("key_1m", minute.bars, lambda e: lane_key(e.symbol, "PT1M")))
+        dead.append(minute.dead_letters)
+    sig = indicators("signals", op.merge("lane_inputs", q.updates, *lane_bars), settings, progress)
+    dead.append(sig.dead_letters)
+    return TaOutputs(mb.bars, sig.signals, op.merge("dead_letters", *dead))
+
+
+@dataclass(frozen=True)
+class QuoteStreams:
+    updates: Stream[tuple[str, QuoteUpdate]]
+    dead_letters: Stream[DeadLetter]
+
+
+@operator
+def quote_updates(
+    step_id: str,
+    quotes: Stream[Any],
+    lanes: tuple[str, ...],
+    settings: TaSettings,
+    progress: TaProgress,
+) -> QuoteStreams:
+    """Decode quote batches and keep the latest quote per (symbol, second bucket) per batch."""
+    allow = frozenset(settings.symbol_allowlist) or None
+
+    def reduce(batch: list[Any]) -> list[tuple[str, QuoteUpdate] | DeadLetter]:
+        wires, dead = _decode_quotes(raw_values(batch))
+        latest: dict[str, dict[int, tuple[int, datetime, Quote]]] = {}
+        floor = math.floor
+        for w in wires:
+            sym = w.symbol
+            if allow is not None and sym not in allow:
+                dead.append(_dead("unknown_symbol", sym, msgspec.json.encode(w)))
+                continue
+            ts = w.event_ts
+            ts_us = floor(ts.timestamp()) * _US + ts.microsecond
+            bucket = -(-ts_us // _US)
+            per = latest.get(sym)
+            if per is None:
+                latest[sym] = {bucket: (ts_us, ts, w.payload)}
+                continue
+            held = per.get(bucket)
+            if held is None or ts_us >= held[0]:
+                per[bucket] = (ts_us, ts, w.payload)
+        out: list[tuple[str, QuoteUpdate] | DeadLetter] = []
+        for sym, per in latest.items():
+            qs = [(ts, q) for _, ts, q in per.values()]
+            out.extend((lane_key(sym, lane), QuoteUpdate(sym, lane, qs)) for lane in lanes)
+        if dead:
+            progress.add_dead_letters("invalid_quote", len(dead))
+            out.extend(dead)
+        return out
+
+    reduced = op.flat_map_batch("reduce", quotes, reduce)
+    split = op.branch("split_dead", reduced, _is_dead_letter)
+    return QuoteStreams(split.falses, split.trues)  # type: ignore[arg-type]
+
+
+def _decode_quotes(values: list[Any]) -> tuple[list[_QuoteWire], list[DeadLetter]]:
+    if not values:
+        return [], []
+    if isinstance(values[0], Envelope):
+        return [_QuoteWire(e.event_ts, e.symbol, e.payload) for e in values], []
+    try:
+        return _Q_MANY.decode(b"[" + b",".join(values) + b"]"), []
+    except (msgspec.DecodeError, TypeError):
+        pass
+    wires: list[_QuoteWire] = []
+    dead: list[DeadLetter] = []
+    for v in values:
+        try:
+            wires.append(_Q_ONE.decode(v))
+        except (msgspec.DecodeError, TypeError) as exc:
+            raw = v if isinstance(v, bytes) else b""
+            dead.append(_dead("invalid_message", None, raw, str(exc)))
+    return wires, dead
+
+
+@dataclass(frozen=True)
+class MinuteBarStreams:
+    bars: Stream[Envelope[Microbar]]
+    dead_letters: Stream[DeadLetter]
+
+
+@operator
+def alpaca_minute_bars(
+    step_id: str, alpaca_bars: Stream[Any], progress: TaProgress
+) -> MinuteBarStreams:
+    """Alpaca ``bar`` / ``updated_bar`` messages as PT1M ``Envelope[Microbar]`` s.
+
+    Daily bars are not a lane and are skipped.
+    """
+
+    def convert(batch: list[Any]) -> list[Envelope[Microbar] | DeadLetter]:
+        out: list[Envelope[Microbar] | DeadLetter] = []
+        for v in raw_values(batch):
+            try:
+                env = v if isinstance(v, Envelope) else _BAR.decode(v)
+            except (msgspec.DecodeError, TypeError) as exc:
+                progress.add_dead_letters("invalid_bar")
+                out.append(
+                    _dead("invalid_message", None, v if isinstance(v, bytes) else b"", str(exc))
+                )
+                continue
+            b = env.payload
+            if b.kind == "daily_bar":
+                continue
+            end = env.event_ts
+            out.append(
+                Envelope(
+                    event_ts=end,
+                    ingest_ts=env.ingest_ts,
+                    symbol=env.symbol,
+                    seq=env.seq,
+                    payload=Microbar(
+                        b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trade_count
+                    ),
+                    source=env.source,
+                    window=Window("PT1M", start=env.window.start if env.window else None, end=end),
+                    version=env.version,
+                )
+            )
+        return out
+
+    converted = op.flat_map_batch("convert", alpaca_bars, convert)
+    split = op.branch("split_dead", converted, _is_dead_letter)
+    return MinuteBarStreams(split.falses, split.trues)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class IndicatorStreams:
+    signals: Stream[Envelope[Signal]]
+    dead_letters: Stream[DeadLetter]
+
+
+@operator
+def indicators(
+    step_id: str,
+    keyed: Stream[tuple[str, Any]],
+    settings: TaSettings,
+    progress: TaProgress,
+) -> IndicatorStreams:
+    """Signals from lane-keyed bars (``Envelope[Microbar]``) and :class:`QuoteUpdate` s."""
+    out = op.stateful_batch(
+        "engine", keyed, lambda resume: IndicatorLogic(settings, progress, resume)
+    )
+    done = op.key_rm("unkey", out)
+    split = op.branch("split_dead", done, _is_dead_letter)
+    return IndicatorStreams(split.falses, split.trues)
+
+
+class IndicatorState(NamedTuple):
+    """Picklable snapshot of :class:`IndicatorLogic`."""
+
+    symbol: str
+    lane: str
+    engine: bytes
+    last_end_us: int | None
+    last_version: int
+    last_bar: Microbar | None
+
+
+class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorState]):
+    """One :class:`IndicatorEngine` per (symbol, window) key, plus what versioning needs."""
+
+    def __init__(
+        self, settings: TaSettings, progress: TaProgress, resume: IndicatorState | None
+    ) -> None:
+        self._settings = settings
+        self._progress = progress
+        self._engine: IndicatorEngine | None = None
+        self._symbol = ""
+        self._lane = ""
+        self._last_end_us: int | None = None
+        self._last_version = 0
+        self._last_bar: Microbar | None = None
+        self._last_ingest_ms = 0
+        if resume is not None:
+            self._engine = IndicatorEngine.restore(resume.engine)
+            self._symbol, self._lane = resume.symbol, resume.lane
+            self._last_end_us, self._last_version = resume.last_end_us, resume.last_version
+            self._last_bar = resume.last_bar
+
+    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+        out: list[Any] = []
+        for v in values:
+            if isinstance(v, QuoteUpdate):
+                engine = self._engine_for(v.symbol, v.lane)
+                for ts, q in v.quotes:
+                    engine.on_quote(ts, q)
+            else:
+                self._on_bar(v, out)
+        if out:
+            n = sum(1 for x in out if isinstance(x, Envelope))
+            if n:
+                self._progress.add_signals(self._lane, n)
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> IndicatorState:
+        assert self._engine is not None
+        return IndicatorState(
+            self._symbol,
+            self._lane,
+            self._engine.snapshot(),
+            self._last_end_us,
+            self._last_version,
+            self._last_bar,
+        )
+
+    def _engine_for(self, symbol: str, lane: str) -> IndicatorEngine:
+        if self._engine is None:
+            self._engine = IndicatorEngine(lane, self._settings)
+            self._symbol, self._lane = symbol, lane
+        return self._engine
+
+    def _on_bar(self, env: Envelope[Microbar], out: list[Any]) -> None:
+        lane = env.window.size if env.window is not None else "PT1S"
+        engine = self._engine_for(env.symbol, lane)
+        end = env.event_ts
+        end_us = math.floor(end.timestamp()) * _US + end.microsecond
+        last = self._last_end_us
+        version = env.version
+        if last is not None and end_us <= last:
+            if end_us < last:
+                self._progress.add_skipped_bar("stale_correction")
+                return
+            if env.payload == self._last_bar:
+                self._progress.add_skipped_bar("duplicate_bar")
+                return
+            version = max(version, self._last_version + 1)
+        try:
+            signal = engine.on_bar(end, env.payload)
+        except InvalidBar as exc:
+            self._progress.add_dead_letters("invalid_bar")
+            out.append(_dead("invalid_bar", env.symbol, msgspec.json.encode(env), str(exc)))
+            return
+        if signal is None:
+            return
+        self._last_end_us, self._last_version, self._last_bar = end_us, version, env.payload
+        now_ms = math.floor(datetime.now(UTC).timestamp() * 1000)
+        self._last_ingest_ms = max(now_ms, self._last_ingest_ms + 1)
+        start = us_to_dt(end_us - (60 if lane == "PT1M" else 1) * _US)
+        out.append(
+            Envelope(
+                event_ts=end,
+                ingest_ts=us_to_dt(self._last_ingest_ms * 1000),
+                symbol=env.symbol,
+                seq=lane_seq(end_us, lane),
+                payload=signal,
+                source=SOURCE,
+                window=Window(size=lane, start=start, end=end),
+                version=version,
+            )
+        )
+
+
+def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
+    return isinstance(item, DeadLetter)
+
+
+def _dead(reason: str, symbol: str | None, raw: bytes, error: str = "") -> DeadLetter:
+    return DeadLetter(_STAGE, reason, error[:300] or reason, raw, datetime.now(UTC), symbol=symbol)

@@ -1,0 +1,155 @@
+"""Progress of the TA flow: counters, watermark, and the ``torghut.ta.status.v1`` heartbeat.
+
+Why process-wide counters and a polling source instead of counting in the dataflow: status is
+an operational view (is the flow keeping up, is anything being dead-lettered, when did the
+last snapshot and backup happen), not data; counting it through keyed state would put a
+global key on the hot path. The counts are therefore "since this process started", and in a
+multi-process cluster the heartbeat (one partition, so one worker emits it) reports the
+counters of the process that owns it. Prometheus counters carry the same numbers per process.
+
+``last_snapshot_at`` is taken from the heartbeat source's own ``snapshot()``, which Bytewax
+calls at the end of every epoch — exactly when it writes the recovery snapshots.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from prometheus_client import Counter, Gauge
+
+from torghut.events import Envelope, TaStatus
+
+__all__ = ["STATUS_SYMBOL", "TaProgress", "TaStatusSource"]
+
+STATUS_SYMBOL = "__ta__"
+
+BARS = Counter("torghut_ta_bars_total", "Bars emitted (first versions)", ["window"])
+CORRECTIONS = Counter(
+    "torghut_ta_corrections_total", "Corrected re-emissions (version > 1)", ["kind"]
+)
+SIGNALS = Counter("torghut_ta_signals_total", "Signals emitted", ["window"])
+DEAD_LETTERS = Counter(
+    "torghut_ta_dead_letters_total", "Inputs dead-lettered by the TA flow", ["reason"]
+)
+SKIPPED_BARS = Counter(
+    "torghut_ta_skipped_bars_total",
+    "Bars the indicators did not use: identical repeats, corrections of an older bar",
+    ["reason"],
+)
+DUPLICATES = Counter("torghut_ta_duplicate_trades_total", "Duplicate trades dropped")
+WATERMARK = Gauge("torghut_ta_watermark_seconds", "Most advanced microbar watermark (Unix seconds)")
+
+
+class TaProgress:
+    """Thread-safe counters shared by the TA operators of one process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.bars = 0
+        self.signals = 0
+        self.late_corrections = 0
+        self.dead_letters = 0
+        self.duplicates = 0
+        self.watermark_us: int | None = None
+        self.last_snapshot_at: datetime | None = None
+        self.last_backup_at: Callable[[], datetime | None] = lambda: None
+
+    def add_bars(self, window: str, first: int, corrected: int) -> None:
+        with self._lock:
+            self.bars += first
+            self.late_corrections += corrected
+        if first:
+            BARS.labels(window).inc(first)
+        if corrected:
+            CORRECTIONS.labels("bar").inc(corrected)
+
+    def add_signals(self, window: str, n: int) -> None:
+        with self._lock:
+            self.signals += n
+        SIGNALS.labels(window).inc(n)
+
+    def add_dead_letters(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.dead_letters += n
+        DEAD_LETTERS.labels(reason).inc(n)
+
+    def add_skipped_bar(self, reason: str) -> None:
+        SKIPPED_BARS.labels(reason).inc()
+
+    def add_duplicates(self, n: int) -> None:
+        with self._lock:
+            self.duplicates += n
+        DUPLICATES.inc(n)
+
+    def observe_watermark(self, watermark_us: int) -> None:
+        with self._lock:
+            if self.watermark_us is None or watermark_us > self.watermark_us:
+                self.watermark_us = watermark_us
+                WATERMARK.set(watermark_us / 1e6)
+
+    def status(self, now: datetime) -> TaStatus:
+        with self._lock:
+            wm = self.watermark_us
+            watermark = None if wm is None else datetime.fromtimestamp(wm / 1e6, UTC)
+            lag = None if watermark is None else int((now - watermark) / timedelta(milliseconds=1))
+            return TaStatus(
+                watermark=watermark,
+                lag_ms=lag,
+                bars=self.bars,
+                signals=self.signals,
+                late_corrections=self.late_corrections,
+                dead_letters=self.dead_letters,
+                last_snapshot_at=self.last_snapshot_at,
+                last_backup_at=self.last_backup_at(),
+            )
+
+
+class TaStatusSource(FixedPartitionedSource[Envelope[TaStatus], None]):
+    """Emits a :class:`TaStatus` envelope every ``interval``; one partition = one emitter."""
+
+    def __init__(self, progress: TaProgress, interval: timedelta) -> None:
+        self._progress = progress
+        self._interval = interval
+
+    def list_parts(self) -> list[str]:
+        return ["ta-status"]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: None
+    ) -> StatefulSourcePartition[Envelope[TaStatus], None]:
+        return _StatusPartition(self._progress, self._interval)
+
+
+class _StatusPartition(StatefulSourcePartition[Envelope[TaStatus], None]):
+    def __init__(self, progress: TaProgress, interval: timedelta) -> None:
+        self._progress = progress
+        self._interval = interval
+        self._next = datetime.now(UTC)
+        self._seq = 0
+
+    def next_batch(self) -> list[Envelope[TaStatus]]:
+        now = datetime.now(UTC)
+        if now < self._next:
+            return []
+        self._next = now + self._interval
+        self._seq += 1
+        status = self._progress.status(now)
+        return [
+            Envelope(
+                event_ts=now,
+                ingest_ts=now,
+                symbol=STATUS_SYMBOL,
+                seq=self._seq,
+                payload=status,
+                source="torghut-ta",
+            )
+        ]
+
+    def next_awake(self) -> datetime | None:
+        return self._next
+
+    def snapshot(self) -> None:
+        self._progress.last_snapshot_at = datetime.now(UTC)
