@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ def apply_topics(
     fitted = [_fit_to_cluster(spec, brokers, report) for spec in specs]
     missing = [s for s in fitted if s.name not in metadata.topics]
     _create(admin, missing, timeout, report)
+    _await_visible(admin, report.created, timeout)
     existing = [s for s in fitted if s.name in metadata.topics]
     for spec in existing:
         have = len(metadata.topics[spec.name].partitions)
@@ -161,6 +163,28 @@ def _create(
             report.warnings.append(f"{name} was created concurrently by someone else")
             continue
         report.created.append(name)
+
+
+def _await_visible(admin: AdminClient, names: Sequence[str], timeout: float) -> None:
+    """Return once every broker answers for the new topics, so the caller can use them."""
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending:
+        topics = admin.list_topics(timeout=timeout).topics
+        pending = {n for n in pending if n not in topics or topics[n].error is not None}
+        if pending and time.monotonic() > deadline:
+            raise TimeoutError(f"topics not visible after {timeout:g} s: {sorted(pending)}")
+        if pending:
+            time.sleep(0.1)
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
+    while resources:
+        try:
+            _wait(admin.describe_configs(resources, request_timeout=timeout), timeout)
+            return
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _converge_configs(

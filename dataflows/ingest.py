@@ -1,0 +1,100 @@
+"""Ingest dataflow: Alpaca market-data websocket → dedup → Kafka ``torghut.*.v1`` topics.
+
+Run it the Bytewax way (one process; the source holds the single Alpaca connection)::
+
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 ALPACA_DATA_WS_URL=ws://127.0.0.1:8765/v2/iex \\
+    python -m bytewax.run dataflows.ingest:flow
+
+Wiring only: the steps live in :mod:`operators.market_events` (source, decode, dedup,
+heartbeats) and :mod:`operators.kafka_io` (the sink). ``flow`` is built on first access from
+``load_settings()``, so importing this module for :func:`build_flow` reads no environment. When
+built for ``bytewax.run``, SIGTERM/SIGINT end the source cleanly (EOF), so the sinks flush
+before the process exits instead of crashing mid-batch.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+import bytewax.operators as op
+import msgspec
+from bytewax.dataflow import Dataflow, Stream
+
+from operators.alpaca_ws import AlpacaWsConfig, AlpacaWsSource
+from operators.kafka_io import KafkaSink, encode_keyed
+from operators.market_events import IngestCounters, by_family, market_events
+from torghut.config import Settings, SettingsError, load_settings
+from torghut.dead_letters import DeadLetter
+from torghut.logs import configure_logging
+
+__all__ = ["build_flow"]
+
+_DEAD_LETTER_ENCODER = msgspec.json.Encoder()
+
+
+def build_flow(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    source: AlpacaWsSource | None = None,
+    counters: IngestCounters | None = None,
+    **source_overrides: Any,
+) -> Dataflow:
+    """The ingest flow for ``settings``; ``stop`` ends it cleanly when set.
+
+    ``source`` replaces the source built from ``settings.alpaca`` (``source_overrides`` tune
+    that one, e.g. ``heartbeat_interval_s``); ``counters`` lets a caller read the totals.
+    """
+    kafka = settings.kafka
+    if kafka.embedded:
+        raise SettingsError(
+            "KAFKA_BOOTSTRAP_SERVERS is empty: dataflows.ingest publishes to Kafka; "
+            "set it, or run the all-in-one embedded flow instead"
+        )
+    if source is None:
+        source = AlpacaWsSource(
+            AlpacaWsConfig.from_settings(settings.alpaca, **source_overrides), stop
+        )
+    counters = counters if counters is not None else IngestCounters()
+    producer = kafka.client_config()
+
+    flow = Dataflow("torghut_ingest")
+    market = market_events(
+        "market", flow, source, settings.ta.dedup_window_s, settings.ta.dedup_max_keys, counters
+    )
+    families = by_family("route", market.events, counters)
+    status = op.merge("status_and_heartbeats", families.status, market.heartbeats)
+    outputs: tuple[tuple[str, Stream[Any], str], ...] = (
+        ("trades", families.trades, kafka.topic_trades),
+        ("quotes", families.quotes, kafka.topic_quotes),
+        ("bars", families.bars, kafka.topic_bars),
+        ("status", status, kafka.topic_status),
+    )
+    for name, stream, topic in outputs:
+        encoded = op.map(f"{name}_encode", stream, encode_keyed)
+        op.output(f"{name}_kafka", encoded, KafkaSink(producer, topic))
+    dead = op.map("dead_letter_encode", market.dead_letters, _encode_dead_letter)
+    op.output("dead_letter_kafka", dead, KafkaSink(producer, kafka.topic_ingest_dlq))
+    return flow
+
+
+def _encode_dead_letter(dead: DeadLetter) -> tuple[str, bytes]:
+    return dead.symbol or dead.stage, _DEAD_LETTER_ENCODER.encode(dead)
+
+
+def _flow_for_bytewax_run() -> Dataflow:
+    configure_logging()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return build_flow(load_settings(), stop=stop)
+
+
+def __getattr__(name: str) -> Dataflow:
+    if name == "flow":
+        flow = _flow_for_bytewax_run()
+        globals()["flow"] = flow
+        return flow
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
