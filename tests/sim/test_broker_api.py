@@ -24,6 +24,7 @@ from alpaca.trading.requests import (
     ReplaceOrderRequest,
 )
 from alpaca.trading.stream import TradingStream
+from prometheus_client import REGISTRY
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -423,3 +424,43 @@ def test_replace_cancel_all_close_all_and_order_filters(broker: Broker) -> None:
         GetOrdersRequest(status=QueryOrderStatus.ALL, after=datetime.now(UTC) + timedelta(hours=1))
     )
     assert later == []
+
+
+class FlakyQuotes:
+    """A quote source that fails while ``broken`` is set (a market feed outage)."""
+
+    def __init__(self, touch: Touch) -> None:
+        self.touch = touch
+        self.broken = False
+
+    def latest_quote(self, symbol: str) -> Touch | None:
+        if self.broken:
+            raise ConnectionError("market feed down")
+        return self.touch
+
+
+def test_matcher_survives_a_failing_quote_source() -> None:
+    quotes = FlakyQuotes(touch(100.0, 100.5))
+    sim = BrokerSimulator(quotes, key_id=KEY, secret_key=SECRET)
+    failures = REGISTRY.get_sample_value("torghut_broker_sim_matcher_errors_total") or 0.0
+    with sim.run_in_thread() as base_url:
+        client = TradingClient(KEY, SECRET, paper=True, url_override=base_url)
+        order = client.submit_order(limit(1, 99.0))
+        assert isinstance(order, Order)
+        quotes.broken = True
+        wait_until(
+            lambda: (
+                (REGISTRY.get_sample_value("torghut_broker_sim_matcher_errors_total") or 0)
+                > failures
+            ),
+            timeout=5,
+        )
+        with pytest.raises(APIError) as down:
+            client.submit_order(market(1))
+        assert (down.value.status_code, down.value.code) == (500, 50010000)
+
+        quotes.touch = touch(98.0, 98.5, seq=1)
+        quotes.broken = False
+
+        filled = wait_until(lambda: order_status(client, order, OrderStatus.FILLED), timeout=5)
+        assert filled.filled_avg_price == "98.5"

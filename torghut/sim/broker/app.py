@@ -217,7 +217,11 @@ class BrokerSimulator:
         return result
 
     def on_quote(self, symbol: str) -> None:
-        """Re-match ``symbol``'s open orders now (call after each new quote)."""
+        """Re-match ``symbol``'s open orders now (call after each new quote).
+
+        This takes the broker's lock and then calls ``quotes.latest_quote``; call it without
+        holding a lock that ``latest_quote`` needs, or the two can deadlock.
+        """
         self.call(lambda book: book.on_quote(symbol))
 
     def tick(self) -> None:
@@ -276,12 +280,20 @@ class BrokerSimulator:
         self._close_streams()
 
     async def _match_forever(self) -> None:
+        """Re-match every ``match_interval``; a failing quote source is logged once per outage."""
+        failing = False
         while True:
             try:
                 self.tick()
             except Exception:
                 MATCHER_ERRORS.inc()
-                log.exception("broker_sim_matcher_failed")
+                if not failing:
+                    log.exception("broker_sim_matcher_failed")
+                failing = True
+            else:
+                if failing:
+                    log.info("broker_sim_matcher_recovered")
+                failing = False
             await asyncio.sleep(self._match_interval)
 
     def _publish(self, updates: list[TradeUpdate]) -> None:
