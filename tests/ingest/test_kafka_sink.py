@@ -1,0 +1,80 @@
+"""KafkaSink: everything acknowledged lands in key order; any loss fails the flow loudly."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import defaultdict
+from collections.abc import Callable
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.errors import BytewaxRuntimeError
+from bytewax.testing import TestingSource, run_main
+
+from operators.kafka_io import KafkaDeliveryError, KafkaSink
+from tests.helpers import wait_until
+from tests.ingest.conftest import TopicReader
+
+
+def sink_flow(items: list[tuple[str, bytes]], config: dict[str, str], topic: str) -> Dataflow:
+    flow = Dataflow("kafka_sink_test")
+    up = op.input("in", flow, TestingSource(items, batch_size=250))
+    op.output("out", up, KafkaSink(config, topic))
+    return flow
+
+
+def causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def test_every_item_is_delivered_once_in_per_key_order(
+    kafka_bootstrap: str,
+    unique_topic: Callable[..., str],
+    topic_reader: Callable[[str], TopicReader],
+) -> None:
+    topic = unique_topic("sink", partitions=3)
+    items = [(f"SYM{i % 7}", f"{i}".encode()) for i in range(3000)]
+    run_main(sink_flow(items, {"bootstrap.servers": kafka_bootstrap}, topic))
+    reader = topic_reader(topic)
+    wait_until(lambda: reader.poll() >= len(items), timeout=30)
+    assert reader.poll() == len(items)
+    by_key: dict[str, list[int]] = defaultdict(list)
+    partitions: dict[str, set[int]] = defaultdict(set)
+    for partition, key, value in reader.records:
+        by_key[key].append(int(value))
+        partitions[key].add(partition)
+    for key, values in by_key.items():
+        assert values == [int(v) for k, v in items if k == key]
+        assert len(partitions[key]) == 1
+
+
+def test_broker_rejection_fails_the_flow(
+    kafka_bootstrap: str, unique_topic: Callable[..., str]
+) -> None:
+    topic = unique_topic("small", config={"max.message.bytes": "2000"})
+    items = [("AAPL", b"ok"), ("AAPL", os.urandom(20_000)), ("AAPL", b"ok")]
+    with pytest.raises(BytewaxRuntimeError) as info:
+        run_main(sink_flow(items, {"bootstrap.servers": kafka_bootstrap}, topic))
+    delivery = [e for e in causes(info.value) if isinstance(e, KafkaDeliveryError)]
+    assert delivery, causes(info.value)
+    assert "of 3 messages" in str(delivery[0])  # the broker rejects the whole record batch
+    assert "too large" in str(delivery[0]).lower()
+
+
+def test_unreachable_kafka_fails_the_flow_instead_of_dropping() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = {"bootstrap.servers": f"127.0.0.1:{port}", "message.timeout.ms": "1500"}
+    with pytest.raises(BytewaxRuntimeError) as info:
+        run_main(sink_flow([("AAPL", b"x"), ("MSFT", b"y")], config, "nowhere"))
+    delivery = [e for e in causes(info.value) if isinstance(e, KafkaDeliveryError)]
+    assert delivery
+    assert "2 of 2 messages to nowhere not delivered" in str(delivery[0])
