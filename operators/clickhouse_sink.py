@@ -71,7 +71,9 @@ class ClickHouseSink(DynamicSink[Row]):
     """Insert row tuples (``columns`` order) into ``table``, synchronously per ``write_batch``.
 
     ``client_factory`` is called once per worker (e.g. ``lambda: connect(settings)``); each
-    worker owns its client and closes it when the flow ends.
+    worker owns its client and closes it when the flow ends. ``batch_seconds`` is used by
+    :func:`clickhouse_sink`; given to ``op.output`` directly, the sink inserts each
+    ``write_batch`` as it comes (safe, but small inserts).
     """
 
     def __init__(
@@ -80,16 +82,20 @@ class ClickHouseSink(DynamicSink[Row]):
         table: str,
         columns: Sequence[str],
         batch_rows: int = 5000,
+        batch_seconds: float = 1.0,
         max_retries: int = 5,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 10.0,
     ) -> None:
-        if batch_rows < 1 or max_retries < 0 or backoff_initial_s < 0:
-            raise ValueError("batch_rows >= 1, max_retries >= 0, backoff_initial_s >= 0")
+        if batch_rows < 1 or batch_seconds <= 0 or max_retries < 0 or backoff_initial_s < 0:
+            raise ValueError(
+                "need batch_rows >= 1, batch_seconds > 0, max_retries >= 0, backoff_initial_s >= 0"
+            )
         self.client_factory = client_factory
         self.table = table
         self.columns = tuple(columns)
         self.batch_rows = batch_rows
+        self.batch_seconds = batch_seconds
         self.max_retries = max_retries
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -101,27 +107,22 @@ class ClickHouseSink(DynamicSink[Row]):
 
 
 @operator
-def clickhouse_sink(
-    step_id: str,
-    up: Stream[Row],
-    sink: ClickHouseSink,
-    batch_seconds: float,
-    shards: int = 1,
-) -> None:
-    """Batch rows by size (``sink.batch_rows``) and age (``batch_seconds``), then insert.
+def clickhouse_sink(step_id: str, up: Stream[Row], sink: ClickHouseSink, shards: int = 1) -> None:
+    """Batch rows by size (``sink.batch_rows``) and age (``sink.batch_seconds``), then insert.
 
     ``shards`` spreads the batching over that many keys (by ``crc32`` of the row's first
     column, the symbol), so with several workers several of them insert in parallel; 1 keeps
     one stream of large inserts per table.
 
-    >>> # op.output-like use in a flow:
-    >>> # clickhouse_sink("ch_bars", bar_rows, ClickHouseSink(factory, "ta_microbars",
-    >>> #                 MICROBAR_COLUMNS), batch_seconds=1.0)
+    Use it where ``op.output`` would go::
+
+        sink = ClickHouseSink(lambda: connect(settings), MICROBARS_TABLE, MICROBAR_COLUMNS)
+        clickhouse_sink("ch_bars", op.map("row", bars, microbar_row), sink)
     """
     if shards < 1:
         raise ValueError("shards must be >= 1")
     keyed = op.key_on("shard", up, _shard_key(shards))
-    batch_rows, age = sink.batch_rows, timedelta(seconds=batch_seconds)
+    batch_rows, age = sink.batch_rows, timedelta(seconds=sink.batch_seconds)
     batches = op.stateful_batch("batch", keyed, lambda resume: _RowBatcher(batch_rows, age, resume))
     rows = op.flat_map_batch("rows", batches, _unbatch)
     op.output("insert", rows, sink)

@@ -7,14 +7,13 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import AbortExecution, FixedPartitionedSource, StatefulSourcePartition
 from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSink, run_main
 
@@ -30,6 +29,7 @@ from operators.recovery_backup import (
     restore_latest_if_empty,
 )
 from tests.helpers import wait_until
+from tests.storage.paced import PacedSource
 
 REPO = Path(__file__).resolve().parents[2]
 N = 300
@@ -37,40 +37,8 @@ EPOCH = timedelta(milliseconds=10)
 Totals = dict[str, tuple[int, int]]
 
 
-class _PacedSource(FixedPartitionedSource[int, int]):
-    """0..N-1, one item every 2 ms, resumable at the next index, optionally aborting (like a
-    crash) before item ``abort_at``: slow enough for epochs to close and for a backup to run
-    while it writes (TestingSource emits faster than an epoch, and its PAUSE shifts the
-    resume index)."""
-
-    def __init__(self, abort_at: int | None = None) -> None:
-        self.abort_at = abort_at
-
-    def list_parts(self) -> list[str]:
-        return ["paced"]
-
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _PacedPart:
-        return _PacedPart(resume_state or 0, self.abort_at)
-
-
-class _PacedPart(StatefulSourcePartition[int, int]):
-    def __init__(self, start: int, abort_at: int | None) -> None:
-        self.next = start
-        self.abort_at = abort_at
-
-    def next_batch(self) -> list[int]:
-        if self.next == self.abort_at:
-            raise AbortExecution()
-        if self.next >= N:
-            raise StopIteration
-        self.next += 1
-        return [self.next - 1]
-
-    def next_awake(self) -> datetime:
-        return datetime.now(UTC) + timedelta(milliseconds=2)
-
-    def snapshot(self) -> int:
-        return self.next
+def _source(abort_at: int | None = None) -> PacedSource[int]:
+    return PacedSource(N, lambda i: i, abort_at)
 
 
 def _expected() -> Totals:
@@ -83,7 +51,7 @@ def _expected() -> Totals:
     }
 
 
-def _flow(source: _PacedSource, out: list[tuple[str, tuple[int, int]]]) -> Dataflow:
+def _flow(source: PacedSource[int], out: list[tuple[str, tuple[int, int]]]) -> Dataflow:
     """Per key (x % 3): running (count, sum); the state must survive backup + restore exactly."""
     flow = Dataflow("recovery_backup_demo")
     keyed = op.key_on("key", op.input("inp", flow, source), lambda x: str(x % 3))
@@ -107,7 +75,7 @@ def _crashed_run(recovery_dir: Path, abort_at: int) -> list[tuple[str, tuple[int
         is False
     )
     out: list[tuple[str, tuple[int, int]]] = []
-    flow = _flow(_PacedSource(abort_at), out)
+    flow = _flow(_source(abort_at), out)
     run_main(flow, epoch_interval=EPOCH, recovery_config=RecoveryConfig(recovery_dir))
     return out
 
@@ -127,7 +95,7 @@ def test_restore_from_s3_resumes_with_exact_state(tmp_path: Path, s3_store: S3St
     assert sorted(p.name for p in restored.iterdir()) == ["part-0.sqlite3", "part-1.sqlite3"]
     second: list[tuple[str, tuple[int, int]]] = []
     run_main(
-        _flow(_PacedSource(), second),
+        _flow(_source(), second),
         epoch_interval=EPOCH,
         recovery_config=RecoveryConfig(restored),
     )
@@ -143,7 +111,7 @@ def test_backup_of_a_running_flow_resumes_exactly(tmp_path: Path, s3_store: S3St
     restore_latest_if_empty(live, s3_store, 2)
     runner = threading.Thread(
         target=run_main,
-        args=(_flow(_PacedSource(), out),),
+        args=(_flow(_source(), out),),
         kwargs={
             "epoch_interval": EPOCH,
             "recovery_config": RecoveryConfig(live, timedelta(seconds=30)),
@@ -168,7 +136,7 @@ def test_backup_of_a_running_flow_resumes_exactly(tmp_path: Path, s3_store: S3St
     assert restore_latest_if_empty(restored, s3_store, partitions=2) is True
     second: list[tuple[str, tuple[int, int]]] = []
     run_main(
-        _flow(_PacedSource(), second),
+        _flow(_source(), second),
         epoch_interval=EPOCH,
         recovery_config=RecoveryConfig(restored),
     )

@@ -56,11 +56,15 @@ def connect(settings: ClickHouseSettings) -> Client:
         _create_database(bootstrap, settings)
         bootstrap.close()
         return _open_embedded(path, database=settings.database)
-    bootstrap = clickhouse_connect.get_client(dsn=settings.dsn, tz_mode="aware")
+    # clickhouse-connect picks TLS from the port only; the DSN's scheme must say it explicitly.
+    tls = settings.dsn.startswith(("https://", "clickhouses://"))
+    bootstrap = clickhouse_connect.get_client(
+        dsn=settings.dsn, database="default", secure=tls, tz_mode="aware"
+    )
     _create_database(bootstrap, settings)
     bootstrap.close()
     return clickhouse_connect.get_client(
-        dsn=settings.dsn, database=settings.database, tz_mode="aware"
+        dsn=settings.dsn, database=settings.database, secure=tls, tz_mode="aware"
     )
 
 
