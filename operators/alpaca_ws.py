@@ -63,6 +63,7 @@ __all__ = [
     "ConnectionStatus",
     "SourceHeartbeat",
     "SourceItem",
+    "backoff_delay",
 ]
 
 log = get_logger("alpaca_ws")
@@ -364,10 +365,10 @@ class _Link:
             delay = await self._connect_once()
             if delay is None:
                 attempt = 0
-                delay = _backoff(self._config, 0)
+                delay = backoff_delay(self._config, 0)
             elif delay < 0:
                 attempt += 1
-                delay = _backoff(self._config, attempt)
+                delay = backoff_delay(self._config, attempt)
             await self._sleep(delay)
 
     async def _sleep(self, seconds: float) -> None:
@@ -524,7 +525,7 @@ class _Link:
                 self._set_state("degraded", connected=True, detail=f"{msg.code} {msg.msg}")
 
 
-def _backoff(cfg: AlpacaWsConfig, attempt: int) -> float:
+def backoff_delay(cfg: AlpacaWsConfig, attempt: int) -> float:
     """Exponential back-off with equal jitter: uniform in [d/2, d], d = initial·2^(attempt-1)."""
     if attempt <= 0:
         return _jitter(cfg.reconnect_initial_s)
