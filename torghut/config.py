@@ -201,6 +201,10 @@ class TaSettings(_Section):
     dedup_max_keys: int = Field(default=1_000_000, ge=1)
     symbol_allowlist: CsvList = ()
     """Symbols the TA flow accepts (``TA_SYMBOL_ALLOWLIST=AAPL,MSFT``); empty = any symbol."""
+    exit_at_end: bool = False
+    """Read the input topics to their current end, publish what is open, then stop (backfills)."""
+    kafka_batch_size: int = Field(default=5000, ge=1)
+    status_interval_s: float = Field(default=5.0, gt=0)
 
 
 class RiskSettings(_Section):
