@@ -25,7 +25,7 @@ from alpaca.trading.requests import (
 )
 from alpaca.trading.stream import TradingStream
 from prometheus_client import REGISTRY
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.helpers import wait_until
@@ -464,3 +464,14 @@ def test_matcher_survives_a_failing_quote_source() -> None:
 
         filled = wait_until(lambda: order_status(client, order, OrderStatus.FILLED), timeout=5)
         assert filled.filled_avg_price == "98.5"
+
+
+def test_stream_connections_past_the_limit_get_http_429() -> None:
+    sim = BrokerSimulator(StaticQuotes({}), key_id=KEY, secret_key=SECRET, max_stream_connections=1)
+    with sim.run_in_thread(), StreamRecorder(sim):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(sim.stream_url, open_timeout=5).close()
+
+        assert refused.value.response.status_code == 429
+        assert json.loads(refused.value.response.body or b"{}")["code"] == 42910000
+        assert sim.stream_clients() == 1

@@ -69,6 +69,10 @@ log = get_logger(__name__)
 MATCHER_ERRORS = Counter(
     "torghut_broker_sim_matcher_errors_total", "Periodic matching passes that raised"
 )
+STREAM_REFUSALS = Counter(
+    "torghut_broker_sim_stream_refusals_total",
+    "trade_updates handshakes refused with 429 (connection limit)",
+)
 STREAM_DROPS = Counter(
     "torghut_broker_sim_stream_drops_total", "trade_updates clients dropped for falling behind"
 )
@@ -99,7 +103,9 @@ class BrokerSimulator:
 
     ``quotes`` is what orders fill against (the market simulator, or ``StaticQuotes``);
     ``now``/``schedule`` set the time and the session (default: wall clock, always open);
-    ``seed`` makes ids reproducible; ``port=0`` picks a free port.
+    ``seed`` makes ids reproducible; ``port=0`` picks a free port;
+    ``max_stream_connections`` (default unlimited) answers further trade_updates handshakes
+    with HTTP 429, as Alpaca does, so a client's reconnect back-off can be exercised.
     """
 
     def __init__(
@@ -115,8 +121,10 @@ class BrokerSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         match_interval: float = 0.05,
+        max_stream_connections: int | None = None,
     ) -> None:
         self.key_id = key_id
+        self._max_stream_connections = max_stream_connections
         self._secret_key = secret_key
         self.faults = Faults()
         self._book = PaperBook(
@@ -322,9 +330,14 @@ class BrokerSimulator:
             client.listening = False
             client.queue.put_nowait(None)
 
-    def add_client(self, client: _StreamClient) -> None:
+    def add_client(self, client: _StreamClient) -> bool:
+        """Register a stream connection; ``False`` when the connection limit is reached."""
         with self._clients_lock:
+            limit = self._max_stream_connections
+            if limit is not None and len(self._clients) >= limit:
+                return False
             self._clients.add(client)
+            return True
 
     def remove_client(self, client: _StreamClient) -> None:
         with self._clients_lock:
@@ -513,9 +526,12 @@ def build_app(sim: BrokerSimulator) -> Litestar:
 
     @websocket("/stream")
     async def trade_updates(socket: WebSocket[Any, Any, Any]) -> None:
-        await socket.accept()
         client = _StreamClient()
-        sim.add_client(client)
+        if not sim.add_client(client):
+            STREAM_REFUSALS.inc()
+            await _refuse_handshake(socket)
+            return
+        await socket.accept()
         writer = asyncio.create_task(_write_stream(socket, client))
         try:
             await _read_stream(sim, socket, client)
@@ -603,6 +619,19 @@ async def _read_stream(
             _reply(client, {"stream": "listening", "data": {"streams": streams}})
         else:
             _reply(client, {"stream": "error", "data": {"error_message": "invalid action"}})
+
+
+async def _refuse_handshake(socket: WebSocket[Any, Any, Any]) -> None:
+    """Answer the upgrade with HTTP 429, as Alpaca does past its connection limit."""
+    body = msgspec.json.encode(BrokerError(429, 42910000, "connection limit exceeded").body())
+    await socket.send(
+        {
+            "type": "websocket.http.response.start",
+            "status": 429,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await socket.send({"type": "websocket.http.response.body", "body": body, "more_body": False})
 
 
 def _reply(client: _StreamClient, message: Json) -> None:
