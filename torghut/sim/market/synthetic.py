@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -137,6 +137,7 @@ class SyntheticMarket:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self._rng = random.Random(seed)
+        self._random = self._rng.random
         self._symbols = list(symbols)
         self._rate = rate
         self._trade_ratio = trade_ratio
@@ -230,33 +231,35 @@ class SyntheticMarket:
 
     def _step(self, t_ns: int, out: list[Message]) -> None:
         rng = self._rng
+        rnd = self._random
         self._now_ns = t_ns
-        gap_s = rng.expovariate(self._rate)
+        gap_s = -math.log(1.0 - rnd()) / self._rate
         self._next_event_ns = t_ns + max(1, int(gap_s * _NS))
         if self._halted:
             self._resume_due(t_ns, out)
-        state = self._by_index[rng.randrange(len(self._by_index))]
+        by_index = self._by_index
+        state = by_index[int(rnd() * len(by_index))]
         self._events += 1
         if state.halted_until_ns:
             return
         dt_s = (t_ns - state.last_ns) / _NS
         state.last_ns = t_ns
         if dt_s > 0:
-            state.mid *= math.exp(self._sigma_per_sqrt_s * math.sqrt(dt_s) * rng.gauss(0.0, 1.0))
-            state.mid = max(state.mid, 0.5)
-        if state.touch is None or rng.random() >= self._trade_ratio:
+            mid = state.mid * math.exp(self._sigma_per_sqrt_s * math.sqrt(dt_s) * rng.gauss())
+            state.mid = mid if mid > 0.5 else 0.5
+        if state.touch is None or rnd() >= self._trade_ratio:
             out.append(self._quote(state, t_ns))
         else:
             out.append(self._trade(state, t_ns))
 
     def _quote(self, state: _SymbolState, t_ns: int) -> Message:
-        rng = self._rng
+        rnd = self._random
         mid_cents = state.mid * 100
-        spread = max(1, round(mid_cents * self._spread_bps * rng.uniform(0.5, 2.0) / 10_000))
+        spread = max(1, round(mid_cents * self._spread_bps * (0.5 + 1.5 * rnd()) / 10_000))
         bid = max(1, math.floor(mid_cents - spread / 2))
         ask = bid + spread
-        bid_size = _quote_size(rng)
-        ask_size = _quote_size(rng)
+        bid_size = _quote_size(rnd)
+        ask_size = _quote_size(rnd)
         state.touch = (bid, bid_size, ask, ask_size, t_ns)
         x = self._exchange
         return Message(
@@ -276,17 +279,17 @@ class SyntheticMarket:
         )
 
     def _trade(self, state: _SymbolState, t_ns: int) -> Message:
-        rng = self._rng
+        rnd = self._random
         assert state.touch is not None
         bid, _, ask, _, _ = state.touch
-        draw = rng.random()
+        draw = rnd()
         if draw < 0.4:
             price = bid
         elif draw < 0.8:
             price = ask
         else:
-            price = rng.randint(bid, ask)
-        size, conditions = _trade_size(rng)
+            price = bid + int(rnd() * (ask - bid + 1))
+        size, conditions = _trade_size(rnd)
         if state.bar is None:
             minute = t_ns - t_ns % _MINUTE_NS
             state.bar = _BarAcc(minute, price, price, price, price, 0, 0, 0)
@@ -351,7 +354,7 @@ class SyntheticMarket:
         assert bar is not None
         t_ns = boundary_ns - 1 - rng.randrange(_NS)
         price = max(1, bar.c + rng.choice((-1, 0, 1)))
-        size, conditions = _trade_size(rng)
+        size, conditions = _trade_size(self._random)
         bar.add(price, size)
         self._add_to_day(state, t_ns, price, size)
         out.append(self._trade_message(state, t_ns, price, size, conditions))
@@ -372,16 +375,17 @@ class SyntheticMarket:
                 out.append(_status(state, resume_ns, halt=False))
 
 
-def _quote_size(rng: random.Random) -> int:
-    if rng.random() < 0.8:
-        return 100 * rng.randint(1, 10)
-    return rng.randint(1, 99)
+def _quote_size(rnd: Callable[[], float]) -> int:
+    if rnd() < 0.8:
+        return 100 * (1 + int(rnd() * 10))
+    return 1 + int(rnd() * 99)
 
 
-def _trade_size(rng: random.Random) -> tuple[int, list[str]]:
-    if rng.random() < 0.65:
-        return 100 * min(10, 1 + int(rng.expovariate(0.7))), ["@"]
-    return rng.randint(1, 99), ["@", "I"]
+def _trade_size(rnd: Callable[[], float]) -> tuple[int, list[str]]:
+    """65 % round lots (mostly 100, geometric tail up to 1000), else odd lots of 1–99."""
+    if rnd() < 0.65:
+        return 100 * min(10, 1 + int(-math.log(1.0 - rnd()) / 0.7)), ["@"]
+    return 1 + int(rnd() * 99), ["@", "I"]
 
 
 def _status(state: _SymbolState, t_ns: int, *, halt: bool) -> Message:
