@@ -61,15 +61,13 @@ class Base(DeclarativeBase):
     )
 
 
-_NOW = sa.func.now()
+_NOW = sa.text("CURRENT_TIMESTAMP")
+"""Server-side default that Postgres and SQLite both understand."""
 
 
 class TradeDecisionRow(Base):
     __tablename__ = "trade_decisions"
-    __table_args__ = (
-        sa.Index("trade_decisions_symbol_created_at_idx", "symbol", sa.text("created_at DESC")),
-        sa.Index("trade_decisions_status_idx", "status"),
-    )
+    __table_args__ = (sa.Index("trade_decisions_status_idx", "status"),)
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
     decision_hash: Mapped[str] = mapped_column(sa.Text, unique=True)
@@ -87,6 +85,13 @@ class TradeDecisionRow(Base):
     decision_json: Mapped[dict[str, Any]] = mapped_column(JSON_DOC)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=_NOW)
     executed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+sa.Index(
+    "trade_decisions_symbol_created_at_idx",
+    TradeDecisionRow.symbol,
+    TradeDecisionRow.created_at.desc(),
+)
 
 
 class ExecutionRow(Base):

@@ -45,7 +45,7 @@ def upgrade() -> None:
     sa.Column('event_ts', TIMESTAMPTZ, nullable=False),
     sa.Column('symbol', sa.Text(), nullable=False),
     sa.Column('seq', sa.BigInteger(), nullable=False),
-    sa.Column('updated_at', TIMESTAMPTZ, server_default=sa.text('now()'), nullable=False),
+    sa.Column('updated_at', TIMESTAMPTZ, server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
     sa.PrimaryKeyConstraint('source', name=op.f('trade_cursor_pkey'))
     )
     op.create_table('trade_decisions',
@@ -63,7 +63,7 @@ def upgrade() -> None:
     sa.Column('status_detail', sa.Text(), nullable=True),
     sa.Column('risk_reasons', JSONDOC, nullable=True),
     sa.Column('decision_json', JSONDOC, nullable=False),
-    sa.Column('created_at', TIMESTAMPTZ, server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', TIMESTAMPTZ, server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
     sa.Column('executed_at', TIMESTAMPTZ, nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('trade_decisions_pkey')),
     sa.UniqueConstraint('decision_hash', name=op.f('trade_decisions_decision_hash_key'))
@@ -82,7 +82,7 @@ def upgrade() -> None:
     sa.Column('filled_qty', NUMERIC, nullable=False),
     sa.Column('filled_avg_price', NUMERIC, nullable=True),
     sa.Column('submitted_at', TIMESTAMPTZ, nullable=False),
-    sa.Column('last_update_at', TIMESTAMPTZ, server_default=sa.text('now()'), nullable=False),
+    sa.Column('last_update_at', TIMESTAMPTZ, server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
     sa.Column('reconciled_at', TIMESTAMPTZ, nullable=True),
     sa.ForeignKeyConstraint(['decision_id'], ['trade_decisions.id'], name=op.f('executions_decision_id_fkey')),
     sa.PrimaryKeyConstraint('id', name=op.f('executions_pkey')),
@@ -106,7 +106,7 @@ def upgrade() -> None:
     sa.Column('latency_ms', sa.Integer(), nullable=False),
     sa.Column('raw_response', sa.Text(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
-    sa.Column('created_at', TIMESTAMPTZ, server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', TIMESTAMPTZ, server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
     sa.CheckConstraint('latency_ms >= 0', name=op.f('llm_decision_reviews_latency_ms_nonnegative_check')),
     sa.ForeignKeyConstraint(['decision_id'], ['trade_decisions.id'], name=op.f('llm_decision_reviews_decision_id_fkey')),
     sa.PrimaryKeyConstraint('id', name=op.f('llm_decision_reviews_pkey'))
@@ -122,7 +122,7 @@ def upgrade() -> None:
     sa.Column('filled_qty', NUMERIC, nullable=False),
     sa.Column('payload', JSONDOC, nullable=False),
     sa.Column('at', TIMESTAMPTZ, nullable=False),
-    sa.Column('recorded_at', TIMESTAMPTZ, server_default=sa.text('now()'), nullable=False),
+    sa.Column('recorded_at', TIMESTAMPTZ, server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
     sa.ForeignKeyConstraint(['execution_id'], ['executions.id'], name=op.f('order_events_execution_id_fkey')),
     sa.PrimaryKeyConstraint('id', name=op.f('order_events_pkey'))
     )

@@ -1,0 +1,166 @@
+"""Fixtures of the trading-domain tests: signal rows, decisions, stores on both backends and a
+real local HTTP server that plays an (adversarial) OpenAI-compatible LLM."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from torghut.events import Signal
+from trading.domain import Action, Decision, OrderType, SignalRow
+from trading.store import TradingStore
+
+T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+
+
+def row(i: int, symbol: str = "AAPL", version: int = 1, **indicators: float | None) -> SignalRow:
+    """The signal row ``i`` seconds after :data:`T0`."""
+    return SignalRow(
+        symbol=symbol,
+        event_ts=T0 + timedelta(seconds=i),
+        seq=i,
+        window_size="PT1S",
+        version=version,
+        indicators=Signal(**indicators),  # type: ignore[arg-type]
+    )
+
+
+def decision(**overrides: Any) -> Decision:
+    """A BUY 10 AAPL @ 100 market decision of ``macd_rsi``; fields overridable."""
+    base: dict[str, Any] = {
+        "strategy_id": "macd_rsi",
+        "strategy_version": "1",
+        "symbol": "AAPL",
+        "event_ts": T0,
+        "action": Action.BUY,
+        "qty": Decimal(10),
+        "order_type": OrderType.MARKET,
+        "params": {"qty": Decimal(10), "rsi_overbought": Decimal(70), "window_size": "PT1S"},
+        "rationale": "test",
+        "reference_price": Decimal(100),
+        "window_size": "PT1S",
+    }
+    base.update(overrides)
+    return Decision(**base)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'trading.sqlite'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same tests on the embedded SQLite file and on a fresh real Postgres database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'trading.sqlite'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[TradingStore]:
+    s = TradingStore.open(store_url)
+    yield s
+    s.close()
+
+
+# --- a real chat-completions server ----------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """What the fake provider answers next: HTTP status, raw body, optional stall."""
+
+    status: int = 200
+    body: bytes = b""
+    stall_s: float = 0.0
+
+
+@dataclass
+class LlmServer:
+    url: str
+    replies: list[Reply] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def answer(self, content: str, *, usage: bool = True) -> None:
+        """Queue a well-formed completion whose message content is ``content``."""
+        doc: dict[str, Any] = {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+        }
+        if usage:
+            doc["usage"] = {"prompt_tokens": 321, "completion_tokens": 17, "total_tokens": 338}
+        self.replies.append(Reply(200, json.dumps(doc).encode()))
+
+    def answer_json(self, **verdict: Any) -> None:
+        self.answer(json.dumps(verdict))
+
+    def raw(self, status: int, body: bytes, stall_s: float = 0.0) -> None:
+        self.replies.append(Reply(status, body, stall_s))
+
+
+@pytest.fixture
+def llm_server() -> Iterator[LlmServer]:
+    """A threaded ``http.server`` speaking ``POST /v1/chat/completions``, scripted per test."""
+    state: dict[str, LlmServer] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            srv = state["srv"]
+            length = int(self.headers.get("Content-Length", "0"))
+            srv.requests.append(json.loads(self.rfile.read(length)))
+            srv.headers.append({k.lower(): v for k, v in self.headers.items()})
+            reply = srv.replies.pop(0) if srv.replies else Reply(500, b'{"error":"unscripted"}')
+            if reply.stall_s:
+                srv.release.wait(reply.stall_s)
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+            except (BrokenPipeError, ConnectionResetError):
+                return
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    srv = LlmServer(url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
+    state["srv"] = srv
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield srv
+    srv.release.set()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
+
+class ManualClock:
+    """A monotonic clock the test advances by hand (for the circuit breaker)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def manual_clock() -> ManualClock:
+    return ManualClock()

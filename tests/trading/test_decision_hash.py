@@ -1,0 +1,88 @@
+"""The decision hash: a pinned golden value, stability across equivalent forms, and
+sensitivity to every field of the decision's identity."""
+
+from __future__ import annotations
+
+from datetime import timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from tests.trading.conftest import T0, decision
+from trading.domain import Action, canonical_json, decision_hash
+
+GOLDEN_JSON = (
+    '{"action":"buy","event_ts":"2026-03-02T15:00:00.000000Z","params":{"qty":"10",'
+    '"rsi_overbought":"70","window_size":"PT1S"},"strategy_id":"macd_rsi","symbol":"AAPL"}'
+)
+GOLDEN_HASH = "ddf71e7c90409b0ae2f973695f9659b2e0a5c1028dd37083934081c74b4e7d6d"
+
+
+def test_golden_canonical_json_and_hash() -> None:
+    d = decision()
+    identity = {
+        "strategy_id": d.strategy_id,
+        "symbol": d.symbol,
+        "event_ts": d.event_ts,
+        "action": d.action,
+        "params": d.params,
+    }
+    assert canonical_json(identity) == GOLDEN_JSON
+    assert d.decision_hash == GOLDEN_HASH
+    assert d.client_order_id == GOLDEN_HASH
+    assert len(GOLDEN_HASH) == 64 <= 128
+
+
+def test_equivalent_forms_hash_the_same() -> None:
+    eastern = timezone(timedelta(hours=-5))
+    same = decision(
+        event_ts=T0.astimezone(eastern),
+        params={"window_size": "PT1S", "rsi_overbought": 70.0, "qty": Decimal("10.00")},
+    )
+    assert same.decision_hash == GOLDEN_HASH
+
+
+def test_qty_rationale_and_version_are_not_identity() -> None:
+    """The LLM may shrink qty; the order is still the same decision (same client_order_id)."""
+    assert decision(qty=Decimal(3), rationale="other", strategy_version="9").decision_hash == (
+        GOLDEN_HASH
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"strategy_id": "bollinger_reversion"},
+        {"symbol": "MSFT"},
+        {"event_ts": T0 + timedelta(microseconds=1)},
+        {"action": Action.SELL},
+        {"params": {"qty": Decimal(10), "rsi_overbought": Decimal(71), "window_size": "PT1S"}},
+        {"params": {"qty": Decimal(11), "rsi_overbought": Decimal(70), "window_size": "PT1S"}},
+        {"params": {"qty": Decimal(10), "rsi_overbought": Decimal(70), "window_size": "PT1M"}},
+        {"params": {"qty": Decimal(10), "rsi_overbought": Decimal(70)}},
+        {
+            "params": {
+                "qty": Decimal(10),
+                "rsi_overbought": Decimal(70),
+                "window_size": "PT1S",
+                "extra": True,
+            }
+        },
+    ],
+    ids=lambda c: next(iter(c)),
+)
+def test_any_identity_change_changes_the_hash(change: dict[str, object]) -> None:
+    assert decision(**change).decision_hash != GOLDEN_HASH
+
+
+def test_bool_param_is_not_a_number() -> None:
+    assert decision_hash("s", "X", T0, "buy", {"p": True}) != decision_hash(
+        "s", "X", T0, "buy", {"p": 1}
+    )
+
+
+def test_naive_datetime_and_non_finite_numbers_are_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        decision_hash("s", "X", T0.replace(tzinfo=None), "buy", {})
+    with pytest.raises(ValueError, match="non-finite"):
+        decision_hash("s", "X", T0, "buy", {"p": float("nan")})
