@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeGuard
 
 import bytewax.operators as op
@@ -69,11 +69,16 @@ def lane_key(symbol: str, window: str) -> str:
 
 
 class QuoteUpdate(NamedTuple):
-    """Latest quotes of one symbol per second bucket from one input batch, for one lane."""
+    """Latest quotes of one symbol per second bucket from one input batch, for one lane.
+
+    ``max_ts_us`` is the newest quote time of the symbol in the batch (kept or not): it drives
+    the quote watermark that releases buffered bars.
+    """
 
     symbol: str
     lane: str
     quotes: list[tuple[datetime, Quote]]
+    max_ts_us: int
 
 
 class _QuoteWire(msgspec.Struct):
@@ -182,8 +187,8 @@ def quote_updates(
                     qs.append((ts, _Q_PAYLOAD.decode(payload)))
                 except msgspec.DecodeError as exc:
                     dead.append(_dead("invalid_message", sym, bytes(payload), str(exc)))
-            if qs:
-                out.extend((lane_key(sym, lane), QuoteUpdate(sym, lane, qs)) for lane in lanes)
+            newest = max(per.values(), key=_ts_of)[0]
+            out.extend((lane_key(sym, lane), QuoteUpdate(sym, lane, qs, newest)) for lane in lanes)
         if dead:
             progress.add_dead_letters("invalid_quote", len(dead))
             out.extend(dead)
@@ -192,6 +197,10 @@ def quote_updates(
     reduced = op.flat_map_batch("reduce", quotes, reduce)
     split = op.branch("split_dead", reduced, _is_dead_letter)
     return QuoteStreams(split.falses, split.trues)  # type: ignore[arg-type]
+
+
+def _ts_of(entry: tuple[int, datetime, Any]) -> int:
+    return entry[0]
 
 
 def _decode_quotes(values: list[Any]) -> tuple[list[_QuoteWire], list[DeadLetter]]:
@@ -294,16 +303,28 @@ class IndicatorState(NamedTuple):
     last_end_us: int | None
     last_version: int
     last_bar: Microbar | None
+    pending: tuple[Envelope[Microbar], ...]
+    quote_max_us: int | None
 
 
 class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorState]):
-    """One :class:`IndicatorEngine` per (symbol, window) key, plus what versioning needs."""
+    """One :class:`IndicatorEngine` per (symbol, window) key, plus what versioning needs.
+
+    Bars wait until the symbol's quotes are complete up to the bar end: the quote watermark
+    (newest quote time − allowed lateness) must reach it. Bars and quotes come from different
+    topics, read at different paces; without the wait, the imbalance fields of a signal
+    would depend on which topic happened to be read further, and a replay would not rewrite
+    the same rows. A symbol whose quotes stall or stop releases its bars ``idle_close_ms``
+    after the oldest one arrived (wall clock), and end of input releases everything.
+    """
 
     def __init__(
         self, settings: TaSettings, progress: TaProgress, resume: IndicatorState | None
     ) -> None:
         self._settings = settings
         self._progress = progress
+        self._lateness_us = settings.allowed_lateness_ms * 1000
+        self._release_after = timedelta(milliseconds=settings.idle_close_ms)
         self._engine: IndicatorEngine | None = None
         self._symbol = ""
         self._lane = ""
@@ -311,26 +332,49 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorState]):
         self._last_version = 0
         self._last_bar: Microbar | None = None
         self._last_ingest_ms = 0
+        self._pending: list[Envelope[Microbar]] = []
+        self._pending_since: datetime | None = None
+        self._quote_max_us: int | None = None
         if resume is not None:
             self._engine = IndicatorEngine.restore(resume.engine)
             self._symbol, self._lane = resume.symbol, resume.lane
             self._last_end_us, self._last_version = resume.last_end_us, resume.last_version
             self._last_bar = resume.last_bar
+            self._pending = list(resume.pending)
+            self._quote_max_us = resume.quote_max_us
+            if self._pending:
+                self._pending_since = datetime.now(UTC)
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
-        out: list[Any] = []
         for v in values:
             if isinstance(v, QuoteUpdate):
                 engine = self._engine_for(v.symbol, v.lane)
                 for ts, q in v.quotes:
                     engine.on_quote(ts, q)
+                if self._quote_max_us is None or v.max_ts_us > self._quote_max_us:
+                    self._quote_max_us = v.max_ts_us
             else:
-                self._on_bar(v, out)
-        if out:
-            n = sum(1 for x in out if isinstance(x, Envelope))
-            if n:
-                self._progress.add_signals(self._lane, n)
-        return out, StatefulBatchLogic.RETAIN
+                self._engine_for(v.symbol, v.window.size if v.window is not None else "PT1S")
+                if not self._pending:
+                    self._pending_since = datetime.now(UTC)
+                self._pending.append(v)
+        if not self._pending or self._quote_max_us is None:
+            return [], StatefulBatchLogic.RETAIN
+        return self._release(self._quote_max_us - self._lateness_us), StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        due = self.notify_at()
+        if due is None or datetime.now(UTC) < due:
+            return [], StatefulBatchLogic.RETAIN
+        return self._release(None), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Any], bool]:
+        return self._release(None), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if not self._pending or self._pending_since is None:
+            return None
+        return self._pending_since + self._release_after
 
     def snapshot(self) -> IndicatorState:
         assert self._engine is not None
@@ -341,7 +385,30 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorState]):
             self._last_end_us,
             self._last_version,
             self._last_bar,
+            tuple(self._pending),
+            self._quote_max_us,
         )
+
+    def _release(self, until_us: int | None) -> list[Any]:
+        """Compute the signals of pending bars ending at or before ``until_us`` (None: all)."""
+        pending = self._pending
+        n = 0
+        for env in pending:
+            e = env.event_ts
+            if until_us is not None and math.floor(e.timestamp()) * _US + e.microsecond > until_us:
+                break
+            n += 1
+        if n == 0:
+            return []
+        out: list[Any] = []
+        for env in pending[:n]:
+            self._on_bar(env, out)
+        del pending[:n]
+        self._pending_since = datetime.now(UTC) if pending else None
+        signals = sum(1 for x in out if isinstance(x, Envelope))
+        if signals:
+            self._progress.add_signals(self._lane, signals)
+        return out
 
     def _engine_for(self, symbol: str, lane: str) -> IndicatorEngine:
         if self._engine is None:
