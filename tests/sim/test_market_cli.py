@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.sim.test_market_support import Client
-from torghut.sim.market import SyntheticMarket, write_session
+from torghut.sim.market import SyntheticMarket, read_session, write_session
 
 
 def _start(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
@@ -33,18 +33,12 @@ def _terminate(proc: subprocess.Popen[str]) -> None:
     assert proc.wait(15) == 0
 
 
-def test_cli_synthetic_market_with_a_scheduled_fault() -> None:
+def test_cli_synthetic_market_with_a_scheduled_fault_and_a_recording(tmp_path: Path) -> None:
+    record = tmp_path / "recorded.jsonl"
     proc, info = _start(
-        "--symbols",
-        "AAPL,MSFT",
-        "--rate",
-        "1000",
-        "--seed",
-        "7",
-        "--msgpack-ok",
-        "--fault",
-        "duplicate:2",
-    )
+        "--symbols", "AAPL,MSFT", "--rate", "1000", "--seed", "7", "--msgpack-ok",
+        "--fault", "duplicate:2", "--record", str(record),
+    )  # fmt: skip
     try:
         assert info["url"].startswith("ws://127.0.0.1:")
         assert info["url"].endswith("/v2/iex")
@@ -52,11 +46,14 @@ def test_cli_synthetic_market_with_a_scheduled_fault() -> None:
         with Client(info["url"]) as c:
             c.handshake()
             c.subscribe(trades=["AAPL"])
-            c.data(10)
+            got = c.data(10)
             data_frames = c.frames[3:]
             assert data_frames[1] == data_frames[2]
     finally:
         _terminate(proc)
+    recorded = [m.to_wire() for m in read_session(record) if m.type == "t" and m.symbol == "AAPL"]
+    for message in got:
+        assert message in recorded
 
 
 def test_cli_replays_a_file(tmp_path: Path) -> None:

@@ -192,3 +192,16 @@ def test_latest_quote_follows_the_market_and_constructor_guards() -> None:
         MarketSimulator(pacing="warp")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="must be > 0"):
         MarketSimulator(batch_size=0)
+
+
+def test_history_limit_keeps_the_newest_messages() -> None:
+    with running(rate=5000, pacing="fast", history_limit=50) as (sim, url), Client(url) as c:
+        c.handshake()
+        c.subscribe(trades=["*"])
+        c.data(200)
+        wait_until(lambda: sim.stats()["messages_emitted"] > 200, 5)
+        emitted = sim.emitted()
+        assert len(emitted) == 50
+        assert len(sim.emitted("AAPL")) == 50
+        assert len(sim.sent()) == 50
+        assert emitted[-1].t_ns > emitted[0].t_ns

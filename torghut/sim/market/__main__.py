@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from torghut.logs import configure_logging
 from torghut.sim.market.faults import FaultKind, FaultRule
-from torghut.sim.market.replay import SessionReplay
+from torghut.sim.market.replay import SessionReplay, write_session
 from torghut.sim.market.server import FEEDS, MarketSimulator, MessageSource
 from torghut.sim.market.synthetic import SyntheticMarket
 
@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KIND[:EVERY[:SECONDS]]",
         help=f"scheduled fault, kinds: {', '.join(k.value for k in FaultKind)} (repeatable)",
     )
+    p.add_argument(
+        "--history-limit",
+        type=int,
+        default=1_000_000,
+        help="messages kept in memory for --record and inspection (oldest dropped)",
+    )
+    p.add_argument("--record", default=None, help="on exit, write emitted messages to FILE")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -103,6 +110,7 @@ async def _run(args: argparse.Namespace) -> int:
         max_pending_frames=args.max_pending_frames,
         msgpack_ok=args.msgpack_ok,
         faults=[_fault(spec) for spec in args.fault],
+        history_limit=args.history_limit,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -119,6 +127,8 @@ async def _run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     await stop.wait()
     await sim.stop()
+    if args.record:
+        write_session(args.record, sim.emitted())
     return 0
 
 

@@ -125,6 +125,9 @@ class MarketSimulator:
         clock_starts_on_subscribe: in realtime pacing, start the virtual clock when the first
             client subscribes rather than at :meth:`start`, so a replay or a short test does not
             lose its opening messages to the handshake (afterwards it runs regardless).
+        history_limit: keep at most this many messages in :meth:`emitted` (overall and per
+            symbol) and :meth:`sent`, dropping the oldest (``None`` = keep all; set it for
+            long-running processes).
     """
 
     def __init__(
@@ -154,6 +157,7 @@ class MarketSimulator:
         faults: Sequence[FaultRule] = (),
         feeds: Sequence[str] = FEEDS,
         clock_starts_on_subscribe: bool = True,
+        history_limit: int | None = None,
     ) -> None:
         if pacing not in ("realtime", "fast"):
             raise ValueError(f"pacing must be 'realtime' or 'fast', not {pacing!r}")
@@ -189,9 +193,11 @@ class MarketSimulator:
         self._live: dict[tuple[str, str], int] = {}
         self._held: dict[tuple[str, str], list[float]] = {}
         self._subscribed = asyncio.Event()
-        self._emitted: list[Message] = []
-        self._emitted_by_symbol: dict[str, list[Message]] = {}
+        self._history_limit = history_limit
+        self._emitted: deque[Message] = deque(maxlen=history_limit)
+        self._emitted_by_symbol: dict[str, deque[Message]] = {}
         self._sent: dict[tuple[Any, ...], Message] = {}
+        self._emitted_count = 0
         self._exhausted = threading.Event()
         self._counters: dict[str, int] = dict.fromkeys(
             (
@@ -358,7 +364,7 @@ class MarketSimulator:
         out["authenticated"] = sum(
             1 for c in conns if c.session.state is SessionState.AUTHENTICATED
         )
-        out["messages_emitted"] = len(self._emitted)
+        out["messages_emitted"] = self._emitted_count
         out["messages_sent"] = len(self._sent)
         out["faults_fired"] = len(self.faults.log)
         return out
@@ -542,6 +548,10 @@ class MarketSimulator:
             key = message.identity
             if key not in sent:
                 sent[key] = message
+        limit = self._history_limit
+        if limit is not None:
+            while len(sent) > limit:
+                del sent[next(iter(sent))]
 
     async def _abort(self, conn: _Connection) -> None:
         """Drop the TCP connection without a close frame, once what was written has left."""
@@ -617,14 +627,14 @@ class MarketSimulator:
 
     async def _publish(self, batch: list[Message]) -> None:
         self._emitted.extend(batch)
+        self._emitted_count += len(batch)
         by_symbol = self._emitted_by_symbol
         for message in batch:
             symbol = message.fields["S"]
-            lst = by_symbol.get(symbol)
-            if lst is None:
-                by_symbol[symbol] = [message]
-            else:
-                lst.append(message)
+            history = by_symbol.get(symbol)
+            if history is None:
+                history = by_symbol[symbol] = deque(maxlen=self._history_limit)
+            history.append(message)
         size = self.batch_size
         for offset in range(0, len(batch), size):
             chunk = batch[offset : offset + size]
