@@ -141,14 +141,24 @@ def build_flow(settings: Settings, progress: TaProgress) -> Dataflow:
     clickhouse_sink(
         "bars_clickhouse",
         op.map("bars_rows", out.microbars, microbar_row),
-        ClickHouseSink(client, MICROBARS_TABLE, MICROBAR_COLUMNS, batch_rows=ch.insert_batch_rows),
-        batch_seconds=ch.insert_batch_seconds,
+        ClickHouseSink(
+            client,
+            MICROBARS_TABLE,
+            MICROBAR_COLUMNS,
+            batch_rows=ch.insert_batch_rows,
+            batch_seconds=ch.insert_batch_seconds,
+        ),
     )
     clickhouse_sink(
         "signals_clickhouse",
         op.map("signals_rows", out.signals, signal_row),
-        ClickHouseSink(client, SIGNALS_TABLE, SIGNAL_COLUMNS, batch_rows=ch.insert_batch_rows),
-        batch_seconds=ch.insert_batch_seconds,
+        ClickHouseSink(
+            client,
+            SIGNALS_TABLE,
+            SIGNAL_COLUMNS,
+            batch_rows=ch.insert_batch_rows,
+            batch_seconds=ch.insert_batch_seconds,
+        ),
     )
     return flow
 
