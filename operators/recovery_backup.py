@@ -530,11 +530,18 @@ class BackupLoop:
 
     A failed attempt is logged and counted (``torghut_recovery_backup_failures_total``) and
     retried at the next interval; the flow keeps running, and its status topic shows the age
-    of :attr:`last_backup_at`.
+    of :attr:`last_backup_at`. With ``gc_delay_s`` (the flow's Bytewax ``backup_interval``) a
+    set that took more than half of it is logged as too slow: older progress copies may then
+    no longer be resumable against newer state copies (``bytewax-notes.md`` §4.6).
     """
 
     def __init__(
-        self, recovery_dir: Path, store: BackupStore, interval_s: float, keep_sets: int = 5
+        self,
+        recovery_dir: Path,
+        store: BackupStore,
+        interval_s: float,
+        keep_sets: int = 5,
+        gc_delay_s: float | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
@@ -542,9 +549,11 @@ class BackupLoop:
         self.store = store
         self.interval_s = interval_s
         self.keep_sets = keep_sets
+        self.gc_delay_s = gc_delay_s
         self.last_backup_at: datetime | None = None
         self.last_error: str | None = None
         self._stop = threading.Event()
+        self._attempt = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -553,24 +562,35 @@ class BackupLoop:
         self._thread = threading.Thread(target=self._run, name="recovery-backup", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float | None = 30.0) -> None:
-        """Stop after the attempt in progress (if any)."""
+    def stop(self, timeout: float | None = 30.0, final_backup: bool = False) -> None:
+        """Stop after the attempt in progress; ``final_backup`` after a clean flow end (EOF
+        wrote a final snapshot) takes one last set of the now quiet directory."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if final_backup:
+            self.backup_now()
 
     def backup_now(self) -> Manifest | None:
-        """One attempt; records the outcome like the loop does."""
-        try:
-            manifest = backup_once(self.recovery_dir, self.store, self.keep_sets)
-        except (BackupError, OSError, sqlite3.Error, BotoCoreError, ClientError) as exc:
-            BACKUP_FAILURES.inc()
-            self.last_error = str(exc)[:500]
-            log.error("recovery_backup_failed", error=self.last_error)
-            return None
-        self.last_backup_at = datetime.now(UTC)
-        self.last_error = None
-        return manifest
+        """One attempt (serialised with the loop's); records the outcome like the loop does."""
+        with self._attempt:
+            try:
+                manifest = backup_once(self.recovery_dir, self.store, self.keep_sets)
+            except (BackupError, OSError, sqlite3.Error, BotoCoreError, ClientError) as exc:
+                BACKUP_FAILURES.inc()
+                self.last_error = str(exc)[:500]
+                log.error("recovery_backup_failed", error=self.last_error)
+                return None
+            self.last_backup_at = datetime.now(UTC)
+            self.last_error = None
+            if self.gc_delay_s is not None and manifest.duration_s * 2 > self.gc_delay_s:
+                log.warning(
+                    "recovery_backup_too_slow",
+                    duration_s=manifest.duration_s,
+                    gc_delay_s=self.gc_delay_s,
+                    hint="raise the flow's -b/backup_interval to at least twice the set duration",
+                )
+            return manifest
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

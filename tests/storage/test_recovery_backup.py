@@ -244,6 +244,11 @@ def test_backup_loop_runs_until_stopped(tmp_path: Path) -> None:
     stopped_at = len(store.set_ids())
     assert stopped_at == 2  # pruned to keep_sets
 
+    before = {m.set_id for m in complete_sets(store)}
+    loop.stop(final_backup=True)  # after a clean end: one more set of the quiet directory
+    after = {m.set_id for m in complete_sets(store)}
+    assert len(after - before) == 1
+
     broken = BackupLoop(tmp_path / "missing", store, interval_s=1.0)
     assert broken.backup_now() is None
     assert broken.last_error is not None
