@@ -1,0 +1,13 @@
+"""The trading domain (ports and adapters): it knows nothing of Bytewax, ClickHouse or Alpaca.
+
+* ``domain`` — ``SignalRow``, ``Decision``, ``decision_hash`` (the ``client_order_id``);
+* ``strategies`` — deterministic strategies, ``advance``/``initial_state``, ``build_strategies``;
+* ``llm`` — optional advisory review: the policy (``DecisionReview``) and an OpenAI-compatible
+  provider;
+* ``risk`` — ``evaluate(decision, limits, context) -> RiskVerdict`` with every failing rule;
+* ``adjudicate`` — review, then risk, in that order, every time;
+* ``live_gates`` — the only place that may pick a live trading endpoint;
+* ``orders`` — the order status state machine;
+* ``ports`` — protocols the adapters implement (broker, signal reader, reviewer) and their data;
+* ``store`` — SQLAlchemy models, Alembic upgrade, the unit of work.
+"""

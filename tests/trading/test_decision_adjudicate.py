@@ -1,0 +1,90 @@
+"""Review, then risk on the reviewed decision, then one unit of work — end to end over the real
+local LLM server and the store."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+
+from pydantic import SecretStr
+
+from tests.trading.conftest import LlmServer, decision
+from tests.trading.test_risk import CTX, LIMITS
+from torghut.config import LlmSettings, TradingSettings
+from trading.adjudicate import adjudicate, build_review
+from trading.domain import Action
+from trading.llm import DecisionReview
+from trading.risk import RiskCheck
+from trading.store import DecisionStatus, TradingStore
+
+
+def llm(url: str, **changes: object) -> LlmSettings:
+    base: dict[str, object] = {
+        "enabled": True,
+        "base_url": url,
+        "model": "m",
+        "api_key": SecretStr("k"),
+        "timeout_s": 2.0,
+        "shadow": False,
+        "fallback": "pass",
+    }
+    base.update(changes)
+    return LlmSettings(**base)  # type: ignore[arg-type]
+
+
+def test_without_review_risk_decides(store: TradingStore) -> None:
+    a = adjudicate(decision(), review=None, recent=[], limits=LIMITS, context=CTX)
+    assert a.approved
+    assert a.review is None
+    assert a.final == a.decision
+    stored = store.record_decision(a.decision, risk=a.risk, review=a.review)
+    assert stored.status is DecisionStatus.PENDING_SUBMIT
+
+
+def test_risk_runs_on_the_reviewed_quantity(llm_server: LlmServer, store: TradingStore) -> None:
+    review = build_review(llm(llm_server.url), TradingSettings())
+    assert isinstance(review, DecisionReview)
+    tight = dataclasses.replace(LIMITS, max_notional_per_order=Decimal(500))
+    d = decision()  # 10 x 100 = 1000 > 500
+
+    assert not adjudicate(d, review=None, recent=[], limits=tight, context=CTX).approved
+
+    llm_server.answer_json(verdict="adjust", confidence=0.9, adjusted_qty=4, reason="smaller")
+    a = adjudicate(d, review=review, recent=[], limits=tight, context=CTX)
+    assert a.approved
+    assert a.final.qty == Decimal(4)
+    assert a.final.decision_hash == d.decision_hash
+    stored = store.record_decision(a.decision, risk=a.risk, review=a.review)
+    assert stored.qty == Decimal(4)
+    assert stored.order_request().qty == Decimal(4)
+
+
+def test_a_veto_skips_risk_and_is_stored_as_vetoed(
+    llm_server: LlmServer, store: TradingStore
+) -> None:
+    review = build_review(llm(llm_server.url), TradingSettings())
+    llm_server.answer_json(verdict="veto", confidence=0.9, reason="no")
+    a = adjudicate(decision(), review=review, recent=[], limits=LIMITS, context=CTX)
+    assert not a.approved
+    assert a.risk is None
+    assert a.final.action is Action.HOLD
+    stored = store.record_decision(a.decision, risk=a.risk, review=a.review)
+    assert stored.status is DecisionStatus.VETOED
+
+
+def test_an_approved_review_does_not_bypass_risk(llm_server: LlmServer) -> None:
+    review = build_review(llm(llm_server.url), TradingSettings())
+    llm_server.answer_json(verdict="approve", confidence=1.0, reason="yes")
+    killed = dataclasses.replace(LIMITS, kill_switch=True)
+    a = adjudicate(decision(), review=review, recent=[], limits=killed, context=CTX)
+    assert not a.approved
+    assert a.risk is not None
+    assert a.risk.codes == {RiskCheck.KILL_SWITCH}
+
+
+def test_review_is_off_by_default_and_forced_to_veto_in_live_mode(llm_server: LlmServer) -> None:
+    assert build_review(LlmSettings(), TradingSettings()) is None
+    live = build_review(llm(llm_server.url), TradingSettings(mode="live"))
+    assert live is not None
+    llm_server.raw(500, b"{}")
+    assert live.review(decision(), []).vetoed
