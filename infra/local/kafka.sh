@@ -65,9 +65,16 @@ install() {
     [ -f "$(khome "$ver")/.complete" ] && { KHOME=$(khome "$ver"); return 0; }
   done
   command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
+  # serialise concurrent installs (several INFRA_RUNs share one cache)
+  mkdir -p "$INFRA_CACHE"
+  exec 9>"$INFRA_CACHE/.kafka-install.lock"
+  flock 9
+  for ver in "$KAFKA_VERSION" "$KAFKA_FALLBACK_VERSION"; do
+    [ -f "$(khome "$ver")/.complete" ] && { KHOME=$(khome "$ver"); exec 9>&-; return 0; }
+  done
   for ver in "$KAFKA_VERSION" "$KAFKA_FALLBACK_VERSION"; do
     for logging in log4j2 reload4j simple none; do
-      if resolve "$ver" "$logging"; then KHOME=$(khome "$ver"); return 0; fi
+      if resolve "$ver" "$logging"; then KHOME=$(khome "$ver"); exec 9>&-; return 0; fi
     done
   done
   die "could not resolve Kafka $KAFKA_VERSION or $KAFKA_FALLBACK_VERSION from Maven Central"
@@ -124,6 +131,7 @@ PY
 }
 
 start() {
+  command -v "$JAVA" >/dev/null || die "java not found (apt-get install openjdk-17-jre-headless)"
   if running; then ready || fail_with_log "$LOGFILE" "kafka running but not ready"; return 0; fi
   require_ports_free "$KAFKA_PORT" "$CTRL_PORT"
   install; jvm_opts; write_config; format
