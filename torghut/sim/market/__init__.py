@@ -8,6 +8,15 @@ Public API (other engineers depend on it; keep it stable):
 * :class:`SessionReplay`, :func:`read_session`, :func:`write_session`, :func:`record_session`.
 * :class:`FaultRule`, :class:`FaultKind` — faults on demand.
 * :class:`Message`, :func:`message_identity` — the wire messages.
+
+Typical test use::
+
+    sim = MarketSimulator(symbols=["AAPL", "MSFT"], rate=2000, pacing="fast",
+                          faults=[FaultRule(FaultKind.DUPLICATE, every=5)])
+    with sim.run_in_thread() as url:          # ws://127.0.0.1:PORT/v2/iex
+        ...  # connect a client (key "sim-key", secret "sim-secret"), subscribe, read
+        sim.inject(FaultRule(FaultKind.DISCONNECT))   # once, on the next data frame
+        expected = {m.identity for m in sim.sent()}   # what reached at least one socket
 """
 
 from torghut.sim.market.faults import FaultKind, FaultRecord, FaultRule

@@ -42,8 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--clock-starts-on-subscribe",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="realtime pacing: start the market clock at the first subscription",
+        default=None,
+        help="realtime pacing: start the clock at the first subscription (default: only with "
+        "--replay; a synthetic market keeps its timestamps on the wall clock)",
     )
     p.add_argument("--key", default="sim-key")
     p.add_argument("--secret", default="sim-secret")
@@ -103,7 +104,11 @@ async def _run(args: argparse.Namespace) -> int:
         pacing=args.pacing,
         speed=args.speed,
         batch_size=args.batch_size,
-        clock_starts_on_subscribe=args.clock_starts_on_subscribe,
+        clock_starts_on_subscribe=(
+            bool(args.replay)
+            if args.clock_starts_on_subscribe is None
+            else args.clock_starts_on_subscribe
+        ),
         auth_timeout_s=args.auth_timeout,
         connection_limit=args.connection_limit,
         dead_connection_grace_s=args.dead_grace,
