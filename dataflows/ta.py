@@ -7,7 +7,8 @@ Run::
 
 Configured from the environment (:func:`torghut.config.load_settings`): ``KAFKA_*`` (broker,
 topic names), ``CH_*`` (ClickHouse; migrations are applied at start), ``TA_*`` (lateness,
-correction horizon, idle close, ``TA_EXIT_AT_END`` for backfills), ``RECOVERY_*`` (backups).
+correction horizon, idle close, ``TA_EXIT_AT_END`` for backfills: read every input topic to
+its end, publish what is open, stop; no status heartbeat then), ``RECOVERY_*`` (backups).
 
 Recovery and backups. Bytewax opens the recovery directory after importing this module, so the
 restore happens here, at import: when the process was started by ``bytewax.run`` with ``-r
@@ -124,14 +125,15 @@ def build_flow(settings: Settings, progress: TaProgress) -> Dataflow:
         op.map("dlq_encode", out.dead_letters, _encode_dead_letter),
         KafkaSink(producer, kafka.topic_ta_dlq),
     )
-    status = op.input(
-        "status", flow, TaStatusSource(progress, timedelta(seconds=ta.status_interval_s))
-    )
-    op.output(
-        "status_kafka",
-        op.map("status_encode", status, encode_keyed),
-        KafkaSink(producer, kafka.topic_ta_status),
-    )
+    if not ta.exit_at_end:  # a heartbeat source never ends; a backfill must
+        status = op.input(
+            "status", flow, TaStatusSource(progress, timedelta(seconds=ta.status_interval_s))
+        )
+        op.output(
+            "status_kafka",
+            op.map("status_encode", status, encode_keyed),
+            KafkaSink(producer, kafka.topic_ta_status),
+        )
 
     ch = settings.clickhouse
 
