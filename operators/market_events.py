@@ -24,10 +24,11 @@ from typing import Any, TypeGuard
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream, operator
+from bytewax.inputs import Source
 from prometheus_client import Counter
 
 from operators.alpaca_decode import FAMILIES, Family, Frame, FrameDecoder, MarketEvent
-from operators.alpaca_ws import AlpacaWsSource, SourceHeartbeat, SourceItem
+from operators.alpaca_ws import SourceHeartbeat, SourceItem
 from operators.dedup import dedup
 from torghut.dead_letters import DeadLetter
 from torghut.events import Envelope, IngestStatus
@@ -120,12 +121,15 @@ class FamilyStreams:
 def market_events(
     step_id: str,
     flow: Dataflow,
-    source: AlpacaWsSource,
+    source: Source[SourceItem],
     dedup_window_s: float,
     dedup_max_keys: int,
     counters: IngestCounters,
 ) -> MarketEventStreams:
     """Read Alpaca, decode frames into envelopes, drop duplicates; report heartbeats.
+
+    ``source`` is normally an :class:`operators.alpaca_ws.AlpacaWsSource`; any single-partition
+    source of frames and heartbeats works (a recorded-frames replay, a test source).
 
     The decode step runs on the source's worker (the source has one partition), which keeps
     ``seq`` monotonic; dedup is keyed per family, so per-symbol order survives.
