@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from torghut.events import Signal
 from trading.domain import Action, Decision, OrderType, SignalRow
-from trading.store import TradingStore
+from trading.store import TradingStore, upgrade
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
@@ -58,13 +61,38 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'trading.sqlite'}"
 
 
+@pytest.fixture(scope="session")
+def pg_trading_template(pg_admin_url: str) -> Iterator[tuple[sa.Engine, str]]:
+    """A Postgres database migrated to head once per session, cloned by :func:`store_url`.
+
+    Cloning (``CREATE DATABASE … TEMPLATE``) is several times faster than migrating every test
+    database; ``test_store_schema`` still migrates a fresh ``pg_url`` database itself.
+    """
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    name = f"trading_tpl_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield admin, name
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The same tests on the embedded SQLite file and on a fresh real Postgres database."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'trading.sqlite'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
+        yield f"sqlite:///{tmp_path / 'trading.sqlite'}"
+        return
+    admin, template = request.getfixturevalue("pg_trading_template")
+    name = f"trading_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    yield make_url(admin.url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
