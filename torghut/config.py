@@ -25,6 +25,7 @@ from pydantic_settings import SettingsError as _SourceError
 
 __all__ = [
     "AlpacaSettings",
+    "ApiSettings",
     "ClickHouseSettings",
     "KafkaSettings",
     "LlmSettings",
@@ -244,6 +245,22 @@ class LlmSettings(_Section):
     breaker_reset_s: float = Field(default=60.0, gt=0)
 
 
+class ApiSettings(_Section):
+    """The HTTP API and dashboard (``python -m api``): address, TA cache, accepted windows."""
+
+    model_config = SettingsConfigDict(env_prefix="API_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    ta_cache_ttl_ms: int = Field(default=500, ge=0)
+    """TA query results are reused this long (0 = no cache); the p95 < 200 ms SLO relies on it."""
+    ta_windows: CsvList = ("PT1S", "PT1M")
+    """Window sizes the TA endpoints accept; anything else is a 400."""
+    max_rows: int = Field(default=20_000, ge=1)
+    """Upper bound of ``limit`` on list endpoints (bars, signals, decisions, executions)."""
+    alpaca_check_timeout_s: float = Field(default=2.0, gt=0)
+
+
 class TradingSettings(_Section):
     """The trading loop's switches. Paper by default; live needs every gate set explicitly."""
 
@@ -261,6 +278,16 @@ class TradingSettings(_Section):
     order_qty: Decimal = Decimal("1")
     strategy_params: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
     reconcile_interval_s: float = Field(default=5.0, gt=0)
+    signal_settle_s: float | None = Field(default=None, ge=0)
+    """Read only signals this much older than the newest in the table (late inserts across
+    symbols); unset = TA allowed lateness + idle close + ClickHouse insert batch + 1 s."""
+    signal_batch_size: int = Field(default=500, ge=1)
+    exit_at_end: bool = False
+    """Read every settled and unsettled signal to the current end, reconcile, then stop."""
+    dead_letter_path: Path = Field(
+        default_factory=lambda: _data_dir() / "trading-signal-dead-letters.jsonl"
+    )
+    """JSON lines of signal rows the trading loop could not use, and of corrections it skipped."""
 
 
 class Settings:
@@ -268,6 +295,7 @@ class Settings:
 
     __slots__ = (
         "alpaca",
+        "api",
         "clickhouse",
         "kafka",
         "llm",
@@ -290,6 +318,7 @@ class Settings:
         trading: TradingSettings,
         risk: RiskSettings,
         llm: LlmSettings,
+        api: ApiSettings | None = None,
     ) -> None:
         self.kafka = kafka
         self.clickhouse = clickhouse
@@ -300,6 +329,7 @@ class Settings:
         self.trading = trading
         self.risk = risk
         self.llm = llm
+        self.api = api if api is not None else ApiSettings()
 
 
 _SECRET_HINT = re.compile(r"KEY|SECRET|PASSWORD|TOKEN")
@@ -314,6 +344,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "trading": TradingSettings,
     "risk": RiskSettings,
     "llm": LlmSettings,
+    "api": ApiSettings,
 }
 
 

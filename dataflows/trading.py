@@ -1,0 +1,350 @@
+"""The trading dataflow: ClickHouse ``ta_signals`` → strategies → review → risk → execution.
+
+Run::
+
+    python -m bytewax.run dataflows.trading:flow                      # no recovery
+    python -m bytewax.run dataflows.trading:flow -r DIR -s 5 -b 0     # resumable
+
+Configured from the environment (:func:`torghut.config.load_settings`): ``CH_*`` (where the
+signals are), ``TRADING_*`` (signal table/schema/window, poll interval, settle horizon,
+strategies, ``TRADING_EXIT_AT_END`` to read to the current end, reconcile and stop),
+``TRADING_DB_URL`` (the audit store; migrated at start), ``RISK_*``, ``LLM_*`` and ``ALPACA_*``
+(paper by default; with no ``ALPACA_PAPER_BASE_URL`` the built-in broker simulator is started,
+filling at the last signal close of each symbol). The recovery directory needs one partition
+(``python -m bytewax.recovery DIR 1``): the source has a single partition and every other step
+is keyed on one key, because the cursor is one position in one global order.
+
+Start-up order matters: the store is migrated, intents left ``pending_submit`` by a previous
+process are resolved with the broker and positions reconciled *before* the first signal is read
+(:meth:`TradingRuntime.start`); trading is denied until that pass has completed.
+
+Composable pieces for the all-in-one embedded flow: :class:`TradingRuntime` (store, broker,
+executor, reconciler, pipeline built from settings) and :func:`trading_pipeline` (the steps,
+added to any ``Dataflow``).
+
+The module builds the flow lazily, when ``flow`` is first looked up (``bytewax.run`` does that);
+importing it opens nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+import msgspec
+from alpaca.trading.stream import TradingStream
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from operators.trading_source import SignalItem, TradingSignalSource
+from torghut.clickhouse import Client, connect, migrate
+from torghut.config import Settings, load_settings
+from torghut.logs import configure_logging, get_logger
+from torghut.sim.broker import BrokerSimulator
+from torghut.sim.quotes import QuoteSource, Touch
+from trading.adjudicate import build_review
+from trading.domain import SignalRow
+from trading.execution import (
+    AlpacaBroker,
+    OrderExecutor,
+    build_trading_client,
+    client_target,
+    start_embedded_broker,
+    stream_url_for,
+)
+from trading.pipeline import Decided, Decider, DeciderState, DecisionOutcome, TradingPipeline
+from trading.reconcile import Reconciler
+from trading.risk import RiskLimits
+from trading.signals import (
+    ClickHouseSignalReader,
+    SignalCorrection,
+    SignalDeadLetter,
+    settle_horizon,
+)
+from trading.store import TradingStore
+from trading.strategies import build_strategies
+
+__all__ = [
+    "LastCloseQuotes",
+    "TradingRuntime",
+    "TradingStreams",
+    "build_flow",
+    "trading_pipeline",
+]
+
+FLOW_ID = "trading"
+log = get_logger("dataflows.trading")
+
+
+class LastCloseQuotes:
+    """The embedded broker's book: a one-cent spread around each symbol's last signal close."""
+
+    def __init__(self) -> None:
+        self._touches: dict[str, Touch] = {}
+
+    def update(self, row: SignalRow) -> None:
+        close = row.indicators.close
+        if close is not None and close > 0:
+            self._touches[row.symbol] = Touch(
+                close - 0.005, 10_000, close + 0.005, 10_000, row.event_ts
+            )
+
+    def latest_quote(self, symbol: str) -> Touch | None:
+        return self._touches.get(symbol)
+
+
+@dataclass
+class TradingRuntime:
+    """Everything the trading steps touch, opened from settings at the edge."""
+
+    settings: Settings
+    store: TradingStore
+    broker: AlpacaBroker
+    executor: OrderExecutor
+    reconciler: Reconciler
+    pipeline: TradingPipeline
+    decider: Decider
+    quotes: LastCloseQuotes
+    simulator: BrokerSimulator | None = None
+
+    @property
+    def cursor_source(self) -> str:
+        t = self.settings.trading
+        return f"{t.signal_table}:{t.signal_window_size}"
+
+    @classmethod
+    def open(
+        cls, settings: Settings, *, quotes: QuoteSource | None = None, stream: bool = True
+    ) -> TradingRuntime:
+        """Open the store (migrated), the broker (paper unless every live gate is set; the
+        built-in simulator when no paper URL is configured) and build the steps.
+
+        ``quotes`` feeds the built-in simulator (default: the last signal closes).
+        """
+        trading, alpaca, risk = settings.trading, settings.alpaca, settings.risk
+        store = TradingStore.open(settings.store.url)
+        last_close = LastCloseQuotes()
+        target = client_target(trading, alpaca)
+        simulator = None
+        if not target.url:
+            simulator = start_embedded_broker(quotes or last_close, alpaca)
+        base_url = target.url or (simulator.base_url if simulator else "")
+        broker = AlpacaBroker(build_trading_client(target, alpaca, base_url))
+        executor = OrderExecutor(
+            store, broker, max_intent_age=timedelta(seconds=risk.max_signal_staleness_s)
+        )
+
+        def trade_updates() -> TradingStream:
+            return TradingStream(
+                alpaca.key_id.get_secret_value(),
+                alpaca.secret_key.get_secret_value(),
+                paper=target.paper,
+                url_override=stream_url_for(base_url),
+            )
+
+        reconciler = Reconciler(
+            store,
+            broker,
+            executor,
+            interval_s=trading.reconcile_interval_s,
+            halt_on_drift=risk.halt_on_position_drift,
+            stream_factory=trade_updates if stream else None,
+        )
+        runtime = cls(
+            settings=settings,
+            store=store,
+            broker=broker,
+            executor=executor,
+            reconciler=reconciler,
+            pipeline=TradingPipeline(
+                store,
+                broker,
+                executor,
+                limits=RiskLimits.from_settings(trading, risk, alpaca),
+                review=build_review(settings.llm, trading),
+                cursor_source=f"{trading.signal_table}:{trading.signal_window_size}",
+                halted=lambda: reconciler.halted_reason,
+            ),
+            decider=Decider(build_strategies(trading)),
+            quotes=last_close,
+            simulator=simulator,
+        )
+        log.info(
+            "trading_runtime_open",
+            paper=target.paper,
+            broker="embedded-simulator" if simulator else base_url,
+            store=settings.store.url.split("@")[-1],
+        )
+        return runtime
+
+    def start(self) -> None:
+        """Converge with the broker once (pending intents, orders, positions), then keep
+        reconciling in the background."""
+        report = self.reconciler.reconcile_once()
+        log.info(
+            "trading_reconciled_at_start",
+            intents_resolved=report.intents_resolved,
+            orders_checked=report.orders_checked,
+            drifts=len(report.drifts),
+        )
+        self.reconciler.start()
+
+    def initial_cursor(self) -> Any:
+        with self.store.unit_of_work() as uow:
+            return uow.load_cursor(self.cursor_source)
+
+    def finish(self) -> None:
+        """At the end of a bounded run: one last reconciliation pass."""
+        self.reconciler.reconcile_once()
+
+    def close(self) -> None:
+        self.reconciler.stop()
+        if self.simulator is not None:
+            self.simulator.stop()
+        self.store.close()
+
+
+@dataclass(frozen=True)
+class TradingStreams:
+    outcomes: Stream[DecisionOutcome]
+    dead_letters: Stream[SignalDeadLetter]
+    corrections: Stream[SignalCorrection]
+
+
+def trading_pipeline(
+    step_id: str,
+    flow: Dataflow,
+    runtime: TradingRuntime,
+    ch_client: Callable[[], Client],
+    *,
+    stop: threading.Event | None = None,
+) -> TradingStreams:
+    """Add the trading steps to ``flow``: signal source → decide → execute.
+
+    ``ch_client`` opens a ClickHouse client (in the all-in-one flow: on the same chdb engine as
+    the TA sink). The decide step is keyed on one key so its state and the execution order
+    follow the cursor order exactly.
+    """
+    s = runtime.settings
+    trading = s.trading
+
+    def reader() -> ClickHouseSignalReader:
+        return ClickHouseSignalReader(
+            ch_client(),
+            table=trading.signal_table,
+            schema=trading.signal_schema,
+            window_size=trading.signal_window_size,
+            settle=settle_horizon(trading, s.ta, s.clickhouse),
+            correction_lookback=timedelta(seconds=s.ta.correction_horizon_s)
+            + settle_horizon(trading, s.ta, s.clickhouse),
+        )
+
+    source = TradingSignalSource(
+        reader,
+        initial_cursor=runtime.initial_cursor,
+        poll_interval=timedelta(seconds=trading.poll_interval_s),
+        batch_size=trading.signal_batch_size,
+        bounded=trading.exit_at_end,
+        stop=stop,
+    )
+    items = op.input(f"{step_id}_signals", flow, source)
+    corrections = op.filter_map(
+        f"{step_id}_corrections", items, lambda i: i if isinstance(i, SignalCorrection) else None
+    )
+    dead_letters = op.filter_map(
+        f"{step_id}_dead_letters", items, lambda i: i if isinstance(i, SignalDeadLetter) else None
+    )
+    ordered = op.filter(f"{step_id}_ordered", items, lambda i: not isinstance(i, SignalCorrection))
+    keyed = op.key_on(f"{step_id}_key", ordered, lambda _: FLOW_ID)
+
+    decider, quotes = runtime.decider, runtime.quotes
+
+    def decide(
+        state: DeciderState | None, item: SignalItem
+    ) -> tuple[DeciderState | None, Decided | SignalDeadLetter]:
+        if isinstance(item, SignalRow):
+            quotes.update(item)
+            return decider.decide(state, item)
+        assert isinstance(item, SignalDeadLetter)
+        return state, item
+
+    decided = op.stateful_map(f"{step_id}_decide", keyed, decide)
+    values = op.map(f"{step_id}_unkey", decided, lambda kv: kv[1])
+    outcomes = op.flat_map_batch(f"{step_id}_execute", values, runtime.pipeline.process)
+    return TradingStreams(outcomes, dead_letters, corrections)
+
+
+class _AuditSink(DynamicSink[Any]):
+    """Outcomes to the log; dead letters and corrections appended to a JSON-lines file.
+
+    On a bounded run's end (all inputs at EOF) the last partition to close runs ``on_end``.
+    """
+
+    def __init__(self, path: Path, on_end: Callable[[], None] | None) -> None:
+        self._path = path
+        self._on_end = on_end
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _AuditPartition:
+        return _AuditPartition(self._path, self._on_end if worker_index == 0 else None)
+
+
+class _AuditPartition(StatelessSinkPartition[Any]):
+    def __init__(self, path: Path, on_end: Callable[[], None] | None) -> None:
+        self._path = path
+        self._on_end = on_end
+
+    def write_batch(self, items: list[Any]) -> None:
+        records = [i for i in items if not isinstance(i, DecisionOutcome)]
+        for outcome in (i for i in items if isinstance(i, DecisionOutcome)):
+            log.info("trading_decision", **msgspec.structs.asdict(outcome))
+        if not records:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with self._path.open("ab") as fh:
+            for r in records:
+                kind = "dead_letter" if isinstance(r, SignalDeadLetter) else "correction"
+                fh.write(msgspec.json.encode({"kind": kind, "record": r}) + b"\n")
+
+    def close(self) -> None:
+        if self._on_end is not None:
+            self._on_end()
+
+
+def build_flow(
+    runtime: TradingRuntime, ch_client: Callable[[], Client], *, stop: threading.Event | None = None
+) -> Dataflow:
+    """The standalone trading flow (wiring only)."""
+    flow = Dataflow(FLOW_ID)
+    streams = trading_pipeline("trading", flow, runtime, ch_client, stop=stop)
+    audit = op.merge("audit", streams.outcomes, streams.dead_letters, streams.corrections)
+    on_end = runtime.finish if runtime.settings.trading.exit_at_end else None
+    op.output("audit_out", audit, _AuditSink(runtime.settings.trading.dead_letter_path, on_end))
+    return flow
+
+
+def _main() -> Dataflow:
+    configure_logging()
+    settings = load_settings()
+    ch = settings.clickhouse
+    client = connect(ch)
+    try:
+        migrate(client, ch)
+    finally:
+        client.close()
+    runtime = TradingRuntime.open(settings)
+    runtime.start()
+    log.info("trading_flow_ready", started_at=datetime.now(UTC).isoformat())
+    return build_flow(runtime, lambda: connect(ch))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "flow":
+        built = _main()
+        globals()["flow"] = built
+        return built
+    raise AttributeError(name)

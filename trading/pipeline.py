@@ -1,0 +1,232 @@
+"""The per-signal trading steps: strategies decide, then review → risk → intent → execution.
+
+Two halves, because Bytewax recovery needs one and side effects the other:
+
+* :class:`Decider` is pure and snapshot-able: it steps every enabled strategy through each
+  signal row (:func:`trading.strategies.advance`) and returns the decisions. The dataflow keeps
+  its :class:`DeciderState` in recovery state, so a resume continues the MACD crosses exactly.
+* :class:`TradingPipeline` does the I/O for a batch of decided rows, in order. For each decision:
+
+  1. a decision already in the store (a replay after a restart) is not reviewed or risk-checked
+     again; if its intent is still ``pending_submit`` it is resolved with the broker
+     (:meth:`~trading.execution.OrderExecutor.resolve`);
+  2. otherwise it is adjudicated (:func:`trading.adjudicate.adjudicate`: LLM review if enabled,
+     then every risk rule against a fresh broker snapshot and the reconciler's halt flag), and
+     the decision, review, risk verdict, order intent *and the signal cursor* are committed in
+     one unit of work;
+  3. only then is an approved intent submitted (:class:`~trading.execution.OrderExecutor`).
+
+  The store's ``trade_cursor`` row is also advanced at the end of every batch, so a restart
+  without recovery state resumes there (strategies then start cold: the first cross after a
+  restart needs one warm row per symbol).
+
+Dead letters and corrections from the source pass through and are counted in the outcome.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from prometheus_client import Counter, Gauge
+
+from torghut.logs import get_logger
+from trading.adjudicate import adjudicate
+from trading.domain import Decision, SignalRow
+from trading.execution import ExecutionOutcome, OrderExecutor, Outcome
+from trading.llm import DecisionReview
+from trading.ports import SignalCursor
+from trading.risk import RiskContext, RiskLimits
+from trading.signals import SignalCorrection, SignalDeadLetter
+from trading.store import DecisionStatus, StoredDecision, TradingStore
+from trading.strategies import Strategy, SymbolState, advance, initial_state
+
+__all__ = [
+    "Decided",
+    "Decider",
+    "DeciderState",
+    "DecisionOutcome",
+    "TradingPipeline",
+    "decide_all",
+]
+
+_log = get_logger("trading.pipeline")
+
+DECISIONS = Counter(
+    "torghut_trading_decisions_total", "Decisions handled by the trading pipeline", ["result"]
+)
+LAST_SIGNAL_TS = Gauge(
+    "torghut_trading_last_signal_event_ts_seconds", "Event time of the last signal processed"
+)
+_RECENT_ROWS = 20
+
+
+class DeciderState(msgspec.Struct):
+    """Strategy state per ``"strategy_id|symbol"`` (recovery state of the decide step)."""
+
+    states: dict[str, SymbolState] = msgspec.field(default_factory=dict)
+
+
+class Decided(msgspec.Struct, frozen=True):
+    """A signal row and the decisions the strategies made on it (possibly none)."""
+
+    row: SignalRow
+    decisions: tuple[Decision, ...]
+
+    @property
+    def cursor(self) -> SignalCursor:
+        r = self.row
+        return SignalCursor(r.window_size, r.event_ts, r.symbol, r.seq)
+
+
+class Decider:
+    """Steps the enabled strategies through rows; pure given its state."""
+
+    def __init__(self, strategies: Mapping[str, Strategy[Any]]) -> None:
+        self._strategies = dict(strategies)
+
+    def decide(self, state: DeciderState | None, row: SignalRow) -> tuple[DeciderState, Decided]:
+        state = state or DeciderState()
+        made: list[Decision] = []
+        for sid, strategy in self._strategies.items():
+            key = f"{sid}|{row.symbol}"
+            current = state.states.get(key) or initial_state(strategy)
+            state.states[key], decision = advance(strategy, current, row)
+            if decision is not None:
+                made.append(decision)
+        return state, Decided(row, tuple(made))
+
+
+class DecisionOutcome(msgspec.Struct, frozen=True):
+    """What happened to one decision (the flow's output, logged and counted)."""
+
+    decision_hash: str
+    symbol: str
+    status: str
+    created: bool
+    execution: str | None = None
+    detail: str = ""
+
+
+Item = Decided | SignalDeadLetter | SignalCorrection
+
+
+class TradingPipeline:
+    """The side-effecting half: see the module docstring."""
+
+    def __init__(
+        self,
+        store: TradingStore,
+        broker: Any,
+        executor: OrderExecutor,
+        *,
+        limits: RiskLimits,
+        review: DecisionReview | None,
+        cursor_source: str,
+        halted: Callable[[], str | None] = lambda: None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._broker = broker
+        self._executor = executor
+        self._limits = limits
+        self._review = review
+        self._cursor_source = cursor_source
+        self._halted = halted
+        self._now = now
+        self._recent: dict[str, deque[SignalRow]] = {}
+        self._equity_peak = Decimal(0)
+        self._lookback = max(timedelta(minutes=1), limits.symbol_cooldown)
+
+    def process(self, items: Sequence[Item]) -> list[DecisionOutcome]:
+        """Handle one batch in order; advance the stored cursor past its last item."""
+        outcomes: list[DecisionOutcome] = []
+        last: SignalCursor | None = None
+        for item in items:
+            if isinstance(item, Decided):
+                self._remember(item.row)
+                for decision in item.decisions:
+                    outcomes.append(self._handle(decision, item.cursor))
+                last = item.cursor
+            elif isinstance(item, SignalDeadLetter):
+                last = item.cursor
+        if last is not None:
+            self._store.save_cursor(self._cursor_source, last)
+            LAST_SIGNAL_TS.set(last.event_ts.timestamp())
+        return outcomes
+
+    def _handle(self, decision: Decision, cursor: SignalCursor) -> DecisionOutcome:
+        with self._store.unit_of_work() as uow:
+            existing = uow.get_decision(decision.decision_hash)
+        if existing is not None:
+            DECISIONS.labels(result="replayed").inc()
+            if existing.status is DecisionStatus.PENDING_SUBMIT:
+                return self._outcome(existing, self._executor.resolve(existing))
+            return self._outcome(existing, None)
+        verdict = adjudicate(
+            decision,
+            review=self._review,
+            recent=tuple(self._recent.get(decision.symbol, ())),
+            limits=self._limits,
+            context=self._context(),
+        )
+        with self._store.unit_of_work() as uow:
+            stored = uow.record_decision(verdict.decision, risk=verdict.risk, review=verdict.review)
+            uow.save_cursor(self._cursor_source, cursor)
+            uow.commit()
+        DECISIONS.labels(result=stored.status.value).inc()
+        if stored.status is not DecisionStatus.PENDING_SUBMIT:
+            return self._outcome(stored, None)
+        if stored.created:
+            return self._outcome(stored, self._executor.submit(stored))
+        return self._outcome(stored, self._executor.resolve(stored))
+
+    def _context(self) -> RiskContext:
+        account = self._broker.account()
+        self._equity_peak = max(self._equity_peak, account.equity)
+        now = self._now()
+        with self._store.unit_of_work() as uow:
+            recent = uow.recent_orders(now - self._lookback)
+        return RiskContext(
+            now=now,
+            account=account,
+            positions=self._broker.positions(),
+            clock=self._broker.clock(),
+            recent_orders=recent,
+            equity_peak=self._equity_peak,
+            halted_reason=self._halted(),
+        )
+
+    def _remember(self, row: SignalRow) -> None:
+        recent = self._recent.get(row.symbol)
+        if recent is None:
+            recent = self._recent[row.symbol] = deque(maxlen=_RECENT_ROWS)
+        recent.append(row)
+
+    @staticmethod
+    def _outcome(stored: StoredDecision, result: ExecutionOutcome | None) -> DecisionOutcome:
+        execution = None if result is None else result.outcome.value
+        if result is not None and result.outcome is Outcome.UNRESOLVED:
+            _log.warning("intent_unresolved", decision_hash=stored.decision_hash)
+        return DecisionOutcome(
+            decision_hash=stored.decision_hash,
+            symbol=stored.symbol,
+            status=stored.status.value,
+            created=stored.created,
+            execution=execution,
+            detail=stored.status_detail or (result.detail if result else ""),
+        )
+
+
+def decide_all(decider: Decider, rows: Iterable[SignalRow]) -> list[Decided]:
+    """Run ``rows`` through a fresh decider (backtests and tests)."""
+    state: DeciderState | None = None
+    out: list[Decided] = []
+    for row in rows:
+        state, decided = decider.decide(state, row)
+        out.append(decided)
+    return out
