@@ -42,6 +42,6 @@ class Bollinger:
         window = self._window
         if not window.full:
             return None
-        mid, std = window.mean_std()
+        mid, std = window.stats()
         spread = self.width * std
         return mid, mid + spread, mid - spread

@@ -27,11 +27,12 @@ import math
 __all__ = ["RollingMoments"]
 
 _U = 2.0**-53
+_U4 = 4.0 * _U
 TOLERANCE = 1e-11
 
 
 class RollingMoments:
-    """The last ``size`` values; ``mean()`` and ``std()`` (ddof = 0) once ``full``."""
+    """The last ``size`` values; ``stats()`` gives mean and σ (ddof = 0) once ``full``."""
 
     __slots__ = (
         "_a",
@@ -83,7 +84,15 @@ class RollingMoments:
             if self._count == size:
                 self._resum()
             return
-        self._shift_sums(x, old)
+        k = self._k
+        d = x - k
+        e = old - k
+        dd = d * d
+        ee = e * e
+        self._a = a = self._a + (d - e)
+        self._b = b = self._b + (dd - ee)
+        self._err_a += _U * (abs(d) + abs(e) + 2.0 * abs(a))
+        self._err_b += _U4 * (dd + ee + abs(b))
 
     def replace_newest(self, x: float) -> None:
         """Replace the most recently pushed value by ``x`` (a corrected bar)."""
@@ -95,52 +104,33 @@ class RollingMoments:
         ring[newest] = x
         run = self._run_before
         self._run = run + 1 if run and x == ring[newest - 1] else 1
-        if self._count == self.size:
-            self._shift_sums(x, old)
-
-    def mean_std(self) -> tuple[float, float]:
-        """Mean and population standard deviation of the window (call only when ``full``)."""
-        size = self.size
-        if self._run >= size:
-            return self._ring[self._head - 1], 0.0
-        if self._stale():
-            self._resum()
-        a = self._a
-        m2 = self._b - a * a / size
-        return self._k + a / size, math.sqrt(m2 / size) if m2 > 0.0 else 0.0
-
-    def std(self) -> float:
-        """Population standard deviation of the window (call only when ``full``)."""
-        size = self.size
-        if self._run >= size:
-            return 0.0
-        if self._stale():
-            self._resum()
-        a = self._a
-        m2 = self._b - a * a / size
-        return math.sqrt(m2 / size) if m2 > 0.0 else 0.0
-
-    def _shift_sums(self, x: float, old: float) -> None:
+        if self._count < self.size:
+            return
         k = self._k
         d = x - k
         e = old - k
         dd = d * d
         ee = e * e
-        a = self._a + (d - e)
-        b = self._b + (dd - ee)
-        self._a = a
-        self._b = b
+        self._a = a = self._a + (d - e)
+        self._b = b = self._b + (dd - ee)
         self._err_a += _U * (abs(d) + abs(e) + 2.0 * abs(a))
-        self._err_b += 4.0 * _U * (dd + ee + abs(b))
+        self._err_b += _U4 * (dd + ee + abs(b))
 
-    def _stale(self) -> bool:
+    def stats(self) -> tuple[float, float]:
+        """Mean and population standard deviation of the window (call only when ``full``)."""
         size = self.size
+        if self._run >= size:
+            return self._ring[self._head - 1], 0.0
         a = self._a
         b = self._b
-        err_a = self._err_a
         m2 = b - a * a / size
-        bound = self._err_b + (2.0 * abs(a) * err_a + err_a * err_a) / size + 4.0 * _U * b
-        return bound > TOLERANCE * m2
+        err_a = self._err_a
+        bound = self._err_b + (2.0 * abs(a) * err_a + err_a * err_a) / size + _U4 * b
+        if bound > TOLERANCE * m2:
+            self._resum()
+            a = self._a
+            m2 = self._b - a * a / size
+        return self._k + a / size, math.sqrt(m2 / size) if m2 > 0.0 else 0.0
 
     def _resum(self) -> None:
         ring = self._ring
@@ -150,4 +140,4 @@ class RollingMoments:
         self._a = math.fsum(deviations)
         self._b = b = math.fsum([d * d for d in deviations])
         self._err_a = _U * abs(self._a)
-        self._err_b = 4.0 * _U * b
+        self._err_b = _U4 * b

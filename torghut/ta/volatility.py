@@ -41,7 +41,7 @@ class RealizedVolatility:
         if prev is None:
             return None
         self._window.push(math.log(close / prev))
-        return self._window.std() if self._window.full else None
+        return self._window.stats()[1] if self._window.full else None
 
     def revise(self, close: float) -> float | None:
         """Replace the latest close (a corrected bar) and return the new σ."""
@@ -50,4 +50,4 @@ class RealizedVolatility:
         if prev is None:
             return None
         self._window.replace_newest(math.log(close / prev))
-        return self._window.std() if self._window.full else None
+        return self._window.stats()[1] if self._window.full else None
