@@ -1,0 +1,152 @@
+"""Build the Litestar application: routes, dependencies, lifespan, errors, metrics, dashboard.
+
+Mounting in-process (the all-in-one demo runs TA, trading and the API in one process because
+the embedded chdb store is locked to one process)::
+
+    app = create_app(settings)                      # opens its own clients in the lifespan
+    uvicorn.Server(uvicorn.Config(app, host=..., port=...)).serve()   # e.g. in a thread
+
+With chdb every :func:`torghut.clickhouse.connect` client of a process shares the engine, so the
+default factory already shares the TA sink's store; pass ``ch_client_factory`` to control how
+the API's client is opened (it is called lazily, again after a failure, and the API closes what
+it opened). Pass ``store_engine`` to reuse the trading loop's SQLAlchemy engine (then the API
+neither migrates nor disposes it) and ``alpaca_check`` to report the broker the process uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from litestar import Litestar, MediaType, Response, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.static_files import create_static_files_router
+from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
+
+from api.errors import exception_handlers
+from api.health import AlpacaCheck, HealthController, alpaca_http_check
+from api.metrics import RequestMetrics, render
+from api.ta import TaController
+from api.ta_reads import ClientFactory, TaReader
+from api.trading import TradingController
+from api.trading_reads import TradingReads
+from torghut.clickhouse import Client, connect, migrate
+from torghut.config import Settings
+from torghut.logs import get_logger
+from trading.store import create_engine, upgrade
+
+__all__ = ["DASHBOARD_DIR", "create_app"]
+
+DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
+
+log = get_logger("api.app")
+
+
+def create_app(
+    settings: Settings,
+    ch_client_factory: ClientFactory | None = None,
+    store_engine: sa.Engine | None = None,
+    *,
+    alpaca_check: AlpacaCheck | None = None,
+    registry: CollectorRegistry | None = None,
+) -> Litestar:
+    """The API over ``settings``; resources are opened in the lifespan and closed there.
+
+    ``registry`` receives the API's own metrics (a fresh one by default, so several apps can
+    live in one process); ``/metrics`` also renders the process-wide default registry.
+    """
+    registry = registry if registry is not None else CollectorRegistry()
+    factory = ch_client_factory or _default_factory(settings)
+    metrics = RequestMetrics(registry)
+    broker_check = alpaca_check or alpaca_http_check(settings)
+    index_html = (DASHBOARD_DIR / "index.html").read_bytes()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine = store_engine if store_engine is not None else _open_store(settings.store.url)
+        app.state.ta = TaReader(factory, settings.api.ta_cache_ttl_ms / 1000, registry)
+        app.state.store = TradingReads(sessionmaker(engine, expire_on_commit=False))
+        log.info("api_started", clickhouse=_redacted(settings.clickhouse.dsn))
+        try:
+            yield
+        finally:
+            app.state.ta.close()
+            if store_engine is None:
+                engine.dispose()
+            log.info("api_stopped")
+
+    @get("/", include_in_schema=False, sync_to_thread=False)
+    def dashboard() -> Response[bytes]:
+        return Response(index_html, media_type=MediaType.HTML)
+
+    @get("/metrics", include_in_schema=False, sync_to_thread=False)
+    def metrics_text() -> Response[bytes]:
+        return Response(render(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return Litestar(
+        route_handlers=[
+            TradingController,
+            TaController,
+            HealthController,
+            dashboard,
+            metrics_text,
+            create_static_files_router(
+                path="/dashboard", directories=[DASHBOARD_DIR], include_in_schema=False
+            ),
+        ],
+        dependencies={
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+            "ta": Provide(_ta, sync_to_thread=False),
+            "store": Provide(_store, sync_to_thread=False),
+            "alpaca_check": Provide(lambda: broker_check, sync_to_thread=False),
+        },
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers,
+        middleware=[metrics.middleware],
+        state=State({}),
+    )
+
+
+def _ta(state: State) -> TaReader:
+    reader: TaReader = state.ta
+    return reader
+
+
+def _store(state: State) -> TradingReads:
+    reads: TradingReads = state.store
+    return reads
+
+
+def _default_factory(settings: Settings) -> Callable[[], Client]:
+    """``connect`` + migrations on first use, so the API also works before the TA flow ran."""
+    migrated = False
+
+    def open_client() -> Client:
+        nonlocal migrated
+        client = connect(settings.clickhouse)
+        if not migrated:
+            migrate(client, settings.clickhouse)
+            migrated = True
+        return client
+
+    return open_client
+
+
+def _open_store(url: str) -> sa.Engine:
+    """Engine on the configured store, migrated to head; a store that is down is not fatal."""
+    engine = create_engine(url)
+    try:
+        upgrade(engine)
+    except SQLAlchemyError as exc:
+        log.warning("store_migration_failed", error=str(exc).splitlines()[0][:300])
+    return engine
+
+
+def _redacted(dsn: str) -> str:
+    head, sep, tail = dsn.rpartition("@")
+    return f"{head.split('//')[0]}//***@{tail}" if sep else dsn

@@ -1,0 +1,128 @@
+"""Domain errors of the API and their one mapping to RFC 9457 problem-details responses.
+
+Why here and only here: routes raise what went wrong in the domain's words (a bad query
+parameter, a dependency that is down) and never build error responses themselves; the handlers
+registered on the app turn each exception into ``application/problem+json`` once. Litestar's own
+validation errors (a ``limit`` that is not an integer) take the same shape, so a client sees one
+error format whatever failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from torghut.logs import get_logger
+
+__all__ = [
+    "PROBLEM_JSON",
+    "ApiError",
+    "DependencyUnavailable",
+    "InvalidQuery",
+    "exception_handlers",
+]
+
+PROBLEM_JSON = "application/problem+json"
+
+log = get_logger("api.errors")
+
+
+class ApiError(Exception):
+    """An error the API reports to its client; subclasses fix the status and title."""
+
+    status_code = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidQuery(ApiError):
+    """A query parameter is malformed or out of range; ``parameter`` names it."""
+
+    status_code = 400
+    title = "Invalid query parameter"
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        super().__init__(f"{parameter}: {detail}")
+        self.parameter = parameter
+
+
+class DependencyUnavailable(ApiError):
+    """ClickHouse or the trading store could not answer; the request may succeed later."""
+
+    status_code = 503
+    title = "Dependency unavailable"
+
+    def __init__(self, dependency: str, detail: str) -> None:
+        super().__init__(f"{dependency}: {detail}")
+        self.dependency = dependency
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 body; ``parameter``/``dependency`` are our extension members."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    parameter: str | None = None
+    dependency: str | None = None
+
+
+def _problem(
+    request: Request[Any, Any, Any], status: int, title: str, detail: str, **ext: Any
+) -> Response[bytes]:
+    body = Problem(
+        type="about:blank",
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        **ext,
+    )
+    return Response(msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON)
+
+
+def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
+    ext: dict[str, Any] = {}
+    if isinstance(exc, InvalidQuery):
+        ext["parameter"] = exc.parameter
+    if isinstance(exc, DependencyUnavailable):
+        ext["dependency"] = exc.dependency
+        log.warning("dependency_unavailable", dependency=exc.dependency, detail=exc.detail[:300])
+    return _problem(request, exc.status_code, exc.title, exc.detail, **ext)
+
+
+def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    parts = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            parts.append(f"{item.get('key', '?')}: {item.get('message', 'invalid')}")
+    detail = "; ".join(parts) or exc.detail
+    return _problem(request, 400, InvalidQuery.title, detail)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    title = "Not found" if exc.status_code == 404 else "HTTP error"
+    return _problem(request, exc.status_code, title, exc.detail)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("unhandled_error", path=request.url.path, error=repr(exc)[:300])
+    return _problem(request, 500, ApiError.title, "unexpected error; see the API logs")
+
+
+exception_handlers: ExceptionHandlersMap = {
+    ApiError: _api_error,
+    ValidationException: _validation_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
+"""Handlers for ``Litestar(exception_handlers=...)``; the most specific class wins."""

@@ -1,0 +1,104 @@
+"""``/trading/*``: the trading loop's switches, dependency health and audit trail.
+
+Status comes from the settings the process runs with (the same object the trading loop reads)
+and from the store (last decision); nothing here changes trading state.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from litestar import Controller, MediaType, Response, get
+from litestar.params import Parameter
+
+from api import params
+from api.errors import InvalidQuery
+from api.health import AlpacaCheck, clickhouse_state, store_state
+from api.schemas import (
+    DecisionsPage,
+    ExecutionsPage,
+    TradingHealth,
+    TradingStatus,
+)
+from api.ta_reads import TaReader
+from api.trading_reads import TradingReads
+from torghut.config import Settings
+
+__all__ = ["TradingController"]
+
+_DEFAULT_LIMIT = 100
+
+
+class TradingController(Controller):
+    path = "/trading"
+    tags = ("trading",)
+
+    @get("/status", sync_to_thread=True)
+    def status(self, settings: Settings, store: TradingReads) -> TradingStatus:
+        t = settings.trading
+        return TradingStatus(
+            enabled=t.enabled,
+            mode=t.mode,
+            live_enabled=t.live_enabled,
+            kill_switch=t.kill_switch,
+            last_decision_at=store.last_decision_at(),
+            llm_enabled=settings.llm.enabled,
+            strategies=list(t.strategies),
+        )
+
+    @get("/health", sync_to_thread=True)
+    def health(
+        self, ta: TaReader, store: TradingReads, alpaca_check: AlpacaCheck
+    ) -> Response[TradingHealth]:
+        """503 when ClickHouse, the store or a configured Alpaca endpoint is down."""
+        postgres = store_state(store)
+        body = TradingHealth(
+            clickhouse=clickhouse_state(ta),
+            alpaca=alpaca_check(),
+            postgres=postgres,
+            last_reconcile_at=store.last_reconcile_at() if postgres == "ok" else None,
+        )
+        down = "error" in (body.clickhouse, body.alpaca, body.postgres)
+        return Response(body, status_code=503 if down else 200, media_type=MediaType.JSON)
+
+    @get("/decisions", sync_to_thread=True)
+    def decisions(
+        self,
+        settings: Settings,
+        store: TradingReads,
+        symbol: str | None = None,
+        since: str | None = None,
+        limit: int | None = Parameter(default=None),
+    ) -> DecisionsPage:
+        """Decisions newest first with review verdict, risk reasons and execution status."""
+        rows = store.decisions(
+            params.optional_symbol(symbol),
+            _since(since),
+            params.limit(limit, settings.api.max_rows, _DEFAULT_LIMIT),
+        )
+        return DecisionsPage(decisions=rows, count=len(rows))
+
+    @get("/executions", sync_to_thread=True)
+    def executions(
+        self,
+        settings: Settings,
+        store: TradingReads,
+        symbol: str | None = None,
+        since: str | None = None,
+        limit: int | None = Parameter(default=None),
+    ) -> ExecutionsPage:
+        """Executions newest first with reconciliation state and order events."""
+        rows = store.executions(
+            params.optional_symbol(symbol),
+            _since(since),
+            params.limit(limit, settings.api.max_rows, _DEFAULT_LIMIT),
+        )
+        return ExecutionsPage(executions=rows, count=len(rows))
+
+
+def _since(raw: str | None) -> datetime | None:
+    """``since`` may not be in the future (a typo would silently return nothing)."""
+    since = params.timestamp(raw, "since")
+    if since is not None and since > datetime.now(UTC) + timedelta(minutes=1):
+        raise InvalidQuery("since", f"{since.isoformat()} is in the future")
+    return since

@@ -1,0 +1,186 @@
+"""Read models of the trading audit trail for the API (read-only, over the store's models).
+
+Why not the repository's own read methods alone: the audit view joins what the repository keeps
+apart (a decision with its latest LLM review and its execution; an execution with its order
+events) and does it in a fixed number of queries per page instead of one per row. It only reads
+the tables of :mod:`trading.store.models`; writes stay with the trading loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from api import schemas
+from api.errors import DependencyUnavailable
+from trading.store.models import (
+    ExecutionRow,
+    LlmReviewRow,
+    OrderEventRow,
+    PositionSnapshotRow,
+    TradeDecisionRow,
+)
+
+__all__ = ["TradingReads"]
+
+
+class TradingReads:
+    """Queries over a SQLAlchemy session factory; store failures become 503s."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def decisions(
+        self, symbol: str | None, since: datetime | None, limit: int
+    ) -> list[schemas.Decision]:
+        """Newest first (``created_at``), with review, risk reasons and execution status."""
+        with self._session() as s:
+            q = sa.select(TradeDecisionRow).order_by(
+                TradeDecisionRow.created_at.desc(), TradeDecisionRow.id
+            )
+            if symbol is not None:
+                q = q.where(TradeDecisionRow.symbol == symbol)
+            if since is not None:
+                q = q.where(TradeDecisionRow.created_at >= since)
+            rows = list(s.scalars(q.limit(limit)))
+            ids = [r.id for r in rows]
+            reviews: dict[Any, LlmReviewRow] = {}
+            execs: dict[Any, ExecutionRow] = {}
+            if ids:
+                for rv in s.scalars(
+                    sa.select(LlmReviewRow)
+                    .where(LlmReviewRow.decision_id.in_(ids))
+                    .order_by(LlmReviewRow.created_at)
+                ):
+                    reviews[rv.decision_id] = rv
+                for ex in s.scalars(
+                    sa.select(ExecutionRow)
+                    .where(ExecutionRow.decision_id.in_(ids))
+                    .order_by(ExecutionRow.submitted_at)
+                ):
+                    execs[ex.decision_id] = ex
+            return [_decision(r, reviews.get(r.id), execs.get(r.id)) for r in rows]
+
+    def executions(
+        self, symbol: str | None, since: datetime | None, limit: int
+    ) -> list[schemas.Execution]:
+        """Newest first (``submitted_at``), each with its order events in order."""
+        with self._session() as s:
+            q = sa.select(ExecutionRow).order_by(ExecutionRow.submitted_at.desc(), ExecutionRow.id)
+            if symbol is not None:
+                q = q.where(ExecutionRow.symbol == symbol)
+            if since is not None:
+                q = q.where(ExecutionRow.submitted_at >= since)
+            rows = list(s.scalars(q.limit(limit)))
+            events: dict[Any, list[schemas.OrderEvent]] = {r.id: [] for r in rows}
+            if rows:
+                for ev in s.scalars(
+                    sa.select(OrderEventRow)
+                    .where(OrderEventRow.execution_id.in_(list(events)))
+                    .order_by(OrderEventRow.id)
+                ):
+                    events[ev.execution_id].append(
+                        schemas.OrderEvent(
+                            id=ev.id,
+                            event_type=ev.event_type,
+                            status_from=ev.status_from,
+                            status_to=ev.status_to,
+                            filled_qty=ev.filled_qty,
+                            at=ev.at,
+                        )
+                    )
+            return [_execution(r, events[r.id]) for r in rows]
+
+    def last_decision_at(self) -> datetime | None:
+        with self._session() as s:
+            return s.scalar(sa.select(sa.func.max(TradeDecisionRow.created_at)))
+
+    def last_reconcile_at(self) -> datetime | None:
+        """The latest reconciliation pass: an execution reconciled or a position snapshot."""
+        with self._session() as s:
+            orders = s.scalar(sa.select(sa.func.max(ExecutionRow.reconciled_at)))
+            positions = s.scalar(sa.select(sa.func.max(PositionSnapshotRow.taken_at)))
+        found = [t for t in (orders, positions) if t is not None]
+        return max(found) if found else None
+
+    def ping(self) -> None:
+        with self._session() as s:
+            s.execute(sa.text("SELECT 1"))
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        """A read session; SQLAlchemy errors (store down, schema missing) become 503s."""
+        try:
+            with self._sessions() as session:
+                yield session
+        except SQLAlchemyError as exc:
+            raise DependencyUnavailable("postgres", str(exc).splitlines()[0][:300]) from exc
+
+
+def _decision(
+    row: TradeDecisionRow, review: LlmReviewRow | None, execution: ExecutionRow | None
+) -> schemas.Decision:
+    return schemas.Decision(
+        id=row.id,
+        decision_hash=row.decision_hash,
+        strategy_id=row.strategy_id,
+        strategy_version=row.strategy_version,
+        symbol=row.symbol,
+        side=row.side,
+        qty=row.qty,
+        order_type=row.order_type,
+        limit_price=row.limit_price,
+        event_ts=row.event_ts,
+        created_at=row.created_at,
+        executed_at=row.executed_at,
+        status=row.status,
+        status_detail=row.status_detail,
+        risk_reasons=[
+            schemas.RiskReason(code=r["code"], detail=r["detail"]) for r in row.risk_reasons or ()
+        ],
+        review=None if review is None else _review(review),
+        execution_status=None if execution is None else execution.status,
+        alpaca_order_id=None if execution is None else execution.alpaca_order_id,
+    )
+
+
+def _review(row: LlmReviewRow) -> schemas.Review:
+    return schemas.Review(
+        model=row.model,
+        prompt_version=row.prompt_version,
+        verdict=row.verdict,
+        effective_verdict=row.effective_verdict,
+        confidence=row.confidence,
+        adjusted_qty=row.adjusted_qty,
+        shadow=row.shadow,
+        fallback=row.fallback,
+        latency_ms=row.latency_ms,
+        error=row.error,
+        created_at=row.created_at,
+    )
+
+
+def _execution(row: ExecutionRow, events: list[schemas.OrderEvent]) -> schemas.Execution:
+    return schemas.Execution(
+        id=row.id,
+        decision_id=row.decision_id,
+        alpaca_order_id=row.alpaca_order_id,
+        client_order_id=row.client_order_id,
+        symbol=row.symbol,
+        side=row.side,
+        qty=row.qty,
+        status=row.status,
+        filled_qty=row.filled_qty,
+        filled_avg_price=row.filled_avg_price,
+        submitted_at=row.submitted_at,
+        last_update_at=row.last_update_at,
+        reconciled_at=row.reconciled_at,
+        reconciliation="reconciled" if row.reconciled_at is not None else "pending",
+        events=events,
+    )
