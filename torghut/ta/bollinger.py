@@ -30,18 +30,18 @@ class Bollinger:
 
     def update(self, close: float) -> tuple[float, float, float] | None:
         """Fold one close in; ``None`` until ``period`` closes have been seen."""
-        self._window.push(close)
-        return self._bands()
+        stats = self._window.update(close)
+        if stats is None:
+            return None
+        mid, std = stats
+        spread = self.width * std
+        return mid, mid + spread, mid - spread
 
     def revise(self, close: float) -> tuple[float, float, float] | None:
         """Replace the latest close (a corrected bar) and return the new bands."""
-        self._window.replace_newest(close)
-        return self._bands()
-
-    def _bands(self) -> tuple[float, float, float] | None:
-        window = self._window
-        if not window.full:
+        stats = self._window.revise(close)
+        if stats is None:
             return None
-        mid, std = window.stats()
+        mid, std = stats
         spread = self.width * std
         return mid, mid + spread, mid - spread

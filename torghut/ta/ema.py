@@ -25,7 +25,7 @@ __all__ = ["Ema"]
 class Ema:
     """Incremental EMA(``period``); ``update`` returns ``None`` while warming up."""
 
-    __slots__ = ("_k", "_seed_sum", "_seen", "_skip", "_undo", "period", "value")
+    __slots__ = ("_k", "_prev", "_seed_sum", "_seen", "_skip", "_undo_sum", "period", "value")
 
     def __init__(self, period: int, skip: int = 0) -> None:
         if period < 1 or skip < 0:
@@ -35,20 +35,20 @@ class Ema:
         self._k = 2.0 / (period + 1)
         self._seen = 0
         self._seed_sum = 0.0
+        self._undo_sum = 0.0
         self.value: float | None = None
-        self._undo: tuple[int, float, float | None] = (0, 0.0, None)
+        self._prev: float | None = None
 
     def update(self, x: float) -> float | None:
         """Fold one input in; return the EMA, or ``None`` before the seed is complete."""
-        seen = self._seen
         value = self.value
-        self._undo = (seen, self._seed_sum, value)
-        seen += 1
-        self._seen = seen
+        self._prev = value
         if value is not None:
             value = (x - value) * self._k + value
             self.value = value
             return value
+        self._seen = seen = self._seen + 1
+        self._undo_sum = self._seed_sum
         taken = seen - self._skip
         if taken <= 0:
             return None
@@ -61,5 +61,12 @@ class Ema:
 
     def revise(self, x: float) -> float | None:
         """Replace the latest input by ``x`` (a corrected bar) and return the new EMA."""
-        self._seen, self._seed_sum, self.value = self._undo
+        value = self._prev
+        if value is not None:
+            value = (x - value) * self._k + value
+            self.value = value
+            return value
+        self.value = None
+        self._seen -= 1
+        self._seed_sum = self._undo_sum
         return self.update(x)

@@ -50,6 +50,7 @@ from torghut.ta.vwap import SessionClock, SessionVwap, WindowVwap
 __all__ = ["IndicatorEngine", "InvalidBar", "window_micros"]
 
 _INF = math.inf
+_floor = math.floor
 _NONE3: tuple[None, None, None] = (None, None, None)
 _DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
 
@@ -135,7 +136,7 @@ class IndicatorEngine:
             raise InvalidBar(f"bar needs finite prices > 0 and volume >= 0, got {bar!r}")
         if event_end.tzinfo is None:
             raise InvalidBar("bar end must be timezone-aware")
-        end_us = epoch_micros(event_end)
+        end_us = _floor(event_end.timestamp()) * 1_000_000 + event_end.microsecond  # epoch_micros
         last = self._last_end_us
         if last is not None and end_us <= last:
             if end_us < last:

@@ -32,7 +32,7 @@ TOLERANCE = 1e-11
 
 
 class RollingMoments:
-    """The last ``size`` values; ``stats()`` gives mean and σ (ddof = 0) once ``full``."""
+    """The last ``size`` values, with their mean and σ (ddof = 0) once ``size`` are in."""
 
     __slots__ = (
         "_a",
@@ -63,13 +63,9 @@ class RollingMoments:
         self._run = 0
         self._run_before = 0
 
-    @property
-    def full(self) -> bool:
-        """True once ``size`` values have been pushed."""
-        return self._count >= self.size
-
-    def push(self, x: float) -> None:
-        """Append ``x``, dropping the oldest value once the window is full."""
+    def update(self, x: float) -> tuple[float, float] | None:
+        """Append ``x`` (dropping the oldest value once full); return ``(mean, σ)`` of the
+        window, or ``None`` until ``size`` values have been seen."""
         ring = self._ring
         head = self._head
         size = self.size
@@ -78,12 +74,13 @@ class RollingMoments:
         ring[head] = x
         self._head = head + 1 if head + 1 < size else 0
         self._run_before = run = self._run
-        self._run = run + 1 if run and x == prev else 1
+        self._run = run = run + 1 if run and x == prev else 1
         if self._count < size:
             self._count += 1
-            if self._count == size:
-                self._resum()
-            return
+            if self._count < size:
+                return None
+            self._resum()
+            return self._stats(run, self._a, self._b)
         k = self._k
         d = x - k
         e = old - k
@@ -93,19 +90,21 @@ class RollingMoments:
         self._b = b = self._b + (dd - ee)
         self._err_a += _U * (abs(d) + abs(e) + 2.0 * abs(a))
         self._err_b += _U4 * (dd + ee + abs(b))
+        return self._stats(run, a, b)
 
-    def replace_newest(self, x: float) -> None:
-        """Replace the most recently pushed value by ``x`` (a corrected bar)."""
+    def revise(self, x: float) -> tuple[float, float] | None:
+        """Replace the most recently added value by ``x`` (a corrected bar); as ``update``."""
         if self._count == 0:
             raise ValueError("no value to replace")
         ring = self._ring
-        newest = self._head - 1 if self._head else self.size - 1
+        size = self.size
+        newest = self._head - 1 if self._head else size - 1
         old = ring[newest]
         ring[newest] = x
         run = self._run_before
-        self._run = run + 1 if run and x == ring[newest - 1] else 1
-        if self._count < self.size:
-            return
+        self._run = run = run + 1 if run and x == ring[newest - 1] else 1
+        if self._count < size:
+            return None
         k = self._k
         d = x - k
         e = old - k
@@ -115,18 +114,15 @@ class RollingMoments:
         self._b = b = self._b + (dd - ee)
         self._err_a += _U * (abs(d) + abs(e) + 2.0 * abs(a))
         self._err_b += _U4 * (dd + ee + abs(b))
+        return self._stats(run, a, b)
 
-    def stats(self) -> tuple[float, float]:
-        """Mean and population standard deviation of the window (call only when ``full``)."""
+    def _stats(self, run: int, a: float, b: float) -> tuple[float, float]:
         size = self.size
-        if self._run >= size:
+        if run >= size:
             return self._ring[self._head - 1], 0.0
-        a = self._a
-        b = self._b
         m2 = b - a * a / size
         err_a = self._err_a
-        bound = self._err_b + (2.0 * abs(a) * err_a + err_a * err_a) / size + _U4 * b
-        if bound > TOLERANCE * m2:
+        if self._err_b + (2.0 * abs(a) * err_a + err_a * err_a) / size + _U4 * b > TOLERANCE * m2:
             self._resum()
             a = self._a
             m2 = self._b - a * a / size

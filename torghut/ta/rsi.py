@@ -39,15 +39,24 @@ class Rsi:
         seen = self._seen
         gain = self._gain
         loss = self._loss
-        self._undo = (seen, self._prev, gain, loss)
-        seen += 1
-        self._seen = seen
-        diff = close - self._prev
+        prev = self._prev
+        self._undo = (seen, prev, gain, loss)
         self._prev = close
-        if seen == 1:
-            return None
         period = self.period
-        if seen <= period + 1:
+        diff = close - prev
+        if seen > period:
+            gain *= period - 1
+            loss *= period - 1
+            if diff < 0:
+                loss -= diff
+            else:
+                gain += diff
+            gain /= period
+            loss /= period
+        else:
+            self._seen = seen = seen + 1
+            if seen == 1:
+                return None
             if diff < 0:
                 loss -= diff
             else:
@@ -56,15 +65,6 @@ class Rsi:
                 self._gain = gain
                 self._loss = loss
                 return None
-            gain /= period
-            loss /= period
-        else:
-            gain *= period - 1
-            loss *= period - 1
-            if diff < 0:
-                loss -= diff
-            else:
-                gain += diff
             gain /= period
             loss /= period
         self._gain = gain

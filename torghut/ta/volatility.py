@@ -40,8 +40,8 @@ class RealizedVolatility:
         self._prev = close
         if prev is None:
             return None
-        self._window.push(math.log(close / prev))
-        return self._window.stats()[1] if self._window.full else None
+        stats = self._window.update(math.log(close / prev))
+        return None if stats is None else stats[1]
 
     def revise(self, close: float) -> float | None:
         """Replace the latest close (a corrected bar) and return the new σ."""
@@ -49,5 +49,5 @@ class RealizedVolatility:
         self._prev = close
         if prev is None:
             return None
-        self._window.replace_newest(math.log(close / prev))
-        return self._window.stats()[1] if self._window.full else None
+        stats = self._window.revise(math.log(close / prev))
+        return None if stats is None else stats[1]

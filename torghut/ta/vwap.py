@@ -131,7 +131,9 @@ class WindowVwap:
         self._v = total_v
         self._err_pv = err_pv
         self._err_v = err_v
-        return self._value()
+        if err_pv > _TOLERANCE * total_pv or err_v > _TOLERANCE * total_v:
+            return self._value()
+        return total_pv / total_v if total_v > 0.0 else None
 
     def revise(self, price: float, volume: float) -> float | None:
         """Replace the latest bar's contribution (a corrected bar of the same end)."""
