@@ -16,7 +16,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from tests.helpers import wait_until
-from tests.infra.services import InfraConfig, free_ports, listening_ports, start, stop
+from tests.infra.services import (
+    InfraConfig,
+    free_ports,
+    group_alive,
+    listening_ports,
+    start,
+    stop,
+)
 
 
 @pytest.fixture
@@ -33,8 +40,10 @@ def own_kafka(tmp_path: Path) -> Iterator[InfraConfig]:
     try:
         yield cfg
     finally:
+        pgid = int((cfg.run_dir / "kafka" / "kafka.pid").read_text())
         stop(["kafka"], cfg)
         assert not {kport, cport} & listening_ports()
+        assert not group_alive(pgid), "the broker's process group must be gone"
 
 
 def test_kafka_stop_fails_fast_and_restart_recovers(own_kafka: InfraConfig) -> None:
