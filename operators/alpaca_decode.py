@@ -175,7 +175,6 @@ _BAR_KIND: Final[dict[type, Literal["bar", "updated_bar", "daily_bar"]]] = {
     _WireUpdatedBar: "updated_bar",
     _WireDailyBar: "daily_bar",
 }
-_MINUTE = Window(size="PT1M")
 _ONE_MINUTE = timedelta(minutes=1)
 _ONE_DAY = timedelta(days=1)
 _ERROR_CHARS = 300
@@ -299,7 +298,7 @@ class FrameDecoder:
             window = Window(size="P1D", start=m.start, end=end)
         else:
             end = m.start + _ONE_MINUTE
-            window = Window(size=_MINUTE.size, start=m.start, end=end)
+            window = Window(size="PT1M", start=m.start, end=end)
         return Envelope(
             end,
             received_at,

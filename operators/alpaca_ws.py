@@ -52,7 +52,7 @@ from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 
 from operators.alpaca_decode import Frame
-from torghut.config import AlpacaSettings
+from torghut.config import AlpacaSettings, SettingsError
 from torghut.events import IngestState
 from torghut.logs import get_logger
 
@@ -121,7 +121,7 @@ class AlpacaWsConfig:
     ) -> AlpacaWsConfig:
         """Config from ``AlpacaSettings`` (every channel for ``ALPACA_SYMBOLS``)."""
         if not alpaca.data_ws_url:
-            raise ValueError(
+            raise SettingsError(
                 "ALPACA_DATA_WS_URL is empty: point it at Alpaca "
                 "(wss://stream.data.alpaca.markets/v2/iex) or at the market simulator"
             )
