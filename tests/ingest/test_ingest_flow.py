@@ -307,3 +307,35 @@ def test_bad_credentials_report_auth_failed_and_keep_retrying(
     wait_until(lambda: sim.stats()["handshakes"] >= 3, timeout=20, message="no retries")
     assert _sample("torghut_ingest_ready") == 0
     flow.stop()
+
+
+def test_swapped_frames_still_give_every_message_exactly_once(
+    kafka_bootstrap: str,
+    ingest_topics: IngestTopics,
+    run_sim: Callable[[MarketSimulator], str],
+    run_flow: Callable[..., RunningFlow],
+    topic_reader: Callable[[str], TopicReader],
+) -> None:
+    sim = MarketSimulator(
+        SyntheticMarket(13, list(SYMBOLS), rate=5000, max_events=2000),
+        pacing="fast",
+        batch_size=20,
+        faults=[
+            FaultRule(FaultKind.OUT_OF_ORDER, every=5),
+            FaultRule(FaultKind.DUPLICATE, every=3),
+        ],
+    )
+    flow, counters = start_ingest(run_sim(sim), ingest_topics, kafka_bootstrap, run_flow)
+    assert sim.wait_exhausted(60), sim.stats()
+    expected = expected_by_family(sim.sent())
+    quotes = topic_reader(ingest_topics.quotes)
+    wait_until(lambda: quotes.poll() >= len(expected["quotes"]), timeout=60)
+    flow.stop()
+    drain([quotes])
+    assert any(r.kind is FaultKind.OUT_OF_ORDER for r in sim.fault_log)
+    got = per_symbol("quotes", market_envelopes(quotes, "quotes"))
+    want = per_symbol("quotes", expected["quotes"])
+    assert {s: sorted(map(repr, v)) for s, v in got.items()} == {
+        s: sorted(map(repr, v)) for s, v in want.items()
+    }
+    assert counters.duplicates > 0
