@@ -5,11 +5,13 @@ microbar lane and the 1 min Alpaca-bar lane never share state — feeds it close
 order with :meth:`IndicatorEngine.on_bar` and the symbol's quotes with
 :meth:`IndicatorEngine.on_quote`, and publishes the returned :class:`~torghut.events.Signal`.
 
-Definitions live next to their code (each is TA-Lib's, checked by property tests):
-``ema12``/``ema26`` in ``ema.py``, ``macd``/``macd_signal``/``macd_hist`` in ``macd.py``,
-``rsi14`` in ``rsi.py``, ``boll_*`` in ``bollinger.py``, ``vol_realized_w60s`` in
-``volatility.py``, ``vwap_session``/``vwap_w5m`` in ``vwap.py``, ``imbalance_*`` in
-``imbalance.py``. Every field is ``None`` exactly while TA-Lib would return NaN.
+Definitions live next to their code: ``ema12``/``ema26`` in ``ema.py``,
+``macd``/``macd_signal``/``macd_hist`` in ``macd.py``, ``rsi14`` in ``rsi.py``, ``boll_*`` in
+``bollinger.py``, ``vol_realized_w60s`` in ``volatility.py`` — each TA-Lib's, ``None`` exactly
+where TA-Lib returns NaN, checked against TA-Lib by property tests (note that TA-Lib's MACD
+seeds its own fast EMA, so ``macd`` converges to ``ema12 - ema26`` only after ~130 bars) —
+and ``vwap_session``/``vwap_w5m`` in ``vwap.py`` and ``imbalance_*`` in ``imbalance.py``,
+checked against polars oracles. ``close`` is the bar's close.
 
 Corrections. Indicators are computed on bars as they close. A bar whose end equals the latest
 bar's end (a corrected microbar with a higher version, an Alpaca ``updated_bar``) *replaces*
