@@ -9,7 +9,7 @@ Definitions live next to their code: ``ema12``/``ema26`` in ``ema.py``,
 ``macd``/``macd_signal``/``macd_hist`` in ``macd.py``, ``rsi14`` in ``rsi.py``, ``boll_*`` in
 ``bollinger.py``, ``vol_realized_w60s`` in ``volatility.py`` — each TA-Lib's, ``None`` exactly
 where TA-Lib returns NaN, checked against TA-Lib by property tests (note that TA-Lib's MACD
-seeds its own fast EMA, so ``macd`` converges to ``ema12 - ema26`` only after ~130 bars) —
+seeds its own fast EMA, so ``macd`` approaches ``ema12 - ema26`` by 11/13 per bar) —
 and ``vwap_session``/``vwap_w5m`` in ``vwap.py`` and ``imbalance_*`` in ``imbalance.py``,
 checked against polars oracles. ``close`` is the bar's close.
 

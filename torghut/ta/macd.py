@@ -6,7 +6,7 @@ Definition, with ``EMA`` as in ``ema.py`` (k = 2/(N+1), SMA seed):
 * fast line: an ``EMA12`` seeded on the 12 closes *ending at bar 26* (closes 15..26), not on the
   first 12 closes. TA-Lib's MACD starts both EMAs at the slow line's first output, so its fast
   EMA differs from ``talib.EMA(close, 12)``: ``macd`` therefore equals ``ema12 - ema26`` only
-  once the seeds have decayed ((11/13)^n; about 1e-9 relative after ~130 bars);
+  as the difference of the seeds decays, by a factor 11/13 per bar;
 * ``macd = fast - slow`` from bar 26 on;
 * ``macd_signal = EMA9(macd)``, seeded on the first 9 MACD values (bars 26..34);
 * ``macd_hist = macd - macd_signal``.
