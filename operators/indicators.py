@@ -23,6 +23,7 @@ Snapshots are the engine's pickled bytes (cheap for Bytewax to deep-copy every e
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeGuard
@@ -34,11 +35,11 @@ from bytewax.operators import StatefulBatchLogic
 
 from operators.microbars import (
     SOURCE,
-    AwareDatetime,
     MicrobarStreams,
     lane_seq,
     microbars,
     raw_values,
+    rfc3339_micros,
     us_to_dt,
 )
 from operators.ta_status import TaProgress
@@ -46,6 +47,7 @@ from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter
 from torghut.events import Bar, Envelope, Microbar, Quote, Signal, Window
 from torghut.ta.indicators import IndicatorEngine, InvalidBar
+from torghut.ta.instants import epoch_micros
 
 __all__ = [
     "IndicatorLogic",
@@ -84,13 +86,12 @@ class QuoteUpdate(NamedTuple):
 class _QuoteWire(msgspec.Struct):
     """Envelope fields that decide which quotes matter; the payload is parsed only if kept."""
 
-    event_ts: AwareDatetime
+    event_ts: str
     symbol: str
     payload: msgspec.Raw
 
 
 _Q_ONE = msgspec.json.Decoder(_QuoteWire)
-_Q_MANY = msgspec.json.Decoder(list[_QuoteWire])
 _Q_PAYLOAD = msgspec.json.Decoder(Quote)
 _BAR = msgspec.json.Decoder(Envelope[Bar])
 
@@ -154,40 +155,45 @@ def quote_updates(
 
     def reduce(batch: list[Any]) -> list[tuple[str, QuoteUpdate] | DeadLetter]:
         values = raw_values(batch)
+        dead: list[DeadLetter] = []
         if values and isinstance(values[0], Envelope):
-            wires: list[Any] = values
-            dead: list[DeadLetter] = []
+            triples: Iterable[tuple[str, Any, Any]] = [
+                (e.symbol, e.event_ts, e.payload) for e in values
+            ]
         else:
             wires, dead = _decode_quotes(values)
-        latest: dict[str, dict[int, tuple[int, datetime, Any]]] = {}
-        floor = math.floor
-        for w in wires:
-            sym = w.symbol
+            triples = [(w.symbol, w.event_ts, w.payload) for w in wires]
+        latest: dict[str, dict[int, tuple[int, Any]]] = {}
+        micros = rfc3339_micros
+        for sym, ts_raw, payload in triples:
             if allow is not None and sym not in allow:
-                dead.append(_dead("unknown_symbol", sym, msgspec.json.encode(w)))
+                dead.append(_dead("unknown_symbol", sym, _raw(payload)))
                 continue
-            ts = w.event_ts
-            ts_us = floor(ts.timestamp()) * _US + ts.microsecond
+            try:
+                ts_us = micros(ts_raw) if type(ts_raw) is str else epoch_micros(ts_raw)
+            except ValueError as exc:
+                dead.append(_dead("invalid_message", sym, _raw(payload), str(exc)))
+                continue
             bucket = -(-ts_us // _US)
             per = latest.get(sym)
             if per is None:
-                latest[sym] = {bucket: (ts_us, ts, w.payload)}
+                latest[sym] = {bucket: (ts_us, payload)}
                 continue
             held = per.get(bucket)
             if held is None or ts_us >= held[0]:
-                per[bucket] = (ts_us, ts, w.payload)
+                per[bucket] = (ts_us, payload)
         out: list[tuple[str, QuoteUpdate] | DeadLetter] = []
         for sym, per in latest.items():
             qs = []
-            for _, ts, payload in per.values():
+            for ts_us, payload in per.values():
                 if isinstance(payload, Quote):
-                    qs.append((ts, payload))
+                    qs.append((us_to_dt(ts_us), payload))
                     continue
                 try:
-                    qs.append((ts, _Q_PAYLOAD.decode(payload)))
+                    qs.append((us_to_dt(ts_us), _Q_PAYLOAD.decode(payload)))
                 except msgspec.DecodeError as exc:
                     dead.append(_dead("invalid_message", sym, bytes(payload), str(exc)))
-            newest = max(per.values(), key=_ts_of)[0]
+            newest = max(ts_us for ts_us, _ in per.values())
             out.extend((lane_key(sym, lane), QuoteUpdate(sym, lane, qs, newest)) for lane in lanes)
         if dead:
             progress.add_dead_letters("invalid_quote", len(dead))
@@ -199,15 +205,11 @@ def quote_updates(
     return QuoteStreams(split.falses, split.trues)  # type: ignore[arg-type]
 
 
-def _ts_of(entry: tuple[int, datetime, Any]) -> int:
-    return entry[0]
-
-
 def _decode_quotes(values: list[Any]) -> tuple[list[_QuoteWire], list[DeadLetter]]:
     if not values:
         return [], []
     try:
-        return _Q_MANY.decode(b"[" + b",".join(values) + b"]"), []
+        return list(map(_Q_ONE.decode, values)), []
     except (msgspec.DecodeError, TypeError):
         pass
     wires: list[_QuoteWire] = []
@@ -459,6 +461,10 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorState]):
 
 def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
     return isinstance(item, DeadLetter)
+
+
+def _raw(payload: Any) -> bytes:
+    return bytes(payload) if isinstance(payload, msgspec.Raw) else msgspec.json.encode(payload)
 
 
 def _dead(reason: str, symbol: str | None, raw: bytes, error: str = "") -> DeadLetter:

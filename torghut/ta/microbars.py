@@ -59,12 +59,18 @@ US_PER_S = 1_000_000
 _INF = math.inf
 _BEYOND = "beyond_correction_horizon"
 
-TickKey = tuple[int, int, str]
-"""``(ts_us, trade_id, exchange)``: the identity of a trade and its order within a bar."""
+
+Tick = tuple[str, int, int, str, float, float]
+"""``(symbol, ts_us, trade_id, exchange, price, size)``, the shape of :class:`TradeTick`."""
 
 
 class TradeTick(NamedTuple):
-    """One trade reduced to what a bar needs."""
+    """One trade reduced to what a bar needs; the tuple is also its identity and its order.
+
+    Two ticks are duplicates when every field is equal (a re-delivered message). Within one
+    symbol, tuple order is event time, then trade id, exchange, price and size: a total,
+    deterministic order for open and close. The hot path builds plain tuples of this shape.
+    """
 
     symbol: str
     ts_us: int
@@ -85,20 +91,20 @@ class Rejected(NamedTuple):
 class BarPartial:
     """Mergeable aggregate of the trades of one (symbol, second) seen in one batch.
 
-    ``ticks`` maps each trade's key to ``(price, size)``: it de-duplicates, and volume and
-    Σ price·size are summed from it with ``math.fsum`` when the bar is emitted. A correctly
+    ``ticks`` is the set of its trades: it de-duplicates, and volume and Σ price·size are
+    summed from it with ``math.fsum`` when the bar is emitted. A correctly
     rounded sum does not depend on the order of its terms, so a replay that batches the same
     trades differently writes bit-identical bars (a running float sum would not).
     """
 
     sec: int
-    o_key: TickKey
+    o_key: Tick
     o: float
     h: float
     l: float  # noqa: E741 - the domain's name
-    c_key: TickKey
+    c_key: Tick
     c: float
-    ticks: dict[TickKey, tuple[float, float]]
+    ticks: set[Tick]
 
 
 class LateTrade(NamedTuple):
@@ -107,15 +113,14 @@ class LateTrade(NamedTuple):
     ``prefix_max_us`` is the symbol's largest event time in the batch before this trade.
     """
 
-    key: TickKey
-    price: float
-    size: float
+    tick: Tick
     prefix_max_us: int
 
 
 class SymbolBatch(NamedTuple):
     """Everything one input batch holds for one symbol, in the order it must be applied."""
 
+    symbol: str
     partials: list[BarPartial]
     late: list[LateTrade]
     max_ts_us: int
@@ -147,13 +152,13 @@ class DeadTrades(NamedTuple):
     end_us: int
     trades: int
     volume: float
-    first: TickKey
-    last: TickKey
+    first: Tick
+    last: Tick
     reason: str
 
 
 def preaggregate(
-    ticks: Iterable[TradeTick],
+    ticks: Iterable[Tick],
     lateness_us: int,
     allowlist: frozenset[str] | None = None,
 ) -> tuple[dict[str, SymbolBatch], list[Rejected], int]:
@@ -170,21 +175,20 @@ def preaggregate(
     rejected: list[Rejected] = []
     duplicates = 0
     for t in ticks:
-        sym, ts, price, size = t.symbol, t.ts_us, t.price, t.size
+        sym, ts, _tid, _ex, price, size = t
         if not (0.0 < price < _INF and 0.0 < size < _INF):
             reason = "invalid_size" if 0.0 < price < _INF else "invalid_price"
-            rejected.append(Rejected(reason, t))
+            rejected.append(Rejected(reason, TradeTick(*t)))
             continue
         if allowlist is not None and sym not in allowlist:
-            rejected.append(Rejected("unknown_symbol", t))
+            rejected.append(Rejected("unknown_symbol", TradeTick(*t)))
             continue
-        key = (ts, t.trade_id, t.exchange)
         sec = ts // US_PER_S
         mx = maxes.get(sym)
         if mx is None:
             maxes[sym] = ts
         elif (sec + 1) * US_PER_S <= mx - lateness_us:
-            late.setdefault(sym, []).append(LateTrade(key, price, size, mx))
+            late.setdefault(sym, []).append(LateTrade(t, mx))
             continue
         elif ts > mx:
             maxes[sym] = ts
@@ -193,23 +197,23 @@ def preaggregate(
             secs = parts[sym] = {}
         p = secs.get(sec)
         if p is None:
-            secs[sec] = BarPartial(sec, key, price, price, price, key, price, {key: (price, size)})
+            secs[sec] = BarPartial(sec, t, price, price, price, t, price, {t})
             continue
         pt = p.ticks
-        if key in pt:
+        if t in pt:
             duplicates += 1
             continue
-        pt[key] = (price, size)
-        if key < p.o_key:
-            p.o_key, p.o = key, price
-        if key > p.c_key:
-            p.c_key, p.c = key, price
+        pt.add(t)
+        if t < p.o_key:
+            p.o_key, p.o = t, price
+        elif t > p.c_key:
+            p.c_key, p.c = t, price
         if price > p.h:
             p.h = price
         elif price < p.l:
             p.l = price
     out = {
-        sym: SymbolBatch(list(parts.get(sym, {}).values()), late.get(sym, []), mx)
+        sym: SymbolBatch(sym, list(parts.get(sym, {}).values()), late.get(sym, []), mx)
         for sym, mx in maxes.items()
     }
     return out, rejected, duplicates
@@ -219,18 +223,18 @@ def preaggregate(
 class _Bar:
     """Keyed-state bar: open/high/low/close, its trades (de-duplication, sums), late count."""
 
-    o_key: TickKey
+    o_key: Tick
     o: float
     h: float
     l: float  # noqa: E741 - the domain's name
-    c_key: TickKey
+    c_key: Tick
     c: float
-    ticks: dict[TickKey, tuple[float, float]]
+    ticks: set[Tick]
     late: int = 0
 
     def copy(self) -> _Bar:
         return _Bar(
-            self.o_key, self.o, self.h, self.l, self.c_key, self.c, dict(self.ticks), self.late
+            self.o_key, self.o, self.h, self.l, self.c_key, self.c, set(self.ticks), self.late
         )
 
 
@@ -311,19 +315,16 @@ class SymbolBars:
     def _merge(self, bar: _Bar, p: BarPartial, out: Applied) -> int:
         """Fold ``p`` into ``bar``; returns how many of its trades were new (not duplicates)."""
         ticks = bar.ticks
-        if ticks.keys().isdisjoint(p.ticks):
+        if ticks.isdisjoint(p.ticks):
             ticks.update(p.ticks)
             added = len(p.ticks)
         else:
-            added = 0
-            for key, value in p.ticks.items():
-                if key in ticks:
-                    out.duplicates += 1
-                else:
-                    ticks[key] = value
-                    added += 1
+            new = p.ticks - ticks
+            out.duplicates += len(p.ticks) - len(new)
+            added = len(new)
             if added == 0:
                 return 0
+            ticks.update(new)
         if p.o_key < bar.o_key:
             bar.o_key, bar.o = p.o_key, p.o
         if p.c_key > bar.c_key:
@@ -335,7 +336,7 @@ class SymbolBars:
     def _correct_partial(self, p: BarPartial, end: int, wm: float, out: Applied) -> None:
         if end <= wm - self._horizon:
             keys = sorted(p.ticks)
-            volume = math.fsum(size for _, size in p.ticks.values())
+            volume = math.fsum([t[5] for t in keys])
             out.dead.append(
                 DeadTrades(self.symbol, end, len(keys), volume, keys[0], keys[-1], _BEYOND)
             )
@@ -354,9 +355,10 @@ class SymbolBars:
             out.bars.append(self._emit(p.sec, bar))
 
     def _correct_one(self, t: LateTrade, wm: float, out: Applied) -> None:
-        k, price = t.key, t.price
-        sec = k[0] // US_PER_S
-        p = BarPartial(sec, k, price, price, price, k, price, {k: (price, t.size)})
+        k = t.tick
+        price = k[4]
+        sec = k[1] // US_PER_S
+        p = BarPartial(sec, k, price, price, price, k, price, {k})
         self._correct_partial(p, (sec + 1) * US_PER_S, wm, out)
 
     def _close_until(self, wm: float, out: Applied) -> None:
@@ -377,9 +379,9 @@ class SymbolBars:
             del self._closed[sec]
 
     def _emit(self, sec: int, bar: _Bar) -> ClosedBar:
-        values = bar.ticks.values()
-        v = math.fsum([size for _, size in values])
-        pv = math.fsum([price * size for price, size in values])
+        ticks = bar.ticks
+        v = math.fsum([t[5] for t in ticks])
+        pv = math.fsum([t[4] * t[5] for t in ticks])
         return ClosedBar(
             self.symbol,
             (sec + 1) * US_PER_S,
@@ -389,7 +391,7 @@ class SymbolBars:
             bar.c,
             v,
             pv / v,
-            len(values),
+            len(ticks),
             1 + bar.late,
         )
 
