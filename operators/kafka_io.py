@@ -96,7 +96,14 @@ class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
         self._failed = 0
         self._acked = 0
         self._fatal: KafkaError | None = None
-        self._producer = Producer({"client.id": client_id, **config, "error_cb": self._on_error})
+        self._producer = Producer(
+            {
+                "client.id": client_id,
+                **config,
+                "error_cb": self._on_error,
+                "on_delivery": self._on_delivery,
+            }
+        )
         self._produced = PRODUCED.labels(topic)
         self._failed_counter = DELIVERY_FAILURES.labels(topic)
 
@@ -113,17 +120,16 @@ class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
             self._failures.append(str(err))
 
     def write_batch(self, items: list[tuple[str, bytes]]) -> None:
-        producer, topic, on_delivery = self._producer, self._topic, self._on_delivery
+        produce, topic = self._producer.produce, self._topic
         self._acked = 0
         for key, value in items:
             while True:
                 try:
-                    producer.produce(topic, value, key, on_delivery=on_delivery)
+                    produce(topic, value, key)
                     break
                 except BufferError:
-                    producer.poll(0.1)
-            producer.poll(0)
-        remaining = producer.flush()
+                    self._producer.poll(0.1)
+        remaining = self._producer.flush()
         self._produced.inc(self._acked)
         self._raise_if_lost(len(items), remaining)
 
