@@ -213,7 +213,7 @@ def test_pending_rows_survive_a_crash_through_recovery(
         )  # fmt: skip
         clickhouse_sink("ch", src, sink)
         config = RecoveryConfig(recovery)
-        run_main(flow, epoch_interval=timedelta(milliseconds=10), recovery_config=config)
+        run_main(flow, epoch_interval=timedelta(milliseconds=50), recovery_config=config)
 
     run(abort_at=70)
     assert ch.command(f"SELECT count() FROM {table}") == 0  # all 70 were still pending
