@@ -1,0 +1,132 @@
+"""The TA operators in-process (no Kafka): wiring, lanes, quotes, timers, dead letters."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+import msgspec
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from operators.indicators import ta_pipeline
+from operators.ta_status import TaProgress
+from torghut.config import TaSettings
+from torghut.events import Bar, Envelope, Quote, Trade, Window
+
+T0 = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+
+
+def trade(sym: str, sec: float, tid: int, price: float, size: float = 10.0) -> bytes:
+    ts = T0 + timedelta(seconds=sec)
+    return msgspec.json.encode(Envelope(ts, ts, sym, tid, Trade(tid, "V", price, size)))
+
+
+def quote(sym: str, sec: float, bid: float, ask: float) -> bytes:
+    ts = T0 + timedelta(seconds=sec)
+    return msgspec.json.encode(Envelope(ts, ts, sym, 0, Quote("V", bid, 300.0, "Q", ask, 400.0)))
+
+
+def minute_bar(kind: str, minute: int, close: float) -> bytes:
+    end = T0 + timedelta(minutes=minute)
+    w = Window("PT1M", start=end - timedelta(minutes=1), end=end)
+    b = Bar(kind, close, close, close, close, 100.0, 3, close)  # type: ignore[arg-type]
+    return msgspec.json.encode(Envelope(end, end, "AAA", minute, b, window=w))
+
+
+def run(
+    trades: list[Any], quotes: list[Any], bars: list[Any] | None, settings: TaSettings
+) -> tuple[list[Any], list[Any], list[Any], TaProgress]:
+    flow = Dataflow("ta_test")
+    progress = TaProgress()
+    out = ta_pipeline(
+        "ta",
+        op.input("trades", flow, TestingSource(trades, 50)),
+        op.input("quotes", flow, TestingSource(quotes, 50)),
+        None if bars is None else op.input("bars", flow, TestingSource(bars, 50)),
+        settings,
+        progress,
+    )
+    mb: list[Any] = []
+    sg: list[Any] = []
+    dl: list[Any] = []
+    op.output("mb", out.microbars, TestingSink(mb))
+    op.output("sg", out.signals, TestingSink(sg))
+    op.output("dl", out.dead_letters, TestingSink(dl))
+    run_main(flow)
+    return mb, sg, dl, progress
+
+
+def test_bars_signals_quotes_and_lanes_end_to_end() -> None:
+    trades = [
+        trade("AAA", 0.2, 1, 10.0, 1.0),
+        trade("AAA", 0.9, 2, 12.0, 3.0),
+        trade("AAA", 0.5, 3, 11.0, 1.0),  # out of order, same second
+        trade("AAA", 1.5, 4, 13.0),
+        b"not json",
+        trade("AAA", 3.2, 5, 14.0),  # watermark 1.2 s: closes [0, 1)
+    ]
+    quotes = [quote("AAA", 0.4, 9.9, 10.1), quote("AAA", 0.95, 10.9, 11.1), quote("AAA", 5.0, 1, 2)]
+    bars = [
+        minute_bar("bar", 1, 50.0),
+        minute_bar("updated_bar", 1, 51.0),
+        minute_bar("daily_bar", 1, 52.0),
+        minute_bar("bar", 2, -1.0),  # decodes, but the indicators refuse it
+    ]
+    mb, sg, dl, progress = run(trades, quotes, bars, TaSettings())
+
+    first = mb[0]
+    assert (first.event_ts, first.window.size, first.version) == (
+        T0 + timedelta(seconds=1),
+        "PT1S",
+        1,
+    )
+    p = first.payload
+    assert (p.o, p.h, p.l, p.c, p.v, p.count) == (10.0, 12.0, 10.0, 12.0, 5.0, 3)
+    assert p.vwap == (10.0 + 36.0 + 11.0) / 5.0
+    assert [b.event_ts for b in mb] == [T0 + timedelta(seconds=s) for s in (1, 2, 4)]
+
+    one_s = [s for s in sg if s.window.size == "PT1S"]
+    assert [s.event_ts for s in one_s] == [b.event_ts for b in mb]
+    # the latest quote at or before the bar end (0.95 s), not the later one at 5 s
+    assert (one_s[0].payload.imbalance_bid_px, one_s[0].payload.imbalance_ask_px) == (10.9, 11.1)
+    assert one_s[0].seq % 10 == 1
+    assert {s.symbol for s in sg} == {"AAA"}
+
+    one_m = [s for s in sg if s.window.size == "PT1M"]
+    assert [(s.event_ts, s.version, s.payload.close) for s in one_m] == [
+        (T0 + timedelta(minutes=1), 1, 50.0),
+        (T0 + timedelta(minutes=1), 2, 51.0),  # updated bar: same key, higher version
+    ]
+    assert one_m[0].seq == one_m[1].seq != one_s[0].seq
+
+    assert sorted(d.reason for d in dl) == ["invalid_bar", "invalid_message"]
+    assert progress.dead_letters == 2
+    assert progress.bars == 3
+
+
+def test_a_quiet_symbol_closes_its_bar_on_the_wall_clock() -> None:
+    settings = TaSettings(idle_close_ms=100)
+    pause = TestingSource.PAUSE(timedelta(seconds=1.5))
+    trades = [trade("AAA", 0.5, 1, 10.0), pause, trade("BBB", 0.6, 2, 20.0)]
+    emitted: list[tuple[str, float]] = []
+    flow = Dataflow("idle_test")
+    out = ta_pipeline(
+        "ta",
+        op.input("trades", flow, TestingSource(trades, 1)),
+        op.input("quotes", flow, TestingSource([], 1)),
+        None,
+        settings,
+        TaProgress(),
+    )
+    op.inspect("seen", out.microbars, lambda _s, b: emitted.append((b.symbol, time.monotonic())))
+    op.output("sink", out.microbars, TestingSink([]))
+    started = time.monotonic()
+    run_main(flow)
+    (sym_a, at_a), (sym_b, at_b) = emitted
+    assert (sym_a, sym_b) == ("AAA", "BBB")
+    # AAA closed during the pause (its timer), not at end of input with BBB
+    assert at_a - started < 1.4
+    assert at_b - at_a > 0.3
