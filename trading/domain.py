@@ -42,8 +42,10 @@ __all__ = [
     "decision_hash",
 ]
 
-ParamValue = str | int | float | bool | Decimal | None
-"""What a strategy parameter may be (kept scalar so the canonical form is unambiguous)."""
+ParamValue = str | int | float | bool | None
+"""What a decision parameter may be: scalar, so the canonical form is unambiguous, and without
+``Decimal`` so a :class:`Decision` decodes with msgspec (strategies pass decimals as strings,
+which hash exactly like the numbers they spell)."""
 
 
 class Action(StrEnum):
@@ -114,7 +116,7 @@ def decision_hash(
     symbol: str,
     event_ts: datetime,
     action: Action | str,
-    params: Mapping[str, ParamValue],
+    params: Mapping[str, object],
 ) -> str:
     """SHA-256 hex of the canonical JSON of the decision's identity."""
     identity = {

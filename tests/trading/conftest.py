@@ -47,7 +47,7 @@ def decision(**overrides: Any) -> Decision:
         "action": Action.BUY,
         "qty": Decimal(10),
         "order_type": OrderType.MARKET,
-        "params": {"qty": Decimal(10), "rsi_overbought": Decimal(70), "window_size": "PT1S"},
+        "params": {"qty": "10", "rsi_overbought": "70", "window_size": "PT1S"},
         "rationale": "test",
         "reference_price": Decimal(100),
         "window_size": "PT1S",
@@ -140,9 +140,10 @@ class LlmServer:
         self.replies.append(Reply(status, body, stall_s))
 
 
-@pytest.fixture
-def llm_server() -> Iterator[LlmServer]:
-    """A threaded ``http.server`` speaking ``POST /v1/chat/completions``, scripted per test."""
+@pytest.fixture(scope="session")
+def llm_httpd() -> Iterator[tuple[dict[str, LlmServer], str]]:
+    """A threaded ``http.server`` speaking ``POST /v1/chat/completions``, one per session;
+    :func:`llm_server` gives each test its own script."""
     state: dict[str, LlmServer] = {}
 
     class Handler(BaseHTTPRequestHandler):
@@ -168,15 +169,22 @@ def llm_server() -> Iterator[LlmServer]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
-    srv = LlmServer(url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
-    state["srv"] = srv
     thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
     thread.start()
-    yield srv
-    srv.release.set()
+    yield state, f"http://127.0.0.1:{httpd.server_address[1]}/v1"
     httpd.shutdown()
     httpd.server_close()
     thread.join(timeout=5)
+
+
+@pytest.fixture
+def llm_server(llm_httpd: tuple[dict[str, LlmServer], str]) -> Iterator[LlmServer]:
+    """The provider's script for this test (replies queued in order; requests recorded)."""
+    state, url = llm_httpd
+    srv = LlmServer(url=url)
+    state["srv"] = srv
+    yield srv
+    srv.release.set()
 
 
 class ManualClock:

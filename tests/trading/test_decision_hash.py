@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import timedelta, timezone
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from tests.trading.conftest import T0, decision
-from trading.domain import Action, canonical_json, decision_hash
+from trading.domain import Action, Decision, canonical_json, decision_hash
 
 GOLDEN_JSON = (
     '{"action":"buy","event_ts":"2026-03-02T15:00:00.000000Z","params":{"qty":"10",'
@@ -35,11 +36,16 @@ def test_golden_canonical_json_and_hash() -> None:
 
 def test_equivalent_forms_hash_the_same() -> None:
     eastern = timezone(timedelta(hours=-5))
-    same = decision(
-        event_ts=T0.astimezone(eastern),
-        params={"window_size": "PT1S", "rsi_overbought": 70.0, "qty": Decimal("10.00")},
-    )
-    assert same.decision_hash == GOLDEN_HASH
+    params = {"window_size": "PT1S", "rsi_overbought": 70.0, "qty": Decimal("10.00")}
+    assert decision_hash("macd_rsi", "AAPL", T0.astimezone(eastern), "buy", params) == GOLDEN_HASH
+    assert decision(event_ts=T0.astimezone(eastern)).decision_hash == GOLDEN_HASH
+
+
+def test_a_decision_round_trips_through_msgspec() -> None:
+    d = decision(limit_price=Decimal("100.05"))
+    again = msgspec.json.decode(msgspec.json.encode(d), type=Decision)
+    assert again == d
+    assert again.decision_hash == GOLDEN_HASH
 
 
 def test_qty_rationale_and_version_are_not_identity() -> None:
@@ -56,14 +62,14 @@ def test_qty_rationale_and_version_are_not_identity() -> None:
         {"symbol": "MSFT"},
         {"event_ts": T0 + timedelta(microseconds=1)},
         {"action": Action.SELL},
-        {"params": {"qty": Decimal(10), "rsi_overbought": Decimal(71), "window_size": "PT1S"}},
-        {"params": {"qty": Decimal(11), "rsi_overbought": Decimal(70), "window_size": "PT1S"}},
-        {"params": {"qty": Decimal(10), "rsi_overbought": Decimal(70), "window_size": "PT1M"}},
-        {"params": {"qty": Decimal(10), "rsi_overbought": Decimal(70)}},
+        {"params": {"qty": "10", "rsi_overbought": "71", "window_size": "PT1S"}},
+        {"params": {"qty": "11", "rsi_overbought": "70", "window_size": "PT1S"}},
+        {"params": {"qty": "10", "rsi_overbought": "70", "window_size": "PT1M"}},
+        {"params": {"qty": "10", "rsi_overbought": "70"}},
         {
             "params": {
-                "qty": Decimal(10),
-                "rsi_overbought": Decimal(70),
+                "qty": "10",
+                "rsi_overbought": "70",
                 "window_size": "PT1S",
                 "extra": True,
             }

@@ -34,7 +34,7 @@ def settings(url: str, **changes: Any) -> LlmSettings:
         "base_url": url,
         "model": "test-model",
         "api_key": SecretStr(API_KEY),
-        "timeout_s": 0.3,
+        "timeout_s": 10.0,
         "min_confidence": 0.6,
         "shadow": False,
         "fallback": "pass",
@@ -46,9 +46,16 @@ def settings(url: str, **changes: Any) -> LlmSettings:
     return LlmSettings(**base)
 
 
-@pytest.fixture
-def client(llm_server: LlmServer) -> Iterator[OpenAiChatReviewer]:
-    c = OpenAiChatReviewer(settings(llm_server.url))
+@pytest.fixture(scope="module")
+def client(llm_httpd: tuple[object, str]) -> Iterator[OpenAiChatReviewer]:
+    c = OpenAiChatReviewer(settings(llm_httpd[1]))
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def short_client(llm_httpd: tuple[object, str]) -> Iterator[OpenAiChatReviewer]:
+    c = OpenAiChatReviewer(settings(llm_httpd[1], timeout_s=0.3))
     yield c
     c.close()
 
@@ -215,11 +222,14 @@ def test_adversarial_content_applies_the_fallback(
 def test_provider_faults_apply_the_fallback_forced_to_veto_in_live_mode(
     llm_server: LlmServer,
     client: OpenAiChatReviewer,
+    short_client: OpenAiChatReviewer,
     kind: str,
     status: int,
     body: bytes,
     stall_s: float,
 ) -> None:
+    if stall_s:  # a short deadline only where the server stalls on purpose
+        client = short_client
     d = decision()
     llm_server.raw(status, body, stall_s)
     paper = reviewer(client, llm_server, fallback="pass").review(d, RECENT)

@@ -3,11 +3,14 @@ tables of the models, idempotently, with the design's unique hash and index."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from trading.store import Base, upgrade
+from torghut.config import StoreSettings
+from trading.store import Base, TradingStore, upgrade
 
 TABLES = {
     "trade_decisions",
@@ -50,6 +53,17 @@ def test_upgrade_head_creates_exactly_the_model_schema(store_url: str) -> None:
             assert columns["qty"]["type"].__class__.__name__ == "NUMERIC"
     finally:
         engine.dispose()
+
+
+def test_embedded_default_creates_its_directory(tmp_path: Path) -> None:
+    url = StoreSettings(url=f"sqlite:///{tmp_path / 'new' / 'dir' / 'trading.sqlite'}").url
+    store = TradingStore.open(url)
+    try:
+        with store.unit_of_work() as uow:
+            assert uow.pending_submissions() == []
+    finally:
+        store.close()
+    assert (tmp_path / "new" / "dir" / "trading.sqlite").is_file()
 
 
 def test_upgrade_through_an_open_engine(sqlite_url: str) -> None:

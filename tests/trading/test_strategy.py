@@ -181,9 +181,9 @@ def test_registry_builds_enabled_strategies_with_params() -> None:
     )
     built = build_strategies(settings)
     assert list(built) == ["bollinger_reversion", "macd_rsi"]
-    assert built["macd_rsi"].params["rsi_overbought"] == Decimal(80)
-    assert built["macd_rsi"].params["qty"] == Decimal(3)
-    assert built["bollinger_reversion"].params["qty"] == Decimal(5)
+    assert built["macd_rsi"].params["rsi_overbought"] == "80"
+    assert built["macd_rsi"].params["qty"] == "3"
+    assert built["bollinger_reversion"].params["qty"] == "5"
     assert built["macd_rsi"].version == "1"
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -575,9 +576,13 @@ class TradingStore:
 
 
 def create_engine(url: str) -> sa.Engine:
-    """An engine for the trading store; SQLite gets the pragmas the models rely on."""
+    """An engine for the trading store; SQLite gets the pragmas the models rely on and its
+    file's directory (the embedded default lives under ``TORGHUT_DATA_DIR``)."""
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True)
+    database = sa.engine.make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @sa.event.listens_for(engine, "connect")

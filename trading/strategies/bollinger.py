@@ -10,7 +10,6 @@ per bar; the broker's real position is the risk engine's business.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -41,9 +40,7 @@ class BollingerReversion:
 
     def __init__(self, params: BollingerParams) -> None:
         self._p = params
-        self.params: Mapping[str, ParamValue] = msgspec.to_builtins(
-            params, builtin_types=(Decimal,)
-        )
+        self.params: Mapping[str, ParamValue] = msgspec.to_builtins(params)
 
     @classmethod
     def from_params(cls, raw: Mapping[str, Any]) -> BollingerReversion:

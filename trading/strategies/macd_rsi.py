@@ -41,9 +41,7 @@ class MacdRsi:
         self._p = params
         self._overbought = float(params.rsi_overbought)
         self._oversold = float(params.rsi_oversold)
-        self.params: Mapping[str, ParamValue] = msgspec.to_builtins(
-            params, builtin_types=(Decimal,)
-        )
+        self.params: Mapping[str, ParamValue] = msgspec.to_builtins(params)
 
     @classmethod
     def from_params(cls, raw: Mapping[str, Any]) -> MacdRsi:
