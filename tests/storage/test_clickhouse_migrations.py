@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,3 +157,16 @@ def test_new_migration_is_applied_after_existing_ones(
     assert migrate(ch, ch_settings, migrations) == ["0004_extra"]
     assert migrate(ch, ch_settings, migrations) == []
     assert ch.query("SELECT x FROM extra").result_rows == [(7,)]
+
+
+def test_cli_prints_the_cluster_variant() -> None:
+    env = {**os.environ, "CH_CLUSTER": "prod", "CH_DATABASE": "torghut"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torghut.clickhouse", "--print"],
+        cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+    assert done.stdout.startswith(
+        "-- 0001_ta_tables\nCREATE TABLE IF NOT EXISTS `torghut`.ta_microbars ON CLUSTER `prod` ("
+    )
+    assert done.stdout.count("ReplicatedReplacingMergeTree(") == 2

@@ -165,7 +165,7 @@ def _applied(client: Client, settings: ClickHouseSettings) -> dict[int, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m torghut.clickhouse.migrations [--print] [--dir DIR]`` (settings from CH_*)."""
+    """``python -m torghut.clickhouse [--print] [--dir DIR]`` (settings from CH_*)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--print", action="store_true", help="print the rendered SQL only")
     parser.add_argument("--dir", type=Path, default=MIGRATIONS_DIR)
@@ -185,7 +185,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.close()
     sys.stdout.write("\n".join(applied or ["up to date"]) + "\n")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
