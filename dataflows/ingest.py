@@ -19,19 +19,15 @@ import threading
 from typing import Any
 
 import bytewax.operators as op
-import msgspec
 from bytewax.dataflow import Dataflow, Stream
 
 from operators.alpaca_ws import AlpacaWsConfig, AlpacaWsSource
-from operators.kafka_io import KafkaSink, encode_keyed
+from operators.kafka_io import KafkaSink, encode_dead_letter, encode_keyed
 from operators.market_events import IngestCounters, by_family, market_events
 from torghut.config import Settings, SettingsError, load_settings
-from torghut.dead_letters import DeadLetter
 from torghut.logs import configure_logging
 
 __all__ = ["build_flow"]
-
-_DEAD_LETTER_ENCODER = msgspec.json.Encoder()
 
 
 def build_flow(
@@ -75,13 +71,9 @@ def build_flow(
     for name, stream, topic in outputs:
         encoded = op.map(f"{name}_encode", stream, encode_keyed)
         op.output(f"{name}_kafka", encoded, KafkaSink(producer, topic))
-    dead = op.map("dead_letter_encode", market.dead_letters, _encode_dead_letter)
+    dead = op.map("dead_letter_encode", market.dead_letters, encode_dead_letter)
     op.output("dead_letter_kafka", dead, KafkaSink(producer, kafka.topic_ingest_dlq))
     return flow
-
-
-def _encode_dead_letter(dead: DeadLetter) -> tuple[str, bytes]:
-    return dead.symbol or dead.stage, _DEAD_LETTER_ENCODER.encode(dead)
 
 
 def _flow_for_bytewax_run() -> Dataflow:

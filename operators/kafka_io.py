@@ -21,6 +21,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Message, Producer
 from prometheus_client import Counter
 
+from torghut.dead_letters import DeadLetter
 from torghut.events import Envelope
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "EnvelopeDecoder",
     "KafkaDeliveryError",
     "KafkaSink",
+    "encode_dead_letter",
     "encode_envelope",
     "encode_keyed",
 ]
@@ -69,6 +71,11 @@ def encode_envelope(env: Envelope[Any]) -> bytes:
 def encode_keyed(env: Envelope[Any]) -> tuple[str, bytes]:
     """``(symbol, json bytes)``: the item :class:`KafkaSink` expects."""
     return env.symbol, _ENCODER.encode(env)
+
+
+def encode_dead_letter(dead: DeadLetter) -> tuple[str, bytes]:
+    """``(symbol or stage, json bytes)`` of a dead letter, for the ``*.dlq.v1`` topics."""
+    return dead.symbol or dead.stage, _ENCODER.encode(dead)
 
 
 class KafkaSink(DynamicSink[tuple[str, bytes]]):
