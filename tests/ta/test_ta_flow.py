@@ -34,6 +34,7 @@ from tests.ta.conftest import (
     start_flow,
 )
 from torghut.dead_letters import DeadLetter
+from torghut.events import Envelope, TaStatus
 
 FLOW_TIMEOUT = 150
 
@@ -108,6 +109,15 @@ def test_two_workers_and_a_crash_restored_from_s3_equal_the_uninterrupted_run(
     finally:
         first.kill()  # SIGKILL, mid-stream
     assert first.proc.returncode == -9
+    statuses = [
+        msgspec.json.decode(v, type=Envelope[TaStatus]).payload
+        for v in read_all(kafka_bootstrap, crash_out["ta_status"], 1)
+    ]
+    st = statuses[-1]
+    assert st.watermark is not None
+    assert st.bars > 0
+    assert st.last_snapshot_at is not None
+    assert any(s.last_backup_at is not None for s in statuses)
     shutil.rmtree(rdir)
 
     resumed_env = {**tail_env, "TA_EXIT_AT_END": "true"}
