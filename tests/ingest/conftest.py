@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from bytewax.dataflow import Dataflow
-from bytewax.testing import run_main
+from bytewax.testing import cluster_main, run_main
 from confluent_kafka import Consumer, TopicPartition
 
 from torghut.config import (
@@ -124,15 +124,19 @@ class RunningFlow:
 
 
 @pytest.fixture
-def run_flow() -> Iterator[Callable[[Dataflow, threading.Event], RunningFlow]]:
+def run_flow() -> Iterator[Callable[..., RunningFlow]]:
+    """Run a flow in a thread: ``run_main``, or ``cluster_main`` with ``workers`` > 1."""
     running: list[RunningFlow] = []
 
-    def start(flow: Dataflow, stop: threading.Event) -> RunningFlow:
+    def start(flow: Dataflow, stop: threading.Event, workers: int = 1) -> RunningFlow:
         errors: list[BaseException] = []
 
         def main() -> None:
             try:
-                run_main(flow)
+                if workers == 1:
+                    run_main(flow)
+                else:
+                    cluster_main(flow, [], 0, worker_count_per_proc=workers)
             except BaseException as exc:
                 errors.append(exc)
 

@@ -78,15 +78,19 @@ def start_ingest(
     topics: IngestTopics,
     bootstrap: str,
     run_flow: Callable[..., RunningFlow],
+    workers: int = 1,
     **alpaca: Any,
 ) -> tuple[RunningFlow, IngestCounters]:
     settings = make_settings(topics.kafka_settings(bootstrap), sim_url, **alpaca)
     stop = threading.Event()
     counters = IngestCounters()
-    return run_flow(build_flow(settings, stop=stop, counters=counters), stop), counters
+    flow = build_flow(settings, stop=stop, counters=counters)
+    return run_flow(flow, stop, workers), counters
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_every_message_exactly_once_in_symbol_order_despite_disconnects_and_duplicates(
+    workers: int,
     kafka_bootstrap: str,
     ingest_topics: IngestTopics,
     run_sim: Callable[[MarketSimulator], str],
@@ -102,7 +106,7 @@ def test_every_message_exactly_once_in_symbol_order_despite_disconnects_and_dupl
             FaultRule(FaultKind.DUPLICATE, every=4),
         ],
     )
-    flow, counters = start_ingest(run_sim(sim), ingest_topics, kafka_bootstrap, run_flow)
+    flow, counters = start_ingest(run_sim(sim), ingest_topics, kafka_bootstrap, run_flow, workers)
     assert sim.wait_exhausted(60), sim.stats()
     expected = expected_by_family(sim.sent())
     readers = {
