@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import httpx
 from litestar import Controller, MediaType, Response, get
+from litestar.di import NamedDependency
 
 from api.errors import ApiError
 from api.schemas import DependencyState, Liveness, Readiness
@@ -39,7 +40,7 @@ AlpacaCheck = Callable[[], DependencyState]
 log = get_logger("api.health")
 
 
-def clickhouse_state(ta: TaReader) -> DependencyState:
+def clickhouse_state(ta: NamedDependency[TaReader]) -> DependencyState:
     try:
         ta.ping()
     except ApiError:
@@ -47,7 +48,7 @@ def clickhouse_state(ta: TaReader) -> DependencyState:
     return "ok"
 
 
-def store_state(store: TradingReads) -> DependencyState:
+def store_state(store: NamedDependency[TradingReads]) -> DependencyState:
     try:
         store.ping()
     except ApiError:
@@ -97,7 +98,9 @@ class HealthController(Controller):
         return Liveness(status="ok")
 
     @get("/readyz", sync_to_thread=True)
-    def readiness(self, ta: TaReader, store: TradingReads) -> Response[Readiness]:
+    def readiness(
+        self, ta: NamedDependency[TaReader], store: NamedDependency[TradingReads]
+    ) -> Response[Readiness]:
         body = Readiness(status="ok", clickhouse=clickhouse_state(ta), postgres=store_state(store))
         if "error" in (body.clickhouse, body.postgres):
             body.status = "unavailable"

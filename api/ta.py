@@ -8,9 +8,11 @@ second share one cache entry.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, QueryParameter
 
 from api import params
 from api.schemas import Bar, BarsPage, SignalPoint, SignalsPage, Symbols, TaLatest
@@ -30,13 +32,13 @@ class TaController(Controller):
     @get("/bars", sync_to_thread=True)
     def bars(
         self,
-        settings: Settings,
-        ta: TaReader,
-        symbol: str | None = None,
-        start: str | None = Parameter(query="from", default=None),
-        end: str | None = Parameter(query="to", default=None),
-        window: str | None = None,
-        limit: int | None = Parameter(default=None),
+        settings: NamedDependency[Settings],
+        ta: NamedDependency[TaReader],
+        symbol: FromQuery[str | None] = None,
+        start: Annotated[str | None, QueryParameter(name="from")] = None,
+        end: Annotated[str | None, QueryParameter(name="to")] = None,
+        window: FromQuery[str | None] = None,
+        limit: FromQuery[int | None] = None,
     ) -> BarsPage:
         """Microbars with ``from <= event_ts < to``, oldest first (latest version of each)."""
         sym, win, begin, until, n = _query(settings, symbol, window, start, end, limit)
@@ -63,13 +65,13 @@ class TaController(Controller):
     @get("/signals", sync_to_thread=True)
     def signals(
         self,
-        settings: Settings,
-        ta: TaReader,
-        symbol: str | None = None,
-        start: str | None = Parameter(query="from", default=None),
-        end: str | None = Parameter(query="to", default=None),
-        window: str | None = None,
-        limit: int | None = Parameter(default=None),
+        settings: NamedDependency[Settings],
+        ta: NamedDependency[TaReader],
+        symbol: FromQuery[str | None] = None,
+        start: Annotated[str | None, QueryParameter(name="from")] = None,
+        end: Annotated[str | None, QueryParameter(name="to")] = None,
+        window: FromQuery[str | None] = None,
+        limit: FromQuery[int | None] = None,
     ) -> SignalsPage:
         """Indicator rows with ``from <= event_ts < to``, oldest first (latest version of each)."""
         sym, win, begin, until, n = _query(settings, symbol, window, start, end, limit)
@@ -89,7 +91,9 @@ class TaController(Controller):
         )
 
     @get("/symbols", sync_to_thread=True)
-    def symbols(self, settings: Settings, ta: TaReader) -> Symbols:
+    def symbols(
+        self, settings: NamedDependency[Settings], ta: NamedDependency[TaReader]
+    ) -> Symbols:
         """Configured symbols (``ALPACA_SYMBOLS``) and any with a signal in the last day."""
         since = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
         found = set(settings.alpaca.symbols) | set(ta.symbols(since))
@@ -97,7 +101,11 @@ class TaController(Controller):
 
     @get("/latest", sync_to_thread=True)
     def latest(
-        self, settings: Settings, ta: TaReader, symbol: str | None = None, window: str | None = None
+        self,
+        settings: NamedDependency[Settings],
+        ta: NamedDependency[TaReader],
+        symbol: FromQuery[str | None] = None,
+        window: FromQuery[str | None] = None,
     ) -> TaLatest:
         """The newest signal, its age (``lag_ms``) and its pipeline latency."""
         sym = params.symbol(symbol)
@@ -118,7 +126,7 @@ class TaController(Controller):
 
 
 def _query(
-    settings: Settings,
+    settings: NamedDependency[Settings],
     symbol: str | None,
     window: str | None,
     start: str | None,

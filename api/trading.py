@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from litestar import Controller, MediaType, Response, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromQuery
 
 from api import params
 from api.errors import InvalidQuery
@@ -34,7 +35,9 @@ class TradingController(Controller):
     tags = ("trading",)
 
     @get("/status", sync_to_thread=True)
-    def status(self, settings: Settings, store: TradingReads) -> TradingStatus:
+    def status(
+        self, settings: NamedDependency[Settings], store: NamedDependency[TradingReads]
+    ) -> TradingStatus:
         t = settings.trading
         return TradingStatus(
             enabled=t.enabled,
@@ -48,7 +51,10 @@ class TradingController(Controller):
 
     @get("/health", sync_to_thread=True)
     def health(
-        self, ta: TaReader, store: TradingReads, alpaca_check: AlpacaCheck
+        self,
+        ta: NamedDependency[TaReader],
+        store: NamedDependency[TradingReads],
+        alpaca_check: NamedDependency[AlpacaCheck],
     ) -> Response[TradingHealth]:
         """503 when ClickHouse, the store or a configured Alpaca endpoint is down."""
         postgres = store_state(store)
@@ -64,11 +70,11 @@ class TradingController(Controller):
     @get("/decisions", sync_to_thread=True)
     def decisions(
         self,
-        settings: Settings,
-        store: TradingReads,
-        symbol: str | None = None,
-        since: str | None = None,
-        limit: int | None = Parameter(default=None),
+        settings: NamedDependency[Settings],
+        store: NamedDependency[TradingReads],
+        symbol: FromQuery[str | None] = None,
+        since: FromQuery[str | None] = None,
+        limit: FromQuery[int | None] = None,
     ) -> DecisionsPage:
         """Decisions newest first with review verdict, risk reasons and execution status."""
         rows = store.decisions(
@@ -81,11 +87,11 @@ class TradingController(Controller):
     @get("/executions", sync_to_thread=True)
     def executions(
         self,
-        settings: Settings,
-        store: TradingReads,
-        symbol: str | None = None,
-        since: str | None = None,
-        limit: int | None = Parameter(default=None),
+        settings: NamedDependency[Settings],
+        store: NamedDependency[TradingReads],
+        symbol: FromQuery[str | None] = None,
+        since: FromQuery[str | None] = None,
+        limit: FromQuery[int | None] = None,
     ) -> ExecutionsPage:
         """Executions newest first with reconciliation state and order events."""
         rows = store.executions(

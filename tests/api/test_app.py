@@ -1,0 +1,111 @@
+"""App-level behaviour: probes, ClickHouse outage, validation errors, dashboard, metrics."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import MakeClient, closed_port, insert_signals, signal
+from torghut.clickhouse import Client
+from torghut.config import ClickHouseSettings
+
+BAD_QUERIES = [
+    ("/api/torghut/ta/bars?symbol=AAPL&window=PT5S", "window", "is not one of PT1M, PT1S"),
+    (
+        "/api/torghut/ta/bars?symbol=AAPL&from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+        "from",
+        "is after to=",
+    ),
+    ("/api/torghut/ta/signals?symbol=AAPL&from=yesterday", "from", "not an ISO-8601 timestamp"),
+    ("/api/torghut/ta/signals?symbol=AAPL&to=2026-13-01", "to", "not an ISO-8601 timestamp"),
+    ("/api/torghut/ta/bars?symbol=AAPL&limit=0", "limit", "out of range 1..1000"),
+    ("/api/torghut/ta/bars?symbol=AAPL&limit=1001", "limit", "out of range 1..1000"),
+    ("/api/torghut/ta/latest", "symbol", "is required"),
+    ("/api/torghut/ta/latest?symbol=AA%20PL", "symbol", "is not a ticker"),
+    ("/api/torghut/ta/latest?symbol=1ABC", "symbol", "is not a ticker"),
+    ("/trading/decisions?limit=5000", "limit", "out of range"),
+    ("/trading/decisions?since=not-a-time", "since", "not an ISO-8601"),
+    ("/trading/decisions?since=2999-01-01T00:00:00Z", "since", "in the future"),
+    ("/trading/executions?symbol=%24%24", "symbol", "is not a ticker"),
+]
+
+
+@pytest.mark.parametrize(("url", "parameter", "message"), BAD_QUERIES)
+def test_bad_query_parameters_are_400_problems(
+    make_client: MakeClient, url: str, parameter: str, message: str
+) -> None:
+    with make_client() as client:
+        r = client.get(url)
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["status"] == 400
+    assert body["parameter"] == parameter
+    assert message in body["detail"]
+    assert body["instance"] == url.split("?")[0]
+
+
+def test_non_integer_limit_is_a_400_problem(make_client: MakeClient) -> None:
+    with make_client() as client:
+        r = client.get("/trading/executions?limit=ten")
+    assert r.status_code == 400
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "limit" in r.json()["detail"]
+
+
+def test_clickhouse_unreachable_fails_readiness_not_liveness(make_client: MakeClient) -> None:
+    down = ClickHouseSettings(dsn=f"http://127.0.0.1:{closed_port()}", database="torghut")
+    with make_client(clickhouse=down) as client:
+        live = client.get("/healthz")
+        ready = client.get("/readyz")
+        health = client.get("/trading/health")
+        latest = client.get("/api/torghut/ta/latest?symbol=AAPL")
+    assert (live.status_code, live.json()) == (200, {"status": "ok"})
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "unavailable", "clickhouse": "error", "postgres": "ok"}
+    assert health.status_code == 503
+    assert (health.json()["clickhouse"], health.json()["postgres"]) == ("error", "ok")
+    assert latest.status_code == 503
+    assert latest.json()["dependency"] == "clickhouse"
+
+
+def test_ready_when_dependencies_answer(make_client: MakeClient) -> None:
+    with make_client() as client:
+        r = client.get("/readyz")
+    assert (r.status_code, r.json()) == (
+        200,
+        {"status": "ok", "clickhouse": "ok", "postgres": "ok"},
+    )
+
+
+def test_dashboard_page_and_script_are_served(make_client: MakeClient) -> None:
+    with make_client() as client:
+        page = client.get("/")
+        script = client.get("/dashboard/app.js")
+        missing = client.get("/dashboard/nope.js")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<canvas" in page.text
+    assert '<script src="/dashboard/app.js">' in page.text
+    assert script.status_code == 200
+    for endpoint in ("/trading/status", "/api/torghut/ta/bars", "/api/torghut/ta/latest"):
+        assert endpoint in script.text
+    assert missing.status_code == 404
+
+
+def test_metrics_use_route_templates_and_status_classes(
+    ch: Client, make_client: MakeClient
+) -> None:
+    insert_signals(ch, [signal(0)])
+    with make_client() as client:
+        for sym in ("AAPL", "MSFT", "NVDA"):
+            assert client.get(f"/api/torghut/ta/latest?symbol={sym}").status_code == 200
+        assert client.get("/api/torghut/ta/latest?symbol=@@").status_code == 400
+        text = client.get("/metrics").text
+    latest_ok = (
+        'torghut_api_requests_total{method="GET",route="/api/torghut/ta/latest",status="2xx"} 3.0'
+    )
+    assert latest_ok in text
+    assert 'route="/api/torghut/ta/latest",status="4xx"} 1.0' in text
+    assert "torghut_api_request_duration_seconds_bucket" in text
+    assert "MSFT" not in text
+    assert "NVDA" not in text
