@@ -14,7 +14,7 @@ from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.testing import TestingSource, run_main
+from bytewax.testing import TestingSource, cluster_main, run_main
 from prometheus_client import REGISTRY
 
 from operators.clickhouse_sink import ClickHouseSink, Row, clickhouse_sink
@@ -184,13 +184,16 @@ def test_replayed_rows_collapse_under_final(ch_settings: ClickHouseSettings, ch:
     assert [b.ingest_ts.microsecond for b in got] == [1000] * 5 + [500_000] * 5
 
 
-def test_rows_spread_over_shards_all_arrive(ch_settings: ClickHouseSettings, ch: Client) -> None:
+def test_two_workers_and_shards_store_every_row_once(
+    ch_settings: ClickHouseSettings, ch: Client
+) -> None:
     rows = [_row(i, symbol=s) for i in range(50) for s in ("AAPL", "MSFT", "NVDA", "SPY")]
     flow = Dataflow("sharded")
     sink = ClickHouseSink(lambda: connect(ch_settings), "ta_microbars", MICROBAR_COLUMNS)
     src = op.input("in", flow, TestingSource(rows, batch_size=16))
     clickhouse_sink("ch", src, sink, shards=3)
-    run_main(flow)
+    cluster_main(flow, [], 0, worker_count_per_proc=2)
+    assert ch.command("SELECT count() FROM ta_microbars") == 200
     assert ch.command("SELECT count() FROM ta_microbars FINAL") == 200
 
 
