@@ -29,8 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +87,50 @@ def topic_schemas() -> dict[str, Schema]:
     out: dict[str, Schema] = {}
     for topic, tp in topic_types().items():
         schema = msgspec.json.schema(tp)
+        _mark_datetimes(schema, _structs_in(tp))
         out[topic] = {"$schema": _DRAFT, "title": topic, **schema}
     return out
+
+
+def _structs_in(tp: Any) -> dict[str, type[msgspec.Struct]]:
+    """Every struct class reachable from ``tp``, by class name."""
+    found: dict[str, type[msgspec.Struct]] = {}
+    pending = [tp]
+    while pending:
+        current = pending.pop()
+        origin = typing.get_origin(current)
+        if origin is not None:
+            pending.extend(typing.get_args(current))
+            current = origin
+        if isinstance(current, type) and issubclass(current, msgspec.Struct):
+            if current.__name__ not in found:
+                found[current.__name__] = current
+                pending.extend(f.type for f in msgspec.structs.fields(current))
+        elif isinstance(current, types.UnionType):
+            pending.extend(typing.get_args(current))
+    return found
+
+
+def _mark_datetimes(schema: Schema, structs: Mapping[str, type[msgspec.Struct]]) -> None:
+    """Add ``"format": "date-time"`` to datetime fields (msgspec emits a bare string).
+
+    Consumers outside Python need to know these strings are RFC 3339 times, and the
+    compatibility check then sees a datetime turned into free text as a type change.
+    """
+    for definition in schema.get("$defs", {}).values():
+        cls = structs.get(str(definition.get("title", "")).split("[", 1)[0])
+        if cls is None:
+            continue
+        props = definition.get("properties", {})
+        for f in msgspec.structs.fields(cls):
+            if f.encode_name in props and _is_datetime(f.type):
+                for alt in props[f.encode_name].get("anyOf", [props[f.encode_name]]):
+                    if alt.get("type") == "string":
+                        alt["format"] = "date-time"
+
+
+def _is_datetime(tp: Any) -> bool:
+    return tp is datetime or datetime in typing.get_args(tp)
 
 
 def render(schema: Schema) -> str:

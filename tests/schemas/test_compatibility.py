@@ -235,3 +235,16 @@ def test_removed_topic_is_incompatible(schema_copy: Path) -> None:
     assert [str(p) for p in incompatible] == [
         "torghut.gone.v1: <root>: topic schema removed (topic no longer defined)"
     ]
+
+
+def test_datetimes_are_marked_and_turning_one_into_text_is_a_type_change() -> None:
+    trades = topic_schemas()["torghut.trades.v1"]
+    envelope = trades["$defs"][trades["$ref"].rsplit("/", 1)[-1]]
+    assert envelope["properties"]["event_ts"] == {"type": "string", "format": "date-time"}
+    as_text = json.loads(json.dumps(trades))
+    as_text["$defs"][trades["$ref"].rsplit("/", 1)[-1]]["properties"]["event_ts"] = {
+        "type": "string"
+    }
+    assert [str(p) for p in compare(trades, as_text, "torghut.trades.v1")] == [
+        "torghut.trades.v1: event_ts: type changed from string (date-time) to string"
+    ]
