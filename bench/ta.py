@@ -5,8 +5,8 @@ Run: ``.venv/bin/python -m bench.ta [--events 2000000] [--symbols 500] [--batch 
 The input is a synthetic market: ``--symbols`` symbols, one trade for every
 ``--quotes-per-trade`` quotes, ``--rate`` events per event-second spread evenly over the symbols
 (prices random-walk, sizes vary), pre-encoded as the JSON ``Envelope`` bytes the ingest stage
-writes to Kafka, and fed in batches of ``--batch`` messages per source (the Kafka source's
-default batch size) from two sources, trades and quotes, as the Kafka topics would be.
+writes to Kafka, and fed in batches of ``--batch`` messages per source (default: the TA flow's
+``TA_KAFKA_BATCH_SIZE``, 5000) from two sources, trades and quotes, as the Kafka topics would be.
 
 Both flows run on one worker in this process. Reported, from one run each:
 
@@ -151,7 +151,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--events", type=int, default=2_000_000)
     ap.add_argument("--symbols", type=int, default=500)
-    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=5000, help="TA_KAFKA_BATCH_SIZE default")
     ap.add_argument("--quotes-per-trade", type=int, default=4)
     ap.add_argument("--rate", type=int, default=100_000, help="events per event-second")
     args = ap.parse_args()
