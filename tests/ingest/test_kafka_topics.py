@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from operators.kafka_topics import TopicSpec, apply_topics, load_spec
+from operators.kafka_topics import TopicSpec, apply_topics, load_spec, main
 from tests.helpers import wait_until
 from torghut.config import KafkaSettings
 
@@ -82,3 +84,27 @@ def test_applier_creates_then_converges_and_is_idempotent(
     assert shrink.configs_set == {status.name: {"retention.ms": status.config["retention.ms"]}}
     assert any("cannot shrink" in w for w in shrink.warnings)
     assert not apply_topics(kafka_admin, drifted[1:]).changed
+
+
+def test_command_line_applies_a_spec_file(
+    kafka_bootstrap: str,
+    kafka_admin: AdminClient,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    name = f"t-{uuid.uuid4().hex[:8]}-cli"
+    spec = tmp_path / "topics.toml"
+    spec.write_text(
+        f'[[topic]]\nname = "{name}"\npartitions = 2\n'
+        'config = { "cleanup.policy" = "compact,delete", "retention.ms" = "60000" }\n'
+    )
+    try:
+        assert main(["--spec", str(spec), "--bootstrap", kafka_bootstrap]) == 0
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert report["created"] == [name]
+        assert _configs(kafka_admin, name)["cleanup.policy"] == "compact,delete"
+        assert main(["--spec", str(spec), "--bootstrap", kafka_bootstrap]) == 0
+        again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert again == {"created": [], "partitions_added": {}, "configs_set": {}, "warnings": []}
+    finally:
+        kafka_admin.delete_topics([name], operation_timeout=30)[name].result(60)
