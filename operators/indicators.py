@@ -244,7 +244,7 @@ def alpaca_minute_bars(
             try:
                 env = v if isinstance(v, Envelope) else _BAR.decode(v)
             except (msgspec.DecodeError, TypeError) as exc:
-                progress.add_dead_letters("invalid_bar")
+                progress.add_dead_letters("invalid_message")
                 out.append(
                     _dead("invalid_message", None, v if isinstance(v, bytes) else b"", str(exc))
                 )
