@@ -18,9 +18,9 @@ into it; with no backup at all, ``RECOVERY_PARTITIONS`` empty partitions are cre
 background loop then backs the directory up every ``RECOVERY_BACKUP_INTERVAL_S`` seconds (0 =
 off) with the safe procedure of :mod:`operators.recovery_backup`; pass ``-b`` at least twice
 that interval. Imported any other way (tests, ``bytewax.visualize``), the module touches
-neither the directory nor the store. One recovery directory holds all partitions (one process,
-any number of ``-w`` workers); a multi-process cluster must share one directory or give each
-process its own ``RECOVERY_S3_PREFIX``, since every process restores a whole set.
+neither the directory nor the store. One recovery directory holds all partitions: run one process
+with ``-w`` workers. Multi-process clusters (``-i/-a``) are not covered by this restore: every
+process would restore a whole set into its own directory (``shared/bytewax-notes.md`` §4.4).
 
 Outputs are at-least-once (a resume replays the last epoch) and deterministic given the input,
 so replays rewrite identical rows; ClickHouse ``ReplacingMergeTree`` + ``FINAL`` collapses
