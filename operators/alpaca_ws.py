@@ -119,8 +119,13 @@ class AlpacaWsConfig:
     def from_settings(
         cls, alpaca: AlpacaSettings, channels: Iterable[str] = DEFAULT_CHANNELS, **overrides: Any
     ) -> AlpacaWsConfig:
-        """Config from ``AlpacaSettings`` (every channel for ``ALPACA_SYMBOLS``)."""
-        if not alpaca.data_ws_url:
+        """Config from ``AlpacaSettings`` (every channel for ``ALPACA_SYMBOLS``).
+
+        ``overrides`` replace fields, e.g. ``url=`` of a simulator started in-process when
+        ``ALPACA_DATA_WS_URL`` is empty (the embedded default).
+        """
+        url = overrides.pop("url", alpaca.data_ws_url)
+        if not url:
             raise SettingsError(
                 "ALPACA_DATA_WS_URL is empty: point it at Alpaca "
                 "(wss://stream.data.alpaca.markets/v2/iex) or at the market simulator"
@@ -128,7 +133,7 @@ class AlpacaWsConfig:
         symbols = tuple(alpaca.symbols)
         return replace(
             cls(
-                url=alpaca.data_ws_url,
+                url=url,
                 key_id=alpaca.key_id,
                 secret_key=alpaca.secret_key,
                 subscriptions=dict.fromkeys(channels, symbols),

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 
 import bytewax.operators as op
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink
 from hypothesis import given
@@ -23,6 +24,7 @@ from operators.alpaca_ws import (
 )
 from tests.helpers import wait_until
 from tests.ingest.conftest import SYMBOLS, RunningFlow
+from torghut.config import AlpacaSettings, SettingsError
 from torghut.sim.market import FaultKind, FaultRule, MarketSimulator
 
 
@@ -135,3 +137,15 @@ def test_a_stalled_stream_reports_degraded_then_recovers(
     assert degraded.connected
     wait_until(lambda: source.status().ready, timeout=10, message="did not recover")
     flow.stop()
+
+
+def test_config_from_settings_subscribes_every_channel_and_needs_a_url() -> None:
+    settings = AlpacaSettings(symbols=("AAPL", "SPY"), heartbeat_interval_s=2.0)
+    with pytest.raises(SettingsError, match="ALPACA_DATA_WS_URL is empty"):
+        AlpacaWsConfig.from_settings(settings)
+    cfg = AlpacaWsConfig.from_settings(settings, url="ws://127.0.0.1:1/v2/iex", batch_frames=7)
+    assert cfg.url == "ws://127.0.0.1:1/v2/iex"
+    assert cfg.batch_frames == 7
+    assert cfg.heartbeat_interval_s == 2.0
+    assert cfg.subscriptions == dict.fromkeys(DEFAULT_CHANNELS, ("AAPL", "SPY"))
+    assert "sim-secret" not in repr(cfg)
