@@ -2,8 +2,8 @@
 
 Shape (issue #4 "design for batches", ``shared/style.md`` on ``reduce_final``):
 
-1. ``flat_map_batch`` decodes a whole input batch with msgspec (one ``decode`` call for the
-   batch when every message is valid) into :class:`~torghut.ta.microbars.TradeTick` s and
+1. ``flat_map_batch`` decodes a whole input batch with msgspec (a struct naming only the
+   fields a bar needs; timestamps parsed by :func:`rfc3339_micros`) into tick tuples and
    reduces it per (symbol, second) with :func:`~torghut.ta.microbars.preaggregate`; it emits one
    :class:`~torghut.ta.microbars.SymbolBatch` per symbol and batch, plus dead letters.
 2. ``stateful_batch`` keyed by symbol merges those into
@@ -29,7 +29,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeGuard
+from typing import Any, TypeGuard
 
 import bytewax.operators as op
 import msgspec
@@ -93,8 +93,6 @@ def us_to_dt(ts_us: int) -> datetime:
 
 
 # --- decoding -------------------------------------------------------------------------------
-
-AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 _SECONDS: dict[str, int] = {}
 _SECONDS_MAX = 100_000
