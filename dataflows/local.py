@@ -1,0 +1,143 @@
+"""The all-in-one embedded flow: Alpaca stream → ingest → TA → ClickHouse → trading, one process.
+
+Why one process: the embedded ClickHouse (chdb) is an in-process engine that locks its data
+directory, so with the embedded defaults every stage that touches it (the TA sink, the trading
+signal reader, the API) must share one process. The stages are the same composable operators
+the Kafka-joined dataflows use (:func:`operators.market_events.market_events`,
+:func:`operators.indicators.ta_pipeline`, :func:`dataflows.trading.trading_pipeline`); only the
+joints differ: streams instead of Kafka topics. Against a ClickHouse server and Kafka, run
+``dataflows.ingest``, ``dataflows.ta`` and ``dataflows.trading`` as separate processes instead.
+
+Dead letters of every stage, decision outcomes and ingest heartbeats go to one JSON-lines audit
+file (``TORGHUT_DATA_DIR/local-audit.jsonl``) besides the structured log, so nothing is lost
+silently even without a dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+import msgspec
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from dataflows.trading import TradingRuntime, trading_pipeline
+from operators.alpaca_ws import AlpacaWsConfig, AlpacaWsSource
+from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink
+from operators.indicators import ta_pipeline
+from operators.market_events import IngestCounters, by_family, market_events
+from operators.ta_status import TaProgress
+from torghut.clickhouse import (
+    MICROBAR_COLUMNS,
+    MICROBARS_TABLE,
+    SIGNAL_COLUMNS,
+    SIGNALS_TABLE,
+    Client,
+    microbar_row,
+    signal_row,
+)
+from torghut.config import Settings
+from torghut.logs import get_logger
+
+__all__ = ["LocalFlow", "build_local_flow"]
+
+FLOW_ID = "local"
+log = get_logger("dataflows.local")
+
+
+@dataclass
+class LocalFlow:
+    """The built flow and the live objects an operator (the demo, a probe) can look at."""
+
+    flow: Dataflow
+    source: AlpacaWsSource
+    counters: IngestCounters
+    progress: TaProgress
+    audit_path: Path
+
+
+def build_local_flow(
+    settings: Settings,
+    runtime: TradingRuntime,
+    ch_client: Callable[[], Client],
+    *,
+    stop: threading.Event,
+) -> LocalFlow:
+    """Wire ingest → TA → ClickHouse and ClickHouse → trading into one dataflow.
+
+    ``stop`` ends the run cleanly: the Alpaca source disconnects and drains, the signal source
+    ends, every stage flushes, and ``run_main`` returns.
+    """
+    flow = Dataflow(FLOW_ID)
+    counters = IngestCounters()
+    progress = TaProgress()
+    source = AlpacaWsSource(AlpacaWsConfig.from_settings(settings.alpaca), stop=stop)
+    ta = settings.ta
+    ingest = market_events("ingest", flow, source, ta.dedup_window_s, ta.dedup_max_keys, counters)
+    families = by_family("families", ingest.events, counters)
+    out = ta_pipeline("ta", families.trades, families.quotes, families.bars, ta, progress)
+
+    ch = settings.clickhouse
+
+    def sink(table: str, columns: tuple[str, ...]) -> ClickHouseSink:
+        return ClickHouseSink(
+            ch_client,
+            table,
+            columns,
+            batch_rows=ch.insert_batch_rows,
+            batch_seconds=ch.insert_batch_seconds,
+        )
+
+    bar_rows = op.map("bars_rows", out.microbars, microbar_row)
+    clickhouse_sink("bars_clickhouse", bar_rows, sink(MICROBARS_TABLE, MICROBAR_COLUMNS))
+    signal_rows = op.map("signals_rows", out.signals, signal_row)
+    clickhouse_sink("signals_clickhouse", signal_rows, sink(SIGNALS_TABLE, SIGNAL_COLUMNS))
+
+    trading = trading_pipeline("trading", flow, runtime, ch_client, stop=stop)
+    audit_path = settings.trading.dead_letter_path.parent / "local-audit.jsonl"
+    audit = op.merge(
+        "audit",
+        op.map("ingest_dead", ingest.dead_letters, lambda d: ("ingest_dead_letter", d)),
+        op.map("ta_dead", out.dead_letters, lambda d: ("ta_dead_letter", d)),
+        op.map("trading_dead", trading.dead_letters, lambda d: ("signal_dead_letter", d)),
+        op.map("corrections", trading.corrections, lambda c: ("signal_correction", c)),
+        op.map("outcomes", trading.outcomes, lambda o: ("decision", o)),
+        op.map("heartbeats", ingest.heartbeats, lambda h: ("ingest_status", h)),
+        op.map("status", families.status, lambda s: ("market_status", s)),
+    )
+    op.output("audit_out", audit, _JsonLinesSink(audit_path))
+    return LocalFlow(flow, source, counters, progress, audit_path)
+
+
+class _JsonLinesSink(DynamicSink[tuple[str, Any]]):
+    """Appends ``{"kind": ..., "record": ...}`` lines; one file, written by worker 0's partition
+    and any other worker's alike (appends of whole lines under O_APPEND do not interleave)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _JsonLinesPartition:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        return _JsonLinesPartition(self._path)
+
+
+class _JsonLinesPartition(StatelessSinkPartition[tuple[str, Any]]):
+    def __init__(self, path: Path) -> None:
+        self._fh = path.open("ab")
+
+    def write_batch(self, items: list[tuple[str, Any]]) -> None:
+        self._fh.write(
+            b"".join(_ENCODER.encode({"kind": k, "record": r}) + b"\n" for k, r in items)
+        )
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=str)
