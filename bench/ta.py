@@ -135,7 +135,7 @@ def _run(
     else:
         op.output("out", op.merge("all", t_in, q_in), sink)
     started, cpu = time.perf_counter(), time.process_time()
-    run_main(flow, epoch_interval=timedelta(seconds=5))
+    run_main(flow, epoch_interval=timedelta(seconds=5))  # type: ignore[no-untyped-call]
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     gaps = [b - a for a, b in zip(polls.times, polls.times[1:], strict=False)]
     return elapsed, cpu, gaps, sink.count, progress

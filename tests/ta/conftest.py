@@ -94,8 +94,8 @@ def make_market(seconds: int = 40, seed: int = 11) -> Market:
             ts = T0 + timedelta(microseconds=k * 250_000 + rng.randrange(0, 250_000))
             mid = round(max(1.0, mid + rng.gauss(0, 0.05)), 2)
             q = Quote("V", mid - 0.01, rng.randint(1, 5) * 100.0, "Q", mid + 0.01, 200.0)
-            env = Envelope(ts, ts, sym, k, q)
-            q_arrivals.append((ts.timestamp() + rng.uniform(0, 0.8), len(q_arrivals), env))
+            qenv = Envelope(ts, ts, sym, k, q)
+            q_arrivals.append((ts.timestamp() + rng.uniform(0, 0.8), len(q_arrivals), qenv))
     m.quotes = [e for _, _, e in sorted(q_arrivals, key=lambda a: (a[0], a[1]))]
 
     for minute in range(seconds // 60 + 1):
@@ -152,8 +152,9 @@ def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> 
 
     def poll() -> bool:
         for msg in c.consume(500, timeout=0.5):
-            if msg.error() is None and msg.value() is not None:
-                got.append(msg.value())
+            value = msg.value()
+            if msg.error() is None and value is not None:
+                got.append(value)
         return len(got) >= expected
 
     try:

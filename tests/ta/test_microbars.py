@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import polars as pl
 from hypothesis import given, settings
@@ -80,7 +81,7 @@ def tick_key(x: TradeTick) -> tuple[str, int, int, str]:
 unique_trades = st.lists(trade, min_size=1, max_size=40, unique_by=tick_key)
 
 
-def polars_bars(trades: list[TradeTick]) -> dict[tuple[str, int], tuple[object, ...]]:
+def polars_bars(trades: list[TradeTick]) -> dict[tuple[str, int], tuple[Any, ...]]:
     df = pl.DataFrame(
         [t._asdict() for t in trades],
         schema={

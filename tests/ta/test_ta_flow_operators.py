@@ -55,7 +55,7 @@ def run(
     op.output("mb", out.microbars, TestingSink(mb))
     op.output("sg", out.signals, TestingSink(sg))
     op.output("dl", out.dead_letters, TestingSink(dl))
-    run_main(flow)
+    run_main(flow)  # type: ignore[no-untyped-call]
     return mb, sg, dl, progress
 
 
@@ -124,7 +124,7 @@ def test_a_quiet_symbol_closes_its_bar_on_the_wall_clock() -> None:
     op.inspect("seen", out.microbars, lambda _s, b: emitted.append((b.symbol, time.monotonic())))
     op.output("sink", out.microbars, TestingSink([]))
     started = time.monotonic()
-    run_main(flow)
+    run_main(flow)  # type: ignore[no-untyped-call]
     (sym_a, at_a), (sym_b, at_b) = emitted
     assert (sym_a, sym_b) == ("AAA", "BBB")
     # AAA closed during the pause (its timer), not at end of input with BBB
