@@ -39,7 +39,7 @@ from trading.adjudicate import adjudicate
 from trading.domain import Decision, SignalRow
 from trading.execution import ExecutionOutcome, OrderExecutor, Outcome
 from trading.llm import DecisionReview
-from trading.ports import SignalCursor
+from trading.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot, SignalCursor
 from trading.risk import RiskContext, RiskLimits
 from trading.signals import SignalCorrection, SignalDeadLetter
 from trading.store import DecisionStatus, StoredDecision, TradingStore
@@ -141,9 +141,12 @@ class TradingPipeline:
         self._recent: dict[str, deque[SignalRow]] = {}
         self._equity_peak = Decimal(0)
         self._lookback = max(timedelta(minutes=1), limits.symbol_cooldown)
+        self._snapshot: tuple[AccountSnapshot, Sequence[PositionSnapshot], ClockSnapshot] | None
+        self._snapshot = None
 
     def process(self, items: Sequence[Item]) -> list[DecisionOutcome]:
         """Handle one batch in order; advance the stored cursor past its last item."""
+        self._snapshot = None
         outcomes: list[DecisionOutcome] = []
         last: SignalCursor | None = None
         for item in items:
@@ -186,16 +189,22 @@ class TradingPipeline:
         return self._outcome(stored, self._executor.resolve(stored))
 
     def _context(self) -> RiskContext:
-        account = self._broker.account()
-        self._equity_peak = max(self._equity_peak, account.equity)
+        """The risk snapshot: broker state read once per batch (three REST calls; orders sent
+        earlier in the batch are not filled yet either way), recent orders and the halt flag
+        read for every decision."""
+        if self._snapshot is None:
+            account = self._broker.account()
+            self._equity_peak = max(self._equity_peak, account.equity)
+            self._snapshot = (account, self._broker.positions(), self._broker.clock())
+        account, positions, clock = self._snapshot
         now = self._now()
         with self._store.unit_of_work() as uow:
             recent = uow.recent_orders(now - self._lookback)
         return RiskContext(
             now=now,
             account=account,
-            positions=self._broker.positions(),
-            clock=self._broker.clock(),
+            positions=positions,
+            clock=clock,
             recent_orders=recent,
             equity_peak=self._equity_peak,
             halted_reason=self._halted(),

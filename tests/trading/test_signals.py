@@ -54,8 +54,11 @@ def test_rows_come_once_each_in_cursor_order_across_small_batches(signals_db: An
 def test_same_second_rows_tie_break_on_symbol_then_seq(signals_db: Any) -> None:
     insert_signals(
         signals_db,
-        [envelope("MSFT", T0, 2, close=1.0), envelope("AAPL", T0, 9, close=1.0)]
-        + [envelope("AAPL", T0, 3, close=1.0)],
+        [
+            envelope("MSFT", T0, 2, close=1.0),
+            envelope("AAPL", T0, 9, close=1.0),
+            envelope("AAPL", T0, 3, close=1.0),
+        ],
     )
     reader = ClickHouseSignalReader(signals_db)
     first = reader.read_batch(None, 1, bounded=True)
@@ -86,7 +89,8 @@ def test_settle_horizon_waits_for_late_rows_of_other_symbols(signals_db: Any) ->
 
 def test_empty_table_reads_nothing(signals_db: Any) -> None:
     batch = ClickHouseSignalReader(signals_db).read_batch(None, 10)
-    assert batch.size == 0 and batch.cursor is None
+    assert batch.size == 0
+    assert batch.cursor is None
 
 
 def test_a_bad_row_is_dead_lettered_and_never_stalls_the_cursor(signals_db: Any) -> None:

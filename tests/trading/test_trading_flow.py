@@ -56,7 +56,7 @@ def runtime(settings: Settings) -> Iterator[TradingRuntime]:
 
 def _run(runtime: TradingRuntime) -> None:
     ch = runtime.settings.clickhouse
-    run_main(build_flow(runtime, lambda: connect(ch)))
+    run_main(build_flow(runtime, lambda: connect(ch)))  # type: ignore[no-untyped-call]
 
 
 def _converged(store: TradingStore, sim: BrokerSimulator) -> bool:
@@ -89,8 +89,10 @@ def test_signals_to_decisions_to_orders_to_reconciled_fills(
         first = orders[0]
         events = uow.order_events(str(first.id))
         cursor = uow.load_cursor(runtime.cursor_source)
-    assert events[0].status_from is not None and events[-1].status_to.value == "filled"
-    assert cursor is not None and cursor.event_ts == start + timedelta(seconds=5)
+    assert events[0].status_from is not None
+    assert events[-1].status_to.value == "filled"
+    assert cursor is not None
+    assert cursor.event_ts == start + timedelta(seconds=5)
 
 
 def test_restart_without_recovery_resumes_from_the_store_cursor(
@@ -110,4 +112,5 @@ def test_restart_without_recovery_resumes_from_the_store_cursor(
     assert '"bad_close"' in dead
     with runtime.store.unit_of_work() as uow:
         cursor = uow.load_cursor(runtime.cursor_source)
-    assert cursor is not None and cursor.event_ts == start + timedelta(seconds=30)
+    assert cursor is not None
+    assert cursor.event_ts == start + timedelta(seconds=30)
