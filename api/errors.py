@@ -101,12 +101,14 @@ def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[bytes
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
-    parts = []
+    keys: list[str] = []
+    parts: list[str] = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
-            parts.append(f"{item.get('key', '?')}: {item.get('message', 'invalid')}")
-    detail = "; ".join(parts) or exc.detail
-    return _problem(request, 400, InvalidQuery.title, detail)
+            keys.append(str(item.get("key", "?")))
+            parts.append(f"{keys[-1]}: {item.get('message', 'invalid')}")
+    ext = {"parameter": keys[0]} if len(keys) == 1 else {}
+    return _problem(request, 400, InvalidQuery.title, "; ".join(parts) or exc.detail, **ext)
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:

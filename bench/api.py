@@ -25,16 +25,15 @@ import random
 import socket
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import uvicorn
 
 from api.app import create_app
+from api.server import BackgroundServer
 from torghut.clickhouse import (
     MICROBAR_COLUMNS,
     MICROBARS_TABLE,
@@ -82,7 +81,7 @@ def main() -> None:
             llm=base.llm,
             api=ApiSettings(ta_cache_ttl_ms=ttl_ms),
         )
-        with _serve(settings) as url:
+        with BackgroundServer(create_app(settings), port=_free_port()) as url:
             queries: dict[str, Callable[[int], str]] = {
                 "latest": lambda i: (
                     f"{url}/api/torghut/ta/latest?symbol={symbols[i % len(symbols)]}"
@@ -158,33 +157,6 @@ def _seed(settings: ClickHouseSettings, symbols: list[str], start: datetime, end
     return n
 
 
-class _serve:
-    """uvicorn in a thread on a free port; ``with _serve(settings) as base_url``."""
-
-    def __init__(self, settings: Settings) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start within 30 s")
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 def _run(make_url: Callable[[int], str], requests: int, clients: int) -> list[float]:
     """Latency in ms of ``requests`` GETs per client, ``clients`` clients at once."""
 
@@ -202,6 +174,12 @@ def _run(make_url: Callable[[int], str], requests: int, clients: int) -> list[fl
 
     with ThreadPoolExecutor(clients) as pool:
         return [x for part in pool.map(one_client, range(clients)) for x in part]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _pct(samples: list[float], p: int) -> float:

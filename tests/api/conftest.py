@@ -86,13 +86,14 @@ def settings_for(
     *,
     ttl_ms: int = 0,
     trading: TradingSettings | None = None,
+    alpaca: AlpacaSettings | None = None,
 ) -> Settings:
     return Settings(
         kafka=KafkaSettings(),
         clickhouse=ch_settings,
         store=StoreSettings(url=store_url),
         recovery=RecoverySettings(),
-        alpaca=AlpacaSettings(symbols=("AAPL", "MSFT")),
+        alpaca=alpaca or AlpacaSettings(symbols=("AAPL", "MSFT")),
         ta=TaSettings(),
         trading=trading or TradingSettings(),
         risk=RiskSettings(),

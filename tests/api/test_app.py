@@ -49,7 +49,8 @@ def test_non_integer_limit_is_a_400_problem(make_client: MakeClient) -> None:
         r = client.get("/trading/executions?limit=ten")
     assert r.status_code == 400
     assert r.headers["content-type"].startswith("application/problem+json")
-    assert "limit" in r.json()["detail"]
+    assert r.json()["parameter"] == "limit"
+    assert "int" in r.json()["detail"]
 
 
 def test_clickhouse_unreachable_fails_readiness_not_liveness(make_client: MakeClient) -> None:
