@@ -1,0 +1,144 @@
+"""The executor against the paper broker through alpaca-py, on real Postgres: retries that meet
+"client_order_id must be unique", errors after acceptance, refusals, and intent resolution."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from tests.helpers import wait_until
+from tests.trading.conftest import decision
+from tests.trading.flow_fixtures import paper_broker
+from torghut.config import AlpacaSettings
+from torghut.sim.broker import BrokerSimulator
+from trading.execution import (
+    AlpacaBroker,
+    ClientTarget,
+    OrderExecutor,
+    Outcome,
+    build_trading_client,
+    stream_url_for,
+)
+from trading.ports import OrderRequest
+from trading.risk import RiskVerdict
+from trading.store import DecisionStatus, StoredDecision, TradingStore
+
+__all__ = ["paper_broker"]
+
+FRESH = timedelta(hours=1)
+
+
+@pytest.fixture
+def store(pg_url: str) -> Iterator[TradingStore]:
+    s = TradingStore.open(pg_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def broker(paper_broker: BrokerSimulator) -> AlpacaBroker:
+    target = ClientTarget(paper=True, url=paper_broker.base_url)
+    return AlpacaBroker(build_trading_client(target, AlpacaSettings()))
+
+
+def _intent(store: TradingStore, *, age: timedelta = timedelta(0), qty: int = 3) -> StoredDecision:
+    d = decision(event_ts=datetime.now(UTC) - age, qty=Decimal(qty))
+    stored = store.record_decision(d, risk=RiskVerdict(()))
+    assert stored.status is DecisionStatus.PENDING_SUBMIT
+    return stored
+
+
+def _status(store: TradingStore, h: str) -> DecisionStatus:
+    with store.unit_of_work() as uow:
+        d = uow.get_decision(h)
+    assert d is not None
+    return d.status
+
+
+def test_a_retry_meeting_a_duplicate_id_fetches_the_existing_order(
+    store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
+) -> None:
+    intent = _intent(store)
+    paper_broker.faults.fail_next_submits(1, status=504, after_accept=True)
+    result = OrderExecutor(store, broker, max_intent_age=FRESH).submit(intent)
+    assert result.outcome is Outcome.SUBMITTED
+    assert result.order is not None
+    at_broker = [o for o in paper_broker.orders() if o.client_order_id == intent.decision_hash]
+    assert len(at_broker) == 1
+    assert result.order.id == str(at_broker[0].id)
+    assert _status(store, intent.decision_hash) is DecisionStatus.SUBMITTED
+    with store.unit_of_work() as uow:
+        assert uow.get_execution(result.order.id) is not None
+
+
+def test_an_error_after_acceptance_leaves_the_intent_then_resolve_adopts_it(
+    store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
+) -> None:
+    intent = _intent(store)
+    executor = OrderExecutor(store, broker, max_intent_age=FRESH)
+    paper_broker.faults.fail_next_submits(1, status=500, after_accept=True)
+    assert executor.submit(intent).outcome is Outcome.UNRESOLVED
+    assert _status(store, intent.decision_hash) is DecisionStatus.PENDING_SUBMIT
+    resolved = executor.resolve_pending()
+    assert [r.outcome for r in resolved] == [Outcome.ADOPTED]
+    assert len(paper_broker.orders()) == 1
+    assert _status(store, intent.decision_hash) is DecisionStatus.SUBMITTED
+
+
+def test_an_intent_the_broker_never_got_is_submitted_while_fresh(
+    store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
+) -> None:
+    intent = _intent(store)
+    executor = OrderExecutor(store, broker, max_intent_age=FRESH)
+    paper_broker.faults.fail_next_submits(1, status=500, after_accept=False)
+    assert executor.submit(intent).outcome is Outcome.UNRESOLVED
+    assert paper_broker.orders() == []
+    assert [r.outcome for r in executor.resolve_pending()] == [Outcome.SUBMITTED]
+    assert [o.client_order_id for o in paper_broker.orders()] == [intent.decision_hash]
+    assert executor.resolve_pending() == []
+
+
+def test_a_stale_intent_the_broker_never_got_expires(
+    store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
+) -> None:
+    intent = _intent(store, age=timedelta(hours=2))
+    result = OrderExecutor(store, broker, max_intent_age=FRESH).resolve(intent)
+    assert result.outcome is Outcome.EXPIRED
+    assert paper_broker.orders() == []
+    with store.unit_of_work() as uow:
+        stored = uow.get_decision(intent.decision_hash)
+    assert stored is not None
+    assert stored.status is DecisionStatus.SUBMIT_FAILED
+    assert (stored.status_detail or "").startswith("expired")
+
+
+def test_a_definitive_refusal_is_recorded_as_submit_failed(
+    store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
+) -> None:
+    intent = _intent(store, qty=1_000_000)
+    result = OrderExecutor(store, broker, max_intent_age=FRESH).submit(intent)
+    assert result.outcome is Outcome.REJECTED
+    assert "403" in result.detail
+    assert _status(store, intent.decision_hash) is DecisionStatus.SUBMIT_FAILED
+    assert paper_broker.orders() == []
+
+
+def test_adapter_reads_account_clock_and_signed_positions(
+    broker: AlpacaBroker, paper_broker: BrokerSimulator
+) -> None:
+    broker.submit(OrderRequest("short-1", "MSFT", "sell", Decimal(2), decision().order_type))
+    wait_until(lambda: broker.positions(), timeout=5, message="no position")
+    (position,) = broker.positions()
+    assert position.symbol == "MSFT"
+    assert position.qty == Decimal(-2)
+    assert broker.account().equity > 0
+    assert broker.clock().is_open
+    assert broker.get_order_by_client_id("missing") is None
+    assert stream_url_for(paper_broker.base_url) == paper_broker.stream_url
+    assert (
+        stream_url_for("https://paper-api.alpaca.markets")
+        == "wss://paper-api.alpaca.markets/stream"
+    )
