@@ -1,0 +1,158 @@
+"""Reconciliation against the paper broker on real Postgres: the trade_updates stream, the
+periodic pass as safety net, position drift halting trading until reconciled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from alpaca.trading.stream import TradingStream
+
+from tests.helpers import wait_until
+from tests.trading.conftest import decision
+from tests.trading.flow_fixtures import paper_broker
+from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
+from torghut.events import Signal
+from torghut.sim.broker import BrokerSimulator
+from trading.domain import OrderType, SignalRow
+from trading.execution import AlpacaBroker, ClientTarget, OrderExecutor, build_trading_client
+from trading.orders import OrderStatus
+from trading.pipeline import Decided, TradingPipeline
+from trading.ports import OrderRequest
+from trading.reconcile import Reconciler
+from trading.risk import RiskLimits, RiskVerdict
+from trading.store import DecisionStatus, TradingStore
+
+__all__ = ["paper_broker"]
+
+_HOUR = timedelta(hours=1)
+
+
+@pytest.fixture
+def store(pg_url: str) -> Iterator[TradingStore]:
+    s = TradingStore.open(pg_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def broker(paper_broker: BrokerSimulator) -> AlpacaBroker:
+    target = ClientTarget(paper=True, url=paper_broker.base_url)
+    return AlpacaBroker(build_trading_client(target, AlpacaSettings()))
+
+
+def _reconciler(
+    store: TradingStore, broker: AlpacaBroker, *, stream_url: str | None = None
+) -> Reconciler:
+    executor = OrderExecutor(store, broker, max_intent_age=_HOUR)
+    factory = None
+    if stream_url is not None:
+
+        def factory() -> TradingStream:
+            return TradingStream("sim-key", "sim-secret", paper=True, url_override=stream_url)
+
+    return Reconciler(
+        store, broker, executor, interval_s=3600, halt_on_drift=True, stream_factory=factory
+    )
+
+
+def _execution_status(store: TradingStore, order_id: str) -> OrderStatus | None:
+    with store.unit_of_work() as uow:
+        e = uow.get_execution(order_id)
+    return None if e is None else e.status
+
+
+def test_the_stream_records_each_transition_as_it_happens(
+    store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
+) -> None:
+    reconciler = _reconciler(store, broker, stream_url=paper_broker.stream_url)
+    reconciler.start()
+    try:
+        wait_until(lambda: paper_broker.stream_clients() == 1, timeout=10, message="no stream")
+        wait_until(lambda: reconciler.halted_reason is None, timeout=10, message="still halted")
+        intent = store.record_decision(decision(event_ts=datetime.now(UTC)), risk=RiskVerdict(()))
+        # The order reaches the broker but its answer is never recorded by the submitter.
+        order = broker.submit(intent.order_request())
+        wait_until(
+            lambda: _execution_status(store, order.id) is OrderStatus.FILLED,
+            timeout=10,
+            message="the stream never recorded the fill",
+        )
+        with store.unit_of_work() as uow:
+            events = uow.order_events(order.id)
+            stored = uow.get_decision(intent.decision_hash)
+        assert stored is not None
+        assert stored.status is DecisionStatus.SUBMITTED
+        assert events[-1].status_to is OrderStatus.FILLED
+        assert events[-1].event_type == "fill"
+        assert all(e.event_type != "poll" for e in events)
+    finally:
+        reconciler.stop()
+        paper_broker.disconnect_streams()
+
+
+def test_the_periodic_pass_resolves_intents_and_catches_up_without_a_stream(
+    store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
+) -> None:
+    reconciler = _reconciler(store, broker)
+    intent = store.record_decision(decision(event_ts=datetime.now(UTC)), risk=RiskVerdict(()))
+    order = broker.submit(intent.order_request())
+    wait_until(
+        lambda: all(o.status == "filled" for o in paper_broker.orders()), timeout=5, message="fill"
+    )
+    report = reconciler.reconcile_once()
+    assert report.intents_resolved == 1
+    assert report.in_sync
+    assert reconciler.halted_reason is None
+    assert _execution_status(store, order.id) is OrderStatus.FILLED
+    assert len(paper_broker.orders()) == 1
+
+
+def test_position_drift_halts_new_orders_until_reconciled(
+    store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
+) -> None:
+    reconciler = _reconciler(store, broker)
+    assert reconciler.halted_reason is not None  # until the first pass has completed
+    assert reconciler.reconcile_once().in_sync
+    assert reconciler.halted_reason is None
+    # An order placed outside the loop fills: the broker holds shares the store cannot explain.
+    broker.submit(OrderRequest("outside", "AAPL", "buy", Decimal(5), OrderType.MARKET))
+    wait_until(lambda: broker.positions(), timeout=5, message="no position")
+    report = reconciler.reconcile_once()
+    drifts = {d.symbol: (d.broker_qty, d.local_qty) for d in report.drifts}
+    assert drifts == {"AAPL": (Decimal(5), Decimal(0))}
+    assert reconciler.halted_reason is not None
+    assert "AAPL" in reconciler.halted_reason
+
+    trading = TradingSettings(enabled=True, strategies=("macd_rsi",))
+    limits = RiskLimits.from_settings(
+        trading, RiskSettings(symbol_cooldown_s=0), AlpacaSettings(symbols=("AAPL",))
+    )
+    executor = OrderExecutor(store, broker, max_intent_age=_HOUR)
+    pipeline = TradingPipeline(
+        store,
+        broker,
+        executor,
+        limits=limits,
+        review=None,
+        cursor_source="test",
+        halted=lambda: reconciler.halted_reason,
+    )
+    d = decision(event_ts=datetime.now(UTC), qty=Decimal(1))
+    row = SignalRow("AAPL", d.event_ts, 1, "PT1S", 1, Signal(close=100.0))
+    (outcome,) = pipeline.process([Decided(row, (d,))])
+    assert outcome.status == DecisionStatus.REJECTED.value
+    with store.unit_of_work() as uow:
+        stored = uow.get_decision(d.decision_hash)
+    assert stored is not None
+    assert "trading_halted" in {r.code.value for r in stored.risk_reasons}
+    assert [o.client_order_id for o in paper_broker.orders()] == ["outside"]
+
+    # The operator flattens the position at the broker: the next pass clears the halt.
+    paper_broker.call(lambda book: book.close_position("AAPL"))
+    wait_until(lambda: not broker.positions(), timeout=5, message="position not closed")
+    report = reconciler.reconcile_once()
+    assert report.in_sync, report
+    assert reconciler.halted_reason is None
