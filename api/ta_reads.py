@@ -71,7 +71,7 @@ class TtlCache:
         if hit is None:
             return False, None
         if hit[0] <= self._clock():
-            del self._entries[key]
+            self._entries.pop(key, None)  # another reader may have evicted it already
             return False, None
         return True, hit[1]
 
@@ -125,7 +125,10 @@ class TaReader:
         return found[0] if found else None
 
     def symbols(self, since: datetime) -> list[str]:
-        """Symbols with a signal at or after ``since`` (any window), sorted."""
+        """Symbols with a signal at or after ``since`` (any window), sorted.
+
+        No ``FINAL`` needed: a symbol's presence does not depend on which version of a row wins.
+        """
         sql = (
             f"SELECT DISTINCT symbol FROM {SIGNALS_TABLE} "
             f"WHERE event_ts >= {{since:{_TS}}} ORDER BY symbol LIMIT 500"

@@ -7,10 +7,11 @@ const state = { symbols: [], selected: null, window: "PT1S" };
 
 const $ = (id) => document.getElementById(id);
 
-async function getJson(url) {
+// /trading/health answers 503 with a body worth showing; other errors are problem documents.
+async function getJson(url, bodyOn503 = false) {
   const res = await fetch(url, { headers: { accept: "application/json" } });
   const body = await res.json();
-  if (!res.ok && res.status !== 503) {
+  if (!res.ok && !(bodyOn503 && res.status === 503)) {
     throw new Error(`${url}: ${body.detail || res.status}`);
   }
   return body;
@@ -53,7 +54,7 @@ async function refreshStatus() {
   setPill("t-kill", s.kill_switch ? "ON" : "off", s.kill_switch ? "error" : "ok");
   setPill("t-llm", s.llm_enabled ? "on" : "off");
   setPill("t-last", fmtTime(s.last_decision_at) || "none");
-  const h = await getJson("/trading/health");
+  const h = await getJson("/trading/health", true);
   for (const dep of ["clickhouse", "postgres", "alpaca"]) setPill(`h-${dep}`, h[dep], h[dep]);
 }
 
@@ -119,7 +120,8 @@ async function refreshChart() {
   const sym = state.selected;
   $("chart-symbol").textContent = sym ? `${sym} ${state.window}` : "no symbol";
   if (!sym) return;
-  const to = new Date();
+  // Whole seconds, so viewers polling within the same second share the API's cache entry.
+  const to = new Date(Math.floor(Date.now() / 1000) * 1000);
   const from = new Date(to.getTime() - SPAN_MS[state.window]);
   const q = `symbol=${encodeURIComponent(sym)}&window=${state.window}&from=${from.toISOString()}&to=${to.toISOString()}`;
   const [bars, signals] = await Promise.all([
