@@ -23,7 +23,6 @@ Snapshots are the engine's pickled bytes (cheap for Bytewax to deep-copy every e
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeGuard
@@ -39,7 +38,7 @@ from operators.microbars import (
     lane_seq,
     microbars,
     raw_values,
-    rfc3339_micros,
+    rfc3339_micros_many,
     us_to_dt,
 )
 from operators.ta_status import TaProgress
@@ -157,22 +156,21 @@ def quote_updates(
         values = raw_values(batch)
         dead: list[DeadLetter] = []
         if values and isinstance(values[0], Envelope):
-            triples: Iterable[tuple[str, Any, Any]] = [
+            triples: list[tuple[str, Any, Any]] = [
                 (e.symbol, e.event_ts, e.payload) for e in values
             ]
         else:
             wires, dead = _decode_quotes(values)
             triples = [(w.symbol, w.event_ts, w.payload) for w in wires]
         latest: dict[str, dict[int, tuple[int, Any]]] = {}
-        micros = rfc3339_micros
-        for sym, ts_raw, payload in triples:
+        stamps = _stamps([ts for _, ts, _ in triples])
+        for (sym, ts_raw, payload), ts_us in zip(triples, stamps, strict=True):
+            if ts_us is None:
+                error = f"not an RFC 3339 timestamp with a time zone: {str(ts_raw)[:64]!r}"
+                dead.append(_dead("invalid_message", sym, _raw(payload), error))
+                continue
             if allow is not None and sym not in allow:
                 dead.append(_dead("unknown_symbol", sym, _raw(payload)))
-                continue
-            try:
-                ts_us = micros(ts_raw) if type(ts_raw) is str else epoch_micros(ts_raw)
-            except ValueError as exc:
-                dead.append(_dead("invalid_message", sym, _raw(payload), str(exc)))
                 continue
             bucket = -(-ts_us // _US)
             per = latest.get(sym)
@@ -203,6 +201,13 @@ def quote_updates(
     reduced = op.flat_map_batch("reduce", quotes, reduce)
     split = op.branch("split_dead", reduced, _is_dead_letter)
     return QuoteStreams(split.falses, split.trues)  # type: ignore[arg-type]
+
+
+def _stamps(raw: list[Any]) -> list[int | None]:
+    """Event times in µs: RFC 3339 strings from the wire, datetimes from envelopes."""
+    if raw and isinstance(raw[0], datetime):
+        return [epoch_micros(ts) for ts in raw]
+    return rfc3339_micros_many(raw)
 
 
 def _decode_quotes(values: list[Any]) -> tuple[list[_QuoteWire], list[DeadLetter]]:

@@ -63,6 +63,7 @@ __all__ = [
     "microbars",
     "raw_values",
     "rfc3339_micros",
+    "rfc3339_micros_many",
     "us_to_dt",
 ]
 
@@ -115,16 +116,39 @@ def rfc3339_micros(s: str) -> int:
         if base is None:
             if len(_SECONDS) >= _SECONDS_MAX:
                 _SECONDS.clear()
-            base = _SECONDS[prefix] = int(datetime.fromisoformat(prefix + "+00:00").timestamp())
+            secs = int(datetime.fromisoformat(prefix + "+00:00").timestamp())
+            base = _SECONDS[prefix] = secs * US_PER_S
         if n == 20:
-            return base * US_PER_S
+            return base
         frac = s[20:-1]
         if 0 < len(frac) <= 9 and frac.isascii() and frac.isdigit():
-            return base * US_PER_S + int((frac + "00000")[:6])
+            return base + int((frac + "00000")[:6])
     ts = datetime.fromisoformat(s)
     if ts.tzinfo is None:
         raise ValueError(f"timestamp without a time zone: {s!r}")
     return math.floor(ts.timestamp()) * US_PER_S + ts.microsecond
+
+
+def rfc3339_micros_many(texts: list[str]) -> list[int | None]:
+    """:func:`rfc3339_micros` over a batch, ``None`` where a text is not a valid timestamp.
+
+    One call per batch: the common ``…SS.ffffffZ`` form whose second is already cached is
+    handled in this loop without a function call per message.
+    """
+    out: list[int | None] = []
+    append, cached = out.append, _SECONDS.get
+    for s in texts:
+        if len(s) == 27 and s[26] == "Z" and s[19] == ".":
+            base = cached(s[:19])
+            frac = s[20:26]
+            if base is not None and frac.isascii() and frac.isdigit():
+                append(base + int(frac))
+                continue
+        try:
+            append(rfc3339_micros(s))
+        except ValueError:
+            append(None)
+    return out
 
 
 class _TradeBody(msgspec.Struct):
@@ -172,20 +196,19 @@ def decode_trades(values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:
 
 
 def _ticks(wires: list[_TradeWire], values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:
-    nan, micros = math.nan, rfc3339_micros
+    nan = math.nan
     out: list[Tick] = []
     dead: list[DeadLetter] = []
+    stamps = rfc3339_micros_many([w.event_ts for w in wires])
     for i, w in enumerate(wires):
+        ts = stamps[i]
+        if ts is None:
+            raw = values[i] if isinstance(values[i], bytes) else b""
+            error = f"not an RFC 3339 timestamp with a time zone: {w.event_ts[:64]!r}"
+            dead.append(DeadLetter(_STAGE, "invalid_message", error, raw, datetime.now(UTC)))
+            continue
         p = w.payload
         price, size = p.price, p.size
-        try:
-            ts = micros(w.event_ts)
-        except ValueError as exc:
-            raw = values[i] if isinstance(values[i], bytes) else b""
-            dead.append(
-                DeadLetter(_STAGE, "invalid_message", str(exc)[:300], raw, datetime.now(UTC))
-            )
-            continue
         out.append(
             (
                 w.symbol,
