@@ -59,7 +59,7 @@ def synthetic_market(
         ts = T0 + timedelta(microseconds=int(i * step_us))
         prices[s] = max(1.0, prices[s] * (1 + rng.gauss(0, 2e-4)))
         px = round(prices[s], 2)
-        if i % (quotes_per_trade + 1) == 0:
+        if (i // symbols) % (quotes_per_trade + 1) == 0:  # whole rounds: every symbol trades
             payload: Any = Trade(i, "V", px, float(rng.choice((1, 10, 100, 200, 500))), ("@",), "C")
             trades.append(encode_envelope(Envelope(ts, ts, names[s], i, payload)))
         else:
