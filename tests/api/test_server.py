@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -14,7 +16,8 @@ from pydantic import SecretStr
 from api.app import create_app
 from api.health import alpaca_http_check
 from api.server import BackgroundServer
-from tests.api.conftest import closed_port, settings_for
+from tests.api.conftest import T0, bar, closed_port, insert_bars, settings_for
+from torghut.clickhouse import Client
 from torghut.config import AlpacaSettings, ClickHouseSettings, TradingSettings
 
 
@@ -69,3 +72,29 @@ def test_background_server_serves_and_stops() -> None:
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/healthz")
     engine.dispose()
+
+
+def test_concurrent_uncached_reads_all_succeed(
+    ch: Client, ch_settings: ClickHouseSettings, sqlite_url: str
+) -> None:
+    """Many HTTP clients at once on one serialised ClickHouse client: every answer complete."""
+    symbols = ["AAPL", "MSFT", "NVDA", "SPY"]
+    for n, sym in enumerate(symbols, start=1):
+        insert_bars(ch, [bar(i, symbol=sym) for i in range(10 * n)])
+    app = create_app(settings_for(ch_settings, sqlite_url, ttl_ms=0))
+    query = {"from": T0.isoformat(), "to": (T0 + timedelta(minutes=5)).isoformat()}
+
+    def client(url: str, k: int) -> list[tuple[str, int, int]]:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            out = []
+            for j in range(8):
+                sym = symbols[(k + j) % len(symbols)]
+                r = http.get("/api/torghut/ta/bars", params={"symbol": sym, **query})
+                out.append((sym, r.status_code, r.json().get("count", -1)))
+            return out
+
+    with BackgroundServer(app, port=closed_port()) as url, ThreadPoolExecutor(6) as pool:
+        answers = [a for part in pool.map(client, [url] * 6, range(6)) for a in part]
+    assert len(answers) == 48
+    for sym, status, count in answers:
+        assert (status, count) == (200, 10 * (symbols.index(sym) + 1))
