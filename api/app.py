@@ -3,14 +3,16 @@
 Mounting in-process (the all-in-one demo runs TA, trading and the API in one process because
 the embedded chdb store is locked to one process)::
 
-    app = create_app(settings)                      # opens its own clients in the lifespan
-    uvicorn.Server(uvicorn.Config(app, host=..., port=...)).serve()   # e.g. in a thread
+    app = create_app(settings)         # opens its own clients in the lifespan
+    with BackgroundServer(app, settings.api.host, settings.api.port):   # api.server
+        ...                            # run the dataflows in the foreground
 
 With chdb every :func:`torghut.clickhouse.connect` client of a process shares the engine, so the
 default factory already shares the TA sink's store; pass ``ch_client_factory`` to control how
 the API's client is opened (it is called lazily, again after a failure, and the API closes what
-it opened). Pass ``store_engine`` to reuse the trading loop's SQLAlchemy engine (then the API
-neither migrates nor disposes it) and ``alpaca_check`` to report the broker the process uses.
+it opened, so return a new client per call, never one another stage is using). Pass
+``store_engine`` to reuse the trading loop's SQLAlchemy engine (then the API neither migrates
+nor disposes it) and ``alpaca_check`` to report the broker the process uses.
 """
 
 from __future__ import annotations
@@ -130,7 +132,11 @@ def _default_factory(settings: Settings) -> Callable[[], Client]:
         nonlocal migrated
         client = connect(settings.clickhouse)
         if not migrated:
-            migrate(client, settings.clickhouse)
+            try:
+                migrate(client, settings.clickhouse)
+            except BaseException:
+                client.close()
+                raise
             migrated = True
         return client
 
