@@ -40,14 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
-import msgspec
 from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
 from confluent_kafka import OFFSET_BEGINNING
 
 from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink
 from operators.indicators import ta_pipeline
-from operators.kafka_io import KafkaSink, encode_keyed
+from operators.kafka_io import KafkaSink, encode_dead_letter, encode_keyed
 from operators.recovery_backup import BackupLoop, restore_latest_if_empty, store_from_settings
 from operators.ta_status import TaProgress, TaStatusSource
 from torghut.clickhouse import (
@@ -61,7 +60,6 @@ from torghut.clickhouse import (
     signal_row,
 )
 from torghut.config import Settings, load_settings
-from torghut.dead_letters import DeadLetter
 from torghut.logs import configure_logging, get_logger
 
 __all__ = ["build_flow", "flow", "recovery_directory"]
@@ -124,7 +122,7 @@ def build_flow(settings: Settings, progress: TaProgress) -> Dataflow:
     )
     op.output(
         "dlq_kafka",
-        op.map("dlq_encode", out.dead_letters, _encode_dead_letter),
+        op.map("dlq_encode", out.dead_letters, encode_dead_letter),
         KafkaSink(producer, kafka.topic_ta_dlq),
     )
     if not ta.exit_at_end:  # a heartbeat source never ends; a backfill must
@@ -165,10 +163,6 @@ def build_flow(settings: Settings, progress: TaProgress) -> Dataflow:
         ),
     )
     return flow
-
-
-def _encode_dead_letter(d: DeadLetter) -> tuple[str, bytes]:
-    return d.symbol or "", msgspec.json.encode(d)
 
 
 def _prepare(settings: Settings, progress: TaProgress) -> None:
