@@ -51,6 +51,7 @@ from trading.live_gates import trading_endpoint
 from trading.orders import InvalidOrderTransition, OrderStatus, Transition
 from trading.ports import (
     AccountSnapshot,
+    Broker,
     BrokerOrder,
     ClockSnapshot,
     OrderRequest,
@@ -364,7 +365,7 @@ class OrderExecutor:
     def __init__(
         self,
         store: TradingStore,
-        broker: Any,
+        broker: Broker,
         *,
         max_intent_age: timedelta,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -25,6 +25,7 @@ Dead letters and corrections from the source pass through and are counted in the
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -37,9 +38,9 @@ from prometheus_client import Counter, Gauge
 from torghut.logs import get_logger
 from trading.adjudicate import adjudicate
 from trading.domain import Decision, SignalRow
-from trading.execution import ExecutionOutcome, OrderExecutor, Outcome
+from trading.execution import BrokerUnavailable, ExecutionOutcome, OrderExecutor, Outcome
 from trading.llm import DecisionReview
-from trading.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot, SignalCursor
+from trading.ports import AccountSnapshot, Broker, ClockSnapshot, PositionSnapshot, SignalCursor
 from trading.risk import RiskContext, RiskLimits
 from trading.signals import SignalCorrection, SignalDeadLetter
 from trading.store import DecisionStatus, StoredDecision, TradingStore
@@ -63,6 +64,7 @@ LAST_SIGNAL_TS = Gauge(
     "torghut_trading_last_signal_event_ts_seconds", "Event time of the last signal processed"
 )
 _RECENT_ROWS = 20
+_BROKER_RETRY_PAUSES_S = (0.5, 1.0, 2.0)
 
 
 class DeciderState(msgspec.Struct):
@@ -121,7 +123,7 @@ class TradingPipeline:
     def __init__(
         self,
         store: TradingStore,
-        broker: Any,
+        broker: Broker,
         executor: OrderExecutor,
         *,
         limits: RiskLimits,
@@ -193,9 +195,8 @@ class TradingPipeline:
         earlier in the batch are not filled yet either way), recent orders and the halt flag
         read for every decision."""
         if self._snapshot is None:
-            account = self._broker.account()
-            self._equity_peak = max(self._equity_peak, account.equity)
-            self._snapshot = (account, self._broker.positions(), self._broker.clock())
+            self._snapshot = self._broker_snapshot()
+            self._equity_peak = max(self._equity_peak, self._snapshot[0].equity)
         account, positions, clock = self._snapshot
         now = self._now()
         with self._store.unit_of_work() as uow:
@@ -209,6 +210,21 @@ class TradingPipeline:
             equity_peak=self._equity_peak,
             halted_reason=self._halted(),
         )
+
+    def _broker_snapshot(
+        self,
+    ) -> tuple[AccountSnapshot, Sequence[PositionSnapshot], ClockSnapshot]:
+        """Account, positions and clock, retried briefly; a longer broker outage raises, the
+        flow stops and its restart replays from the last snapshot (nothing was recorded for the
+        decision yet, so nothing is lost or doubled)."""
+        b = self._broker
+        for pause in _BROKER_RETRY_PAUSES_S:
+            try:
+                return b.account(), b.positions(), b.clock()
+            except BrokerUnavailable as exc:
+                _log.warning("broker_unavailable_retrying", error=str(exc)[:300], pause_s=pause)
+                time.sleep(pause)
+        return b.account(), b.positions(), b.clock()
 
     def _remember(self, row: SignalRow) -> None:
         recent = self._recent.get(row.symbol)

@@ -33,6 +33,7 @@ from sqlalchemy.exc import OperationalError
 
 from torghut.logs import get_logger
 from trading.execution import BrokerUnavailable, OrderExecutor, to_broker_order
+from trading.ports import Broker
 from trading.store import PositionDrift, TradingStore
 
 __all__ = ["ReconcileReport", "Reconciler"]
@@ -70,7 +71,7 @@ class Reconciler:
     def __init__(
         self,
         store: TradingStore,
-        broker: object,
+        broker: Broker,
         executor: OrderExecutor,
         *,
         interval_s: float,
@@ -142,10 +143,10 @@ class Reconciler:
         with self._store.unit_of_work() as uow:
             open_ids = [e.alpaca_order_id for e in uow.open_executions()]
         broker = self._broker
-        seen = {o.id: o for o in broker.open_orders()}  # type: ignore[attr-defined]
+        seen = {o.id: o for o in broker.open_orders()}
         for order_id in open_ids:
             if order_id not in seen:
-                seen[order_id] = broker.get_order(order_id)  # type: ignore[attr-defined]
+                seen[order_id] = broker.get_order(order_id)
         updates = 0
         for order in seen.values():
             if self._executor.record(order, event_type="poll"):
@@ -154,7 +155,7 @@ class Reconciler:
         return len(seen), updates
 
     def _drifts(self) -> list[PositionDrift]:
-        positions = self._broker.positions()  # type: ignore[attr-defined]
+        positions = self._broker.positions()
         drifts = self._store.record_positions(self._now(), positions)
         for d in drifts:
             if d.drift == 0:

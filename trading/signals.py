@@ -36,7 +36,7 @@ have no ``seq``/``version``: their key is ``(timeframe, ts, symbol)`` with ``seq
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -166,7 +166,7 @@ class ClickHouseSignalReader:
         symbols: Sequence[str] = (),
         settle: timedelta = timedelta(seconds=6),
         correction_lookback: timedelta = timedelta(seconds=120),
-        now: Any = None,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         self._client = client
         self._window = window_size
