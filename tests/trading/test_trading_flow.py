@@ -3,6 +3,7 @@ paper broker (through alpaca-py) → fills reconciled back into Postgres."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -114,3 +115,41 @@ def test_restart_without_recovery_resumes_from_the_store_cursor(
         cursor = uow.load_cursor(runtime.cursor_source)
     assert cursor is not None
     assert cursor.event_ts == start + timedelta(seconds=30)
+
+
+def test_streaming_reads_only_settled_rows_and_stops_cleanly(
+    settings: Settings, ch_client: Any, paper_broker: BrokerSimulator
+) -> None:
+    settings.trading = settings.trading.model_copy(
+        update={"exit_at_end": False, "signal_settle_s": 2.0}
+    )
+    runtime = TradingRuntime.open(settings)
+    runtime.start()
+    stop = threading.Event()
+    ch = settings.clickhouse
+    flow = build_flow(runtime, lambda: connect(ch), stop=stop)
+    thread = threading.Thread(target=run_main, args=(flow,), daemon=True)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    rows = crossing_signals(start, 10)
+    try:
+        insert_signals(ch_client, rows[:12])  # seconds 0..5; settled up to second 3
+        thread.start()
+
+        def decided() -> int:
+            with runtime.store.unit_of_work() as uow:
+                return len(uow.decisions(limit=1000))
+
+        wait_until(lambda: decided() == 6, timeout=15, message=lambda: f"{decided()} decisions")
+        with runtime.store.unit_of_work() as uow:
+            cursor = uow.load_cursor(runtime.cursor_source)
+        assert cursor is not None
+        assert cursor.event_ts == start + timedelta(seconds=3)
+        insert_signals(ch_client, rows[12:])  # seconds 6..9; settled up to second 7
+        wait_until(lambda: decided() == 14, timeout=15, message=lambda: f"{decided()} decisions")
+    finally:
+        stop.set()
+        thread.join(10)
+        runtime.close()
+        paper_broker.disconnect_streams()
+    assert not thread.is_alive()
+    assert len(paper_broker.orders()) == 14
