@@ -2,7 +2,9 @@
 
 The URL or an open connection comes from the caller (``trading.store.migrate.upgrade``); from the
 CLI it is ``TRADING_DB_URL`` through the store settings. SQLite runs in batch mode so later
-``ALTER``s work there too.
+``ALTER``s work there too. On Postgres the migration holds a transaction-scoped advisory lock, so
+processes that start together against a fresh database migrate one after the other instead of
+racing on ``CREATE TABLE`` (SQLite serialises writers by itself).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torghut.config import StoreSettings
 from trading.store.models import Base
 
 config = context.config
+_LOCK_KEY = 0x746F7267  # "torg": one key for every trading-store migration
 target_metadata = Base.metadata
 
 
@@ -30,6 +33,8 @@ def _run(connection: sa.Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         context.run_migrations()
 
 

@@ -3,6 +3,8 @@ tables of the models, idempotently, with the design's unique hash and index."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -11,6 +13,8 @@ from alembic.migration import MigrationContext
 
 from torghut.config import StoreSettings
 from trading.store import Base, TradingStore, upgrade
+
+REPO = Path(__file__).resolve().parents[2]
 
 TABLES = {
     "trade_decisions",
@@ -51,6 +55,29 @@ def test_upgrade_head_creates_exactly_the_model_schema(store_url: str) -> None:
         if pg:
             assert columns["decision_json"]["type"].__class__.__name__ == "JSONB"
             assert columns["qty"]["type"].__class__.__name__ == "NUMERIC"
+    finally:
+        engine.dispose()
+
+
+def test_processes_starting_together_migrate_one_after_the_other(pg_url: str) -> None:
+    """Separate processes (Alembic's context is process-global, so not threads)."""
+    code = "import sys; from trading.store import upgrade; upgrade(sys.argv[1])"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, pg_url],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in results]
+    engine = sa.create_engine(pg_url)
+    try:
+        assert set(sa.inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
+        with engine.connect() as conn:
+            assert conn.scalar(sa.text("SELECT count(*) FROM alembic_version")) == 1
     finally:
         engine.dispose()
 

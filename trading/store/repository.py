@@ -265,6 +265,7 @@ class UnitOfWork:
         An order we never recorded is adopted: through its decision if ``client_order_id`` is one
         of our decision hashes (the crash-between-submit-and-persist case), else as an execution
         without a decision (an order placed outside this loop), in both cases from ``intent``.
+        ``payload`` (the raw event, for audit) must be JSON-ready: ``msgspec.to_builtins(...)``.
         """
         row = self._execution_row(order.id, lock=True)
         if row is None:
@@ -511,7 +512,11 @@ class TradingStore:
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> TradingStore:
-        """Engine for ``url`` (SQLite: foreign keys on, WAL, busy timeout); migrated to head."""
+        """Engine for ``url`` (SQLite: foreign keys on, WAL, busy timeout); migrated to head.
+
+        Safe for processes starting together (the migration takes a Postgres advisory lock); not
+        for threads of one process (Alembic's context is process-global): open once, share it.
+        """
         engine = create_engine(url)
         if migrate:
             upgrade(engine)
