@@ -240,12 +240,11 @@ class DecisionReview:
         effective: EffectiveVerdict
         if self._shadow:
             effective, qty, path = "approve", decision.qty, "shadow"
-        elif failed:
+        elif failed or answer is None:
             effective = self._fallback
             qty = decision.qty if effective == "approve" else Decimal(0)
             path = "fallback"
         else:
-            assert answer is not None
             effective, path = answer.verdict, "model"
             if effective == "veto":
                 qty = Decimal(0)

@@ -201,16 +201,13 @@ class UnitOfWork:
             .returning(TradeDecisionRow.id)
         )
         inserted = self.session.execute(stmt).scalar_one_or_none()
-        if inserted is None:
-            existing = self.get_decision(decision.decision_hash)
-            assert existing is not None, "conflict on decision_hash without a visible row"
-            return existing
-        if review is not None:
+        if inserted is not None and review is not None:
             self.session.add(_review_row(new_id, review, self._now()))
             self.session.flush()
         stored = self.get_decision(decision.decision_hash)
-        assert stored is not None
-        return msgspec.structs.replace(stored, created=True)
+        if stored is None:
+            raise RuntimeError(f"decision {decision.decision_hash} conflicted but is not visible")
+        return msgspec.structs.replace(stored, created=inserted is not None)
 
     def get_decision(self, decision_hash: str) -> StoredDecision | None:
         row = self.session.scalars(
