@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import le
 from typing import Any, NamedTuple, TypeGuard
 
 import bytewax.operators as op
@@ -38,7 +39,9 @@ from operators.microbars import (
     lane_seq,
     microbars,
     raw_values,
+    rfc3339_micros,
     rfc3339_micros_many,
+    uniform_utc_micros,
     us_to_dt,
 )
 from operators.ta_status import TaProgress
@@ -82,7 +85,7 @@ class QuoteUpdate(NamedTuple):
     max_ts_us: int
 
 
-class _QuoteWire(msgspec.Struct):
+class _QuoteWire(msgspec.Struct, gc=False):
     """Envelope fields that decide which quotes matter; the payload is parsed only if kept."""
 
     event_ts: str
@@ -153,54 +156,106 @@ def quote_updates(
     allow = frozenset(settings.symbol_allowlist) or None
 
     def reduce(batch: list[Any]) -> list[tuple[str, QuoteUpdate] | DeadLetter]:
-        values = raw_values(batch)
-        dead: list[DeadLetter] = []
-        if values and isinstance(values[0], Envelope):
-            triples: list[tuple[str, Any, Any]] = [
-                (e.symbol, e.event_ts, e.payload) for e in values
-            ]
-        else:
-            wires, dead = _decode_quotes(values)
-            triples = [(w.symbol, w.event_ts, w.payload) for w in wires]
-        latest: dict[str, dict[int, tuple[int, Any]]] = {}
-        stamps = _stamps([ts for _, ts, _ in triples])
-        for (sym, ts_raw, payload), ts_us in zip(triples, stamps, strict=True):
-            if ts_us is None:
-                error = f"not an RFC 3339 timestamp with a time zone: {str(ts_raw)[:64]!r}"
-                dead.append(_dead("invalid_message", sym, _raw(payload), error))
-                continue
-            if allow is not None and sym not in allow:
-                dead.append(_dead("unknown_symbol", sym, _raw(payload)))
-                continue
-            bucket = -(-ts_us // _US)
-            per = latest.get(sym)
-            if per is None:
-                latest[sym] = {bucket: (ts_us, payload)}
-                continue
-            held = per.get(bucket)
-            if held is None or ts_us >= held[0]:
-                per[bucket] = (ts_us, payload)
-        out: list[tuple[str, QuoteUpdate] | DeadLetter] = []
-        for sym, per in latest.items():
-            qs = []
-            for ts_us, payload in per.values():
-                if isinstance(payload, Quote):
-                    qs.append((us_to_dt(ts_us), payload))
-                    continue
-                try:
-                    qs.append((us_to_dt(ts_us), _Q_PAYLOAD.decode(payload)))
-                except msgspec.DecodeError as exc:
-                    dead.append(_dead("invalid_message", sym, bytes(payload), str(exc)))
-            newest = max(ts_us for ts_us, _ in per.values())
-            out.extend((lane_key(sym, lane), QuoteUpdate(sym, lane, qs, newest)) for lane in lanes)
-        if dead:
-            progress.add_dead_letters("invalid_quote", len(dead))
-            out.extend(dead)
-        return out
+        return _reduce_quotes(raw_values(batch), lanes, allow, progress)
 
     reduced = op.flat_map_batch("reduce", quotes, reduce)
     split = op.branch("split_dead", reduced, _is_dead_letter)
     return QuoteStreams(split.falses, split.trues)  # type: ignore[arg-type]
+
+
+_Latest = dict[str, dict[int, tuple[int, Any]]]
+"""Per symbol, per second bucket: (event time in µs, payload) of the latest quote."""
+
+
+def _reduce_quotes(
+    values: list[Any], lanes: tuple[str, ...], allow: frozenset[str] | None, progress: TaProgress
+) -> list[tuple[str, QuoteUpdate] | DeadLetter]:
+    dead: list[DeadLetter] = []
+    if values and isinstance(values[0], Envelope):
+        triples: list[tuple[str, Any, Any]] = [(e.symbol, e.event_ts, e.payload) for e in values]
+        latest = _latest_each(triples, allow, dead)
+    else:
+        wires, dead = _decode_quotes(values)
+        found = None if dead else _latest_in_order(wires, allow)
+        if found is None:
+            found = _latest_each([(w.symbol, w.event_ts, w.payload) for w in wires], allow, dead)
+        latest = found
+    out: list[tuple[str, QuoteUpdate] | DeadLetter] = []
+    for sym, per in latest.items():
+        qs = []
+        for ts_us, payload in per.values():
+            if isinstance(payload, Quote):
+                qs.append((us_to_dt(ts_us), payload))
+                continue
+            try:
+                qs.append((us_to_dt(ts_us), _Q_PAYLOAD.decode(payload)))
+            except msgspec.DecodeError as exc:
+                dead.append(_dead("invalid_message", sym, bytes(payload), str(exc)))
+        newest = max(ts_us for ts_us, _ in per.values())
+        out.extend((lane_key(sym, lane), QuoteUpdate(sym, lane, qs, newest)) for lane in lanes)
+    if dead:
+        progress.add_dead_letters("invalid_quote", len(dead))
+        out.extend(dead)
+    return out
+
+
+def _latest_in_order(wires: list[_QuoteWire], allow: frozenset[str] | None) -> _Latest | None:
+    """The latest quotes of a batch whose times are uniform and in order; None otherwise.
+
+    Why: this is the common case (one feed, written in arrival order) and it needs no Python
+    per quote. In a batch ordered by event time the last quote of each (symbol, second) is its
+    latest, so a dict built in C from ``(symbol, second prefix) -> index`` finds them all; only
+    the kept quotes are then parsed. Anything unusual (other timestamp forms, a time going
+    backwards, a symbol outside the allowlist, a date that does not parse) returns None and
+    the batch takes :func:`_latest_each`, which handles and dead-letters each quote.
+    """
+    texts = [w.event_ts for w in wires]
+    if not texts or not uniform_utc_micros(texts) or not all(map(le, texts, texts[1:])):
+        return None
+    symbols = [w.symbol for w in wires]
+    if allow is not None and not allow.issuperset(symbols):
+        return None
+    keys = zip(symbols, [t[:19] for t in texts], strict=True)
+    last = dict(zip(keys, range(len(texts)), strict=True))
+    seconds: dict[str, int] = {}
+    latest: _Latest = {}
+    for (sym, prefix), i in last.items():
+        base = seconds.get(prefix)
+        if base is None:
+            try:
+                base = seconds[prefix] = rfc3339_micros(prefix + "Z")
+            except ValueError:
+                return None
+        per = latest.get(sym)
+        if per is None:
+            per = latest[sym] = {}
+        per[base // _US + 1] = (base + int(texts[i][20:26]), wires[i].payload)
+    return latest
+
+
+def _latest_each(
+    triples: list[tuple[str, Any, Any]], allow: frozenset[str] | None, dead: list[DeadLetter]
+) -> _Latest:
+    """The latest quote per (symbol, second bucket), one quote at a time, in any order."""
+    latest: _Latest = {}
+    stamps = _stamps([ts for _, ts, _ in triples])
+    for (sym, ts_raw, payload), ts_us in zip(triples, stamps, strict=True):
+        if ts_us is None:
+            error = f"not an RFC 3339 timestamp with a time zone: {str(ts_raw)[:64]!r}"
+            dead.append(_dead("invalid_message", sym, _raw(payload), error))
+            continue
+        if allow is not None and sym not in allow:
+            dead.append(_dead("unknown_symbol", sym, _raw(payload)))
+            continue
+        bucket = -(-ts_us // _US)
+        per = latest.get(sym)
+        if per is None:
+            latest[sym] = {bucket: (ts_us, payload)}
+            continue
+        held = per.get(bucket)
+        if held is None or ts_us >= held[0]:
+            per[bucket] = (ts_us, payload)
+    return latest
 
 
 def _stamps(raw: list[Any]) -> list[int | None]:
