@@ -169,6 +169,7 @@ class TradingRuntime:
                 review=build_review(settings.llm, trading),
                 cursor_source=f"{trading.signal_table}:{trading.signal_window_size}",
                 halted=lambda: reconciler.halted_reason,
+                exclusive=reconciler.exclusive,
             ),
             decider=Decider(build_strategies(trading)),
             quotes=last_close,

@@ -16,6 +16,9 @@ Two halves, because Bytewax recovery needs one and side effects the other:
      one unit of work;
   3. only then is an approved intent submitted (:class:`~trading.execution.OrderExecutor`).
 
+  Steps 1-3 hold the reconciler's ``exclusive`` lock, so a reconciliation pass never compares
+  positions while an order is at the broker but not yet in the store (false drift).
+
   The store's ``trade_cursor`` row is also advanced at the end of every batch, so a restart
   without recovery state resumes there (strategies then start cold: the first cross after a
   restart needs one warm row per symbol).
@@ -25,6 +28,7 @@ Dead letters and corrections from the source pass through and are counted in the
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -130,6 +134,7 @@ class TradingPipeline:
         review: DecisionReview | None,
         cursor_source: str,
         halted: Callable[[], str | None] = lambda: None,
+        exclusive: threading.Lock | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
@@ -139,6 +144,7 @@ class TradingPipeline:
         self._review = review
         self._cursor_source = cursor_source
         self._halted = halted
+        self._exclusive = exclusive or threading.Lock()
         self._now = now
         self._recent: dict[str, deque[SignalRow]] = {}
         self._equity_peak = Decimal(0)
@@ -155,7 +161,8 @@ class TradingPipeline:
             if isinstance(item, Decided):
                 self._remember(item.row)
                 for decision in item.decisions:
-                    outcomes.append(self._handle(decision, item.cursor))
+                    with self._exclusive:
+                        outcomes.append(self._handle(decision, item.cursor))
                 last = item.cursor
             elif isinstance(item, SignalDeadLetter):
                 last = item.cursor

@@ -87,7 +87,9 @@ class Reconciler:
         self._stream_factory = stream_factory
         self._now = now
         self._halted: str | None = "reconciliation has not completed yet"
-        self._lock = threading.Lock()
+        self.exclusive = threading.Lock()
+        """Held by a pass and by the pipeline around each decision (adjudicate → record →
+        submit → record): no order is in flight, unrecorded, while positions are compared."""
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stream: TradingStream | None = None
@@ -102,7 +104,7 @@ class Reconciler:
 
     def reconcile_once(self) -> ReconcileReport:
         """Resolve intents, sync orders, compare positions; updates the halt flag."""
-        with self._lock:
+        with self.exclusive:
             try:
                 report = self._pass()
             except BrokerUnavailable as exc:

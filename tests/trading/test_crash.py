@@ -226,4 +226,4 @@ def test_kill_9_between_submit_and_persist_never_duplicates_and_converges(
     assert (
         2 * (ROWS_PER_SYMBOL - 1) - 2 * KILLED_RUNS <= len(decisions) <= 2 * (ROWS_PER_SYMBOL - 1)
     )
-    assert len(submitted) == len(decisions)
+    assert len(submitted) == len(decisions), statuses
