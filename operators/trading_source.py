@@ -7,6 +7,11 @@ state. On a start without recovery state the position comes from ``initial_curso
 store's ``trade_cursor`` row, which the trading pipeline advances), so neither losing the
 recovery directory nor the store rewinds the loop to the beginning.
 
+Delivery is exactly-once on a clean stop and at-least-once after a crash: rows after the last
+snapshot (or after the store cursor) are read again, and the trading pipeline makes that
+harmless (a decision already in the store, found by its hash, is never adjudicated or sent
+again).
+
 ``next_batch`` never sleeps: between polls it returns ``[]`` and ``next_awake`` says when to
 poll again (``TRADING_POLL_INTERVAL_S``); a full batch polls again at once. A bounded source
 (``TRADING_EXIT_AT_END``) reads every row to the current end, ignoring the settle horizon, and
