@@ -17,7 +17,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -70,9 +70,8 @@ def live_endpoint() -> Iterator[Recorder]:
     thread.join(5)
 
 
-COMBINATIONS = list(
-    itertools.product(("paper", "live"), (False, True), (False, True), (False, True))
-)
+MODES: tuple[Literal["paper", "live"], ...] = ("paper", "live")
+COMBINATIONS = list(itertools.product(MODES, (False, True), (False, True), (False, True)))
 
 
 def test_endpoint_selection_matrix_is_paper_unless_every_gate_is_set() -> None:

@@ -58,6 +58,10 @@ def _reconciler(
     )
 
 
+def _halted(reconciler: Reconciler) -> str | None:
+    return reconciler.halted_reason
+
+
 def _execution_status(store: TradingStore, order_id: str) -> OrderStatus | None:
     with store.unit_of_work() as uow:
         e = uow.get_execution(order_id)
@@ -114,9 +118,9 @@ def test_position_drift_halts_new_orders_until_reconciled(
     store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
 ) -> None:
     reconciler = _reconciler(store, broker)
-    assert reconciler.halted_reason is not None  # until the first pass has completed
+    assert _halted(reconciler) is not None  # until the first pass has completed
     assert reconciler.reconcile_once().in_sync
-    assert reconciler.halted_reason is None
+    assert _halted(reconciler) is None
     # An order placed outside the loop fills: the broker holds shares the store cannot explain.
     broker.submit(OrderRequest("outside", "AAPL", "buy", Decimal(5), OrderType.MARKET))
     wait_until(lambda: broker.positions(), timeout=5, message="no position")
