@@ -31,26 +31,66 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Route stdlib and structlog output to stderr as one JSON object per line."""
-    processors: list[Any] = [
+    """Route stdlib and structlog output to stderr as one JSON object per line.
+
+    Both write to whatever ``sys.stderr`` is at the time of each line, not the object that was
+    there when this ran: test runners and daemon wrappers swap the stream, and a logger bound to
+    a closed one fails every later call.
+    """
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
-        structlog.processors.format_exc_info,
-        structlog.processors.JSONRenderer(),
     ]
     structlog.configure(
-        processors=processors,
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_current_stderr_logger,
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format='{"level":"%(levelname)s","logger":"%(name)s","event":%(message)r}',
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=structlog.processors.JSONRenderer(),
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        )
     )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class _CurrentStderr:
+    """structlog's output end: one rendered line to the current ``sys.stderr``."""
+
+    def msg(self, message: str) -> None:
+        stream = sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+_STDERR = _CurrentStderr()
+
+
+def _current_stderr_logger(*_: Any) -> _CurrentStderr:
+    return _STDERR
+
+
+class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stdlib handler whose stream is looked up on every record."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        """The stream is always the current ``sys.stderr``; assignments are ignored."""
 
 
 def get_logger(name: str) -> Any:
