@@ -3,6 +3,7 @@ paper broker (through alpaca-py) → fills reconciled back into Postgres."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -153,3 +154,32 @@ def test_streaming_reads_only_settled_rows_and_stops_cleanly(
         paper_broker.disconnect_streams()
     assert not thread.is_alive()
     assert len(paper_broker.orders()) == 14
+
+
+def test_a_correction_of_a_traded_row_is_recorded_and_never_retraded(
+    runtime: TradingRuntime, ch_client: Any, paper_broker: BrokerSimulator
+) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    rows = crossing_signals(start, 3, symbols=("AAPL",))
+    insert_signals(ch_client, rows)
+    _run(runtime)
+    assert len(paper_broker.orders()) == 2
+    # The TA flow re-emits second 1 with a higher version and the opposite cross.
+    fixed = envelope(
+        "AAPL",
+        rows[1].event_ts,
+        rows[1].seq,
+        version=2,
+        macd=0.5,
+        macd_signal=1.0,
+        rsi14=50.0,
+        close=190.0,
+    )
+    insert_signals(ch_client, [fixed])
+    _run(runtime)
+    assert len(paper_broker.orders()) == 2
+    lines = runtime.settings.trading.dead_letter_path.read_text().splitlines()
+    corrections = [json.loads(line) for line in lines if '"correction"' in line]
+    assert [(c["record"]["cursor"]["seq"], c["record"]["version"]) for c in corrections] == [
+        (rows[1].seq, 2)
+    ]
