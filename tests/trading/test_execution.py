@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import msgspec
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.helpers import wait_until
 from tests.trading.conftest import decision
@@ -22,6 +24,7 @@ from trading.execution import (
     build_trading_client,
     stream_url_for,
 )
+from trading.orders import OrderStatus
 from trading.ports import OrderRequest
 from trading.risk import RiskVerdict
 from trading.store import DecisionStatus, StoredDecision, TradingStore
@@ -141,4 +144,45 @@ def test_adapter_reads_account_clock_and_signed_positions(
     assert (
         stream_url_for("https://paper-api.alpaca.markets")
         == "wss://paper-api.alpaca.markets/stream"
+    )
+
+
+def test_a_stale_observation_after_a_newer_one_writes_nothing(
+    store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
+) -> None:
+    intent = _intent(store)
+    executor = OrderExecutor(store, broker, max_intent_age=FRESH)
+    accepted = executor.submit(intent).order
+    assert accepted is not None
+    wait_until(
+        lambda: broker.get_order(accepted.id).status is OrderStatus.FILLED,
+        timeout=5,
+        message="fill",
+    )
+    filled = broker.get_order(accepted.id)
+    assert executor.record(filled, event_type="poll")
+    invalid_before = _invalid_transitions()
+    stale = msgspec.structs.replace(
+        filled,
+        status=OrderStatus.NEW,
+        filled_qty=Decimal(0),
+        updated_at=filled.updated_at - timedelta(seconds=1),
+    )
+    assert not executor.record(stale, event_type="new")
+    with store.unit_of_work() as uow:
+        execution = uow.get_execution(accepted.id)
+        events = uow.order_events(accepted.id)
+    assert execution is not None
+    assert execution.status is OrderStatus.FILLED
+    assert [e.status_to for e in events][-1] is OrderStatus.FILLED
+    assert _invalid_transitions() == invalid_before
+
+
+def _invalid_transitions() -> float:
+    return sum(
+        s.value
+        for m in REGISTRY.collect()
+        if m.name == "torghut_order_invalid_transitions"
+        for s in m.samples
+        if s.name.endswith("_total")
     )
