@@ -26,9 +26,12 @@ correction always replaces the version it corrects under ``ReplacingMergeTree(in
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import add, le
 from typing import Any, TypeGuard
 
 import bytewax.operators as op
@@ -51,6 +54,7 @@ from torghut.ta.microbars import (
     SymbolBatch,
     Tick,
     preaggregate,
+    preaggregate_ordered,
 )
 
 __all__ = [
@@ -156,7 +160,7 @@ _UNIFORM = "dddd-dd-ddTdd:dd:dd.ddddddZ"
 _UNIFORM_LEN = len(_UNIFORM)
 
 
-def uniform_utc_micros(texts: list[str]) -> bool:
+def uniform_utc_micros(texts: list[str], *, whole_seconds: bool = False) -> bool:
     """True when every text reads ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` with a non-zero fraction.
 
     Why: a batch in this one fixed-width form (what msgspec writes for a UTC time with
@@ -164,12 +168,14 @@ def uniform_utc_micros(texts: list[str]) -> bool:
     string comparison, with no per-message parsing. The check is a few C-level scans of the
     joined batch, one per character column. It does not validate the calendar: the caller
     still converts every distinct prefix (:func:`rfc3339_micros`), which refuses bad dates.
-    A whole second (``.000000``) is excluded because its ``(s-1, s]`` bucket is not the one
-    its prefix names.
+    A whole second (``.000000``) is excluded unless ``whole_seconds``: its ``(s-1, s]``
+    bucket (quotes) is not the one its prefix names.
     """
     n = len(texts)
     joined = "".join(texts)
-    if len(joined) != _UNIFORM_LEN * n or not joined.isascii() or ".000000Z" in joined:
+    if len(joined) != _UNIFORM_LEN * n or not joined.isascii():
+        return False
+    if not whole_seconds and ".000000Z" in joined:
         return False
     for at, form in enumerate(_UNIFORM):
         column = joined[at::_UNIFORM_LEN]
@@ -178,14 +184,14 @@ def uniform_utc_micros(texts: list[str]) -> bool:
     return True
 
 
-class _TradeBody(msgspec.Struct):
+class _TradeBody(msgspec.Struct, gc=False):
     trade_id: int
     exchange: str
     price: float | None  # msgspec writes NaN/inf as null: keep it to reject it with a reason
     size: float | None
 
 
-class _TradeWire(msgspec.Struct):
+class _TradeWire(msgspec.Struct, gc=False):
     """The fields of ``Envelope[Trade]`` a bar needs; the rest are skipped unparsed."""
 
     event_ts: str
@@ -223,6 +229,9 @@ def decode_trades(values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:
 
 
 def _ticks(wires: list[_TradeWire], values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:
+    ordered = _ticks_in_order(wires)
+    if ordered is not None:
+        return ordered, []
     nan = math.nan
     out: list[Tick] = []
     dead: list[DeadLetter] = []
@@ -247,6 +256,45 @@ def _ticks(wires: list[_TradeWire], values: list[Any]) -> tuple[list[Tick], list
             )
         )
     return out, dead
+
+
+def _ticks_in_order(wires: list[_TradeWire]) -> list[Tick] | None:
+    """Ticks of a batch with uniform, ordered timestamps and no null price or size; else None.
+
+    Why: built column by column (C-level ``map``/``zip``), with one timestamp conversion per
+    distinct second (found by bisection in the sorted texts) instead of one per trade.
+    """
+    texts = [w.event_ts for w in wires]
+    if not texts:
+        return None
+    if not uniform_utc_micros(texts, whole_seconds=True):
+        # msgspec writes a whole second without a fraction: give it the uniform form
+        texts = [t[:19] + ".000000Z" if len(t) == 20 and t[19] == "Z" else t for t in texts]
+        if not uniform_utc_micros(texts, whole_seconds=True):
+            return None
+    if not all(map(le, texts, texts[1:])):
+        return None
+    bodies = [w.payload for w in wires]
+    prices = [b.price for b in bodies]
+    sizes = [b.size for b in bodies]
+    if None in prices or None in sizes:
+        return None
+    fractions = list(map(int, [t[20:26] for t in texts]))
+    stamps: list[int] = []
+    n, i = len(texts), 0
+    while i < n:
+        prefix = texts[i][:19]
+        j = bisect_left(texts, prefix + "/", i)  # "/" sorts right after the "." of the form
+        try:
+            base = rfc3339_micros(prefix + "Z")
+        except ValueError:
+            return None
+        stamps.extend(map(add, repeat(base, j - i), fractions[i:j]))
+        i = j
+    symbols = [w.symbol for w in wires]
+    ids = [b.trade_id for b in bodies]
+    exchanges = [b.exchange for b in bodies]
+    return list(zip(symbols, stamps, ids, exchanges, prices, sizes, strict=True))
 
 
 def _decode_each(values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:
@@ -336,7 +384,11 @@ def _preaggregate(
     batch: list[Any], lateness: int, allow: frozenset[str] | None, progress: TaProgress
 ) -> Iterable[tuple[str, SymbolBatch] | DeadLetter]:
     ticks, dead = decode_trades(raw_values(batch))
-    per_symbol, rejected, duplicates = preaggregate(ticks, lateness, allow)
+    ordered = None if dead else preaggregate_ordered(ticks, lateness, allow)
+    if ordered is None:
+        per_symbol, rejected, duplicates = preaggregate(ticks, lateness, allow)
+    else:
+        (per_symbol, duplicates), rejected = ordered, []
     if duplicates:
         progress.add_duplicates(duplicates)
     out: list[tuple[str, SymbolBatch] | DeadLetter] = list(per_symbol.items())
