@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from operator import le
+from operator import add, le
 from typing import Any, NamedTuple, TypeGuard
 
 import bytewax.operators as op
@@ -181,9 +181,13 @@ def _reduce_quotes(
             found = _latest_each([(w.symbol, w.event_ts, w.payload) for w in wires], allow, dead)
         latest = found
     out: list[tuple[str, QuoteUpdate] | DeadLetter] = []
+    append = out.append
     for sym, per in latest.items():
         qs = []
+        newest = -1 << 63
         for ts_us, payload in per.values():
+            if ts_us > newest:
+                newest = ts_us
             if isinstance(payload, Quote):
                 qs.append((us_to_dt(ts_us), payload))
                 continue
@@ -191,8 +195,8 @@ def _reduce_quotes(
                 qs.append((us_to_dt(ts_us), _Q_PAYLOAD.decode(payload)))
             except msgspec.DecodeError as exc:
                 dead.append(_dead("invalid_message", sym, bytes(payload), str(exc)))
-        newest = max(ts_us for ts_us, _ in per.values())
-        out.extend((lane_key(sym, lane), QuoteUpdate(sym, lane, qs, newest)) for lane in lanes)
+        for lane in lanes:
+            append((lane_key(sym, lane), QuoteUpdate(sym, lane, qs, newest)))
     if dead:
         progress.add_dead_letters("invalid_quote", len(dead))
         out.extend(dead)
@@ -215,11 +219,12 @@ def _latest_in_order(wires: list[_QuoteWire], allow: frozenset[str] | None) -> _
     symbols = [w.symbol for w in wires]
     if allow is not None and not allow.issuperset(symbols):
         return None
-    keys = zip(symbols, [t[:19] for t in texts], strict=True)
+    keys = map(add, [t[:19] for t in texts], symbols)  # strings: no tracked tuple per quote
     last = dict(zip(keys, range(len(texts)), strict=True))
     seconds: dict[str, int] = {}
     latest: _Latest = {}
-    for (sym, prefix), i in last.items():
+    for key, i in last.items():
+        prefix, sym = key[:19], symbols[i]
         base = seconds.get(prefix)
         if base is None:
             try:
