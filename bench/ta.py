@@ -26,6 +26,7 @@ Not a timed test: numbers depend on the machine and its load; see ``bench/README
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import time
@@ -168,12 +169,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5000, help="TA_KAFKA_BATCH_SIZE default")
     ap.add_argument("--quotes-per-trade", type=int, default=4)
     ap.add_argument("--rate", type=int, default=100_000, help="events per event-second")
+    ap.add_argument(
+        "--gc-gen0",
+        type=int,
+        default=None,
+        help="set Python's generation-0 GC threshold (default: leave Python's 700)",
+    )
     args = ap.parse_args()
+    if args.gc_gen0 is not None:
+        gc.set_threshold(args.gc_gen0, *gc.get_threshold()[1:])
     trades, quotes = synthetic_market(args.events, args.symbols, args.quotes_per_trade, args.rate)
     n = len(trades) + len(quotes)
     print(
         f"input: {n} events ({len(trades)} trades, {len(quotes)} quotes), {args.symbols} symbols, "
-        f"{n / args.rate:.0f} event-seconds, batches of {args.batch}, 1 worker"
+        f"{n / args.rate:.0f} event-seconds, batches of {args.batch}, 1 worker, "
+        f"GC thresholds {gc.get_threshold()}"
     )
     results: dict[str, float] = {}
     cpu_results: dict[str, float] = {}
