@@ -309,27 +309,28 @@ class Settings:
     def __init__(
         self,
         *,
-        kafka: KafkaSettings,
-        clickhouse: ClickHouseSettings,
-        store: StoreSettings,
-        recovery: RecoverySettings,
-        alpaca: AlpacaSettings,
-        ta: TaSettings,
-        trading: TradingSettings,
-        risk: RiskSettings,
-        llm: LlmSettings,
+        kafka: KafkaSettings | None = None,
+        clickhouse: ClickHouseSettings | None = None,
+        store: StoreSettings | None = None,
+        recovery: RecoverySettings | None = None,
+        alpaca: AlpacaSettings | None = None,
+        ta: TaSettings | None = None,
+        trading: TradingSettings | None = None,
+        risk: RiskSettings | None = None,
+        llm: LlmSettings | None = None,
         api: ApiSettings | None = None,
     ) -> None:
-        self.kafka = kafka
-        self.clickhouse = clickhouse
-        self.store = store
-        self.recovery = recovery
-        self.alpaca = alpaca
-        self.ta = ta
-        self.trading = trading
-        self.risk = risk
-        self.llm = llm
-        self.api = api if api is not None else ApiSettings()
+        """Sections not given are read from the environment (their defaults when unset)."""
+        self.kafka = kafka or KafkaSettings()
+        self.clickhouse = clickhouse or ClickHouseSettings()
+        self.store = store or StoreSettings()
+        self.recovery = recovery or RecoverySettings()
+        self.alpaca = alpaca or AlpacaSettings()
+        self.ta = ta or TaSettings()
+        self.trading = trading or TradingSettings()
+        self.risk = risk or RiskSettings()
+        self.llm = llm or LlmSettings()
+        self.api = api or ApiSettings()
 
 
 _SECRET_HINT = re.compile(r"KEY|SECRET|PASSWORD|TOKEN")

@@ -33,13 +33,8 @@ from torghut.config import (
     AlpacaSettings,
     ApiSettings,
     ClickHouseSettings,
-    KafkaSettings,
-    LlmSettings,
-    RecoverySettings,
-    RiskSettings,
     Settings,
     StoreSettings,
-    TaSettings,
     TradingSettings,
 )
 from torghut.events import Envelope, Microbar, Signal, Window
@@ -89,15 +84,10 @@ def settings_for(
     alpaca: AlpacaSettings | None = None,
 ) -> Settings:
     return Settings(
-        kafka=KafkaSettings(),
         clickhouse=ch_settings,
         store=StoreSettings(url=store_url),
-        recovery=RecoverySettings(),
         alpaca=alpaca or AlpacaSettings(symbols=("AAPL", "MSFT")),
-        ta=TaSettings(),
-        trading=trading or TradingSettings(),
-        risk=RiskSettings(),
-        llm=LlmSettings(),
+        trading=trading,
         api=ApiSettings(ta_cache_ttl_ms=ttl_ms, max_rows=1000),
     )
 

@@ -24,15 +24,11 @@ from tests.helpers import wait_until
 from torghut.clickhouse import connect, migrate
 from torghut.config import (
     AlpacaSettings,
-    ApiSettings,
     ClickHouseSettings,
-    KafkaSettings,
-    LlmSettings,
     RecoverySettings,
     RiskSettings,
     Settings,
     StoreSettings,
-    TaSettings,
     TradingSettings,
 )
 from torghut.sim.market import MarketSimulator, SyntheticMarket
@@ -45,16 +41,12 @@ RATE = 150.0  # trade + quote events per virtual second, all symbols
 
 def _settings(chdb_path: Path, database: str, pg_url: str, tmp: Path) -> Settings:
     return Settings(
-        kafka=KafkaSettings(),
         clickhouse=ClickHouseSettings(dsn=f"chdb://{chdb_path}", database=database),
         store=StoreSettings(url=pg_url),
         recovery=RecoverySettings(dir=tmp / "recovery", backup_dir=tmp / "backups"),
         alpaca=AlpacaSettings(symbols=SYMBOLS),
-        ta=TaSettings(),
         trading=TradingSettings(enabled=True, dead_letter_path=tmp / "dead.jsonl"),
         risk=RiskSettings(max_signal_staleness_s=86_400, symbol_cooldown_s=0),
-        llm=LlmSettings(),
-        api=ApiSettings(),
     )
 
 

@@ -16,15 +16,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from torghut.config import (
     AlpacaSettings,
-    ClickHouseSettings,
     KafkaSettings,
-    LlmSettings,
-    RecoverySettings,
-    RiskSettings,
     Settings,
-    StoreSettings,
-    TaSettings,
-    TradingSettings,
 )
 from torghut.sim.market import MarketSimulator
 
@@ -74,17 +67,7 @@ def make_settings(
         heartbeat_interval_s=alpaca.pop("heartbeat_interval_s", 0.2),
         **alpaca,
     )
-    return Settings(
-        kafka=kafka,
-        clickhouse=ClickHouseSettings(),
-        store=StoreSettings(),
-        recovery=RecoverySettings(),
-        alpaca=alpaca_settings,
-        ta=TaSettings(),
-        trading=TradingSettings(),
-        risk=RiskSettings(),
-        llm=LlmSettings(),
-    )
+    return Settings(kafka=kafka, alpaca=alpaca_settings)
 
 
 @pytest.fixture

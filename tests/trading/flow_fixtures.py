@@ -19,13 +19,10 @@ from torghut.clickhouse import SIGNAL_COLUMNS, migrate, signal_row
 from torghut.config import (
     AlpacaSettings,
     ClickHouseSettings,
-    KafkaSettings,
-    LlmSettings,
     RecoverySettings,
     RiskSettings,
     Settings,
     StoreSettings,
-    TaSettings,
     TradingSettings,
 )
 from torghut.events import Envelope, Signal, Window
@@ -114,12 +111,10 @@ def trading_settings(
     }
     base.update(trading)
     return Settings(
-        kafka=KafkaSettings(),
         clickhouse=clickhouse,
         store=StoreSettings(url=store_url),
         recovery=RecoverySettings(dir=data_dir / "recovery"),
         alpaca=AlpacaSettings(paper_base_url=broker_url, symbols=SYMBOLS),
-        ta=TaSettings(),
         trading=TradingSettings(**base),
         risk=RiskSettings(
             symbol_cooldown_s=0,
@@ -130,7 +125,6 @@ def trading_settings(
             max_position_per_symbol=Decimal(1_000_000),
             max_gross_exposure=Decimal(10_000_000),
         ),
-        llm=LlmSettings(),
     )
 
 
