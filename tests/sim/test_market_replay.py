@@ -110,8 +110,8 @@ def test_replay_at_a_speed_factor(tmp_path: Path) -> None:
     write_session(path, messages)
     with running(source=SessionReplay(path), speed=4.0) as (sim, url), Client(url) as c:
         c.handshake()
+        began = time.monotonic()  # before subscribing: the replay clock starts with it
         c.subscribe(quotes=["A"])
-        began = time.monotonic()
         got = c.data(21)
         elapsed = time.monotonic() - began
         assert sim.wait_exhausted(5)
