@@ -29,8 +29,8 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from prometheus_client import CollectorRegistry, Counter
 
 from api.errors import DependencyUnavailable
-from torghut.clickhouse import Client, bars, latest_signals
-from torghut.clickhouse.rows import SIGNAL_COLUMNS, SIGNALS_TABLE, signal_from_row
+from torghut.clickhouse import Client, bars, latest_signals, signals_between
+from torghut.clickhouse.rows import SIGNALS_TABLE
 from torghut.events import Envelope, Microbar, Signal
 from torghut.logs import get_logger
 
@@ -44,12 +44,6 @@ T = TypeVar("T")
 log = get_logger("api.ta_reads")
 
 _TS = "DateTime64(3, 'UTC')"
-_SIGNALS_BETWEEN = (
-    f"SELECT {', '.join(SIGNAL_COLUMNS)} FROM {SIGNALS_TABLE} FINAL "
-    "WHERE symbol = {symbol:String} AND window_size = {window:String} "
-    f"AND event_ts >= {{start:{_TS}}} AND event_ts < {{end:{_TS}}} "
-    "ORDER BY event_ts, seq LIMIT {limit:UInt32}"
-)
 _DRIVER_ERRORS = (ClickHouseError, OSError, RuntimeError)
 """What a client raises when the server is unreachable or a query fails (chdb: RuntimeError)."""
 
@@ -110,13 +104,8 @@ class TaReader:
     def signals(
         self, symbol: str, window: str, start: datetime, end: datetime, limit: int
     ) -> list[Envelope[Signal]]:
-        params = {"symbol": symbol, "window": window, "start": start, "end": end, "limit": limit}
-
-        def read(client: Client) -> list[Envelope[Signal]]:
-            rows = client.query(_SIGNALS_BETWEEN, parameters=params).result_rows
-            return [signal_from_row(r) for r in rows]
-
-        return self._cached(("signals", symbol, window, start, end, limit), read)
+        key = ("signals", symbol, window, start, end, limit)
+        return self._cached(key, lambda c: signals_between(c, symbol, start, end, window, limit))
 
     def latest(self, symbol: str, window: str) -> Envelope[Signal] | None:
         found = self._cached(

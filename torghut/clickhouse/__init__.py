@@ -7,7 +7,13 @@ read with ``FINAL``.
 
 from torghut.clickhouse.client import Client, EmbeddedClickHouseError, connect, quote_ident
 from torghut.clickhouse.migrations import MigrationError, migrate
-from torghut.clickhouse.queries import SignalCursor, bars, latest_signals, signals_after
+from torghut.clickhouse.queries import (
+    SignalCursor,
+    bars,
+    latest_signals,
+    signals_after,
+    signals_between,
+)
 from torghut.clickhouse.rows import (
     MICROBAR_COLUMNS,
     MICROBARS_TABLE,
@@ -38,4 +44,5 @@ __all__ = [
     "signal_from_row",
     "signal_row",
     "signals_after",
+    "signals_between",
 ]

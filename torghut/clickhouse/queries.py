@@ -27,7 +27,7 @@ from torghut.clickhouse.rows import (
 )
 from torghut.events import Envelope, Microbar, Signal
 
-__all__ = ["SignalCursor", "bars", "latest_signals", "signals_after"]
+__all__ = ["SignalCursor", "bars", "latest_signals", "signals_after", "signals_between"]
 
 _SIGNAL_SELECT = f"SELECT {', '.join(SIGNAL_COLUMNS)} FROM {SIGNALS_TABLE} FINAL"
 _BAR_SELECT = f"SELECT {', '.join(MICROBAR_COLUMNS)} FROM {MICROBARS_TABLE} FINAL"
@@ -82,6 +82,24 @@ def bars(
     )
     params = {"symbol": symbol, "window": window_size, "start": start, "end": end, "limit": limit}
     return [microbar_from_row(r) for r in client.query(sql, parameters=params).result_rows]
+
+
+def signals_between(
+    client: Client,
+    symbol: str,
+    start: datetime,
+    end: datetime,
+    window_size: str = "PT1S",
+    limit: int = 100_000,
+) -> list[Envelope[Signal]]:
+    """Signals of ``symbol`` with ``start <= event_ts < end``, oldest first."""
+    sql = (
+        f"{_SIGNAL_SELECT} WHERE symbol = {{symbol:String}} AND window_size = {{window:String}} "
+        f"AND event_ts >= {{start:{_TS}}} AND event_ts < {{end:{_TS}}} "
+        "ORDER BY event_ts, seq LIMIT {limit:UInt32}"
+    )
+    params = {"symbol": symbol, "window": window_size, "start": start, "end": end, "limit": limit}
+    return [signal_from_row(r) for r in client.query(sql, parameters=params).result_rows]
 
 
 def signals_after(
