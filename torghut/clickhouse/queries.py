@@ -75,13 +75,8 @@ def bars(
     limit: int = 100_000,
 ) -> list[Envelope[Microbar]]:
     """Microbars of ``symbol`` with ``start <= event_ts < end``, oldest first."""
-    sql = (
-        f"{_BAR_SELECT} WHERE symbol = {{symbol:String}} AND window_size = {{window:String}} "
-        f"AND event_ts >= {{start:{_TS}}} AND event_ts < {{end:{_TS}}} "
-        "ORDER BY event_ts, seq LIMIT {limit:UInt32}"
-    )
-    params = {"symbol": symbol, "window": window_size, "start": start, "end": end, "limit": limit}
-    return [microbar_from_row(r) for r in client.query(sql, parameters=params).result_rows]
+    rows = _between(client, _BAR_SELECT, symbol, start, end, window_size, limit)
+    return [microbar_from_row(r) for r in rows]
 
 
 def signals_between(
@@ -93,13 +88,28 @@ def signals_between(
     limit: int = 100_000,
 ) -> list[Envelope[Signal]]:
     """Signals of ``symbol`` with ``start <= event_ts < end``, oldest first."""
+    rows = _between(client, _SIGNAL_SELECT, symbol, start, end, window_size, limit)
+    return [signal_from_row(r) for r in rows]
+
+
+def _between(
+    client: Client,
+    select: str,
+    symbol: str,
+    start: datetime,
+    end: datetime,
+    window_size: str,
+    limit: int,
+) -> Sequence[Sequence[Any]]:
+    """Rows of one symbol and window with ``start <= event_ts < end``, oldest first."""
     sql = (
-        f"{_SIGNAL_SELECT} WHERE symbol = {{symbol:String}} AND window_size = {{window:String}} "
+        f"{select} WHERE symbol = {{symbol:String}} AND window_size = {{window:String}} "
         f"AND event_ts >= {{start:{_TS}}} AND event_ts < {{end:{_TS}}} "
         "ORDER BY event_ts, seq LIMIT {limit:UInt32}"
     )
     params = {"symbol": symbol, "window": window_size, "start": start, "end": end, "limit": limit}
-    return [signal_from_row(r) for r in client.query(sql, parameters=params).result_rows]
+    rows: Sequence[Sequence[Any]] = client.query(sql, parameters=params).result_rows
+    return rows
 
 
 def signals_after(
