@@ -40,10 +40,10 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
-from operators.indicators import _Q_ONE as QUOTE_DECODER
 from operators.indicators import ta_pipeline
 from operators.kafka_io import encode_envelope
-from operators.microbars import _ONE as TRADE_DECODER
+from operators.microbars import TRADE_WIRE
+from operators.quotes import QUOTE_WIRE
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.events import Envelope, Quote, Trade
@@ -140,8 +140,8 @@ def _run(
         out = ta_pipeline("ta", t_in, q_in, None, TaSettings(), progress)
         op.output("out", op.merge("all", out.microbars, out.signals, out.dead_letters), sink)
     elif kind == "decode":
-        t_dec = op.flat_map_batch("t_dec", t_in, lambda b: _decode_all(TRADE_DECODER, b))
-        q_dec = op.flat_map_batch("q_dec", q_in, lambda b: _decode_all(QUOTE_DECODER, b))
+        t_dec = op.flat_map_batch("t_dec", t_in, lambda b: _decode_all(TRADE_WIRE, b))
+        q_dec = op.flat_map_batch("q_dec", q_in, lambda b: _decode_all(QUOTE_WIRE, b))
         op.output("out", op.merge("all", t_dec, q_dec), sink)
     else:
         op.output("out", op.merge("all", t_in, q_in), sink)

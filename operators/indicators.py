@@ -1,31 +1,26 @@
-"""Indicator operators: quotes and bars of one (symbol, window size) into ``Envelope[Signal]``.
+"""Indicator operators: bars and quotes of each (symbol, window size) into ``Envelope[Signal]``.
 
 The maths is :class:`torghut.ta.indicators.IndicatorEngine` (pure, O(1) per bar); this module
 only routes and wraps it:
 
-* state is keyed by ``f"{symbol}|{window}"`` (:func:`lane_key`), so the 1 s microbar lane and
-  the 1 min Alpaca-bar lane never share indicator state;
-* quotes are decoded a batch at a time and reduced to the latest quote per (symbol, second
-  bucket ``(s-1, s]``) before the keyed step — only those can ever be "the latest quote at or
-  before" a bar end on either lane's grid — and each reduced batch goes to every lane key of
-  the symbol (:func:`quote_updates`). Only the kept quotes' payloads are parsed (the envelope
-  is decoded with the payload as ``msgspec.Raw``): a superseded quote cannot influence any
-  output, and parsing every payload was half the cost of the quote path. A kept payload that
-  does not parse is dead-lettered;
+* state is keyed by key group (:mod:`operators.key_groups`); inside a group each (symbol,
+  window size) has its own :class:`SignalLane` and engine, so the 1 s microbar lane and the
+  1 min Alpaca-bar lane never share indicator state;
+* quotes arrive already reduced to the latest quote per (symbol, second bucket) of each input
+  batch (:mod:`operators.quotes`) and feed every lane of their symbol;
 * a bar that repeats the latest bar's end (a corrected microbar, an Alpaca ``updated_bar``)
   re-emits that bar's signal with a higher ``version``; identical repeats are dropped as
   duplicates; a correction of an older bar cannot be replayed by the engine and is counted
   (``stale_correction``), its microbar correction still reaches ``ta_microbars``.
 
-Snapshots are the engine's pickled bytes (cheap for Bytewax to deep-copy every epoch).
+Snapshots hold each engine as pickled bytes (cheap for Bytewax to deep-copy every epoch).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from operator import add, le
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeGuard
 
 import bytewax.operators as op
@@ -33,68 +28,36 @@ import msgspec
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
+from operators.key_groups import key_group
 from operators.microbars import (
     SOURCE,
     MicrobarStreams,
     lane_seq,
     microbars,
     raw_values,
-    rfc3339_micros,
-    rfc3339_micros_many,
-    uniform_utc_micros,
     us_to_dt,
+    wall_micros,
 )
+from operators.quotes import QUOTE_PAYLOAD, QuoteChunk, quote_chunks
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter
 from torghut.events import Bar, Envelope, Microbar, Quote, Signal, Window
 from torghut.ta.indicators import IndicatorEngine, InvalidBar
-from torghut.ta.instants import epoch_micros
 
 __all__ = [
+    "IndicatorGroupState",
     "IndicatorLogic",
-    "IndicatorState",
-    "QuoteUpdate",
+    "LaneState",
+    "SignalLane",
     "TaOutputs",
     "alpaca_minute_bars",
     "indicators",
-    "lane_key",
-    "quote_updates",
     "ta_pipeline",
 ]
 
 _STAGE = "ta_indicators"
 _US = 1_000_000
-
-
-def lane_key(symbol: str, window: str) -> str:
-    """The indicator state key: one per (symbol, window size)."""
-    return f"{symbol}|{window}"
-
-
-class QuoteUpdate(NamedTuple):
-    """Latest quotes of one symbol per second bucket from one input batch, for one lane.
-
-    ``max_ts_us`` is the newest quote time of the symbol in the batch (kept or not): it drives
-    the quote watermark that releases buffered bars.
-    """
-
-    symbol: str
-    lane: str
-    quotes: list[tuple[datetime, Quote]]
-    max_ts_us: int
-
-
-class _QuoteWire(msgspec.Struct, gc=False):
-    """Envelope fields that decide which quotes matter; the payload is parsed only if kept."""
-
-    event_ts: str
-    symbol: str
-    payload: msgspec.Raw
-
-
-_Q_ONE = msgspec.json.Decoder(_QuoteWire)
-_Q_PAYLOAD = msgspec.json.Decoder(Quote)
 _BAR = msgspec.json.Decoder(Envelope[Bar])
 
 
@@ -126,166 +89,17 @@ def ta_pipeline(
     """
     lanes = ("PT1S", "PT1M") if bars is not None else ("PT1S",)
     mb: MicrobarStreams = microbars("microbars", trades, settings, progress)
-    q = quote_updates("quotes", quotes, lanes, settings, progress)
-    lane_bars = [op.key_on("key_1s", mb.bars, lambda e: lane_key(e.symbol, "PT1S"))]
+    q = quote_chunks("quotes", quotes, settings, progress)
+    lane_bars = [op.key_on("key_1s", mb.bars, _group_of)]
     dead = [mb.dead_letters, q.dead_letters]
     if bars is not None:
         minute = alpaca_minute_bars("minute_bars", bars, progress)
-        lane_bars.append(op.key_on("key_1m", minute.bars, lambda e: lane_key(e.symbol, "PT1M")))
+        lane_bars.append(op.key_on("key_1m", minute.bars, _group_of))
         dead.append(minute.dead_letters)
-    sig = indicators("signals", op.merge("lane_inputs", q.updates, *lane_bars), settings, progress)
+    inputs = op.merge("lane_inputs", q.chunks, *lane_bars)
+    sig = indicators("signals", inputs, lanes, settings, progress)
     dead.append(sig.dead_letters)
     return TaOutputs(mb.bars, sig.signals, op.merge("dead_letters", *dead))
-
-
-@dataclass(frozen=True)
-class QuoteStreams:
-    updates: Stream[tuple[str, QuoteUpdate]]
-    dead_letters: Stream[DeadLetter]
-
-
-@operator
-def quote_updates(
-    step_id: str,
-    quotes: Stream[Any],
-    lanes: tuple[str, ...],
-    settings: TaSettings,
-    progress: TaProgress,
-) -> QuoteStreams:
-    """Decode quote batches and keep the latest quote per (symbol, second bucket) per batch."""
-    allow = frozenset(settings.symbol_allowlist) or None
-
-    def reduce(batch: list[Any]) -> list[tuple[str, QuoteUpdate] | DeadLetter]:
-        return _reduce_quotes(raw_values(batch), lanes, allow, progress)
-
-    reduced = op.flat_map_batch("reduce", quotes, reduce)
-    split = op.branch("split_dead", reduced, _is_dead_letter)
-    return QuoteStreams(split.falses, split.trues)  # type: ignore[arg-type]
-
-
-_Latest = dict[str, dict[int, tuple[int, Any]]]
-"""Per symbol, per second bucket: (event time in µs, payload) of the latest quote."""
-
-
-def _reduce_quotes(
-    values: list[Any], lanes: tuple[str, ...], allow: frozenset[str] | None, progress: TaProgress
-) -> list[tuple[str, QuoteUpdate] | DeadLetter]:
-    dead: list[DeadLetter] = []
-    if values and isinstance(values[0], Envelope):
-        triples: list[tuple[str, Any, Any]] = [(e.symbol, e.event_ts, e.payload) for e in values]
-        latest = _latest_each(triples, allow, dead)
-    else:
-        wires, dead = _decode_quotes(values)
-        found = None if dead else _latest_in_order(wires, allow)
-        if found is None:
-            found = _latest_each([(w.symbol, w.event_ts, w.payload) for w in wires], allow, dead)
-        latest = found
-    out: list[tuple[str, QuoteUpdate] | DeadLetter] = []
-    append = out.append
-    for sym, per in latest.items():
-        qs = []
-        newest = -1 << 63
-        for ts_us, payload in per.values():
-            if ts_us > newest:
-                newest = ts_us
-            if isinstance(payload, Quote):
-                qs.append((us_to_dt(ts_us), payload))
-                continue
-            try:
-                qs.append((us_to_dt(ts_us), _Q_PAYLOAD.decode(payload)))
-            except msgspec.DecodeError as exc:
-                dead.append(_dead("invalid_message", sym, bytes(payload), str(exc)))
-        for lane in lanes:
-            append((lane_key(sym, lane), QuoteUpdate(sym, lane, qs, newest)))
-    if dead:
-        progress.add_dead_letters("invalid_quote", len(dead))
-        out.extend(dead)
-    return out
-
-
-def _latest_in_order(wires: list[_QuoteWire], allow: frozenset[str] | None) -> _Latest | None:
-    """The latest quotes of a batch whose times are uniform and in order; None otherwise.
-
-    Why: this is the common case (one feed, written in arrival order) and it needs no Python
-    per quote. In a batch ordered by event time the last quote of each (symbol, second) is its
-    latest, so a dict built in C from ``(symbol, second prefix) -> index`` finds them all; only
-    the kept quotes are then parsed. Anything unusual (other timestamp forms, a time going
-    backwards, a symbol outside the allowlist, a date that does not parse) returns None and
-    the batch takes :func:`_latest_each`, which handles and dead-letters each quote.
-    """
-    texts = [w.event_ts for w in wires]
-    if not texts or not uniform_utc_micros(texts) or not all(map(le, texts, texts[1:])):
-        return None
-    symbols = [w.symbol for w in wires]
-    if allow is not None and not allow.issuperset(symbols):
-        return None
-    keys = map(add, [t[:19] for t in texts], symbols)  # strings: no tracked tuple per quote
-    last = dict(zip(keys, range(len(texts)), strict=True))
-    seconds: dict[str, int] = {}
-    latest: _Latest = {}
-    for key, i in last.items():
-        prefix, sym = key[:19], symbols[i]
-        base = seconds.get(prefix)
-        if base is None:
-            try:
-                base = seconds[prefix] = rfc3339_micros(prefix + "Z")
-            except ValueError:
-                return None
-        per = latest.get(sym)
-        if per is None:
-            per = latest[sym] = {}
-        per[base // _US + 1] = (base + int(texts[i][20:26]), wires[i].payload)
-    return latest
-
-
-def _latest_each(
-    triples: list[tuple[str, Any, Any]], allow: frozenset[str] | None, dead: list[DeadLetter]
-) -> _Latest:
-    """The latest quote per (symbol, second bucket), one quote at a time, in any order."""
-    latest: _Latest = {}
-    stamps = _stamps([ts for _, ts, _ in triples])
-    for (sym, ts_raw, payload), ts_us in zip(triples, stamps, strict=True):
-        if ts_us is None:
-            error = f"not an RFC 3339 timestamp with a time zone: {str(ts_raw)[:64]!r}"
-            dead.append(_dead("invalid_message", sym, _raw(payload), error))
-            continue
-        if allow is not None and sym not in allow:
-            dead.append(_dead("unknown_symbol", sym, _raw(payload)))
-            continue
-        bucket = -(-ts_us // _US)
-        per = latest.get(sym)
-        if per is None:
-            latest[sym] = {bucket: (ts_us, payload)}
-            continue
-        held = per.get(bucket)
-        if held is None or ts_us >= held[0]:
-            per[bucket] = (ts_us, payload)
-    return latest
-
-
-def _stamps(raw: list[Any]) -> list[int | None]:
-    """Event times in µs: RFC 3339 strings from the wire, datetimes from envelopes."""
-    if raw and isinstance(raw[0], datetime):
-        return [epoch_micros(ts) for ts in raw]
-    return rfc3339_micros_many(raw)
-
-
-def _decode_quotes(values: list[Any]) -> tuple[list[_QuoteWire], list[DeadLetter]]:
-    if not values:
-        return [], []
-    try:
-        return list(map(_Q_ONE.decode, values)), []
-    except (msgspec.DecodeError, TypeError):
-        pass
-    wires: list[_QuoteWire] = []
-    dead: list[DeadLetter] = []
-    for v in values:
-        try:
-            wires.append(_Q_ONE.decode(v))
-        except (msgspec.DecodeError, TypeError) as exc:
-            raw = v if isinstance(v, bytes) else b""
-            dead.append(_dead("invalid_message", None, raw, str(exc)))
-    return wires, dead
 
 
 @dataclass(frozen=True)
@@ -349,20 +163,25 @@ class IndicatorStreams:
 def indicators(
     step_id: str,
     keyed: Stream[tuple[str, Any]],
+    lanes: tuple[str, ...],
     settings: TaSettings,
     progress: TaProgress,
 ) -> IndicatorStreams:
-    """Signals from lane-keyed bars (``Envelope[Microbar]``) and :class:`QuoteUpdate` s."""
+    """Signals from bars (``Envelope[Microbar]``) and :class:`~operators.quotes.QuoteChunk` s.
+
+    Items are keyed by the key group of their symbol (:func:`operators.key_groups.key_group`);
+    a bar goes to the lane of its window size, a symbol's quotes to every lane in ``lanes``.
+    """
     out = op.stateful_batch(
-        "engine", keyed, lambda resume: IndicatorLogic(settings, progress, resume)
+        "engine", keyed, lambda resume: IndicatorLogic(lanes, settings, progress, resume)
     )
     done = op.key_rm("unkey", out)
     split = op.branch("split_dead", done, _is_dead_letter)
     return IndicatorStreams(split.falses, split.trues)
 
 
-class IndicatorState(NamedTuple):
-    """Picklable snapshot of :class:`IndicatorLogic`."""
+class LaneState(NamedTuple):
+    """Picklable snapshot of one :class:`SignalLane`."""
 
     symbol: str
     lane: str
@@ -371,149 +190,129 @@ class IndicatorState(NamedTuple):
     last_version: int
     last_bar: Microbar | None
     pending: tuple[Envelope[Microbar], ...]
-    quote_max_us: int | None
 
 
-class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorState]):
-    """One :class:`IndicatorEngine` per (symbol, window) key, plus what versioning needs.
+class IndicatorGroupState(NamedTuple):
+    """Picklable snapshot of :class:`IndicatorLogic`: every lane and the staged quotes."""
 
-    Bars wait until the symbol's quotes are complete up to the bar end: the quote watermark
-    (newest quote time − allowed lateness) must reach it. Bars and quotes come from different
-    topics, read at different paces; without the wait, the imbalance fields of a signal
-    would depend on which topic happened to be read further, and a replay would not rewrite
-    the same rows. A symbol whose quotes stall or stop releases its bars ``idle_close_ms``
-    after the oldest one arrived (wall clock), and end of input releases everything.
-    """
+    lanes: tuple[LaneState, ...]
+    staged: dict[int, dict[str, tuple[int, Any]]]
+    quote_newest: dict[str, int]
+    quote_high_us: int | None
 
-    def __init__(
-        self, settings: TaSettings, progress: TaProgress, resume: IndicatorState | None
-    ) -> None:
-        self._settings = settings
-        self._progress = progress
-        self._lateness_us = settings.allowed_lateness_ms * 1000
-        self._release_after = timedelta(milliseconds=settings.idle_close_ms)
-        self._engine: IndicatorEngine | None = None
-        self._symbol = ""
-        self._lane = ""
-        self._last_end_us: int | None = None
-        self._last_version = 0
-        self._last_bar: Microbar | None = None
-        self._last_ingest_ms = 0
-        self._pending: list[Envelope[Microbar]] = []
-        self._pending_since: datetime | None = None
-        self._quote_max_us: int | None = None
-        if resume is not None:
-            self._engine = IndicatorEngine.restore(resume.engine)
-            self._symbol, self._lane = resume.symbol, resume.lane
-            self._last_end_us, self._last_version = resume.last_end_us, resume.last_version
-            self._last_bar = resume.last_bar
-            self._pending = list(resume.pending)
-            self._quote_max_us = resume.quote_max_us
-            if self._pending:
-                self._pending_since = datetime.now(UTC)
 
-    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
-        for v in values:
-            if isinstance(v, QuoteUpdate):
-                engine = self._engine_for(v.symbol, v.lane)
-                for ts, q in v.quotes:
-                    engine.on_quote(ts, q)
-                if self._quote_max_us is None or v.max_ts_us > self._quote_max_us:
-                    self._quote_max_us = v.max_ts_us
-            else:
-                self._engine_for(v.symbol, v.window.size if v.window is not None else "PT1S")
-                if not self._pending:
-                    self._pending_since = datetime.now(UTC)
-                self._pending.append(v)
-        if not self._pending or self._quote_max_us is None:
-            return [], StatefulBatchLogic.RETAIN
-        return self._release(self._quote_max_us - self._lateness_us), StatefulBatchLogic.RETAIN
+class SignalLane:
+    """One (symbol, window size): its :class:`IndicatorEngine` plus what versioning needs."""
 
-    def on_notify(self) -> tuple[list[Any], bool]:
-        due = self.notify_at()
-        if due is None or datetime.now(UTC) < due:
-            return [], StatefulBatchLogic.RETAIN
-        return self._release(None), StatefulBatchLogic.RETAIN
+    __slots__ = (
+        "engine",
+        "ingest_ms",
+        "lane",
+        "last_bar",
+        "last_end_us",
+        "last_version",
+        "pending",
+        "pending_since_us",
+        "symbol",
+    )
 
-    def on_eof(self) -> tuple[list[Any], bool]:
-        return self._release(None), StatefulBatchLogic.RETAIN
+    def __init__(self, symbol: str, lane: str, engine: IndicatorEngine) -> None:
+        self.symbol = symbol
+        self.lane = lane
+        self.engine = engine
+        self.last_end_us: int | None = None
+        self.last_version = 0
+        self.last_bar: Microbar | None = None
+        self.ingest_ms = 0
+        self.pending: list[tuple[int, Envelope[Microbar]]] = []
+        """Bars waiting for quotes: (bar end in µs, bar), in arrival order."""
+        self.pending_since_us: int | None = None
 
-    def notify_at(self) -> datetime | None:
-        if not self._pending or self._pending_since is None:
-            return None
-        return self._pending_since + self._release_after
+    @classmethod
+    def restore(cls, state: LaneState, now_us: int) -> SignalLane:
+        lane = cls(state.symbol, state.lane, IndicatorEngine.restore(state.engine))
+        lane.last_end_us, lane.last_version = state.last_end_us, state.last_version
+        lane.last_bar = state.last_bar
+        lane.pending = [(_end_us(env), env) for env in state.pending]
+        lane.pending_since_us = now_us if lane.pending else None
+        return lane
 
-    def snapshot(self) -> IndicatorState:
-        assert self._engine is not None
-        return IndicatorState(
-            self._symbol,
-            self._lane,
-            self._engine.snapshot(),
-            self._last_end_us,
-            self._last_version,
-            self._last_bar,
-            tuple(self._pending),
-            self._quote_max_us,
+    def snapshot(self) -> LaneState:
+        return LaneState(
+            self.symbol,
+            self.lane,
+            self.engine.snapshot(),
+            self.last_end_us,
+            self.last_version,
+            self.last_bar,
+            tuple(env for _, env in self.pending),
         )
 
-    def _release(self, until_us: int | None) -> list[Any]:
-        """Compute the signals of pending bars ending at or before ``until_us`` (None: all)."""
-        pending = self._pending
+    def add_bar(self, env: Envelope[Microbar], now_us: int) -> None:
+        if not self.pending:
+            self.pending_since_us = now_us
+        self.pending.append((_end_us(env), env))
+
+    def due_us(self, release_after_us: int) -> int | None:
+        """When the wall clock releases the pending bars regardless of quotes (None: nothing)."""
+        since = self.pending_since_us
+        return None if since is None or not self.pending else since + release_after_us
+
+    def release(
+        self, until_us: int | None, now_us: int, progress: TaProgress, out: list[Any]
+    ) -> int:
+        """Signals of pending bars ending at or before ``until_us`` (None: all); how many."""
+        pending = self.pending
         n = 0
-        for env in pending:
-            e = env.event_ts
-            if until_us is not None and math.floor(e.timestamp()) * _US + e.microsecond > until_us:
+        for end_us, _ in pending:
+            if until_us is not None and end_us > until_us:
                 break
             n += 1
         if n == 0:
-            return []
-        out: list[Any] = []
-        for env in pending[:n]:
-            self._on_bar(env, out)
+            return 0
+        before = len(out)
+        for end_us, env in pending[:n]:
+            self._on_bar(end_us, env, now_us, progress, out)
         del pending[:n]
-        self._pending_since = datetime.now(UTC) if pending else None
-        signals = sum(1 for x in out if isinstance(x, Envelope))
-        if signals:
-            self._progress.add_signals(self._lane, signals)
-        return out
+        self.pending_since_us = now_us if pending else None
+        return sum(1 for x in out[before:] if isinstance(x, Envelope))
 
-    def _engine_for(self, symbol: str, lane: str) -> IndicatorEngine:
-        if self._engine is None:
-            self._engine = IndicatorEngine(lane, self._settings)
-            self._symbol, self._lane = symbol, lane
-        return self._engine
-
-    def _on_bar(self, env: Envelope[Microbar], out: list[Any]) -> None:
-        lane = env.window.size if env.window is not None else "PT1S"
-        engine = self._engine_for(env.symbol, lane)
-        end = env.event_ts
-        end_us = math.floor(end.timestamp()) * _US + end.microsecond
-        last = self._last_end_us
+    def _on_bar(
+        self,
+        end_us: int,
+        env: Envelope[Microbar],
+        now_us: int,
+        progress: TaProgress,
+        out: list[Any],
+    ) -> None:
+        lane = self.lane
+        last = self.last_end_us
         version = env.version
         if last is not None and end_us <= last:
             if end_us < last:
-                self._progress.add_skipped_bar("stale_correction")
+                progress.add_skipped_bar("stale_correction")
                 return
-            if env.payload == self._last_bar:
-                self._progress.add_skipped_bar("duplicate_bar")
+            if env.payload == self.last_bar:
+                progress.add_skipped_bar("duplicate_bar")
                 return
-            version = max(version, self._last_version + 1)
+            version = max(version, self.last_version + 1)
+        end = env.event_ts
         try:
-            signal = engine.on_bar(end, env.payload)
+            signal = self.engine.on_bar(end, env.payload)
         except InvalidBar as exc:
-            self._progress.add_dead_letters("invalid_bar")
+            progress.add_dead_letters("invalid_bar")
             out.append(_dead("invalid_bar", env.symbol, msgspec.json.encode(env), str(exc)))
             return
         if signal is None:
             return
-        self._last_end_us, self._last_version, self._last_bar = end_us, version, env.payload
-        now_ms = math.floor(datetime.now(UTC).timestamp() * 1000)
-        self._last_ingest_ms = max(now_ms, self._last_ingest_ms + 1)
+        self.last_end_us, self.last_version, self.last_bar = end_us, version, env.payload
+        # strictly increasing per lane: a re-emitted signal always outranks the one it replaces
+        ingest_ms = self.ingest_ms = max(now_us // 1000, self.ingest_ms + 1)
         start = us_to_dt(end_us - (60 if lane == "PT1M" else 1) * _US)
         out.append(
             Envelope(
                 event_ts=end,
-                ingest_ts=us_to_dt(self._last_ingest_ms * 1000),
+                ingest_ts=us_to_dt(ingest_ms * 1000),
                 symbol=env.symbol,
                 seq=lane_seq(end_us, lane),
                 payload=signal,
@@ -522,6 +321,222 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorState]):
                 version=version,
             )
         )
+
+
+class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
+    """Keyed state of one key group: a :class:`SignalLane` per (symbol, window size).
+
+    Bars wait until their symbol's quotes are complete up to the bar end: the symbol's quote
+    watermark (its newest quote time − allowed lateness) must reach it. Bars and quotes come
+    from different topics, read at different paces; without the wait, the imbalance fields of
+    a signal would depend on which topic happened to be read further, and a replay would not
+    rewrite the same rows. A symbol whose quotes stall or stop releases its bars
+    ``idle_close_ms`` after the oldest one arrived (wall clock), and end of input releases
+    everything.
+
+    Quotes are staged per second bucket and handed to the engines only once the group's
+    quotes have passed the bucket (newest quote time − lateness): with 16 quote batches an
+    event-second, a symbol's bucket is reduced again by every batch, and staging keeps only
+    the last of them, merged by C-level ``dict.update`` — an ordered chunk simply overwrites
+    what was staged before it. Quotes that arrive for a bucket already handed over, and
+    chunks of batches not in time order, go to the engines at once (the engines' quote books
+    keep the latest per interval in any order), after everything staged, so arrival order is
+    kept for equal times. The payload is parsed at hand-over; one that does not parse is
+    dead-lettered. A symbol's quotes feed each lane in ``lanes``; lanes are created by a
+    symbol's first bar or quotes.
+    """
+
+    def __init__(
+        self,
+        lanes: tuple[str, ...],
+        settings: TaSettings,
+        progress: TaProgress,
+        resume: IndicatorGroupState | None,
+    ) -> None:
+        self._quote_lanes = lanes
+        self._settings = settings
+        self._progress = progress
+        self._lateness_us = settings.allowed_lateness_ms * 1000
+        self._release_after_us = settings.idle_close_ms * 1000
+        self._lanes: dict[str, dict[str, SignalLane]] = {}
+        self._waiting: dict[SignalLane, None] = {}
+        """Lanes with pending bars (an insertion-ordered set)."""
+        self._gate_us: int | None = None
+        """No waiting lane can release before the group's quote watermark reaches this."""
+        self._staged: dict[int, dict[str, tuple[int, Any]]] = {}
+        self._newest: dict[str, int] = {}
+        self._high_us: int | None = None
+        if resume is not None:
+            now = wall_micros()
+            for state in resume.lanes:
+                lane = SignalLane.restore(state, now)
+                self._lanes.setdefault(state.symbol, {})[state.lane] = lane
+                if lane.pending:
+                    self._waiting[lane] = None
+            self._staged = {b: dict(e) for b, e in resume.staged.items()}
+            self._newest = dict(resume.quote_newest)
+            self._high_us = resume.quote_high_us
+            self._gate_us = self._gate()
+
+    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+        now = wall_micros()
+        out: list[Any] = []
+        bars = False
+        for v in values:
+            if type(v) is QuoteChunk:
+                self._add_quotes(v, out)
+            else:
+                size = v.window.size if v.window is not None else "PT1S"
+                lane = self._lane(v.symbol, size)
+                lane.add_bar(v, now)
+                self._waiting[lane] = None
+                bars = True
+        if bars:
+            self._gate_us = self._gate()
+        self._release_ready(now, out)
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        now = wall_micros()
+        out: list[Any] = []
+        due = [
+            lane
+            for lane in self._waiting
+            if (at := lane.due_us(self._release_after_us)) is not None and now >= at
+        ]
+        if due:
+            self._hand_over(None, out)
+            for lane in due:
+                self._count(lane, lane.release(None, now, self._progress, out))
+            self._forget_released()
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Any], bool]:
+        now = wall_micros()
+        out: list[Any] = []
+        self._hand_over(None, out)
+        for lane in self._waiting:
+            self._count(lane, lane.release(None, now, self._progress, out))
+        self._forget_released()
+        return out, StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        soonest: int | None = None
+        for lane in self._waiting:
+            due = lane.due_us(self._release_after_us)
+            if due is not None and (soonest is None or due < soonest):
+                soonest = due
+        return None if soonest is None else us_to_dt(soonest)
+
+    def snapshot(self) -> IndicatorGroupState:
+        lanes = tuple(lane.snapshot() for per in self._lanes.values() for lane in per.values())
+        staged = {b: dict(e) for b, e in self._staged.items()}
+        return IndicatorGroupState(lanes, staged, dict(self._newest), self._high_us)
+
+    # --- quotes -----------------------------------------------------------------------------
+
+    def _add_quotes(self, chunk: QuoteChunk, out: list[Any]) -> None:
+        high = self._high_us
+        if chunk.ordered and (high is None or chunk.first_us >= high):
+            staged = self._staged
+            for bucket, entries in chunk.buckets.items():
+                held = staged.get(bucket)
+                if held is None:
+                    staged[bucket] = entries
+                else:
+                    held.update(entries)
+            self._newest.update(chunk.newest)
+        else:
+            self._hand_over(None, out)  # what was staged arrived first: it goes first
+            for entries in chunk.buckets.values():
+                for sym, (ts_us, payload) in entries.items():
+                    self._feed(sym, ts_us, payload, out)
+            newest = self._newest
+            for sym, ts_us in chunk.newest.items():
+                held_ts = newest.get(sym)
+                if held_ts is None or ts_us > held_ts:
+                    newest[sym] = ts_us
+        if high is None or chunk.high_us > high:
+            self._high_us = chunk.high_us
+        self._hand_over(self._high_us - self._lateness_us, out)  # type: ignore[operator]
+
+    def _hand_over(self, until_us: int | None, out: list[Any]) -> None:
+        """Feed the engines the staged buckets ending at or before ``until_us`` (None: all)."""
+        staged = self._staged
+        if not staged:
+            return
+        for bucket in sorted(staged):
+            if until_us is not None and bucket * _US > until_us:
+                break
+            for sym, (ts_us, payload) in staged.pop(bucket).items():
+                self._feed(sym, ts_us, payload, out)
+
+    def _feed(self, sym: str, ts_us: int, payload: Any, out: list[Any]) -> None:
+        if not isinstance(payload, Quote):
+            try:
+                payload = QUOTE_PAYLOAD.decode(payload)
+            except msgspec.DecodeError as exc:
+                self._progress.add_dead_letters("invalid_quote")
+                out.append(_dead("invalid_message", sym, bytes(payload), str(exc)))
+                return
+        for lane in self._quote_lanes_of(sym):
+            lane.engine.on_quote_us(ts_us, payload)
+
+    # --- releasing bars ---------------------------------------------------------------------
+
+    def _gate(self) -> int | None:
+        ends = [lane.pending[0][0] for lane in self._waiting if lane.pending]
+        return min(ends) if ends else None
+
+    def _release_ready(self, now: int, out: list[Any]) -> None:
+        """Release the bars every waiting lane's quote watermark has passed."""
+        gate, high = self._gate_us, self._high_us
+        if gate is None or high is None or high - self._lateness_us < gate:
+            return
+        lateness, newest = self._lateness_us, self._newest
+        for lane in self._waiting:
+            seen = newest.get(lane.symbol)
+            if seen is not None:
+                self._count(lane, lane.release(seen - lateness, now, self._progress, out))
+        self._forget_released()
+
+    def _forget_released(self) -> None:
+        waiting = self._waiting
+        done = [lane for lane in waiting if not lane.pending]
+        for lane in done:
+            del waiting[lane]
+        self._gate_us = self._gate()
+
+    # --- lanes --------------------------------------------------------------------------------
+
+    def _lane(self, symbol: str, size: str) -> SignalLane:
+        per = self._lanes.get(symbol)
+        if per is None:
+            per = self._lanes[symbol] = {}
+        lane = per.get(size)
+        if lane is None:
+            lane = per[size] = SignalLane(symbol, size, IndicatorEngine(size, self._settings))
+        return lane
+
+    def _quote_lanes_of(self, symbol: str) -> list[SignalLane]:
+        per = self._lanes.get(symbol)
+        if per is not None and len(per) == len(self._quote_lanes):
+            return list(per.values())
+        return [self._lane(symbol, size) for size in self._quote_lanes]
+
+    def _count(self, lane: SignalLane, signals: int) -> None:
+        if signals:
+            self._progress.add_signals(lane.lane, signals)
+
+
+def _end_us(env: Envelope[Any]) -> int:
+    end = env.event_ts
+    return math.floor(end.timestamp()) * _US + end.microsecond
+
+
+
+def _group_of(env: Envelope[Any]) -> str:
+    return key_group(env.symbol)
 
 
 def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:

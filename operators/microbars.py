@@ -4,15 +4,17 @@ Shape (issue #4 "design for batches", ``shared/style.md`` on ``reduce_final``):
 
 1. ``flat_map_batch`` decodes a whole input batch with msgspec (a struct naming only the
    fields a bar needs; timestamps parsed by :func:`rfc3339_micros`) into tick tuples and
-   reduces it per (symbol, second) with :func:`~torghut.ta.microbars.preaggregate`; it emits one
-   :class:`~torghut.ta.microbars.SymbolBatch` per symbol and batch, plus dead letters.
-2. ``stateful_batch`` keyed by symbol merges those into
-   :class:`~torghut.ta.microbars.SymbolBars` and emits ``Envelope[Microbar]`` s as bars close.
-   Timers (``notify_at``) close the bars of a symbol that went quiet: once the bar end plus
-   ``idle_close_ms`` has passed on the wall clock **and** the symbol received nothing for
-   ``idle_close_ms``. The second condition keeps replays deterministic: while a backlog is
-   being read every active symbol keeps receiving data, so bars close by event time only.
-   The arrival time is not part of the snapshot: after a restart the idle clock starts anew.
+   reduces it per (symbol, second) with :func:`~torghut.ta.microbars.preaggregate`; it emits,
+   per key group (:mod:`operators.key_groups`), the
+   :class:`~torghut.ta.microbars.SymbolBatch` es of the group's symbols, plus dead letters.
+2. ``stateful_batch`` keyed by key group merges those into one
+   :class:`~torghut.ta.microbars.SymbolBars` per symbol and emits ``Envelope[Microbar]`` s as
+   bars close. Timers (``notify_at``) close the bars of a symbol that went quiet: once the
+   bar end plus ``idle_close_ms`` has passed on the wall clock **and** the symbol received
+   nothing for ``idle_close_ms``. The second condition keeps replays deterministic: while a
+   backlog is being read every active symbol keeps receiving data, so bars close by event
+   time only. Arrival times are not part of the snapshot: after a restart the idle clock
+   starts anew.
 
 Not Bytewax's ``EventClock`` windows: they busy-spin and misjudge lateness in replays
 (``shared/bytewax-notes.md`` §1.6).
@@ -26,19 +28,21 @@ correction always replaces the version it corrects under ``ReplacingMergeTree(in
 from __future__ import annotations
 
 import math
+import time
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import repeat
-from operator import add, le
-from typing import Any, TypeGuard
+from operator import attrgetter, le
+from typing import Any, NamedTuple, TypeGuard
 
 import bytewax.operators as op
 import msgspec
+import numpy as np
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
+from operators.key_groups import key_group
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter
@@ -49,6 +53,7 @@ from torghut.ta.microbars import (
     Applied,
     ClosedBar,
     DeadTrades,
+    Rejected,
     SymbolBars,
     SymbolBarsState,
     SymbolBatch,
@@ -60,16 +65,20 @@ from torghut.ta.microbars import (
 __all__ = [
     "LANES",
     "SOURCE",
+    "TRADE_WIRE",
+    "MicrobarGroupState",
     "MicrobarLogic",
     "MicrobarStreams",
     "decode_trades",
     "lane_seq",
     "microbars",
+    "preaggregate_batch",
     "raw_values",
     "rfc3339_micros",
     "rfc3339_micros_many",
     "uniform_utc_micros",
     "us_to_dt",
+    "wall_micros",
 ]
 
 SOURCE = "torghut-ta"
@@ -158,6 +167,8 @@ def rfc3339_micros_many(texts: list[str]) -> list[int | None]:
 
 _UNIFORM = "dddd-dd-ddTdd:dd:dd.ddddddZ"
 _UNIFORM_LEN = len(_UNIFORM)
+_SEPARATORS = [(at, ch) for at, ch in enumerate(_UNIFORM) if ch != "d"]
+_DROP_SEPARATORS = str.maketrans("", "", "-T:.Z")
 
 
 def uniform_utc_micros(texts: list[str], *, whole_seconds: bool = False) -> bool:
@@ -166,9 +177,10 @@ def uniform_utc_micros(texts: list[str], *, whole_seconds: bool = False) -> bool
     Why: a batch in this one fixed-width form (what msgspec writes for a UTC time with
     microseconds) can be grouped per second by the 19-character prefix and ordered by plain
     string comparison, with no per-message parsing. The check is a few C-level scans of the
-    joined batch, one per character column. It does not validate the calendar: the caller
-    still converts every distinct prefix (:func:`rfc3339_micros`), which refuses bad dates.
-    A whole second (``.000000``) is excluded unless ``whole_seconds``: its ``(s-1, s]``
+    joined batch: each separator column must hold only its separator, and what remains once
+    the separators are dropped must be digits only. It does not validate the calendar: the
+    caller still converts every distinct prefix (:func:`rfc3339_micros`), which refuses bad
+    dates. A whole second (``.000000``) is excluded unless ``whole_seconds``: its ``(s-1, s]``
     bucket (quotes) is not the one its prefix names.
     """
     n = len(texts)
@@ -177,11 +189,11 @@ def uniform_utc_micros(texts: list[str], *, whole_seconds: bool = False) -> bool
         return False
     if not whole_seconds and ".000000Z" in joined:
         return False
-    for at, form in enumerate(_UNIFORM):
-        column = joined[at::_UNIFORM_LEN]
-        if not (column.isdigit() if form == "d" else column.count(form) == n):
+    for at, ch in _SEPARATORS:
+        if joined[at::_UNIFORM_LEN] != ch * n:
             return False
-    return True
+    digits = joined.translate(_DROP_SEPARATORS)
+    return len(digits) == (_UNIFORM_LEN - len(_SEPARATORS)) * n and digits.isdigit()
 
 
 class _TradeBody(msgspec.Struct, gc=False):
@@ -199,7 +211,8 @@ class _TradeWire(msgspec.Struct, gc=False):
     payload: _TradeBody
 
 
-_ONE = msgspec.json.Decoder(_TradeWire)
+TRADE_WIRE = msgspec.json.Decoder(_TradeWire)
+"""The per-message decoder of the trade path (the benchmark's decode-only baseline uses it)."""
 
 
 def raw_values(batch: list[Any]) -> list[Any]:
@@ -212,26 +225,22 @@ def raw_values(batch: list[Any]) -> list[Any]:
 def decode_trades(values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:
     """Decode ``Envelope[Trade]`` JSON values (or envelopes already decoded) to ticks.
 
-    The happy path maps the decoder over the batch with no per-message Python frame (joining
-    the batch into one JSON array was slower: the large buffer costs more than the calls it
-    saves); if any message is bad the batch is decoded again message by message so that only
-    the bad ones are dead-lettered.
+    The general path: every message is decoded and its timestamp parsed; if any message is
+    bad the batch is decoded again message by message so that only the bad ones are
+    dead-lettered. :func:`preaggregate_batch` tries the columnar fast path first.
     """
     if not values:
         return [], []
     if isinstance(values[0], Envelope):
         return [_tick_of_envelope(e) for e in values], []
     try:
-        wires = list(map(_ONE.decode, values))
+        wires = list(map(TRADE_WIRE.decode, values))
     except (msgspec.DecodeError, TypeError):
         return _decode_each(values)
     return _ticks(wires, values)
 
 
 def _ticks(wires: list[_TradeWire], values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:
-    ordered = _ticks_in_order(wires)
-    if ordered is not None:
-        return ordered, []
     nan = math.nan
     out: list[Tick] = []
     dead: list[DeadLetter] = []
@@ -258,15 +267,36 @@ def _ticks(wires: list[_TradeWire], values: list[Any]) -> tuple[list[Tick], list
     return out, dead
 
 
-def _ticks_in_order(wires: list[_TradeWire]) -> list[Tick] | None:
-    """Ticks of a batch with uniform, ordered timestamps and no null price or size; else None.
+_EVENT_TS = attrgetter("event_ts")
+_SYMBOL = attrgetter("symbol")
+_BODY = attrgetter("payload")
+_TRADE_ID = attrgetter("trade_id")
+_EXCHANGE = attrgetter("exchange")
+_PRICE = attrgetter("price")
+_SIZE = attrgetter("size")
+_DIGIT_WEIGHTS = np.array([100_000, 10_000, 1_000, 100, 10, 1], dtype=np.int64)
 
-    Why: built column by column (C-level ``map``/``zip``), with one timestamp conversion per
-    distinct second (found by bisection in the sorted texts) instead of one per trade.
+
+def preaggregate_batch(
+    values: list[Any], lateness_us: int, allow: frozenset[str] | None
+) -> tuple[dict[str, SymbolBatch], int] | None:
+    """The batch's partials and duplicate count by the columnar fast path, or None.
+
+    Why: decoding is one C call per message, and everything after it is a C-level pass over
+    a column (``map``/``zip``/numpy): the microseconds of all timestamps are read in one
+    vectorised step and the whole second is converted once per distinct second (found by
+    bisection in the sorted texts); then :func:`~torghut.ta.microbars.preaggregate_ordered`.
+    It answers for a batch of JSON values that all decode, carry uniform UTC timestamps in
+    event-time order and no null price or size; otherwise None, and the caller takes the
+    general path (which also dead-letters what is bad).
     """
-    texts = [w.event_ts for w in wires]
-    if not texts:
+    if not values or not isinstance(values[0], bytes):
         return None
+    try:
+        wires = list(map(TRADE_WIRE.decode, values))
+    except (msgspec.DecodeError, TypeError):
+        return None
+    texts = list(map(_EVENT_TS, wires))
     if not uniform_utc_micros(texts, whole_seconds=True):
         # msgspec writes a whole second without a fraction: give it the uniform form
         texts = [t[:19] + ".000000Z" if len(t) == 20 and t[19] == "Z" else t for t in texts]
@@ -274,27 +304,45 @@ def _ticks_in_order(wires: list[_TradeWire]) -> list[Tick] | None:
             return None
     if not all(map(le, texts, texts[1:])):
         return None
-    bodies = [w.payload for w in wires]
-    prices = [b.price for b in bodies]
-    sizes = [b.size for b in bodies]
+    bodies = list(map(_BODY, wires))
+    prices = list(map(_PRICE, bodies))
+    sizes = list(map(_SIZE, bodies))
     if None in prices or None in sizes:
         return None
-    fractions = list(map(int, [t[20:26] for t in texts]))
-    stamps: list[int] = []
+    stamps = _fixed_width_micros(texts)
+    if stamps is None:
+        return None
+    return preaggregate_ordered(
+        list(map(_SYMBOL, wires)),
+        stamps,
+        list(map(_TRADE_ID, bodies)),
+        list(map(_EXCHANGE, bodies)),
+        prices,  # no None: checked above
+        sizes,
+        lateness_us,
+        allow,
+    )
+
+
+def _fixed_width_micros(texts: list[str]) -> list[int] | None:
+    """µs since the epoch of sorted texts in the uniform form; None if a date does not parse.
+
+    The six fraction digits of every text are read at once from the joined ASCII bytes
+    (numpy); the whole seconds are converted once per run of equal 19-character prefixes.
+    """
+    digits = np.frombuffer("".join(texts).encode("ascii"), dtype=np.uint8)
+    micros = (digits.reshape(-1, _UNIFORM_LEN)[:, 20:26] - 48).astype(np.int64) @ _DIGIT_WEIGHTS
     n, i = len(texts), 0
     while i < n:
         prefix = texts[i][:19]
         j = bisect_left(texts, prefix + "/", i)  # "/" sorts right after the "." of the form
         try:
-            base = rfc3339_micros(prefix + "Z")
+            micros[i:j] += rfc3339_micros(prefix + "Z")
         except ValueError:
             return None
-        stamps.extend(map(add, repeat(base, j - i), fractions[i:j]))
         i = j
-    symbols = [w.symbol for w in wires]
-    ids = [b.trade_id for b in bodies]
-    exchanges = [b.exchange for b in bodies]
-    return list(zip(symbols, stamps, ids, exchanges, prices, sizes, strict=True))
+    stamps: list[int] = micros.tolist()
+    return stamps
 
 
 def _decode_each(values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:
@@ -307,7 +355,7 @@ def _decode_each(values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:
             dead.append(DeadLetter(_STAGE, "invalid_message", "empty or non-bytes value", b"", now))
             continue
         try:
-            wires.append(_ONE.decode(v))
+            wires.append(TRADE_WIRE.decode(v))
             kept.append(v)
         except msgspec.DecodeError as exc:
             dead.append(DeadLetter(_STAGE, "invalid_message", str(exc)[:300], v, now))
@@ -352,17 +400,17 @@ def microbars(
     """
     lateness = settings.allowed_lateness_ms * 1000
     horizon = settings.correction_horizon_s * US_PER_S
-    idle = timedelta(milliseconds=settings.idle_close_ms)
+    idle_us = settings.idle_close_ms * 1000
     allow = frozenset(settings.symbol_allowlist) or None
     pre = op.flat_map_batch(
         "preaggregate", trades, lambda batch: _preaggregate(batch, lateness, allow, progress)
     )
     split = op.branch("split_rejects", pre, _is_dead_letter)
-    keyed: Stream[tuple[str, SymbolBatch]] = split.falses  # type: ignore[assignment]
+    keyed: Stream[tuple[str, list[SymbolBatch]]] = split.falses  # type: ignore[assignment]
     out = op.stateful_batch(
         "bars",
         keyed,
-        lambda resume: MicrobarLogic(lateness, horizon, idle, progress, resume),
+        lambda resume: MicrobarLogic(lateness, horizon, idle_us, progress, resume),
     )
     done = op.key_rm("unkey", out)
     bars_or_dead = op.branch("split_dead", done, _is_envelope)
@@ -382,16 +430,28 @@ def _is_envelope(item: object) -> TypeGuard[Envelope[Microbar]]:
 
 def _preaggregate(
     batch: list[Any], lateness: int, allow: frozenset[str] | None, progress: TaProgress
-) -> Iterable[tuple[str, SymbolBatch] | DeadLetter]:
-    ticks, dead = decode_trades(raw_values(batch))
-    ordered = None if dead else preaggregate_ordered(ticks, lateness, allow)
-    if ordered is None:
+) -> Iterable[tuple[str, list[SymbolBatch]] | DeadLetter]:
+    """One batch of trade messages → per key group, the batch's partials of its symbols."""
+    values = raw_values(batch)
+    fast = preaggregate_batch(values, lateness, allow)
+    dead: list[DeadLetter] = []
+    rejected: list[Rejected] = []
+    if fast is None:
+        ticks, dead = decode_trades(values)
         per_symbol, rejected, duplicates = preaggregate(ticks, lateness, allow)
     else:
-        (per_symbol, duplicates), rejected = ordered, []
+        per_symbol, duplicates = fast
     if duplicates:
         progress.add_duplicates(duplicates)
-    out: list[tuple[str, SymbolBatch] | DeadLetter] = list(per_symbol.items())
+    groups: dict[str, list[SymbolBatch]] = {}
+    for sym, symbol_batch in per_symbol.items():
+        group = key_group(sym)
+        held = groups.get(group)
+        if held is None:
+            groups[group] = [symbol_batch]
+        else:
+            held.append(symbol_batch)
+    out: list[tuple[str, list[SymbolBatch]] | DeadLetter] = list(groups.items())
     if dead:
         _count_dead(progress, "invalid_message", len(dead))
         out.extend(dead)
@@ -432,79 +492,114 @@ def _dead_letter_of(d: object) -> DeadLetter:
     )
 
 
-class MicrobarLogic(StatefulBatchLogic[SymbolBatch, Any, SymbolBarsState]):
-    """Keyed state of one symbol: wraps :class:`SymbolBars` with timers and envelopes."""
+class MicrobarGroupState(NamedTuple):
+    """Picklable snapshot of :class:`MicrobarLogic`: the bars of each symbol of the group."""
+
+    symbols: dict[str, SymbolBarsState]
+
+
+def wall_micros() -> int:
+    """The wall clock in µs since the epoch (what the idle timers compare bar ends with)."""
+    return time.time_ns() // 1000
+
+
+class MicrobarLogic(StatefulBatchLogic[list[SymbolBatch], Any, MicrobarGroupState]):
+    """Keyed state of one key group: a :class:`SymbolBars` per symbol, timers, envelopes.
+
+    A symbol's open bars close on the wall clock once the bar end plus ``idle_us`` has passed
+    **and** the symbol received nothing for ``idle_us``; the second condition keeps replays
+    deterministic (while a backlog is read every active symbol keeps receiving data, so bars
+    close by event time only). Arrival times are not snapshotted: after a restart the idle
+    clock starts anew.
+    """
 
     def __init__(
         self,
         lateness_us: int,
         horizon_us: int,
-        idle: timedelta,
+        idle_us: int,
         progress: TaProgress,
-        resume: SymbolBarsState | None,
+        resume: MicrobarGroupState | None,
     ) -> None:
         self._lateness = lateness_us
         self._horizon = horizon_us
-        self._idle = idle
+        self._idle = idle_us
         self._progress = progress
-        self._bars = None if resume is None else SymbolBars.restore(resume, lateness_us, horizon_us)
-        self._last_arrival = datetime.now(UTC)
-        self._last_ingest_ms = 0
+        self._symbols: dict[str, SymbolBars] = {}
+        self._arrivals: dict[str, int] = {}
+        self._ingest_ms: dict[str, int] = {}
+        if resume is not None:
+            now = wall_micros()
+            for sym, state in resume.symbols.items():
+                self._symbols[sym] = SymbolBars.restore(state, lateness_us, horizon_us)
+                self._arrivals[sym] = now
 
-    def on_batch(self, values: list[SymbolBatch]) -> tuple[list[Any], bool]:
-        bars = self._bars
-        if bars is None:
-            bars = self._bars = SymbolBars(values[0].symbol, self._lateness, self._horizon)
+    def on_batch(self, values: list[list[SymbolBatch]]) -> tuple[list[Any], bool]:
+        symbols, arrivals = self._symbols, self._arrivals
         out = Applied()
-        for v in values:
-            bars.apply(v, out)
-        self._last_arrival = datetime.now(UTC)
-        wm = bars.watermark_us
-        if wm is not None:
-            self._progress.observe_watermark(wm)
+        now = wall_micros()
+        newest: int | None = None
+        for batch in values:
+            for symbol_batch in batch:
+                sym = symbol_batch.symbol
+                bars = symbols.get(sym)
+                if bars is None:
+                    bars = symbols[sym] = SymbolBars(sym, self._lateness, self._horizon)
+                bars.apply(symbol_batch, out)
+                arrivals[sym] = now
+                wm = bars.watermark_us
+                if wm is not None and (newest is None or wm > newest):
+                    newest = wm
+        if newest is not None:
+            self._progress.observe_watermark(newest)
         return self._emit(out), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Any], bool]:
-        bars = self._bars
-        if bars is None or not self._idle_due(datetime.now(UTC)):
-            return [], StatefulBatchLogic.RETAIN
+        now = wall_micros()
         out = Applied()
-        bars.close_idle(out)
+        for sym, bars in self._symbols.items():
+            due = self._due_us(sym, bars)
+            if due is not None and now >= due:
+                bars.close_idle(out)
         return self._emit(out), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Any], bool]:
         """End of input (tests, benchmarks, a clean stop): publish what is still open."""
-        if self._bars is None:
-            return [], StatefulBatchLogic.RETAIN
         out = Applied()
-        self._bars.close_idle(out)
+        for bars in self._symbols.values():
+            bars.close_idle(out)
         return self._emit(out), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        bars = self._bars
-        if bars is None or not bars.has_open:
-            return None
+        soonest: int | None = None
+        for sym, bars in self._symbols.items():
+            due = self._due_us(sym, bars)
+            if due is not None and (soonest is None or due < soonest):
+                soonest = due
+        return None if soonest is None else us_to_dt(soonest)
+
+    def snapshot(self) -> MicrobarGroupState:
+        return MicrobarGroupState({sym: bars.snapshot() for sym, bars in self._symbols.items()})
+
+    def _due_us(self, sym: str, bars: SymbolBars) -> int | None:
         oldest_end = bars.oldest_open_end_us
-        assert oldest_end is not None
-        return max(self._last_arrival, us_to_dt(oldest_end)) + self._idle
-
-    def snapshot(self) -> SymbolBarsState:
-        assert self._bars is not None
-        return self._bars.snapshot()
-
-    def _idle_due(self, now: datetime) -> bool:
-        due = self.notify_at()
-        return due is not None and now >= due
+        if oldest_end is None:
+            return None
+        arrival = self._arrivals.get(sym, 0)
+        return (arrival if arrival > oldest_end else oldest_end) + self._idle
 
     def _emit(self, out: Applied) -> list[Any]:
         if out.duplicates:
             self._progress.add_duplicates(out.duplicates)
         if not out.bars and not out.dead:
             return []
-        now_ms = math.floor(datetime.now(UTC).timestamp() * 1000)
-        ingest_ms = self._last_ingest_ms = max(now_ms, self._last_ingest_ms + 1)
-        ingest = us_to_dt(ingest_ms * 1000)
-        items: list[Any] = [_envelope(b, ingest) for b in out.bars]
+        now_ms = time.time_ns() // 1_000_000
+        last = self._ingest_ms
+        items: list[Any] = []
+        for b in out.bars:
+            # strictly increasing per symbol: a correction always outranks what it corrects
+            ingest_ms = last[b.symbol] = max(now_ms, last.get(b.symbol, 0) + 1)
+            items.append(_envelope(b, us_to_dt(ingest_ms * 1000)))
         corrected = out.corrections
         self._progress.add_bars("PT1S", len(out.bars) - corrected, corrected)
         if out.dead:

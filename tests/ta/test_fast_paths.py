@@ -9,15 +9,17 @@ shortcut answers, its answer equals the general one, and on ordered valid input 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.indicators import _latest_each, _latest_in_order, _QuoteWire
+from operators.key_groups import key_group
 from operators.microbars import rfc3339_micros, uniform_utc_micros
+from operators.quotes import QuoteChunk, _chunks_in_order, _latest_each, _QuoteWire, chunks_of
 from torghut.dead_letters import DeadLetter
-from torghut.ta.microbars import Tick, preaggregate, preaggregate_ordered
+from torghut.ta.microbars import SymbolBatch, Tick, preaggregate, preaggregate_ordered
 
 T0_US = 1_764_000_000 * 1_000_000  # 2025-11-24, an ordinary UTC second boundary
 SYMBOLS = ("AAPL", "MSFT", "NVDA")
@@ -44,6 +46,14 @@ def _tick(sym: str, off: int, tid: int, ex: str, px: float, sz: float) -> Tick:
     return (sym, T0_US + off, tid, ex, px, sz)
 
 
+def _ordered(
+    batch: list[Tick], lateness: int, allow: frozenset[str] | None
+) -> tuple[dict[str, SymbolBatch], int] | None:
+    """``preaggregate_ordered`` over the columns of ``batch``."""
+    symbols, stamps, ids, exchanges, prices, sizes = (list(c) for c in zip(*batch, strict=True))
+    return preaggregate_ordered(symbols, stamps, ids, exchanges, prices, sizes, lateness, allow)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     raw=ticks,
@@ -60,7 +70,7 @@ def test_preaggregate_ordered_equals_preaggregate(
     batch = [_tick(*r) for r in raw]
     if ordered:
         batch.sort(key=lambda t: t[1])
-    fast = preaggregate_ordered(batch, lateness, allow)
+    fast = _ordered(batch, lateness, allow) if batch else None
     batches, rejected, duplicates = preaggregate(batch, lateness, allow)
     if fast is None:
         return
@@ -75,7 +85,7 @@ def test_preaggregate_ordered_answers_on_ordered_valid_batches(
     raw: list[tuple[str, int, int, str, float, float]],
 ) -> None:
     batch = sorted((_tick(s, o, i, e, 10.0, 5.0) for s, o, i, e, _, _ in raw), key=lambda t: t[1])
-    fast = preaggregate_ordered(batch, 2_000_000, None)
+    fast = _ordered(batch, 2_000_000, None)
     assert fast is not None
     batches, rejected, duplicates = preaggregate(batch, 2_000_000, None)
     assert rejected == []
@@ -107,24 +117,35 @@ def test_latest_quotes_fast_path_equals_general_path(
         _QuoteWire(_stamp(off), sym, msgspec.Raw(b'{"n":%d}' % n))
         for n, (sym, off) in enumerate(quotes)
     ]
-    fast = _latest_in_order(wires, allow)
+    fast = _chunks_in_order(wires, allow)
     dead: list[DeadLetter] = []
-    general = _latest_each([(w.symbol, w.event_ts, w.payload) for w in wires], allow, dead)
+    triples = [(w.symbol, w.event_ts, w.payload) for w in wires]
+    general = chunks_of(_latest_each(triples, allow, dead))
     if fast is None:
         return
     assert dead == []
-    assert fast == general
+    assert _content(fast) == _content(general)
+    offs = sorted(off for _, off in quotes)
+    assert all(c.ordered and c.first_us == T0_US + offs[0] for c in fast.values())
+    assert max(c.high_us for c in fast.values()) == T0_US + offs[-1]
+
+
+def _content(chunks: dict[str, QuoteChunk]) -> dict[str, tuple[Any, Any]]:
+    return {g: (c.buckets, c.newest) for g, c in chunks.items()}
 
 
 def test_latest_quotes_fast_path_answers_on_uniform_ordered_batches() -> None:
     offs = [1, 250_000, 999_999, 1_000_001, 1_500_000, 2_000_123]
     wires = [_QuoteWire(_stamp(off), sym, msgspec.Raw(b"{}")) for off in offs for sym in SYMBOLS]
     assert uniform_utc_micros([w.event_ts for w in wires])
-    fast = _latest_in_order(wires, None)
+    fast = _chunks_in_order(wires, None)
     assert fast is not None
-    assert fast == _latest_each([(w.symbol, w.event_ts, w.payload) for w in wires], None, [])
+    general = chunks_of(_latest_each([(w.symbol, w.event_ts, w.payload) for w in wires], None, []))
+    assert _content(fast) == _content(general)
     # the last quote of each (symbol, second) is the one kept
-    assert fast["AAPL"][T0_US // 1_000_000 + 1][0] == T0_US + 999_999
+    aapl = fast[key_group("AAPL")]
+    assert aapl.buckets[T0_US // 1_000_000 + 1]["AAPL"][0] == T0_US + 999_999
+    assert aapl.newest["AAPL"] == T0_US + 2_000_123
 
 
 def test_uniform_timestamps_refuse_other_forms() -> None:

@@ -125,6 +125,10 @@ class IndicatorEngine:
         """Record a quote of this symbol (event time ``ts``, timezone-aware) for imbalance."""
         self._quotes.add(epoch_micros(ts), quote)
 
+    def on_quote_us(self, ts_us: int, quote: Quote) -> None:
+        """:meth:`on_quote` with the event time in µs since the epoch, as the operators hold it."""
+        self._quotes.add(ts_us, quote)
+
     def on_bar(self, event_end: datetime, bar: Microbar) -> Signal | None:
         """Fold the bar ending at ``event_end`` in; return its signal.
 

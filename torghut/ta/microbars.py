@@ -7,7 +7,9 @@ Why this shape (issue #4, ``shared/bytewax-notes.md`` §1.6, §7):
   ``operators/microbars.py`` only feeds it batches and a wall-clock reading.
 * Per-event Python is the cost to design away, so each input batch is first reduced per
   (symbol, second) into :class:`BarPartial` s by :func:`preaggregate`; the keyed step then merges
-  one :class:`SymbolBatch` per symbol and batch (:meth:`SymbolBars.apply`).
+  one :class:`SymbolBatch` per symbol and batch (:meth:`SymbolBars.apply`). A partial and a bar
+  are the *set* of their trades: merging is a set union (which also drops duplicates), and
+  open/high/low/close, volume and VWAP are computed once, when the bar is emitted.
 
 Semantics (the reference is "one trade at a time, in arrival order, per symbol"):
 
@@ -36,10 +38,10 @@ Times are integer microseconds since the Unix epoch (``ts_us``) on the hot path.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from operator import itemgetter, le
+from operator import le
 from typing import NamedTuple
 
 __all__ = [
@@ -90,23 +92,16 @@ class Rejected(NamedTuple):
     tick: TradeTick
 
 
-@dataclass(slots=True)
-class BarPartial:
-    """Mergeable aggregate of the trades of one (symbol, second) seen in one batch.
+class BarPartial(NamedTuple):
+    """The trades of one (symbol, second) seen in one batch, as a set.
 
-    ``ticks`` is the set of its trades: it de-duplicates, and volume and Σ price·size are
-    summed from it with ``math.fsum`` when the bar is emitted. A correctly
-    rounded sum does not depend on the order of its terms, so a replay that batches the same
-    trades differently writes bit-identical bars (a running float sum would not).
+    A set de-duplicates, and volume and Σ price·size are summed from it with ``math.fsum``
+    when the bar is emitted. A correctly rounded sum does not depend on the order of its
+    terms, so a replay that batches the same trades differently writes bit-identical bars (a
+    running float sum would not).
     """
 
     sec: int
-    o_key: Tick
-    o: float
-    h: float
-    l: float  # noqa: E741 - the domain's name
-    c_key: Tick
-    c: float
     ticks: set[Tick]
 
 
@@ -169,8 +164,8 @@ def preaggregate(
 
     >>> b, bad, dup = preaggregate([TradeTick("A", 1_500_000, 1, "V", 10.0, 2.0),
     ...                             TradeTick("A", 1_700_000, 2, "V", 12.0, 1.0)], 2_000_000)
-    >>> p = b["A"].partials[0]; (p.sec, p.o, p.h, p.l, p.c, p.v, p.n, bad, dup)
-    (1, 10.0, 12.0, 10.0, 12.0, 3.0, 2, [], 0)
+    >>> p = b["A"].partials[0]; (p.sec, len(p.ticks), bad, dup)
+    (1, 2, [], 0)
     """
     parts: dict[str, dict[int, BarPartial]] = {}
     late: dict[str, list[LateTrade]] = {}
@@ -200,21 +195,11 @@ def preaggregate(
             secs = parts[sym] = {}
         p = secs.get(sec)
         if p is None:
-            secs[sec] = BarPartial(sec, t, price, price, price, t, price, {t})
-            continue
-        pt = p.ticks
-        if t in pt:
+            secs[sec] = BarPartial(sec, {t})
+        elif t in p.ticks:
             duplicates += 1
-            continue
-        pt.add(t)
-        if t < p.o_key:
-            p.o_key, p.o = t, price
-        elif t > p.c_key:
-            p.c_key, p.c = t, price
-        if price > p.h:
-            p.h = price
-        elif price < p.l:
-            p.l = price
+        else:
+            p.ticks.add(t)
     out = {
         sym: SymbolBatch(sym, list(parts.get(sym, {}).values()), late.get(sym, []), mx)
         for sym, mx in maxes.items()
@@ -222,84 +207,78 @@ def preaggregate(
     return out, rejected, duplicates
 
 
-_SYMBOL = itemgetter(0)
-_TS = itemgetter(1)
-_PRICE = itemgetter(4)
-_SIZE = itemgetter(5)
-
-
 def preaggregate_ordered(
-    ticks: list[Tick], lateness_us: int, allowlist: frozenset[str] | None = None
+    symbols: list[str],
+    stamps: list[int],
+    trade_ids: list[int],
+    exchanges: list[str],
+    prices: list[float],
+    sizes: list[float],
+    lateness_us: int,
+    allowlist: frozenset[str] | None = None,
 ) -> tuple[dict[str, SymbolBatch], int] | None:
-    """:func:`preaggregate` of a batch in event-time order: batches and duplicates, or None.
+    """:func:`preaggregate` of a batch given as columns in event-time order, or None.
 
     Why: in the common batch (one feed, written in time order, nothing invalid) no trade can
-    be late relative to the batch, and every (symbol, second) group is a run of one second
-    sorted by tick order, so open and close are its first and last tick and the rest is done
-    by C-level ``sorted``/``set``/``min``/``max`` instead of Python per trade. Returns None
-    (the caller uses :func:`preaggregate`) when the batch is not in order, holds an invalid
-    trade or a symbol outside the allowlist, or lateness is negative. The result is equal to
-    :func:`preaggregate`'s, order of symbols and partials included.
+    be late relative to the batch, so a trade only has to be put with the others of its
+    symbol; the checks and the tick tuples are C-level passes over the columns, and the only
+    Python per trade is one dict lookup. Returns None (the caller uses :func:`preaggregate`)
+    when the batch is not in order, holds an invalid trade or a symbol outside the
+    allowlist, or lateness is negative. The result equals :func:`preaggregate` 's for the
+    same ticks, order of symbols and partials included.
     """
-    if not ticks or lateness_us < 0:
+    if not stamps or lateness_us < 0 or not all(map(le, stamps, stamps[1:])):
         return None
-    stamps = list(map(_TS, ticks))
-    if not all(map(le, stamps, stamps[1:])):
-        return None
-    for values in (list(map(_PRICE, ticks)), list(map(_SIZE, ticks))):
+    for values in (prices, sizes):
         if not (math.isfinite(sum(values)) and min(values) > 0.0):  # a NaN or inf spoils the sum
             return None
-    symbols = dict.fromkeys(map(_SYMBOL, ticks))
     if allowlist is not None and not allowlist.issuperset(symbols):
         return None
-    parts: dict[str, list[BarPartial]] = {}
-    duplicates = 0
-    n, i = len(ticks), 0
-    while i < n:
-        sec = stamps[i] // US_PER_S
-        j = bisect_left(stamps, (sec + 1) * US_PER_S, i)
-        run = sorted(ticks[i:j])
-        k, m = 0, j - i
-        while k < m:
-            sym = run[k][0]
-            e = bisect_left(run, (sym + "\x00",), k)
-            group = run[k:e]
-            unique = set(group)
-            duplicates += len(group) - len(unique)
-            first, last = group[0], group[-1]
-            prices = list(map(_PRICE, group))
-            p = BarPartial(sec, first, first[4], max(prices), min(prices), last, last[4], unique)
-            held = parts.get(sym)
-            if held is None:
-                parts[sym] = [p]
-            else:
-                held.append(p)
-            k = e
-        i = j
+    groups: dict[str, list[Tick]] = {}
+    get = groups.get
+    for t in zip(symbols, stamps, trade_ids, exchanges, prices, sizes, strict=True):
+        group = get(t[0])
+        if group is None:
+            groups[t[0]] = [t]
+        else:
+            group.append(t)
     out: dict[str, SymbolBatch] = {}
-    for sym in symbols:
-        ps = parts[sym]
-        out[sym] = SymbolBatch(sym, ps, [], ps[-1].c_key[1])
+    duplicates = 0
+    for sym, group in groups.items():
+        last_ts = group[-1][1]
+        sec = group[0][1] // US_PER_S
+        if sec == last_ts // US_PER_S:
+            ticks = set(group)
+            duplicates += len(group) - len(ticks)
+            out[sym] = SymbolBatch(sym, [BarPartial(sec, ticks)], [], last_ts)
+        else:
+            partials = _split_seconds(group)
+            duplicates += len(group) - sum([len(p.ticks) for p in partials])
+            out[sym] = SymbolBatch(sym, partials, [], last_ts)
     return out, duplicates
+
+
+def _split_seconds(group: list[Tick]) -> list[BarPartial]:
+    """The partials of one symbol's time-ordered trades that span several seconds."""
+    secs = [t[1] // US_PER_S for t in group]
+    out: list[BarPartial] = []
+    i, n = 0, len(group)
+    while i < n:
+        j = bisect_right(secs, secs[i], i)
+        out.append(BarPartial(secs[i], set(group[i:j])))
+        i = j
+    return out
 
 
 @dataclass(slots=True)
 class _Bar:
-    """Keyed-state bar: open/high/low/close, its trades (de-duplication, sums), late count."""
+    """Keyed-state bar: its trades (de-duplication, every aggregate) and how many came late."""
 
-    o_key: Tick
-    o: float
-    h: float
-    l: float  # noqa: E741 - the domain's name
-    c_key: Tick
-    c: float
     ticks: set[Tick]
     late: int = 0
 
     def copy(self) -> _Bar:
-        return _Bar(
-            self.o_key, self.o, self.h, self.l, self.c_key, self.c, set(self.ticks), self.late
-        )
+        return _Bar(set(self.ticks), self.late)
 
 
 @dataclass(slots=True)
@@ -342,7 +321,7 @@ class SymbolBars:
         return (min(self._open) + 1) * US_PER_S if self._open else None
 
     def is_empty(self) -> bool:
-        """No open bar and no bar left to correct: the key's state can be discarded."""
+        """No open bar and no bar left to correct."""
         return not self._open and not self._closed
 
     def apply(self, batch: SymbolBatch, out: Applied) -> None:
@@ -372,30 +351,21 @@ class SymbolBars:
     def _merge_open(self, p: BarPartial, out: Applied) -> None:
         bar = self._open.get(p.sec)
         if bar is None:
-            self._open[p.sec] = _Bar(p.o_key, p.o, p.h, p.l, p.c_key, p.c, p.ticks)
+            self._open[p.sec] = _Bar(p.ticks)
             return
         self._merge(bar, p, out)
 
-    def _merge(self, bar: _Bar, p: BarPartial, out: Applied) -> int:
+    @staticmethod
+    def _merge(bar: _Bar, p: BarPartial, out: Applied) -> int:
         """Fold ``p`` into ``bar``; returns how many of its trades were new (not duplicates)."""
         ticks = bar.ticks
         if ticks.isdisjoint(p.ticks):
             ticks.update(p.ticks)
-            added = len(p.ticks)
-        else:
-            new = p.ticks - ticks
-            out.duplicates += len(p.ticks) - len(new)
-            added = len(new)
-            if added == 0:
-                return 0
-            ticks.update(new)
-        if p.o_key < bar.o_key:
-            bar.o_key, bar.o = p.o_key, p.o
-        if p.c_key > bar.c_key:
-            bar.c_key, bar.c = p.c_key, p.c
-        bar.h = max(bar.h, p.h)
-        bar.l = min(bar.l, p.l)
-        return added
+            return len(p.ticks)
+        new = p.ticks - ticks
+        out.duplicates += len(p.ticks) - len(new)
+        ticks.update(new)
+        return len(new)
 
     def _correct_partial(self, p: BarPartial, end: int, wm: float, out: Applied) -> None:
         if end <= wm - self._horizon:
@@ -407,9 +377,8 @@ class SymbolBars:
             return
         bar = self._closed.get(p.sec)
         if bar is None:
-            n = len(p.ticks)
-            bar = self._closed[p.sec] = _Bar(p.o_key, p.o, p.h, p.l, p.c_key, p.c, p.ticks, n)
-            added = n
+            added = len(p.ticks)
+            bar = self._closed[p.sec] = _Bar(p.ticks, added)
         else:
             bar = self._closed[p.sec] = bar.copy()
             added = self._merge(bar, p, out)
@@ -420,10 +389,8 @@ class SymbolBars:
 
     def _correct_one(self, t: LateTrade, wm: float, out: Applied) -> None:
         k = t.tick
-        price = k[4]
         sec = k[1] // US_PER_S
-        p = BarPartial(sec, k, price, price, price, k, price, {k})
-        self._correct_partial(p, (sec + 1) * US_PER_S, wm, out)
+        self._correct_partial(BarPartial(sec, {k}), (sec + 1) * US_PER_S, wm, out)
 
     def _close_until(self, wm: float, out: Applied) -> None:
         if not self._open:
@@ -435,24 +402,37 @@ class SymbolBars:
             out.bars.append(self._emit(sec, bar))
 
     def _prune(self) -> None:
-        if self._max_ts is None or not self._closed:
+        """Forget closed bars the watermark is a horizon past.
+
+        Closed bars are mostly inserted in time order, so the scan stops at the first one that
+        is still correctable; one inserted out of order (a late trade for a second that had no
+        bar) is forgotten once the bars before it are. Keeping a bar longer changes nothing: a
+        trade beyond the horizon is dead-lettered before the closed bars are looked at.
+        """
+        closed = self._closed
+        if self._max_ts is None or not closed:
             return
         limit = self._max_ts - self._lateness - self._horizon
-        stale = [s for s in self._closed if (s + 1) * US_PER_S <= limit]
+        stale = []
+        for sec in closed:
+            if (sec + 1) * US_PER_S > limit:
+                break
+            stale.append(sec)
         for sec in stale:
-            del self._closed[sec]
+            del closed[sec]
 
     def _emit(self, sec: int, bar: _Bar) -> ClosedBar:
         ticks = bar.ticks
+        prices = [t[4] for t in ticks]
         v = math.fsum([t[5] for t in ticks])
         pv = math.fsum([t[4] * t[5] for t in ticks])
         return ClosedBar(
             self.symbol,
             (sec + 1) * US_PER_S,
-            bar.o,
-            bar.h,
-            bar.l,
-            bar.c,
+            min(ticks)[4],
+            max(prices),
+            min(prices),
+            max(ticks)[4],
             v,
             pv / v,
             len(ticks),

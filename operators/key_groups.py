@@ -1,0 +1,41 @@
+"""Key groups: the unit of keyed state in the TA flow.
+
+Why not one key per symbol: Bytewax runs a keyed step once per key present in a batch, and at
+500 symbols every quote batch touched every symbol, so the flow spent more time in those
+activations (a ``QuoteUpdate`` per symbol, the step's bookkeeping, a timer check) than in the
+quotes themselves. Like Flink's key groups, symbols are hashed into a fixed number of groups;
+a group's state holds its symbols' states side by side, and one batch activates each group
+once. The maths stays per symbol (per symbol and window for the indicators): grouping changes
+who carries the state, not what is computed.
+
+The group count is fixed, not configured: it names the recovery state (a symbol must find its
+state in the same group after a restart) and bounds the parallelism (at most
+:data:`KEY_GROUPS` workers can share a keyed step). The hash is CRC-32, stable across
+processes and Python versions, unlike ``hash()``.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+__all__ = ["KEY_GROUPS", "key_group"]
+
+KEY_GROUPS = 16
+"""Number of key groups; changing it orphans existing recovery state."""
+
+_CACHE: dict[str, str] = {}
+_CACHE_MAX = 100_000
+
+
+def key_group(symbol: str) -> str:
+    """The key group of ``symbol`` (``"g00"`` … ``"g15"``).
+
+    >>> key_group("AAPL") == key_group("AAPL")
+    True
+    """
+    group = _CACHE.get(symbol)
+    if group is None:
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
+        group = _CACHE[symbol] = f"g{zlib.crc32(symbol.encode()) % KEY_GROUPS:02d}"
+    return group

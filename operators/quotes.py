@@ -1,0 +1,267 @@
+"""Quote reduction for the indicators: the latest quote per (symbol, second bucket) of a batch.
+
+Only the latest quote at or before a bar end can reach a signal (``imbalance_*``), and bar
+ends lie on a grid of whole seconds on both lanes, so of all the quotes of one symbol in one
+second bucket ``(s-1, s]`` only the latest can ever matter. Each input batch is therefore
+reduced to at most one quote per (symbol, bucket) before the keyed step, and the result is
+emitted once per key group (:mod:`operators.key_groups`): a :class:`QuoteChunk` holding, per
+symbol of the group, its kept quotes and its newest quote time (kept or not), which drives the
+quote watermark that releases buffered bars.
+
+Decoding: the envelope is decoded with its payload as ``msgspec.Raw``; payloads are parsed only
+when the indicator step hands a quote to an engine, once per (symbol, second), because a
+superseded quote cannot influence any output (parsing every payload was half the cost of the
+quote path). A message that does not decode, a timestamp without a time zone and a symbol
+outside the allowlist are dead-lettered here (``invalid_quote``); a payload that does not parse
+is dead-lettered by the indicator step.
+
+Two paths with one result (a hypothesis property checks it): :func:`_chunks_in_order` for the
+common batch (one feed, written in event-time order, msgspec's fixed-width UTC timestamps),
+which finds the latest quotes with C-level dict building and no Python per quote, and
+:func:`_latest_each` + :func:`chunks_of` for anything else, one quote at a time.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from operator import attrgetter, le
+from typing import Any, NamedTuple, TypeGuard
+
+import bytewax.operators as op
+import msgspec
+from bytewax.dataflow import Stream, operator
+
+from operators.key_groups import key_group
+from operators.microbars import raw_values, rfc3339_micros, rfc3339_micros_many, uniform_utc_micros
+from operators.ta_status import TaProgress
+from torghut.config import TaSettings
+from torghut.dead_letters import DeadLetter
+from torghut.events import Envelope, Quote
+from torghut.ta.instants import epoch_micros
+
+__all__ = [
+    "QUOTE_PAYLOAD",
+    "QUOTE_WIRE",
+    "QuoteChunk",
+    "QuoteStreams",
+    "chunks_of",
+    "quote_chunks",
+    "reduce_quotes",
+]
+
+_STAGE = "ta_indicators"
+_US = 1_000_000
+
+
+class QuoteChunk(NamedTuple):
+    """The reduced quotes of one input batch for the symbols of one key group.
+
+    ``buckets`` maps a second bucket ``s`` (the quotes in ``(s-1 s, s]``) to the latest quote
+    of each symbol in it: ``(event time in µs, payload)``, the payload a ``msgspec.Raw`` not
+    parsed yet (or a :class:`~torghut.events.Quote` from an envelope). ``newest`` is each
+    symbol's newest quote time in the batch, kept or not: the quote watermark that releases
+    buffered bars. ``ordered`` says the batch was in event-time order, oldest quote at
+    ``first_us`` and newest at ``high_us``, so that a later ordered chunk may simply overwrite
+    what an earlier one staged.
+    """
+
+    buckets: dict[int, dict[str, tuple[int, Any]]]
+    newest: dict[str, int]
+    ordered: bool
+    first_us: int
+    high_us: int
+
+
+class _QuoteWire(msgspec.Struct, gc=False):
+    """Envelope fields that decide which quotes matter; the payload is parsed only if kept."""
+
+    event_ts: str
+    symbol: str
+    payload: msgspec.Raw
+
+
+QUOTE_WIRE = msgspec.json.Decoder(_QuoteWire)
+"""The per-message decoder of the quote path (the benchmark's decode-only baseline uses it)."""
+QUOTE_PAYLOAD = msgspec.json.Decoder(Quote)
+"""Parses a kept quote's ``msgspec.Raw`` payload."""
+_EVENT_TS = attrgetter("event_ts")
+_SYMBOL = attrgetter("symbol")
+
+_Latest = dict[str, dict[int, tuple[int, Any]]]
+"""Per symbol, per second bucket: (event time in µs, payload) of the latest quote."""
+
+
+@dataclass(frozen=True)
+class QuoteStreams:
+    chunks: Stream[tuple[str, QuoteChunk]]
+    """``(key group, chunk)`` per input batch and key group."""
+    dead_letters: Stream[DeadLetter]
+
+
+@operator
+def quote_chunks(
+    step_id: str, quotes: Stream[Any], settings: TaSettings, progress: TaProgress
+) -> QuoteStreams:
+    """Decode quote batches and keep the latest quote per (symbol, second bucket) per batch."""
+    allow = frozenset(settings.symbol_allowlist) or None
+
+    def reduce(batch: list[Any]) -> list[tuple[str, QuoteChunk] | DeadLetter]:
+        return reduce_quotes(raw_values(batch), allow, progress)
+
+    reduced = op.flat_map_batch("reduce", quotes, reduce)
+    split = op.branch("split_dead", reduced, _is_dead_letter)
+    return QuoteStreams(split.falses, split.trues)  # type: ignore[arg-type]
+
+
+def reduce_quotes(
+    values: list[Any], allow: frozenset[str] | None, progress: TaProgress
+) -> list[tuple[str, QuoteChunk] | DeadLetter]:
+    """One batch of quote messages (bytes or envelopes) → per key group chunks + dead letters."""
+    dead: list[DeadLetter] = []
+    chunks: dict[str, QuoteChunk] | None = None
+    if values and isinstance(values[0], Envelope):
+        triples: list[tuple[str, Any, Any]] = [(e.symbol, e.event_ts, e.payload) for e in values]
+    else:
+        wires, dead = _decode(values)
+        if not dead:
+            chunks = _chunks_in_order(wires, allow)
+        triples = [] if chunks is not None else [(w.symbol, w.event_ts, w.payload) for w in wires]
+    if chunks is None:
+        chunks = chunks_of(_latest_each(triples, allow, dead))
+    out: list[tuple[str, QuoteChunk] | DeadLetter] = list(chunks.items())
+    if dead:
+        progress.add_dead_letters("invalid_quote", len(dead))
+        out.extend(dead)
+    return out
+
+
+def chunks_of(latest: _Latest) -> dict[str, QuoteChunk]:
+    """Per key group chunks (``ordered=False``) of the latest quotes of a batch in any order."""
+    chunks: dict[str, QuoteChunk] = {}
+    for sym, per in latest.items():
+        group = key_group(sym)
+        chunk = chunks.get(group)
+        if chunk is None:
+            chunk = chunks[group] = QuoteChunk({}, {}, False, 0, 0)
+        newest = -1 << 63
+        for bucket, entry in per.items():
+            held = chunk.buckets.get(bucket)
+            if held is None:
+                chunk.buckets[bucket] = {sym: entry}
+            else:
+                held[sym] = entry
+            newest = max(newest, entry[0])
+        chunk.newest[sym] = newest
+    return {g: c._replace(high_us=max(c.newest.values())) for g, c in chunks.items()}
+
+
+def _chunks_in_order(
+    wires: list[_QuoteWire], allow: frozenset[str] | None
+) -> dict[str, QuoteChunk] | None:
+    """The chunks of a batch whose times are uniform and in order; None otherwise.
+
+    Why: this is the common case (one feed, written in arrival order) and it needs no Python
+    per quote. The fixed-width form makes string order time order, so the batch splits into
+    runs of one second each by bisection; in a run, the last quote of each symbol is its
+    latest, and ``dict(zip(symbols, indexes))`` — built in C — finds them all. Anything
+    unusual (other timestamp forms, a time going backwards, a symbol outside the allowlist, a
+    date that does not parse) returns None and the batch takes :func:`_latest_each`, which
+    handles and dead-letters each quote.
+    """
+    texts = list(map(_EVENT_TS, wires))
+    if not texts or not uniform_utc_micros(texts) or not all(map(le, texts, texts[1:])):
+        return None
+    symbols = list(map(_SYMBOL, wires))
+    if allow is not None and not allow.issuperset(symbols):
+        return None
+    chunks: dict[str, QuoteChunk] = {}
+    first = high = 0
+    n, i = len(texts), 0
+    while i < n:
+        prefix = texts[i][:19]
+        j = bisect_left(texts, prefix + "/", i)  # "/" sorts right after the "." of the form
+        try:
+            base = rfc3339_micros(prefix + "Z")
+        except ValueError:
+            return None
+        if i == 0:
+            first = base + int(texts[0][20:26])
+        bucket = base // _US + 1  # a fraction > 0 is uniform: the instant lies in (s, s+1]
+        for sym, k in dict(zip(symbols[i:j], range(i, j), strict=True)).items():
+            ts = base + int(texts[k][20:26])
+            group = key_group(sym)
+            chunk = chunks.get(group)
+            if chunk is None:
+                chunk = chunks[group] = QuoteChunk({bucket: {}}, {}, True, 0, 0)
+            entries = chunk.buckets.get(bucket)
+            if entries is None:
+                entries = chunk.buckets[bucket] = {}
+            entries[sym] = (ts, wires[k].payload)
+            chunk.newest[sym] = ts
+        i = j
+    high = base + int(texts[-1][20:26])  # the last run's second: the batch's newest quote
+    return {g: c._replace(first_us=first, high_us=high) for g, c in chunks.items()}
+
+
+def _latest_each(
+    triples: list[tuple[str, Any, Any]], allow: frozenset[str] | None, dead: list[DeadLetter]
+) -> _Latest:
+    """The latest quote per (symbol, second bucket), one quote at a time, in any order."""
+    latest: _Latest = {}
+    stamps = _stamps([ts for _, ts, _ in triples])
+    for (sym, ts_raw, payload), ts_us in zip(triples, stamps, strict=True):
+        if ts_us is None:
+            error = f"not an RFC 3339 timestamp with a time zone: {str(ts_raw)[:64]!r}"
+            dead.append(_dead("invalid_message", sym, _raw(payload), error))
+            continue
+        if allow is not None and sym not in allow:
+            dead.append(_dead("unknown_symbol", sym, _raw(payload)))
+            continue
+        bucket = -(-ts_us // _US)
+        per = latest.get(sym)
+        if per is None:
+            latest[sym] = {bucket: (ts_us, payload)}
+            continue
+        held = per.get(bucket)
+        if held is None or ts_us >= held[0]:
+            per[bucket] = (ts_us, payload)
+    return latest
+
+
+def _stamps(raw: list[Any]) -> list[int | None]:
+    """Event times in µs: RFC 3339 strings from the wire, datetimes from envelopes."""
+    if raw and isinstance(raw[0], datetime):
+        return [epoch_micros(ts) for ts in raw]
+    return rfc3339_micros_many(raw)
+
+
+def _decode(values: list[Any]) -> tuple[list[_QuoteWire], list[DeadLetter]]:
+    if not values:
+        return [], []
+    try:
+        return list(map(QUOTE_WIRE.decode, values)), []
+    except (msgspec.DecodeError, TypeError):
+        pass
+    wires: list[_QuoteWire] = []
+    dead: list[DeadLetter] = []
+    for v in values:
+        try:
+            wires.append(QUOTE_WIRE.decode(v))
+        except (msgspec.DecodeError, TypeError) as exc:
+            raw = v if isinstance(v, bytes) else b""
+            dead.append(_dead("invalid_message", None, raw, str(exc)))
+    return wires, dead
+
+
+def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
+    return isinstance(item, DeadLetter)
+
+
+def _raw(payload: Any) -> bytes:
+    return bytes(payload) if isinstance(payload, msgspec.Raw) else msgspec.json.encode(payload)
+
+
+def _dead(reason: str, symbol: str | None, raw: bytes, error: str = "") -> DeadLetter:
+    return DeadLetter(_STAGE, reason, error[:300] or reason, raw, datetime.now(UTC), symbol=symbol)
