@@ -70,7 +70,8 @@ def synthetic_market(
             payload: Any = Trade(i, "V", px, float(rng.choice((1, 10, 100, 200, 500))), ("@",), "C")
             trades.append(encode_envelope(Envelope(ts, ts, names[s], i, payload)))
         else:
-            payload = Quote("V", px - 0.01, rng.randint(1, 9) * 100.0, "Q", px + 0.01, 300.0)
+            bid, ask = round(px - 0.01, 2), round(px + 0.01, 2)  # quotes are on the penny grid
+            payload = Quote("V", bid, rng.randint(1, 9) * 100.0, "Q", ask, 300.0)
             quotes.append(encode_envelope(Envelope(ts, ts, names[s], i, payload)))
     return trades, quotes
 
@@ -179,6 +180,7 @@ def main() -> None:
     if args.gc_gen0 is not None:
         gc.set_threshold(args.gc_gen0, *gc.get_threshold()[1:])
     trades, quotes = synthetic_market(args.events, args.symbols, args.quotes_per_trade, args.rate)
+    gc.freeze()  # the pre-encoded input is not part of the system under test: keep it out of GC
     n = len(trades) + len(quotes)
     print(
         f"input: {n} events ({len(trades)} trades, {len(quotes)} quotes), {args.symbols} symbols, "

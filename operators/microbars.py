@@ -29,19 +29,17 @@ from __future__ import annotations
 
 import math
 import time
-from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from operator import attrgetter, le
 from typing import Any, NamedTuple, TypeGuard
 
 import bytewax.operators as op
 import msgspec
-import numpy as np
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
+from operators._reduce import reduce_trades
 from operators.key_groups import key_group
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
@@ -59,7 +57,6 @@ from torghut.ta.microbars import (
     SymbolBatch,
     Tick,
     preaggregate,
-    preaggregate_ordered,
 )
 
 __all__ = [
@@ -76,7 +73,6 @@ __all__ = [
     "raw_values",
     "rfc3339_micros",
     "rfc3339_micros_many",
-    "uniform_utc_micros",
     "us_to_dt",
     "wall_micros",
 ]
@@ -165,37 +161,6 @@ def rfc3339_micros_many(texts: list[str]) -> list[int | None]:
     return out
 
 
-_UNIFORM = "dddd-dd-ddTdd:dd:dd.ddddddZ"
-_UNIFORM_LEN = len(_UNIFORM)
-_SEPARATORS = [(at, ch) for at, ch in enumerate(_UNIFORM) if ch != "d"]
-_DROP_SEPARATORS = str.maketrans("", "", "-T:.Z")
-
-
-def uniform_utc_micros(texts: list[str], *, whole_seconds: bool = False) -> bool:
-    """True when every text reads ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` with a non-zero fraction.
-
-    Why: a batch in this one fixed-width form (what msgspec writes for a UTC time with
-    microseconds) can be grouped per second by the 19-character prefix and ordered by plain
-    string comparison, with no per-message parsing. The check is a few C-level scans of the
-    joined batch: each separator column must hold only its separator, and what remains once
-    the separators are dropped must be digits only. It does not validate the calendar: the
-    caller still converts every distinct prefix (:func:`rfc3339_micros`), which refuses bad
-    dates. A whole second (``.000000``) is excluded unless ``whole_seconds``: its ``(s-1, s]``
-    bucket (quotes) is not the one its prefix names.
-    """
-    n = len(texts)
-    joined = "".join(texts)
-    if len(joined) != _UNIFORM_LEN * n or not joined.isascii():
-        return False
-    if not whole_seconds and ".000000Z" in joined:
-        return False
-    for at, ch in _SEPARATORS:
-        if joined[at::_UNIFORM_LEN] != ch * n:
-            return False
-    digits = joined.translate(_DROP_SEPARATORS)
-    return len(digits) == (_UNIFORM_LEN - len(_SEPARATORS)) * n and digits.isdigit()
-
-
 class _TradeBody(msgspec.Struct, gc=False):
     trade_id: int
     exchange: str
@@ -267,28 +232,16 @@ def _ticks(wires: list[_TradeWire], values: list[Any]) -> tuple[list[Tick], list
     return out, dead
 
 
-_EVENT_TS = attrgetter("event_ts")
-_SYMBOL = attrgetter("symbol")
-_BODY = attrgetter("payload")
-_TRADE_ID = attrgetter("trade_id")
-_EXCHANGE = attrgetter("exchange")
-_PRICE = attrgetter("price")
-_SIZE = attrgetter("size")
-_DIGIT_WEIGHTS = np.array([100_000, 10_000, 1_000, 100, 10, 1], dtype=np.int64)
-
-
 def preaggregate_batch(
     values: list[Any], lateness_us: int, allow: frozenset[str] | None
 ) -> tuple[dict[str, SymbolBatch], int] | None:
-    """The batch's partials and duplicate count by the columnar fast path, or None.
+    """The batch's partials and duplicate count by the compiled fast path, or None.
 
-    Why: decoding is one C call per message, and everything after it is a C-level pass over
-    a column (``map``/``zip``/numpy): the microseconds of all timestamps are read in one
-    vectorised step and the whole second is converted once per distinct second (found by
-    bisection in the sorted texts); then :func:`~torghut.ta.microbars.preaggregate_ordered`.
-    It answers for a batch of JSON values that all decode, carry uniform UTC timestamps in
-    event-time order and no null price or size; otherwise None, and the caller takes the
-    general path (which also dead-letters what is bad).
+    Why: decoding is one C call per message, and :func:`operators._reduce.reduce_trades` does
+    what :func:`~torghut.ta.microbars.preaggregate` does, in C, for a batch in any order. It
+    answers for a batch of JSON values that all decode and carry fixed-width UTC timestamps
+    and valid prices and sizes of allowed symbols; otherwise None, and the caller takes the
+    general path (which also dead-letters what is bad, with a reason).
     """
     if not values or not isinstance(values[0], bytes):
         return None
@@ -296,53 +249,7 @@ def preaggregate_batch(
         wires = list(map(TRADE_WIRE.decode, values))
     except (msgspec.DecodeError, TypeError):
         return None
-    texts = list(map(_EVENT_TS, wires))
-    if not uniform_utc_micros(texts, whole_seconds=True):
-        # msgspec writes a whole second without a fraction: give it the uniform form
-        texts = [t[:19] + ".000000Z" if len(t) == 20 and t[19] == "Z" else t for t in texts]
-        if not uniform_utc_micros(texts, whole_seconds=True):
-            return None
-    if not all(map(le, texts, texts[1:])):
-        return None
-    bodies = list(map(_BODY, wires))
-    prices = list(map(_PRICE, bodies))
-    sizes = list(map(_SIZE, bodies))
-    if None in prices or None in sizes:
-        return None
-    stamps = _fixed_width_micros(texts)
-    if stamps is None:
-        return None
-    return preaggregate_ordered(
-        list(map(_SYMBOL, wires)),
-        stamps,
-        list(map(_TRADE_ID, bodies)),
-        list(map(_EXCHANGE, bodies)),
-        prices,  # no None: checked above
-        sizes,
-        lateness_us,
-        allow,
-    )
-
-
-def _fixed_width_micros(texts: list[str]) -> list[int] | None:
-    """µs since the epoch of sorted texts in the uniform form; None if a date does not parse.
-
-    The six fraction digits of every text are read at once from the joined ASCII bytes
-    (numpy); the whole seconds are converted once per run of equal 19-character prefixes.
-    """
-    digits = np.frombuffer("".join(texts).encode("ascii"), dtype=np.uint8)
-    micros = (digits.reshape(-1, _UNIFORM_LEN)[:, 20:26] - 48).astype(np.int64) @ _DIGIT_WEIGHTS
-    n, i = len(texts), 0
-    while i < n:
-        prefix = texts[i][:19]
-        j = bisect_left(texts, prefix + "/", i)  # "/" sorts right after the "." of the form
-        try:
-            micros[i:j] += rfc3339_micros(prefix + "Z")
-        except ValueError:
-            return None
-        i = j
-    stamps: list[int] = micros.tolist()
-    return stamps
+    return reduce_trades(wires, lateness_us, allow)
 
 
 def _decode_each(values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:

@@ -23,18 +23,18 @@ which finds the latest quotes with C-level dict building and no Python per quote
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from operator import attrgetter, le
+from operator import attrgetter
 from typing import Any, NamedTuple, TypeGuard
 
 import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Stream, operator
 
+from operators._reduce import latest_quotes
 from operators.key_groups import key_group
-from operators.microbars import raw_values, rfc3339_micros, rfc3339_micros_many, uniform_utc_micros
+from operators.microbars import raw_values, rfc3339_micros_many
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter
@@ -160,49 +160,23 @@ def chunks_of(latest: _Latest) -> dict[str, QuoteChunk]:
 def _chunks_in_order(
     wires: list[_QuoteWire], allow: frozenset[str] | None
 ) -> dict[str, QuoteChunk] | None:
-    """The chunks of a batch whose times are uniform and in order; None otherwise.
+    """The chunks of a well-formed batch, by the compiled reduction; None otherwise.
 
-    Why: this is the common case (one feed, written in arrival order) and it needs no Python
-    per quote. The fixed-width form makes string order time order, so the batch splits into
-    runs of one second each by bisection; in a run, the last quote of each symbol is its
-    latest, and ``dict(zip(symbols, indexes))`` — built in C — finds them all. Anything
-    unusual (other timestamp forms, a time going backwards, a symbol outside the allowlist, a
-    date that does not parse) returns None and the batch takes :func:`_latest_each`, which
-    handles and dead-letters each quote.
+    Why: :func:`operators._reduce.latest_quotes` does what :func:`_latest_each` +
+    :func:`chunks_of` do, in C, for a batch in any order whose timestamps are in the
+    fixed-width UTC form and whose symbols are allowed; it also says whether the batch was in
+    event-time order, which lets the indicator step stage the chunk by a plain overwrite.
+    Anything else returns None and the batch takes :func:`_latest_each`, which handles and
+    dead-letters each quote.
     """
-    texts = list(map(_EVENT_TS, wires))
-    if not texts or not uniform_utc_micros(texts) or not all(map(le, texts, texts[1:])):
+    found = latest_quotes(wires, allow, key_group)
+    if found is None:
         return None
-    symbols = list(map(_SYMBOL, wires))
-    if allow is not None and not allow.issuperset(symbols):
-        return None
-    chunks: dict[str, QuoteChunk] = {}
-    first = high = 0
-    n, i = len(texts), 0
-    while i < n:
-        prefix = texts[i][:19]
-        j = bisect_left(texts, prefix + "/", i)  # "/" sorts right after the "." of the form
-        try:
-            base = rfc3339_micros(prefix + "Z")
-        except ValueError:
-            return None
-        if i == 0:
-            first = base + int(texts[0][20:26])
-        bucket = base // _US + 1  # a fraction > 0 is uniform: the instant lies in (s, s+1]
-        for sym, k in dict(zip(symbols[i:j], range(i, j), strict=True)).items():
-            ts = base + int(texts[k][20:26])
-            group = key_group(sym)
-            chunk = chunks.get(group)
-            if chunk is None:
-                chunk = chunks[group] = QuoteChunk({bucket: {}}, {}, True, 0, 0)
-            entries = chunk.buckets.get(bucket)
-            if entries is None:
-                entries = chunk.buckets[bucket] = {}
-            entries[sym] = (ts, wires[k].payload)
-            chunk.newest[sym] = ts
-        i = j
-    high = base + int(texts[-1][20:26])  # the last run's second: the batch's newest quote
-    return {g: c._replace(first_us=first, high_us=high) for g, c in chunks.items()}
+    groups, ordered, first, high = found
+    return {
+        group: QuoteChunk(buckets, newest, ordered, first, high)
+        for group, (buckets, newest) in groups.items()
+    }
 
 
 def _latest_each(

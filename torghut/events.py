@@ -8,6 +8,12 @@ Every message on a Torghut topic is an :class:`Envelope`. Its ``payload`` type i
 topic (see :data:`TOPIC_PAYLOADS`); JSON Schemas under ``infra/schemas/`` are generated from
 these structs and CI checks that changes stay backward compatible.
 
+Fields left at their defaults are not written (``omit_defaults``): a market-data message loses a
+fifth of its bytes (``is_final``, ``source``, ``window``, ``version``, empty ``conditions`` and
+``tape``), which every consumer pays for in decoding time, and readers fill the defaults back
+in, so old and new messages read alike (the JSON Schemas never required those fields).
+:class:`Signal` keeps its ``null`` s: a signal's warming-up indicators are data.
+
 Timestamps are timezone-aware UTC datetimes on the wire (RFC 3339). ``seq`` orders messages of
 one symbol within a topic; ``version`` rises when a message replaces an earlier one with the
 same key (a corrected bar, an updated Alpaca bar); readers keep the highest version.
@@ -36,7 +42,7 @@ __all__ = [
 P = TypeVar("P")
 
 
-class Window(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+class Window(msgspec.Struct, frozen=True, forbid_unknown_fields=False, omit_defaults=True):
     """The time window an aggregate covers: ISO-8601 duration ``size`` (``PT1S``, ``PT1M``)."""
 
     size: str
@@ -45,7 +51,7 @@ class Window(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     end: datetime | None = None
 
 
-class Envelope(msgspec.Struct, Generic[P], frozen=True):
+class Envelope(msgspec.Struct, Generic[P], frozen=True, omit_defaults=True):
     """The Kafka message frame of every Torghut topic.
 
     ``event_ts`` is when the thing happened (trade time, bar end); ``ingest_ts`` when Torghut
@@ -67,7 +73,7 @@ class Envelope(msgspec.Struct, Generic[P], frozen=True):
 # --- market data (ingest -> torghut.{trades,quotes,bars,status}.v1) -------------------------
 
 
-class Trade(msgspec.Struct, frozen=True):
+class Trade(msgspec.Struct, frozen=True, omit_defaults=True):
     """One trade print (Alpaca ``T:"t"``)."""
 
     trade_id: int
@@ -78,7 +84,7 @@ class Trade(msgspec.Struct, frozen=True):
     tape: str = ""
 
 
-class Quote(msgspec.Struct, frozen=True):
+class Quote(msgspec.Struct, frozen=True, omit_defaults=True):
     """Top of book (Alpaca ``T:"q"``). A price of 0 means no bid or no ask."""
 
     bid_exchange: str

@@ -38,10 +38,8 @@ Times are integer microseconds since the Unix epoch (``ts_us``) on the hot path.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from operator import le
 from typing import NamedTuple
 
 __all__ = [
@@ -57,7 +55,6 @@ __all__ = [
     "SymbolBatch",
     "TradeTick",
     "preaggregate",
-    "preaggregate_ordered",
 ]
 
 US_PER_S = 1_000_000
@@ -205,69 +202,6 @@ def preaggregate(
         for sym, mx in maxes.items()
     }
     return out, rejected, duplicates
-
-
-def preaggregate_ordered(
-    symbols: list[str],
-    stamps: list[int],
-    trade_ids: list[int],
-    exchanges: list[str],
-    prices: list[float],
-    sizes: list[float],
-    lateness_us: int,
-    allowlist: frozenset[str] | None = None,
-) -> tuple[dict[str, SymbolBatch], int] | None:
-    """:func:`preaggregate` of a batch given as columns in event-time order, or None.
-
-    Why: in the common batch (one feed, written in time order, nothing invalid) no trade can
-    be late relative to the batch, so a trade only has to be put with the others of its
-    symbol; the checks and the tick tuples are C-level passes over the columns, and the only
-    Python per trade is one dict lookup. Returns None (the caller uses :func:`preaggregate`)
-    when the batch is not in order, holds an invalid trade or a symbol outside the
-    allowlist, or lateness is negative. The result equals :func:`preaggregate` 's for the
-    same ticks, order of symbols and partials included.
-    """
-    if not stamps or lateness_us < 0 or not all(map(le, stamps, stamps[1:])):
-        return None
-    for values in (prices, sizes):
-        if not (math.isfinite(sum(values)) and min(values) > 0.0):  # a NaN or inf spoils the sum
-            return None
-    if allowlist is not None and not allowlist.issuperset(symbols):
-        return None
-    groups: dict[str, list[Tick]] = {}
-    get = groups.get
-    for t in zip(symbols, stamps, trade_ids, exchanges, prices, sizes, strict=True):
-        group = get(t[0])
-        if group is None:
-            groups[t[0]] = [t]
-        else:
-            group.append(t)
-    out: dict[str, SymbolBatch] = {}
-    duplicates = 0
-    for sym, group in groups.items():
-        last_ts = group[-1][1]
-        sec = group[0][1] // US_PER_S
-        if sec == last_ts // US_PER_S:
-            ticks = set(group)
-            duplicates += len(group) - len(ticks)
-            out[sym] = SymbolBatch(sym, [BarPartial(sec, ticks)], [], last_ts)
-        else:
-            partials = _split_seconds(group)
-            duplicates += len(group) - sum([len(p.ticks) for p in partials])
-            out[sym] = SymbolBatch(sym, partials, [], last_ts)
-    return out, duplicates
-
-
-def _split_seconds(group: list[Tick]) -> list[BarPartial]:
-    """The partials of one symbol's time-ordered trades that span several seconds."""
-    secs = [t[1] // US_PER_S for t in group]
-    out: list[BarPartial] = []
-    i, n = 0, len(group)
-    while i < n:
-        j = bisect_right(secs, secs[i], i)
-        out.append(BarPartial(secs[i], set(group[i:j])))
-        i = j
-    return out
 
 
 @dataclass(slots=True)
