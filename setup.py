@@ -1,11 +1,14 @@
-"""Build of the compiled TA reductions; everything else is configured in ``pyproject.toml``."""
+"""Build of the compiled TA hot paths (Cython); everything else is in ``pyproject.toml``."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 setup(
     ext_modules=cythonize(
-        [Extension("operators._reduce", ["operators/_reduce.pyx"], extra_compile_args=["-O2"])],
+        [
+            Extension(name, [name.replace(".", "/") + ".pyx"], extra_compile_args=["-O2"])
+            for name in ("operators._reduce", "torghut.ta._bar_stats")
+        ],
         compiler_directives={"language_level": 3},
     )
 )

@@ -9,7 +9,10 @@ def reduce_trades(
     wires: list[Any], lateness_us: int, allow: Collection[str] | None
 ) -> tuple[dict[str, SymbolBatch], int] | None: ...
 def latest_quotes(
-    wires: list[Any], allow: Collection[str] | None, group_of: Callable[[str], str]
+    wires: list[Any],
+    allow: Collection[str] | None,
+    groups_cache: dict[str, str],
+    group_of: Callable[[str], str],
 ) -> (
     tuple[dict[str, tuple[dict[int, dict[str, tuple[int, Any]]], dict[str, int]]], bool, int, int]
     | None

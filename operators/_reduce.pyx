@@ -12,6 +12,7 @@ allowlist, a non-string field), so the caller takes the Python path that dead-le
 reason. Property tests check the equality on arbitrary batches.
 """
 
+cimport cython
 from libc.stdint cimport int64_t
 from libc.string cimport memcmp, memcpy
 from libc.math cimport isfinite
@@ -20,16 +21,55 @@ from cpython.set cimport PySet_Add, PySet_GET_SIZE
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.ref cimport PyObject
 
+from types import MemberDescriptorType
+
 from torghut.ta.microbars import BarPartial, LateTrade, SymbolBatch
 
 cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(object)
     bint PyUnicode_Check(object)
     bint PyUnicode_IS_COMPACT_ASCII(object)
     Py_ssize_t PyUnicode_GET_LENGTH(object)
     void* PyUnicode_DATA(object)
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
 
 cdef int64_t US = 1000000
 cdef object _tuple_new = tuple.__new__
+
+
+# --- fields of decoded structs ---------------------------------------------------------------
+#
+# A msgspec struct keeps its fields in slots behind member descriptors. Reading a slot through
+# ``getattr`` walks the type's attribute lookup every time; the descriptor's offset, taken once
+# per struct type, reads it directly. Any other object (a different type, an unset slot) makes
+# the batch step aside.
+
+cdef dict _OFFSETS = {}
+
+
+cdef tuple _slots(type tp, tuple names):
+    """The slot offsets of ``names`` in ``tp``, or None when one is not a plain member."""
+    key = (tp, names)
+    found = _OFFSETS.get(key)
+    if found is not None or key in _OFFSETS:
+        return found
+    offsets = []
+    for name in names:
+        descr = tp.__dict__.get(name)
+        if type(descr) is not MemberDescriptorType:
+            _OFFSETS[key] = None
+            return None
+        offsets.append((<PyMemberDescrObject*>descr).d_member.offset)
+    _OFFSETS[key] = result = tuple(offsets)
+    return result
+
+
+cdef inline PyObject* _slot(object obj, Py_ssize_t offset):
+    """The object in the slot at ``offset`` (borrowed), NULL if unset."""
+    return (<PyObject**>((<char*><PyObject*>obj) + offset))[0]
 
 
 # --- timestamps ------------------------------------------------------------------------------
@@ -112,7 +152,10 @@ cdef bint _whole_seconds(const char* s, int64_t* out):
 
 # --- trades ----------------------------------------------------------------------------------
 
+@cython.no_gc
 cdef class _SymbolTrades:
+    """One symbol's state while a batch is reduced (no cycles: not tracked by the GC)."""
+
     cdef int64_t max_ts
     cdef dict secs
     cdef list late
@@ -127,10 +170,22 @@ cdef class _SymbolTrades:
         self.last_ticks = None
 
 
+cdef tuple _WIRE_FIELDS = ("event_ts", "symbol", "payload")
+cdef tuple _BODY_FIELDS = ("trade_id", "exchange", "price", "size")
+
+
 def reduce_trades(list wires, int64_t lateness_us, object allow):
     """``preaggregate`` of decoded trade wires: ``(batches, duplicates)``, or None."""
-    if lateness_us < 0:
+    if lateness_us < 0 or not wires:
         return None
+    cdef type wire_type = type(wires[0])
+    cdef type body_type = type((<object>wires[0]).payload)
+    cdef tuple wo = _slots(wire_type, _WIRE_FIELDS)
+    cdef tuple bo = _slots(body_type, _BODY_FIELDS)
+    if wo is None or bo is None:
+        return None
+    cdef Py_ssize_t o_ts = wo[0], o_sym = wo[1], o_body = wo[2]
+    cdef Py_ssize_t o_id = bo[0], o_ex = bo[1], o_px = bo[2], o_sz = bo[3]
     cdef _Clock clock = _Clock()
     cdef dict states = {}
     cdef _SymbolTrades st
@@ -138,24 +193,45 @@ def reduce_trades(list wires, int64_t lateness_us, object allow):
     cdef double price, size
     cdef Py_ssize_t before
     cdef long duplicates = 0
-    cdef object w, body, sym, tick, ticks, py_price, py_size
+    cdef object w, body, sym, tick, ticks
+    cdef PyObject* f_ts
+    cdef PyObject* f_sym
+    cdef PyObject* f_body
+    cdef PyObject* f_id
+    cdef PyObject* f_ex
+    cdef PyObject* f_px
+    cdef PyObject* f_sz
     cdef PyObject* found
     for w in wires:
-        if not clock.parse(w.event_ts, &ts):
+        if type(w) is not wire_type:
             return None
-        body = w.payload
-        py_price = body.price
-        py_size = body.size
-        if not PyFloat_Check(py_price) or not PyFloat_Check(py_size):
+        f_ts = _slot(w, o_ts)
+        f_sym = _slot(w, o_sym)
+        f_body = _slot(w, o_body)
+        if f_ts == NULL or f_sym == NULL or f_body == NULL:
             return None
-        price = PyFloat_AS_DOUBLE(py_price)
-        size = PyFloat_AS_DOUBLE(py_size)
+        body = <object>f_body
+        if type(body) is not body_type:
+            return None
+        f_id = _slot(body, o_id)
+        f_ex = _slot(body, o_ex)
+        f_px = _slot(body, o_px)
+        f_sz = _slot(body, o_sz)
+        if f_id == NULL or f_ex == NULL or f_px == NULL or f_sz == NULL:
+            return None
+        if not clock.parse(<object>f_ts, &ts):
+            return None
+        if not PyFloat_Check(<object>f_px) or not PyFloat_Check(<object>f_sz):
+            return None
+        price = PyFloat_AS_DOUBLE(<object>f_px)
+        size = PyFloat_AS_DOUBLE(<object>f_sz)
         if not (isfinite(price) and price > 0.0 and isfinite(size) and size > 0.0):
             return None
-        sym = w.symbol
+        sym = <object>f_sym
         if not PyUnicode_Check(sym) or (allow is not None and sym not in allow):
             return None
-        tick = (sym, ts, body.trade_id, body.exchange, py_price, py_size)
+        tick = (sym, ts, <object>f_id, <object>f_ex, <object>f_px, <object>f_sz)
+        PyObject_GC_UnTrack(tick)  # atoms only: it can never be part of a cycle
         sec = ts // US
         found = PyDict_GetItem(states, sym)
         if found == NULL:
@@ -175,6 +251,7 @@ def reduce_trades(list wires, int64_t lateness_us, object allow):
             found = PyDict_GetItem(st.secs, sec)
             if found == NULL:
                 ticks = set()
+                PyObject_GC_UnTrack(ticks)  # holds ticks only: no cycle can pass through it
                 PyDict_SetItem(st.secs, sec, _tuple_new(BarPartial, (sec, ticks)))
             else:
                 ticks = (<object>found)[1]
@@ -192,6 +269,7 @@ def reduce_trades(list wires, int64_t lateness_us, object allow):
 
 # --- quotes ----------------------------------------------------------------------------------
 
+@cython.no_gc
 cdef class _SymbolQuotes:
     """One symbol's latest quote per second bucket; the bucket it is in is held in C."""
 
@@ -199,20 +277,22 @@ cdef class _SymbolQuotes:
     cdef int64_t bucket
     cdef int64_t ts
     cdef Py_ssize_t index
-    cdef dict others  # bucket -> (ts, index) of the buckets not current
+    cdef dict others  # bucket -> (ts, index) of the other buckets, created when needed
 
     def __cinit__(self, int64_t bucket, int64_t ts, Py_ssize_t index):
         self.newest = ts
         self.bucket = bucket
         self.ts = ts
         self.index = index
-        self.others = {}
+        self.others = None
 
     cdef void add(self, int64_t bucket, int64_t ts, Py_ssize_t index):
         cdef object held
         if ts > self.newest:
             self.newest = ts
         if bucket != self.bucket:
+            if self.others is None:
+                self.others = {}
             self.others[self.bucket] = (self.ts, self.index)
             held = self.others.pop(bucket, None)
             self.bucket = bucket
@@ -224,16 +304,25 @@ cdef class _SymbolQuotes:
             self.ts, self.index = ts, index
 
 
-def latest_quotes(list wires, object allow, object group_of):
+cdef tuple _QUOTE_FIELDS = ("event_ts", "symbol", "payload")
+
+
+def latest_quotes(list wires, object allow, dict groups_cache, object group_of):
     """Latest quote per (symbol, second bucket) of decoded quote wires, per key group; or None.
 
     Returns ``(chunks, ordered, first_us, high_us)``: ``chunks`` maps a key group to
     ``(buckets, newest)`` as :class:`operators.quotes.QuoteChunk` holds them; ``ordered``
     says whether the batch was in event-time order, ``first_us``/``high_us`` are its oldest
-    and newest quote times.
+    and newest quote times. A symbol's group is looked up in ``groups_cache`` and computed
+    by ``group_of`` when missing.
     """
     if not wires:
         return None
+    cdef type wire_type = type(wires[0])
+    cdef tuple wo = _slots(wire_type, _QUOTE_FIELDS)
+    if wo is None:
+        return None
+    cdef Py_ssize_t o_ts = wo[0], o_sym = wo[1], o_payload = wo[2]
     cdef _Clock clock = _Clock()
     cdef dict states = {}
     cdef _SymbolQuotes st
@@ -241,11 +330,19 @@ def latest_quotes(list wires, object allow, object group_of):
     cdef bint ordered = True
     cdef Py_ssize_t i = 0
     cdef object w, sym
+    cdef PyObject* f_ts
+    cdef PyObject* f_sym
     cdef PyObject* found
     for w in wires:
-        if not clock.parse(w.event_ts, &ts):
+        if type(w) is not wire_type:
             return None
-        sym = w.symbol
+        f_ts = _slot(w, o_ts)
+        f_sym = _slot(w, o_sym)
+        if f_ts == NULL or f_sym == NULL or _slot(w, o_payload) == NULL:
+            return None
+        if not clock.parse(<object>f_ts, &ts):
+            return None
+        sym = <object>f_sym
         if not PyUnicode_Check(sym) or (allow is not None and sym not in allow):
             return None
         if i == 0:
@@ -269,21 +366,29 @@ def latest_quotes(list wires, object allow, object group_of):
     cdef dict chunk_buckets, chunk_newest, entries
     cdef object group, held, bucket_key
     for sym, st in states.items():
-        group = group_of(sym)
+        found = PyDict_GetItem(groups_cache, sym)
+        group = <object>found if found != NULL else group_of(sym)
         found = PyDict_GetItem(groups, group)
         if found == NULL:
             chunk_buckets, chunk_newest = {}, {}
             groups[group] = (chunk_buckets, chunk_newest)
         else:
             chunk_buckets, chunk_newest = <tuple>(<object>found)
-        st.others[st.bucket] = (st.ts, st.index)
-        for bucket_key, held in st.others.items():
-            found = PyDict_GetItem(chunk_buckets, bucket_key)
-            if found == NULL:
-                entries = {}
-                PyDict_SetItem(chunk_buckets, bucket_key, entries)
-            else:
-                entries = <dict>found
-            entries[sym] = (held[0], (<object>wires[<Py_ssize_t>held[1]]).payload)
+        _put(chunk_buckets, st.bucket, sym, st.ts, wires[st.index], o_payload)
+        if st.others is not None:
+            for bucket_key, held in st.others.items():
+                _put(chunk_buckets, bucket_key, sym, held[0], wires[held[1]], o_payload)
         chunk_newest[sym] = st.newest
     return groups, ordered, low, high
+
+
+cdef inline void _put(dict buckets, object bucket, object sym, object ts, object wire,
+                      Py_ssize_t o_payload):
+    cdef dict entries
+    cdef PyObject* found = PyDict_GetItem(buckets, bucket)
+    if found == NULL:
+        entries = {}
+        PyDict_SetItem(buckets, bucket, entries)
+    else:
+        entries = <dict>found
+    entries[sym] = (ts, <object>_slot(wire, o_payload))

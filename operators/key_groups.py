@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import zlib
 
-__all__ = ["KEY_GROUPS", "key_group"]
+__all__ = ["KEY_GROUPS", "KEY_GROUPS_SEEN", "key_group"]
 
 KEY_GROUPS = 16
 """Number of key groups; changing it orphans existing recovery state."""
 
-_CACHE: dict[str, str] = {}
+KEY_GROUPS_SEEN: dict[str, str] = {}
+"""The groups :func:`key_group` has computed (bounded): hot loops look a symbol up here first."""
 _CACHE_MAX = 100_000
 
 
@@ -33,9 +34,9 @@ def key_group(symbol: str) -> str:
     >>> key_group("AAPL") == key_group("AAPL")
     True
     """
-    group = _CACHE.get(symbol)
+    group = KEY_GROUPS_SEEN.get(symbol)
     if group is None:
-        if len(_CACHE) >= _CACHE_MAX:
-            _CACHE.clear()
-        group = _CACHE[symbol] = f"g{zlib.crc32(symbol.encode()) % KEY_GROUPS:02d}"
+        if len(KEY_GROUPS_SEEN) >= _CACHE_MAX:
+            KEY_GROUPS_SEEN.clear()
+        group = KEY_GROUPS_SEEN[symbol] = f"g{zlib.crc32(symbol.encode()) % KEY_GROUPS:02d}"
     return group

@@ -33,7 +33,7 @@ import msgspec
 from bytewax.dataflow import Stream, operator
 
 from operators._reduce import latest_quotes
-from operators.key_groups import key_group
+from operators.key_groups import KEY_GROUPS_SEEN, key_group
 from operators.microbars import raw_values, rfc3339_micros_many
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
@@ -169,7 +169,7 @@ def _chunks_in_order(
     Anything else returns None and the batch takes :func:`_latest_each`, which handles and
     dead-letters each quote.
     """
-    found = latest_quotes(wires, allow, key_group)
+    found = latest_quotes(wires, allow, KEY_GROUPS_SEEN, key_group)
     if found is None:
         return None
     groups, ordered, first, high = found

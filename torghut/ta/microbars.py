@@ -42,6 +42,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from torghut.ta._bar_stats import bar_stats
+
 __all__ = [
     "US_PER_S",
     "Applied",
@@ -356,22 +358,8 @@ class SymbolBars:
             del closed[sec]
 
     def _emit(self, sec: int, bar: _Bar) -> ClosedBar:
-        ticks = bar.ticks
-        prices = [t[4] for t in ticks]
-        v = math.fsum([t[5] for t in ticks])
-        pv = math.fsum([t[4] * t[5] for t in ticks])
-        return ClosedBar(
-            self.symbol,
-            (sec + 1) * US_PER_S,
-            min(ticks)[4],
-            max(prices),
-            min(prices),
-            max(ticks)[4],
-            v,
-            pv / v,
-            len(ticks),
-            1 + bar.late,
-        )
+        o, h, lo, c, v, pv, n = bar_stats(bar.ticks)
+        return ClosedBar(self.symbol, (sec + 1) * US_PER_S, o, h, lo, c, v, pv / v, n, 1 + bar.late)
 
     # --- snapshot ---------------------------------------------------------------------------
 
