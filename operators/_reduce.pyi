@@ -10,6 +10,7 @@ def reduce_trades(
 ) -> tuple[dict[str, SymbolBatch], int] | None: ...
 def latest_quotes(
     wires: list[Any],
+    values: list[bytes],
     allow: Collection[str] | None,
     groups_cache: dict[str, str],
     group_of: Callable[[str], str],

@@ -304,12 +304,13 @@ cdef class _SymbolQuotes:
             self.ts, self.index = ts, index
 
 
-cdef tuple _QUOTE_FIELDS = ("event_ts", "symbol", "payload")
+cdef tuple _QUOTE_FIELDS = ("event_ts", "symbol")
 
 
-def latest_quotes(list wires, object allow, dict groups_cache, object group_of):
+def latest_quotes(list wires, list values, object allow, dict groups_cache, object group_of):
     """Latest quote per (symbol, second bucket) of decoded quote wires, per key group; or None.
 
+    ``values[i]`` is the message ``wires[i]`` was decoded from; a kept quote is held as it.
     Returns ``(chunks, ordered, first_us, high_us)``: ``chunks`` maps a key group to
     ``(buckets, newest)`` as :class:`operators.quotes.QuoteChunk` holds them; ``ordered``
     says whether the batch was in event-time order, ``first_us``/``high_us`` are its oldest
@@ -322,7 +323,9 @@ def latest_quotes(list wires, object allow, dict groups_cache, object group_of):
     cdef tuple wo = _slots(wire_type, _QUOTE_FIELDS)
     if wo is None:
         return None
-    cdef Py_ssize_t o_ts = wo[0], o_sym = wo[1], o_payload = wo[2]
+    if len(values) != len(wires):
+        return None
+    cdef Py_ssize_t o_ts = wo[0], o_sym = wo[1]
     cdef _Clock clock = _Clock()
     cdef dict states = {}
     cdef _SymbolQuotes st
@@ -338,7 +341,7 @@ def latest_quotes(list wires, object allow, dict groups_cache, object group_of):
             return None
         f_ts = _slot(w, o_ts)
         f_sym = _slot(w, o_sym)
-        if f_ts == NULL or f_sym == NULL or _slot(w, o_payload) == NULL:
+        if f_ts == NULL or f_sym == NULL:
             return None
         if not clock.parse(<object>f_ts, &ts):
             return None
@@ -374,16 +377,15 @@ def latest_quotes(list wires, object allow, dict groups_cache, object group_of):
             groups[group] = (chunk_buckets, chunk_newest)
         else:
             chunk_buckets, chunk_newest = <tuple>(<object>found)
-        _put(chunk_buckets, st.bucket, sym, st.ts, wires[st.index], o_payload)
+        _put(chunk_buckets, st.bucket, sym, st.ts, values[st.index])
         if st.others is not None:
             for bucket_key, held in st.others.items():
-                _put(chunk_buckets, bucket_key, sym, held[0], wires[held[1]], o_payload)
+                _put(chunk_buckets, bucket_key, sym, held[0], values[held[1]])
         chunk_newest[sym] = st.newest
     return groups, ordered, low, high
 
 
-cdef inline void _put(dict buckets, object bucket, object sym, object ts, object wire,
-                      Py_ssize_t o_payload):
+cdef inline void _put(dict buckets, object bucket, object sym, object ts, object value):
     cdef dict entries
     cdef PyObject* found = PyDict_GetItem(buckets, bucket)
     if found == NULL:
@@ -391,4 +393,4 @@ cdef inline void _put(dict buckets, object bucket, object sym, object ts, object
         PyDict_SetItem(buckets, bucket, entries)
     else:
         entries = <dict>found
-    entries[sym] = (ts, <object>_slot(wire, o_payload))
+    entries[sym] = (ts, value)

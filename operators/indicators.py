@@ -38,7 +38,7 @@ from operators.microbars import (
     us_to_dt,
     wall_micros,
 )
-from operators.quotes import QUOTE_PAYLOAD, QuoteChunk, quote_chunks
+from operators.quotes import QuoteChunk, quote_chunks, quote_of
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter
@@ -471,16 +471,16 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
             for sym, (ts_us, payload) in staged.pop(bucket).items():
                 self._feed(sym, ts_us, payload, out)
 
-    def _feed(self, sym: str, ts_us: int, payload: Any, out: list[Any]) -> None:
-        if not isinstance(payload, Quote):
-            try:
-                payload = QUOTE_PAYLOAD.decode(payload)
-            except msgspec.DecodeError as exc:
-                self._progress.add_dead_letters("invalid_quote")
-                out.append(_dead("invalid_message", sym, bytes(payload), str(exc)))
-                return
+    def _feed(self, sym: str, ts_us: int, entry: Quote | bytes, out: list[Any]) -> None:
+        try:
+            quote = quote_of(entry)
+        except msgspec.DecodeError as exc:
+            self._progress.add_dead_letters("invalid_quote")
+            raw = entry if isinstance(entry, bytes) else b""
+            out.append(_dead("invalid_message", sym, raw, str(exc)))
+            return
         for lane in self._quote_lanes_of(sym):
-            lane.engine.on_quote_us(ts_us, payload)
+            lane.engine.on_quote_us(ts_us, quote)
 
     # --- releasing bars ---------------------------------------------------------------------
 

@@ -19,7 +19,14 @@ from hypothesis import strategies as st
 
 from operators.key_groups import key_group
 from operators.microbars import decode_trades, preaggregate_batch
-from operators.quotes import QUOTE_WIRE, QuoteChunk, _chunks_in_order, _latest_each, chunks_of
+from operators.quotes import (
+    QUOTE_WIRE,
+    QuoteChunk,
+    _chunks_in_order,
+    _latest_each,
+    chunks_of,
+    quote_of,
+)
 from torghut.dead_letters import DeadLetter
 from torghut.events import Envelope, Quote, Trade
 from torghut.ta.microbars import preaggregate
@@ -110,10 +117,11 @@ def _content(chunks: dict[str, QuoteChunk]) -> dict[str, tuple[Any, Any]]:
 def test_compiled_quote_reduction_equals_the_general_path(
     quotes: list[tuple[str, int]], allow: frozenset[str] | None
 ) -> None:
-    wires = [QUOTE_WIRE.decode(_quote(sym, off, n)) for n, (sym, off) in enumerate(quotes)]
-    fast = _chunks_in_order(wires, allow)
+    values = [_quote(sym, off, n) for n, (sym, off) in enumerate(quotes)]
+    wires = [QUOTE_WIRE.decode(v) for v in values]
+    fast = _chunks_in_order(wires, values, allow)
     dead: list[DeadLetter] = []
-    triples = [(w.symbol, w.event_ts, w.payload) for w in wires]
+    triples = [(w.symbol, w.event_ts, v) for w, v in zip(wires, values, strict=True)]
     general = chunks_of(_latest_each(triples, allow, dead))
     assert (fast is None) == bool(dead)  # only an unknown symbol makes it step aside here
     if fast is None:
@@ -127,12 +135,13 @@ def test_compiled_quote_reduction_equals_the_general_path(
 
 def test_the_latest_quote_of_each_second_bucket_is_kept() -> None:
     offs = [1, 250_000, 1_000_000, 999_999, 1_000_001, 2_000_123]  # 1 000 000 is in (0, 1]
-    wires = [QUOTE_WIRE.decode(_quote("AAPL", off, n)) for n, off in enumerate(offs)]
-    fast = _chunks_in_order(wires, None)
+    values = [_quote("AAPL", off, n) for n, off in enumerate(offs)]
+    fast = _chunks_in_order([QUOTE_WIRE.decode(v) for v in values], values, None)
     assert fast is not None
     chunk = fast[key_group("AAPL")]
     first_second = T0_US // 1_000_000 + 1
-    assert chunk.buckets[first_second]["AAPL"][0] == T0_US + 1_000_000
+    assert chunk.buckets[first_second]["AAPL"] == (T0_US + 1_000_000, values[2])
+    assert quote_of(values[2]).bid_price == 2
     assert chunk.buckets[first_second + 1]["AAPL"][0] == T0_US + 1_000_001
     assert chunk.newest["AAPL"] == T0_US + 2_000_123
     assert not chunk.ordered
@@ -140,7 +149,8 @@ def test_the_latest_quote_of_each_second_bucket_is_kept() -> None:
 
 @pytest.mark.parametrize("text", ["2025-11-24T16:00:00.5Z", "2025-11-24T17:00:00+01:00"])
 def test_compiled_quote_reduction_steps_aside_for_other_timestamp_forms(text: str) -> None:
-    wire = QUOTE_WIRE.decode(_quote("AAPL", 0, 1))
+    value = _quote("AAPL", 0, 1)
+    wire = QUOTE_WIRE.decode(value)
     other = msgspec.structs.replace(wire, event_ts=text)
-    assert _chunks_in_order([wire], None) is not None
-    assert _chunks_in_order([wire, other], None) is None
+    assert _chunks_in_order([wire], [value], None) is not None
+    assert _chunks_in_order([wire, other], [value, value], None) is None
