@@ -60,6 +60,7 @@ from torghut.clickhouse import (
     signal_row,
 )
 from torghut.config import Settings, load_settings
+from torghut.gc_policy import tune_for_streaming
 from torghut.logs import configure_logging, get_logger
 
 __all__ = ["build_flow", "flow", "recovery_directory"]
@@ -193,6 +194,7 @@ def _main() -> Dataflow:
     progress = TaProgress()
     dataflow = build_flow(settings, progress)
     _prepare(settings, progress)
+    tune_for_streaming()
     return dataflow
 
 

@@ -452,10 +452,9 @@ class MicrobarLogic(StatefulBatchLogic[list[SymbolBatch], Any, MicrobarGroupStat
                 bars = symbols.get(sym)
                 if bars is None:
                     bars = symbols[sym] = SymbolBars(sym, self._lateness, self._horizon)
-                bars.apply(symbol_batch, out)
+                wm = bars.apply(symbol_batch, out)
                 arrivals[sym] = now
-                wm = bars.watermark_us
-                if wm is not None and (newest is None or wm > newest):
+                if newest is None or wm > newest:
                     newest = wm
         if newest is not None:
             self._progress.observe_watermark(newest)

@@ -245,51 +245,49 @@ class SymbolBars:
         self._max_ts: int | None = None
 
     @property
-    def watermark_us(self) -> int | None:
-        return None if self._max_ts is None else self._max_ts - self._lateness
-
-    @property
-    def has_open(self) -> bool:
-        return bool(self._open)
-
-    @property
     def oldest_open_end_us(self) -> int | None:
         return (min(self._open) + 1) * US_PER_S if self._open else None
 
-    def is_empty(self) -> bool:
-        """No open bar and no bar left to correct."""
-        return not self._open and not self._closed
+    def apply(self, batch: SymbolBatch, out: Applied) -> int:
+        """Merge one batch's partials, close bars the watermark passed, then apply late trades.
 
-    def apply(self, batch: SymbolBatch, out: Applied) -> None:
-        """Merge one batch's partials, close bars the watermark passed, then apply late trades."""
+        Returns the watermark. This runs once per symbol and input batch, so the common case
+        (partials of open seconds, nothing late, nothing to prune) is kept to a few lookups.
+        """
         state_max = self._max_ts
-        closed_before = -_INF if state_max is None else state_max - self._lateness
+        lateness = self._lateness
+        closed_before = -_INF if state_max is None else state_max - lateness
+        open_bars, closed = self._open, self._closed
         for p in batch.partials:
-            end = (p.sec + 1) * US_PER_S
-            if end <= closed_before or p.sec in self._closed:
+            sec = p.sec
+            end = (sec + 1) * US_PER_S
+            if end <= closed_before or sec in closed:
                 self._correct_partial(p, end, closed_before, out)
+                continue
+            bar = open_bars.get(sec)
+            if bar is None:
+                open_bars[sec] = _Bar(p.ticks)
             else:
-                self._merge_open(p, out)
-        if state_max is None or batch.max_ts_us > state_max:
-            self._max_ts = batch.max_ts_us
-        self._close_until(self._max_ts - self._lateness, out)  # type: ignore[operator]
+                self._merge(bar, p, out)
+        top = batch.max_ts_us
+        if state_max is not None and state_max > top:
+            top = state_max
+        self._max_ts = top
+        watermark = top - lateness
+        if open_bars and (min(open_bars) + 1) * US_PER_S <= watermark:
+            self._close_until(watermark, out)
         for t in batch.late:
             prefix = t.prefix_max_us if state_max is None else max(state_max, t.prefix_max_us)
-            self._correct_one(t, prefix - self._lateness, out)
-        self._prune()
+            self._correct_one(t, prefix - lateness, out)
+        if closed and (next(iter(closed)) + 1) * US_PER_S <= watermark - self._horizon:
+            self._prune()
+        return watermark
 
     def close_idle(self, out: Applied) -> None:
         """Close every open bar now (the symbol went quiet on wall-clock time)."""
         self._close_until(_INF, out)
 
     # --- internals -------------------------------------------------------------------------
-
-    def _merge_open(self, p: BarPartial, out: Applied) -> None:
-        bar = self._open.get(p.sec)
-        if bar is None:
-            self._open[p.sec] = _Bar(p.ticks)
-            return
-        self._merge(bar, p, out)
 
     @staticmethod
     def _merge(bar: _Bar, p: BarPartial, out: Applied) -> int:
