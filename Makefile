@@ -27,11 +27,13 @@ help:
 sysdeps:
 	@missing=(); \
 	command -v curl >/dev/null || missing+=(curl); \
+	command -v gcc >/dev/null || missing+=(gcc); \
 	command -v java >/dev/null || missing+=(openjdk-17-jre-headless); \
 	command -v mvn >/dev/null || missing+=(maven); \
 	dpkg -s postgresql-15 >/dev/null 2>&1 || missing+=(postgresql-15); \
 	command -v $(PYTHON_BOOT) >/dev/null || missing+=(python3.11); \
 	$(PYTHON_BOOT) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3.11-venv); \
+	$(PYTHON_BOOT) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null || missing+=(python3.11-dev); \
 	if [ $${#missing[@]} -gt 0 ]; then \
 	  echo "installing system packages: $${missing[*]}"; \
 	  if ! dpkg -s postgresql-common >/dev/null 2>&1; then \
@@ -47,7 +49,8 @@ $(PY):
 	@command -v $(PYTHON_BOOT) >/dev/null && $(PYTHON_BOOT) -c 'import ensurepip, venv' 2>/dev/null || $(MAKE) --no-print-directory sysdeps
 	$(PYTHON_BOOT) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
+# The TA hot paths are compiled (Cython, setup.py) by this install: rebuild when they change.
+$(STAMP): pyproject.toml setup.py $(wildcard operators/*.pyx torghut/ta/*.pyx) | sysdeps $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 

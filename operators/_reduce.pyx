@@ -150,6 +150,22 @@ cdef bint _whole_seconds(const char* s, int64_t* out):
     return True
 
 
+cdef object _time_and_symbol(object w, type wire_type, Py_ssize_t o_ts, Py_ssize_t o_sym,
+                             _Clock clock, object allow, int64_t* ts):
+    """The symbol of the envelope wire ``w``, its event time read into ``ts``; None unless both
+    are well-formed and the symbol is allowed."""
+    if type(w) is not wire_type:
+        return None
+    cdef PyObject* f_ts = _slot(w, o_ts)
+    cdef PyObject* f_sym = _slot(w, o_sym)
+    if f_ts == NULL or f_sym == NULL or not clock.parse(<object>f_ts, ts):
+        return None
+    sym = <object>f_sym
+    if not PyUnicode_Check(sym) or (allow is not None and sym not in allow):
+        return None
+    return sym
+
+
 # --- trades ----------------------------------------------------------------------------------
 
 @cython.no_gc
@@ -194,8 +210,6 @@ def reduce_trades(list wires, int64_t lateness_us, object allow):
     cdef Py_ssize_t before
     cdef long duplicates = 0
     cdef object w, body, sym, tick, ticks
-    cdef PyObject* f_ts
-    cdef PyObject* f_sym
     cdef PyObject* f_body
     cdef PyObject* f_id
     cdef PyObject* f_ex
@@ -203,32 +217,24 @@ def reduce_trades(list wires, int64_t lateness_us, object allow):
     cdef PyObject* f_sz
     cdef PyObject* found
     for w in wires:
-        if type(w) is not wire_type:
+        sym = _time_and_symbol(w, wire_type, o_ts, o_sym, clock, allow, &ts)
+        if sym is None:
             return None
-        f_ts = _slot(w, o_ts)
-        f_sym = _slot(w, o_sym)
         f_body = _slot(w, o_body)
-        if f_ts == NULL or f_sym == NULL or f_body == NULL:
+        if f_body == NULL or type(<object>f_body) is not body_type:
             return None
         body = <object>f_body
-        if type(body) is not body_type:
-            return None
         f_id = _slot(body, o_id)
         f_ex = _slot(body, o_ex)
         f_px = _slot(body, o_px)
         f_sz = _slot(body, o_sz)
         if f_id == NULL or f_ex == NULL or f_px == NULL or f_sz == NULL:
             return None
-        if not clock.parse(<object>f_ts, &ts):
-            return None
         if not PyFloat_Check(<object>f_px) or not PyFloat_Check(<object>f_sz):
             return None
         price = PyFloat_AS_DOUBLE(<object>f_px)
         size = PyFloat_AS_DOUBLE(<object>f_sz)
         if not (isfinite(price) and price > 0.0 and isfinite(size) and size > 0.0):
-            return None
-        sym = <object>f_sym
-        if not PyUnicode_Check(sym) or (allow is not None and sym not in allow):
             return None
         tick = (sym, ts, <object>f_id, <object>f_ex, <object>f_px, <object>f_sz)
         PyObject_GC_UnTrack(tick)  # atoms only: it can never be part of a cycle
@@ -333,20 +339,10 @@ def latest_quotes(list wires, list values, object allow, dict groups_cache, obje
     cdef bint ordered = True
     cdef Py_ssize_t i = 0
     cdef object w, sym
-    cdef PyObject* f_ts
-    cdef PyObject* f_sym
     cdef PyObject* found
     for w in wires:
-        if type(w) is not wire_type:
-            return None
-        f_ts = _slot(w, o_ts)
-        f_sym = _slot(w, o_sym)
-        if f_ts == NULL or f_sym == NULL:
-            return None
-        if not clock.parse(<object>f_ts, &ts):
-            return None
-        sym = <object>f_sym
-        if not PyUnicode_Check(sym) or (allow is not None and sym not in allow):
+        sym = _time_and_symbol(w, wire_type, o_ts, o_sym, clock, allow, &ts)
+        if sym is None:
             return None
         if i == 0:
             low = high = ts

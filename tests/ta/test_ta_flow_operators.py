@@ -130,3 +130,16 @@ def test_a_quiet_symbol_closes_its_bar_on_the_wall_clock() -> None:
     # AAA closed during the pause (its timer), not at end of input with BBB
     assert at_a - started < 1.4
     assert at_b - at_a > 0.3
+
+
+def test_a_kept_quote_whose_payload_is_not_a_quote_is_dead_lettered_whole() -> None:
+    bad = quote("AAA", 0.5, 9.9, 10.1).replace(b'"bid_price":9.9,', b'"bid_price":"x",')
+    trades = [trade("AAA", 0.2, 1, 10.0), trade("AAA", 3.2, 2, 11.0)]
+    mb, sg, dl, progress = run(trades, [bad, quote("AAA", 3.5, 1, 2)], None, TaSettings())
+    assert [(d.stage, d.reason, d.raw, d.symbol) for d in dl] == [
+        ("ta_indicators", "invalid_message", bad, "AAA")
+    ]
+    assert progress.dead_letters == 1
+    first = sg[0].payload
+    assert (first.close, first.imbalance_bid_px) == (10.0, None)  # the bad quote is not used
+    assert len(mb) == len(sg) == 2
