@@ -32,6 +32,7 @@ wires it to in-process sources instead.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -60,7 +61,6 @@ from torghut.clickhouse import (
     signal_row,
 )
 from torghut.config import Settings, load_settings
-from torghut.gc_policy import tune_for_streaming
 from torghut.logs import configure_logging, get_logger
 
 __all__ = ["build_flow", "flow", "recovery_directory"]
@@ -194,7 +194,9 @@ def _main() -> Dataflow:
     progress = TaProgress()
     dataflow = build_flow(settings, progress)
     _prepare(settings, progress)
-    tune_for_streaming()
+    # Start-up objects (modules, settings, the graph) live for good: keep full collections
+    # from traversing them again and again as the keyed state grows.
+    gc.freeze()
     return dataflow
 
 
