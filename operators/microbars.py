@@ -3,10 +3,12 @@
 Shape (issue #4 "design for batches", ``shared/style.md`` on ``reduce_final``):
 
 1. ``flat_map_batch`` decodes a whole input batch with msgspec (a struct naming only the
-   fields a bar needs; timestamps parsed by :func:`rfc3339_micros`) into tick tuples and
-   reduces it per (symbol, second) with :func:`~torghut.ta.microbars.preaggregate`; it emits,
-   per key group (:mod:`operators.key_groups`), the
-   :class:`~torghut.ta.microbars.SymbolBatch` es of the group's symbols, plus dead letters.
+   fields a bar needs) and reduces it per (symbol, second) as
+   :func:`~torghut.ta.microbars.preaggregate` does: compiled (:func:`preaggregate_batch`)
+   for a well-formed batch in any order, in Python (:func:`decode_trades` + ``preaggregate``,
+   which also dead-letters with a reason) otherwise. It emits, per key group
+   (:mod:`operators.key_groups`), the :class:`~torghut.ta.microbars.SymbolBatch` es of the
+   group's symbols, plus dead letters.
 2. ``stateful_batch`` keyed by key group merges those into one
    :class:`~torghut.ta.microbars.SymbolBars` per symbol and emits ``Envelope[Microbar]`` s as
    bars close. Timers (``notify_at``) close the bars of a symbol that went quiet: once the

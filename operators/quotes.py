@@ -5,8 +5,8 @@ ends lie on a grid of whole seconds on both lanes, so of all the quotes of one s
 second bucket ``(s-1, s]`` only the latest can ever matter. Each input batch is therefore
 reduced to at most one quote per (symbol, bucket) before the keyed step, and the result is
 emitted once per key group (:mod:`operators.key_groups`): a :class:`QuoteChunk` holding, per
-symbol of the group, its kept quotes and its newest quote time (kept or not), which drives the
-quote watermark that releases buffered bars.
+second bucket, the kept quote of each symbol of the group, and each symbol's newest quote time
+(kept or not), which drives the quote watermark that releases buffered bars.
 
 Decoding: only the envelope's time and symbol are read (the rest of the message is skipped,
 and still checked to be JSON); the quote itself is parsed only when the indicator step hands
@@ -16,10 +16,10 @@ decode, a timestamp without a time zone and a symbol outside the allowlist are d
 here (``invalid_quote``); a kept message whose payload is not a valid quote is dead-lettered by
 the indicator step.
 
-Two paths with one result (a hypothesis property checks it): :func:`_chunks_in_order` for the
-common batch (one feed, written in event-time order, msgspec's fixed-width UTC timestamps),
-which finds the latest quotes with C-level dict building and no Python per quote, and
-:func:`_latest_each` + :func:`chunks_of` for anything else, one quote at a time.
+Two paths with one result (a hypothesis property checks it): :func:`_chunks_in_order`, compiled
+(``operators/_reduce.pyx``), for a well-formed batch in any order (msgspec's fixed-width UTC
+timestamps, allowed symbols), and :func:`_latest_each` + :func:`chunks_of` for anything else,
+one quote at a time.
 """
 
 from __future__ import annotations
