@@ -18,9 +18,8 @@ Snapshots hold each engine as pickled bytes (cheap for Bytewax to deep-copy ever
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple, TypeGuard
 
 import bytewax.operators as op
@@ -35,15 +34,17 @@ from operators.microbars import (
     lane_seq,
     microbars,
     raw_values,
+    soonest,
     us_to_dt,
     wall_micros,
 )
-from operators.quotes import QuoteChunk, quote_chunks, quote_of
+from operators.quotes import QuoteChunk, dead_letter, quote_chunks, quote_of
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter
 from torghut.events import Bar, Envelope, Microbar, Quote, Signal, Window
 from torghut.ta.indicators import IndicatorEngine, InvalidBar
+from torghut.ta.instants import epoch_micros
 
 __all__ = [
     "IndicatorGroupState",
@@ -56,7 +57,6 @@ __all__ = [
     "ta_pipeline",
 ]
 
-_STAGE = "ta_indicators"
 _US = 1_000_000
 _BAR = msgspec.json.Decoder(Envelope[Bar])
 
@@ -124,9 +124,8 @@ def alpaca_minute_bars(
                 env = v if isinstance(v, Envelope) else _BAR.decode(v)
             except (msgspec.DecodeError, TypeError) as exc:
                 progress.add_dead_letters("invalid_message")
-                out.append(
-                    _dead("invalid_message", None, v if isinstance(v, bytes) else b"", str(exc))
-                )
+                raw = v if isinstance(v, bytes) else b""
+                out.append(dead_letter("invalid_message", None, raw, str(exc)))
                 continue
             b = env.payload
             if b.kind == "daily_bar":
@@ -301,7 +300,7 @@ class SignalLane:
             signal = self.engine.on_bar(end, env.payload)
         except InvalidBar as exc:
             progress.add_dead_letters("invalid_bar")
-            out.append(_dead("invalid_bar", env.symbol, msgspec.json.encode(env), str(exc)))
+            out.append(dead_letter("invalid_bar", env.symbol, msgspec.json.encode(env), str(exc)))
             return
         if signal is None:
             return
@@ -421,12 +420,7 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        soonest: int | None = None
-        for lane in self._waiting:
-            due = lane.due_us(self._release_after_us)
-            if due is not None and (soonest is None or due < soonest):
-                soonest = due
-        return None if soonest is None else us_to_dt(soonest)
+        return soonest(lane.due_us(self._release_after_us) for lane in self._waiting)
 
     def snapshot(self) -> IndicatorGroupState:
         lanes = tuple(lane.snapshot() for per in self._lanes.values() for lane in per.values())
@@ -477,7 +471,7 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
         except msgspec.DecodeError as exc:
             self._progress.add_dead_letters("invalid_quote")
             raw = entry if isinstance(entry, bytes) else b""
-            out.append(_dead("invalid_message", sym, raw, str(exc)))
+            out.append(dead_letter("invalid_message", sym, raw, str(exc)))
             return
         for lane in self._quote_lanes_of(sym):
             lane.engine.on_quote_us(ts_us, quote)
@@ -530,9 +524,7 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
 
 
 def _end_us(env: Envelope[Any]) -> int:
-    end = env.event_ts
-    return math.floor(end.timestamp()) * _US + end.microsecond
-
+    return epoch_micros(env.event_ts)
 
 
 def _group_of(env: Envelope[Any]) -> str:
@@ -543,9 +535,3 @@ def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
     return isinstance(item, DeadLetter)
 
 
-def _raw(payload: Any) -> bytes:
-    return bytes(payload) if isinstance(payload, msgspec.Raw) else msgspec.json.encode(payload)
-
-
-def _dead(reason: str, symbol: str | None, raw: bytes, error: str = "") -> DeadLetter:
-    return DeadLetter(_STAGE, reason, error[:300] or reason, raw, datetime.now(UTC), symbol=symbol)

@@ -75,6 +75,7 @@ __all__ = [
     "raw_values",
     "rfc3339_micros",
     "rfc3339_micros_many",
+    "soonest",
     "us_to_dt",
     "wall_micros",
 ]
@@ -412,6 +413,12 @@ def wall_micros() -> int:
     return time.time_ns() // 1000
 
 
+def soonest(dues: Iterable[int | None]) -> datetime | None:
+    """The earliest of the due times (µs; None: nothing due) as a ``notify_at`` answer."""
+    times = [due for due in dues if due is not None]
+    return us_to_dt(min(times)) if times else None
+
+
 class MicrobarLogic(StatefulBatchLogic[list[SymbolBatch], Any, MicrobarGroupState]):
     """Keyed state of one key group: a :class:`SymbolBars` per symbol, timers, envelopes.
 
@@ -479,12 +486,7 @@ class MicrobarLogic(StatefulBatchLogic[list[SymbolBatch], Any, MicrobarGroupStat
         return self._emit(out), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        soonest: int | None = None
-        for sym, bars in self._symbols.items():
-            due = self._due_us(sym, bars)
-            if due is not None and (soonest is None or due < soonest):
-                soonest = due
-        return None if soonest is None else us_to_dt(soonest)
+        return soonest(self._due_us(sym, bars) for sym, bars in self._symbols.items())
 
     def snapshot(self) -> MicrobarGroupState:
         return MicrobarGroupState({sym: bars.snapshot() for sym, bars in self._symbols.items()})

@@ -47,6 +47,7 @@ __all__ = [
     "QuoteChunk",
     "QuoteStreams",
     "chunks_of",
+    "dead_letter",
     "quote_chunks",
     "quote_of",
     "reduce_quotes",
@@ -196,10 +197,10 @@ def _latest_each(
     for (sym, ts_raw, payload), ts_us in zip(triples, stamps, strict=True):
         if ts_us is None:
             error = f"not an RFC 3339 timestamp with a time zone: {str(ts_raw)[:64]!r}"
-            dead.append(_dead("invalid_message", sym, _raw(payload), error))
+            dead.append(dead_letter("invalid_message", sym, _raw(payload), error))
             continue
         if allow is not None and sym not in allow:
-            dead.append(_dead("unknown_symbol", sym, _raw(payload)))
+            dead.append(dead_letter("unknown_symbol", sym, _raw(payload)))
             continue
         bucket = -(-ts_us // _US)
         per = latest.get(sym)
@@ -236,7 +237,7 @@ def _decode(values: list[Any]) -> tuple[list[_QuoteWire], list[bytes], list[Dead
             kept.append(v)
         except (msgspec.DecodeError, TypeError) as exc:
             raw = v if isinstance(v, bytes) else b""
-            dead.append(_dead("invalid_message", None, raw, str(exc)))
+            dead.append(dead_letter("invalid_message", None, raw, str(exc)))
     return wires, kept, dead
 
 
@@ -256,5 +257,6 @@ def _raw(entry: Any) -> bytes:
     return entry if isinstance(entry, bytes) else msgspec.json.encode(entry)
 
 
-def _dead(reason: str, symbol: str | None, raw: bytes, error: str = "") -> DeadLetter:
+def dead_letter(reason: str, symbol: str | None, raw: bytes, error: str = "") -> DeadLetter:
+    """A dead letter of the indicator stage (quotes are read for the indicators)."""
     return DeadLetter(_STAGE, reason, error[:300] or reason, raw, datetime.now(UTC), symbol=symbol)
