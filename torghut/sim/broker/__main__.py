@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule", choices=("always", "nyse"), default="always")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quote", type=parse_quote, action="append", default=[])
-    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "WARNING"))
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
 
