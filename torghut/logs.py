@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from torghut.config import secrets_in_environment
-from torghut.redact import SecretFilter, remember_secrets, scrub
+from torghut.redact import remember_secrets, scrub, scrub_every_log_record
 
 __all__ = ["configure_logging", "get_logger", "redact"]
 
@@ -50,10 +50,9 @@ def configure_logging(level: str | None = None) -> None:
     and a logger bound to a closed one fails every later call.
 
     The credential values of the environment's settings are remembered for
-    :func:`torghut.redact.scrub`, which every rendered line passes through; the root handler
-    also carries a :class:`torghut.redact.SecretFilter` (so the record's own message, arguments
-    and traceback are clean for any other formatter), and uncaught exceptions of the main and
-    other threads are printed scrubbed.
+    :func:`torghut.redact.scrub`, which every rendered line passes through; every stdlib log
+    record, whichever library and handler it is for, is scrubbed as it is made; and uncaught
+    exceptions of the main and other threads are printed scrubbed.
     """
     level = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
     remember_secrets(secrets_in_environment())
@@ -74,7 +73,6 @@ def configure_logging(level: str | None = None) -> None:
         cache_logger_on_first_use=True,
     )
     handler = _CurrentStderrHandler()
-    handler.addFilter(SecretFilter())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processor=_render_scrubbed,
@@ -86,6 +84,7 @@ def configure_logging(level: str | None = None) -> None:
         )
     )
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    scrub_every_log_record()
     sys.excepthook = _print_uncaught
     threading.excepthook = _print_uncaught_in_thread
 

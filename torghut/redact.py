@@ -6,9 +6,9 @@ every printer and logger shares.
 * A connection string printed on purpose (the demo summary, a settings error, a start-up log
   line): :func:`mask_dsn` keeps scheme, user, host and path and replaces the password.
 * A library that logs what it sends or receives (``websockets`` frames carrying the Alpaca auth
-  message at DEBUG, a driver echoing its DSN in an error): :class:`SecretFilter`, installed on
-  the root logger's handlers by :func:`torghut.logs.configure_logging`, rewrites each record's
-  message, arguments, traceback and stack text with :func:`scrub`.
+  message at DEBUG, a driver echoing its DSN in an error): :func:`scrub_every_log_record`,
+  installed by :func:`torghut.logs.configure_logging`, rewrites each record's message,
+  arguments, traceback and stack text with :func:`scrub` as the record is made.
 * An exception nobody caught: :func:`torghut.logs.configure_logging` routes the interpreter's
   and threads' last-resort tracebacks through :func:`scrub` too.
 
@@ -22,10 +22,19 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["MASK", "SecretFilter", "mask_dsn", "remember_secrets", "scrub", "url_passwords"]
+__all__ = [
+    "MASK",
+    "mask_dsn",
+    "remember_secrets",
+    "scrub",
+    "scrub_every_log_record",
+    "scrub_record",
+    "url_passwords",
+]
 
 MASK = "***"
 
@@ -45,9 +54,15 @@ _MIN_SECRET_LEN = 4
 """Shorter values are not replaced by value: masking every ``abc`` in every line would make
 logs unreadable, and such a value is no credential worth the name (URL/pair masking still
 applies)."""
+_FRAGMENT = 8
+"""Any run of this many characters of a secret is masked too (with the rest of the run):
+libraries shorten what they log — ``websockets`` prints a long frame as its head, ``...`` and
+its tail, which can be the last 20 characters of the Alpaca secret."""
 
 _lock = threading.Lock()
 _secrets: tuple[str, ...] = ()
+_windows: dict[str, tuple[str, ...]] = {}
+"""Every ``_FRAGMENT``-long slice of every secret → the secrets that contain it."""
 
 
 def mask_dsn(dsn: str) -> str:
@@ -72,39 +87,102 @@ def remember_secrets(values: Iterable[str | None]) -> None:
 
     Longest first, so a secret that contains another is replaced whole. Idempotent.
     """
-    global _secrets
+    global _secrets, _windows
     fresh = {v for v in values if v and len(v) >= _MIN_SECRET_LEN}
     with _lock:
-        _secrets = tuple(sorted(fresh.union(_secrets), key=len, reverse=True))
+        secrets = tuple(sorted(fresh.union(_secrets), key=len, reverse=True))
+        windows: dict[str, set[str]] = {}
+        for secret in secrets:
+            for i in range(len(secret) - _FRAGMENT + 1):
+                windows.setdefault(secret[i : i + _FRAGMENT], set()).add(secret)
+        _secrets, _windows = secrets, {w: tuple(s) for w, s in windows.items()}
 
 
 def scrub(text: str) -> str:
-    """``text`` with every remembered secret, URL password and secret pair masked."""
+    """``text`` with every remembered secret (or run of ``_FRAGMENT`` of its characters), URL
+    password and secret pair masked."""
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
+    if _windows:
+        text = _mask_fragments(text)
     return _PAIR_SECRET.sub(rf"\g<head>{MASK}", mask_dsn(text))
 
 
-class SecretFilter(logging.Filter):
-    """A handler filter that scrubs each record before any formatter sees it.
+def _mask_fragments(text: str) -> str:
+    """Mask each longest run of ``text`` that is also a run of some secret, of at least
+    ``_FRAGMENT`` characters. One dictionary probe per position: cheap enough for every line."""
+    out: list[str] = []
+    done = i = 0
+    while i <= len(text) - _FRAGMENT:
+        owners = _windows.get(text[i : i + _FRAGMENT])
+        if owners is None:
+            i += 1
+            continue
+        end = max(_run_end(text, i, secret) for secret in owners)
+        out.append(text[done:i])
+        out.append(MASK)
+        done = i = end
+    out.append(text[done:])
+    return "".join(out)
 
-    Works on whatever a library logs: the message is formatted with its arguments first (so a
-    secret passed as ``%s`` argument is caught), then the traceback and stack text are rendered
-    and scrubbed into ``exc_text``/``stack_info``, which formatters print instead of rendering
-    the exception again. Never drops a record.
+
+def _run_end(text: str, start: int, secret: str) -> int:
+    """Where the longest run of ``secret`` starting at ``text[start]`` ends in ``text``."""
+    best = start
+    at = secret.find(text[start : start + _FRAGMENT])
+    while at != -1:
+        t, s = start, at
+        while t < len(text) and s < len(secret) and text[t] == secret[s]:
+            t, s = t + 1, s + 1
+        best = max(best, t)
+        at = secret.find(text[start : start + _FRAGMENT], at + 1)
+    return best
+
+
+def scrub_every_log_record() -> None:
+    """Make every log record of the process scrubbed as it is created, whoever logs it.
+
+    A record factory rather than a handler filter: a filter on the root handler misses the
+    libraries that log through handlers of their own (alpaca-py attaches one to its stream
+    loggers; uvicorn's default configuration does too). Idempotent.
     """
+    base = logging.getLogRecordFactory()
+    if not isinstance(base, _ScrubbingRecordFactory):
+        logging.setLogRecordFactory(_ScrubbingRecordFactory(base))
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError, KeyError):  # a bad format string: keep the raw parts
-            message = f"{record.msg!s} {record.args!r}"
-        record.msg, record.args = scrub(message), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = scrub(record.exc_text)
-        if record.stack_info:
-            record.stack_info = scrub(record.stack_info)
-        return True
+
+def scrub_record(record: logging.LogRecord) -> None:
+    """Scrub one record in place: message with its arguments, traceback and stack text.
+
+    The message is formatted with its arguments first (a secret passed as a ``%s`` argument
+    is caught); it replaces ``msg``/``args`` only when something was masked, so formatters that
+    read ``args`` themselves (uvicorn's access log) keep working. The traceback is rendered into
+    ``exc_text``, which stdlib formatters print instead of rendering the exception again
+    (structlog's renders it again, and :mod:`torghut.logs` scrubs that rendering).
+    """
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError, KeyError):  # a bad format string: keep the raw parts
+        message = f"{record.msg!s} {record.args!r}"
+    clean = scrub(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = scrub(record.exc_text)
+    if record.stack_info:
+        record.stack_info = scrub(record.stack_info)
+
+
+class _ScrubbingRecordFactory:
+    """The process's log-record factory, wrapped by :func:`scrub_every_log_record`."""
+
+    def __init__(self, base: Callable[..., logging.LogRecord]) -> None:
+        self._base = base
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self._base(*args, **kwargs)
+        scrub_record(record)
+        return record
