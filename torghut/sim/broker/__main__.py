@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     with sim.run_in_thread() as base_url:
-        line = {"base_url": base_url, "stream_url": sim.stream_url, "key_id": sim.key_id}
+        # No key id: the caller chose the credentials, and no output carries them.
+        line = {"base_url": base_url, "stream_url": sim.stream_url}
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
         stop.wait()
