@@ -84,6 +84,7 @@ def configure_logging(level: str | None = None) -> None:
         )
     )
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.captureWarnings(True)  # warnings become records, scrubbed like the rest
     scrub_every_log_record()
     sys.excepthook = _print_uncaught
     threading.excepthook = _print_uncaught_in_thread

@@ -39,15 +39,16 @@ __all__ = [
 MASK = "***"
 
 # ``scheme://user:password@`` — the password is everything up to the next ``@`` (percent-encoded
-# in a valid URL; a raw ``@`` in a password is still covered by the registered value).
-_URL_PASSWORD = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(?P<password>[^\s@]*)(?=@)"
-)
-# ``password=...``, ``sasl.password: ...``, ``api_key=...`` in libpq conninfo strings, query
-# strings and config dumps. The value stops at whitespace, a quote, ``&``, ``,`` or ``;``.
+# in a valid URL; a raw ``@`` in a password is still covered by the registered value). Schemes
+# may hold ``_``: Kafka's ``SASL_SSL://``.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][\w+.\-]*://[^\s:/@]*:)(?P<password>[^\s@]*)(?=@)")
+# ``password=...``, ``sasl.password: ...``, ``X-Api-Key: ...``, ``Bearer ...`` in libpq conninfo
+# strings, query strings, headers and config dumps. The value stops at whitespace, a quote,
+# ``&``, ``,`` or ``;``.
 _PAIR_SECRET = re.compile(
-    r"(?P<head>\b(?:[\w.\-]*password|passwd|pwd|secret[_\-]?key|api[_\-]?key|access[_\-]?token)"
-    r"['\"]?\s*[=:]\s*['\"]?)[^\s'\"&,;]+",
+    r"(?P<head>(?:\b[\w.\-]*(?:passw(?:or)?d|pwd|secret(?:[_\-]?(?:access[_\-]?)?key)?|api[_\-]?key"
+    r"|access[_\-]?key|token)"
+    r"['\"]?\s*[=:]\s*['\"]?|\bBearer\s+))[^\s'\"&,;]+",
     re.I,
 )
 _MIN_SECRET_LEN = 4

@@ -141,6 +141,37 @@ def test_the_scan_sees_an_unscrubbed_leak() -> None:
     assert scrub(f"host=db password={PG_PASSWORD} user=x") == "host=db password=*** user=x"
 
 
+@pytest.mark.parametrize(
+    ("dsn", "masked"),
+    [
+        ("postgresql+psycopg://torghut:pw@db:5432/t", "postgresql+psycopg://torghut:***@db:5432/t"),
+        (
+            "postgresql+psycopg://u:p%40ss/w@db/t?sslmode=require",
+            "postgresql+psycopg://u:***@db/t?sslmode=require",
+        ),
+        ("https://default:pw@ch.example:8443/?db=x", "https://default:***@ch.example:8443/?db=x"),
+        ("SASL_SSL://user:pw@broker:9093,other:9093", "SASL_SSL://user:***@broker:9093,other:9093"),
+        ("http://ch:8123", "http://ch:8123"),
+        ("http://user@ch:8123", "http://user@ch:8123"),
+        ("chdb:///var/data/chdb", "chdb:///var/data/chdb"),
+        ("sqlite:////var/data/trading.sqlite", "sqlite:////var/data/trading.sqlite"),
+        ("not a url: x://a:b@c and y://d:e@f", "not a url: x://a:***@c and y://d:***@f"),
+    ],
+)
+def test_mask_dsn(dsn: str, masked: str) -> None:
+    assert mask_dsn(dsn) == masked
+
+
+def test_scrub_masks_secret_values_runs_of_them_and_secret_pairs() -> None:
+    remember_secrets(["sk-0123456789abcdef"])
+    assert scrub("key sk-0123456789abcdef end") == "key *** end"
+    assert scrub("tail ...456789abcdef' [119 bytes]") == "tail ...***' [119 bytes]"
+    assert scrub("short 4567 stays") == "short 4567 stays"
+    assert scrub("sasl.password: hunter22, X-Api-Key: k1") == "sasl.password: ***, X-Api-Key: ***"
+    assert scrub("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
+    assert scrub("max_tokens=10 tokens_in=5") == "max_tokens=10 tokens_in=5"
+
+
 def test_settings_error_masks_the_dsn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRADING_DB_URL", f"mysql://torghut:{PG_PASSWORD}@db:3306/torghut")
     monkeypatch.setenv("CH_DSN", f"ftp://default:{CH_PASSWORD}@ch:8123")
