@@ -40,6 +40,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
 from tests.helpers import wait_until
@@ -170,6 +172,27 @@ def test_scrub_masks_secret_values_runs_of_them_and_secret_pairs() -> None:
     assert scrub("sasl.password: hunter22, X-Api-Key: k1") == "sasl.password: ***, X-Api-Key: ***"
     assert scrub("Authorization: Bearer abc.def") == "Authorization: Bearer ***"
     assert scrub("max_tokens=10 tokens_in=5") == "max_tokens=10 tokens_in=5"
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text(alphabet="PLANTED-ALPCSKYI0123456789abcdef.' ", max_size=12),
+            st.builds(
+                lambda secret, i, j: secret[min(i, j) : max(i, j)],
+                st.sampled_from(PLANTED),
+                st.integers(0, 31),
+                st.integers(0, 31),
+            ),
+        ),
+        max_size=8,
+    )
+)
+def test_no_run_of_a_secret_survives_scrub(pieces: list[str]) -> None:
+    """Whatever a library cuts out of a secret and glues around it, no :data:`FRAGMENT`-long
+    run of it is left (the property the process scan relies on)."""
+    remember_secrets(PLANTED)
+    assert leaks(scrub("".join(pieces))) == []
 
 
 def test_settings_error_masks_the_dsn(monkeypatch: pytest.MonkeyPatch) -> None:
