@@ -111,7 +111,7 @@ def _scrubbed(value: Any) -> Any:
 
 
 def _print_uncaught(
-    kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+    kind: type[BaseException], exc: BaseException | None, tb: TracebackType | None
 ) -> None:
     """``sys.excepthook``: the usual traceback, scrubbed (a driver's message may hold a DSN)."""
     sys.stderr.write(scrub("".join(traceback.format_exception(kind, exc, tb))))
@@ -123,7 +123,7 @@ def _print_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
         return
     name = args.thread.name if args.thread is not None else "?"
     sys.stderr.write(f"Exception in thread {name}:\n")
-    _print_uncaught(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+    _print_uncaught(args.exc_type, args.exc_value, args.exc_traceback)
 
 
 class _CurrentStderr:
