@@ -33,6 +33,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -265,13 +266,16 @@ class Run:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{self.name} still running: {self.output()[-2000:]}") from None
 
-    def stop(self, grace: float = 10) -> None:
-        """SIGINT, then SIGKILL after ``grace`` seconds."""
-        if self.proc is None or self.proc.poll() is not None:
+    def interrupt(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+
+    def reap(self, grace: float) -> None:
+        """Wait ``grace`` seconds for the end (after :meth:`interrupt`), then SIGKILL."""
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGINT)
         try:
-            self.proc.wait(grace)
+            self.proc.wait(max(grace, 0.1))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -458,8 +462,11 @@ def test_no_planted_secret_in_any_output(
         for r in (demo, paper, bad_settings, ch_cli, topics, s3_wrong, s3_closed, schemas, alembic):
             r.wait(60)
     finally:
-        for r in reversed(runs):
-            r.stop()
+        for r in runs:
+            r.interrupt()
+        deadline = time.monotonic() + 10
+        for r in runs:
+            r.reap(deadline - time.monotonic())
 
     # Each failing connection was really attempted and failed (otherwise the scan proves little).
     assert "Torghut demo summary" in demo.stdout(), demo.output()[-3000:]
