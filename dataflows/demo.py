@@ -130,7 +130,7 @@ def _stop_after(stop: threading.Event, seconds: float) -> None:
 def _api(settings: Settings, ch_client: Any, engine: sa.Engine, port: int) -> Iterator[str]:
     """Serve the API and dashboard on 127.0.0.1 from a thread of this process."""
     app = create_app(settings, ch_client_factory=ch_client, store_engine=engine)
-    # log_config=None: uvicorn's records go through the root handler and its secret filter.
+    # log_config=None: uvicorn logs through the root JSON handler (scrubbed) like every library.
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", log_config=None)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="api", daemon=True)
