@@ -40,6 +40,7 @@ from api.trading_reads import TradingReads
 from torghut.clickhouse import Client, connect, migrate
 from torghut.config import Settings
 from torghut.logs import get_logger
+from torghut.redact import mask_dsn
 from trading.store import create_engine, upgrade
 
 __all__ = ["DASHBOARD_DIR", "create_app"]
@@ -73,7 +74,7 @@ def create_app(
         engine = store_engine if store_engine is not None else _open_store(settings.store.url)
         app.state.ta = TaReader(factory, settings.api.ta_cache_ttl_ms / 1000, registry)
         app.state.store = TradingReads(sessionmaker(engine, expire_on_commit=False))
-        log.info("api_started", clickhouse=_redacted(settings.clickhouse.dsn))
+        log.info("api_started", clickhouse=mask_dsn(settings.clickhouse.dsn))
         try:
             yield
         finally:
@@ -151,8 +152,3 @@ def _open_store(url: str) -> sa.Engine:
     except SQLAlchemyError as exc:
         log.warning("store_migration_failed", error=str(exc).splitlines()[0][:300])
     return engine
-
-
-def _redacted(dsn: str) -> str:
-    head, sep, tail = dsn.rpartition("@")
-    return f"{head.split('//')[0]}//***@{tail}" if sep else dsn

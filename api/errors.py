@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from torghut.logs import get_logger
+from torghut.redact import scrub
 
 __all__ = [
     "PROBLEM_JSON",
@@ -83,7 +84,7 @@ def _problem(
         type="about:blank",
         title=title,
         status=status,
-        detail=detail,
+        detail=scrub(detail),  # a driver's message may carry a DSN or a credential
         instance=request.url.path,
         **ext,
     )

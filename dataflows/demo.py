@@ -36,6 +36,7 @@ from dataflows.trading import TradingRuntime
 from torghut.clickhouse import Client, connect, migrate
 from torghut.config import Settings, SettingsError, load_settings
 from torghut.logs import configure_logging, get_logger
+from torghut.redact import mask_dsn
 from torghut.sim.market import MarketSimulator, SyntheticMarket
 from trading.store.models import ExecutionRow, TradeDecisionRow
 
@@ -129,7 +130,9 @@ def _stop_after(stop: threading.Event, seconds: float) -> None:
 def _api(settings: Settings, ch_client: Any, engine: sa.Engine, port: int) -> Iterator[str]:
     """Serve the API and dashboard on 127.0.0.1 from a thread of this process."""
     app = create_app(settings, ch_client_factory=ch_client, store_engine=engine)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # log_config=None: uvicorn logs through the root JSON handler (scrubbed) like every library.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", log_config=None)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="api", daemon=True)
     thread.start()
     try:
@@ -166,10 +169,11 @@ def _print_summary(
             [
                 "",
                 "Torghut demo summary",
-                f"  ClickHouse {settings.clickhouse.dsn} (db {settings.clickhouse.database}):",
+                f"  ClickHouse {mask_dsn(settings.clickhouse.dsn)} "
+                f"(db {settings.clickhouse.database}):",
                 f"    ta_microbars FINAL rows: {bars}",
                 f"    ta_signals   FINAL rows: {signals} ({warm} with MACD warm)",
-                f"  trading store ({settings.store.url}):",
+                f"  trading store ({mask_dsn(settings.store.url)}):",
                 f"    decisions by status:  {dict(decisions) or '{}'}",
                 f"    executions by status: {dict(executions) or '{}'}",
                 f"  paper broker simulator: {orders} orders, {fills} fills",

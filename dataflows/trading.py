@@ -45,6 +45,7 @@ from operators.trading_source import SignalItem, TradingSignalSource
 from torghut.clickhouse import Client, connect, migrate
 from torghut.config import Settings, load_settings
 from torghut.logs import configure_logging, get_logger
+from torghut.redact import mask_dsn
 from torghut.sim.broker import BrokerSimulator
 from torghut.sim.quotes import QuoteSource, Touch
 from trading.adjudicate import build_review
@@ -179,7 +180,7 @@ class TradingRuntime:
             "trading_runtime_open",
             paper=target.paper,
             broker="embedded-simulator" if simulator else base_url,
-            store=settings.store.url.split("@")[-1],
+            store=mask_dsn(settings.store.url),
         )
         return runtime
 

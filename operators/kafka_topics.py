@@ -33,7 +33,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     NewTopic,
 )
 
-from torghut.config import load_settings
+from torghut.config import KafkaSettings, SettingsError, load_section
 from torghut.logs import configure_logging, get_logger
 
 __all__ = ["SPEC_PATH", "ApplyReport", "TopicSpec", "apply_topics", "load_spec", "main"]
@@ -233,7 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
     configure_logging()
-    config: dict[str, str | int | float | bool] = {**load_settings().kafka.client_config()}
+    try:
+        kafka = load_section(KafkaSettings)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    config: dict[str, str | int | float | bool] = {**kafka.client_config()}
     if args.bootstrap:
         config["bootstrap.servers"] = args.bootstrap
     if not config["bootstrap.servers"]:

@@ -50,7 +50,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from bytewax.recovery import init_db_dir
 from prometheus_client import Counter, Gauge, Histogram
 
-from torghut.config import RecoverySettings
+from torghut.config import RecoverySettings, SettingsError, load_section
 from torghut.logs import configure_logging, get_logger
 
 __all__ = [
@@ -611,7 +611,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--flow", default="ta", help="flow name: one backup root per flow")
     args = parser.parse_args(argv)
     configure_logging()
-    settings = RecoverySettings()
+    try:
+        settings = load_section(RecoverySettings)
+    except SettingsError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
     recovery_dir = args.dir or settings.dir
     store = store_from_settings(settings, args.flow)
     if args.command == "backup":

@@ -17,11 +17,13 @@ import os
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
+
+from torghut.redact import mask_dsn, url_passwords
 
 __all__ = [
     "AlpacaSettings",
@@ -36,7 +38,9 @@ __all__ = [
     "StoreSettings",
     "TaSettings",
     "TradingSettings",
+    "load_section",
     "load_settings",
+    "secrets_in_environment",
 ]
 
 
@@ -66,6 +70,9 @@ class _Section(BaseSettings):
     model_config = SettingsConfigDict(
         extra="ignore", frozen=True, case_sensitive=False, validate_default=True
     )
+
+
+_S = TypeVar("_S", bound=_Section)
 
 
 class KafkaSettings(_Section):
@@ -357,19 +364,62 @@ def load_settings() -> Settings:
     built: dict[str, _Section] = {}
     problems: list[str] = []
     for name, cls in _SECTIONS.items():
-        try:
-            built[name] = cls()
-        except _SourceError as exc:
-            problems.append(str(exc))
-        except ValidationError as exc:
-            prefix = str(cls.model_config.get("env_prefix", ""))
-            for err in exc.errors():
-                field = str(err["loc"][0]) if err["loc"] else "?"
-                var = f"{prefix}{field}".upper()
-                shown = (
-                    "<hidden>" if _SECRET_HINT.search(var) else repr(os.environ.get(var, "<unset>"))
-                )
-                problems.append(f"{var}={shown}: {err['msg']}")
+        section = _build(cls, problems)
+        if section is not None:
+            built[name] = section
     if problems:
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
     return Settings(**built)  # type: ignore[arg-type]
+
+
+def load_section(cls: type[_S]) -> _S:
+    """One section from the environment, for a command that needs no other; errors as above."""
+    problems: list[str] = []
+    section = _build(cls, problems)
+    if section is None:
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
+    return section
+
+
+def _build(cls: type[_S], problems: list[str]) -> _S | None:
+    """The section, or None with its problems appended (values shown with DSNs masked)."""
+    try:
+        return cls()
+    except _SourceError as exc:
+        problems.append(mask_dsn(str(exc)))
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            var = f"{prefix}{field}".upper()
+            shown = (
+                "<hidden>"
+                if _SECRET_HINT.search(var)
+                else repr(mask_dsn(os.environ.get(var, "<unset>")))
+            )
+            problems.append(f"{var}={shown}: {err['msg']}")
+    return None
+
+
+_UNDECLARED_SECRETS = ("API_CONTROL_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+"""Credentials read from the environment outside these sections: the API's control token and
+the variables boto3 falls back to when no S3 keys are configured."""
+
+
+def secrets_in_environment() -> list[str]:
+    """The credential values the environment gives the settings, for log redaction at start.
+
+    Read from the variables, not from built sections, so it also works when a value is invalid
+    (the settings error must not be the line that leaks it): every ``SecretStr`` field, the
+    password inside every URL-valued variable of a section (``TRADING_DB_URL``, ``CH_DSN``,
+    endpoint URLs) and :data:`_UNDECLARED_SECRETS`.
+    """
+    values: list[str] = [os.environ.get(var, "") for var in _UNDECLARED_SECRETS]
+    for cls in _SECTIONS.values():
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        for field, info in cls.model_fields.items():
+            value = os.environ.get(f"{prefix}{field}".upper(), "")
+            if "SecretStr" in str(info.annotation):
+                values.append(value)
+            values.extend(url_passwords(value))
+    return [v for v in values if v]

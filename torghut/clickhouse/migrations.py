@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from torghut.clickhouse.client import Client, connect, quote_ident
-from torghut.config import ClickHouseSettings
+from torghut.config import ClickHouseSettings, SettingsError, load_section
 from torghut.logs import configure_logging, get_logger
 
 __all__ = [
@@ -171,7 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=MIGRATIONS_DIR)
     args = parser.parse_args(argv)
     configure_logging()
-    settings = ClickHouseSettings()
+    try:
+        settings = load_section(ClickHouseSettings)
+    except SettingsError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
     if args.print:
         for mig in load_migrations(args.dir):
             sys.stdout.write(f"-- {mig.label}\n")

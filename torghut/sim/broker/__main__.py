@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule", choices=("always", "nyse"), default="always")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quote", type=parse_quote, action="append", default=[])
-    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "WARNING"))
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
 
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     with sim.run_in_thread() as base_url:
-        line = {"base_url": base_url, "stream_url": sim.stream_url, "key_id": sim.key_id}
+        # No key id: the caller chose the credentials, and no output carries them.
+        line = {"base_url": base_url, "stream_url": sim.stream_url}
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
         stop.wait()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from datetime import UTC, datetime
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         help="messages kept in memory for --record and inspection (oldest dropped)",
     )
     p.add_argument("--record", default=None, help="on exit, write emitted messages to FILE")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     return p
 
 
