@@ -174,7 +174,9 @@ def where(obj: Obj) -> str:
     meta = obj.get("metadata") or {}
     namespace = meta.get("namespace")
     name = meta.get("name", "?")
-    return f"{obj.get('kind', '?')}/{namespace}/{name}" if namespace else f"{obj.get('kind')}/{name}"
+    return (
+        f"{obj.get('kind', '?')}/{namespace}/{name}" if namespace else f"{obj.get('kind')}/{name}"
+    )
 
 
 # --- schemas ---------------------------------------------------------------------------------
@@ -256,12 +258,10 @@ def _kafka_topic(topic: Obj) -> Iterator[Problem]:
         return
     if set(spec) - _TOPIC_FIELDS:
         yield Problem("schema", at, f"unknown spec fields {sorted(set(spec) - _TOPIC_FIELDS)}")
-    for field, low, high in (("partitions", 1, None), ("replicas", 1, 32767)):
+    for field, high in (("partitions", 2**31 - 1), ("replicas", 32767)):
         value = spec.get(field)
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-        if not ok or (high is not None and value > high):
-            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-            yield Problem("schema", at, f"spec.{field} must be an integer {bound}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            yield Problem("schema", at, f"spec.{field} must be an integer in [1, {high}]")
     cfg = spec.get("config", {})
     if not isinstance(cfg, dict) or any(
         not isinstance(v, str | int | float | bool) for v in cfg.values()
@@ -433,7 +433,9 @@ def _network_policies(objects: Sequence[Obj]) -> Iterator[Problem]:
             )
             if internet and not https_only:
                 yield Problem(
-                    "egress-internet", where(policy), "egress to the internet on ports other than 443"
+                    "egress-internet",
+                    where(policy),
+                    "egress to the internet on ports other than 443",
                 )
 
 
@@ -441,9 +443,9 @@ def _is_default_deny(policy: Obj) -> bool:
     spec = policy.get("spec") or {}
     selector = spec.get("podSelector")
     selects_all = selector == {} or (
-        isinstance(selector, dict) and not selector.get("matchLabels") and not selector.get(
-            "matchExpressions"
-        )
+        isinstance(selector, dict)
+        and not selector.get("matchLabels")
+        and not selector.get("matchExpressions")
     )
     types = set(spec.get("policyTypes") or [])
     return (
@@ -479,15 +481,21 @@ def _ta_cluster(objects: Sequence[Obj]) -> Iterator[Problem]:
 
 
 def _bytewax_sts(
-    sts: Obj, container: Obj, services: Mapping[tuple[Any, str], Obj]
+    sts: Obj, container: Obj, services: Mapping[tuple[Any, Any], Obj]
 ) -> Iterator[Problem]:
     at = where(sts)
     meta, spec = sts["metadata"], sts.get("spec") or {}
     name, replicas, service_name = meta["name"], spec.get("replicas", 1), spec.get("serviceName")
     flags = _flags(argv(container))
     env = {e.get("name"): e for e in container.get("env") or []}
-    port = next((p.get("containerPort") for p in container.get("ports") or []
-                 if p.get("name") == "cluster"), None)
+    port = next(
+        (
+            p.get("containerPort")
+            for p in container.get("ports") or []
+            if p.get("name") == "cluster"
+        ),
+        None,
+    )
     expected = ";".join(f"{name}-{i}.{service_name}:{port}" for i in range(replicas))
     if flags.get("-a") != expected:
         yield Problem(
@@ -642,7 +650,7 @@ def _effective_env(container: Obj, maps: Sequence[Obj]) -> dict[str, str]:
 
 
 def _references(objects: Sequence[Obj]) -> Iterator[Problem]:
-    names: dict[str, set[tuple[Any, str]]] = {}
+    names: dict[str, set[tuple[Any, Any]]] = {}
     for o in objects:
         meta = o.get("metadata") or {}
         names.setdefault(str(o.get("kind")), set()).add((meta.get("namespace"), meta.get("name")))
@@ -663,7 +671,9 @@ def _references(objects: Sequence[Obj]) -> Iterator[Problem]:
             yield from _command_exists(obj, c)
         for volume in spec.get("volumes") or []:
             if "persistentVolumeClaim" in volume:
-                wanted.append(("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]))
+                wanted.append(
+                    ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+                )
             if "configMap" in volume and not volume["configMap"].get("optional"):
                 wanted.append(("ConfigMap", volume["configMap"].get("name")))
         for kind, name in wanted:
