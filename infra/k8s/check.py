@@ -46,6 +46,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import ipaddress
 import json
@@ -588,8 +589,14 @@ def settings_verdict(environment: Mapping[str, str]) -> list[str]:
     """Problems a process started with ``environment`` would report (empty = it starts).
 
     Runs ``load_settings()`` and the live gates in a child process whose environment is exactly
-    ``environment``: the very code every Torghut process runs at start, on nothing else.
+    ``environment``: the very code every Torghut process runs at start, on nothing else. The
+    answer depends only on the environment, so each distinct one is asked once per process.
     """
+    return list(_verdict(tuple(sorted(environment.items()))))
+
+
+@functools.lru_cache(maxsize=64)
+def _verdict(environment: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
     done = subprocess.run(
         [sys.executable, "-c", _VERDICT],
         env=dict(environment),
@@ -600,9 +607,8 @@ def settings_verdict(environment: Mapping[str, str]) -> list[str]:
         timeout=60,
     )
     if done.returncode != 0:
-        return [f"the settings check itself failed: {done.stderr.strip()[-500:]}"]
-    verdict: list[str] = json.loads(done.stdout)
-    return verdict
+        return (f"the settings check itself failed: {done.stderr.strip()[-500:]}",)
+    return tuple(json.loads(done.stdout))
 
 
 _VERDICT = """
