@@ -55,6 +55,7 @@ import re
 import shutil
 import subprocess
 import sys
+import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -355,17 +356,16 @@ def known_settings() -> dict[str, bool]:
 
     Read from the settings classes themselves, so a setting added there is known here at once.
     """
-    names: dict[str, bool] = {}
+    names: dict[str, bool] = {"TORGHUT_DATA_DIR": False}
     for attr in config.__all__:
         section = getattr(config, attr)
         if not (isinstance(section, type) and issubclass(section, BaseSettings)):
             continue
         prefix = str(section.model_config.get("env_prefix", ""))
         for field, info in section.model_fields.items():
-            names[f"{prefix}{field}".upper()] = "SecretStr" in str(info.annotation) or (
-                info.annotation is SecretStr
-            )
-    names["TORGHUT_DATA_DIR"] = False
+            annotation = info.annotation
+            secret = annotation is SecretStr or SecretStr in typing.get_args(annotation)
+            names[f"{prefix}{field}".upper()] = secret
     return names
 
 
