@@ -29,7 +29,8 @@ is merged. So, for each overlay:
      443 only;
    * ``ta-cluster``: the Bytewax StatefulSet's ``-a`` list names exactly its pods, in ordinal
      order, through a headless Service that publishes unready pods; the process id comes from
-     the pod name; ``-r`` is a per-pod volume; ``-s`` and ``-b`` are set;
+     the pod name; pods start together and are never replaced one by one (``Parallel``,
+     ``OnDelete``); ``-r`` is a per-pod volume; ``-s`` and ``-b`` are set;
    * ``settings``: ConfigMap keys and env names are settings of ``torghut/config.py`` (or
      ``BYTEWAX_*``/``TORGHUT_DATA_DIR``/``PYTHON*``), the values load (``load_settings`` in a
      child process whose environment is the ConfigMap) and pass the live gates of
@@ -515,6 +516,10 @@ def _bytewax_sts(
         )
     if spec.get("podManagementPolicy") != "Parallel":
         yield Problem("ta-cluster", at, "podManagementPolicy must be Parallel (start together)")
+    if (spec.get("updateStrategy") or {}).get("type") != "OnDelete":
+        yield Problem(
+            "ta-cluster", at, "updateStrategy must be OnDelete (a cluster restarts as a whole)"
+        )
     service = services.get((meta.get("namespace"), service_name))
     if service is None:
         yield Problem("ta-cluster", at, f"serviceName {service_name!r} is not in the render")

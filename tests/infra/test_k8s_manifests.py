@@ -192,6 +192,13 @@ VIOLATIONS: dict[str, tuple[Mutation, str, str]] = {
         "ta-cluster",
         "with 3 replicas",
     ),
+    "TA rolled pod by pod": (
+        lambda o: component(o, "StatefulSet", "ta")["spec"].update(
+            updateStrategy={"type": "RollingUpdate"}
+        ),
+        "ta-cluster",
+        "OnDelete",
+    ),
     "a misspelt setting": (
         lambda o: settings_map(o).update(TRADNG_MODE="live"),
         "settings",
