@@ -197,15 +197,22 @@ def _schemas(objects: Sequence[Obj]) -> Iterator[Problem]:
 
 
 def _validate(obj: Obj, at: str) -> Iterator[Problem]:
+    for message in _schema_errors(json.dumps(obj, sort_keys=True)):
+        yield Problem("schema", at, message)
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_errors(serialized: str) -> tuple[str, ...]:
+    """Schema errors of one object (by its JSON: unchanged objects are validated once)."""
+    obj = json.loads(serialized)
     try:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:  # a jsonschema.ValidationError
         path = "/".join(str(p) for p in exc.absolute_path)
-        yield Problem("schema", at, f"{path or '(root)'}: {exc.message}")
+        return (f"{path or '(root)'}: {exc.message}",)
     except kubernetes_validate.SchemaNotFoundError:
-        yield Problem(
-            "schema", at, f"no schema for {obj.get('apiVersion')} {obj.get('kind')}: unvalidated"
-        )
+        return (f"no schema for {obj.get('apiVersion')} {obj.get('kind')}: unvalidated",)
+    return ()
 
 
 def _knative_service(svc: Obj) -> Iterator[Problem]:

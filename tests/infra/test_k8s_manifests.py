@@ -199,6 +199,25 @@ VIOLATIONS: dict[str, tuple[Mutation, str, str]] = {
         "ta-cluster",
         "OnDelete",
     ),
+    "API without containerConcurrency": (
+        lambda o: component(o, "Service", "api")["spec"]["template"]["spec"].pop(
+            "containerConcurrency"
+        ),
+        "schema",
+        "containerConcurrency must be an int >= 1",
+    ),
+    "API port not the serving port": (
+        lambda o: settings_map(o).update(API_PORT="9000"),
+        "settings",
+        "API_PORT=9000 but Knative serves port 8080",
+    ),
+    "API reading an unhashed ConfigMap name": (
+        lambda o: container(o, "Service", "api")["envFrom"][0]["configMapRef"].update(
+            name="torghut-settings"
+        ),
+        "references",
+        "ConfigMap 'torghut-settings' is not in the render",
+    ),
     "a misspelt setting": (
         lambda o: settings_map(o).update(TRADNG_MODE="live"),
         "settings",
