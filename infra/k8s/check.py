@@ -97,7 +97,9 @@ _KNATIVE_ONLY = (
 """Fields of a Knative RevisionSpec beyond the core PodSpec."""
 _TOPIC_FIELDS = frozenset({"partitions", "replicas", "config", "topicName"})
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL")
+_SECRET_NAME = re.compile(r"(^|_)(KEY|SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIALS?)(_|$)")
+"""Name words that mean a credential (``ALPACA_KEY_ID``, ``LLM_API_KEY``), whole words only:
+``TA_DEDUP_MAX_KEYS`` is a count."""
 _URL_CREDENTIALS = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 _CREDENTIAL_URLS = frozenset({"CH_DSN", "TRADING_DB_URL"})
 """Settings whose production value embeds a password (``https://user:pass@…``,

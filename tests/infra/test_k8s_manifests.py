@@ -80,6 +80,12 @@ def test_every_part_reads_the_same_hashed_settings(rendered: dict[str, list[Obj]
     assert refs == {name}
 
 
+def test_a_setting_that_only_mentions_keys_is_no_secret(rendered: dict[str, list[Obj]]) -> None:
+    objects = copy.deepcopy(rendered["paper"])
+    settings_of(objects).update(TA_DEDUP_MAX_KEYS="500000")
+    assert k8s.check(objects) == []
+
+
 # --- violations ------------------------------------------------------------------------------
 
 
