@@ -432,11 +432,10 @@ def _network_policies(objects: Sequence[Obj]) -> Iterator[Problem]:
             )
     for policy in policies:
         for rule in (policy.get("spec") or {}).get("egress") or []:
-            internet = [
-                peer
-                for peer in rule.get("to") or []
-                if _is_everywhere((peer.get("ipBlock") or {}).get("cidr"))
-            ]
+            # A rule without peers allows every destination, the internet included.
+            internet = not rule.get("to") or any(
+                _is_everywhere((peer.get("ipBlock") or {}).get("cidr")) for peer in rule["to"]
+            )
             ports = rule.get("ports") or []
             https_only = bool(ports) and all(
                 p.get("port") == 443 and p.get("protocol", "TCP") == "TCP" and not p.get("endPort")

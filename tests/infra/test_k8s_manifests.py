@@ -193,6 +193,13 @@ VIOLATIONS: dict[str, tuple[Mutation, str, str]] = {
     ),
     "no default deny": (drop_default_deny, "default-deny", "denies all ingress and egress"),
     "internet on every port": (internet_any_port, "egress-internet", "other than 443"),
+    "egress to every destination": (
+        lambda o: next(
+            p for p in o if p["kind"] == "NetworkPolicy" and p["metadata"]["name"] == "migrate"
+        )["spec"]["egress"].append({}),
+        "egress-internet",
+        "other than 443",
+    ),
     "TA replicas out of step with -a": (
         lambda o: component(o, "StatefulSet", "ta")["spec"].update(replicas=3),
         "ta-cluster",
