@@ -11,6 +11,11 @@ PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.torghut-installed
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# kustomize renders infra/k8s/overlays for the manifest check (python -m infra.k8s.check); pinned,
+# built from the Go module proxy into .venv/bin. Needs Go >= 1.22 (this machine's /usr/local/go).
+KUSTOMIZE_VERSION := v5.7.1
+KUSTOMIZE_STAMP   := $(VENV)/.kustomize-$(KUSTOMIZE_VERSION)
+GO                ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
 .PHONY: help demo test lint typecheck pytest venv sysdeps services-up services-down services-status
 
@@ -34,6 +39,7 @@ sysdeps:
 	command -v $(PYTHON_BOOT) >/dev/null || missing+=(python3.11); \
 	$(PYTHON_BOOT) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3.11-venv); \
 	$(PYTHON_BOOT) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null || missing+=(python3.11-dev); \
+	command -v $(GO) >/dev/null || missing+=(golang-go); \
 	if [ $${#missing[@]} -gt 0 ]; then \
 	  echo "installing system packages: $${missing[*]}"; \
 	  if ! dpkg -s postgresql-common >/dev/null 2>&1; then \
@@ -54,7 +60,11 @@ $(STAMP): pyproject.toml setup.py $(wildcard operators/*.pyx torghut/ta/*.pyx) |
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-venv: $(STAMP)
+$(KUSTOMIZE_STAMP): | sysdeps $(PY)
+	GOBIN=$(abspath $(VENV)/bin) $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	@touch $@
+
+venv: $(STAMP) $(KUSTOMIZE_STAMP)
 
 # ---------------------------------------------------------------- the two commands
 
