@@ -12,7 +12,7 @@ STAMP       := $(VENV)/.torghut-installed
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 # kustomize renders infra/k8s/overlays for the manifest check (python -m infra.k8s.check); pinned,
-# built from the Go module proxy into .venv/bin. Needs Go >= 1.22 (this machine's /usr/local/go).
+# built from the Go module proxy into .venv/bin by the test target only (the demo does not need it). Needs Go >= 1.22 (this machine's /usr/local/go).
 KUSTOMIZE_VERSION := v5.7.1
 KUSTOMIZE_STAMP   := $(VENV)/.kustomize-$(KUSTOMIZE_VERSION)
 GO                ?= $(shell command -v go || echo /usr/local/go/bin/go)
@@ -64,7 +64,7 @@ $(KUSTOMIZE_STAMP): | sysdeps $(PY)
 	GOBIN=$(abspath $(VENV)/bin) $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	@touch $@
 
-venv: $(STAMP) $(KUSTOMIZE_STAMP)
+venv: $(STAMP)
 
 # ---------------------------------------------------------------- the two commands
 
@@ -81,7 +81,7 @@ typecheck: venv
 
 # Services are provisioned by tests/conftest.py on demand (and stopped again at the end unless
 # they were already running). pytest's exit code 5 (no tests collected) fails the target too.
-pytest: venv sysdeps
+pytest: venv sysdeps $(KUSTOMIZE_STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------- conveniences
