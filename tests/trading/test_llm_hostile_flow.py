@@ -4,7 +4,8 @@ Real parts throughout: signals in chdb, the trading dataflow (Bytewax) streaming
 store on Postgres, orders through alpaca-py to the broker simulator, and a real HTTP server on
 127.0.0.1 that answers each review in one of the hostile ways below (round robin). While it
 runs, rows are inserted one second of event time at a time and each must be processed (the
-store's cursor past it) within 2 s — also while reviews hang on a dripping or silent server.
+store's cursor past it) within 2 s — also while reviews hang on a dripping or silent server, and
+the reconciler's lock stays free meanwhile.
 Afterwards:
 
 * every review lasted at most its deadline (``LLM_TIMEOUT_S``) + 100 ms, as stored in
@@ -274,7 +275,11 @@ def test_a_hostile_llm_never_blocks_the_flow_nor_moves_an_order_beyond_policy(
 
             wait_until(caught_up, timeout=MAX_LAG_S, interval=0.01, message=f"row {second} lags")
             lags.append((datetime.now(UTC) - inserted).total_seconds())
-            hanging_while_progressing += hostile_llm.hanging > 0
+            if hostile_llm.hanging:
+                hanging_while_progressing += 1
+                # The reconciler's lock is free while a review hangs (a pass never waits).
+                assert runtime.reconciler.exclusive.acquire(timeout=MAX_LAG_S)
+                runtime.reconciler.exclusive.release()
         assert runtime.pipeline.drain(60), "every queued review concludes"
         wait_until(lambda: _converged(runtime, paper_broker), timeout=15, message="no convergence")
         drifts = runtime.reconciler.reconcile_once().drifts
