@@ -238,6 +238,7 @@ def test_a_hostile_llm_never_blocks_the_flow_nor_moves_an_order_beyond_policy(
         signal_settle_s=0,
         order_qty=STRATEGY_QTY,
         fractional_symbols=FRACTIONAL,
+        reconcile_interval_s=2.0,
     )
     settings.llm = LlmSettings(
         enabled=True,
@@ -273,7 +274,7 @@ def test_a_hostile_llm_never_blocks_the_flow_nor_moves_an_order_beyond_policy(
                     cursor = uow.load_cursor(runtime.cursor_source)
                 return cursor is not None and cursor >= target
 
-            wait_until(caught_up, timeout=MAX_LAG_S, interval=0.01, message=f"row {second} lags")
+            wait_until(caught_up, timeout=MAX_LAG_S, interval=0.05, message=f"row {second} lags")
             lags.append((datetime.now(UTC) - inserted).total_seconds())
             if hostile_llm.hanging:
                 hanging_while_progressing += 1
