@@ -226,6 +226,9 @@ class TradingPipeline:
         )
         if rejected is not None:
             return self._record(rejected, cursor)
+        if self._closing.is_set():
+            stopped = self._review.skipped(decision, "shutdown: not reviewed", veto=True)
+            return self._conclude(decision, stopped, view, cursor)
         recent = tuple(self._recent.get(decision.symbol, ()))
         if self._lanes.submit(decision.symbol, lambda: self._reviewed_later(decision, recent)):
             return None

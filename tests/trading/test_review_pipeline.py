@@ -165,6 +165,10 @@ def test_after_close_nothing_queued_or_in_flight_is_sent(
         assert stored is not None
         assert stored.status is DecisionStatus.VETOED
     assert len(llm_server.requests) == 1, "queued reviews are not asked after close"
+    late, d = _decided("MSFT", 4)
+    outcomes = {o.decision_hash: o.status for o in pipeline.process([late])}
+    assert outcomes == {d.decision_hash: "vetoed"} | {x.decision_hash: "vetoed" for _, x in items}
+    assert len(llm_server.requests) == 1
     assert paper_broker.orders() == []
 
 
