@@ -230,14 +230,18 @@ class TradingPipeline:
             stopped = self._review.skipped(decision, "shutdown: not reviewed", veto=True)
             return self._conclude(decision, stopped, view, cursor)
         recent = tuple(self._recent.get(decision.symbol, ()))
-        if self._lanes.submit(decision.symbol, lambda: self._reviewed_later(decision, recent)):
+        if self._lanes.submit(
+            decision.symbol, lambda: self._reviewed_later(decision, recent, view)
+        ):
             return None
         skipped = self._review.skipped(
             decision, f"backlog: {self._review.max_pending} reviews already pending"
         )
         return self._conclude(decision, skipped, view, cursor)
 
-    def _reviewed_later(self, decision: Decision, recent: Sequence[SignalRow]) -> None:
+    def _reviewed_later(
+        self, decision: Decision, recent: Sequence[SignalRow], queued_view: BrokerView
+    ) -> None:
         """On a review lane: ask the model, then conclude against a fresh broker view."""
         review = self._review
         assert review is not None
@@ -245,7 +249,13 @@ class TradingPipeline:
             outcome = review.skipped(decision, "shutdown: not reviewed", veto=True)
         else:
             outcome = review.review(decision, recent)
-        view = self._broker_snapshot()
+        try:
+            view = self._broker_snapshot()
+        except BrokerUnavailable as exc:
+            # Risk still runs, on the view the worker read for this decision's batch; the
+            # submit then meets the same outage and leaves the intent to be resolved later.
+            _log.warning("broker_unavailable_after_review", error=str(exc)[:300])
+            view = queued_view
         result = self._conclude(decision, outcome, view, None)
         with self._reviewed_lock:
             self._reviewed.append(result)
