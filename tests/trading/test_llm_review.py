@@ -234,6 +234,7 @@ def test_adversarial_content_applies_the_fallback(
         ("envelope", 200, b'{"unexpected":"shape"}', 0.0),
         ("envelope", 200, b"<html>gateway</html>", 0.0),
         ("envelope", 200, b'{"choices":[]}', 0.0),
+        ("envelope", 200, b'{"choices":[{"message":{"content":"a","content":"b"}}]}', 0.0),
         ("timeout", 200, b"{}", 2.0),
     ],
 )

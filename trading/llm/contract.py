@@ -26,6 +26,7 @@ __all__ = [
     "SYSTEM_PROMPT",
     "AmbiguousJson",
     "LlmVerdict",
+    "check_unambiguous",
     "decode_verdict",
 ]
 
@@ -68,13 +69,20 @@ def decode_verdict(text: str) -> LlmVerdict:
     ``msgspec.DecodeError`` for text that is not JSON and ``msgspec.ValidationError`` for JSON
     that does not match the schema (unknown keys, wrong types, out-of-range values).
     """
+    check_unambiguous(text)
+    return msgspec.json.decode(text, type=LlmVerdict)
+
+
+def check_unambiguous(text: str | bytes) -> None:
+    """Raise :class:`AmbiguousJson` for a repeated key or ``NaN``/``Infinity`` anywhere in
+    ``text``, ``msgspec.DecodeError`` when it is not JSON at all (applied to the provider's
+    envelope too: a repeated ``content`` would hide one answer behind another)."""
     try:
         json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except AmbiguousJson:
         raise
-    except ValueError as exc:  # json.JSONDecodeError; msgspec below says it the same way
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
         raise msgspec.DecodeError(f"not JSON: {exc}") from exc
-    return msgspec.json.decode(text, type=LlmVerdict)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

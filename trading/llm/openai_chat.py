@@ -22,7 +22,7 @@ import msgspec
 
 from torghut.config import LlmSettings
 from trading.domain import canonical_json
-from trading.llm.contract import PROMPT_VERSION, SYSTEM_PROMPT
+from trading.llm.contract import PROMPT_VERSION, SYSTEM_PROMPT, AmbiguousJson, check_unambiguous
 from trading.ports import ProviderReply, ReviewRequest
 
 __all__ = ["OpenAiChatReviewer"]
@@ -115,9 +115,10 @@ class OpenAiChatReviewer:
         if exchange.status != 200:
             return self._reply(started, error=f"http_status: {exchange.status}", content=text)
         try:
+            check_unambiguous(exchange.body)
             completion = msgspec.json.decode(exchange.body, type=_Completion)
             content = completion.choices[0].message.content
-        except (msgspec.DecodeError, IndexError) as exc:
+        except (AmbiguousJson, msgspec.DecodeError, IndexError) as exc:
             return self._reply(started, error=f"envelope: {exc}", content=text)
         usage = completion.usage or _Usage()
         return self._reply(
@@ -152,7 +153,7 @@ class OpenAiChatReviewer:
                 exchange.finish(resp.status_code, b"".join(chunks))
         except httpx.TimeoutException as exc:
             exchange.fail(f"timeout: {type(exc).__name__}")
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL) as exc:
             exchange.fail(f"transport: {type(exc).__name__}")
 
     def _reply(
