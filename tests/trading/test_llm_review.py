@@ -424,6 +424,8 @@ HOSTILE: list[tuple[str, Reply]] = [
     ("http_status: 500", Reply(500, b'{"error":"boom"}')),
     ("too_large", Reply(200, b" " * 20_000_000)),  # declared 20 MB
     ("too_large", Reply(200, b" " * 65_536, endless=True)),  # chunked, no length, no end
+    # a gzip bomb would expand past the cap in one decoded chunk: compressed bodies are refused
+    ("envelope: content-encoding", Reply(200, b"\x1f\x8b", headers={"Content-Encoding": "gzip"})),
 ]
 
 

@@ -59,13 +59,16 @@ class OpenAiChatReviewer:
     ``timeout`` reply and the helper, abandoned, stops at its next byte or read timeout (both
     bounded by the same deadline), so no thread outlives its call by more than that. Bodies
     are capped at ``LLM_MAX_RESPONSE_BYTES`` (a declared larger ``Content-Length`` fails before
-    any of it is read) and redirects are never followed (a 3xx is an ``http_status`` error).
+    any of it is read; compressed bodies are refused, so the cap counts what is decoded) and
+    redirects are never followed (a 3xx is an ``http_status`` error).
     """
 
     def __init__(self, settings: LlmSettings) -> None:
         if not settings.base_url or not settings.model:
             raise ValueError("LLM review needs LLM_BASE_URL and LLM_MODEL")
-        headers = {"Content-Type": "application/json"}
+        # Identity only: the byte cap counts what is read, and a compressed body could expand
+        # far beyond it in one decoded chunk.
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if settings.api_key is not None:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
         self._model = settings.model
@@ -140,9 +143,13 @@ class OpenAiChatReviewer:
                 if declared.isdigit() and int(declared) > self._max_bytes:
                     exchange.fail(f"too_large: {declared} bytes declared > {self._max_bytes}")
                     return
+                encoding = resp.headers.get("content-encoding", "identity").lower()
+                if encoding not in ("", "identity"):
+                    exchange.fail(f"envelope: content-encoding {encoding[:40]!r} not accepted")
+                    return
                 chunks: list[bytes] = []
                 size = 0
-                for chunk in resp.iter_bytes():
+                for chunk in resp.iter_raw():
                     if exchange.abandoned or time.monotonic() > exchange.deadline:
                         return
                     size += len(chunk)
