@@ -59,6 +59,7 @@ from trading.execution import (
     stream_url_for,
 )
 from trading.pipeline import Decided, Decider, DeciderState, DecisionOutcome, TradingPipeline
+from trading.quantity import QuantityRules
 from trading.reconcile import Reconciler
 from trading.risk import RiskLimits
 from trading.signals import (
@@ -171,6 +172,7 @@ class TradingRuntime:
                 cursor_source=f"{trading.signal_table}:{trading.signal_window_size}",
                 halted=lambda: reconciler.halted_reason,
                 exclusive=reconciler.exclusive,
+                quantity=QuantityRules(trading.fractional_symbols),
             ),
             decider=Decider(build_strategies(trading)),
             quotes=last_close,
@@ -201,10 +203,14 @@ class TradingRuntime:
             return uow.load_cursor(self.cursor_source)
 
     def finish(self) -> None:
-        """At the end of a bounded run: one last reconciliation pass."""
+        """At the end of a bounded run: the reviews still queued (each bounded by its
+        deadline), then one last reconciliation pass."""
+        llm = self.settings.llm
+        self.pipeline.drain(llm.timeout_s * llm.max_pending + 10)
         self.reconciler.reconcile_once()
 
     def close(self) -> None:
+        self.pipeline.close()
         self.reconciler.stop()
         if self.simulator is not None:
             self.simulator.stop()

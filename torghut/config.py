@@ -247,12 +247,19 @@ class LlmSettings(_Section):
     model: str = ""
     api_key: SecretStr | None = None
     timeout_s: float = Field(default=10.0, gt=0)
+    """Deadline of the whole call (connect + every byte of the answer), not of each read."""
     min_confidence: float = Field(default=0.6, ge=0, le=1)
     shadow: bool = True
     fallback: Literal["pass", "veto"] = "veto"
     min_qty_ratio: float = Field(default=0.25, ge=0, le=1)
     breaker_failures: int = Field(default=3, ge=1)
     breaker_reset_s: float = Field(default=60.0, gt=0)
+    max_response_bytes: int = Field(default=1_048_576, ge=1024)
+    """A larger answer is an error (``too_large``), found without reading it all."""
+    max_concurrency: int = Field(default=2, ge=1)
+    """Reviews in flight at once, on their own threads, off the dataflow worker."""
+    max_pending: int = Field(default=8, ge=1)
+    """Reviews queued or in flight; a decision beyond that takes the fallback unreviewed."""
 
 
 class ApiSettings(_Section):
@@ -286,6 +293,9 @@ class TradingSettings(_Section):
     poll_interval_s: float = Field(default=1.0, gt=0)
     strategies: CsvList = ("macd_rsi", "bollinger_reversion")
     order_qty: Decimal = Decimal("1")
+    fractional_symbols: CsvList = ()
+    """Symbols this account may trade in fractions (increment 10⁻⁹); every other symbol is
+    traded in whole shares (see :mod:`trading.quantity`)."""
     strategy_params: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
     reconcile_interval_s: float = Field(default=5.0, gt=0)
     signal_settle_s: float | None = Field(default=None, ge=0)

@@ -5,7 +5,9 @@
 * ``llm`` — optional advisory review: the policy (``DecisionReview``) and an OpenAI-compatible
   provider;
 * ``risk`` — ``evaluate(decision, limits, context) -> RiskVerdict`` with every failing rule;
-* ``adjudicate`` — review, then risk, in that order, every time;
+* ``adjudicate`` — risk, review, then risk again on the reviewed decision, every time;
+* ``quantity`` — quantities on the instrument's increment, and sent exactly as stored;
+* ``review_lanes`` — per-symbol lanes where reviews run, off the dataflow worker;
 * ``live_gates`` — the only place that may pick a live trading endpoint;
 * ``orders`` — the order status state machine;
 * ``ports`` — protocols the adapters implement (broker, signal reader, reviewer) and their data;

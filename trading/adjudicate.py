@@ -1,10 +1,19 @@
-"""From a deterministic decision to an order intent: LLM review (when enabled), then risk.
+"""From a deterministic decision to an order intent: risk pre-check, LLM review, risk again.
 
-Why one function: the order of the gates is a safety property — review may only shrink or veto,
-and risk runs *after* review on the decision that would actually be sent, every time. The
-trading flow calls :func:`adjudicate` and stores the result in one unit of work
-(``store.record_decision(a.decision, risk=a.risk, review=a.review)``); it never calls the
-gates itself. A vetoed decision skips risk (nothing would be sent) and is stored as vetoed.
+Why this order: the order of the gates is a safety property.
+
+1. :func:`precheck` — every risk rule on the decision as the strategy made it. A decision risk
+   would reject is rejected here and never costs a model call (nor waits for one).
+2. the review (when enabled; :class:`~trading.llm.DecisionReview`) may only shrink or veto;
+   it runs wherever the caller likes (the trading pipeline runs it off the dataflow worker).
+3. :func:`conclude` — every risk rule again, on the decision that would actually be sent
+   (reduced qty), against the world as it is *after* the review; risk always has the last
+   word. It also refuses a quantity that is not on the symbol's increment
+   (:mod:`trading.quantity`), so what is stored is exactly what the broker can hold.
+
+:func:`adjudicate` is the three in a row for synchronous callers. The result is stored in one
+unit of work (``store.record_decision(a.decision, risk=a.risk, review=a.review)``). A vetoed
+decision skips the second risk pass (nothing would be sent) and is stored as vetoed.
 """
 
 from __future__ import annotations
@@ -18,9 +27,10 @@ from torghut.config import LlmSettings, TradingSettings
 from torghut.logs import get_logger
 from trading.domain import Action, Decision, SignalRow
 from trading.llm import DecisionReview, OpenAiChatReviewer, ReviewOutcome
-from trading.risk import RiskContext, RiskLimits, RiskVerdict, evaluate
+from trading.quantity import QuantityRules
+from trading.risk import RiskCheck, RiskContext, RiskLimits, RiskReason, RiskVerdict, evaluate
 
-__all__ = ["Adjudication", "adjudicate", "build_review"]
+__all__ = ["Adjudication", "adjudicate", "build_review", "conclude", "precheck"]
 
 _log = get_logger("trading.adjudicate")
 
@@ -57,27 +67,51 @@ def adjudicate(
     recent: Sequence[SignalRow],
     limits: RiskLimits,
     context: RiskContext,
+    quantity: QuantityRules | None = None,
 ) -> Adjudication:
-    """Review (if configured), then every risk rule on the reviewed decision."""
+    """Pre-check, review (if configured and the pre-check passed), then risk on the result."""
+    if review is not None:
+        rejected = precheck(decision, limits=limits, context=context, quantity=quantity)
+        if rejected is not None:
+            return rejected
     outcome = review.review(decision, recent) if review is not None else None
+    return conclude(decision, outcome, limits=limits, context=context, quantity=quantity)
+
+
+def precheck(
+    decision: Decision,
+    *,
+    limits: RiskLimits,
+    context: RiskContext,
+    quantity: QuantityRules | None = None,
+) -> Adjudication | None:
+    """Risk on the unreviewed decision: its rejection, or ``None`` when it may be reviewed."""
+    verdict = _evaluate(decision, limits, context, quantity or QuantityRules())
+    if verdict.approved:
+        return None
+    _rejected(decision, verdict, stage="precheck")
+    return Adjudication(decision, decision, None, verdict)
+
+
+def conclude(
+    decision: Decision,
+    outcome: ReviewOutcome | None,
+    *,
+    limits: RiskLimits,
+    context: RiskContext,
+    quantity: QuantityRules | None = None,
+) -> Adjudication:
+    """Apply the review's outcome (if any), then every risk rule on what would be sent."""
     final = outcome.apply(decision) if outcome is not None else decision
     if outcome is not None and outcome.vetoed:
         OUTCOMES.labels(strategy_id=decision.strategy_id, outcome="vetoed").inc()
         _log.info("decision_vetoed", decision_hash=decision.decision_hash, error=outcome.error)
         return Adjudication(decision, final, outcome, None)
-    verdict = evaluate(final, limits, context)
+    verdict = _evaluate(final, limits, context, quantity or QuantityRules())
     if verdict.approved:
         OUTCOMES.labels(strategy_id=decision.strategy_id, outcome="approved").inc()
     else:
-        OUTCOMES.labels(strategy_id=decision.strategy_id, outcome="rejected").inc()
-        for reason in verdict.reasons:
-            RISK_REJECTIONS.labels(check=reason.code.value).inc()
-        _log.info(
-            "decision_rejected",
-            decision_hash=decision.decision_hash,
-            symbol=decision.symbol,
-            reasons=[r.code.value for r in verdict.reasons],
-        )
+        _rejected(decision, verdict, stage="final")
     return Adjudication(decision, final, outcome, verdict)
 
 
@@ -85,4 +119,36 @@ def build_review(llm: LlmSettings, trading: TradingSettings) -> DecisionReview |
     """The configured reviewer, or ``None`` when ``LLM_ENABLED`` is false (the default)."""
     if not llm.enabled:
         return None
-    return DecisionReview(OpenAiChatReviewer(llm), llm, live=trading.mode == "live")
+    return DecisionReview(
+        OpenAiChatReviewer(llm),
+        llm,
+        live=trading.mode == "live",
+        quantity=QuantityRules(trading.fractional_symbols),
+    )
+
+
+def _evaluate(
+    decision: Decision, limits: RiskLimits, context: RiskContext, quantity: QuantityRules
+) -> RiskVerdict:
+    """Every risk rule, and the quantity increment (a rule of the instrument, not of risk
+    limits, so it lives in :mod:`trading.quantity`)."""
+    verdict = evaluate(decision, limits, context)
+    if decision.action is Action.HOLD or quantity.on_increment(decision.symbol, decision.qty):
+        return verdict
+    step = quantity.increment(decision.symbol)
+    detail = f"qty {decision.qty} is not a multiple of {step} for {decision.symbol}"
+    reason = RiskReason(RiskCheck.INVALID_ORDER, detail)
+    return RiskVerdict((*verdict.reasons, reason))
+
+
+def _rejected(decision: Decision, verdict: RiskVerdict, *, stage: str) -> None:
+    OUTCOMES.labels(strategy_id=decision.strategy_id, outcome="rejected").inc()
+    for reason in verdict.reasons:
+        RISK_REJECTIONS.labels(check=reason.code.value).inc()
+    _log.info(
+        "decision_rejected",
+        decision_hash=decision.decision_hash,
+        symbol=decision.symbol,
+        stage=stage,
+        reasons=[r.code.value for r in verdict.reasons],
+    )

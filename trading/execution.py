@@ -57,6 +57,7 @@ from trading.ports import (
     OrderRequest,
     PositionSnapshot,
 )
+from trading.quantity import wire_qty
 from trading.store import StoredDecision, TradingStore
 
 __all__ = [
@@ -192,13 +193,17 @@ class AlpacaBroker:
     def submit(self, request: OrderRequest) -> BrokerOrder:
         side = OrderSide.BUY if request.side == "buy" else OrderSide.SELL
         tif = TimeInForce(request.time_in_force)
+        try:
+            qty = wire_qty(request.qty)  # exactly the stored quantity, or no order at all
+        except ValueError as exc:
+            raise BrokerRejected(f"order {request.client_order_id}: {exc}") from exc
         payload: MarketOrderRequest | LimitOrderRequest
         if request.order_type is OrderType.LIMIT:
             if request.limit_price is None:
                 raise BrokerRejected(f"limit order {request.client_order_id} without a price")
             payload = LimitOrderRequest(
                 symbol=request.symbol,
-                qty=float(request.qty),
+                qty=qty,
                 side=side,
                 time_in_force=tif,
                 limit_price=float(request.limit_price),
@@ -207,7 +212,7 @@ class AlpacaBroker:
         else:
             payload = MarketOrderRequest(
                 symbol=request.symbol,
-                qty=float(request.qty),
+                qty=qty,
                 side=side,
                 time_in_force=tif,
                 client_order_id=request.client_order_id,

@@ -10,14 +10,27 @@ Two halves, because Bytewax recovery needs one and side effects the other:
   1. a decision already in the store (a replay after a restart) is not reviewed or risk-checked
      again; if its intent is still ``pending_submit`` it is resolved with the broker
      (:meth:`~trading.execution.OrderExecutor.resolve`);
-  2. otherwise it is adjudicated (:func:`trading.adjudicate.adjudicate`: LLM review if enabled,
-     then every risk rule against a fresh broker snapshot and the reconciler's halt flag), and
-     the decision, review, risk verdict, order intent *and the signal cursor* are committed in
-     one unit of work;
-  3. only then is an approved intent submitted (:class:`~trading.execution.OrderExecutor`).
+  2. otherwise risk runs on it as the strategy made it (:func:`trading.adjudicate.precheck`);
+     a rejection is recorded at once and never reaches the model;
+  3. with LLM review enabled, the review is queued on the decision's symbol lane
+     (:class:`~trading.review_lanes.SymbolLanes`: FIFO per symbol, ``LLM_MAX_CONCURRENCY``
+     threads, at most ``LLM_MAX_PENDING`` queued — beyond that the decision takes the
+     fallback unreviewed) and the dataflow worker goes on with the next signal; every review
+     ends by its deadline (``LLM_TIMEOUT_S``, the whole call);
+  4. :func:`trading.adjudicate.conclude` runs risk again on the (possibly shrunk) decision
+     against a fresh broker view, then the decision, review, risk verdict and order intent are
+     committed in one unit of work (with the signal cursor when that happens on the worker),
+     and only then is an approved intent submitted (:class:`~trading.execution.OrderExecutor`).
 
-  Steps 1-3 hold the reconciler's ``exclusive`` lock, so a reconciliation pass never compares
-  positions while an order is at the broker but not yet in the store (false drift).
+  Only step 4 — final risk, record, submit — holds the reconciler's ``exclusive`` lock, so a
+  reconciliation pass never compares positions while an order is at the broker but not yet in
+  the store (false drift), and never waits for a model. Outcomes of queued reviews are
+  returned by the next :meth:`TradingPipeline.process` call; :meth:`TradingPipeline.drain`
+  waits for them at the end of a bounded run, and after :meth:`TradingPipeline.close` every
+  review still queued or in flight is recorded as vetoed (``shutdown``) and nothing is sent.
+
+  A review in flight when the process dies is lost with its decision (no order was sent; the
+  cursor has moved past its row, and a replayed row would be stale by then anyway).
 
   The store's ``trade_cursor`` row is also advanced at the end of every batch, so a restart
   without recovery state resumes there (strategies then start cold: the first cross after a
@@ -40,11 +53,13 @@ import msgspec
 from prometheus_client import Counter, Gauge
 
 from torghut.logs import get_logger
-from trading.adjudicate import adjudicate
+from trading.adjudicate import Adjudication, conclude, precheck
 from trading.domain import Decision, SignalRow
 from trading.execution import BrokerUnavailable, ExecutionOutcome, OrderExecutor, Outcome
-from trading.llm import DecisionReview
+from trading.llm import DecisionReview, ReviewOutcome
 from trading.ports import AccountSnapshot, Broker, ClockSnapshot, PositionSnapshot, SignalCursor
+from trading.quantity import QuantityRules
+from trading.review_lanes import SymbolLanes
 from trading.risk import RiskContext, RiskLimits
 from trading.signals import SignalCorrection, SignalDeadLetter
 from trading.store import DecisionStatus, StoredDecision, TradingStore
@@ -68,6 +83,7 @@ LAST_SIGNAL_TS = Gauge(
     "torghut_trading_last_signal_event_ts_seconds", "Event time of the last signal processed"
 )
 _RECENT_ROWS = 20
+BrokerView = tuple[AccountSnapshot, Sequence[PositionSnapshot], ClockSnapshot]
 _BROKER_RETRY_PAUSES_S = (0.5, 1.0, 2.0)
 
 
@@ -135,6 +151,7 @@ class TradingPipeline:
         cursor_source: str,
         halted: Callable[[], str | None] = lambda: None,
         exclusive: threading.Lock | None = None,
+        quantity: QuantityRules | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
@@ -145,24 +162,34 @@ class TradingPipeline:
         self._cursor_source = cursor_source
         self._halted = halted
         self._exclusive = exclusive or threading.Lock()
+        self._quantity = quantity or QuantityRules()
         self._now = now
         self._recent: dict[str, deque[SignalRow]] = {}
         self._equity_peak = Decimal(0)
         self._lookback = max(timedelta(minutes=1), limits.symbol_cooldown)
-        self._snapshot: tuple[AccountSnapshot, Sequence[PositionSnapshot], ClockSnapshot] | None
-        self._snapshot = None
+        self._snapshot: BrokerView | None = None
+        self._lanes = (
+            SymbolLanes(review.max_concurrency, review.max_pending) if review is not None else None
+        )
+        self._closing = threading.Event()
+        self._reviewed: list[DecisionOutcome] = []
+        self._reviewed_lock = threading.Lock()
 
     def process(self, items: Sequence[Item]) -> list[DecisionOutcome]:
-        """Handle one batch in order; advance the stored cursor past its last item."""
+        """Handle one batch in order; advance the stored cursor past its last item.
+
+        Returns the outcomes decided in this batch, and those of reviews that finished since
+        the previous batch."""
         self._snapshot = None
-        outcomes: list[DecisionOutcome] = []
+        outcomes = self._take_reviewed()
         last: SignalCursor | None = None
         for item in items:
             if isinstance(item, Decided):
                 self._remember(item.row)
                 for decision in item.decisions:
-                    with self._exclusive:
-                        outcomes.append(self._handle(decision, item.cursor))
+                    outcome = self._handle(decision, item.cursor)
+                    if outcome is not None:
+                        outcomes.append(outcome)
                 last = item.cursor
             elif isinstance(item, SignalDeadLetter):
                 last = item.cursor
@@ -171,24 +198,98 @@ class TradingPipeline:
             LAST_SIGNAL_TS.set(last.event_ts.timestamp())
         return outcomes
 
-    def _handle(self, decision: Decision, cursor: SignalCursor) -> DecisionOutcome:
+    def drain(self, timeout: float) -> bool:
+        """Wait until every queued review has been concluded (bounded runs, tests)."""
+        return self._lanes is None or self._lanes.wait_idle(timeout)
+
+    def close(self) -> None:
+        """Stop sending: a review still queued or in flight is recorded as vetoed instead."""
+        self._closing.set()
+        if self._lanes is not None:
+            self._lanes.close()
+
+    def _handle(self, decision: Decision, cursor: SignalCursor) -> DecisionOutcome | None:
+        """One decision; ``None`` when its review was queued (its outcome comes later)."""
         with self._store.unit_of_work() as uow:
             existing = uow.get_decision(decision.decision_hash)
         if existing is not None:
             DECISIONS.labels(result="replayed").inc()
             if existing.status is DecisionStatus.PENDING_SUBMIT:
-                return self._outcome(existing, self._executor.resolve(existing))
+                with self._exclusive:
+                    return self._outcome(existing, self._executor.resolve(existing))
             return self._outcome(existing, None)
-        verdict = adjudicate(
-            decision,
-            review=self._review,
-            recent=tuple(self._recent.get(decision.symbol, ())),
-            limits=self._limits,
-            context=self._context(),
+        view = self._batch_view()
+        if self._review is None or self._lanes is None:
+            return self._conclude(decision, None, view, cursor)
+        rejected = precheck(
+            decision, limits=self._limits, context=self._context(view), quantity=self._quantity
         )
+        if rejected is not None:
+            return self._record(rejected, cursor)
+        if self._closing.is_set():
+            stopped = self._review.skipped(decision, "shutdown: not reviewed", veto=True)
+            return self._conclude(decision, stopped, view, cursor)
+        recent = tuple(self._recent.get(decision.symbol, ()))
+        if self._lanes.submit(
+            decision.symbol, lambda: self._reviewed_later(decision, recent, view)
+        ):
+            return None
+        skipped = self._review.skipped(
+            decision, f"backlog: {self._review.max_pending} reviews already pending"
+        )
+        return self._conclude(decision, skipped, view, cursor)
+
+    def _reviewed_later(
+        self, decision: Decision, recent: Sequence[SignalRow], queued_view: BrokerView
+    ) -> None:
+        """On a review lane: ask the model, then conclude against a fresh broker view."""
+        review = self._review
+        assert review is not None
+        if self._closing.is_set():
+            outcome = review.skipped(decision, "shutdown: not reviewed", veto=True)
+        else:
+            outcome = review.review(decision, recent)
+        try:
+            view = self._broker_snapshot()
+        except BrokerUnavailable as exc:
+            # Risk still runs, on the view the worker read for this decision's batch; the
+            # submit then meets the same outage and leaves the intent to be resolved later.
+            _log.warning("broker_unavailable_after_review", error=str(exc)[:300])
+            view = queued_view
+        result = self._conclude(decision, outcome, view, None)
+        with self._reviewed_lock:
+            self._reviewed.append(result)
+
+    def _conclude(
+        self,
+        decision: Decision,
+        outcome: ReviewOutcome | None,
+        view: BrokerView,
+        cursor: SignalCursor | None,
+    ) -> DecisionOutcome:
+        """Final risk, then record and send under the reconciler's lock — held only here, the
+        broker-visible part, so a reconciliation pass never sees an order at the broker that
+        is not in the store, and never waits for a model."""
+        with self._exclusive:
+            if outcome is not None and self._closing.is_set() and not outcome.vetoed:
+                assert self._review is not None
+                outcome = self._review.skipped(decision, "shutdown: stopping", veto=True)
+            verdict = conclude(
+                decision,
+                outcome,
+                limits=self._limits,
+                context=self._context(view),
+                quantity=self._quantity,
+            )
+            return self._record(verdict, cursor)
+
+    def _record(self, verdict: Adjudication, cursor: SignalCursor | None) -> DecisionOutcome:
+        """One unit of work (decision, review, risk, intent and cursor), then submit (callers
+        that may submit hold the reconciler's lock)."""
         with self._store.unit_of_work() as uow:
             stored = uow.record_decision(verdict.decision, risk=verdict.risk, review=verdict.review)
-            uow.save_cursor(self._cursor_source, cursor)
+            if cursor is not None:
+                uow.save_cursor(self._cursor_source, cursor)
             uow.commit()
         DECISIONS.labels(result=stored.status.value).inc()
         if stored.status is not DecisionStatus.PENDING_SUBMIT:
@@ -197,30 +298,39 @@ class TradingPipeline:
             return self._outcome(stored, self._executor.submit(stored))
         return self._outcome(stored, self._executor.resolve(stored))
 
-    def _context(self) -> RiskContext:
-        """The risk snapshot: broker state read once per batch (three REST calls; orders sent
-        earlier in the batch are not filled yet either way), recent orders and the halt flag
-        read for every decision."""
+    def _take_reviewed(self) -> list[DecisionOutcome]:
+        with self._reviewed_lock:
+            taken, self._reviewed = self._reviewed, []
+        return taken
+
+    def _batch_view(self) -> BrokerView:
+        """The broker's account, positions and clock, read once per batch (three REST calls;
+        orders sent earlier in the batch are not filled yet either way)."""
         if self._snapshot is None:
             self._snapshot = self._broker_snapshot()
-            self._equity_peak = max(self._equity_peak, self._snapshot[0].equity)
-        account, positions, clock = self._snapshot
+        return self._snapshot
+
+    def _context(self, view: BrokerView) -> RiskContext:
+        """The risk snapshot: ``view`` from the broker; recent orders and the halt flag read
+        for every decision."""
+        account, positions, clock = view
         now = self._now()
         with self._store.unit_of_work() as uow:
             recent = uow.recent_orders(now - self._lookback)
+        with self._reviewed_lock:
+            self._equity_peak = max(self._equity_peak, account.equity)
+            peak = self._equity_peak
         return RiskContext(
             now=now,
             account=account,
             positions=positions,
             clock=clock,
             recent_orders=recent,
-            equity_peak=self._equity_peak,
+            equity_peak=peak,
             halted_reason=self._halted(),
         )
 
-    def _broker_snapshot(
-        self,
-    ) -> tuple[AccountSnapshot, Sequence[PositionSnapshot], ClockSnapshot]:
+    def _broker_snapshot(self) -> BrokerView:
         """Account, positions and clock, retried briefly; a longer broker outage raises, the
         flow stops and its restart replays from the last snapshot (nothing was recorded for the
         decision yet, so nothing is lost or doubled)."""

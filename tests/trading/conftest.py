@@ -107,11 +107,16 @@ def store(store_url: str) -> Iterator[TradingStore]:
 
 @dataclass
 class Reply:
-    """What the fake provider answers next: HTTP status, raw body, optional stall."""
+    """What the fake provider answers next: HTTP status, raw body, optional stall before the
+    answer, optional pause between single bytes of the body (``drip_s``), extra headers, and
+    ``endless`` — a chunked body of ``body`` repeated until the client hangs up."""
 
     status: int = 200
     body: bytes = b""
     stall_s: float = 0.0
+    drip_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    endless: bool = False
 
 
 @dataclass
@@ -139,6 +144,9 @@ class LlmServer:
     def raw(self, status: int, body: bytes, stall_s: float = 0.0) -> None:
         self.replies.append(Reply(status, body, stall_s))
 
+    def script(self, reply: Reply) -> None:
+        self.replies.append(reply)
+
 
 @pytest.fixture(scope="session")
 def llm_httpd() -> Iterator[tuple[dict[str, LlmServer], str]]:
@@ -158,9 +166,24 @@ def llm_httpd() -> Iterator[tuple[dict[str, LlmServer], str]]:
             try:
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                if reply.endless:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    chunk = b"%x\r\n%s\r\n" % (len(reply.body), reply.body)
+                    while not srv.release.is_set():
+                        self.wfile.write(chunk)
+                    return
                 self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
-                self.wfile.write(reply.body)
+                if not reply.drip_s:
+                    self.wfile.write(reply.body)
+                    return
+                for i in range(len(reply.body)):
+                    self.wfile.write(reply.body[i : i + 1])
+                    if srv.release.wait(reply.drip_s):
+                        return
             except (BrokenPipeError, ConnectionResetError):
                 return
 

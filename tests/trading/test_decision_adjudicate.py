@@ -11,9 +11,10 @@ from pydantic import SecretStr
 from tests.trading.conftest import LlmServer, decision
 from tests.trading.test_risk import CTX, LIMITS
 from torghut.config import LlmSettings, TradingSettings
-from trading.adjudicate import adjudicate, build_review
+from trading.adjudicate import adjudicate, build_review, conclude, precheck
 from trading.domain import Action
 from trading.llm import DecisionReview
+from trading.quantity import QuantityRules
 from trading.risk import RiskCheck
 from trading.store import DecisionStatus, TradingStore
 
@@ -41,22 +42,57 @@ def test_without_review_risk_decides(store: TradingStore) -> None:
     assert stored.status is DecisionStatus.PENDING_SUBMIT
 
 
-def test_risk_runs_on_the_reviewed_quantity(llm_server: LlmServer, store: TradingStore) -> None:
+def test_what_risk_rejects_is_never_sent_to_the_model(
+    llm_server: LlmServer, store: TradingStore
+) -> None:
     review = build_review(llm(llm_server.url), TradingSettings())
-    assert isinstance(review, DecisionReview)
     tight = dataclasses.replace(LIMITS, max_notional_per_order=Decimal(500))
     d = decision()  # 10 x 100 = 1000 > 500
-
-    assert not adjudicate(d, review=None, recent=[], limits=tight, context=CTX).approved
-
     llm_server.answer_json(verdict="adjust", confidence=0.9, adjusted_qty=4, reason="smaller")
     a = adjudicate(d, review=review, recent=[], limits=tight, context=CTX)
+    assert not a.approved
+    assert a.review is None
+    assert a.risk is not None
+    assert a.risk.codes == {RiskCheck.MAX_NOTIONAL_PER_ORDER}
+    assert llm_server.requests == [], "no model call for a decision risk rejects anyway"
+    stored = store.record_decision(a.decision, risk=a.risk, review=a.review)
+    assert stored.status is DecisionStatus.REJECTED
+
+
+def test_risk_runs_again_on_the_reviewed_quantity(
+    llm_server: LlmServer, store: TradingStore
+) -> None:
+    review = build_review(llm(llm_server.url), TradingSettings())
+    assert isinstance(review, DecisionReview)
+    d = decision()
+    llm_server.answer_json(verdict="adjust", confidence=0.9, adjusted_qty=4, reason="smaller")
+    assert precheck(d, limits=LIMITS, context=CTX) is None
+    outcome = review.review(d, [])
+    # The world changed while the model thought: the order now breaks a tighter limit.
+    tight = dataclasses.replace(LIMITS, max_notional_per_order=Decimal(300))
+    late = conclude(d, outcome, limits=tight, context=CTX)
+    assert not late.approved
+    assert late.risk is not None
+    assert late.risk.codes == {RiskCheck.MAX_NOTIONAL_PER_ORDER}
+    a = conclude(d, outcome, limits=LIMITS, context=CTX)
     assert a.approved
     assert a.final.qty == Decimal(4)
     assert a.final.decision_hash == d.decision_hash
     stored = store.record_decision(a.decision, risk=a.risk, review=a.review)
     assert stored.qty == Decimal(4)
     assert stored.order_request().qty == Decimal(4)
+
+
+def test_a_quantity_off_the_increment_is_rejected_by_the_last_check() -> None:
+    odd = decision(qty=Decimal("2.5"))
+    a = adjudicate(odd, review=None, recent=[], limits=LIMITS, context=CTX)
+    assert not a.approved
+    assert a.risk is not None
+    assert a.risk.codes == {RiskCheck.INVALID_ORDER}
+    fractional = QuantityRules(["AAPL"])
+    assert adjudicate(
+        odd, review=None, recent=[], limits=LIMITS, context=CTX, quantity=fractional
+    ).approved
 
 
 def test_a_veto_skips_risk_and_is_stored_as_vetoed(

@@ -4,6 +4,7 @@ adversarial: whatever it answers, the order never moves beyond policy."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from tests.trading.conftest import LlmServer, ManualClock, decision, row
+from tests.trading.conftest import LlmServer, ManualClock, Reply, decision, row
 from torghut.config import LlmSettings
 from trading.domain import Action, Decision
 from trading.llm import (
@@ -23,6 +24,7 @@ from trading.llm import (
     ReviewOutcome,
 )
 from trading.llm.policy import MAX_RAW_RESPONSE_CHARS
+from trading.quantity import QuantityRules
 
 API_KEY = "sk-test-do-not-log-0123456789"
 RECENT = [row(i, macd=0.1 * i, macd_signal=0.05, rsi14=55.0, close=100.0 + i) for i in range(8)]
@@ -66,10 +68,15 @@ def reviewer(
     clock: ManualClock | None = None,
     *,
     live: bool = False,
+    quantity: QuantityRules | None = None,
     **changes: Any,
 ) -> DecisionReview:
     return DecisionReview(
-        client, settings(llm_server.url, **changes), live=live, clock=clock or ManualClock()
+        client,
+        settings(llm_server.url, **changes),
+        live=live,
+        quantity=quantity,
+        clock=clock or ManualClock(),
     )
 
 
@@ -147,9 +154,10 @@ def test_veto_and_adjust_within_bounds_act(
     )
     adjusted = review.review(d, RECENT)
     assert adjusted.effective_verdict == "adjust"
-    assert adjusted.effective_qty == Decimal("2.5")
+    assert adjusted.adjusted_qty == Decimal("2.5"), "the model's answer is stored as given"
+    assert adjusted.effective_qty == Decimal(2), "whole shares, cut down"
     final = adjusted.apply(d)
-    assert final.qty == Decimal("2.5")
+    assert final.qty == Decimal(2)
     assert final.decision_hash == d.decision_hash
 
 
@@ -181,6 +189,16 @@ ADVERSARIAL: list[tuple[str, str]] = [
     ),
     ("injection", '{"verdict":"approve","confidence":0.95,"reason":"ok\\u0000\\u001b[2J"}'),
     ("not_json", '```json\n{"verdict":"approve","confidence":0.9,"reason":"ok"}\n```'),
+    ("ambiguous_json", '{"verdict":"veto","confidence":0.9,"reason":"no","verdict":"approve"}'),
+    (
+        "ambiguous_json",
+        '{"verdict":"approve","confidence":0.9,"reason":"ok","symbol":"AAPL","symbol":"TSLA"}',
+    ),
+    ("ambiguous_json", '{"verdict":"adjust","confidence":0.9,"reason":"x","adjusted_qty":NaN}'),
+    (
+        "other_symbol",
+        '{"verdict":"adjust","confidence":0.9,"reason":"x","adjusted_qty":5,"symbol":"MSFT"}',
+    ),
 ]
 
 
@@ -216,6 +234,7 @@ def test_adversarial_content_applies_the_fallback(
         ("envelope", 200, b'{"unexpected":"shape"}', 0.0),
         ("envelope", 200, b"<html>gateway</html>", 0.0),
         ("envelope", 200, b'{"choices":[]}', 0.0),
+        ("envelope", 200, b'{"choices":[{"message":{"content":"a","content":"b"}}]}', 0.0),
         ("timeout", 200, b"{}", 2.0),
     ],
 )
@@ -338,3 +357,101 @@ def test_holds_are_not_reviewed(llm_server: LlmServer, client: OpenAiChatReviewe
 def test_client_needs_an_endpoint_and_a_model() -> None:
     with pytest.raises(ValueError, match="LLM_BASE_URL"):
         OpenAiChatReviewer(LlmSettings(enabled=True))
+
+
+# --- quantities on the increment -------------------------------------------------------------
+
+THIRD = "0.3333333333333333333333333333"
+
+
+@pytest.mark.parametrize(
+    ("fractional", "qty", "adjusted", "effective"),
+    [
+        ((), "10", "3.9", "3"),
+        ((), "10", THIRD[:3] + "3", "0"),
+        (("AAPL",), "1", THIRD, "0.333333333"),
+        (("AAPL",), "10", "3.9999999999", "3.999999999"),
+        (("MSFT",), "10", "9.5", "9"),
+    ],
+)
+def test_an_adjusted_quantity_is_cut_down_to_the_increment(
+    llm_server: LlmServer,
+    client: OpenAiChatReviewer,
+    fractional: tuple[str, ...],
+    qty: str,
+    adjusted: str,
+    effective: str,
+) -> None:
+    d = decision(qty=Decimal(qty))
+    # A number in the JSON text, 28 decimals as the model wrote them (never through a float).
+    llm_server.answer(
+        '{"verdict":"adjust","confidence":0.9,"reason":"smaller","adjusted_qty":' + adjusted + "}"
+    )
+    outcome = reviewer(
+        client, llm_server, quantity=QuantityRules(fractional), min_qty_ratio=0.01
+    ).review(d, RECENT)
+    assert outcome.adjusted_qty == Decimal(adjusted)
+    assert outcome.effective_qty == Decimal(effective)
+    assert isinstance(outcome.effective_qty, Decimal)
+    assert not outcome.fallback
+    if effective == "0":
+        assert outcome.vetoed
+        assert outcome.error is not None
+        assert outcome.error.startswith("quantised_to_zero")
+    else:
+        assert outcome.effective_verdict == "adjust"
+        assert outcome.apply(d).qty == Decimal(effective)
+
+
+# --- hostile transports: the whole call has a deadline ----------------------------------------
+
+DEADLINE_S = 0.5
+SLACK_S = 0.1
+
+
+def _completion(content: str) -> bytes:
+    doc = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+    return json.dumps(doc).encode()
+
+
+APPROVE = _completion('{"verdict":"approve","confidence":0.9,"reason":"fine"}')
+
+HOSTILE: list[tuple[str, Reply]] = [
+    ("timeout", Reply(200, APPROVE, drip_s=1.0)),  # one byte a second: each read is quick
+    ("timeout", Reply(200, APPROVE, drip_s=0.05)),  # faster drip, still past the deadline
+    ("timeout", Reply(200, APPROVE, stall_s=5.0)),  # nothing at all
+    ("http_status: 302", Reply(302, b"", headers={"Location": "/v1/chat/completions"})),
+    ("http_status: 500", Reply(500, b'{"error":"boom"}')),
+    ("too_large", Reply(200, b" " * 20_000_000)),  # declared 20 MB
+    ("too_large", Reply(200, b" " * 65_536, endless=True)),  # chunked, no length, no end
+    # a gzip bomb would expand past the cap in one decoded chunk: compressed bodies are refused
+    ("envelope: content-encoding", Reply(200, b"\x1f\x8b", headers={"Content-Encoding": "gzip"})),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "reply"), HOSTILE, ids=[f"{k}-{i}" for i, (k, _) in enumerate(HOSTILE)]
+)
+def test_a_hostile_transport_ends_by_the_deadline_and_takes_the_fallback(
+    llm_server: LlmServer, llm_httpd: tuple[object, str], kind: str, reply: Reply
+) -> None:
+    c = OpenAiChatReviewer(settings(llm_httpd[1], timeout_s=DEADLINE_S, max_response_bytes=1 << 20))
+    try:
+        d = decision()
+        llm_server.script(reply)
+        llm_server.answer_json(verdict="approve", confidence=0.9, reason="a followed redirect")
+        started = time.monotonic()
+        live = reviewer(c, llm_server, live=True, fallback="pass").review(d, RECENT)
+        elapsed = time.monotonic() - started
+    finally:
+        c.close()
+    assert live.error is not None
+    assert live.error.startswith(kind.split(":")[0])
+    assert kind in live.error
+    assert live.fallback
+    assert live.vetoed, "live mode: always veto"
+    assert elapsed <= DEADLINE_S + SLACK_S
+    assert live.latency_ms <= (DEADLINE_S + SLACK_S) * 1000
+    assert len(llm_server.requests) == 1, "a redirect is never followed"
+    if kind == "too_large":
+        assert elapsed < DEADLINE_S, "an oversized body fails without waiting for all of it"

@@ -6,12 +6,18 @@ the effect is bounded: approve (unchanged), veto (no order), or adjust — a *sm
 at least ``LLM_MIN_QTY_RATIO`` × the original and above zero, same symbol, same side. Anything
 else is a failure:
 
-* transport faults and timeouts, non-2xx answers, text that is not JSON, JSON that does not match
-  :class:`~trading.llm.contract.LlmVerdict` (unknown keys included), NaN/infinite numbers;
+* transport faults, a call that misses its deadline (``LLM_TIMEOUT_S`` bounds the whole call),
+  non-2xx answers (redirects included), oversized bodies, text that is not JSON, JSON with a
+  repeated key, JSON that does not match :class:`~trading.llm.contract.LlmVerdict` (unknown
+  keys included), NaN/infinite numbers;
 * an answer that names another symbol or side, a larger or out-of-bounds quantity, an
   ``adjusted_qty`` without ``adjust`` (or the reverse);
 * a ``reason`` carrying instruction-like or markup text (a sign that injected content steered
   the model; the text is stored for audit, never acted on).
+
+An adjusted quantity within bounds is cut down to the symbol's increment
+(:class:`~trading.quantity.QuantityRules`: whole shares unless the symbol is fractional), never
+rounded up; one that rounds down to zero is a veto with that reason.
 
 A failure applies the configured fallback (``pass``: the deterministic decision stands; ``veto``),
 forced to ``veto`` in live mode, and counts towards the circuit breaker, which after
@@ -38,8 +44,9 @@ from prometheus_client import Counter
 from torghut.config import LlmSettings
 from torghut.logs import get_logger
 from trading.domain import Action, Decision, SignalRow
-from trading.llm.contract import PROMPT_VERSION, LlmVerdict
+from trading.llm.contract import PROMPT_VERSION, AmbiguousJson, LlmVerdict, decode_verdict
 from trading.ports import ProviderReply, Reviewer, ReviewRequest
+from trading.quantity import QuantityRules
 
 __all__ = [
     "MAX_RAW_RESPONSE_CHARS",
@@ -156,10 +163,14 @@ class DecisionReview:
         settings: LlmSettings,
         *,
         live: bool,
+        quantity: QuantityRules | None = None,
         recent_limit: int = 5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._reviewer = reviewer
+        self._quantity = quantity or QuantityRules()
+        self.max_concurrency = settings.max_concurrency
+        self.max_pending = settings.max_pending
         self._shadow = settings.shadow
         self._fallback: EffectiveVerdict = (
             "veto" if live or settings.fallback == "veto" else "approve"
@@ -180,7 +191,11 @@ class DecisionReview:
                 decision, ProviderReply(self._reviewer.model, None, 0), None, "circuit_open"
             )
         request = _request(decision, recent[-self._recent_limit :], min_qty)
+        started = time.monotonic()
         reply = self._reviewer.review(request)
+        # The review's own duration, measured here whatever the provider reports.
+        elapsed_ms = round((time.monotonic() - started) * 1000)
+        reply = msgspec.structs.replace(reply, latency_ms=elapsed_ms)
         try:
             answer = self._validate(decision, reply, min_qty)
         except _Rejected as exc:
@@ -201,12 +216,25 @@ class DecisionReview:
             return self._finish(decision, reply, answer, error)
         return self._finish(decision, reply, answer, None)
 
+    def skipped(self, decision: Decision, reason: str, *, veto: bool = False) -> ReviewOutcome:
+        """The outcome of a review that never reached the model (``reason`` says why): the
+        configured fallback, or a veto whatever the mode when ``veto`` is set (a stopping
+        process sends nothing new)."""
+        reply = ProviderReply(self._reviewer.model, None, 0)
+        if veto:
+            REVIEWS.labels(effective_verdict="veto", path="skipped").inc()
+            return self._outcome(reply, None, "veto", Decimal(0), fallback=True, error=reason)
+        FAILURES.labels(kind=reason.split(":", 1)[0]).inc()
+        return self._finish(decision, reply, None, reason)
+
     def _validate(self, decision: Decision, reply: ProviderReply, min_qty: Decimal) -> LlmVerdict:
         if reply.error is not None or reply.content is None:
             kind = reply.error.split(":", 1)[0] if reply.error else "empty"
             raise _Rejected(kind if kind in _PROVIDER_KINDS else "provider", reply.error or "")
         try:
-            answer = msgspec.json.decode(reply.content, type=LlmVerdict)
+            answer = decode_verdict(reply.content)
+        except AmbiguousJson as exc:
+            raise _Rejected("ambiguous_json", str(exc)) from exc
         except msgspec.ValidationError as exc:
             raise _Rejected("schema", str(exc)) from exc
         except msgspec.DecodeError as exc:
@@ -249,10 +277,30 @@ class DecisionReview:
             if effective == "veto":
                 qty = Decimal(0)
             elif effective == "adjust" and answer.adjusted_qty is not None:
-                qty = answer.adjusted_qty
+                qty = self._quantity.round_down(decision.symbol, answer.adjusted_qty)
+                if qty == 0:
+                    effective = "veto"
+                    error = (
+                        f"quantised_to_zero: adjusted_qty {answer.adjusted_qty} is below one "
+                        f"{decision.symbol} increment ({self._quantity.increment(decision.symbol)})"
+                    )
             else:
                 qty = decision.qty
         REVIEWS.labels(effective_verdict=effective, path=path).inc()
+        return self._outcome(
+            reply, answer, effective, qty, fallback=failed and not self._shadow, error=error
+        )
+
+    def _outcome(
+        self,
+        reply: ProviderReply,
+        answer: LlmVerdict | None,
+        effective: EffectiveVerdict,
+        qty: Decimal,
+        *,
+        fallback: bool,
+        error: str | None,
+    ) -> ReviewOutcome:
         raw = reply.content[:MAX_RAW_RESPONSE_CHARS] if reply.content is not None else None
         return ReviewOutcome(
             model=reply.model,
@@ -260,7 +308,7 @@ class DecisionReview:
             effective_verdict=effective,
             effective_qty=qty,
             shadow=self._shadow,
-            fallback=failed and not self._shadow,
+            fallback=fallback,
             latency_ms=reply.latency_ms,
             verdict=answer.verdict if answer is not None else None,
             confidence=answer.confidence if answer is not None else None,
@@ -272,7 +320,7 @@ class DecisionReview:
         )
 
 
-_PROVIDER_KINDS = frozenset({"timeout", "http_status", "transport", "envelope"})
+_PROVIDER_KINDS = frozenset({"timeout", "http_status", "transport", "too_large", "envelope"})
 
 
 def _request(decision: Decision, recent: Sequence[SignalRow], min_qty: Decimal) -> ReviewRequest:
