@@ -7,8 +7,24 @@ Run::
 
 Configured from the environment (:func:`torghut.config.load_settings`): ``KAFKA_*`` (broker,
 topic names), ``CH_*`` (ClickHouse; migrations are applied at start), ``TA_*`` (lateness,
-correction horizon, idle close, ``TA_EXIT_AT_END`` for backfills: read every input topic to
-its end, publish what is open, stop; no status heartbeat then), ``RECOVERY_*`` (backups).
+correction horizon, idle close, ``TA_KAFKA_BATCH_SIZE`` / ``TA_KAFKA_PREFETCH_KB`` for the
+input, ``TA_EXIT_AT_END`` for backfills: read every input partition up to its high watermark
+at start, publish what is open, stop; no status heartbeat then), ``RECOVERY_*`` (backups).
+
+Input: :class:`operators.kafka_source.KafkaBatchSource`, one input step per topic, one Bytewax
+partition per topic-partition (spread over the workers), raw value bytes per poll, the next
+offset of each partition in the recovery snapshot, bounded prefetch.
+
+Backfills refuse data the ClickHouse TTLs would drop: with ``TA_EXIT_AT_END`` the TTLs of
+``ta_microbars`` and ``ta_signals`` are read from ``system.tables`` at start, and the first
+batch of each input partition is checked before it is handed on
+(:class:`torghut.clickhouse.ttl.TtlGuard`); input older than a TTL stops the flow with an
+error naming the table, its TTL and the oldest event time, instead of exiting 0 with nothing
+stored.
+
+Stopping: SIGINT (Ctrl-C) and SIGTERM end every input through EOF
+(:mod:`operators.graceful_stop`): open bars are published, sinks flush, a final snapshot is
+written and the process exits 0; a restart continues from exactly those offsets.
 
 Recovery and backups. Bytewax opens the recovery directory after importing this module, so the
 restore happens here, at import: when the process was started by ``bytewax.run`` with ``-r
@@ -36,18 +52,18 @@ import gc
 import os
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
-from confluent_kafka import OFFSET_BEGINNING
 
 from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink
+from operators.graceful_stop import GracefulStop, stoppable
 from operators.indicators import ta_pipeline
 from operators.kafka_io import KafkaSink, encode_dead_letter, encode_keyed
+from operators.kafka_source import KafkaBatchSource, consumer_config
 from operators.recovery_backup import BackupLoop, restore_latest_if_empty, store_from_settings
 from operators.ta_status import TaProgress, TaStatusSource
 from torghut.clickhouse import (
@@ -60,6 +76,7 @@ from torghut.clickhouse import (
     migrate,
     signal_row,
 )
+from torghut.clickhouse.ttl import TtlGuard, oldest_envelope_time, table_ttls
 from torghut.config import Settings, load_settings
 from torghut.logs import configure_logging, get_logger
 
@@ -83,8 +100,17 @@ def recovery_directory(argv: Sequence[str], environ: dict[str, str]) -> Path | N
     return Path(env) if env else None
 
 
-def build_flow(settings: Settings, progress: TaProgress) -> Dataflow:
-    """The Kafka-to-Kafka/ClickHouse TA flow (wiring only)."""
+def build_flow(
+    settings: Settings,
+    progress: TaProgress,
+    stop: GracefulStop,
+    ttl_guard: TtlGuard | None = None,
+) -> Dataflow:
+    """The Kafka-to-Kafka/ClickHouse TA flow (wiring only).
+
+    ``stop`` ends every input through EOF when requested; ``ttl_guard`` (backfills) checks
+    the first batch of every input partition against the ClickHouse TTLs.
+    """
     kafka = settings.kafka
     if kafka.embedded:
         raise SystemExit(
@@ -93,16 +119,26 @@ def build_flow(settings: Settings, progress: TaProgress) -> Dataflow:
         )
     ta = settings.ta
     flow = Dataflow(FLOW_ID)
-    consumer = kafka.client_config()
+    consumer = consumer_config(
+        kafka.client_config(), batch_size=ta.kafka_batch_size, prefetch_kb=ta.kafka_prefetch_kb
+    )
 
-    def source(topic: str) -> KafkaSource:
-        return KafkaSource(
-            [kafka.bootstrap_servers],
-            [topic],
-            tail=not ta.exit_at_end,
-            starting_offset=OFFSET_BEGINNING,
-            add_config=consumer,
-            batch_size=ta.kafka_batch_size,
+    def check_ttl(source_id: str, values: list[bytes | None]) -> None:
+        oldest = oldest_envelope_time(values)
+        if ttl_guard is not None and oldest is not None:
+            ttl_guard.check(oldest, f"Kafka {source_id}")
+
+    def source(topic: str) -> Any:
+        return stoppable(
+            KafkaBatchSource(
+                consumer,
+                [topic],
+                batch_size=ta.kafka_batch_size,
+                exit_at_end=ta.exit_at_end,
+                drained=progress,
+                on_first_batch=check_ttl if ttl_guard is not None else None,
+            ),
+            stop,
         )
 
     trades = op.input("trades", flow, source(kafka.topic_trades))
@@ -127,9 +163,8 @@ def build_flow(settings: Settings, progress: TaProgress) -> Dataflow:
         KafkaSink(producer, kafka.topic_ta_dlq),
     )
     if not ta.exit_at_end:  # a heartbeat source never ends; a backfill must
-        status = op.input(
-            "status", flow, TaStatusSource(progress, timedelta(seconds=ta.status_interval_s))
-        )
+        heartbeat = TaStatusSource(progress, timedelta(seconds=ta.status_interval_s))
+        status = op.input("status", flow, stoppable(heartbeat, stop))
         op.output(
             "status_kafka",
             op.map("status_encode", status, encode_keyed),
@@ -166,18 +201,27 @@ def build_flow(settings: Settings, progress: TaProgress) -> Dataflow:
     return flow
 
 
-def _prepare(settings: Settings, progress: TaProgress) -> None:
-    """Start-up side effects: ClickHouse migrations, recovery restore and backup loop."""
+def _prepare(settings: Settings, progress: TaProgress) -> TtlGuard | None:
+    """Start-up side effects: ClickHouse migrations, recovery restore and backup loop.
+
+    Returns the TTL guard of a backfill (``TA_EXIT_AT_END``), read after the migrations.
+    """
     client = connect(settings.clickhouse)
     try:
         applied = migrate(client, settings.clickhouse)
+        guard = None
+        if settings.ta.exit_at_end:
+            ttls = table_ttls(
+                client, settings.clickhouse.database, (MICROBARS_TABLE, SIGNALS_TABLE)
+            )
+            guard = TtlGuard(ttls, datetime.now(UTC))
     finally:
         client.close()
     if applied:
         log.info("clickhouse_migrated", applied=applied)
     directory = recovery_directory(sys.argv, dict(os.environ))
     if directory is None:
-        return
+        return guard
     rec = settings.recovery
     store = store_from_settings(rec, FLOW_ID)
     restored = restore_latest_if_empty(directory, store, rec.partitions)
@@ -186,14 +230,17 @@ def _prepare(settings: Settings, progress: TaProgress) -> None:
         loop = BackupLoop(directory, store, rec.backup_interval_s, rec.keep_sets)
         loop.start()
         progress.last_backup_at = lambda: loop.last_backup_at
+    return guard
 
 
 def _main() -> Dataflow:
     configure_logging()
     settings = load_settings()
     progress = TaProgress()
-    dataflow = build_flow(settings, progress)
-    _prepare(settings, progress)
+    guard = _prepare(settings, progress)
+    stop = GracefulStop()
+    stop.install()
+    dataflow = build_flow(settings, progress, stop, guard)
     # Start-up objects (modules, settings, the graph) live for good: keep full collections
     # from traversing them again and again as the keyed state grows.
     gc.freeze()
