@@ -18,8 +18,11 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from torghut.clickhouse.client import Client
+from torghut.logs import get_logger
 
 __all__ = ["RowsBeyondTtl", "TtlGuard", "oldest_envelope_time", "parse_ttl", "table_ttls"]
+
+log = get_logger("torghut.clickhouse.ttl")
 
 _UNITS = {
     "second": timedelta(seconds=1),
@@ -89,15 +92,17 @@ class TtlGuard:
         if not beyond:
             return
         tables = "; ".join(
-            f"{table} keeps rows for {_days(ttl)} (TTL {ttl}), so nothing older than "
+            f"{table} keeps rows for {_days(ttl)} (its TTL), so nothing older than "
             f"{(self.now - ttl).isoformat()} survives"
             for table, ttl in beyond
         )
-        raise RowsBeyondTtl(
+        error = (
             f"refusing to write TA rows from {where}: its oldest event time is "
             f"{oldest.isoformat()}, and {tables}. Backfill recent data only, or raise the "
             "table's TTL with a new migration first."
         )
+        log.error("rows_beyond_ttl", error=error)
+        raise RowsBeyondTtl(error)
 
 
 class _Stamp(msgspec.Struct):
