@@ -26,10 +26,13 @@ about it and drops the rest:
   :class:`KafkaConsumeError` naming the topic, partition, offset and error (the flow stops and
   a restart resumes from the last snapshot); client-level errors reported through
   ``error_cb`` are counted and logged, and a fatal one stops the flow the same way;
-* when a poll returns fewer messages than asked, nothing more is pending right now: the
-  partition tells ``drained.mark_source_drained(f"{topic}/{partition}", wall_us)`` (the TA
-  flow's :class:`~operators.ta_status.TaProgress` uses it to know the source is caught up)
-  and asks to be polled again after ``idle_poll_ms`` instead of spinning.
+* when a poll returns fewer messages than asked and the partition's next offset has reached
+  the high watermark of librdkafka's last fetch response, nothing more is pending right now:
+  the partition tells ``drained.mark_source_drained(f"{topic}/{partition}", wall_us)`` (the
+  TA flow's :class:`~operators.ta_status.TaProgress` uses it to know the source is caught up)
+  and asks to be polled again after ``idle_poll_ms`` instead of spinning. A short poll while
+  the broker still holds more (the prefetch queue between two fetches) is polled again at
+  once and is not "drained".
 
 Offsets are never committed to Kafka: consumer-group lag tools do not see this flow; the lag
 is ``torghut_kafka_source_lag`` per topic-partition (the high watermark librdkafka caches
@@ -104,7 +107,7 @@ def consumer_config(client: dict[str, str], *, batch_size: int, prefetch_kb: int
     ``prefetch_kb`` bounds the messages librdkafka queues ahead of the flow for the partition
     (``queued.max.messages.kbytes``); one fetch response is at most half of it (but at least
     the 1 MB librdkafka requires, ``message.max.bytes``), so a fetch in flight and the queue
-    together stay within about 1.5 × ``prefetch_kb`` for the default 8 MB. ``client`` (broker,
+    together stay within ``prefetch_kb`` + 1 MB. ``client`` (broker,
     security) and :data:`CONSUMER_DEFAULTS` come first; the bounds are always applied.
     """
     fetch_bytes = max(1_000_000, prefetch_kb * 1024 // 2)
@@ -212,31 +215,37 @@ class _KafkaBatchPartition(StatefulSourcePartition[bytes | None, int]):
         if self._fatal is not None:
             raise KafkaConsumeError(f"Kafka consumer of {self._id} failed: {self._fatal}")
         msgs = self._consumer.consume(self._batch, 0)
-        if len(msgs) < self._batch:
+        if msgs and any(map(_ERROR, msgs)):
+            self._raise_error(msgs)
+        values: list[bytes | None] = []
+        if msgs:
+            last: int = msgs[-1].offset()  # type: ignore[assignment]  # set on consumed messages
+            if end is not None and last >= end:
+                msgs = [m for m in msgs if m.offset() < end]  # type: ignore[operator]
+                last = msgs[-1].offset() if msgs else end - 1  # type: ignore[assignment]
+            values = list(map(_VALUE, msgs))
+            self._next = last + 1
+        # Caught up = this poll got less than a batch and nothing is left on the broker either
+        # (the high watermark of the last fetch response); a short poll alone only means the
+        # prefetch queue was between two fetches.
+        high = self._consumer.get_watermark_offsets(self._tp, cached=True)[1]
+        if high >= 0:
+            self._lag.set(max(0, high - self._next))
+        if len(values) == self._batch:
+            self._awake = None
+        elif high < 0:  # no fetch response yet: nothing known, nothing to spin for
+            self._awake = datetime.now(UTC) + self._idle
+        elif self._next >= high:
             self._awake = datetime.now(UTC) + self._idle
             if self._drained is not None:
                 self._drained.mark_source_drained(self._id, time.time_ns() // 1000)
         else:
             self._awake = None
-        if not msgs:
-            return []
-        if any(map(_ERROR, msgs)):
-            self._raise_error(msgs)
-        last: int = msgs[-1].offset()  # type: ignore[assignment]  # set on consumed messages
-        if end is not None and last >= end:
-            msgs = [m for m in msgs if m.offset() < end]  # type: ignore[operator]
-            if not msgs:
-                self._next = end
-                return []
-            last = msgs[-1].offset()  # type: ignore[assignment]
-        values: list[bytes | None] = list(map(_VALUE, msgs))
-        self._next = last + 1
-        high = self._consumer.get_watermark_offsets(self._tp, cached=True)[1]
-        self._lag.set(max(0, high - self._next))
-        if self._on_first is not None:
-            on_first, self._on_first = self._on_first, None
-            on_first(self._id, values)
-        self._messages.inc(len(values))
+        if values:
+            if self._on_first is not None:
+                on_first, self._on_first = self._on_first, None
+                on_first(self._id, values)
+            self._messages.inc(len(values))
         return values
 
     def next_awake(self) -> datetime | None:
