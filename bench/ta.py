@@ -311,8 +311,9 @@ def _ends(c: Consumer, topics: list[str], partitions: int) -> dict[tuple[str, in
     }
 
 
-def raw_consume(bootstrap: str, topics: list[str], partitions: int) -> tuple[int, float]:
-    """(messages, seconds) of a tuned plain consumer reading ``topics`` to their end."""
+def raw_consume(bootstrap: str, topics: list[str], partitions: int) -> tuple[int, float, float]:
+    """(messages, seconds, CPU seconds of all threads) of a tuned plain consumer reading
+    ``topics`` to their end."""
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -325,7 +326,7 @@ def raw_consume(bootstrap: str, topics: list[str], partitions: int) -> tuple[int
     try:
         ends = _ends(c, topics, partitions)
         total = sum(ends.values())
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         c.assign([TopicPartition(t, p, 0) for (t, p) in ends])
         n = 0
         value = Message.value
@@ -333,7 +334,7 @@ def raw_consume(bootstrap: str, topics: list[str], partitions: int) -> tuple[int
             msgs = c.consume(20_000, 0.1)
             values = list(map(value, msgs))
             n += len(values)
-        return n, time.perf_counter() - started
+        return n, time.perf_counter() - started, time.process_time() - cpu
     finally:
         c.close()
 
@@ -344,6 +345,8 @@ class FlowRun:
     """From the first partition assigned to the exit."""
     process_seconds: float
     max_rss_mib: float
+    cpu_seconds: float
+    """User + system CPU of the whole process (all threads, start-up included)."""
     code: int
     log_tail: str
 
@@ -353,7 +356,7 @@ import os, subprocess, sys
 child = subprocess.Popen(sys.argv[2:])
 _, status, usage = os.wait4(child.pid, 0)
 with open(sys.argv[1], "w") as out:
-    out.write(str(usage.ru_maxrss))
+    out.write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 """Runs the flow and writes its peak RSS (KiB). Why a launcher: a child's ``ru_maxrss`` also
@@ -390,8 +393,8 @@ def run_ta_flow(env: dict[str, str], log: Path) -> FlowRun:
             first = datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
             break
     seconds = ended - (first if first is not None else started)
-    rss = int(rss_file.read_text()) / 1024 if rss_file.exists() else float("nan")
-    return FlowRun(seconds, ended - started, rss, code, text[-3000:])
+    rss_kib, cpu = rss_file.read_text().split() if rss_file.exists() else ("nan", "nan")
+    return FlowRun(seconds, ended - started, int(rss_kib) / 1024, float(cpu), code, text[-3000:])
 
 
 def _topic_total(bootstrap: str, topic: str) -> int:
@@ -424,7 +427,9 @@ def kafka_round(
         _produce(bootstrap, names_in["trades"], trades, _keys(trades, names))
         _produce(bootstrap, names_in["quotes"], quotes, _keys(quotes, names))
         produced = time.perf_counter() - started
-        raw_n, raw_s = raw_consume(bootstrap, [names_in["trades"], names_in["quotes"]], partitions)
+        raw_n, raw_s, raw_cpu = raw_consume(
+            bootstrap, [names_in["trades"], names_in["quotes"]], partitions
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CH_", "TA_"))}
         env.update(
             {
@@ -447,11 +452,23 @@ def kafka_round(
         flow = run_ta_flow(env, work / "ta.log")
         if flow.code != 0:
             raise SystemExit(f"TA flow failed with {flow.code}:\n{flow.log_tail}")
+        empty = names_in["bars"]  # the same flow on empty inputs: its start-up and shutdown
+        idle = run_ta_flow(
+            {
+                **env,
+                "KAFKA_TOPIC_TRADES": empty,
+                "KAFKA_TOPIC_QUOTES": empty,
+                "CH_DSN": f"chdb://{work / 'chdb-empty'}",
+            },
+            work / "empty.log",
+        )
         return {
             "produce_s": produced,
             "raw_n": raw_n,
             "raw_s": raw_s,
+            "raw_cpu": raw_cpu,
             "flow": flow,
+            "idle": idle,
             "bars": _topic_total(bootstrap, names_out["bars"]),
             "signals": _topic_total(bootstrap, names_out["signals"]),
             "dead": _topic_total(bootstrap, names_out["dlq"]),
@@ -512,6 +529,8 @@ def main() -> None:
                     args.bootstrap, trades, quotes, names, args.partitions, Path(tmp), extra
                 )
             f: FlowRun = k["flow"]
+            idle: FlowRun = k["idle"]
+            net_cpu = f.cpu_seconds - idle.cpu_seconds
             raw_rate = k["raw_n"] / k["raw_s"]
             ta_rate = n / f.seconds
             per_symbols[symbols] = ta_rate
@@ -523,8 +542,12 @@ def main() -> None:
                 f"    ta flow     : {ta_rate:>12,.0f} events/s ({f.seconds:.2f} s from the first "
                 f"partition assigned; {n / f.process_seconds:,.0f} events/s over the whole "
                 f"process, {f.process_seconds:.2f} s)\n"
-                f"    ratio ta flow / raw consume: {ta_rate / raw_rate:.3f}\n"
-                f"    peak RSS of the ta flow: {f.max_rss_mib:.0f} MiB\n"
+                f"    ratio ta flow / raw consume: {ta_rate / raw_rate:.3f} (wall); per CPU-second "
+                f"{n / net_cpu:,.0f} / {k['raw_n'] / k['raw_cpu']:,.0f} = "
+                f"{(n / net_cpu) / (k['raw_n'] / k['raw_cpu']):.3f} (the flow's CPU net of "
+                f"its start-up and shutdown, {idle.cpu_seconds:.2f} CPU-s on empty inputs)\n"
+                f"    peak RSS of the ta flow: {f.max_rss_mib:.0f} MiB ({idle.max_rss_mib:.0f} MiB "
+                "on empty inputs: modules and the embedded ClickHouse)\n"
                 f"    rows out: {k['bars']} bars, {k['signals']} signals, {k['dead']} dead letters"
             )
         if not args.no_inprocess:
