@@ -84,6 +84,7 @@ from operators.quotes import QUOTE_WIRE
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.events import Envelope, Quote, Trade
+from torghut.gc_policy import tune_for_streaming
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = (datetime.now(UTC) - timedelta(days=1)).replace(hour=14, minute=30, second=0, microsecond=0)
@@ -516,7 +517,7 @@ def main() -> None:
         trades, quotes, names = synthetic_market(
             args.events, symbols, args.quotes_per_trade, args.rate
         )
-        gc.freeze()  # the pre-encoded input is test data, not the system under test
+        tune_for_streaming()  # as the TA flow does; the pre-encoded input is frozen with it
         n = len(trades) + len(quotes)
         print(
             f"\n== {symbols} symbols: {n} events ({len(trades)} trades, {len(quotes)} quotes), "

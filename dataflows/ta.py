@@ -48,7 +48,6 @@ wires it to in-process sources instead.
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -78,6 +77,7 @@ from torghut.clickhouse import (
 )
 from torghut.clickhouse.ttl import TtlGuard, oldest_envelope_time, table_ttls
 from torghut.config import Settings, load_settings
+from torghut.gc_policy import tune_for_streaming
 from torghut.logs import configure_logging, get_logger
 
 __all__ = ["build_flow", "flow", "recovery_directory"]
@@ -241,9 +241,7 @@ def _main() -> Dataflow:
     stop = GracefulStop()
     stop.install()
     dataflow = build_flow(settings, progress, stop, guard)
-    # Start-up objects (modules, settings, the graph) live for good: keep full collections
-    # from traversing them again and again as the keyed state grows.
-    gc.freeze()
+    tune_for_streaming()
     return dataflow
 
 
