@@ -74,7 +74,7 @@ CONSUMER_DEFAULTS: dict[str, str] = {
     "fetch.wait.max.ms": "100",
     "enable.partition.eof": "false",
 }
-"""librdkafka settings of every :class:`KafkaBatchSource` consumer (the caller's win)."""
+"""librdkafka settings of every :class:`KafkaBatchSource` consumer (the caller's settings win)."""
 
 MESSAGES = Counter(
     "torghut_kafka_source_messages_total", "Messages handed to the flow, by topic.", ["topic"]
@@ -110,8 +110,8 @@ def consumer_config(client: dict[str, str], *, batch_size: int, prefetch_kb: int
     ``prefetch_kb`` bounds the messages librdkafka queues ahead of the flow for the partition
     (``queued.max.messages.kbytes``); one fetch response is at most half of it (but at least
     the 1 MB librdkafka requires, ``message.max.bytes``), so a fetch in flight and the queue
-    together stay within ``prefetch_kb`` + 1 MB. ``client`` (broker,
-    security) and :data:`CONSUMER_DEFAULTS` come first; the bounds are always applied.
+    together stay within ``prefetch_kb`` + 1 MB. ``client`` (broker, security) overrides
+    :data:`CONSUMER_DEFAULTS`; the bounds are always applied.
     """
     fetch_bytes = max(1_000_000, prefetch_kb * 1024 // 2)
     return {
