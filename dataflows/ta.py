@@ -50,10 +50,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -83,6 +83,8 @@ from torghut.logs import configure_logging, get_logger
 __all__ = ["build_flow", "flow", "recovery_directory"]
 
 FLOW_ID = "ta"
+X = TypeVar("X")
+Y = TypeVar("Y")
 log = get_logger("dataflows.ta")
 
 
@@ -149,12 +151,12 @@ def build_flow(
     producer = kafka.client_config()
     op.output(
         "bars_kafka",
-        op.map("bars_encode", out.microbars, encode_keyed),
+        op.flat_map_batch("bars_encode", out.microbars, _each(encode_keyed)),
         KafkaSink(producer, kafka.topic_ta_bars),
     )
     op.output(
         "signals_kafka",
-        op.map("signals_encode", out.signals, encode_keyed),
+        op.flat_map_batch("signals_encode", out.signals, _each(encode_keyed)),
         KafkaSink(producer, kafka.topic_ta_signals),
     )
     op.output(
@@ -178,7 +180,7 @@ def build_flow(
 
     clickhouse_sink(
         "bars_clickhouse",
-        op.map("bars_rows", out.microbars, microbar_row),
+        op.flat_map_batch("bars_rows", out.microbars, _each(microbar_row)),
         ClickHouseSink(
             client,
             MICROBARS_TABLE,
@@ -189,7 +191,7 @@ def build_flow(
     )
     clickhouse_sink(
         "signals_clickhouse",
-        op.map("signals_rows", out.signals, signal_row),
+        op.flat_map_batch("signals_rows", out.signals, _each(signal_row)),
         ClickHouseSink(
             client,
             SIGNALS_TABLE,
@@ -199,6 +201,16 @@ def build_flow(
         ),
     )
     return flow
+
+
+def _each(fn: Callable[[X], Y]) -> Callable[[list[X]], list[Y]]:
+    """``fn`` over a whole batch in one C-level ``map``: ``op.map`` runs a Python generator
+    step per item, which at thousands of bars and signals a second is a cost of its own."""
+
+    def over(batch: list[X]) -> list[Y]:
+        return list(map(fn, batch))
+
+    return over
 
 
 def _prepare(settings: Settings, progress: TaProgress) -> TtlGuard | None:
