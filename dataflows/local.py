@@ -5,8 +5,11 @@ directory, so with the embedded defaults every stage that touches it (the TA sin
 signal reader, the API) must share one process. The stages are the same composable operators
 the Kafka-joined dataflows use (:func:`operators.market_events.market_events`,
 :func:`operators.indicators.ta_pipeline`, :func:`dataflows.trading.trading_pipeline`); only the
-joints differ: streams instead of Kafka topics. Against a ClickHouse server and Kafka, run
-``dataflows.ingest``, ``dataflows.ta`` and ``dataflows.trading`` as separate processes instead.
+joints differ: streams instead of Kafka topics. What crosses the ingest → TA joint is what
+would cross the Kafka topic, the encoded envelopes (:func:`operators.market_events.as_wire`),
+so the TA stage takes the same compiled paths as in production. Against a ClickHouse server
+and Kafka, run ``dataflows.ingest``, ``dataflows.ta`` and ``dataflows.trading`` as separate
+processes instead.
 
 Dead letters of every stage, decision outcomes and ingest heartbeats go to one JSON-lines audit
 file (``TORGHUT_DATA_DIR/local-audit.jsonl``) besides the structured log, so nothing is lost
@@ -30,7 +33,7 @@ from dataflows.trading import TradingRuntime, trading_pipeline
 from operators.alpaca_ws import AlpacaWsConfig, AlpacaWsSource
 from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink
 from operators.indicators import ta_pipeline
-from operators.market_events import IngestCounters, by_family, market_events
+from operators.market_events import IngestCounters, as_wire, by_family, market_events
 from operators.ta_status import TaProgress
 from torghut.clickhouse import (
     MICROBAR_COLUMNS,
@@ -80,7 +83,11 @@ def build_local_flow(
     ta = settings.ta
     ingest = market_events("ingest", flow, source, ta.dedup_window_s, ta.dedup_max_keys, counters)
     families = by_family("families", ingest.events, counters)
-    out = ta_pipeline("ta", families.trades, families.quotes, families.bars, ta, progress)
+    # TA reads the bytes it would read from Kafka, so it runs the same (compiled) paths
+    trades = as_wire("trades_wire", families.trades)
+    quotes = as_wire("quotes_wire", families.quotes)
+    bars = as_wire("bars_wire", families.bars)
+    out = ta_pipeline("ta", trades, quotes, bars, ta, progress)
 
     ch = settings.clickhouse
 

@@ -3,9 +3,16 @@
 Why our own sink: Bytewax's ``KafkaSink`` ignores delivery failures (no delivery callback, the
 result of ``flush()`` is thrown away), so a broker outage loses data while the flow looks
 healthy (bytewax-notes §3). :class:`KafkaSink` produces with ``enable.idempotence`` (hence
-``acks=all``) and lz4, records every delivery report, and raises :class:`KafkaDeliveryError`
-from ``write_batch`` once the batch is flushed if any message failed or is still undelivered:
-the flow fails loudly and, being at-least-once, re-sends after a restart.
+``acks=all``) and lz4, and raises :class:`KafkaDeliveryError` from ``write_batch`` once the
+batch is flushed if any message failed or is still undelivered: the flow fails loudly and,
+being at-least-once, re-sends after a restart.
+
+Built for batches: a batch is handed to librdkafka with ``produce_batch`` (one C call per
+chunk of :data:`CHUNK` messages, not one ``produce`` call per message), and delivery reports
+are asked for failures only (``delivery.report.only.error``), so a healthy batch costs no
+Python callback per message. The producer's queue is bounded (``queue.buffering.max.kbytes``
+/ ``.messages``); a chunk that does not fit waits for the queue to drain and is retried in
+order, so memory stays bounded and per-key order is kept.
 
 Message key = the envelope's symbol, so one symbol's messages land in one partition, in order.
 Values are JSON-encoded :class:`torghut.events.Envelope` s (the schemas in ``infra/schemas/``).
@@ -43,6 +50,8 @@ PRODUCER_DEFAULTS: dict[str, str] = {
     "compression.type": "lz4",
     "linger.ms": "5",
     "message.timeout.ms": "30000",
+    "queue.buffering.max.kbytes": "32768",
+    "queue.buffering.max.messages": "200000",
 }
 """Settings :class:`KafkaSink` applies unless the caller's config overrides them."""
 
@@ -57,6 +66,8 @@ DELIVERY_FAILURES = Counter(
 
 _ENCODER = msgspec.json.Encoder()
 _ERROR_SAMPLE = 5
+CHUNK = 10_000
+"""Messages handed to librdkafka per ``produce_batch`` call (well under the queue bound)."""
 
 
 class KafkaDeliveryError(RuntimeError):
@@ -101,7 +112,6 @@ class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
         self._topic = topic
         self._failures: list[str] = []
         self._failed = 0
-        self._acked = 0
         self._fatal: KafkaError | None = None
         self._producer = Producer(
             {
@@ -109,6 +119,7 @@ class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
                 **config,
                 "error_cb": self._on_error,
                 "on_delivery": self._on_delivery,
+                "delivery.report.only.error": True,  # _on_delivery counts failures only
             }
         )
         self._produced = PRODUCED.labels(topic)
@@ -119,33 +130,45 @@ class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
             self._fatal = err
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            self._acked += 1
+        if err is None:  # only failures are reported (delivery.report.only.error)
             return
         self._failed += 1
         if len(self._failures) < _ERROR_SAMPLE:
             self._failures.append(str(err))
 
     def write_batch(self, items: list[tuple[str, bytes]]) -> None:
-        produce, topic = self._producer.produce, self._topic
-        self._acked = 0
-        for key, value in items:
-            while True:
-                try:
-                    produce(topic, value, key)
+        producer, topic = self._producer, self._topic
+        for start in range(0, len(items), CHUNK):
+            pending: list[dict[str, Any]] = [
+                {"key": k, "value": v} for k, v in items[start : start + CHUNK]
+            ]
+            while pending:
+                producer.produce_batch(topic, pending)
+                refused = [m for m in pending if "_error" in m]
+                if not refused:
                     break
-                except BufferError:
-                    self._producer.poll(0.1)
-        remaining = self._producer.flush()
-        self._produced.inc(self._acked)
+                if any(m["_error"].code() != KafkaError._QUEUE_FULL for m in refused):
+                    self._refused(refused, len(items))
+                producer.flush(1.0)  # the queue is full: let it drain, then retry in order
+                pending = [{"key": m["key"], "value": m["value"]} for m in refused]
+        remaining = producer.flush()
         self._raise_if_lost(len(items), remaining)
+
+    def _refused(self, refused: list[dict[str, Any]], sent: int) -> None:
+        errors = [str(m["_error"]) for m in refused[:_ERROR_SAMPLE]]
+        self._failed_counter.inc(len(refused))
+        raise KafkaDeliveryError(
+            f"{len(refused)} of {sent} messages to {self._topic} refused by the producer: {errors}"
+        )
 
     def _raise_if_lost(self, sent: int, remaining: int) -> None:
         if self._fatal is not None:
             raise KafkaDeliveryError(f"producer for {self._topic} failed fatally: {self._fatal}")
         if not self._failed and not remaining:
+            self._produced.inc(sent)
             return
         failed, sample = self._failed, list(self._failures)
+        self._produced.inc(max(0, sent - failed - remaining))
         self._failed_counter.inc(failed + remaining)
         self._failed, self._failures = 0, []
         raise KafkaDeliveryError(

@@ -30,6 +30,7 @@ from prometheus_client import Counter
 from operators.alpaca_decode import FAMILIES, Family, Frame, FrameDecoder, MarketEvent
 from operators.alpaca_ws import SourceHeartbeat, SourceItem
 from operators.dedup import dedup
+from operators.kafka_io import encode_envelope
 from torghut.dead_letters import DeadLetter
 from torghut.events import Envelope, IngestStatus
 from torghut.logs import get_logger
@@ -40,6 +41,7 @@ __all__ = [
     "IngestCounters",
     "LogSample",
     "MarketEventStreams",
+    "as_wire",
     "by_family",
     "heartbeat_envelope",
     "market_events",
@@ -169,6 +171,22 @@ def by_family(
         rest = split.falses
     out[FAMILIES[-1]] = op.map(f"{FAMILIES[-1]}_envelopes", rest, _envelope)
     return FamilyStreams(out["trades"], out["quotes"], out["bars"], out["status"])
+
+
+@operator
+def as_wire(step_id: str, envelopes: Stream[Envelope[Any]]) -> Stream[bytes]:
+    """Envelopes as the JSON bytes the ingest stage writes to Kafka, a batch at a time.
+
+    Why: the all-in-one flow joins ingest and TA without Kafka, and the TA operators take
+    their compiled paths only for message bytes (an envelope object takes the general Python
+    path). Encoding here makes the embedded flow run exactly what production runs on the
+    messages it reads from Kafka.
+    """
+    return op.flat_map_batch("encode", envelopes, _encode_all)
+
+
+def _encode_all(batch: list[Envelope[Any]]) -> list[bytes]:
+    return list(map(encode_envelope, batch))
 
 
 def heartbeat_envelope(

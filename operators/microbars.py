@@ -347,9 +347,11 @@ def _preaggregate(
     dead: list[DeadLetter] = []
     rejected: list[Rejected] = []
     if fast is None:
+        progress.add_batch("python")
         ticks, dead = decode_trades(values)
         per_symbol, rejected, duplicates = preaggregate(ticks, lateness, allow)
     else:
+        progress.add_batch("compiled")
         per_symbol, duplicates = fast
     if duplicates:
         progress.add_duplicates(duplicates)

@@ -137,6 +137,7 @@ def reduce_quotes(
             chunks = _chunks_in_order(wires, kept, allow)
         if chunks is None:
             triples = [(w.symbol, w.event_ts, v) for w, v in zip(wires, kept, strict=True)]
+    progress.add_batch("python" if chunks is None else "compiled")
     if chunks is None:
         chunks = chunks_of(_latest_each(triples, allow, dead))
     out: list[tuple[str, QuoteChunk] | DeadLetter] = list(chunks.items())

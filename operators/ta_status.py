@@ -56,6 +56,10 @@ class TaProgress:
         self.watermark_us: int | None = None
         self.last_snapshot_at: datetime | None = None
         self.last_backup_at: Callable[[], datetime | None] = lambda: None
+        self.drained_at_us: dict[str, int] = {}
+        """Per input source (``topic/partition``): when a poll last found nothing pending."""
+        self.batches: dict[str, int] = {"compiled": 0, "python": 0}
+        """Input batches by the path that reduced them (compiled fast path or Python)."""
 
     def add_bars(self, window: str, first: int, corrected: int) -> None:
         with self._lock:
@@ -83,6 +87,16 @@ class TaProgress:
         with self._lock:
             self.duplicates += n
         DUPLICATES.inc(n)
+
+    def mark_source_drained(self, source_id: str, wall_us: int) -> None:
+        """The source ``source_id`` had nothing more pending at ``wall_us`` (µs, wall clock)."""
+        with self._lock:
+            self.drained_at_us[source_id] = wall_us
+
+    def add_batch(self, path: str) -> None:
+        """Count an input batch reduced by ``path`` (``"compiled"`` or ``"python"``)."""
+        with self._lock:
+            self.batches[path] = self.batches.get(path, 0) + 1
 
     def observe_watermark(self, watermark_us: int) -> None:
         with self._lock:

@@ -215,6 +215,9 @@ class TaSettings(_Section):
     """Most messages one Kafka poll returns. A poll returns what is there, so this only bites
     when the flow is behind: then larger batches spread each batch's fixed cost over more
     events, which is what lets the flow catch up (``bench/README.md``)."""
+    kafka_prefetch_kb: int = Field(default=2048, ge=64)
+    """Most kilobytes librdkafka prefetches per input partition (``queued.max.messages.kbytes``;
+    a fetch in flight adds up to half as much): the bound on the flow's input buffering."""
     status_interval_s: float = Field(default=5.0, gt=0)
 
 

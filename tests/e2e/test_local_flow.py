@@ -100,6 +100,9 @@ def test_stream_to_trades_end_to_end(
 
     trades = [m.fields for m in sent if m.type == "t"]
     assert len(trades) > 1000
+    # the embedded flow hands TA the wire bytes: every batch took the compiled paths
+    assert local.progress.batches["compiled"] > 0
+    assert local.progress.batches["python"] == 0
     expected = _bars_oracle(trades)
     got = pl.DataFrame(
         client.query(

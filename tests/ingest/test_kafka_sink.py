@@ -18,9 +18,11 @@ from tests.helpers import wait_until
 from tests.ingest.conftest import TopicReader
 
 
-def sink_flow(items: list[tuple[str, bytes]], config: dict[str, str], topic: str) -> Dataflow:
+def sink_flow(
+    items: list[tuple[str, bytes]], config: dict[str, str], topic: str, batch: int = 250
+) -> Dataflow:
     flow = Dataflow("kafka_sink_test")
-    up = op.input("in", flow, TestingSource(items, batch_size=250))
+    up = op.input("in", flow, TestingSource(items, batch_size=batch))
     op.output("out", up, KafkaSink(config, topic))
     return flow
 
@@ -53,6 +55,25 @@ def test_every_item_is_delivered_once_in_per_key_order(
     for key, values in by_key.items():
         assert values == [int(v) for k, v in items if k == key]
         assert len(partitions[key]) == 1
+
+
+def test_a_batch_beyond_the_bounded_producer_queue_is_delivered_whole_in_order(
+    kafka_bootstrap: str,
+    unique_topic: Callable[..., str],
+    topic_reader: Callable[[str], TopicReader],
+) -> None:
+    topic = unique_topic("sink-bounded", partitions=2)
+    items = [(f"SYM{i % 5}", f"{i}".encode()) for i in range(4000)]
+    config = {"bootstrap.servers": kafka_bootstrap, "queue.buffering.max.messages": "300"}
+    run_main(sink_flow(items, config, topic, batch=4000))  # one batch, 13x the queue bound
+    reader = topic_reader(topic)
+    wait_until(lambda: reader.poll() >= len(items), timeout=30)
+    assert reader.poll() == len(items)
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for _, key, value in reader.records:
+        by_key[key].append(int(value))
+    for key, values in by_key.items():
+        assert values == [int(v) for k, v in items if k == key]
 
 
 def test_broker_rejection_fails_the_flow(

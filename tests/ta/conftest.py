@@ -45,9 +45,10 @@ class Market:
     beyond_horizon: int = 0
 
 
-def make_market(seconds: int = 40, seed: int = 11) -> Market:
+def make_market(seconds: int = 40, seed: int = 11, t0: datetime = T0) -> Market:
     """Trades with disorder within the lateness, late trades (corrections and beyond the
-    10 s horizon), duplicates, invalid and unknown-symbol trades; quotes; minute bars."""
+    10 s horizon), duplicates, invalid and unknown-symbol trades; quotes; minute bars; the
+    first second starts at ``t0``."""
     rng = random.Random(seed)
     m = Market()
     arrivals: list[tuple[float, int, Envelope[Trade]]] = []
@@ -61,7 +62,7 @@ def make_market(seconds: int = 40, seed: int = 11) -> Market:
     for s_idx, sym in enumerate(SYMBOLS):
         price = 50.0 + 10 * s_idx
         for k in range(seconds * 8):
-            ts = T0 + timedelta(microseconds=k * 125_000 + rng.randrange(0, 125_000))
+            ts = t0 + timedelta(microseconds=k * 125_000 + rng.randrange(0, 125_000))
             price = round(max(1.0, price + rng.gauss(0, 0.05)), 2)
             delay = rng.uniform(0, 1.5)  # within the 2 s lateness
             if k % 97 == 50:
@@ -77,10 +78,10 @@ def make_market(seconds: int = 40, seed: int = 11) -> Market:
                 arrivals.append((ts.timestamp() + delay + 0.3, len(arrivals), env))  # duplicate
                 m.duplicates += 1
     bad = [
-        ("invalid_price", trade("S0", T0 + timedelta(seconds=3.1), math.nan, 5.0)),
-        ("invalid_price", trade("S1", T0 + timedelta(seconds=4.2), -3.0, 5.0)),
-        ("invalid_size", trade("S2", T0 + timedelta(seconds=5.3), 10.0, 0.0)),
-        ("unknown_symbol", trade("ZZZ", T0 + timedelta(seconds=6.4), 10.0, 5.0)),
+        ("invalid_price", trade("S0", t0 + timedelta(seconds=3.1), math.nan, 5.0)),
+        ("invalid_price", trade("S1", t0 + timedelta(seconds=4.2), -3.0, 5.0)),
+        ("invalid_size", trade("S2", t0 + timedelta(seconds=5.3), 10.0, 0.0)),
+        ("unknown_symbol", trade("ZZZ", t0 + timedelta(seconds=6.4), 10.0, 5.0)),
     ]
     for reason, env in bad:
         m.invalid[reason] = m.invalid.get(reason, 0) + 1
@@ -91,7 +92,7 @@ def make_market(seconds: int = 40, seed: int = 11) -> Market:
     for s_idx, sym in enumerate(SYMBOLS):
         mid = 50.0 + 10 * s_idx
         for k in range(seconds * 4):
-            ts = T0 + timedelta(microseconds=k * 250_000 + rng.randrange(0, 250_000))
+            ts = t0 + timedelta(microseconds=k * 250_000 + rng.randrange(0, 250_000))
             mid = round(max(1.0, mid + rng.gauss(0, 0.05)), 2)
             q = Quote("V", mid - 0.01, rng.randint(1, 5) * 100.0, "Q", mid + 0.01, 200.0)
             qenv = Envelope(ts, ts, sym, k, q)
@@ -99,7 +100,7 @@ def make_market(seconds: int = 40, seed: int = 11) -> Market:
     m.quotes = [e for _, _, e in sorted(q_arrivals, key=lambda a: (a[0], a[1]))]
 
     for minute in range(seconds // 60 + 1):
-        end = T0 + timedelta(minutes=minute + 1)
+        end = t0 + timedelta(minutes=minute + 1)
         w = Window("PT1M", start=end - timedelta(minutes=1), end=end)
         b = Bar("bar", 50.0, 51.0, 49.5, 50.5, 1000.0, 80, 50.2)
         m.bars.append(Envelope(end, end, "S0", 2 * minute, b, window=w))

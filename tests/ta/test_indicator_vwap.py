@@ -212,3 +212,24 @@ def test_window_vwap_forgets_a_huge_bar_exactly() -> None:
         last = engine.on_bar(start + timedelta(seconds=s), bar(1.1, 3.0, 1.1))
     assert last is not None
     assert last.vwap_w5m == 1.1
+
+
+def test_window_vwap_pickles_packed_and_restores_snapshots_of_the_old_form() -> None:
+    import pickle
+    from collections import deque
+
+    from torghut.ta.vwap import WindowVwap
+
+    w = WindowVwap(300_000_000)
+    for i in range(1, 400):
+        w.update(i * 1_000_000, 10.0 + i / 100, float(i % 7))
+    packed = pickle.loads(pickle.dumps(w, protocol=pickle.HIGHEST_PROTOCOL))
+    old = WindowVwap.__new__(WindowVwap)
+    slots = {name: getattr(w, name) for name in WindowVwap.__slots__}
+    slots["_bars"] = deque(w._bars)
+    old.__setstate__((None, slots))  # what a snapshot taken before packing holds
+    assert packed._bars == w._bars
+    assert old._bars == w._bars
+    expected = w.update(400_000_000, 12.5, 3.0)
+    assert packed.update(400_000_000, 12.5, 3.0) == expected
+    assert old.update(400_000_000, 12.5, 3.0) == expected

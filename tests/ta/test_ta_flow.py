@@ -1,7 +1,8 @@
 """The TA flow end to end on real Kafka and S3: deterministic, scalable, crash-safe.
 
 One market (``conftest.make_market``) is produced to Kafka and processed by
-``python -m bytewax.run dataflows.ta:flow`` subprocesses:
+``python -m bytewax.run dataflows.ta:flow`` subprocesses (reading through
+:class:`operators.kafka_source.KafkaBatchSource`, whose offsets live in the recovery snapshots):
 
 * a reference run (1 worker) reads it to the end;
 * a run with 2 workers (``-w 2``) must give the same ClickHouse ``FINAL`` rows;
