@@ -16,6 +16,12 @@ Two halves, because Bytewax recovery needs one and side effects the other:
      one unit of work;
   3. only then is an approved intent submitted (:class:`~trading.execution.OrderExecutor`).
 
+  Before each decision the process-wide stop flag is checked: once SIGINT/SIGTERM has arrived
+  no further decision is handled and the batch ends in :class:`~trading.execution.TradingStopped`
+  (the stored cursor stays at the last handled row, so a restart replays the rest). Every signal
+  row's event time feeds the pipeline-lag halt (``on_signal``), and every risk rejection is
+  counted by rule (``torghut_trading_risk_rejections_total``).
+
   Steps 1-3 hold the reconciler's ``exclusive`` lock, so a reconciliation pass never compares
   positions while an order is at the broker but not yet in the store (false drift).
 
@@ -42,7 +48,14 @@ from prometheus_client import Counter, Gauge
 from torghut.logs import get_logger
 from trading.adjudicate import adjudicate
 from trading.domain import Decision, SignalRow
-from trading.execution import BrokerUnavailable, ExecutionOutcome, OrderExecutor, Outcome
+from trading.execution import (
+    STOPPING,
+    BrokerUnavailable,
+    ExecutionOutcome,
+    OrderExecutor,
+    Outcome,
+    TradingStopped,
+)
 from trading.llm import DecisionReview
 from trading.ports import AccountSnapshot, Broker, ClockSnapshot, PositionSnapshot, SignalCursor
 from trading.risk import RiskContext, RiskLimits
@@ -63,6 +76,9 @@ _log = get_logger("trading.pipeline")
 
 DECISIONS = Counter(
     "torghut_trading_decisions_total", "Decisions handled by the trading pipeline", ["result"]
+)
+RISK_REJECTIONS = Counter(
+    "torghut_trading_risk_rejections_total", "Risk rule failures of decisions", ["check"]
 )
 LAST_SIGNAL_TS = Gauge(
     "torghut_trading_last_signal_event_ts_seconds", "Event time of the last signal processed"
@@ -134,6 +150,8 @@ class TradingPipeline:
         review: DecisionReview | None,
         cursor_source: str,
         halted: Callable[[], str | None] = lambda: None,
+        kill_switch: Callable[[], str | None] = lambda: None,
+        on_signal: Callable[[datetime], None] = lambda _: None,
         exclusive: threading.Lock | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -144,6 +162,8 @@ class TradingPipeline:
         self._review = review
         self._cursor_source = cursor_source
         self._halted = halted
+        self._kill_switch = kill_switch
+        self._on_signal = on_signal
         self._exclusive = exclusive or threading.Lock()
         self._now = now
         self._recent: dict[str, deque[SignalRow]] = {}
@@ -160,7 +180,12 @@ class TradingPipeline:
         for item in items:
             if isinstance(item, Decided):
                 self._remember(item.row)
+                self._on_signal(item.row.event_ts)
                 for decision in item.decisions:
+                    if STOPPING.is_set():
+                        if last is not None:
+                            self._store.save_cursor(self._cursor_source, last)
+                        raise TradingStopped("stopping: decisions left unhandled for a restart")
                     with self._exclusive:
                         outcomes.append(self._handle(decision, item.cursor))
                 last = item.cursor
@@ -186,6 +211,8 @@ class TradingPipeline:
             limits=self._limits,
             context=self._context(),
         )
+        for code in verdict.risk.codes if verdict.risk is not None else ():
+            RISK_REJECTIONS.labels(check=code.value).inc()
         with self._store.unit_of_work() as uow:
             stored = uow.record_decision(verdict.decision, risk=verdict.risk, review=verdict.review)
             uow.save_cursor(self._cursor_source, cursor)
@@ -216,6 +243,7 @@ class TradingPipeline:
             recent_orders=recent,
             equity_peak=self._equity_peak,
             halted_reason=self._halted(),
+            kill_switch_reason=self._kill_switch(),
         )
 
     def _broker_snapshot(
