@@ -23,7 +23,7 @@ from litestar import Controller, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import FromQuery
+from litestar.params import FromQuery, JSONBody
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import schemas
@@ -114,7 +114,7 @@ class ControlsController(Controller):
 
     @post("/kill-switch", guards=[require_control_token], status_code=200, sync_to_thread=True)
     def kill_switch(
-        self, data: schemas.KillSwitchRequest, controls: NamedDependency[ControlAccess]
+        self, data: JSONBody[schemas.KillSwitchRequest], controls: NamedDependency[ControlAccess]
     ) -> schemas.ControlResult:
         """Engage (``{"engaged": true, "reason": ...}``) or release the kill switch."""
         action = ControlAction.ENGAGE if data.engaged else ControlAction.RELEASE
@@ -124,7 +124,7 @@ class ControlsController(Controller):
         "/orders/cancel-all", guards=[require_control_token], status_code=202, sync_to_thread=True
     )
     def cancel_all(
-        self, data: schemas.ControlRequest, controls: NamedDependency[ControlAccess]
+        self, data: JSONBody[schemas.ControlRequest], controls: NamedDependency[ControlAccess]
     ) -> schemas.ControlResult:
         """Cancel every open order at the broker (carried out by the running trading flow)."""
         return _apply(controls, ControlAction.CANCEL_ALL, data.reason)
@@ -133,14 +133,14 @@ class ControlsController(Controller):
         "/positions/flatten", guards=[require_control_token], status_code=202, sync_to_thread=True
     )
     def flatten(
-        self, data: schemas.ControlRequest, controls: NamedDependency[ControlAccess]
+        self, data: JSONBody[schemas.ControlRequest], controls: NamedDependency[ControlAccess]
     ) -> schemas.ControlResult:
         """Cancel open orders and close every position (carried out by the trading flow)."""
         return _apply(controls, ControlAction.FLATTEN, data.reason)
 
     @post("/resume", guards=[require_control_token], status_code=200, sync_to_thread=True)
     def resume(
-        self, data: schemas.ControlRequest, controls: NamedDependency[ControlAccess]
+        self, data: JSONBody[schemas.ControlRequest], controls: NamedDependency[ControlAccess]
     ) -> schemas.ControlResult:
         """Lift the halts that wait for an operator and whose cause is gone."""
         return _apply(controls, ControlAction.RESUME, data.reason)
