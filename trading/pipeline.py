@@ -50,6 +50,7 @@ from trading.adjudicate import adjudicate
 from trading.domain import Decision, SignalRow
 from trading.execution import (
     STOPPING,
+    BrokerRejected,
     BrokerUnavailable,
     ExecutionOutcome,
     OrderExecutor,
@@ -58,7 +59,7 @@ from trading.execution import (
 )
 from trading.llm import DecisionReview
 from trading.ports import AccountSnapshot, Broker, ClockSnapshot, PositionSnapshot, SignalCursor
-from trading.risk import RiskContext, RiskLimits
+from trading.risk import RiskCheck, RiskContext, RiskLimits, RiskReason, RiskVerdict
 from trading.signals import SignalCorrection, SignalDeadLetter
 from trading.store import DecisionStatus, StoredDecision, TradingStore
 from trading.strategies import Strategy, SymbolState, advance, initial_state
@@ -204,12 +205,16 @@ class TradingPipeline:
             if existing.status is DecisionStatus.PENDING_SUBMIT:
                 return self._outcome(existing, self._executor.resolve(existing))
             return self._outcome(existing, None)
+        try:
+            context = self._context()
+        except BrokerRejected as exc:
+            return self._refused_by_broker(decision, cursor, exc)
         verdict = adjudicate(
             decision,
             review=self._review,
             recent=tuple(self._recent.get(decision.symbol, ())),
             limits=self._limits,
-            context=self._context(),
+            context=context,
         )
         for code in verdict.risk.codes if verdict.risk is not None else ():
             RISK_REJECTIONS.labels(check=code.value).inc()
@@ -223,6 +228,22 @@ class TradingPipeline:
         if stored.created:
             return self._outcome(stored, self._executor.submit(stored))
         return self._outcome(stored, self._executor.resolve(stored))
+
+    def _refused_by_broker(
+        self, decision: Decision, cursor: SignalCursor, exc: BrokerRejected
+    ) -> DecisionOutcome:
+        """The broker refuses the state reads (a 401 after a key rotation): the decision is
+        rejected as halted and recorded — fail closed, never a crash loop (a restart would meet
+        the same refusal). Reconciliation halts trading visibly meanwhile."""
+        detail = f"broker refused the account/positions/clock reads: {str(exc)[:300]}"
+        risk = RiskVerdict((RiskReason(RiskCheck.TRADING_HALTED, detail),))
+        RISK_REJECTIONS.labels(check=RiskCheck.TRADING_HALTED.value).inc()
+        with self._store.unit_of_work() as uow:
+            stored = uow.record_decision(decision, risk=risk)
+            uow.save_cursor(self._cursor_source, cursor)
+            uow.commit()
+        DECISIONS.labels(result=stored.status.value).inc()
+        return self._outcome(stored, None)
 
     def _context(self) -> RiskContext:
         """The risk snapshot: broker state read once per batch (three REST calls; orders sent

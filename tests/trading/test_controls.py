@@ -251,62 +251,75 @@ def test_kill_switch_over_http_stops_orders_and_the_commands_need_the_token(
 
 
 def test_a_broker_answering_401_halts_trading_until_it_recovers_and_an_operator_resumes(
-    settings: Settings, paper_broker: BrokerSimulator
+    flow: RunningFlow, settings: Settings, ch_client: Any, paper_broker: BrokerSimulator
 ) -> None:
-    runtime = TradingRuntime.open(settings, stream=False)
-    try:
-        runtime.start()
-        assert runtime.reconciler.halted_reason is None
-        errors_before = _sample("torghut_trading_reconcile_errors_total", kind="broker_rejected")
-        with _api(settings) as api:
-            assert api.get("/readyz").status_code == 200
-            paper_broker.set_credentials("rotated-key", "rotated-secret")
-            rotated = datetime.now(UTC)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    rows = crossing_signals(start, 12)
+    insert_signals(ch_client, rows[:4])  # seconds 0..1: 2 orders
+    wait_until(lambda: len(paper_broker.orders()) == 2, timeout=20, message="flow not trading")
+    errors_before = _sample("torghut_trading_reconcile_errors_total", kind="broker_rejected")
+    with _api(settings) as api:
+        assert api.get("/readyz").status_code == 200
+        paper_broker.set_credentials("rotated-key", "rotated-secret")
+        rotated = datetime.now(UTC)
 
-            def halts() -> list[dict[str, Any]]:
-                return list(api.get("/trading/status").json()["halts"])
+        def halts() -> list[dict[str, Any]]:
+            return list(api.get("/trading/status").json()["halts"])
 
-            found = wait_until(halts, timeout=MAX_AGE_S + 3, message="no halt")
-            halted_after = (datetime.now(UTC) - rotated).total_seconds()
-            assert [h["reason"] for h in found] == ["reconcile_failing"]
-            assert "401" in found[0]["detail"]
-            assert found[0]["resume_required"] is True
-            assert halted_after < MAX_AGE_S + 3
-            assert runtime.executor.gate() is not None  # the flow denies orders meanwhile
-            ready = api.get("/readyz")
-            assert ready.status_code == 503
-            assert ready.json()["halts"][0]["reason"] == "reconcile_failing"
-            assert api.get("/trading/health").json()["status"] == "degraded"
-            # The thread keeps trying (and counting) while the broker refuses.
-            wait_until(
-                lambda: (
-                    _sample("torghut_trading_reconcile_errors_total", kind="broker_rejected")
-                    >= errors_before + 3
-                ),
-                timeout=10,
-                message="reconcile thread stopped trying",
-            )
-            early = api.post("/trading/resume", json={"reason": "too early"}, headers=AUTH)
-            assert early.json()["event"]["result"]["still_halted"][0]["kind"] == (
-                "reconcile_failing"
-            )
-            assert api.get("/readyz").status_code == 503
+        found = wait_until(halts, timeout=MAX_AGE_S + 3, message="no halt")
+        halted_after = (datetime.now(UTC) - rotated).total_seconds()
+        assert [h["reason"] for h in found] == ["reconcile_failing"]
+        assert "401" in found[0]["detail"]
+        assert found[0]["resume_required"] is True
+        assert halted_after < MAX_AGE_S + 3
+        ready = api.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["halts"][0]["reason"] == "reconcile_failing"
+        assert api.get("/trading/health").json()["status"] == "degraded"
+        # The flow keeps running and refuses every decision; nothing reaches the broker.
+        insert_signals(ch_client, rows[4:8])  # seconds 2..3: 4 decisions
 
-            paper_broker.set_credentials("sim-key", "sim-secret")
-            wait_until(
-                lambda: all(h["cause_gone"] for h in halts()),
-                timeout=10,
-                message="the halt never saw the broker recover",
+        def halted_decisions() -> int:
+            return sum(
+                1
+                for d in flow.decisions()
+                if "trading_halted" in {r.code.value for r in d.risk_reasons}
             )
-            assert api.get("/readyz").status_code == 503  # still waits for the operator
-            resumed = api.post("/trading/resume", json={"reason": "keys fixed"}, headers=AUTH)
-            assert resumed.status_code == 200
-            assert resumed.json()["event"]["result"]["cleared"] == ["reconcile_failing"]
-            assert resumed.json()["halts"] == []
-            wait_until(lambda: runtime.executor.gate() is None, timeout=5, message="still denied")
-            assert api.get("/readyz").status_code == 200
-    finally:
-        runtime.close()
+
+        wait_until(lambda: halted_decisions() == 4, timeout=20, message="decisions not refused")
+        assert len(paper_broker.orders()) == 2
+        # The reconcile thread keeps trying (and counting) while the broker refuses.
+        wait_until(
+            lambda: (
+                _sample("torghut_trading_reconcile_errors_total", kind="broker_rejected")
+                >= errors_before + 3
+            ),
+            timeout=10,
+            message="reconcile thread stopped trying",
+        )
+        early = api.post("/trading/resume", json={"reason": "too early"}, headers=AUTH)
+        assert early.json()["event"]["result"]["still_halted"][0]["kind"] == "reconcile_failing"
+        assert api.get("/readyz").status_code == 503
+
+        paper_broker.set_credentials("sim-key", "sim-secret")
+        wait_until(
+            lambda: all(h["cause_gone"] for h in halts()),
+            timeout=10,
+            message="the halt never saw the broker recover",
+        )
+        assert api.get("/readyz").status_code == 503  # still waits for the operator
+        resumed = api.post("/trading/resume", json={"reason": "keys fixed"}, headers=AUTH)
+        assert resumed.status_code == 200
+        assert resumed.json()["event"]["result"]["cleared"] == ["reconcile_failing"]
+        assert resumed.json()["halts"] == []
+        assert api.get("/readyz").status_code == 200
+        wait_until(lambda: flow.runtime.executor.gate() is None, timeout=5, message="still denied")
+        insert_signals(ch_client, rows[8:])  # seconds 4..5: trading again
+        wait_until(
+            lambda: len(paper_broker.orders()) == 6,
+            timeout=20,
+            message=lambda: f"{len(paper_broker.orders())} orders after resume",
+        )
 
 
 def test_an_open_order_the_broker_forgot_is_marked_and_reported_and_the_flow_starts(
