@@ -361,3 +361,58 @@ def test_an_open_order_the_broker_forgot_is_marked_and_reported_and_the_flow_sta
         assert {o.qty for o in paper_broker.orders()} == {Decimal(1)}
     finally:
         runtime.close()
+
+
+def test_pipeline_lag_halts_trading_and_the_halt_lifts_when_the_lag_recovers(
+    settings: Settings, ch_client: Any, paper_broker: BrokerSimulator
+) -> None:
+    settings.risk = settings.risk.model_copy(update={"max_pipeline_lag_s": 5.0})
+    settings.trading = settings.trading.model_copy(update={"exit_at_end": True})
+    runtime = TradingRuntime.open(settings, stream=False)
+    ch = settings.clickhouse
+    try:
+        runtime.start()
+        halts_before = _sample("torghut_trading_halts_total", kind="pipeline_lag")
+        old = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
+        insert_signals(ch_client, crossing_signals(old, 3, symbols=("AAPL",)))
+        run_main(build_flow(runtime, lambda: connect(ch)))  # type: ignore[no-untyped-call]
+        with runtime.store.unit_of_work() as uow:
+            lagged = uow.decisions(limit=100)
+        assert len(lagged) == 2
+        assert all("trading_halted" in {r.code.value for r in d.risk_reasons} for d in lagged)
+        assert paper_broker.orders() == []
+        (halt,) = runtime.store.controls.state().halts
+        assert (halt.kind, halt.requires_resume) == ("pipeline_lag", False)
+        assert _sample("torghut_trading_halts_total", kind="pipeline_lag") == halts_before + 1
+
+        fresh = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
+        insert_signals(ch_client, crossing_signals(fresh, 3, symbols=("AAPL",)))
+        run_main(build_flow(runtime, lambda: connect(ch)))  # type: ignore[no-untyped-call]
+        assert runtime.store.controls.state().halts == ()
+        assert len(paper_broker.orders()) == 2, "a caught-up pipeline trades without a resume"
+        assert _sample("torghut_trading_pipeline_lag_seconds") < 5.0
+    finally:
+        runtime.close()
+
+
+def test_trading_kill_switch_at_start_engages_the_persisted_switch_once(
+    settings: Settings,
+) -> None:
+    settings.trading = settings.trading.model_copy(update={"kill_switch": True})
+    for _ in range(2):
+        runtime = TradingRuntime.open(settings, stream=False)
+        try:
+            runtime.start()
+            assert runtime.executor.gate() == (
+                "kill switch engaged (startup): TRADING_KILL_SWITCH=true at start"
+            )
+        finally:
+            runtime.close()
+    with _api(settings) as api:
+        events = api.get("/trading/controls").json()["events"]
+        assert [(e["action"], e["origin"]) for e in events] == [("engage", "startup")]
+        released = api.post(
+            "/trading/kill-switch", json={"engaged": False, "reason": "checked"}, headers=AUTH
+        )
+        assert released.json()["kill_switch"]["engaged"] is False
+        assert api.get("/trading/status").json()["kill_switch"] is False
