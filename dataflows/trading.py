@@ -78,6 +78,7 @@ from trading.signals import (
     SignalCorrection,
     SignalDeadLetter,
     settle_horizon,
+    signal_read_delay,
 )
 from trading.store import TradingStore
 from trading.strategies import build_strategies
@@ -150,11 +151,12 @@ class TradingRuntime:
             simulator = start_embedded_broker(quotes or last_close, alpaca)
         base_url = target.url or (simulator.base_url if simulator else "")
         broker = AlpacaBroker(build_trading_client(target, alpaca, base_url))
-        settle = settle_horizon(trading, settings.ta, settings.clickhouse)
+        read_delay = signal_read_delay(trading, settings.ta, settings.clickhouse)
         # The persisted kill switch (engaged below when TRADING_KILL_SWITCH is set) replaces the
         # static one, so an operator can release it without a restart.
         limits = dataclasses.replace(
-            RiskLimits.from_settings(trading, risk, alpaca, settle=settle), kill_switch=False
+            RiskLimits.from_settings(trading, risk, alpaca, read_delay=read_delay),
+            kill_switch=False,
         )
         executor = OrderExecutor(store, broker, max_intent_age=limits.max_signal_staleness)
 

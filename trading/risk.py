@@ -16,7 +16,7 @@ Conventions:
 * notional = qty × (limit price, else the signal's reference price); an order without any price
   is rejected because no limit can be checked;
 * staleness and lag are risk inputs: a signal older than the strategy's bar allows
-  (:func:`default_signal_staleness`, seconds for 1-second bars) is rejected, and
+  (:func:`default_signal_staleness`, 13.5 s for 1-second bars on the defaults) is rejected, and
   :class:`PipelineLag` turns a pipeline that falls behind into a halt that lifts by itself when
   it has caught up;
 * the kill switch is runtime state (``RiskContext.kill_switch_reason``, persisted by
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 STALE_BARS = 3
-"""A signal may be this many bars old beyond what reading it takes (settle horizon + one poll)."""
+"""A signal may be this many bars old beyond what reading it takes (read delay + one poll)."""
 
 
 class RiskCheck(StrEnum):
@@ -127,15 +127,15 @@ class RiskLimits:
         risk: RiskSettings,
         alpaca: AlpacaSettings,
         *,
-        settle: timedelta,
+        read_delay: timedelta,
     ) -> RiskLimits:
-        """``settle`` is the signal reader's settle horizon
-        (:func:`trading.signals.settle_horizon`): a signal is at least that old when it is read."""
+        """``read_delay`` is how old a signal is, at the earliest, when the trading flow can read
+        it (:func:`trading.signals.signal_read_delay`)."""
         staleness = (
             timedelta(seconds=risk.max_signal_staleness_s)
             if risk.max_signal_staleness_s is not None
             else default_signal_staleness(
-                trading.signal_window_size, settle, timedelta(seconds=trading.poll_interval_s)
+                trading.signal_window_size, read_delay, timedelta(seconds=trading.poll_interval_s)
             )
         )
         lag = (
@@ -191,19 +191,20 @@ class RiskContext:
     kill_switch_reason: str | None = None
 
 
-def default_signal_staleness(window_size: str, settle: timedelta, poll: timedelta) -> timedelta:
+def default_signal_staleness(window_size: str, read_delay: timedelta, poll: timedelta) -> timedelta:
     """How old a signal may be when an order acts on it, unless configured.
 
-    A row reaches the trading flow no earlier than the settle horizon after its event time (the
-    reader waits for late inserts: TA allowed lateness + idle close + insert batch) and up to
-    one poll later; beyond that the strategy's own bar decides: :data:`STALE_BARS` bars. For
-    1-second bars on the defaults that is 6.5 + 1 + 3 = 10.5 s; for 1-minute bars 3 minutes.
+    A row reaches the trading flow no earlier than ``read_delay`` after its event time (TA
+    allowed lateness + insert batch + the reader's settle horizon, which waits for late inserts)
+    and up to one poll later; beyond that the strategy's own bar decides: :data:`STALE_BARS`
+    bars. For 1-second bars on the defaults that is (2 + 1 + 6.5) + 1 + 3 = 13.5 s; for
+    1-minute bars 3 minutes more.
 
     >>> default_signal_staleness("PT1S", timedelta(seconds=2), timedelta(seconds=1))
     datetime.timedelta(seconds=6)
     """
     bar = timedelta(microseconds=window_micros(window_size))
-    return settle + poll + STALE_BARS * bar
+    return read_delay + poll + STALE_BARS * bar
 
 
 class LagChange(StrEnum):

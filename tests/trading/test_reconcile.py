@@ -137,7 +137,7 @@ def test_position_drift_halts_new_orders_until_reconciled_and_resumed(
         trading,
         RiskSettings(symbol_cooldown_s=0),
         AlpacaSettings(symbols=("AAPL",)),
-        settle=timedelta(0),
+        read_delay=timedelta(0),
     )
     executor = OrderExecutor(store, broker, max_intent_age=_HOUR)
     pipeline = TradingPipeline(
