@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -385,11 +386,23 @@ def install_stop_handlers(stop: threading.Event, grace_s: float) -> None:
     """SIGINT/SIGTERM: no order leaves the process from now on (:data:`STOPPING`), the sources
     end (``stop``), and the process exits within ``grace_s`` even if a remote call is still in
     flight — as a crash would, which the store and the broker's ids make safe to restart from.
-    A second signal exits at once."""
+    A second signal exits at once.
 
-    def on_signal(signum: int, _frame: object) -> None:
+    Why a wake-up socket and a thread: Python runs signal handlers on the main thread only, at
+    its next bytecode, and the main thread is inside the Bytewax runtime (Rust) for seconds at
+    a time; the interpreter's C-level handler writes the signal number to the wake-up fd at
+    once, so the stop starts when the signal arrives, not when the main thread looks. Call it
+    from the main thread (``set_wakeup_fd`` requires it).
+    """
+    received: list[int] = []
+    lock = threading.Lock()
+
+    def begin(signum: int) -> None:
+        with lock:
+            received.append(signum)
+            first = len(received) == 1
         code = 128 + signum
-        if STOPPING.is_set():
+        if not first:
             _exit_now(code, "second signal")
         STOPPING.set()
         stop.set()
@@ -398,8 +411,24 @@ def install_stop_handlers(stop: threading.Event, grace_s: float) -> None:
         timer.daemon = True
         timer.start()
 
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
+        signal.signal(sig, lambda *_: None)  # the wake-up thread acts; no KeyboardInterrupt
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def watch() -> None:
+        keep = writer  # the wake-up fd must outlive this function
+        while True:
+            data = reader.recv(16)
+            if not data:
+                keep.close()
+                return
+            for signum in data:
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    begin(signum)
+
+    threading.Thread(target=watch, name="stop-signals", daemon=True).start()
 
 
 def _exit_now(code: int, why: str) -> None:

@@ -18,9 +18,9 @@ Two halves, because Bytewax recovery needs one and side effects the other:
 
   Before each decision the process-wide stop flag is checked: once SIGINT/SIGTERM has arrived
   no further decision is handled and the batch ends in :class:`~trading.execution.TradingStopped`
-  (the stored cursor stays at the last handled row, so a restart replays the rest). Every signal
-  row's event time feeds the pipeline-lag halt (``on_signal``), and every risk rejection is
-  counted by rule (``torghut_trading_risk_rejections_total``).
+  (the stored cursor stays at the last handled row, so a restart replays the rest). The newest
+  event time of each batch feeds the pipeline-lag halt (``on_signal``) before its decisions, and
+  every risk rejection is counted by rule (``torghut_trading_risk_rejections_total``).
 
   Steps 1-3 hold the reconciler's ``exclusive`` lock, so a reconciliation pass never compares
   positions while an order is at the broker but not yet in the store (false drift).
@@ -178,10 +178,12 @@ class TradingPipeline:
         self._snapshot = None
         outcomes: list[DecisionOutcome] = []
         last: SignalCursor | None = None
+        newest = max((i.row.event_ts for i in items if isinstance(i, Decided)), default=None)
+        if newest is not None:
+            self._on_signal(newest)
         for item in items:
             if isinstance(item, Decided):
                 self._remember(item.row)
-                self._on_signal(item.row.event_ts)
                 for decision in item.decisions:
                     if STOPPING.is_set():
                         if last is not None:

@@ -53,6 +53,8 @@ __all__ = [
     "evaluate",
 ]
 
+LAG_CLEAR_RATIO = 0.8
+"""A lag halt lifts once the lag is back under this share of its bound."""
 STALE_BARS = 3
 """A signal may be this many bars old beyond what reading it takes (read delay + one poll)."""
 
@@ -213,11 +215,13 @@ class LagChange(StrEnum):
 
 
 class PipelineLag:
-    """Pipeline lag (now − event time of the signal being processed) against its bound.
+    """Pipeline lag (now − event time of the newest signal of the batch being processed)
+    against its bound.
 
     Pure given its inputs: :meth:`observe` returns :attr:`LagChange.HALT` when the lag first
-    exceeds the bound, :attr:`LagChange.CLEAR` when it is back within it, ``None`` otherwise.
-    Only processed signals are observed: an idle pipeline (market closed) is not lagging.
+    exceeds the bound, :attr:`LagChange.CLEAR` once it is back under :data:`LAG_CLEAR_RATIO` of
+    it (so a lag hovering at the bound does not flap), ``None`` otherwise. Only processed
+    signals are observed: an idle pipeline (market closed) is not lagging.
     """
 
     def __init__(self, bound: timedelta) -> None:
@@ -227,11 +231,13 @@ class PipelineLag:
 
     def observe(self, now: datetime, event_ts: datetime) -> LagChange | None:
         self.last = now - event_ts
-        lagging = self.last > self.bound
-        if lagging == self.lagging:
-            return None
-        self.lagging = lagging
-        return LagChange.HALT if lagging else LagChange.CLEAR
+        if not self.lagging and self.last > self.bound:
+            self.lagging = True
+            return LagChange.HALT
+        if self.lagging and self.last <= self.bound * LAG_CLEAR_RATIO:
+            self.lagging = False
+            return LagChange.CLEAR
+        return None
 
     def detail(self) -> str:
         return f"lag {self.last.total_seconds():.3f}s > {self.bound.total_seconds():g}s"
