@@ -31,7 +31,7 @@ from bytewax.testing import run_main
 
 from api.app import create_app
 from dataflows.local import build_local_flow
-from dataflows.trading import TradingRuntime, install_stop_handlers
+from dataflows.trading import TradingRuntime, exit_stopped, install_stop_handlers
 from torghut.clickhouse import Client, connect, migrate
 from torghut.config import Settings, SettingsError, load_settings
 from torghut.logs import configure_logging, get_logger
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 _print_summary(settings, ch_client, runtime, local.audit_path, api_url)
         finally:
             runtime.close()
+    exit_stopped()
     return 0
 
 

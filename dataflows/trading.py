@@ -40,6 +40,7 @@ import dataclasses
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,7 +90,9 @@ __all__ = [
     "TradingRuntime",
     "TradingStreams",
     "build_flow",
+    "exit_stopped",
     "install_stop_handlers",
+    "stop_exit_code",
     "trading_pipeline",
 ]
 
@@ -394,13 +397,12 @@ def install_stop_handlers(stop: threading.Event, grace_s: float) -> None:
     once, so the stop starts when the signal arrives, not when the main thread looks. Call it
     from the main thread (``set_wakeup_fd`` requires it).
     """
-    received: list[int] = []
     lock = threading.Lock()
 
     def begin(signum: int) -> None:
         with lock:
-            received.append(signum)
-            first = len(received) == 1
+            _RECEIVED.append(signum)
+            first = len(_RECEIVED) == 1
         code = 128 + signum
         if not first:
             _exit_now(code, "second signal")
@@ -431,8 +433,27 @@ def install_stop_handlers(stop: threading.Event, grace_s: float) -> None:
     threading.Thread(target=watch, name="stop-signals", daemon=True).start()
 
 
+_RECEIVED: list[int] = []
+"""Stop signals received by this process, in order (see :func:`install_stop_handlers`)."""
+
+
+def stop_exit_code() -> int | None:
+    """``128 + signal`` once a stop signal has arrived (the shell's convention), else ``None``."""
+    return 128 + _RECEIVED[0] if _RECEIVED else None
+
+
+def exit_stopped() -> None:
+    """End a process stopped by a signal now that its work is flushed: interpreter and engine
+    teardown (chdb, alpaca-py threads) can take seconds, the stop must not."""
+    code = stop_exit_code()
+    if code is not None:
+        _exit_now(code, "stopped by signal")
+
+
 def _exit_now(code: int, why: str) -> None:
-    log.warning("trading_stop_forced", why=why, exit_code=code)
+    log.warning("trading_exit", why=why, exit_code=code)
+    sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(code)
 
 
