@@ -33,6 +33,7 @@ from pydantic import SecretStr
 from api.app import create_app
 from dataflows.trading import TradingRuntime, build_flow
 from tests.helpers import wait_until
+from tests.trading.conftest import decision
 from tests.trading.flow_fixtures import (
     ch_settings,
     crossing_signals,
@@ -43,9 +44,14 @@ from tests.trading.flow_fixtures import (
 )
 from torghut.clickhouse import connect
 from torghut.config import ApiSettings, Settings
+from torghut.events import Signal
 from torghut.sim.broker import BrokerSimulator
+from trading.domain import SignalRow
+from trading.execution import STOPPING, Outcome, TradingStopped
 from trading.orders import OrderStatus
-from trading.store import DecisionStatus
+from trading.pipeline import Decided
+from trading.risk import RiskVerdict
+from trading.store import DecisionStatus, Origin
 
 __all__ = ["paper_broker"]
 
@@ -416,3 +422,43 @@ def test_trading_kill_switch_at_start_engages_the_persisted_switch_once(
         )
         assert released.json()["kill_switch"]["engaged"] is False
         assert api.get("/trading/status").json()["kill_switch"] is False
+
+
+def test_nothing_is_sent_once_stopping_or_once_the_gate_closes_before_submit(
+    settings: Settings, paper_broker: BrokerSimulator
+) -> None:
+    runtime = TradingRuntime.open(settings, stream=False)
+    try:
+        runtime.start()
+        now = datetime.now(UTC)
+        first, second = (
+            decision(event_ts=now - timedelta(seconds=s), qty=Decimal(1)) for s in (2, 1)
+        )
+        row = SignalRow("AAPL", first.event_ts, 1, "PT1S", 1, Signal(close=187.4))
+        STOPPING.set()
+        try:
+            with pytest.raises(TradingStopped):
+                runtime.pipeline.process([Decided(row, (first,))])
+            stored = runtime.store.record_decision(first, risk=RiskVerdict(()))
+            assert runtime.executor.submit(stored).outcome is Outcome.UNRESOLVED
+        finally:
+            STOPPING.clear()
+        with runtime.store.unit_of_work() as uow:
+            kept = uow.get_decision(first.decision_hash)
+        assert kept is not None
+        assert kept.status is DecisionStatus.PENDING_SUBMIT  # the next start resolves it
+
+        # Approved, then the kill switch is engaged before the submit: never sent.
+        pending = runtime.store.record_decision(second, risk=RiskVerdict(()))
+        runtime.store.controls.set_kill_switch(True, "between risk and submit", Origin.CLI)
+        runtime.controls.state(fresh=True)
+        blocked = runtime.executor.submit(pending)
+        assert blocked.outcome is Outcome.BLOCKED
+        assert "between risk and submit" in blocked.detail
+        with runtime.store.unit_of_work() as uow:
+            failed = uow.get_decision(second.decision_hash)
+        assert failed is not None
+        assert failed.status is DecisionStatus.SUBMIT_FAILED
+        assert paper_broker.orders() == []
+    finally:
+        runtime.close()
