@@ -195,7 +195,10 @@ class TradingRuntime:
             return "; ".join(reasons) or None
 
         def denied() -> str | None:
-            reasons = [r for r in (controls.kill_switch_reason(), halted()) if r]
+            """Right before a submit: the persisted kill switch and halts. Not the reconciler's
+            in-process reason, which the risk check just saw and which a pass resolving a
+            pending intent must not be blocked by (it is that pass)."""
+            reasons = [r for r in (controls.kill_switch_reason(), controls.halted_reason()) if r]
             return "; ".join(reasons) or None
 
         executor.gate = denied

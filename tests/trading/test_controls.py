@@ -462,3 +462,17 @@ def test_nothing_is_sent_once_stopping_or_once_the_gate_closes_before_submit(
         assert paper_broker.orders() == []
     finally:
         runtime.close()
+
+
+def test_the_start_pass_still_sends_a_fresh_intent_left_pending_by_a_crash(
+    settings: Settings, pg_url: str, paper_broker: BrokerSimulator
+) -> None:
+    """The pass that resolves pending intents is not blocked by its own "not completed yet"."""
+    runtime = TradingRuntime.open(settings, stream=False)
+    try:
+        fresh = decision(event_ts=datetime.now(UTC) - timedelta(seconds=1), qty=Decimal(1))
+        runtime.store.record_decision(fresh, risk=RiskVerdict(()))
+        runtime.start()
+        assert [o.client_order_id for o in paper_broker.orders()] == [fresh.decision_hash]
+    finally:
+        runtime.close()
