@@ -13,6 +13,8 @@ the API's client is opened (it is called lazily, again after a failure, and the 
 it opened, so return a new client per call, never one another stage is using). Pass
 ``store_engine`` to reuse the trading loop's SQLAlchemy engine (then the API neither migrates
 nor disposes it) and ``alpaca_check`` to report the broker the process uses.
+
+The control endpoints (:mod:`api.controls`) are the only writes; they need ``API_CONTROL_TOKEN``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
+from api.controls import ControlAccess, ControlsController
 from api.errors import exception_handlers
 from api.health import AlpacaCheck, HealthController, alpaca_http_check
 from api.metrics import RequestMetrics, render
@@ -41,7 +44,7 @@ from torghut.clickhouse import Client, connect, migrate
 from torghut.config import Settings
 from torghut.logs import get_logger
 from torghut.redact import mask_dsn
-from trading.store import create_engine, upgrade
+from trading.store import ControlStore, create_engine, upgrade
 
 __all__ = ["DASHBOARD_DIR", "create_app"]
 
@@ -74,6 +77,7 @@ def create_app(
         engine = store_engine if store_engine is not None else _open_store(settings.store.url)
         app.state.ta = TaReader(factory, settings.api.ta_cache_ttl_ms / 1000, registry)
         app.state.store = TradingReads(sessionmaker(engine, expire_on_commit=False))
+        app.state.controls = ControlAccess(ControlStore(engine))
         log.info("api_started", clickhouse=mask_dsn(settings.clickhouse.dsn))
         try:
             yield
@@ -94,6 +98,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             TradingController,
+            ControlsController,
             TaController,
             HealthController,
             dashboard,
@@ -106,12 +111,13 @@ def create_app(
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "ta": Provide(_ta, sync_to_thread=False),
             "store": Provide(_store, sync_to_thread=False),
+            "controls": Provide(_controls, sync_to_thread=False),
             "alpaca_check": Provide(lambda: broker_check, sync_to_thread=False),
         },
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         middleware=[metrics.middleware],
-        state=State({}),
+        state=State({"control_token": _control_token(settings)}),
     )
 
 
@@ -123,6 +129,18 @@ def _ta(state: State) -> TaReader:
 def _store(state: State) -> TradingReads:
     reads: TradingReads = state.store
     return reads
+
+
+def _controls(state: State) -> ControlAccess:
+    access: ControlAccess = state.controls
+    return access
+
+
+def _control_token(settings: Settings) -> str | None:
+    """``API_CONTROL_TOKEN``; empty or blank counts as not configured."""
+    token = settings.api.control_token
+    value = token.get_secret_value().strip() if token is not None else ""
+    return value or None
 
 
 def _default_factory(settings: Settings) -> Callable[[], Client]:

@@ -22,8 +22,11 @@ from torghut.redact import scrub
 __all__ = [
     "PROBLEM_JSON",
     "ApiError",
+    "ControlsDisabled",
     "DependencyUnavailable",
+    "InvalidBody",
     "InvalidQuery",
+    "Unauthorized",
     "exception_handlers",
 ]
 
@@ -54,6 +57,31 @@ class InvalidQuery(ApiError):
         self.parameter = parameter
 
 
+class InvalidBody(ApiError):
+    """A request body field is malformed; ``parameter`` names it."""
+
+    status_code = 400
+    title = "Invalid request body"
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        super().__init__(f"{parameter}: {detail}")
+        self.parameter = parameter
+
+
+class Unauthorized(ApiError):
+    """A control endpoint was called without the right bearer token; nothing was changed."""
+
+    status_code = 401
+    title = "Unauthorized"
+
+
+class ControlsDisabled(ApiError):
+    """No control token is configured, so the control endpoints refuse every call."""
+
+    status_code = 403
+    title = "Controls disabled"
+
+
 class DependencyUnavailable(ApiError):
     """ClickHouse or the trading store could not answer; the request may succeed later."""
 
@@ -78,7 +106,12 @@ class Problem(msgspec.Struct, omit_defaults=True):
 
 
 def _problem(
-    request: Request[Any, Any, Any], status: int, title: str, detail: str, **ext: Any
+    request: Request[Any, Any, Any],
+    status: int,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **ext: Any,
 ) -> Response[bytes]:
     body = Problem(
         type="about:blank",
@@ -88,17 +121,24 @@ def _problem(
         instance=request.url.path,
         **ext,
     )
-    return Response(msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON)
+    return Response(
+        msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
 
 
 def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
     ext: dict[str, Any] = {}
-    if isinstance(exc, InvalidQuery):
+    headers: dict[str, str] | None = None
+    if isinstance(exc, InvalidQuery | InvalidBody):
         ext["parameter"] = exc.parameter
+    if isinstance(exc, Unauthorized | ControlsDisabled):
+        log.warning("control_refused", status=exc.status_code, path=request.url.path)
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": 'Bearer realm="torghut-controls"'}
     if isinstance(exc, DependencyUnavailable):
         ext["dependency"] = exc.dependency
         log.warning("dependency_unavailable", dependency=exc.dependency, detail=exc.detail[:300])
-    return _problem(request, exc.status_code, exc.title, exc.detail, **ext)
+    return _problem(request, exc.status_code, exc.title, exc.detail, headers, **ext)
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
@@ -108,7 +148,7 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
         if isinstance(item, dict):
             keys.append(str(item.get("key", "?")))
             parts.append(f"{keys[-1]}: {item.get('message', 'invalid')}")
-    ext = {"parameter": keys[0]} if len(keys) == 1 else {}
+    ext: dict[str, Any] = {"parameter": keys[0]} if len(keys) == 1 else {}
     return _problem(request, 400, InvalidQuery.title, "; ".join(parts) or exc.detail, **ext)
 
 

@@ -3,7 +3,8 @@
 Why separate probes: liveness (``/healthz``) says the process serves HTTP and never touches a
 dependency, so a ClickHouse outage does not get the pod restarted; readiness (``/readyz``) says
 the API can answer data queries (ClickHouse and the trading store reachable) and takes it out of
-service with a 503 while they are not.
+service with a 503 while they are not — and while trading is halted (kill switch or an automatic
+halt in the store: ``degraded``, with the reasons), so a halt is never invisible.
 
 Alpaca is checked only when its trading endpoint is known: ``GET {base}/v2/clock`` with the
 configured keys. With the built-in simulator (no base URL) it is ``unknown`` unless the process
@@ -18,6 +19,7 @@ import httpx
 from litestar import Controller, MediaType, Response, get
 from litestar.di import NamedDependency
 
+from api.controls import ControlAccess, effective_kill_switch, halt_views
 from api.errors import ApiError
 from api.schemas import DependencyState, Liveness, Readiness
 from api.ta_reads import TaReader
@@ -99,10 +101,24 @@ class HealthController(Controller):
 
     @get("/readyz", sync_to_thread=True)
     def readiness(
-        self, ta: NamedDependency[TaReader], store: NamedDependency[TradingReads]
+        self,
+        ta: NamedDependency[TaReader],
+        store: NamedDependency[TradingReads],
+        controls: NamedDependency[ControlAccess],
+        settings: NamedDependency[Settings],
     ) -> Response[Readiness]:
         body = Readiness(status="ok", clickhouse=clickhouse_state(ta), postgres=store_state(store))
         if "error" in (body.clickhouse, body.postgres):
             body.status = "unavailable"
+            return Response(body, status_code=503, media_type=MediaType.JSON)
+        try:
+            state = controls.state()
+        except ApiError:
+            body.status, body.postgres = "unavailable", "error"
+            return Response(body, status_code=503, media_type=MediaType.JSON)
+        body.halts = halt_views(state.halts)
+        body.kill_switch = effective_kill_switch(settings, state)
+        if body.halts or body.kill_switch:
+            body.status = "degraded"
             return Response(body, status_code=503, media_type=MediaType.JSON)
         return Response(body, media_type=MediaType.JSON)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -19,11 +19,18 @@ from torghut.events import Signal
 __all__ = [
     "Bar",
     "BarsPage",
+    "ControlEvent",
+    "ControlRequest",
+    "ControlResult",
+    "Controls",
     "Decision",
     "DecisionsPage",
     "DependencyState",
     "Execution",
     "ExecutionsPage",
+    "Halt",
+    "KillSwitchRequest",
+    "KillSwitchState",
     "Liveness",
     "OrderEvent",
     "Readiness",
@@ -40,7 +47,69 @@ __all__ = [
 DependencyState = Literal["ok", "error", "unknown"]
 
 
+class KillSwitchState(msgspec.Struct):
+    """The persisted kill switch: its latest engage/release (``since`` = when, ``origin`` =
+    ``api``/``cli``/``startup``)."""
+
+    engaged: bool
+    reason: str | None = None
+    since: datetime | None = None
+    origin: str | None = None
+
+
+class Halt(msgspec.Struct):
+    """An automatic halt in force. ``reason`` is its kind (``reconcile_failing``,
+    ``position_drift``, ``pipeline_lag``); ``resume_required``: it lifts only after an operator's
+    ``POST /trading/resume`` once ``cause_gone``."""
+
+    reason: str
+    since: datetime
+    detail: str
+    resume_required: bool
+    cause_gone: bool
+
+
+class ControlEvent(msgspec.Struct):
+    """One row of the control audit trail; commands are ``pending`` until the flow ran them."""
+
+    id: int
+    at: datetime
+    action: str
+    reason: str
+    origin: str
+    state: str
+    completed_at: datetime | None
+    result: dict[str, Any] | None
+
+
+class Controls(msgspec.Struct):
+    kill_switch: KillSwitchState
+    halts: list[Halt]
+    pending: list[ControlEvent]
+    events: list[ControlEvent]
+
+
+class KillSwitchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    engaged: bool
+    reason: str
+
+
+class ControlRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: str
+
+
+class ControlResult(msgspec.Struct):
+    """The change just recorded and the control state after it."""
+
+    event: ControlEvent
+    kill_switch: KillSwitchState
+    halts: list[Halt]
+    pending: list[ControlEvent]
+
+
 class TradingStatus(msgspec.Struct):
+    """``state`` is ``halted`` while anything denies new orders (kill switch or a halt)."""
+
     enabled: bool
     mode: Literal["paper", "live"]
     live_enabled: bool
@@ -48,13 +117,23 @@ class TradingStatus(msgspec.Struct):
     last_decision_at: datetime | None
     llm_enabled: bool
     strategies: list[str]
+    state: Literal["active", "halted", "disabled"]
+    kill_switch_state: KillSwitchState
+    halts: list[Halt]
+    pending_commands: list[ControlEvent]
 
 
 class TradingHealth(msgspec.Struct):
+    """``status`` is ``degraded`` while trading is halted (kill switch or a halt), ``down``
+    while a dependency is."""
+
+    status: Literal["ok", "degraded", "down"]
     clickhouse: DependencyState
     alpaca: DependencyState
     postgres: DependencyState
     last_reconcile_at: datetime | None
+    halts: list[Halt]
+    kill_switch: bool
 
 
 class RiskReason(msgspec.Struct):
@@ -205,6 +284,10 @@ class Liveness(msgspec.Struct):
 
 
 class Readiness(msgspec.Struct):
-    status: Literal["ok", "unavailable"]
+    """``degraded`` (503) while trading is halted: the halts say why."""
+
+    status: Literal["ok", "unavailable", "degraded"]
     clickhouse: DependencyState
     postgres: DependencyState
+    kill_switch: bool = False
+    halts: list[Halt] = msgspec.field(default_factory=list)

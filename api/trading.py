@@ -1,7 +1,9 @@
 """``/trading/*``: the trading loop's switches, dependency health and audit trail.
 
 Status comes from the settings the process runs with (the same object the trading loop reads)
-and from the store (last decision); nothing here changes trading state.
+and from the store (last decision, the persisted kill switch, the halts in force and pending
+control commands); nothing here changes trading state — the control endpoints are in
+:mod:`api.controls`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery
 
 from api import params
-from api.errors import InvalidQuery
+from api.controls import (
+    ControlAccess,
+    effective_kill_switch,
+    event_view,
+    halt_views,
+    kill_switch_view,
+)
+from api.errors import ApiError, InvalidQuery
 from api.health import AlpacaCheck, clickhouse_state, store_state
 from api.schemas import (
     DecisionsPage,
@@ -24,6 +33,7 @@ from api.schemas import (
 from api.ta_reads import TaReader
 from api.trading_reads import TradingReads
 from torghut.config import Settings
+from trading.store import ControlState
 
 __all__ = ["TradingController"]
 
@@ -36,17 +46,28 @@ class TradingController(Controller):
 
     @get("/status", sync_to_thread=True)
     def status(
-        self, settings: NamedDependency[Settings], store: NamedDependency[TradingReads]
+        self,
+        settings: NamedDependency[Settings],
+        store: NamedDependency[TradingReads],
+        controls: NamedDependency[ControlAccess],
     ) -> TradingStatus:
+        """Switches, the kill switch and every halt in force with its reason."""
         t = settings.trading
+        state = controls.state()
+        kill_switch = effective_kill_switch(settings, state)
+        halted = kill_switch or bool(state.halts)
         return TradingStatus(
             enabled=t.enabled,
             mode=t.mode,
             live_enabled=t.live_enabled,
-            kill_switch=t.kill_switch,
+            kill_switch=kill_switch,
             last_decision_at=store.last_decision_at(),
             llm_enabled=settings.llm.enabled,
             strategies=list(t.strategies),
+            state="disabled" if not t.enabled else "halted" if halted else "active",
+            kill_switch_state=kill_switch_view(state.kill_switch),
+            halts=halt_views(state.halts),
+            pending_commands=[event_view(e) for e in state.pending],
         )
 
     @get("/health", sync_to_thread=True)
@@ -55,16 +76,26 @@ class TradingController(Controller):
         ta: NamedDependency[TaReader],
         store: NamedDependency[TradingReads],
         alpaca_check: NamedDependency[AlpacaCheck],
+        settings: NamedDependency[Settings],
+        controls: NamedDependency[ControlAccess],
     ) -> Response[TradingHealth]:
-        """503 when ClickHouse, the store or a configured Alpaca endpoint is down."""
+        """503 when ClickHouse, the store or a configured Alpaca endpoint is down;
+        ``degraded`` (200) while trading is halted, with the halts."""
         postgres = store_state(store)
+        state = _control_state(controls) if postgres == "ok" else None
+        kill_switch = state is not None and effective_kill_switch(settings, state)
+        halts = halt_views(state.halts) if state is not None else []
         body = TradingHealth(
+            status="ok",
             clickhouse=clickhouse_state(ta),
             alpaca=alpaca_check(),
             postgres=postgres,
             last_reconcile_at=store.last_reconcile_at() if postgres == "ok" else None,
+            halts=halts,
+            kill_switch=kill_switch,
         )
         down = "error" in (body.clickhouse, body.alpaca, body.postgres)
+        body.status = "down" if down else "degraded" if kill_switch or halts else "ok"
         return Response(body, status_code=503 if down else 200, media_type=MediaType.JSON)
 
     @get("/decisions", sync_to_thread=True)
@@ -100,6 +131,13 @@ class TradingController(Controller):
             params.limit(limit, settings.api.max_rows, _DEFAULT_LIMIT),
         )
         return ExecutionsPage(executions=rows, count=len(rows))
+
+
+def _control_state(controls: ControlAccess) -> ControlState | None:
+    try:
+        return controls.state()
+    except ApiError:
+        return None
 
 
 def _since(raw: str | None) -> datetime | None:

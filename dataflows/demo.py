@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -32,12 +31,13 @@ from bytewax.testing import run_main
 
 from api.app import create_app
 from dataflows.local import build_local_flow
-from dataflows.trading import TradingRuntime
+from dataflows.trading import TradingRuntime, exit_stopped, install_stop_handlers
 from torghut.clickhouse import Client, connect, migrate
 from torghut.config import Settings, SettingsError, load_settings
 from torghut.logs import configure_logging, get_logger
 from torghut.redact import mask_dsn
 from torghut.sim.market import MarketSimulator, SyntheticMarket
+from trading.execution import TradingStopped
 from trading.store.models import ExecutionRow, TradeDecisionRow
 
 log = get_logger("dataflows.demo")
@@ -90,12 +90,16 @@ def main(argv: list[str] | None = None) -> int:
                     f"{args.seconds or 'ever'} s; Ctrl-C stops it)",
                     flush=True,
                 )
-                _stop_after(stop, args.seconds)
-                run_main(local.flow)  # type: ignore[no-untyped-call]
+                _stop_after(stop, args.seconds, settings.trading.stop_grace_s)
+                try:
+                    run_main(local.flow)  # type: ignore[no-untyped-call]
+                except TradingStopped:
+                    log.warning("demo_stopped_mid_batch")
                 runtime.finish()
                 _print_summary(settings, ch_client, runtime, local.audit_path, api_url)
         finally:
             runtime.close()
+    exit_stopped()
     return 0
 
 
@@ -116,10 +120,11 @@ def _configure_for_demo(settings: Settings, ws_url: str, symbols: tuple[str, ...
     settings.trading = settings.trading.model_copy(update={"enabled": True, "mode": "paper"})
 
 
-def _stop_after(stop: threading.Event, seconds: float) -> None:
-    """Stop on SIGINT/SIGTERM, and after ``seconds`` when positive: sources end, stages flush."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+def _stop_after(stop: threading.Event, seconds: float, grace_s: float) -> None:
+    """After ``seconds`` when positive: sources end, stages flush. On SIGINT/SIGTERM also no
+    order is sent any more and the process ends within ``grace_s``
+    (:func:`dataflows.trading.install_stop_handlers`)."""
+    install_stop_handlers(stop, grace_s)
     if seconds > 0:
         timer = threading.Timer(seconds, stop.set)
         timer.daemon = True

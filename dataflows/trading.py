@@ -16,7 +16,15 @@ is keyed on one key, because the cursor is one position in one global order.
 
 Start-up order matters: the store is migrated, intents left ``pending_submit`` by a previous
 process are resolved with the broker and positions reconciled *before* the first signal is read
-(:meth:`TradingRuntime.start`); trading is denied until that pass has completed.
+(:meth:`TradingRuntime.start`); trading is denied until that pass has completed. A start pass
+that fails (broker down, keys rotated, an order the broker forgot) does not stop the process:
+it keeps trying in the background with trading denied, and says why in ``/trading/status``.
+
+Runtime controls (:mod:`trading.controls`): the persisted kill switch (engaged at start when
+``TRADING_KILL_SWITCH=true``) and the automatic halts are read before every risk check and
+again right before every submit; cancel-all and flatten commands are carried out by a control
+thread. SIGINT/SIGTERM (:func:`install_stop_handlers`) stop every submit at once, end the source
+and end the process within ``TRADING_STOP_GRACE_S`` whatever is still in flight.
 
 Composable pieces for the all-in-one embedded flow: :class:`TradingRuntime` (store, broker,
 executor, reconciler, pipeline built from settings) and :func:`trading_pipeline` (the steps,
@@ -28,6 +36,11 @@ importing it opens nothing.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import signal
+import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,8 +62,10 @@ from torghut.redact import mask_dsn
 from torghut.sim.broker import BrokerSimulator
 from torghut.sim.quotes import QuoteSource, Touch
 from trading.adjudicate import build_review
+from trading.controls import RuntimeControls
 from trading.domain import SignalRow
 from trading.execution import (
+    STOPPING,
     AlpacaBroker,
     OrderExecutor,
     build_trading_client,
@@ -61,12 +76,13 @@ from trading.execution import (
 from trading.pipeline import Decided, Decider, DeciderState, DecisionOutcome, TradingPipeline
 from trading.quantity import QuantityRules
 from trading.reconcile import Reconciler
-from trading.risk import RiskLimits
+from trading.risk import PipelineLag, RiskLimits
 from trading.signals import (
     ClickHouseSignalReader,
     SignalCorrection,
     SignalDeadLetter,
     settle_horizon,
+    signal_read_delay,
 )
 from trading.store import TradingStore
 from trading.strategies import build_strategies
@@ -76,6 +92,9 @@ __all__ = [
     "TradingRuntime",
     "TradingStreams",
     "build_flow",
+    "exit_stopped",
+    "install_stop_handlers",
+    "stop_exit_code",
     "trading_pipeline",
 ]
 
@@ -112,6 +131,7 @@ class TradingRuntime:
     pipeline: TradingPipeline
     decider: Decider
     quotes: LastCloseQuotes
+    controls: RuntimeControls
     simulator: BrokerSimulator | None = None
 
     @property
@@ -137,9 +157,14 @@ class TradingRuntime:
             simulator = start_embedded_broker(quotes or last_close, alpaca)
         base_url = target.url or (simulator.base_url if simulator else "")
         broker = AlpacaBroker(build_trading_client(target, alpaca, base_url))
-        executor = OrderExecutor(
-            store, broker, max_intent_age=timedelta(seconds=risk.max_signal_staleness_s)
+        read_delay = signal_read_delay(trading, settings.ta, settings.clickhouse)
+        # The persisted kill switch (engaged below when TRADING_KILL_SWITCH is set) replaces the
+        # static one, so an operator can release it without a restart.
+        limits = dataclasses.replace(
+            RiskLimits.from_settings(trading, risk, alpaca, read_delay=read_delay),
+            kill_switch=False,
         )
+        executor = OrderExecutor(store, broker, max_intent_age=limits.max_signal_staleness)
 
         def trade_updates() -> TradingStream:
             return TradingStream(
@@ -155,8 +180,32 @@ class TradingRuntime:
             executor,
             interval_s=trading.reconcile_interval_s,
             halt_on_drift=risk.halt_on_position_drift,
+            max_age_s=risk.reconcile_max_age_s,
             stream_factory=trade_updates if stream else None,
         )
+        controls = RuntimeControls(
+            store.controls,
+            broker,
+            executor,
+            refresh_s=trading.poll_interval_s,
+            exclusive=reconciler.exclusive,
+            lag=PipelineLag(limits.max_pipeline_lag),
+        )
+
+        def halted() -> str | None:
+            reasons = [r for r in (reconciler.halted_reason, controls.halted_reason()) if r]
+            return "; ".join(reasons) or None
+
+        def denied() -> str | None:
+            """Right before a submit: the persisted kill switch and halts. Not the reconciler's
+            in-process reason, which the risk check just saw and which a pass resolving a
+            pending intent must not be blocked by (it is that pass)."""
+            reasons = [r for r in (controls.kill_switch_reason(), controls.halted_reason()) if r]
+            return "; ".join(reasons) or None
+
+        executor.gate = denied
+        if trading.kill_switch:
+            controls.engage_at_start("TRADING_KILL_SWITCH=true at start")
         runtime = cls(
             settings=settings,
             store=store,
@@ -167,15 +216,18 @@ class TradingRuntime:
                 store,
                 broker,
                 executor,
-                limits=RiskLimits.from_settings(trading, risk, alpaca),
+                limits=limits,
                 review=build_review(settings.llm, trading),
                 cursor_source=f"{trading.signal_table}:{trading.signal_window_size}",
-                halted=lambda: reconciler.halted_reason,
+                halted=halted,
+                kill_switch=controls.kill_switch_reason,
+                on_signal=controls.observe_signal_time,
                 exclusive=reconciler.exclusive,
                 quantity=QuantityRules(trading.fractional_symbols),
             ),
             decider=Decider(build_strategies(trading)),
             quotes=last_close,
+            controls=controls,
             simulator=simulator,
         )
         log.info(
@@ -188,29 +240,38 @@ class TradingRuntime:
 
     def start(self) -> None:
         """Converge with the broker once (pending intents, orders, positions), then keep
-        reconciling in the background."""
-        report = self.reconciler.reconcile_once()
-        log.info(
-            "trading_reconciled_at_start",
-            intents_resolved=report.intents_resolved,
-            orders_checked=report.orders_checked,
-            drifts=len(report.drifts),
-        )
+        reconciling and obeying the controls in the background. A failing first pass is
+        logged and retried there; trading stays denied until one completes."""
+        try:
+            report = self.reconciler.reconcile_once()
+        except Exception as exc:  # noqa: BLE001 - counted and retried by the reconciler
+            log.error("trading_reconcile_at_start_failed", error=str(exc)[:300])
+        else:
+            log.info(
+                "trading_reconciled_at_start",
+                intents_resolved=report.intents_resolved,
+                orders_checked=report.orders_checked,
+                drifts=len(report.drifts),
+            )
         self.reconciler.start()
+        self.controls.start()
 
     def initial_cursor(self) -> Any:
         with self.store.unit_of_work() as uow:
             return uow.load_cursor(self.cursor_source)
 
     def finish(self) -> None:
-        """At the end of a bounded run: the reviews still queued (each bounded by its
-        deadline), then one last reconciliation pass."""
+        """At the end of a bounded run (not when stopping): the reviews still queued (each
+        bounded by its deadline), then one last reconciliation pass."""
+        if STOPPING.is_set():
+            return
         llm = self.settings.llm
         self.pipeline.drain(llm.timeout_s * llm.max_pending + 10)
         self.reconciler.reconcile_once()
 
     def close(self) -> None:
         self.pipeline.close()
+        self.controls.stop()
         self.reconciler.stop()
         if self.simulator is not None:
             self.simulator.stop()
@@ -335,9 +396,83 @@ def build_flow(
     return flow
 
 
+def install_stop_handlers(stop: threading.Event, grace_s: float) -> None:
+    """SIGINT/SIGTERM: no order leaves the process from now on (:data:`STOPPING`), the sources
+    end (``stop``), and the process exits within ``grace_s`` even if a remote call is still in
+    flight — as a crash would, which the store and the broker's ids make safe to restart from.
+    A second signal exits at once.
+
+    Why a wake-up socket and a thread: Python runs signal handlers on the main thread only, at
+    its next bytecode, and the main thread is inside the Bytewax runtime (Rust) for seconds at
+    a time; the interpreter's C-level handler writes the signal number to the wake-up fd at
+    once, so the stop starts when the signal arrives, not when the main thread looks. Call it
+    from the main thread (``set_wakeup_fd`` requires it).
+    """
+    lock = threading.Lock()
+
+    def begin(signum: int) -> None:
+        with lock:
+            _RECEIVED.append(signum)
+            first = len(_RECEIVED) == 1
+        code = 128 + signum
+        if not first:
+            _exit_now(code, "second signal")
+        STOPPING.set()
+        stop.set()
+        log.warning("trading_stopping", signal=signal.Signals(signum).name, grace_s=grace_s)
+        timer = threading.Timer(grace_s, _exit_now, args=(code, f"not stopped within {grace_s}s"))
+        timer.daemon = True
+        timer.start()
+
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)  # the wake-up thread acts; no KeyboardInterrupt
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def watch() -> None:
+        keep = writer  # the wake-up fd must outlive this function
+        while True:
+            data = reader.recv(16)
+            if not data:
+                keep.close()
+                return
+            for signum in data:
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    begin(signum)
+
+    threading.Thread(target=watch, name="stop-signals", daemon=True).start()
+
+
+_RECEIVED: list[int] = []
+"""Stop signals received by this process, in order (see :func:`install_stop_handlers`)."""
+
+
+def stop_exit_code() -> int | None:
+    """``128 + signal`` once a stop signal has arrived (the shell's convention), else ``None``."""
+    return 128 + _RECEIVED[0] if _RECEIVED else None
+
+
+def exit_stopped() -> None:
+    """End a process stopped by a signal now that its work is flushed: interpreter and engine
+    teardown (chdb, alpaca-py threads) can take seconds, the stop must not."""
+    code = stop_exit_code()
+    if code is not None:
+        _exit_now(code, "stopped by signal")
+
+
+def _exit_now(code: int, why: str) -> None:
+    log.warning("trading_exit", why=why, exit_code=code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _main() -> Dataflow:
     configure_logging()
     settings = load_settings()
+    stop = threading.Event()
+    install_stop_handlers(stop, settings.trading.stop_grace_s)
     ch = settings.clickhouse
     client = connect(ch)
     try:
@@ -347,7 +482,7 @@ def _main() -> Dataflow:
     runtime = TradingRuntime.open(settings)
     runtime.start()
     log.info("trading_flow_ready", started_at=datetime.now(UTC).isoformat())
-    return build_flow(runtime, lambda: connect(ch))
+    return build_flow(runtime, lambda: connect(ch), stop=stop)
 
 
 def __getattr__(name: str) -> Any:

@@ -235,9 +235,16 @@ class RiskSettings(_Section):
     symbol_cooldown_s: int = Field(default=60, ge=0)
     daily_loss_limit: Decimal = Decimal("2000")
     max_drawdown_pct: Decimal = Decimal("10")
-    max_signal_staleness_s: int = Field(default=120, ge=1)
+    max_signal_staleness_s: float | None = Field(default=None, gt=0)
+    """Oldest signal an order may act on; unset = derived from the strategy's bar
+    (:func:`trading.risk.default_signal_staleness`: 13.5 s for 1-second bars on the defaults)."""
+    max_pipeline_lag_s: float | None = Field(default=None, gt=0)
+    """Halt trading while now − event time of the signal being processed exceeds this; clears by
+    itself when the lag recovers. Unset = the signal staleness bound."""
     require_market_open: bool = True
     halt_on_position_drift: bool = True
+    reconcile_max_age_s: float = Field(default=60.0, gt=0)
+    """Halt trading (fail closed) when no reconciliation pass has completed for this long."""
 
 
 class LlmSettings(_Section):
@@ -279,6 +286,8 @@ class ApiSettings(_Section):
     max_rows: int = Field(default=20_000, ge=1)
     """Upper bound of ``limit`` on list endpoints (bars, signals, decisions, executions)."""
     alpaca_check_timeout_s: float = Field(default=2.0, gt=0)
+    control_token: SecretStr | None = None
+    """Bearer token of the control endpoints (``POST /trading/...``); unset = they answer 403."""
 
 
 class TradingSettings(_Section):
@@ -290,6 +299,8 @@ class TradingSettings(_Section):
     mode: Literal["paper", "live"] = "paper"
     live_enabled: bool = False
     kill_switch: bool = False
+    """Engage the persisted kill switch at start (audited, origin ``startup``); release it at run
+    time through the API or ``python -m trading.controls``."""
     signal_schema: Literal["auto", "envelope", "flat"] = "auto"
     signal_table: str = "ta_signals"
     signal_window_size: str = "PT1S"
@@ -311,6 +322,9 @@ class TradingSettings(_Section):
         default_factory=lambda: _data_dir() / "trading-signal-dead-letters.jsonl"
     )
     """JSON lines of signal rows the trading loop could not use, and of corrections it skipped."""
+    stop_grace_s: float = Field(default=3.0, gt=0)
+    """After SIGINT/SIGTERM (no order is sent from then on), the process ends by itself within
+    this long even if a remote call is still in flight."""
 
 
 class Settings:

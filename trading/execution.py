@@ -15,6 +15,13 @@ knows it" must never duplicate and must always converge):
    has it, record it; if not, submit it only while the decision is still fresh
    (``RISK_MAX_SIGNAL_STALENESS_S``), otherwise mark it failed with ``expired: ...``.
 
+Nothing is sent while the process is stopping or trading is denied: :meth:`OrderExecutor.submit`
+checks the process-wide :data:`STOPPING` flag (set by the SIGINT/SIGTERM handler) and the
+executor's ``gate`` (the runtime kill switch and halts, :mod:`trading.controls`) right before
+every submit, so a signal or a kill switch that arrives while a decision is being adjudicated
+still stops its order. A gated intent is marked failed (``blocked: ...``) and never sent; an
+intent stopped by :data:`STOPPING` stays ``pending_submit`` for the next start to resolve.
+
 Endpoint selection is :func:`client_target`, a pure function over
 :func:`trading.live_gates.trading_endpoint`: a live endpoint needs ``TRADING_MODE=live``,
 ``TRADING_LIVE_ENABLED=true`` *and* ``ALPACA_LIVE_BASE_URL``; anything short of that is paper
@@ -24,6 +31,7 @@ Endpoint selection is :func:`client_target`, a pure function over
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,6 +69,7 @@ from trading.quantity import wire_qty
 from trading.store import StoredDecision, TradingStore
 
 __all__ = [
+    "STOPPING",
     "AlpacaBroker",
     "BrokerRejected",
     "BrokerUnavailable",
@@ -68,6 +77,8 @@ __all__ = [
     "ExecutionOutcome",
     "OrderExecutor",
     "Outcome",
+    "TradingStopped",
+    "broker_status",
     "build_trading_client",
     "client_target",
     "start_embedded_broker",
@@ -85,6 +96,15 @@ HTTP_TIMEOUT_S = 10.0
 """Per-request timeout of the broker client: a dropped response must not hang the flow."""
 RETRY_WAIT_S = 1
 """alpaca-py waits this long between its 429/504 retries (its default is 3 s)."""
+
+
+STOPPING = threading.Event()
+"""Process-wide: set once the process is stopping; from then on no order leaves it."""
+
+
+class TradingStopped(RuntimeError):
+    """Raised by the pipeline when :data:`STOPPING` cut a batch short: the flow must end as a
+    crash (no final snapshot), so a restart replays the decisions it did not handle."""
 
 
 class BrokerRejected(RuntimeError):
@@ -239,7 +259,7 @@ class AlpacaBroker:
         try:
             order = self._call(lambda: self.client.get_order_by_client_id(client_order_id))
         except BrokerRejected as exc:
-            if _status(exc) == 404:
+            if broker_status(exc) == 404:
                 return None
             raise
         return to_broker_order(order)
@@ -327,7 +347,8 @@ def _aware(ts: datetime | None) -> datetime | None:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
-def _status(exc: BaseException) -> int | None:
+def broker_status(exc: BaseException) -> int | None:
+    """The HTTP status behind a :class:`BrokerRejected`/:class:`BrokerUnavailable` (if any)."""
     cause = exc.__cause__
     return cause.status_code if isinstance(cause, APIError) else None
 
@@ -353,7 +374,10 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
     EXPIRED = "expired"
     UNRESOLVED = "unresolved"
-    """Broker unreachable: the intent stays ``pending_submit`` and is resolved later."""
+    """Broker unreachable (or the process is stopping): the intent stays ``pending_submit`` and
+    is resolved later."""
+    BLOCKED = "blocked"
+    """Trading was denied between adjudication and submit (kill switch, halt): never sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,15 +398,28 @@ class OrderExecutor:
         *,
         max_intent_age: timedelta,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        gate: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._store = store
         self._broker = broker
         self._max_age = max_intent_age
         self._now = now
+        self.gate = gate
+        """Why orders are denied right now (``None``: they are not); checked before each submit."""
 
     def submit(self, decision: StoredDecision) -> ExecutionOutcome:
-        """Send a freshly committed intent and record the answer."""
+        """Send a freshly committed intent and record the answer (unless stopping or gated)."""
         h = decision.decision_hash
+        if STOPPING.is_set():
+            SUBMITS.labels(result="stopping").inc()
+            return ExecutionOutcome(h, Outcome.UNRESOLVED, detail="process stopping")
+        denied = self.gate()
+        if denied is not None:
+            detail = f"blocked: {denied}"
+            SUBMITS.labels(result="blocked").inc()
+            self._store.record_submit_failure(h, detail)
+            _log.warning("order_blocked", decision_hash=h, detail=detail)
+            return ExecutionOutcome(h, Outcome.BLOCKED, detail=detail)
         try:
             order = self._broker.submit(decision.order_request())
         except BrokerRejected as exc:

@@ -10,6 +10,9 @@ NautilusTrader's order FSM). Re-observing the current status is not a transition
 Polling can skip intermediate states (``pending_new`` → ``filled`` without ``new``), so the table
 allows every forward jump the broker can produce, and nothing out of a terminal state.
 ``intent`` is our own state: recorded in the store, not yet acknowledged by the broker.
+``unknown_at_broker`` is ours too: the broker answered 404 for an order we hold as open (a paper
+account reset, an order placed on another account). It is terminal — nothing the broker says
+can revive it — and reachable from every non-terminal state.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class OrderStatus(StrEnum):
     REJECTED = "rejected"
     SUSPENDED = "suspended"
     CALCULATED = "calculated"
+    UNKNOWN_AT_BROKER = "unknown_at_broker"
 
 
 class Transition(StrEnum):
@@ -70,18 +74,20 @@ class Transition(StrEnum):
 S = OrderStatus
 
 TERMINAL: frozenset[OrderStatus] = frozenset(
-    {S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED, S.REPLACED}
+    {S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED, S.REPLACED, S.UNKNOWN_AT_BROKER}
 )
 """No status follows these (``replaced`` is terminal for the old order; the new one has its own)."""
 
 ACTIVE: frozenset[OrderStatus] = frozenset(s for s in S if s not in TERMINAL)
 
-_ENDINGS = frozenset({S.FILLED, S.CANCELED, S.EXPIRED})
+_ENDINGS = frozenset({S.FILLED, S.CANCELED, S.EXPIRED, S.UNKNOWN_AT_BROKER})
 _WORKING = frozenset({S.NEW, S.PARTIALLY_FILLED, S.PENDING_CANCEL, S.PENDING_REPLACE})
 
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.INTENT: frozenset(S) - {S.INTENT},
-    S.PENDING_REVIEW: frozenset({S.ACCEPTED, S.PENDING_NEW, S.NEW, S.REJECTED, S.CANCELED}),
+    S.PENDING_REVIEW: frozenset(
+        {S.ACCEPTED, S.PENDING_NEW, S.NEW, S.REJECTED, S.CANCELED, S.UNKNOWN_AT_BROKER}
+    ),
     S.ACCEPTED: frozenset(
         {S.PENDING_NEW, S.ACCEPTED_FOR_BIDDING, S.HELD, S.SUSPENDED, S.DONE_FOR_DAY, S.REJECTED}
     )

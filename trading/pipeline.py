@@ -29,6 +29,13 @@ Two halves, because Bytewax recovery needs one and side effects the other:
   waits for them at the end of a bounded run, and after :meth:`TradingPipeline.close` every
   review still queued or in flight is recorded as vetoed (``shutdown``) and nothing is sent.
 
+  Before each decision the process-wide stop flag is checked: once SIGINT/SIGTERM has arrived
+  no further decision is handled and the batch ends in :class:`~trading.execution.TradingStopped`
+  (the stored cursor stays at the last handled row, so a restart replays the rest). The newest
+  event time of each batch feeds the pipeline-lag halt (``on_signal``) before its decisions, and
+  every risk rejection is counted by rule (``torghut_trading_risk_rejections_total``). A broker
+  that refuses the state reads (a 401 after a key rotation) rejects the decision as halted.
+
   A review in flight when the process dies is lost with its decision (no order was sent; the
   cursor has moved past its row, and a replayed row would be stale by then anyway).
 
@@ -55,12 +62,20 @@ from prometheus_client import Counter, Gauge
 from torghut.logs import get_logger
 from trading.adjudicate import Adjudication, conclude, precheck
 from trading.domain import Decision, SignalRow
-from trading.execution import BrokerUnavailable, ExecutionOutcome, OrderExecutor, Outcome
+from trading.execution import (
+    STOPPING,
+    BrokerRejected,
+    BrokerUnavailable,
+    ExecutionOutcome,
+    OrderExecutor,
+    Outcome,
+    TradingStopped,
+)
 from trading.llm import DecisionReview, ReviewOutcome
 from trading.ports import AccountSnapshot, Broker, ClockSnapshot, PositionSnapshot, SignalCursor
 from trading.quantity import QuantityRules
 from trading.review_lanes import SymbolLanes
-from trading.risk import RiskContext, RiskLimits
+from trading.risk import RiskCheck, RiskContext, RiskLimits, RiskReason, RiskVerdict
 from trading.signals import SignalCorrection, SignalDeadLetter
 from trading.store import DecisionStatus, StoredDecision, TradingStore
 from trading.strategies import Strategy, SymbolState, advance, initial_state
@@ -78,6 +93,9 @@ _log = get_logger("trading.pipeline")
 
 DECISIONS = Counter(
     "torghut_trading_decisions_total", "Decisions handled by the trading pipeline", ["result"]
+)
+RISK_REJECTIONS = Counter(
+    "torghut_trading_risk_rejections_total", "Risk rule failures of decisions", ["check"]
 )
 LAST_SIGNAL_TS = Gauge(
     "torghut_trading_last_signal_event_ts_seconds", "Event time of the last signal processed"
@@ -150,6 +168,8 @@ class TradingPipeline:
         review: DecisionReview | None,
         cursor_source: str,
         halted: Callable[[], str | None] = lambda: None,
+        kill_switch: Callable[[], str | None] = lambda: None,
+        on_signal: Callable[[datetime], None] = lambda _: None,
         exclusive: threading.Lock | None = None,
         quantity: QuantityRules | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -161,6 +181,8 @@ class TradingPipeline:
         self._review = review
         self._cursor_source = cursor_source
         self._halted = halted
+        self._kill_switch = kill_switch
+        self._on_signal = on_signal
         self._exclusive = exclusive or threading.Lock()
         self._quantity = quantity or QuantityRules()
         self._now = now
@@ -183,10 +205,17 @@ class TradingPipeline:
         self._snapshot = None
         outcomes = self._take_reviewed()
         last: SignalCursor | None = None
+        newest = max((i.row.event_ts for i in items if isinstance(i, Decided)), default=None)
+        if newest is not None:
+            self._on_signal(newest)
         for item in items:
             if isinstance(item, Decided):
                 self._remember(item.row)
                 for decision in item.decisions:
+                    if STOPPING.is_set():
+                        if last is not None:
+                            self._store.save_cursor(self._cursor_source, last)
+                        raise TradingStopped("stopping: decisions left unhandled for a restart")
                     outcome = self._handle(decision, item.cursor)
                     if outcome is not None:
                         outcomes.append(outcome)
@@ -218,7 +247,10 @@ class TradingPipeline:
                 with self._exclusive:
                     return self._outcome(existing, self._executor.resolve(existing))
             return self._outcome(existing, None)
-        view = self._batch_view()
+        try:
+            view = self._batch_view()
+        except BrokerRejected as exc:
+            return self._refused_by_broker(decision, cursor, exc)
         if self._review is None or self._lanes is None:
             return self._conclude(decision, None, view, cursor)
         rejected = precheck(
@@ -251,7 +283,7 @@ class TradingPipeline:
             outcome = review.review(decision, recent)
         try:
             view = self._broker_snapshot()
-        except BrokerUnavailable as exc:
+        except (BrokerUnavailable, BrokerRejected) as exc:
             # Risk still runs, on the view the worker read for this decision's batch; the
             # submit then meets the same outage and leaves the intent to be resolved later.
             _log.warning("broker_unavailable_after_review", error=str(exc)[:300])
@@ -286,6 +318,8 @@ class TradingPipeline:
     def _record(self, verdict: Adjudication, cursor: SignalCursor | None) -> DecisionOutcome:
         """One unit of work (decision, review, risk, intent and cursor), then submit (callers
         that may submit hold the reconciler's lock)."""
+        for code in verdict.risk.codes if verdict.risk is not None else ():
+            RISK_REJECTIONS.labels(check=code.value).inc()
         with self._store.unit_of_work() as uow:
             stored = uow.record_decision(verdict.decision, risk=verdict.risk, review=verdict.review)
             if cursor is not None:
@@ -297,6 +331,22 @@ class TradingPipeline:
         if stored.created:
             return self._outcome(stored, self._executor.submit(stored))
         return self._outcome(stored, self._executor.resolve(stored))
+
+    def _refused_by_broker(
+        self, decision: Decision, cursor: SignalCursor, exc: BrokerRejected
+    ) -> DecisionOutcome:
+        """The broker refuses the state reads (a 401 after a key rotation): the decision is
+        rejected as halted and recorded — fail closed, never a crash loop (a restart would meet
+        the same refusal). Reconciliation halts trading visibly meanwhile."""
+        detail = f"broker refused the account/positions/clock reads: {str(exc)[:300]}"
+        risk = RiskVerdict((RiskReason(RiskCheck.TRADING_HALTED, detail),))
+        RISK_REJECTIONS.labels(check=RiskCheck.TRADING_HALTED.value).inc()
+        with self._store.unit_of_work() as uow:
+            stored = uow.record_decision(decision, risk=risk)
+            uow.save_cursor(self._cursor_source, cursor)
+            uow.commit()
+        DECISIONS.labels(result=stored.status.value).inc()
+        return self._outcome(stored, None)
 
     def _take_reviewed(self) -> list[DecisionOutcome]:
         with self._reviewed_lock:
@@ -328,6 +378,7 @@ class TradingPipeline:
             recent_orders=recent,
             equity_peak=peak,
             halted_reason=self._halted(),
+            kill_switch_reason=self._kill_switch(),
         )
 
     def _broker_snapshot(self) -> BrokerView:

@@ -13,15 +13,29 @@ transition appends one ``order_events`` row and a repeated or stale observation 
 Drift (broker position ≠ position implied by our executions) is re-checked once after a fresh
 order sync before it counts, because a fill landing between the two reads is not drift. Confirmed
 drift sets the ``torghut_trading_position_drift`` gauge and, with ``RISK_HALT_ON_POSITION_DRIFT``,
-halts trading: :attr:`Reconciler.halted_reason` is passed to the risk engine, which then denies
-every new order, until a pass finds no drift. The first pass (at start) also halts until it has
-completed, so no order is sent before the store has converged with the broker.
+raises a persisted ``position_drift`` halt (:mod:`trading.store.controls`): the risk engine then
+denies every new order until a pass finds no drift *and* an operator has resumed.
+
+Never blind: a pass that fails for any reason — the broker unreachable, a 4xx such as a 401 after
+a key rotation, the store down — is counted (``torghut_trading_reconcile_errors_total{kind}``),
+logged and retried with exponential back-off (tenacity) by a thread that cannot die of it. While
+no pass has completed for ``RISK_RECONCILE_MAX_AGE_S`` trading is denied at once
+(:attr:`Reconciler.halted_reason`, computed from the clock, so even a pass stuck in a call
+halts) and a ``reconcile_failing`` halt is persisted for the API; it is cleared by a resume once
+a pass has completed again. Until the first pass has completed (at start, or after a failing
+start: the flow starts anyway) trading is denied too, so no order is sent before the store has
+converged with the broker.
+
+An open order the broker answers 404 for (a paper-account reset) is marked
+``unknown_at_broker`` (terminal), counted and reported in the control audit trail — never an
+error that stops the pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,12 +43,27 @@ from datetime import UTC, datetime
 from alpaca.trading.models import TradeUpdate
 from alpaca.trading.stream import TradingStream
 from prometheus_client import Counter, Gauge
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
+from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from torghut.logs import get_logger
-from trading.execution import BrokerUnavailable, OrderExecutor, to_broker_order
-from trading.ports import Broker
-from trading.store import PositionDrift, TradingStore
+from trading.execution import (
+    BrokerRejected,
+    BrokerUnavailable,
+    OrderExecutor,
+    broker_status,
+    to_broker_order,
+)
+from trading.orders import OrderStatus
+from trading.ports import Broker, BrokerOrder
+from trading.store import (
+    ControlAction,
+    HaltKind,
+    Origin,
+    PositionDrift,
+    StoredExecution,
+    TradingStore,
+)
 
 __all__ = ["ReconcileReport", "Reconciler"]
 
@@ -50,6 +79,19 @@ DRIFT = Gauge(
 )
 HALTED = Gauge("torghut_trading_halted", "1 while reconciliation denies new orders")
 PASSES = Counter("torghut_trading_reconcile_passes_total", "Reconciliation passes", ["result"])
+ERRORS = Counter(
+    "torghut_trading_reconcile_errors_total",
+    "Reconciliation passes that failed, by kind",
+    ["kind"],
+)
+LAST_SUCCESS = Gauge(
+    "torghut_trading_reconcile_last_success_timestamp_seconds",
+    "Wall-clock time of the last completed reconciliation pass",
+)
+UNKNOWN_AT_BROKER = Counter(
+    "torghut_trading_orders_unknown_at_broker_total", "Open orders the broker answered 404 for"
+)
+_BACKOFF_MAX_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,17 +118,24 @@ class Reconciler:
         *,
         interval_s: float,
         halt_on_drift: bool,
+        max_age_s: float = 60.0,
         stream_factory: Callable[[], TradingStream] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._broker = broker
         self._executor = executor
         self._interval = interval_s
         self._halt_on_drift = halt_on_drift
+        self._max_age = max_age_s
+        self._backoff_max = max(interval_s, min(_BACKOFF_MAX_S, max_age_s / 4))
         self._stream_factory = stream_factory
         self._now = now
-        self._halted: str | None = "reconciliation has not completed yet"
+        self._clock = clock
+        self._completed = False
+        self._last_success = clock()
+        self.last_error: str | None = None
         self.exclusive = threading.Lock()
         """Held by a pass and by the pipeline around each decision (adjudicate → record →
         submit → record): no order is in flight, unrecorded, while positions are compared."""
@@ -98,29 +147,80 @@ class Reconciler:
 
     @property
     def halted_reason(self) -> str | None:
-        return self._halted
+        """Why reconciliation denies orders in this process right now: no pass completed yet,
+        or none for longer than the configured age (drift is a persisted halt instead)."""
+        error = f": {self.last_error}" if self.last_error else ""
+        if not self._completed:
+            reason: str | None = f"reconciliation has not completed yet{error}"
+        else:
+            age = self._clock() - self._last_success
+            reason = (
+                f"reconciliation failing for {age:.1f}s (max {self._max_age:g}s){error}"
+                if age > self._max_age
+                else None
+            )
+        HALTED.set(1 if reason else 0)
+        return reason
 
     # --- one pass ---------------------------------------------------------------------------
 
     def reconcile_once(self) -> ReconcileReport:
-        """Resolve intents, sync orders, compare positions; updates the halt flag."""
+        """Resolve intents, sync orders, compare positions; raises what made the pass fail,
+        after counting it and, past the configured age, persisting the halt."""
         with self.exclusive:
             try:
                 report = self._pass()
-            except BrokerUnavailable as exc:
-                PASSES.labels(result="broker_unavailable").inc()
-                _log.warning("reconcile_broker_unavailable", error=str(exc))
+            except Exception as exc:
+                self._failed(exc)
                 raise
         self.last_report = report
+        self._completed = True
+        self._last_success = self._clock()
+        self.last_error = None
+        LAST_SUCCESS.set(report.at.timestamp())
+        controls = self._store.controls
+        controls.cause_gone(HaltKind.RECONCILE_FAILING)
         if report.drifts and self._halt_on_drift:
-            self._halted = "position drift: " + ", ".join(
-                f"{d.symbol} broker {d.broker_qty} local {d.local_qty}" for d in report.drifts
+            controls.raise_halt(
+                HaltKind.POSITION_DRIFT,
+                ", ".join(
+                    f"{d.symbol} broker {d.broker_qty} local {d.local_qty}" for d in report.drifts
+                ),
+                requires_resume=True,
             )
-        else:
-            self._halted = None
-        HALTED.set(1 if self._halted else 0)
+        elif not report.drifts:
+            controls.cause_gone(HaltKind.POSITION_DRIFT)
+        HALTED.set(0)
         PASSES.labels(result="drift" if report.drifts else "in_sync").inc()
         return report
+
+    def _failed(self, exc: Exception) -> None:
+        kind = (
+            "broker_unavailable"
+            if isinstance(exc, BrokerUnavailable)
+            else "broker_rejected"
+            if isinstance(exc, BrokerRejected)
+            else "store"
+            if isinstance(exc, SQLAlchemyError)
+            else "unexpected"
+        )
+        ERRORS.labels(kind=kind).inc()
+        PASSES.labels(result="failed").inc()
+        self.last_error = f"{kind}: {str(exc).splitlines()[0][:300] if str(exc) else repr(exc)}"
+        _log.warning("reconcile_pass_failed", kind=kind, error=self.last_error)
+        age = self._clock() - self._last_success
+        if age <= self._max_age:
+            return
+        detail = (
+            f"no reconciliation pass completed for {age:.1f}s (max {self._max_age:g}s): "
+            f"{self.last_error}"
+        )
+        try:
+            self._store.controls.raise_halt(
+                HaltKind.RECONCILE_FAILING, detail, requires_resume=True
+            )
+        except SQLAlchemyError as store_exc:  # the in-memory reason still denies orders
+            _log.error("reconcile_halt_not_persisted", error=str(store_exc)[:300])
 
     def _pass(self) -> ReconcileReport:
         resolved = len(self._executor.resolve_pending())
@@ -143,18 +243,53 @@ class Reconciler:
 
     def _sync_orders(self) -> tuple[int, int]:
         with self._store.unit_of_work() as uow:
-            open_ids = [e.alpaca_order_id for e in uow.open_executions()]
+            open_executions = uow.open_executions()
         broker = self._broker
         seen = {o.id: o for o in broker.open_orders()}
-        for order_id in open_ids:
-            if order_id not in seen:
+        for execution in open_executions:
+            order_id = execution.alpaca_order_id
+            if order_id in seen:
+                continue
+            try:
                 seen[order_id] = broker.get_order(order_id)
+            except BrokerRejected as exc:
+                if broker_status(exc) != 404:
+                    raise
+                seen[order_id] = self._unknown_at_broker(execution)
         updates = 0
         for order in seen.values():
             if self._executor.record(order, event_type="poll"):
                 updates += 1
         TRANSITIONS.labels(channel="poll").inc(updates)
         return len(seen), updates
+
+    def _unknown_at_broker(self, execution: StoredExecution) -> BrokerOrder:
+        """The broker does not know an order we hold as open: mark it and report it."""
+        UNKNOWN_AT_BROKER.inc()
+        detail = (
+            f"order {execution.alpaca_order_id} ({execution.symbol} {execution.side} "
+            f"{execution.qty}, client_order_id {execution.client_order_id}) is unknown to the "
+            f"broker (404); marked {OrderStatus.UNKNOWN_AT_BROKER.value}"
+        )
+        _log.error("order_unknown_at_broker", order_id=execution.alpaca_order_id, detail=detail)
+        self._store.controls.record(
+            ControlAction.ORDER_UNKNOWN,
+            detail,
+            Origin.AUTOMATIC,
+            result={"order_id": execution.alpaca_order_id, "symbol": execution.symbol},
+        )
+        return BrokerOrder(
+            id=execution.alpaca_order_id,
+            client_order_id=execution.client_order_id,
+            symbol=execution.symbol,
+            side="sell" if execution.side == "sell" else "buy",
+            qty=execution.qty,
+            status=OrderStatus.UNKNOWN_AT_BROKER,
+            filled_qty=execution.filled_qty,
+            filled_avg_price=execution.filled_avg_price,
+            submitted_at=execution.submitted_at,
+            updated_at=max(self._now(), execution.last_update_at),
+        )
 
     def _drifts(self) -> list[PositionDrift]:
         positions = self._broker.positions()
@@ -187,7 +322,9 @@ class Reconciler:
             stream = self._stream_factory()
             stream.subscribe_trade_updates(self.on_trade_update)
             self._stream = stream
-            thread = threading.Thread(target=stream.run, name="trade-updates", daemon=True)
+            thread = threading.Thread(
+                target=self._run_stream, args=(stream,), name="trade-updates", daemon=True
+            )
             self._threads.append(thread)
             thread.start()
 
@@ -201,10 +338,36 @@ class Reconciler:
             t.join(timeout if t.name == "reconcile-poll" else 0.2)
         self._threads.clear()
 
+    def _pause(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+    def _run_stream(self, stream: TradingStream) -> None:
+        """alpaca-py reconnects by itself but ends on some errors (a refused login): say so,
+        the periodic pass carries on alone."""
+        try:
+            stream.run()
+        except Exception as exc:  # noqa: BLE001 - reported; the poll thread is the safety net
+            ERRORS.labels(kind="stream").inc()
+            _log.error("trade_updates_stream_ended", error=repr(exc)[:300])
+            return
+        if not self._stop.is_set():
+            ERRORS.labels(kind="stream").inc()
+            _log.error("trade_updates_stream_ended", error="returned while not stopping")
+
     def _poll_forever(self) -> None:
+        """A pass every interval; a failing one is retried with exponential back-off (capped at
+        a quarter of the max age, so recovery is noticed in time) until one completes. Nothing
+        that a pass raises ends this thread (each failure was counted in :meth:`reconcile_once`)."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential(multiplier=self._interval, max=self._backoff_max),
+            stop=lambda _: self._stop.is_set(),
+            sleep=self._pause,
+            reraise=True,
+        )
         while not self._stop.is_set():
             try:
-                self.reconcile_once()
-            except (BrokerUnavailable, OperationalError) as exc:
-                _log.warning("reconcile_pass_failed", error=str(exc)[:500])
+                retrying(self.reconcile_once)
+            except Exception as exc:  # noqa: BLE001 - only reached when stopping mid-retry
+                _log.info("reconcile_stopped_while_failing", error=str(exc)[:300])
             self._stop.wait(self._interval)

@@ -14,7 +14,13 @@ Conventions:
 * the loss and drawdown stops block every new order, exits included: after a stop, positions are
   flattened by an operator, not by the strategy that lost the money;
 * notional = qty × (limit price, else the signal's reference price); an order without any price
-  is rejected because no limit can be checked.
+  is rejected because no limit can be checked;
+* staleness and lag are risk inputs: a signal older than the strategy's bar allows
+  (:func:`default_signal_staleness`, 13.5 s for 1-second bars on the defaults) is rejected, and
+  :class:`PipelineLag` turns a pipeline that falls behind into a halt that lifts by itself when
+  it has caught up;
+* the kill switch is runtime state (``RiskContext.kill_switch_reason``, persisted by
+  :mod:`trading.store.controls`); ``RiskLimits.kill_switch`` is the static one of a backtest.
 """
 
 from __future__ import annotations
@@ -28,20 +34,29 @@ from enum import StrEnum
 import msgspec
 
 from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
+from torghut.ta.indicators import window_micros
 from trading.domain import Action, Decision
 from trading.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot
 
 _Fail = Callable[["RiskCheck", str], None]
 
 __all__ = [
+    "LagChange",
+    "PipelineLag",
     "RecentOrder",
     "RiskCheck",
     "RiskContext",
     "RiskLimits",
     "RiskReason",
     "RiskVerdict",
+    "default_signal_staleness",
     "evaluate",
 ]
+
+LAG_CLEAR_RATIO = 0.8
+"""A lag halt lifts once the lag is back under this share of its bound."""
+STALE_BARS = 3
+"""A signal may be this many bars old beyond what reading it takes (read delay + one poll)."""
 
 
 class RiskCheck(StrEnum):
@@ -97,6 +112,7 @@ class RiskLimits:
     symbol_allowlist: frozenset[str]
     require_market_open: bool
     max_signal_staleness: timedelta
+    max_pipeline_lag: timedelta
     max_notional_per_order: Decimal
     max_position_per_symbol: Decimal
     max_gross_exposure: Decimal
@@ -108,8 +124,27 @@ class RiskLimits:
 
     @classmethod
     def from_settings(
-        cls, trading: TradingSettings, risk: RiskSettings, alpaca: AlpacaSettings
+        cls,
+        trading: TradingSettings,
+        risk: RiskSettings,
+        alpaca: AlpacaSettings,
+        *,
+        read_delay: timedelta,
     ) -> RiskLimits:
+        """``read_delay`` is how old a signal is, at the earliest, when the trading flow can read
+        it (:func:`trading.signals.signal_read_delay`)."""
+        staleness = (
+            timedelta(seconds=risk.max_signal_staleness_s)
+            if risk.max_signal_staleness_s is not None
+            else default_signal_staleness(
+                trading.signal_window_size, read_delay, timedelta(seconds=trading.poll_interval_s)
+            )
+        )
+        lag = (
+            timedelta(seconds=risk.max_pipeline_lag_s)
+            if risk.max_pipeline_lag_s is not None
+            else staleness
+        )
         return cls(
             trading_enabled=trading.enabled,
             kill_switch=trading.kill_switch,
@@ -119,7 +154,8 @@ class RiskLimits:
             enabled_strategies=frozenset(trading.strategies),
             symbol_allowlist=frozenset(risk.symbol_allowlist or alpaca.symbols),
             require_market_open=risk.require_market_open,
-            max_signal_staleness=timedelta(seconds=risk.max_signal_staleness_s),
+            max_signal_staleness=staleness,
+            max_pipeline_lag=lag,
             max_notional_per_order=risk.max_notional_per_order,
             max_position_per_symbol=risk.max_position_per_symbol,
             max_gross_exposure=risk.max_gross_exposure,
@@ -143,8 +179,8 @@ class RiskContext:
     """The world as the flow last saw it.
 
     ``equity_peak`` is the highest equity observed (the drawdown reference); ``halted_reason``
-    is set while trading is denied for an operational reason (reconciliation running, position
-    drift with halting enabled).
+    is set while trading is denied for an operational reason (reconciliation running or failing,
+    position drift, pipeline lag); ``kill_switch_reason`` while the runtime kill switch is on.
     """
 
     now: datetime
@@ -154,6 +190,57 @@ class RiskContext:
     recent_orders: Sequence[RecentOrder]
     equity_peak: Decimal
     halted_reason: str | None = None
+    kill_switch_reason: str | None = None
+
+
+def default_signal_staleness(window_size: str, read_delay: timedelta, poll: timedelta) -> timedelta:
+    """How old a signal may be when an order acts on it, unless configured.
+
+    A row reaches the trading flow no earlier than ``read_delay`` after its event time (TA
+    allowed lateness + insert batch + the reader's settle horizon, which waits for late inserts)
+    and up to one poll later; beyond that the strategy's own bar decides: :data:`STALE_BARS`
+    bars. For 1-second bars on the defaults that is (2 + 1 + 6.5) + 1 + 3 = 13.5 s; for
+    1-minute bars 3 minutes more.
+
+    >>> default_signal_staleness("PT1S", timedelta(seconds=2), timedelta(seconds=1))
+    datetime.timedelta(seconds=6)
+    """
+    bar = timedelta(microseconds=window_micros(window_size))
+    return read_delay + poll + STALE_BARS * bar
+
+
+class LagChange(StrEnum):
+    HALT = "halt"
+    CLEAR = "clear"
+
+
+class PipelineLag:
+    """Pipeline lag (now − event time of the newest signal of the batch being processed)
+    against its bound.
+
+    Pure given its inputs: :meth:`observe` returns :attr:`LagChange.HALT` when the lag first
+    exceeds the bound, :attr:`LagChange.CLEAR` once it is back under :data:`LAG_CLEAR_RATIO` of
+    it (so a lag hovering at the bound does not flap), ``None`` otherwise. Only processed
+    signals are observed: an idle pipeline (market closed) is not lagging.
+    """
+
+    def __init__(self, bound: timedelta) -> None:
+        self.bound = bound
+        self.lagging = False
+        self.last = timedelta(0)
+
+    def observe(self, now: datetime, event_ts: datetime) -> LagChange | None:
+        self.last = now - event_ts
+        if not self.lagging and self.last > self.bound:
+            self.lagging = True
+            return LagChange.HALT
+        if self.lagging and self.last <= self.bound * LAG_CLEAR_RATIO:
+            self.lagging = False
+            return LagChange.CLEAR
+        return None
+
+    def detail(self) -> str:
+        return f"lag {self.last.total_seconds():.3f}s > {self.bound.total_seconds():g}s"
 
 
 def evaluate(decision: Decision, limits: RiskLimits, ctx: RiskContext) -> RiskVerdict:
@@ -179,6 +266,8 @@ def _gates(decision: Decision, limits: RiskLimits, ctx: RiskContext, fail: _Fail
         fail(RiskCheck.TRADING_DISABLED, "TRADING_ENABLED is false")
     if limits.kill_switch:
         fail(RiskCheck.KILL_SWITCH, "TRADING_KILL_SWITCH is on")
+    elif ctx.kill_switch_reason:
+        fail(RiskCheck.KILL_SWITCH, ctx.kill_switch_reason)
     if ctx.halted_reason:
         fail(RiskCheck.TRADING_HALTED, ctx.halted_reason)
     if limits.mode != "paper" and not (limits.live_enabled and limits.live_endpoint_configured):

@@ -136,6 +136,17 @@ def settle_horizon(trading: TradingSettings, ta: TaSettings, ch: ClickHouseSetti
     return timedelta(milliseconds=ms, seconds=ch.insert_batch_seconds + 1.0)
 
 
+def signal_read_delay(
+    trading: TradingSettings, ta: TaSettings, ch: ClickHouseSettings
+) -> timedelta:
+    """How old a signal is, at the earliest, when this reader can read it: the TA flow emits a
+    bar's signal once the feed has passed its end by the allowed lateness, the ClickHouse sink
+    inserts it within one batch interval, and the reader stays the settle horizon behind the
+    newest row. Risk derives its default staleness and lag bounds from it."""
+    emitted = timedelta(milliseconds=ta.allowed_lateness_ms, seconds=ch.insert_batch_seconds)
+    return emitted + settle_horizon(trading, ta, ch)
+
+
 def resolve_schema(client: Client, table: str, configured: str) -> SignalSchema:
     """``configured`` unless ``auto``; then the configured table's columns decide."""
     if configured == "envelope":

@@ -52,6 +52,10 @@ async function refreshStatus() {
   setPill("t-enabled", s.enabled ? "enabled" : "disabled", s.enabled ? "ok" : "unknown");
   setPill("t-mode", s.mode + (s.live_enabled ? " (live gate on)" : ""), s.mode === "live" ? "error" : "ok");
   setPill("t-kill", s.kill_switch ? "ON" : "off", s.kill_switch ? "error" : "ok");
+  $("t-kill").title = s.kill_switch_state.reason || "";
+  const halts = s.halts || [];
+  setPill("t-halts", halts.length ? halts.map((h) => h.reason).join(", ") : "none", halts.length ? "error" : "ok");
+  $("t-halts").title = halts.map((h) => `${h.reason} since ${fmtTime(h.since)}: ${h.detail}`).join("\n");
   setPill("t-llm", s.llm_enabled ? "on" : "off");
   setPill("t-last", fmtTime(s.last_decision_at) || "none");
   const h = await getJson("/trading/health", true);

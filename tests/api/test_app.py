@@ -62,7 +62,13 @@ def test_clickhouse_unreachable_fails_readiness_not_liveness(make_client: MakeCl
         latest = client.get("/api/torghut/ta/latest?symbol=AAPL")
     assert (live.status_code, live.json()) == (200, {"status": "ok"})
     assert ready.status_code == 503
-    assert ready.json() == {"status": "unavailable", "clickhouse": "error", "postgres": "ok"}
+    assert ready.json() == {
+        "status": "unavailable",
+        "clickhouse": "error",
+        "postgres": "ok",
+        "kill_switch": False,
+        "halts": [],
+    }
     assert health.status_code == 503
     assert (health.json()["clickhouse"], health.json()["postgres"]) == ("error", "ok")
     assert latest.status_code == 503
@@ -74,7 +80,7 @@ def test_ready_when_dependencies_answer(make_client: MakeClient) -> None:
         r = client.get("/readyz")
     assert (r.status_code, r.json()) == (
         200,
-        {"status": "ok", "clickhouse": "ok", "postgres": "ok"},
+        {"status": "ok", "clickhouse": "ok", "postgres": "ok", "kill_switch": False, "halts": []},
     )
 
 

@@ -174,6 +174,10 @@ def test_status_reflects_settings_and_last_decision(
         "last_decision_at": None,
         "llm_enabled": False,
         "strategies": ["macd_rsi"],
+        "state": "halted",
+        "kill_switch_state": {"engaged": False, "reason": None, "since": None, "origin": None},
+        "halts": [],
+        "pending_commands": [],
     }
     assert datetime.fromisoformat(after["last_decision_at"]) == stored.created_at
 

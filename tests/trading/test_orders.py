@@ -41,10 +41,20 @@ def walk(path: list[OrderStatus], filled: list[int] | None = None) -> list[Trans
 
 def test_table_covers_every_alpaca_status_and_terminals_are_final() -> None:
     assert set(TRANSITIONS) == set(OrderStatus)
-    assert {S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED, S.REPLACED} == TERMINAL
+    assert {
+        S.FILLED,
+        S.CANCELED,
+        S.EXPIRED,
+        S.REJECTED,
+        S.REPLACED,
+        S.UNKNOWN_AT_BROKER,
+    } == TERMINAL
     assert set(OrderStatus) == ACTIVE | TERMINAL
     for status in TERMINAL:
         assert TRANSITIONS[status] == frozenset()
+    # Any order we hold as open may turn out unknown to the broker (a paper-account reset).
+    for status in ACTIVE:
+        assert S.UNKNOWN_AT_BROKER in TRANSITIONS[status], status
     for status, targets in TRANSITIONS.items():
         assert S.INTENT not in targets, f"{status} may not go back to intent"
 
@@ -63,6 +73,7 @@ def test_table_covers_every_alpaca_status_and_terminals_are_final() -> None:
         ([S.INTENT, S.PENDING_NEW, S.FILLED], [0, 0, 10]),
         ([S.INTENT, S.HELD, S.NEW, S.FILLED], [0, 0, 0, 5]),
         ([S.INTENT, S.NEW, S.PENDING_CANCEL, S.PARTIALLY_FILLED, S.CANCELED], [0, 0, 0, 3, 3]),
+        ([S.INTENT, S.NEW, S.PARTIALLY_FILLED, S.UNKNOWN_AT_BROKER], [0, 0, 2, 2]),
     ],
 )
 def test_lifecycles_advance(path: list[OrderStatus], filled: list[int] | None) -> None:

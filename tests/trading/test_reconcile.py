@@ -1,5 +1,6 @@
 """Reconciliation against the paper broker on real Postgres: the trade_updates stream, the
-periodic pass as safety net, position drift halting trading until reconciled."""
+periodic pass as safety net, position drift halting trading until reconciled and resumed, and
+passes that fail (401 after a key rotation, an order the broker forgot) never going blind."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from trading.pipeline import Decided, TradingPipeline
 from trading.ports import OrderRequest
 from trading.reconcile import Reconciler
 from trading.risk import RiskLimits, RiskVerdict
-from trading.store import DecisionStatus, TradingStore
+from trading.store import DecisionStatus, Origin, TradingStore
 
 __all__ = ["paper_broker"]
 
@@ -114,7 +115,7 @@ def test_the_periodic_pass_resolves_intents_and_catches_up_without_a_stream(
     assert len(paper_broker.orders()) == 1
 
 
-def test_position_drift_halts_new_orders_until_reconciled(
+def test_position_drift_halts_new_orders_until_reconciled_and_resumed(
     store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
 ) -> None:
     reconciler = _reconciler(store, broker)
@@ -127,12 +128,16 @@ def test_position_drift_halts_new_orders_until_reconciled(
     report = reconciler.reconcile_once()
     drifts = {d.symbol: (d.broker_qty, d.local_qty) for d in report.drifts}
     assert drifts == {"AAPL": (Decimal(5), Decimal(0))}
-    assert reconciler.halted_reason is not None
-    assert "AAPL" in reconciler.halted_reason
+    halts = store.controls.state().halts
+    assert [(h.kind, h.requires_resume) for h in halts] == [("position_drift", True)]
+    assert "AAPL" in halts[0].detail
 
     trading = TradingSettings(enabled=True, strategies=("macd_rsi",))
     limits = RiskLimits.from_settings(
-        trading, RiskSettings(symbol_cooldown_s=0), AlpacaSettings(symbols=("AAPL",))
+        trading,
+        RiskSettings(symbol_cooldown_s=0),
+        AlpacaSettings(symbols=("AAPL",)),
+        read_delay=timedelta(0),
     )
     executor = OrderExecutor(store, broker, max_intent_age=_HOUR)
     pipeline = TradingPipeline(
@@ -142,7 +147,7 @@ def test_position_drift_halts_new_orders_until_reconciled(
         limits=limits,
         review=None,
         cursor_source="test",
-        halted=lambda: reconciler.halted_reason,
+        halted=lambda: store.controls.state().halted_reason(),
     )
     d = decision(event_ts=datetime.now(UTC), qty=Decimal(1))
     row = SignalRow("AAPL", d.event_ts, 1, "PT1S", 1, Signal(close=100.0))
@@ -154,9 +159,15 @@ def test_position_drift_halts_new_orders_until_reconciled(
     assert "trading_halted" in {r.code.value for r in stored.risk_reasons}
     assert [o.client_order_id for o in paper_broker.orders()] == ["outside"]
 
-    # The operator flattens the position at the broker: the next pass clears the halt.
+    # The operator flattens the position at the broker: the next pass finds the cause gone, but
+    # the halt stays until the operator resumes.
     paper_broker.call(lambda book: book.close_position("AAPL"))
     wait_until(lambda: not broker.positions(), timeout=5, message="position not closed")
     report = reconciler.reconcile_once()
     assert report.in_sync, report
     assert reconciler.halted_reason is None
+    (halt,) = store.controls.state().halts
+    assert halt.cause_gone_at is not None
+    resumed = store.controls.resume("drift explained: order placed by hand", Origin.CLI)
+    assert resumed.result == {"cleared": ["position_drift"], "still_halted": []}
+    assert store.controls.state().halts == ()

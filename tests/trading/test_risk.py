@@ -12,10 +12,25 @@ import msgspec
 import pytest
 
 from tests.trading.conftest import T0, decision
-from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
+from torghut.config import (
+    AlpacaSettings,
+    ClickHouseSettings,
+    RiskSettings,
+    TaSettings,
+    TradingSettings,
+)
 from trading.domain import Action
 from trading.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot
-from trading.risk import RecentOrder, RiskCheck, RiskContext, RiskLimits, evaluate
+from trading.risk import (
+    LagChange,
+    PipelineLag,
+    RecentOrder,
+    RiskCheck,
+    RiskContext,
+    RiskLimits,
+    evaluate,
+)
+from trading.signals import signal_read_delay
 
 NOW = T0 + timedelta(seconds=1)
 
@@ -29,6 +44,7 @@ LIMITS = RiskLimits(
     symbol_allowlist=frozenset({"AAPL", "MSFT"}),
     require_market_open=True,
     max_signal_staleness=timedelta(seconds=120),
+    max_pipeline_lag=timedelta(seconds=120),
     max_notional_per_order=Decimal(10_000),
     max_position_per_symbol=Decimal(25_000),
     max_gross_exposure=Decimal(100_000),
@@ -205,6 +221,7 @@ def test_limits_from_settings() -> None:
         TradingSettings(enabled=True, mode="live", live_enabled=True),
         RiskSettings(max_signal_staleness_s=30),
         AlpacaSettings(symbols=("AAPL", "NVDA"), live_base_url="https://api.alpaca.markets"),
+        read_delay=timedelta(seconds=9.5),
     )
     assert limits.symbol_allowlist == {"AAPL", "NVDA"}, "empty allowlist = subscribed symbols"
     assert limits.live_endpoint_configured
@@ -213,8 +230,70 @@ def test_limits_from_settings() -> None:
     assert limits.max_signal_staleness == timedelta(seconds=30)
     assert limits.enabled_strategies == {"macd_rsi", "bollinger_reversion"}
     explicit = RiskLimits.from_settings(
-        TradingSettings(), RiskSettings(symbol_allowlist=("SPY",)), AlpacaSettings()
+        TradingSettings(),
+        RiskSettings(symbol_allowlist=("SPY",)),
+        AlpacaSettings(),
+        read_delay=timedelta(seconds=9.5),
     )
     assert explicit.symbol_allowlist == {"SPY"}
     assert not explicit.trading_enabled
     assert not explicit.live_endpoint_configured
+
+
+def test_default_staleness_follows_the_bar_and_lag_defaults_to_it() -> None:
+    """Seconds for 1-second bars (read delay + one poll + 3 bars), minutes for 1-minute bars; an
+    explicit RISK_MAX_SIGNAL_STALENESS_S / RISK_MAX_PIPELINE_LAG_S wins."""
+    read_delay = timedelta(seconds=9.5)  # the defaults: 2 s lateness + 1 s batch + 6.5 s settle
+    one_second = RiskLimits.from_settings(
+        TradingSettings(signal_window_size="PT1S", poll_interval_s=1.0),
+        RiskSettings(),
+        AlpacaSettings(),
+        read_delay=read_delay,
+    )
+    assert one_second.max_signal_staleness == timedelta(seconds=13.5)
+    assert one_second.max_pipeline_lag == one_second.max_signal_staleness
+    one_minute = RiskLimits.from_settings(
+        TradingSettings(signal_window_size="PT1M", poll_interval_s=1.0),
+        RiskSettings(),
+        AlpacaSettings(),
+        read_delay=read_delay,
+    )
+    assert one_minute.max_signal_staleness == timedelta(seconds=9.5 + 1 + 180)
+    explicit = RiskLimits.from_settings(
+        TradingSettings(),
+        RiskSettings(max_signal_staleness_s=4, max_pipeline_lag_s=2.5),
+        AlpacaSettings(),
+        read_delay=read_delay,
+    )
+    assert explicit.max_signal_staleness == timedelta(seconds=4)
+    assert explicit.max_pipeline_lag == timedelta(seconds=2.5)
+
+
+def test_a_signal_older_than_the_derived_bound_is_rejected_as_stale() -> None:
+    limits = dataclasses.replace(LIMITS, max_signal_staleness=timedelta(seconds=10.5))
+    fresh = dataclasses.replace(CTX, now=T0 + timedelta(seconds=10))
+    stale = dataclasses.replace(CTX, now=T0 + timedelta(seconds=11))
+    assert RiskCheck.SIGNAL_STALE not in evaluate(decision(), limits, fresh).codes
+    assert evaluate(decision(), limits, stale).codes == {RiskCheck.SIGNAL_STALE}
+
+
+def test_runtime_kill_switch_rejects_with_its_reason() -> None:
+    ctx = dataclasses.replace(CTX, kill_switch_reason="kill switch engaged (api): incident 42")
+    verdict = evaluate(decision(), LIMITS, ctx)
+    assert verdict.codes == {RiskCheck.KILL_SWITCH}
+    assert "incident 42" in verdict.reasons[0].detail
+
+
+def test_pipeline_lag_halts_past_its_bound_and_clears_under_80_percent_of_it() -> None:
+    lag = PipelineLag(timedelta(seconds=2))
+    ages = (0.5, 2.0, 2.5, 7.0, 1.9, 1.6, 0.1, 3.0)
+    seen = [lag.observe(T0 + timedelta(seconds=s), T0) for s in ages]
+    assert seen == [None, None, LagChange.HALT, None, None, LagChange.CLEAR, None, LagChange.HALT]
+    assert lag.detail() == "lag 3.000s > 2s"
+
+
+def test_the_read_delay_is_ta_lateness_plus_insert_batch_plus_settle() -> None:
+    ta, ch = TaSettings(), ClickHouseSettings(dsn="chdb:///unused")
+    assert signal_read_delay(TradingSettings(), ta, ch) == timedelta(seconds=2 + 1 + 6.5)
+    settled_now = TradingSettings(signal_settle_s=0)
+    assert signal_read_delay(settled_now, ta, ch) == timedelta(seconds=3)

@@ -23,6 +23,8 @@ TABLES = {
     "llm_decision_reviews",
     "trade_cursor",
     "position_snapshots",
+    "trading_control_events",
+    "trading_halts",
 }
 
 
@@ -35,7 +37,7 @@ def test_upgrade_head_creates_exactly_the_model_schema(store_url: str) -> None:
         inspector = sa.inspect(engine)
         assert set(inspector.get_table_names()) == TABLES | {"alembic_version"}
         with engine.connect() as conn:
-            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0001"
+            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0002"
             diff = compare_metadata(
                 MigrationContext.configure(conn, opts={"compare_type": pg}), Base.metadata
             )

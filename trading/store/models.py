@@ -31,6 +31,7 @@ from trading.store.types import JSON_DOC, ExactDecimal, UtcDateTime
 
 __all__ = [
     "Base",
+    "ControlEventRow",
     "DecisionStatus",
     "ExecutionRow",
     "LlmReviewRow",
@@ -38,6 +39,7 @@ __all__ = [
     "PositionSnapshotRow",
     "TradeCursorRow",
     "TradeDecisionRow",
+    "TradingHaltRow",
 ]
 
 
@@ -183,3 +185,51 @@ class PositionSnapshotRow(Base):
     broker_qty: Mapped[Decimal] = mapped_column(ExactDecimal)
     local_qty: Mapped[Decimal] = mapped_column(ExactDecimal)
     drift_qty: Mapped[Decimal] = mapped_column(ExactDecimal)
+
+
+class ControlEventRow(Base):
+    """Append-only audit of every runtime control change: what, when, why and from where.
+
+    ``action`` is one of :class:`trading.store.controls.ControlAction`; ``origin`` one of
+    ``api``/``cli``/``startup``/``automatic``. Commands the trading flow must carry out
+    (``cancel_all``, ``flatten``) are written ``pending`` and completed by that flow
+    (``done``/``failed`` with ``completed_at`` and ``result``); every other change is ``done``
+    when written. The kill switch's state is its latest ``engage``/``release`` row.
+    """
+
+    __tablename__ = "trading_control_events"
+    __table_args__ = (sa.Index("trading_control_events_state_action_idx", "state", "action"),)
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    action: Mapped[str] = mapped_column(sa.Text)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    origin: Mapped[str] = mapped_column(sa.Text)
+    state: Mapped[str] = mapped_column(sa.Text)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON_DOC)
+
+
+class TradingHaltRow(Base):
+    """One automatic halt (reconciliation failing, position drift, pipeline lag) and its life.
+
+    Active while ``cleared_at`` is null. ``cause_gone_at`` is set when the condition that raised
+    it has gone; a halt that ``requires_resume`` is cleared only by an operator's resume after
+    that, any other one is cleared with it.
+    """
+
+    __tablename__ = "trading_halts"
+    __table_args__ = (sa.Index("trading_halts_kind_cleared_at_idx", "kind", "cleared_at"),)
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    kind: Mapped[str] = mapped_column(sa.Text)
+    detail: Mapped[str] = mapped_column(sa.Text)
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    requires_resume: Mapped[bool] = mapped_column(sa.Boolean)
+    cause_gone_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

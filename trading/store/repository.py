@@ -36,6 +36,7 @@ from trading.llm.policy import ReviewOutcome
 from trading.orders import ACTIVE, OrderStatus, Transition, check_transition
 from trading.ports import BrokerOrder, OrderRequest, PositionSnapshot, SignalCursor
 from trading.risk import RecentOrder, RiskCheck, RiskReason, RiskVerdict
+from trading.store.controls import ControlStore
 from trading.store.migrate import upgrade
 from trading.store.models import (
     DecisionStatus,
@@ -506,6 +507,8 @@ class TradingStore:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._now = now
+        self.controls = ControlStore(engine, now=now)
+        """Runtime controls and halts over the same engine (:mod:`trading.store.controls`)."""
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> TradingStore:

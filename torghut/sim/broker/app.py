@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from uuid import UUID
 
 import msgspec
 import uvicorn
@@ -259,6 +260,16 @@ class BrokerSimulator:
     def reject_next_orders(self, count: int) -> None:
         """The venue rejects the next ``count`` accepted orders (``rejected`` event)."""
         self.call(lambda book: book.reject_next_orders(count))
+
+    def forget_order(self, order_id: str) -> Order:
+        """Forget one order, as a paper-account reset does (404 for it from now on)."""
+        return self.call(lambda book: book.forget(UUID(order_id)))
+
+    def set_credentials(self, key_id: str, secret_key: str) -> None:
+        """Rotate the accepted API keys: a client still on the old ones gets 401 on every REST
+        request and an ``unauthorized`` stream login, until they are rotated back."""
+        self.key_id = key_id
+        self._secret_key = secret_key
 
     def disconnect_streams(self) -> None:
         """Close every trade_updates connection from the server side (clients reconnect)."""

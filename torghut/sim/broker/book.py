@@ -355,6 +355,15 @@ class PaperBook:
         self._activate(new, touch, now)
         return accepted
 
+    def forget(self, order_id: UUID) -> Order:
+        """Drop an order as a paper-account reset does: from now on every lookup of it answers
+        404 and it is no longer open (no trade update is emitted; fills it had stay booked)."""
+        order = self._order(order_id)
+        del self._orders[order_id]
+        self._open.pop(order_id, None)
+        self._by_client_id.pop(order.client_order_id, None)
+        return order.snapshot()
+
     def reject_next_orders(self, count: int) -> None:
         """Make the venue reject the next ``count`` accepted orders (asynchronous ``rejected``)."""
         if count < 0:

@@ -1,0 +1,96 @@
+"""SIGINT to a running ``python -m bytewax.run dataflows.trading:flow``: the process ends within
+5 s and sends nothing to the broker after the signal.
+
+The flow trades a long backlog of crossing signals against the paper broker in this process;
+each submit is answered 0.2 s late (an in-flight call at the moment of the signal). The signal
+is sent from the broker itself right after it has accepted an order, so the flow is mid-submit;
+the broker's order log (accept times) is the evidence.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tests.helpers import wait_until
+from tests.trading.flow_fixtures import paper_broker
+from tests.trading.test_crash import _SEED, REPO, _env
+from torghut.sim.broker import BrokerSimulator
+
+__all__ = ["paper_broker"]
+
+ROWS_PER_SYMBOL = 200
+SIGNAL_AFTER_ACCEPTS = 4
+
+
+def test_sigint_ends_the_flow_within_5s_and_nothing_is_sent_after_it(
+    tmp_path: Path, pg_url: str, paper_broker: BrokerSimulator
+) -> None:
+    chdb = tmp_path / "chdb"
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    subprocess.run(
+        [sys.executable, "-c", _SEED, str(chdb), start.isoformat(), str(ROWS_PER_SYMBOL)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        check=True,
+    )
+    env = _env(tmp_path, chdb, pg_url, paper_broker.base_url)
+    env.update(TRADING_EXIT_AT_END="false", RISK_MAX_PIPELINE_LAG_S="3600")
+    paper_broker.faults.delay_next_submits(0.2, count=10 * ROWS_PER_SYMBOL)
+    log_path = tmp_path / "trading.log"
+    signalled: dict[str, float | datetime] = {}
+    accepted = {"n": 0}
+    sent = threading.Event()
+
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "dataflows.trading:flow"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+        def on_accept(_: object) -> None:
+            accepted["n"] += 1
+            if accepted["n"] == SIGNAL_AFTER_ACCEPTS and not sent.is_set():
+                signalled["at"] = datetime.now(UTC)
+                signalled["mono"] = time.monotonic()
+                os.kill(proc.pid, signal.SIGINT)
+                sent.set()
+
+        paper_broker.faults.on_accept(on_accept)
+        try:
+            wait_until(
+                sent.is_set,
+                timeout=90,
+                message=lambda: f"only {accepted['n']} orders:\n{log_path.read_text()[-2000:]}",
+            )
+            code = proc.wait(timeout=30)
+            ended = time.monotonic()
+        finally:
+            paper_broker.faults.on_accept(None)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    took = ended - float(signalled["mono"])  # type: ignore[arg-type]
+    output = log_path.read_text()
+    assert took < 5.0, f"exited {took:.2f}s after SIGINT:\n{output[-2000:]}"
+    assert code != -signal.SIGKILL
+    assert "trading_stopping" in output
+    at = signalled["at"]
+    assert isinstance(at, datetime)
+    orders = paper_broker.orders()
+    assert len(orders) == SIGNAL_AFTER_ACCEPTS, [
+        (o.client_order_id, o.submitted_at) for o in orders
+    ]
+    late = [o for o in orders if o.submitted_at > at]
+    assert late == [], f"orders accepted after the signal at {at.isoformat()}: {late}"
