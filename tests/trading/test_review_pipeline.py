@@ -27,6 +27,7 @@ from trading.llm import DecisionReview, OpenAiChatReviewer
 from trading.pipeline import Decided, TradingPipeline
 from trading.review_lanes import SymbolLanes
 from trading.risk import RiskLimits
+from trading.signals import signal_read_delay
 from trading.store import DecisionStatus, StoredDecision, TradingStore
 
 __all__ = ["paper_broker"]
@@ -60,7 +61,12 @@ def make_pipeline(
     broker = AlpacaBroker(
         build_trading_client(ClientTarget(paper=True, url=paper_broker.base_url), AlpacaSettings())
     )
-    limits = RiskLimits.from_settings(settings.trading, settings.risk, settings.alpaca)
+    limits = RiskLimits.from_settings(
+        settings.trading,
+        settings.risk,
+        settings.alpaca,
+        read_delay=signal_read_delay(settings.trading, settings.ta, settings.clickhouse),
+    )
     made: list[tuple[TradingPipeline, OpenAiChatReviewer]] = []
 
     def make(exclusive: threading.Lock | None = None, **llm: Any) -> TradingPipeline:
