@@ -45,11 +45,11 @@ from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
 from confluent_kafka import OFFSET_BEGINNING
 
-from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink
+from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink, row_or_mark
 from operators.indicators import ta_pipeline
 from operators.kafka_io import KafkaSink, encode_dead_letter, encode_keyed
 from operators.recovery_backup import BackupLoop, restore_latest_if_empty, store_from_settings
-from operators.ta_status import TaProgress, TaStatusSource
+from operators.ta_status import TaProgress, TaStatusSource, report_drained
 from torghut.clickhouse import (
     MICROBAR_COLUMNS,
     MICROBARS_TABLE,
@@ -95,8 +95,8 @@ def build_flow(settings: Settings, progress: TaProgress) -> Dataflow:
     flow = Dataflow(FLOW_ID)
     consumer = kafka.client_config()
 
-    def source(topic: str) -> KafkaSource:
-        return KafkaSource(
+    def source(topic: str) -> Any:
+        kafka_source = KafkaSource(
             [kafka.bootstrap_servers],
             [topic],
             tail=not ta.exit_at_end,
@@ -104,6 +104,7 @@ def build_flow(settings: Settings, progress: TaProgress) -> Dataflow:
             add_config=consumer,
             batch_size=ta.kafka_batch_size,
         )
+        return report_drained(kafka_source, progress)
 
     trades = op.input("trades", flow, source(kafka.topic_trades))
     quotes = op.input("quotes", flow, source(kafka.topic_quotes))
@@ -143,7 +144,7 @@ def build_flow(settings: Settings, progress: TaProgress) -> Dataflow:
 
     clickhouse_sink(
         "bars_clickhouse",
-        op.map("bars_rows", out.microbars, microbar_row),
+        op.map("bars_rows", out.microbar_updates, row_or_mark(microbar_row)),
         ClickHouseSink(
             client,
             MICROBARS_TABLE,
@@ -154,7 +155,7 @@ def build_flow(settings: Settings, progress: TaProgress) -> Dataflow:
     )
     clickhouse_sink(
         "signals_clickhouse",
-        op.map("signals_rows", out.signals, signal_row),
+        op.map("signals_rows", out.signal_updates, row_or_mark(signal_row)),
         ClickHouseSink(
             client,
             SIGNALS_TABLE,

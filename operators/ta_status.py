@@ -9,24 +9,43 @@ counters of the process that owns it. Prometheus counters carry the same numbers
 
 ``last_snapshot_at`` is taken from the heartbeat source's own ``snapshot()``, which Bytewax
 calls at the end of every epoch — exactly when it writes the recovery snapshots.
+
+Caught-up sources (:meth:`TaProgress.mark_source_drained`). Bars close on event time: the feed's
+time passing them. Only when the feed itself goes quiet may the wall clock close a bar, and only
+if the process is not behind: a source reports each poll that found nothing more pending, and
+a bar due on the wall clock at ``D`` may be closed only once every registered source has
+reported such a poll at a time ≥ ``D``. A stalled or lagging process (GC pause, slow sink, CPU
+contention, a backlog) has sources that keep finding data, so it never closes a bar early; the
+data it has not read yet was produced after ``D`` and so belongs to later bars. The registry
+is per process: a key group in a process that reads no source never idle-closes (its bars wait
+for the feed's time, the safe side). :func:`report_drained` adds the report to any source
+wraps Bytewax's ``KafkaSource`` with that report.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from bytewax.connectors.kafka import KafkaSource
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import TopicPartition
 from prometheus_client import Counter, Gauge
 
 from torghut.events import Envelope, TaStatus
 
-__all__ = ["STATUS_SYMBOL", "TaProgress", "TaStatusSource"]
+__all__ = ["STATUS_SYMBOL", "TaProgress", "TaStatusSource", "report_drained"]
 
 STATUS_SYMBOL = "__ta__"
 
 BARS = Counter("torghut_ta_bars_total", "Bars emitted (first versions)", ["window"])
+PROVISIONAL = Counter(
+    "torghut_ta_provisional_bars_total",
+    "Provisional bar rows (is_final=false) published before the allowed lateness passed",
+)
 CORRECTIONS = Counter(
     "torghut_ta_corrections_total", "Corrected re-emissions (version > 1)", ["kind"]
 )
@@ -53,9 +72,33 @@ class TaProgress:
         self.late_corrections = 0
         self.dead_letters = 0
         self.duplicates = 0
+        self.provisional = 0
         self.watermark_us: int | None = None
         self.last_snapshot_at: datetime | None = None
         self.last_backup_at: Callable[[], datetime | None] = lambda: None
+        self._drained: dict[str, int] = {}
+
+    def mark_source_drained(self, source_id: str, wall_us: int) -> None:
+        """Record that a poll of ``source_id`` found nothing more pending at ``wall_us``.
+
+        The first call registers the source (a source registers itself with ``wall_us=0``
+        before its first poll, so that it blocks idle closing until it has caught up once).
+        Reports never move a source's time backwards.
+        """
+        with self._lock:
+            held = self._drained.get(source_id)
+            if held is None or wall_us > held:
+                self._drained[source_id] = wall_us
+
+    def drained_through(self) -> int | None:
+        """Wall time (µs) at which every registered source was last caught up; None if none."""
+        with self._lock:
+            return min(self._drained.values()) if self._drained else None
+
+    def add_provisional(self, n: int) -> None:
+        with self._lock:
+            self.provisional += n
+        PROVISIONAL.inc(n)
 
     def add_bars(self, window: str, first: int, corrected: int) -> None:
         with self._lock:
@@ -153,3 +196,70 @@ class _StatusPartition(StatefulSourcePartition[Envelope[TaStatus], None]):
 
     def snapshot(self) -> None:
         self._progress.last_snapshot_at = datetime.now(UTC)
+
+
+def report_drained(
+    source: KafkaSource, progress: TaProgress, fetch_wait_ms: int = 500
+) -> FixedPartitionedSource[Any, Any]:
+    """Bytewax's ``KafkaSource``, its partitions reporting to ``progress`` when caught up.
+
+    A short batch alone does not say the partition is caught up (``KafkaSource`` polls for 1 ms
+    and returns what the local fetch queue holds). So after a short batch the partition's read
+    position is compared with the high watermark of the last fetch response (librdkafka's
+    cached value, no broker round trip); that response may be up to ``fetch.wait.max.ms`` old,
+    so the time reported is the poll time minus ``fetch_wait_ms``. Each partition registers as
+    ``<topic>/<partition>`` when it is built. Temporary: the batch Kafka source that replaces
+    ``KafkaSource`` reports from its own poll loop.
+    """
+    return _DrainReporting(source, progress, fetch_wait_ms * 1000)
+
+
+class _DrainReporting(FixedPartitionedSource[Any, Any]):
+    def __init__(self, inner: KafkaSource, progress: TaProgress, margin_us: int) -> None:
+        self._inner = inner
+        self._progress = progress
+        self._margin_us = margin_us
+
+    def list_parts(self) -> list[str]:
+        return self._inner.list_parts()
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Any
+    ) -> StatefulSourcePartition[Any, Any]:
+        part: Any = self._inner.build_part(step_id, for_part, resume_state)
+        name = f"{part._topic}/{part._part_idx}"
+        self._progress.mark_source_drained(name, 0)
+        return _DrainReportingPartition(part, self._progress, name, self._margin_us)
+
+
+class _DrainReportingPartition(StatefulSourcePartition[Any, Any]):
+    def __init__(self, inner: Any, progress: TaProgress, name: str, margin_us: int) -> None:
+        self._inner = inner
+        self._progress = progress
+        self._name = name
+        self._margin_us = margin_us
+
+    def next_batch(self) -> list[Any]:
+        polled_us = time.time_ns() // 1000
+        batch: list[Any] = self._inner.next_batch()
+        if len(batch) < self._inner._batch_size and self._caught_up():
+            self._progress.mark_source_drained(self._name, polled_us - self._margin_us)
+        return batch
+
+    def _caught_up(self) -> bool:
+        inner = self._inner
+        tp = TopicPartition(inner._topic, inner._part_idx)
+        low, high = inner._consumer.get_watermark_offsets(tp, cached=True)
+        if high < 0:
+            return False
+        position = inner._offset if inner._offset >= 0 else low
+        return bool(position >= high)
+
+    def next_awake(self) -> datetime | None:
+        return self._inner.next_awake()  # type: ignore[no-any-return]
+
+    def snapshot(self) -> Any:
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -86,10 +85,17 @@ def test_bars_signals_quotes_and_lanes_end_to_end() -> None:
     p = first.payload
     assert (p.o, p.h, p.l, p.c, p.v, p.count) == (10.0, 12.0, 10.0, 12.0, 5.0, 3)
     assert p.vwap == (10.0 + 36.0 + 11.0) / 5.0
-    assert [b.event_ts for b in mb] == [T0 + timedelta(seconds=s) for s in (1, 2, 4)]
+    final = [b for b in mb if b.is_final]
+    assert [b.event_ts for b in final] == [T0 + timedelta(seconds=s) for s in (1, 2, 4)]
+    # [1, 2) was published provisionally when the feed's time (3.2 s) passed its end, before
+    # the allowed lateness had; [0, 1) went final at once (3.2 - 2 >= 1)
+    provisional = [b for b in mb if not b.is_final]
+    assert [(b.event_ts, b.payload.c) for b in provisional] == [(T0 + timedelta(seconds=2), 13.0)]
+    assert mb.index(provisional[0]) < mb.index(final[1])
 
     one_s = [s for s in sg if s.window.size == "PT1S"]
-    assert [s.event_ts for s in one_s] == [b.event_ts for b in mb]
+    assert [s.event_ts for s in one_s] == [b.event_ts for b in final]
+    assert all(s.is_final for s in sg)
     # the latest quote at or before the bar end (0.95 s), not the later one at 5 s
     assert (one_s[0].payload.imbalance_bid_px, one_s[0].payload.imbalance_ask_px) == (10.9, 11.1)
     assert one_s[0].seq % 10 == 1
@@ -107,29 +113,33 @@ def test_bars_signals_quotes_and_lanes_end_to_end() -> None:
     assert progress.bars == 3
 
 
-def test_a_quiet_symbol_closes_its_bar_on_the_wall_clock() -> None:
-    settings = TaSettings(idle_close_ms=100)
-    pause = TestingSource.PAUSE(timedelta(seconds=1.5))
-    trades = [trade("AAA", 0.5, 1, 10.0), pause, trade("BBB", 0.6, 2, 20.0)]
-    emitted: list[tuple[str, float]] = []
-    flow = Dataflow("idle_test")
+def test_a_quiet_symbol_closes_its_bar_on_the_feeds_time() -> None:
+    """AAA trades once; BBB's trades move the feed's time past AAA's bar: no timer needed."""
+    trades = [trade("AAA", 0.5, 1, 10.0), trade("BBB", 2.9, 2, 20.0), trade("BBB", 3.2, 3, 21.0)]
+    emitted: list[tuple[str, float, bool]] = []
+    flow = Dataflow("feed_time_test")
     out = ta_pipeline(
         "ta",
         op.input("trades", flow, TestingSource(trades, 1)),
         op.input("quotes", flow, TestingSource([], 1)),
         None,
-        settings,
+        TaSettings(),
         TaProgress(),
     )
-    op.inspect("seen", out.microbars, lambda _s, b: emitted.append((b.symbol, time.monotonic())))
+    op.inspect(
+        "seen",
+        out.microbars,
+        lambda _s, b: emitted.append((b.symbol, (b.event_ts - T0).total_seconds(), b.is_final)),
+    )
     op.output("sink", out.microbars, TestingSink([]))
-    started = time.monotonic()
     run_main(flow)  # type: ignore[no-untyped-call]
-    (sym_a, at_a), (sym_b, at_b) = emitted
-    assert (sym_a, sym_b) == ("AAA", "BBB")
-    # AAA closed during the pause (its timer), not at end of input with BBB
-    assert at_a - started < 1.4
-    assert at_b - at_a > 0.3
+    assert emitted == [
+        ("AAA", 1.0, False),  # feed 2.9 s passed the end: provisional
+        ("BBB", 3.0, False),  # feed 3.2 s: BBB's first bar provisional ...
+        ("AAA", 1.0, True),  # ... and AAA's final (end + 2 s lateness passed), AAA still quiet
+        ("BBB", 3.0, True),  # end of input closes the rest
+        ("BBB", 4.0, True),
+    ]
 
 
 def test_a_kept_quote_whose_payload_is_not_a_quote_is_dead_lettered_whole() -> None:
