@@ -55,6 +55,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, NamedTuple, TypeGuard
 
 import bytewax.operators as op
@@ -90,10 +91,10 @@ __all__ = [
     "MicrobarGroupState",
     "MicrobarLogic",
     "MicrobarStreams",
+    "by_partition",
     "decode_trades",
     "lane_seq",
     "microbars",
-    "partition_of",
     "preaggregate_batch",
     "raw_values",
     "rfc3339_micros",
@@ -111,6 +112,7 @@ _STAGE = "ta_microbars"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _LOG_SAMPLE = 20
+_PARTITION = attrgetter("partition")
 
 log = get_logger("operators.microbars")
 
@@ -206,13 +208,24 @@ TRADE_WIRE = msgspec.json.Decoder(_TradeWire)
 """The per-message decoder of the trade path (the benchmark's decode-only baseline uses it)."""
 
 
-def partition_of(batch: list[Any]) -> str:
-    """The source partition a batch came from: ``topic/partition`` for Kafka messages (a
-    batch of Bytewax's ``KafkaSource`` holds one partition's messages), else ``"feed"``."""
-    if batch and hasattr(batch[0], "offset"):
-        m = batch[0]
-        return f"{m.topic}/{m.partition}"
-    return "feed"
+def by_partition(batch: list[Any]) -> list[tuple[str, list[Any]]]:
+    """The batch's message values per source partition (``topic/partition``), in order.
+
+    Bytewax may hand one operator call the messages of several source partitions (it
+    concatenates what the partitions of one worker polled), so the feed's time is kept per
+    partition only if the batch is split here. Values other than Kafka messages (bytes,
+    envelopes of the all-in-one flow) come from one feed: ``"feed"``.
+    """
+    if not batch or not hasattr(batch[0], "offset"):  # not KafkaSourceMessages
+        return [("feed", batch)] if batch else []
+    parts = list(map(_PARTITION, batch))
+    first = parts[0]
+    if parts.count(first) == len(parts):
+        return [(f"{batch[0].topic}/{first}", [m.value for m in batch])]
+    split: dict[str, list[Any]] = {}
+    for m in batch:
+        split.setdefault(f"{m.topic}/{m.partition}", []).append(m.value)
+    return list(split.items())
 
 
 def raw_values(batch: list[Any]) -> list[Any]:
@@ -401,10 +414,21 @@ def _is_envelope(item: object) -> TypeGuard[Envelope[Microbar]]:
 
 def _preaggregate(
     batch: list[Any], lateness: int, allow: frozenset[str] | None, progress: TaProgress
-) -> Iterable[tuple[str, GroupBatch] | DeadLetter]:
+) -> list[tuple[str, GroupBatch] | DeadLetter]:
     """One batch of trade messages → to every key group, its symbols' partials + feed time."""
-    part = partition_of(batch)
-    values = raw_values(batch)
+    out: list[tuple[str, GroupBatch] | DeadLetter] = []
+    for part, values in by_partition(batch):
+        out.extend(_preaggregate_part(part, values, lateness, allow, progress))
+    return out
+
+
+def _preaggregate_part(
+    part: str,
+    values: list[Any],
+    lateness: int,
+    allow: frozenset[str] | None,
+    progress: TaProgress,
+) -> list[tuple[str, GroupBatch] | DeadLetter]:
     fast = preaggregate_batch(values, lateness, allow)
     dead: list[DeadLetter] = []
     rejected: list[Rejected] = []

@@ -37,7 +37,7 @@ from bytewax.dataflow import Stream, operator
 
 from operators._reduce import latest_quotes
 from operators.key_groups import ALL_GROUPS, KEY_GROUPS_SEEN, key_group
-from operators.microbars import partition_of, raw_values, rfc3339_micros_many
+from operators.microbars import by_partition, rfc3339_micros_many
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter
@@ -121,7 +121,10 @@ def quote_chunks(
     allow = frozenset(settings.symbol_allowlist) or None
 
     def reduce(batch: list[Any]) -> list[tuple[str, QuoteChunk] | DeadLetter]:
-        return reduce_quotes(raw_values(batch), allow, progress, partition_of(batch))
+        out: list[tuple[str, QuoteChunk] | DeadLetter] = []
+        for part, values in by_partition(batch):
+            out.extend(reduce_quotes(values, allow, progress, part))
+        return out
 
     reduced = op.flat_map_batch("reduce", quotes, reduce)
     split = op.branch("split_dead", reduced, _is_dead_letter)
