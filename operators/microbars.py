@@ -19,10 +19,15 @@ Shape (issue #4 "design for batches", ``shared/style.md`` on ``reduce_final``):
    symbol, like Flink's per-partition watermark). A bar is published provisionally
    (``is_final=false``) as soon as the partition's time passes its end, and final
    (``is_final=true``) once it passes its end plus the allowed lateness — also for a symbol
-   that went quiet, whose own trades no longer move anything. Open bars are indexed by end
-   (a heap per partition), so the feed's time finds the bars it passes without a scan of every
-   symbol. After its rows, each group emits a :class:`~operators.key_groups.KeyGroupProgress`
-   mark in the same stream: sinks flush when every group has passed a second.
+   that went quiet, whose own trades no longer move anything. Provisional rows are published
+   only while the feed is live: when the partition's time is more than the allowed lateness
+   behind the wall clock (a backfill, a replay, a process catching up after a stall) the final
+   row follows within the same catch-up, so the provisional one is skipped (a wall-clock
+   decision about *when* to publish; the final rows do not depend on it). Open bars are
+   indexed by end (a heap per partition), so the feed's time finds the bars it passes without
+   a scan of every symbol. After its rows, each group emits a
+   :class:`~operators.key_groups.KeyGroupProgress` mark in the same stream: sinks flush when
+   every group has passed a second.
 
    The wall clock closes bars only when the feed is quiet **and** the process is caught up: a
    bar ending at ``E`` of a partition whose time last moved at wall time ``Q`` is due at
@@ -653,6 +658,7 @@ class MicrobarLogic(StatefulBatchLogic[GroupBatch, Any, MicrobarGroupState]):
         """Publish what the partition's time passed: provisional rows, then final ones."""
         clock = self._feed[part]
         final_wm = clock - self._lateness
+        live = self._clock() - clock < self._lateness
         symbols = self._symbols
         show = self._to_show.get(part)
         close = self._to_close.get(part)
@@ -664,7 +670,8 @@ class MicrobarLogic(StatefulBatchLogic[GroupBatch, Any, MicrobarGroupState]):
             if end <= final_wm:
                 bars.close_until(final_wm, out)
             else:
-                bars.show_until(clock, out)
+                if live:
+                    bars.show_until(clock, out)
                 heapq.heappush(close, (end, sym))
         while close and close[0][0] <= final_wm:
             _end, sym = heapq.heappop(close)

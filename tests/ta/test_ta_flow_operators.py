@@ -36,15 +36,19 @@ def minute_bar(kind: str, minute: int, close: float) -> bytes:
 
 
 def run(
-    trades: list[Any], quotes: list[Any], bars: list[Any] | None, settings: TaSettings
+    trades: list[Any],
+    quotes: list[Any],
+    bars: list[Any] | None,
+    settings: TaSettings,
+    batch: int = 50,
 ) -> tuple[list[Any], list[Any], list[Any], TaProgress]:
     flow = Dataflow("ta_test")
     progress = TaProgress()
     out = ta_pipeline(
         "ta",
-        op.input("trades", flow, TestingSource(trades, 50)),
-        op.input("quotes", flow, TestingSource(quotes, 50)),
-        None if bars is None else op.input("bars", flow, TestingSource(bars, 50)),
+        op.input("trades", flow, TestingSource(trades, batch)),
+        op.input("quotes", flow, TestingSource(quotes, batch)),
+        None if bars is None else op.input("bars", flow, TestingSource(bars, batch)),
         settings,
         progress,
     )
@@ -87,11 +91,7 @@ def test_bars_signals_quotes_and_lanes_end_to_end() -> None:
     assert p.vwap == (10.0 + 36.0 + 11.0) / 5.0
     final = [b for b in mb if b.is_final]
     assert [b.event_ts for b in final] == [T0 + timedelta(seconds=s) for s in (1, 2, 4)]
-    # [1, 2) was published provisionally when the feed's time (3.2 s) passed its end, before
-    # the allowed lateness had; [0, 1) went final at once (3.2 - 2 >= 1)
-    provisional = [b for b in mb if not b.is_final]
-    assert [(b.event_ts, b.payload.c) for b in provisional] == [(T0 + timedelta(seconds=2), 13.0)]
-    assert mb.index(provisional[0]) < mb.index(final[1])
+    assert final == mb  # a replay of the past: the feed is not live, no provisional rows
 
     one_s = [s for s in sg if s.window.size == "PT1S"]
     assert [s.event_ts for s in one_s] == [b.event_ts for b in final]
@@ -111,6 +111,24 @@ def test_bars_signals_quotes_and_lanes_end_to_end() -> None:
     assert sorted(d.reason for d in dl) == ["invalid_bar", "invalid_message"]
     assert progress.dead_letters == 2
     assert progress.bars == 3
+
+
+def test_a_live_feed_publishes_a_provisional_row_before_the_final_one() -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    base = now - timedelta(seconds=2)  # the feed's time stays within the lateness of the clock
+
+    def at(sec: float, tid: int, price: float) -> bytes:
+        ts = base + timedelta(seconds=sec)
+        return msgspec.json.encode(Envelope(ts, ts, "AAA", tid, Trade(tid, "V", price, 1.0)))
+
+    trades = [at(0.5, 1, 10.0), at(1.2, 2, 11.0), at(0.9, 3, 12.0)]  # the last within lateness
+    mb, _sg, _dl, progress = run(trades, [], None, TaSettings(allowed_lateness_ms=30_000), 1)
+    assert [(b.event_ts - base, b.is_final, b.payload.c, b.payload.count) for b in mb] == [
+        (timedelta(seconds=1), False, 10.0, 1),  # the feed (1.2 s) passed the end
+        (timedelta(seconds=1), True, 12.0, 2),  # end of input: final, with the later trade
+        (timedelta(seconds=2), True, 11.0, 1),
+    ]
+    assert (progress.provisional, progress.bars, progress.late_corrections) == (1, 2, 0)
 
 
 def test_a_quiet_symbol_closes_its_bar_on_the_feeds_time() -> None:
@@ -134,9 +152,7 @@ def test_a_quiet_symbol_closes_its_bar_on_the_feeds_time() -> None:
     op.output("sink", out.microbars, TestingSink([]))
     run_main(flow)  # type: ignore[no-untyped-call]
     assert emitted == [
-        ("AAA", 1.0, False),  # feed 2.9 s passed the end: provisional
-        ("BBB", 3.0, False),  # feed 3.2 s: BBB's first bar provisional ...
-        ("AAA", 1.0, True),  # ... and AAA's final (end + 2 s lateness passed), AAA still quiet
+        ("AAA", 1.0, True),  # feed 3.2 s passed end + 2 s lateness: final, AAA still quiet
         ("BBB", 3.0, True),  # end of input closes the rest
         ("BBB", 4.0, True),
     ]

@@ -225,9 +225,11 @@ class _Bar:
     ticks: set[Tick]
     late: int = 0
     shown: bool = False
+    stats: tuple[float, float, float, float, float, float, int] | None = None
+    """``bar_stats`` of ``ticks`` as published provisionally; None once a trade was added."""
 
     def copy(self) -> _Bar:
-        return _Bar(set(self.ticks), self.late, self.shown)
+        return _Bar(set(self.ticks), self.late, self.shown, self.stats)
 
 
 @dataclass(slots=True)
@@ -323,6 +325,7 @@ class SymbolBars:
     @staticmethod
     def _merge(bar: _Bar, p: BarPartial, out: Applied) -> int:
         """Fold ``p`` into ``bar``; returns how many of its trades were new (not duplicates)."""
+        bar.stats = None
         ticks = bar.ticks
         if ticks.isdisjoint(p.ticks):
             ticks.update(p.ticks)
@@ -387,7 +390,14 @@ class SymbolBars:
             del closed[sec]
 
     def _emit(self, sec: int, bar: _Bar, final: bool = True) -> ClosedBar:
-        o, h, lo, c, v, pv, n = bar_stats(bar.ticks)
+        """The bar as a row; the final row of a bar unchanged since its provisional one reuses
+        that one's aggregates (a second pass over the trades costs as much as the first)."""
+        stats = bar.stats
+        if stats is None:
+            stats = bar_stats(bar.ticks)
+            if not final:
+                bar.stats = stats
+        o, h, lo, c, v, pv, n = stats
         end = (sec + 1) * US_PER_S
         return ClosedBar(self.symbol, end, o, h, lo, c, v, pv / v, n, 1 + bar.late, final)
 
