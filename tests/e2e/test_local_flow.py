@@ -155,7 +155,6 @@ def test_stream_to_trades_end_to_end(
     assert local.progress.late_corrections == 0
     audit = local.audit_path.read_text().splitlines()
     assert not [line for line in audit if '"kind":"signal_correction"' in line]
-    assert any('"kind":"decision"' in line for line in audit)
 
 
 def _bars_oracle(trades: list[dict[str, Any]]) -> pl.DataFrame:
