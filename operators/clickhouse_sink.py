@@ -330,15 +330,13 @@ class _QueuedInsertPartition(StatefulSinkPartition[list[Row], None]):
             if rows is _STOP:
                 q.task_done()
                 return
+            # merge what queued up during the last insert (never the stop sentinel: close()
+            # queues it only once the queue is empty and every insert done)
             taken, merged = 1, list(rows)
-            while len(merged) < self._batch_rows:  # what queued up during the last insert
+            while len(merged) < self._batch_rows:
                 try:
                     more = q.get_nowait()
                 except queue.Empty:
-                    break
-                if more is _STOP:  # not reached: close() waits for the queue first
-                    q.put(_STOP)
-                    q.task_done()
                     break
                 merged.extend(more)
                 taken += 1

@@ -14,12 +14,13 @@ Caught-up sources (:meth:`TaProgress.mark_source_drained`). Bars close on event 
 time passing them. Only when the feed itself goes quiet may the wall clock close a bar, and only
 if the process is not behind: a source reports each poll that found nothing more pending, and
 a bar due on the wall clock at ``D`` may be closed only once every registered source has
-reported such a poll at a time ≥ ``D``. A stalled or lagging process (GC pause, slow sink, CPU
-contention, a backlog) has sources that keep finding data, so it never closes a bar early; the
-data it has not read yet was produced after ``D`` and so belongs to later bars. The registry
-is per process: a key group in a process that reads no source never idle-closes (its bars wait
-for the feed's time, the safe side). :func:`report_drained` adds the report to any source
-wraps Bytewax's ``KafkaSource`` with that report.
+reported such a poll at a time ≥ ``D`` (the steps add that the feed itself has not moved for
+the idle time, see ``operators/microbars.py``). A stalled or lagging process (GC pause, slow
+sink, CPU contention, a backlog) has sources that keep finding data, so it never closes a bar
+early; the data it has not read yet was produced after ``D`` and so belongs to later bars. The
+registry is per process: a key group in a process that reads no source never idle-closes (its
+bars wait for the feed's time, the safe side). :func:`report_drained` wraps Bytewax's
+``KafkaSource`` with that report; ``operators/alpaca_ws.py`` reports from its own poll.
 """
 
 from __future__ import annotations
