@@ -30,7 +30,7 @@ import uvicorn
 from bytewax.testing import run_main
 
 from api.app import create_app
-from dataflows.local import build_local_flow
+from dataflows.local import LocalFlow, build_local_flow
 from dataflows.trading import TradingRuntime, exit_stopped, install_stop_handlers
 from torghut.clickhouse import Client, connect, migrate
 from torghut.config import Settings, SettingsError, load_settings
@@ -91,12 +91,14 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 _stop_after(stop, args.seconds, settings.trading.stop_grace_s)
+                path = local.audit_path
+                audit_from = path.stat().st_size if path.exists() else 0  # the file is appended
                 try:
                     run_main(local.flow)  # type: ignore[no-untyped-call]
                 except TradingStopped:
                     log.warning("demo_stopped_mid_batch")
                 runtime.finish()
-                _print_summary(settings, ch_client, runtime, local.audit_path, api_url)
+                _print_summary(settings, ch_client, runtime, local, audit_from, api_url)
         finally:
             runtime.close()
     exit_stopped()
@@ -148,8 +150,19 @@ def _api(settings: Settings, ch_client: Any, engine: sa.Engine, port: int) -> It
 
 
 def _print_summary(
-    settings: Settings, ch_client: Any, runtime: TradingRuntime, audit: Any, api_url: str
+    settings: Settings,
+    ch_client: Any,
+    runtime: TradingRuntime,
+    local: LocalFlow,
+    audit_from: int,
+    api_url: str,
 ) -> None:
+    audit = local.audit_path
+    with audit.open("rb") as fh:
+        fh.seek(audit_from)
+        this_run = fh.read().splitlines()
+    signal_corrections = sum(1 for line in this_run if b'"kind":"signal_correction"' in line)
+    progress = local.progress
     client = ch_client()
     try:
         bars = client.query("SELECT count() FROM ta_microbars FINAL").result_rows[0][0]
@@ -178,6 +191,10 @@ def _print_summary(
                 f"(db {settings.clickhouse.database}):",
                 f"    ta_microbars FINAL rows: {bars}",
                 f"    ta_signals   FINAL rows: {signals} ({warm} with MACD warm)",
+                f"  TA: {progress.bars} final bars, {progress.provisional} provisional rows, "
+                f"{progress.late_corrections} corrections (late trades)",
+                f"  trading: {signal_corrections} corrections of signals already acted on "
+                "(signal_correction in the audit trail)",
                 f"  trading store ({mask_dsn(settings.store.url)}):",
                 f"    decisions by status:  {dict(decisions) or '{}'}",
                 f"    executions by status: {dict(executions) or '{}'}",

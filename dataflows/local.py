@@ -31,7 +31,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.trading import TradingRuntime, trading_pipeline
 from operators.alpaca_ws import AlpacaWsConfig, AlpacaWsSource
-from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink
+from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink, row_or_mark
 from operators.indicators import ta_pipeline
 from operators.market_events import IngestCounters, as_wire, by_family, market_events
 from operators.ta_status import TaProgress
@@ -79,7 +79,11 @@ def build_local_flow(
     flow = Dataflow(FLOW_ID)
     counters = IngestCounters()
     progress = TaProgress()
-    source = AlpacaWsSource(AlpacaWsConfig.from_settings(settings.alpaca), stop=stop)
+    source = AlpacaWsSource(
+        AlpacaWsConfig.from_settings(settings.alpaca),
+        stop=stop,
+        on_drained=progress.mark_source_drained,
+    )
     ta = settings.ta
     ingest = market_events("ingest", flow, source, ta.dedup_window_s, ta.dedup_max_keys, counters)
     families = by_family("families", ingest.events, counters)
@@ -100,9 +104,9 @@ def build_local_flow(
             batch_seconds=ch.insert_batch_seconds,
         )
 
-    bar_rows = op.map("bars_rows", out.microbars, microbar_row)
+    bar_rows = op.map("bars_rows", out.microbar_updates, row_or_mark(microbar_row))
     clickhouse_sink("bars_clickhouse", bar_rows, sink(MICROBARS_TABLE, MICROBAR_COLUMNS))
-    signal_rows = op.map("signals_rows", out.signals, signal_row)
+    signal_rows = op.map("signals_rows", out.signal_updates, row_or_mark(signal_row))
     clickhouse_sink("signals_clickhouse", signal_rows, sink(SIGNALS_TABLE, SIGNAL_COLUMNS))
 
     trading = trading_pipeline("trading", flow, runtime, ch_client, stop=stop)

@@ -58,7 +58,7 @@ from typing import Any, TypeVar
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink
+from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink, row_or_mark
 from operators.graceful_stop import GracefulStop, stoppable
 from operators.indicators import ta_pipeline
 from operators.kafka_io import KafkaSink, encode_dead_letter, encode_keyed
@@ -180,7 +180,7 @@ def build_flow(
 
     clickhouse_sink(
         "bars_clickhouse",
-        op.flat_map_batch("bars_rows", out.microbars, _each(microbar_row)),
+        op.flat_map_batch("bars_rows", out.microbar_updates, _each(row_or_mark(microbar_row))),
         ClickHouseSink(
             client,
             MICROBARS_TABLE,
@@ -191,7 +191,7 @@ def build_flow(
     )
     clickhouse_sink(
         "signals_clickhouse",
-        op.flat_map_batch("signals_rows", out.signals, _each(signal_row)),
+        op.flat_map_batch("signals_rows", out.signal_updates, _each(row_or_mark(signal_row))),
         ClickHouseSink(
             client,
             SIGNALS_TABLE,

@@ -27,6 +27,12 @@ dataflow (:mod:`operators.alpaca_decode`). A websocket cannot rewind, so the sou
 at-most-once across restarts (``snapshot()`` is ``None``); overlaps after a reconnect are removed
 downstream by :func:`operators.dedup.dedup`.
 
+Caught up: ``on_drained(source_id, wall_us)`` (e.g.
+:meth:`operators.ta_status.TaProgress.mark_source_drained`) is called with the wall time taken
+before each poll that emptied the frame queue (fewer frames than a batch), and once with 0 when
+the partition is built (registration): the TA steps close bars on the wall clock only while the
+source keeps up.
+
 Stopping cleanly: set the ``stop`` event; the partition closes the connection, drains what was
 received and ends the stream (EOF), so sinks flush and the flow returns.
 """
@@ -39,7 +45,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -58,6 +64,7 @@ from torghut.logs import get_logger
 
 __all__ = [
     "DEFAULT_CHANNELS",
+    "SOURCE_ID",
     "AlpacaWsConfig",
     "AlpacaWsSource",
     "ConnectionStatus",
@@ -170,6 +177,9 @@ class SourceHeartbeat(msgspec.Struct, frozen=True):
 
 
 SourceItem = Frame | SourceHeartbeat
+
+SOURCE_ID = "alpaca"
+"""The name under which the source reports being caught up (``on_drained``)."""
 """What the source emits: raw data frames, and periodic heartbeats."""
 
 
@@ -180,9 +190,15 @@ class AlpacaWsSource(FixedPartitionedSource[SourceItem, None]):
     :meth:`status` is the live connection status (``.ready`` for readiness probes).
     """
 
-    def __init__(self, config: AlpacaWsConfig, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        config: AlpacaWsConfig,
+        stop: threading.Event | None = None,
+        on_drained: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.config = config
         self.stop = stop if stop is not None else threading.Event()
+        self._on_drained = on_drained
         self._link: _Link | None = None
 
     def status(self) -> ConnectionStatus:
@@ -200,13 +216,22 @@ class AlpacaWsSource(FixedPartitionedSource[SourceItem, None]):
         if self._link is not None and self._link.alive:
             raise RuntimeError("AlpacaWsSource is already connected; one connection only")
         self._link = _Link(self.config)
-        return _Partition(self._link, self.config, self.stop)
+        if self._on_drained is not None:
+            self._on_drained(SOURCE_ID, 0)
+        return _Partition(self._link, self.config, self.stop, self._on_drained)
 
 
 class _Partition(StatefulSourcePartition[SourceItem, None]):
-    def __init__(self, link: _Link, config: AlpacaWsConfig, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        link: _Link,
+        config: AlpacaWsConfig,
+        stop: threading.Event,
+        on_drained: Callable[[str, int], None] | None,
+    ) -> None:
         self._link = link
         self._stop = stop
+        self._on_drained = on_drained
         self._batch = config.batch_frames
         self._idle = timedelta(seconds=config.idle_poll_s)
         self._interval = config.heartbeat_interval_s
@@ -218,7 +243,10 @@ class _Partition(StatefulSourcePartition[SourceItem, None]):
         stopping = self._stop.is_set()
         if stopping:
             self._link.stop()
+        polled_us = time.time_ns() // 1000
         items: list[SourceItem] = self._link.drain(None if stopping else self._batch)
+        if self._on_drained is not None and len(items) < self._batch:
+            self._on_drained(SOURCE_ID, polled_us)  # the queue was emptied: caught up
         now = time.monotonic()
         if now >= self._next_heartbeat:
             items.append(SourceHeartbeat(datetime.now(UTC), self._link.status()))

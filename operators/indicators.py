@@ -8,6 +8,9 @@ only routes and wraps it:
   1 min Alpaca-bar lane never share indicator state;
 * quotes arrive already reduced to the latest quote per (symbol, second bucket) of each input
   batch (:mod:`operators.quotes`) and feed every lane of their symbol;
+* only final bars make signals (``is_final``; provisional microbars are for dashboards), so
+  every signal row is final and the trading loop acts on rows that do not change except by a
+  versioned correction;
 * a bar that repeats the latest bar's end (a corrected microbar, an Alpaca ``updated_bar``)
   re-emits that bar's signal with a higher ``version``; identical repeats are dropped as
   duplicates; a correction of an older bar cannot be replayed by the engine and is counted
@@ -18,6 +21,7 @@ Snapshots hold each engine as pickled bytes (cheap for Bytewax to deep-copy ever
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, TypeGuard
@@ -27,14 +31,13 @@ import msgspec
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from operators.key_groups import key_group
+from operators.key_groups import KeyGroupProgress, key_group
 from operators.microbars import (
     SOURCE,
     MicrobarStreams,
     lane_seq,
     microbars,
     raw_values,
-    soonest,
     us_to_dt,
     wall_micros,
 )
@@ -58,16 +61,25 @@ __all__ = [
 ]
 
 _US = 1_000_000
+_RETRY_US = 100_000
+"""How soon a group looks again when bars are due on the wall clock but a source is behind."""
 _BAR = msgspec.json.Decoder(Envelope[Bar])
 
 
 @dataclass(frozen=True)
 class TaOutputs:
-    """Streams of the TA pipeline, ready for sinks."""
+    """Streams of the TA pipeline, ready for sinks.
+
+    ``microbar_updates`` / ``signal_updates`` are ``microbars`` / ``signals`` in order with the
+    key groups' progress marks, for sinks that flush when a second is complete
+    (:func:`operators.clickhouse_sink.clickhouse_sink`).
+    """
 
     microbars: Stream[Envelope[Microbar]]
     signals: Stream[Envelope[Signal]]
     dead_letters: Stream[DeadLetter]
+    microbar_updates: Stream[Envelope[Microbar] | KeyGroupProgress]
+    signal_updates: Stream[Envelope[Signal] | KeyGroupProgress]
 
 
 @operator
@@ -90,7 +102,7 @@ def ta_pipeline(
     lanes = ("PT1S", "PT1M") if bars is not None else ("PT1S",)
     mb: MicrobarStreams = microbars("microbars", trades, settings, progress)
     q = quote_chunks("quotes", quotes, settings, progress)
-    lane_bars = [op.key_on("key_1s", mb.bars, _group_of)]
+    lane_bars: list[Stream[Any]] = [mb.keyed]
     dead = [mb.dead_letters, q.dead_letters]
     if bars is not None:
         minute = alpaca_minute_bars("minute_bars", bars, progress)
@@ -99,7 +111,7 @@ def ta_pipeline(
     inputs = op.merge("lane_inputs", q.chunks, *lane_bars)
     sig = indicators("signals", inputs, lanes, settings, progress)
     dead.append(sig.dead_letters)
-    return TaOutputs(mb.bars, sig.signals, op.merge("dead_letters", *dead))
+    return TaOutputs(mb.bars, sig.signals, op.merge("dead_letters", *dead), mb.updates, sig.updates)
 
 
 @dataclass(frozen=True)
@@ -155,6 +167,8 @@ def alpaca_minute_bars(
 @dataclass(frozen=True)
 class IndicatorStreams:
     signals: Stream[Envelope[Signal]]
+    updates: Stream[Envelope[Signal] | KeyGroupProgress]
+    """``signals`` in order with each key group's progress marks."""
     dead_letters: Stream[DeadLetter]
 
 
@@ -166,17 +180,21 @@ def indicators(
     settings: TaSettings,
     progress: TaProgress,
 ) -> IndicatorStreams:
-    """Signals from bars (``Envelope[Microbar]``) and :class:`~operators.quotes.QuoteChunk` s.
+    """Signals from final bars (``Envelope[Microbar]``) and quote chunks.
 
     Items are keyed by the key group of their symbol (:func:`operators.key_groups.key_group`);
-    a bar goes to the lane of its window size, a symbol's quotes to every lane in ``lanes``.
+    a bar goes to the lane of its window size, a symbol's quotes to every lane in ``lanes``;
+    the microbar step's :class:`~operators.key_groups.KeyGroupProgress` marks say how far its
+    final bars are complete.
     """
     out = op.stateful_batch(
         "engine", keyed, lambda resume: IndicatorLogic(lanes, settings, progress, resume)
     )
     done = op.key_rm("unkey", out)
     split = op.branch("split_dead", done, _is_dead_letter)
-    return IndicatorStreams(split.falses, split.trues)
+    updates: Stream[Envelope[Signal] | KeyGroupProgress] = split.falses
+    signals = op.filter("signals_only", updates, _is_envelope)
+    return IndicatorStreams(signals, updates, split.trues)  # type: ignore[arg-type]
 
 
 class LaneState(NamedTuple):
@@ -192,12 +210,14 @@ class LaneState(NamedTuple):
 
 
 class IndicatorGroupState(NamedTuple):
-    """Picklable snapshot of :class:`IndicatorLogic`: every lane and the staged quotes."""
+    """Picklable snapshot of :class:`IndicatorLogic`: lanes, staged quotes, the feed's times."""
 
     lanes: tuple[LaneState, ...]
     staged: dict[int, dict[str, tuple[int, Any]]]
-    quote_newest: dict[str, int]
+    quote_feed: dict[str, int]
     quote_high_us: int | None
+    bars_final_us: int | None
+    idle_through_us: int
 
 
 class SignalLane:
@@ -211,7 +231,6 @@ class SignalLane:
         "last_end_us",
         "last_version",
         "pending",
-        "pending_since_us",
         "symbol",
     )
 
@@ -225,15 +244,13 @@ class SignalLane:
         self.ingest_ms = 0
         self.pending: list[tuple[int, Envelope[Microbar]]] = []
         """Bars waiting for quotes: (bar end in µs, bar), in arrival order."""
-        self.pending_since_us: int | None = None
 
     @classmethod
-    def restore(cls, state: LaneState, now_us: int) -> SignalLane:
+    def restore(cls, state: LaneState) -> SignalLane:
         lane = cls(state.symbol, state.lane, IndicatorEngine.restore(state.engine))
         lane.last_end_us, lane.last_version = state.last_end_us, state.last_version
         lane.last_bar = state.last_bar
         lane.pending = [(_end_us(env), env) for env in state.pending]
-        lane.pending_since_us = now_us if lane.pending else None
         return lane
 
     def snapshot(self) -> LaneState:
@@ -247,15 +264,8 @@ class SignalLane:
             tuple(env for _, env in self.pending),
         )
 
-    def add_bar(self, env: Envelope[Microbar], now_us: int) -> None:
-        if not self.pending:
-            self.pending_since_us = now_us
+    def add_bar(self, env: Envelope[Microbar]) -> None:
         self.pending.append((_end_us(env), env))
-
-    def due_us(self, release_after_us: int) -> int | None:
-        """When the wall clock releases the pending bars regardless of quotes (None: nothing)."""
-        since = self.pending_since_us
-        return None if since is None or not self.pending else since + release_after_us
 
     def release(
         self, until_us: int | None, now_us: int, progress: TaProgress, out: list[Any]
@@ -273,7 +283,6 @@ class SignalLane:
         for end_us, env in pending[:n]:
             self._on_bar(end_us, env, now_us, progress, out)
         del pending[:n]
-        self.pending_since_us = now_us if pending else None
         return sum(1 for x in out[before:] if isinstance(x, Envelope))
 
     def _on_bar(
@@ -325,24 +334,28 @@ class SignalLane:
 class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
     """Keyed state of one key group: a :class:`SignalLane` per (symbol, window size).
 
-    Bars wait until their symbol's quotes are complete up to the bar end: the symbol's quote
-    watermark (its newest quote time − allowed lateness) must reach it. Bars and quotes come
-    from different topics, read at different paces; without the wait, the imbalance fields of
-    a signal would depend on which topic happened to be read further, and a replay would not
-    rewrite the same rows. A symbol whose quotes stall or stop releases its bars
-    ``idle_close_ms`` after the oldest one arrived (wall clock), and end of input releases
-    everything.
+    Final bars wait until the quotes are complete up to the bar end: the quote feed's time
+    (per quote partition, its newest quote; the slowest partition counts) minus the allowed
+    lateness must reach it. Bars and quotes come from different topics, read at different
+    paces; without the wait, the imbalance fields of a signal would depend on which topic
+    happened to be read further, and a replay would not rewrite the same rows. When the quote
+    feed is quiet (no quote partition's time moved for ``idle_close_ms`` on the wall clock), a
+    bar ending at ``E`` is released at ``E + idle_close_ms``, but only if every source is
+    caught up then (as for microbars, see :mod:`operators.microbars`); end of input releases
+    everything. After its signals the group
+    emits a :class:`~operators.key_groups.KeyGroupProgress` mark: every signal ending at or
+    before it is out (final bars are complete there by the microbar step's marks and released
+    by the quotes' time).
 
-    Quotes are staged per second bucket and handed to the engines only once the group's
-    quotes have passed the bucket (newest quote time − lateness): with 16 quote batches an
-    event-second, a symbol's bucket is reduced again by every batch, and staging keeps only
-    the last of them, merged by C-level ``dict.update`` — an ordered chunk simply overwrites
-    what was staged before it. Quotes that arrive for a bucket already handed over, and
-    chunks of batches not in time order, go to the engines at once (the engines' quote books
-    keep the latest per interval in any order), after everything staged, so arrival order is
-    kept for equal times. The payload is parsed at hand-over; one that does not parse is
-    dead-lettered. A symbol's quotes feed each lane in ``lanes``; lanes are created by a
-    symbol's first bar or quotes.
+    Quotes are staged per second bucket and handed to the engines only once the quote feed has
+    passed the bucket (its time − lateness): with 16 quote batches an event-second, a symbol's
+    bucket is reduced again by every batch, and staging keeps only the last of them, merged by
+    C-level ``dict.update`` — an ordered chunk simply overwrites what was staged before it.
+    Quotes that arrive for a bucket already handed over, and chunks of batches not in time
+    order, go to the engines at once (the engines' quote books keep the latest per interval in
+    any order), after everything staged, so arrival order is kept for equal times. The payload
+    is parsed at hand-over; one that does not parse is dead-lettered. A symbol's quotes feed
+    each lane in ``lanes``; lanes are created by a symbol's first bar or quotes.
     """
 
     def __init__(
@@ -351,67 +364,88 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
         settings: TaSettings,
         progress: TaProgress,
         resume: IndicatorGroupState | None,
+        clock: Callable[[], int] = wall_micros,
     ) -> None:
         self._quote_lanes = lanes
         self._settings = settings
         self._progress = progress
+        self._clock = clock
         self._lateness_us = settings.allowed_lateness_ms * 1000
-        self._release_after_us = settings.idle_close_ms * 1000
+        self._idle_us = settings.idle_close_ms * 1000
         self._lanes: dict[str, dict[str, SignalLane]] = {}
         self._waiting: dict[SignalLane, None] = {}
         """Lanes with pending bars (an insertion-ordered set)."""
         self._gate_us: int | None = None
-        """No waiting lane can release before the group's quote watermark reaches this."""
+        """No waiting lane can release before the quote feed's watermark reaches this."""
         self._staged: dict[int, dict[str, tuple[int, Any]]] = {}
-        self._newest: dict[str, int] = {}
+        self._quote_feed: dict[str, int] = {}
+        self._moved_at: dict[str, int] = {}
+        """Wall time (µs) at which each quote partition's time last advanced."""
         self._high_us: int | None = None
+        self._bars_final: int | None = None
+        self._idle_through = -(1 << 62)
+        self._retry_at = 0
+        self._group = ""
+        self._marked: int | None = None
         if resume is not None:
-            now = wall_micros()
             for state in resume.lanes:
-                lane = SignalLane.restore(state, now)
+                lane = SignalLane.restore(state)
                 self._lanes.setdefault(state.symbol, {})[state.lane] = lane
                 if lane.pending:
                     self._waiting[lane] = None
             self._staged = {b: dict(e) for b, e in resume.staged.items()}
-            self._newest = dict(resume.quote_newest)
+            self._quote_feed = dict(resume.quote_feed)
+            now = clock()
+            self._moved_at = {part: now for part in self._quote_feed}
             self._high_us = resume.quote_high_us
+            self._bars_final = resume.bars_final_us
+            self._idle_through = resume.idle_through_us
             self._gate_us = self._gate()
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
-        now = wall_micros()
+        now = self._clock()
         out: list[Any] = []
         bars = False
         for v in values:
-            if type(v) is QuoteChunk:
+            kind = type(v)
+            if kind is QuoteChunk:
                 self._add_quotes(v, out)
-            else:
+            elif kind is KeyGroupProgress:
+                self._group = v.group
+                if self._bars_final is None or v.final_us > self._bars_final:
+                    self._bars_final = v.final_us
+            elif v.is_final:
                 size = v.window.size if v.window is not None else "PT1S"
                 lane = self._lane(v.symbol, size)
-                lane.add_bar(v, now)
+                lane.add_bar(v)
                 self._waiting[lane] = None
                 bars = True
         if bars:
             self._gate_us = self._gate()
         self._release_ready(now, out)
+        self._mark(out)
         return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Any], bool]:
-        now = wall_micros()
+        """Release, on the wall clock, the bars due while every source is caught up."""
+        now = self._clock()
         out: list[Any] = []
-        due = [
-            lane
-            for lane in self._waiting
-            if (at := lane.due_us(self._release_after_us)) is not None and now >= at
-        ]
-        if due:
-            self._hand_over(None, out)
-            for lane in due:
-                self._count(lane, lane.release(None, now, self._progress, out))
-            self._forget_released()
+        drained = self._progress.drained_through()
+        limit = -(1 << 62) if drained is None else drained - self._idle_us
+        quiet = all(moved <= limit for moved in self._moved_at.values())
+        if quiet and limit > self._idle_through:
+            self._idle_through = limit
+            if self._gate_us is not None and self._gate_us <= limit:
+                self._hand_over(None, out)
+                for lane in self._waiting:
+                    self._count(lane, lane.release(limit, now, self._progress, out))
+                self._forget_released()
+            self._mark(out)
+        self._retry_at = now + _RETRY_US
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Any], bool]:
-        now = wall_micros()
+        now = self._clock()
         out: list[Any] = []
         self._hand_over(None, out)
         for lane in self._waiting:
@@ -420,39 +454,54 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        return soonest(lane.due_us(self._release_after_us) for lane in self._waiting)
+        gate = self._gate_us
+        if gate is None:
+            return None
+        return us_to_dt(max(gate + self._idle_us, self._retry_at))
 
     def snapshot(self) -> IndicatorGroupState:
         lanes = tuple(lane.snapshot() for per in self._lanes.values() for lane in per.values())
         staged = {b: dict(e) for b, e in self._staged.items()}
-        return IndicatorGroupState(lanes, staged, dict(self._newest), self._high_us)
+        return IndicatorGroupState(
+            lanes,
+            staged,
+            dict(self._quote_feed),
+            self._high_us,
+            self._bars_final,
+            self._idle_through,
+        )
 
     # --- quotes -----------------------------------------------------------------------------
 
+    def _quote_watermark(self) -> int | None:
+        feed = self._quote_feed
+        return min(feed.values()) - self._lateness_us if feed else None
+
     def _add_quotes(self, chunk: QuoteChunk, out: list[Any]) -> None:
-        high = self._high_us
-        if chunk.ordered and (high is None or chunk.first_us >= high):
-            staged = self._staged
-            for bucket, entries in chunk.buckets.items():
-                held = staged.get(bucket)
-                if held is None:
-                    staged[bucket] = entries
-                else:
-                    held.update(entries)
-            self._newest.update(chunk.newest)
-        else:
-            self._hand_over(None, out)  # what was staged arrived first: it goes first
-            for entries in chunk.buckets.values():
-                for sym, (ts_us, payload) in entries.items():
-                    self._feed(sym, ts_us, payload, out)
-            newest = self._newest
-            for sym, ts_us in chunk.newest.items():
-                held_ts = newest.get(sym)
-                if held_ts is None or ts_us > held_ts:
-                    newest[sym] = ts_us
-        if high is None or chunk.high_us > high:
-            self._high_us = chunk.high_us
-        self._hand_over(self._high_us - self._lateness_us, out)  # type: ignore[operator]
+        if chunk.newest:
+            high = self._high_us
+            if chunk.ordered and (high is None or chunk.first_us >= high):
+                staged = self._staged
+                for bucket, entries in chunk.buckets.items():
+                    held = staged.get(bucket)
+                    if held is None:
+                        staged[bucket] = entries
+                    else:
+                        held.update(entries)
+            else:
+                self._hand_over(None, out)  # what was staged arrived first: it goes first
+                for entries in chunk.buckets.values():
+                    for sym, (ts_us, payload) in entries.items():
+                        self._feed(sym, ts_us, payload, out)
+            if high is None or chunk.high_us > high:
+                self._high_us = chunk.high_us
+        held_feed = self._quote_feed.get(chunk.part)
+        if held_feed is None or chunk.feed_us > held_feed:
+            self._quote_feed[chunk.part] = chunk.feed_us
+            self._moved_at[chunk.part] = self._clock()
+        wm = self._quote_watermark()
+        if wm is not None:
+            self._hand_over(wm, out)
 
     def _hand_over(self, until_us: int | None, out: list[Any]) -> None:
         """Feed the engines the staged buckets ending at or before ``until_us`` (None: all)."""
@@ -483,15 +532,12 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
         return min(ends) if ends else None
 
     def _release_ready(self, now: int, out: list[Any]) -> None:
-        """Release the bars every waiting lane's quote watermark has passed."""
-        gate, high = self._gate_us, self._high_us
-        if gate is None or high is None or high - self._lateness_us < gate:
+        """Release the bars the quote feed's watermark has passed."""
+        gate, wm = self._gate_us, self._quote_watermark()
+        if gate is None or wm is None or wm < gate:
             return
-        lateness, newest = self._lateness_us, self._newest
         for lane in self._waiting:
-            seen = newest.get(lane.symbol)
-            if seen is not None:
-                self._count(lane, lane.release(seen - lateness, now, self._progress, out))
+            self._count(lane, lane.release(wm, now, self._progress, out))
         self._forget_released()
 
     def _forget_released(self) -> None:
@@ -500,6 +546,20 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
         for lane in done:
             del waiting[lane]
         self._gate_us = self._gate()
+
+    def _mark(self, out: list[Any]) -> None:
+        """Append this group's progress mark if it moved: signals through it are out."""
+        final, wm = self._bars_final, self._quote_watermark()
+        if final is None or not self._group:
+            return
+        through = max(final if wm is None else min(final, wm), self._idle_through)
+        gate = self._gate_us
+        if gate is not None and gate <= through:
+            through = gate - 1  # a bar still waits (its lane released up to an older quote)
+        if self._marked is not None and through <= self._marked:
+            return
+        self._marked = through
+        out.append(KeyGroupProgress(self._group, through, through))
 
     # --- lanes --------------------------------------------------------------------------------
 
@@ -535,3 +595,5 @@ def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
     return isinstance(item, DeadLetter)
 
 
+def _is_envelope(item: object) -> TypeGuard[Envelope[Signal]]:
+    return isinstance(item, Envelope)

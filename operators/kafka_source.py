@@ -11,9 +11,9 @@ about it and drops the rest:
   Bytewax's source, so a recovery store written by it resumes here), spread over the workers
   by Bytewax; each partition has its own consumer, ``assign()`` ed to that one
   topic-partition, no consumer group;
-* each poll is one ``consume(batch_size, 0)``; the items handed on are the messages' values,
-  ``bytes`` (``None`` for a tombstone, which the operators dead-letter), taken with one C
-  call per message — the operators' ``raw_values()`` accept such a list as is;
+* each poll is one ``consume(batch_size, 0)``; it is handed on as one :class:`PartitionBatch`:
+  the partition's id and the messages' values, ``bytes`` (``None`` for a tombstone, which the
+  operators dead-letter), taken with one C call per message — no object per message;
 * the partition's ``snapshot()`` is the offset of the next message to read, so a resume reads
   exactly from where the snapshot was taken (effectively-once state with Bytewax recovery);
 * a partition that is behind (its next offset below the high watermark) waits up to
@@ -47,7 +47,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
@@ -60,6 +60,7 @@ __all__ = [
     "DrainListener",
     "KafkaBatchSource",
     "KafkaConsumeError",
+    "PartitionBatch",
     "consumer_config",
 ]
 
@@ -94,6 +95,19 @@ _VALUE = Message.value
 _ERROR = Message.error
 
 
+class PartitionBatch(NamedTuple):
+    """One poll of one topic-partition: its source id (``"topic/partition"``) and values.
+
+    One item per poll, not one per message: Bytewax may hand a downstream step the polls of
+    several partitions of a worker at once, and the TA steps keep the feed's time per source
+    partition, so every value must stay labelled with where it came from — at the cost of one
+    tuple per poll.
+    """
+
+    source_id: str
+    values: list[bytes | None]
+
+
 class KafkaConsumeError(RuntimeError):
     """Kafka reported an error the source cannot skip without losing messages."""
 
@@ -124,8 +138,9 @@ def consumer_config(client: dict[str, str], *, batch_size: int, prefetch_kb: int
     }
 
 
-class KafkaBatchSource(FixedPartitionedSource[bytes | None, int]):
-    """Every partition of ``topics`` as raw message values, ``batch_size`` at most per poll.
+class KafkaBatchSource(FixedPartitionedSource[PartitionBatch, int]):
+    """Every partition of ``topics`` as raw message values, ``batch_size`` at most per poll,
+    each poll handed on as one :class:`PartitionBatch`.
 
     ``config`` is the full consumer configuration (:func:`consumer_config`). Without resume
     state a partition starts at its first retained offset. ``on_first_batch`` (optional) sees
@@ -184,7 +199,7 @@ class KafkaBatchSource(FixedPartitionedSource[bytes | None, int]):
         return _KafkaBatchPartition(self, topic, int(idx), resume_state)
 
 
-class _KafkaBatchPartition(StatefulSourcePartition[bytes | None, int]):
+class _KafkaBatchPartition(StatefulSourcePartition[PartitionBatch, int]):
     def __init__(
         self, source: KafkaBatchSource, topic: str, partition: int, resume: int | None
     ) -> None:
@@ -193,6 +208,10 @@ class _KafkaBatchPartition(StatefulSourcePartition[bytes | None, int]):
         self._batch = source._batch_size
         self._idle = source._idle
         self._drained = source._drained
+        # the cached high watermark is from a fetch response up to fetch.wait.max.ms old
+        self._drain_margin_us = int(source._config.get("fetch.wait.max.ms", "500")) * 1000
+        if self._drained is not None:  # registered: blocks idle closing until caught up once
+            self._drained.mark_source_drained(self._id, 0)
         self._on_first = source._on_first_batch
         self._fatal: KafkaError | None = None
         self._consumer = Consumer({**source._config, "error_cb": self._on_error})
@@ -215,7 +234,8 @@ class _KafkaBatchPartition(StatefulSourcePartition[bytes | None, int]):
             stop_at=self._end,
         )
 
-    def next_batch(self) -> list[bytes | None]:
+    def next_batch(self) -> list[PartitionBatch]:
+        polled_us = time.time_ns() // 1000
         end = self._end
         if end is not None and self._next >= end:
             raise StopIteration
@@ -248,7 +268,7 @@ class _KafkaBatchPartition(StatefulSourcePartition[bytes | None, int]):
         elif self._next >= high:
             self._awake = datetime.now(UTC) + self._idle
             if self._drained is not None:
-                self._drained.mark_source_drained(self._id, time.time_ns() // 1000)
+                self._drained.mark_source_drained(self._id, polled_us - self._drain_margin_us)
         else:
             self._awake = None
         if values:
@@ -256,7 +276,8 @@ class _KafkaBatchPartition(StatefulSourcePartition[bytes | None, int]):
                 on_first, self._on_first = self._on_first, None
                 on_first(self._id, values)
             self._messages.inc(len(values))
-        return values
+            return [PartitionBatch(self._id, values)]
+        return []
 
     def next_awake(self) -> datetime | None:
         return self._awake

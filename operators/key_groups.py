@@ -17,11 +17,30 @@ processes and Python versions, unlike ``hash()``.
 from __future__ import annotations
 
 import zlib
+from typing import NamedTuple
 
-__all__ = ["KEY_GROUPS", "KEY_GROUPS_SEEN", "key_group"]
+__all__ = ["ALL_GROUPS", "KEY_GROUPS", "KEY_GROUPS_SEEN", "KeyGroupProgress", "key_group"]
 
 KEY_GROUPS = 16
 """Number of key groups; changing it orphans existing recovery state."""
+
+ALL_GROUPS = tuple(f"g{i:02d}" for i in range(KEY_GROUPS))
+"""Every group's key: the feed's time is broadcast to all of them with each input batch."""
+
+
+class KeyGroupProgress(NamedTuple):
+    """A key group's progress mark, emitted after its rows, in the same stream.
+
+    Every row of the group ending at or before ``shown_us`` has been emitted (provisional or
+    final); every final row ending at or before ``final_us`` too. A sink that has the marks of
+    all :data:`KEY_GROUPS` groups knows the rows up to the smallest are complete (Flink's
+    watermark as the minimum over input channels), because each group's mark follows its rows.
+    """
+
+    group: str
+    shown_us: int
+    final_us: int
+
 
 KEY_GROUPS_SEEN: dict[str, str] = {}
 """The groups :func:`key_group` has computed (bounded): hot loops look a symbol up here first."""

@@ -9,14 +9,39 @@ Shape (issue #4 "design for batches", ``shared/style.md`` on ``reduce_final``):
    which also dead-letters with a reason) otherwise. It emits, per key group
    (:mod:`operators.key_groups`), the :class:`~torghut.ta.microbars.SymbolBatch` es of the
    group's symbols, plus dead letters.
+   It also broadcasts the feed's time to **every** key group: each group gets a
+   :class:`GroupBatch` per input batch (empty for a group none of whose symbols traded), with
+   the batch's source partition and its largest event time. 16 small items per batch, against
+   one per (symbol, batch) if each symbol carried it.
 2. ``stateful_batch`` keyed by key group merges those into one
-   :class:`~torghut.ta.microbars.SymbolBars` per symbol and emits ``Envelope[Microbar]`` s as
-   bars close. Timers (``notify_at``) close the bars of a symbol that went quiet: once the
-   bar end plus ``idle_close_ms`` has passed on the wall clock **and** the symbol received
-   nothing for ``idle_close_ms``. The second condition keeps replays deterministic: while a
-   backlog is being read every active symbol keeps receiving data, so bars close by event
-   time only. Arrival times are not part of the snapshot: after a restart the idle clock
-   starts anew.
+   :class:`~torghut.ta.microbars.SymbolBars` per symbol, and closes bars on the **feed's**
+   time: per source partition, the largest event time it delivered (one clock for every
+   symbol, like Flink's per-partition watermark). A bar is published provisionally
+   (``is_final=false``) as soon as the partition's time passes its end, and final
+   (``is_final=true``) once it passes its end plus the allowed lateness — also for a symbol
+   that went quiet, whose own trades no longer move anything. Provisional rows are published
+   only while the feed is live: when the partition's time is more than the allowed lateness
+   behind the wall clock (a backfill, a replay, a process catching up after a stall) the final
+   row follows within the same catch-up, so the provisional one is skipped (a wall-clock
+   decision about *when* to publish; the final rows do not depend on it). Open bars are
+   indexed by end (a heap per partition), so the feed's time finds the bars it passes without
+   a scan of every symbol. After its rows, each group emits a
+   :class:`~operators.key_groups.KeyGroupProgress` mark in the same stream: sinks flush when
+   every group has passed a second.
+
+   The wall clock closes bars only when the feed is quiet **and** the process is caught up: a
+   bar ending at ``E`` of a partition whose time last moved at wall time ``Q`` is due at
+   ``max(E, Q) + idle_close_ms`` and is closed then only if every source has reported a poll
+   that found nothing pending at or after that time
+   (:meth:`operators.ta_status.TaProgress.mark_source_drained`). A paused or lagging process
+   (whose sources keep finding data) therefore never closes a bar early, and neither does a
+   replay whose event times lie in the past (its feed keeps moving); after a restart every
+   partition counts as having moved at the restart.
+
+Why per partition and not the minimum over partitions as Flink does: a symbol's trades all
+come from one partition (the key is the symbol), in order, so that partition's time is the one
+that says "nothing earlier is coming" for it; a lagging partition does not hold back the others,
+and the result depends only on each partition's order, not on how partitions interleave.
 
 Not Bytewax's ``EventClock`` windows: they busy-spin and misjudge lateness in replays
 (``shared/bytewax-notes.md`` §1.6).
@@ -29,9 +54,10 @@ correction always replaces the version it corrects under ``ReplacingMergeTree(in
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeGuard
@@ -42,7 +68,8 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
 from operators._reduce import reduce_trades
-from operators.key_groups import key_group
+from operators.kafka_source import PartitionBatch
+from operators.key_groups import ALL_GROUPS, KeyGroupProgress, key_group
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter
@@ -65,9 +92,11 @@ __all__ = [
     "LANES",
     "SOURCE",
     "TRADE_WIRE",
+    "GroupBatch",
     "MicrobarGroupState",
     "MicrobarLogic",
     "MicrobarStreams",
+    "by_partition",
     "decode_trades",
     "lane_seq",
     "microbars",
@@ -183,10 +212,35 @@ TRADE_WIRE = msgspec.json.Decoder(_TradeWire)
 """The per-message decoder of the trade path (the benchmark's decode-only baseline uses it)."""
 
 
+def by_partition(batch: list[Any]) -> list[tuple[str, list[Any]]]:
+    """The batch's message values per source partition (``topic/partition``), in order.
+
+    Bytewax may hand one operator call the polls of several source partitions (it
+    concatenates what the partitions of one worker polled), so the feed's time is kept per
+    partition only if the batch is split here: the Kafka source hands on one
+    :class:`~operators.kafka_source.PartitionBatch` per poll. Other values (bytes, envelopes
+    of the all-in-one flow's single websocket) come from one feed: ``"feed"``.
+    """
+    if not batch:
+        return []
+    if not isinstance(batch[0], PartitionBatch):
+        return [("feed", batch)]
+    if len(batch) == 1:
+        return [(batch[0].source_id, batch[0].values)]
+    split: dict[str, list[Any]] = {}
+    for polled in batch:
+        held = split.get(polled.source_id)
+        if held is None:
+            split[polled.source_id] = list(polled.values)
+        else:
+            held.extend(polled.values)
+    return list(split.items())
+
+
 def raw_values(batch: list[Any]) -> list[Any]:
-    """Message values of a batch of Kafka messages; bytes and envelopes pass through."""
-    if batch and hasattr(batch[0], "offset"):  # KafkaSourceMessage
-        return [m.value for m in batch]
+    """The values of a batch, whatever their source partitions (see :func:`by_partition`)."""
+    if batch and isinstance(batch[0], PartitionBatch):
+        return [v for polled in batch for v in polled.values]
     return batch
 
 
@@ -288,12 +342,36 @@ def _tick_of_envelope(e: Envelope[Any]) -> Tick:
 
 # --- the operator ---------------------------------------------------------------------------
 
+_RETRY_US = 100_000
+"""How soon a group looks again when bars are due on the wall clock but a source is behind."""
+
+
+class GroupBatch(NamedTuple):
+    """One input batch as one key group sees it: its symbols' partials and the feed's time.
+
+    ``feed_us`` is the largest event time of the whole batch (every symbol), ``part`` the source
+    partition it came from; ``batches`` is empty for a group none of whose symbols traded.
+    """
+
+    group: str
+    part: str
+    feed_us: int
+    batches: list[SymbolBatch]
+
 
 @dataclass(frozen=True)
 class MicrobarStreams:
-    """Closed 1 s bars (first versions and corrections) and everything dead-lettered."""
+    """The microbar step's outputs.
+
+    ``bars``: provisional and final 1 s bars (first versions and corrections). ``updates``:
+    the same in order with each key group's progress marks (for sinks that flush on progress).
+    ``keyed``: ``updates`` still keyed by key group (for the indicator step). ``dead_letters``:
+    everything dead-lettered.
+    """
 
     bars: Stream[Envelope[Microbar]]
+    updates: Stream[Envelope[Microbar] | KeyGroupProgress]
+    keyed: Stream[tuple[str, Envelope[Microbar] | KeyGroupProgress]]
     dead_letters: Stream[DeadLetter]
 
 
@@ -316,22 +394,27 @@ def microbars(
         "preaggregate", trades, lambda batch: _preaggregate(batch, lateness, allow, progress)
     )
     split = op.branch("split_rejects", pre, _is_dead_letter)
-    keyed: Stream[tuple[str, list[SymbolBatch]]] = split.falses  # type: ignore[assignment]
+    keyed: Stream[tuple[str, GroupBatch]] = split.falses  # type: ignore[assignment]
     out = op.stateful_batch(
         "bars",
         keyed,
         lambda resume: MicrobarLogic(lateness, horizon, idle_us, progress, resume),
     )
-    done = op.key_rm("unkey", out)
-    bars_or_dead = op.branch("split_dead", done, _is_envelope)
-    bars: Stream[Envelope[Microbar]] = bars_or_dead.trues
-    late_dead = op.map("dead_trades", bars_or_dead.falses, _dead_letter_of)
+    by_kind = op.branch("split_dead", out, _is_keyed_dead)
+    updates: Stream[tuple[str, Envelope[Microbar] | KeyGroupProgress]] = by_kind.falses
+    late_dead = op.map("dead_trades", op.key_rm("unkey_dead", by_kind.trues), _dead_letter_of)
+    unkeyed = op.key_rm("unkey", updates)
+    bars = op.filter("bars_only", unkeyed, _is_envelope)
     dead = op.merge("dead_letters", split.trues, late_dead)
-    return MicrobarStreams(bars, dead)
+    return MicrobarStreams(bars, unkeyed, updates, dead)  # type: ignore[arg-type]
 
 
 def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
     return isinstance(item, DeadLetter)
+
+
+def _is_keyed_dead(item: tuple[str, object]) -> bool:
+    return type(item[1]) is DeadTrades
 
 
 def _is_envelope(item: object) -> TypeGuard[Envelope[Microbar]]:
@@ -340,9 +423,21 @@ def _is_envelope(item: object) -> TypeGuard[Envelope[Microbar]]:
 
 def _preaggregate(
     batch: list[Any], lateness: int, allow: frozenset[str] | None, progress: TaProgress
-) -> Iterable[tuple[str, list[SymbolBatch]] | DeadLetter]:
-    """One batch of trade messages → per key group, the batch's partials of its symbols."""
-    values = raw_values(batch)
+) -> list[tuple[str, GroupBatch] | DeadLetter]:
+    """One batch of trade messages → to every key group, its symbols' partials + feed time."""
+    out: list[tuple[str, GroupBatch] | DeadLetter] = []
+    for part, values in by_partition(batch):
+        out.extend(_preaggregate_part(part, values, lateness, allow, progress))
+    return out
+
+
+def _preaggregate_part(
+    part: str,
+    values: list[Any],
+    lateness: int,
+    allow: frozenset[str] | None,
+    progress: TaProgress,
+) -> list[tuple[str, GroupBatch] | DeadLetter]:
     fast = preaggregate_batch(values, lateness, allow)
     dead: list[DeadLetter] = []
     rejected: list[Rejected] = []
@@ -356,14 +451,19 @@ def _preaggregate(
     if duplicates:
         progress.add_duplicates(duplicates)
     groups: dict[str, list[SymbolBatch]] = {}
+    feed_us = -1
     for sym, symbol_batch in per_symbol.items():
+        if symbol_batch.max_ts_us > feed_us:
+            feed_us = symbol_batch.max_ts_us
         group = key_group(sym)
         held = groups.get(group)
         if held is None:
             groups[group] = [symbol_batch]
         else:
             held.append(symbol_batch)
-    out: list[tuple[str, list[SymbolBatch]] | DeadLetter] = list(groups.items())
+    out: list[tuple[str, GroupBatch] | DeadLetter] = []
+    if per_symbol:
+        out.extend((g, GroupBatch(g, part, feed_us, groups.get(g, []))) for g in ALL_GROUPS)
     if dead:
         _count_dead(progress, "invalid_message", len(dead))
         out.extend(dead)
@@ -405,13 +505,20 @@ def _dead_letter_of(d: object) -> DeadLetter:
 
 
 class MicrobarGroupState(NamedTuple):
-    """Picklable snapshot of :class:`MicrobarLogic`: the bars of each symbol of the group."""
+    """Picklable snapshot of :class:`MicrobarLogic`.
+
+    The bars of each symbol, the feed's time per source partition, the partition each symbol
+    last came from, and per partition how far the wall clock has closed bars.
+    """
 
     symbols: dict[str, SymbolBarsState]
+    feed: dict[str, int]
+    parts: dict[str, str]
+    idle_through: dict[str, int]
 
 
 def wall_micros() -> int:
-    """The wall clock in µs since the epoch (what the idle timers compare bar ends with)."""
+    """The wall clock in µs since the epoch (what idle closing compares bar ends with)."""
     return time.time_ns() // 1000
 
 
@@ -421,14 +528,20 @@ def soonest(dues: Iterable[int | None]) -> datetime | None:
     return us_to_dt(min(times)) if times else None
 
 
-class MicrobarLogic(StatefulBatchLogic[list[SymbolBatch], Any, MicrobarGroupState]):
-    """Keyed state of one key group: a :class:`SymbolBars` per symbol, timers, envelopes.
+_Heap = list[tuple[int, str]]
+"""``(bar end in µs, symbol)`` of open bars, smallest end first."""
 
-    A symbol's open bars close on the wall clock once the bar end plus ``idle_us`` has passed
-    **and** the symbol received nothing for ``idle_us``; the second condition keeps replays
-    deterministic (while a backlog is read every active symbol keeps receiving data, so bars
-    close by event time only). Arrival times are not snapshotted: after a restart the idle
-    clock starts anew.
+
+class MicrobarLogic(StatefulBatchLogic[GroupBatch, Any, MicrobarGroupState]):
+    """Keyed state of one key group: a :class:`SymbolBars` per symbol, the feed's time.
+
+    Per source partition two heaps index the open bars by end: ``to show`` (not yet published)
+    and ``to close`` (published provisionally, not final). When a partition's time advances,
+    the heap tops it passed are popped and only those symbols are touched. Heap entries of bars
+    that closed otherwise (the symbol's own watermark) are dropped when they surface.
+
+    ``clock`` is the wall clock (µs); tests replace it. See the module docstring for when the
+    wall clock may close a bar.
     """
 
     def __init__(
@@ -438,46 +551,89 @@ class MicrobarLogic(StatefulBatchLogic[list[SymbolBatch], Any, MicrobarGroupStat
         idle_us: int,
         progress: TaProgress,
         resume: MicrobarGroupState | None,
+        clock: Callable[[], int] = wall_micros,
     ) -> None:
         self._lateness = lateness_us
         self._horizon = horizon_us
         self._idle = idle_us
         self._progress = progress
+        self._clock = clock
+        self._group = ""
         self._symbols: dict[str, SymbolBars] = {}
-        self._arrivals: dict[str, int] = {}
+        self._feed: dict[str, int] = {}
+        self._part_of: dict[str, str] = {}
+        self._to_show: dict[str, _Heap] = {}
+        self._to_close: dict[str, _Heap] = {}
+        self._moved_at: dict[str, int] = {}
+        """Wall time (µs) at which each partition's time last advanced."""
+        self._idle_through: dict[str, int] = {}
+        self._retry_at = 0
+        self._marked: tuple[int, int] | None = None
         self._ingest_ms: dict[str, int] = {}
         if resume is not None:
-            now = wall_micros()
+            self._feed = dict(resume.feed)
+            self._part_of = dict(resume.parts)
+            self._idle_through = dict(resume.idle_through)
+            now = clock()
+            self._moved_at = {part: now for part in self._feed}
             for sym, state in resume.symbols.items():
-                self._symbols[sym] = SymbolBars.restore(state, lateness_us, horizon_us)
-                self._arrivals[sym] = now
+                bars = self._symbols[sym] = SymbolBars.restore(state, lateness_us, horizon_us)
+                heap = self._to_show.setdefault(self._part_of.get(sym, "feed"), [])
+                heap.extend((end, sym) for end in bars.open_ends_us)
+            for heap in self._to_show.values():
+                heapq.heapify(heap)
 
-    def on_batch(self, values: list[list[SymbolBatch]]) -> tuple[list[Any], bool]:
-        symbols, arrivals = self._symbols, self._arrivals
+    def on_batch(self, values: list[GroupBatch]) -> tuple[list[Any], bool]:
+        symbols, part_of, feed = self._symbols, self._part_of, self._feed
         out = Applied()
-        now = wall_micros()
-        newest: int | None = None
-        for batch in values:
-            for symbol_batch in batch:
+        moved: set[str] = set()
+        for gb in values:
+            part = gb.part
+            for symbol_batch in gb.batches:
                 sym = symbol_batch.symbol
                 bars = symbols.get(sym)
                 if bars is None:
                     bars = symbols[sym] = SymbolBars(sym, self._lateness, self._horizon)
-                wm = bars.apply(symbol_batch, out)
-                arrivals[sym] = now
-                if newest is None or wm > newest:
-                    newest = wm
-        if newest is not None:
-            self._progress.observe_watermark(newest)
+                bars.apply(symbol_batch, out)
+                if part_of.get(sym) != part:
+                    part_of[sym] = part
+            if out.opened:
+                heap = self._to_show.get(part)
+                if heap is None:
+                    heap = self._to_show[part] = []
+                for entry in out.opened:
+                    heapq.heappush(heap, entry)
+                out.opened.clear()
+            held = feed.get(part)
+            if held is None or gb.feed_us > held:
+                feed[part] = gb.feed_us
+                moved.add(part)
+            self._group = gb.group
+        if moved:
+            now = self._clock()
+            for part in moved:
+                self._moved_at[part] = now
+                self._advance(part, out)
+            self._progress.observe_watermark(max(feed.values()) - self._lateness)
         return self._emit(out), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Any], bool]:
-        now = wall_micros()
+        """Close, on the wall clock, the bars due while every source is caught up."""
         out = Applied()
-        for sym, bars in self._symbols.items():
-            due = self._due_us(sym, bars)
-            if due is not None and now >= due:
-                bars.close_idle(out)
+        now = self._clock()
+        drained = self._progress.drained_through()
+        if drained is not None:
+            limit = drained - self._idle
+            for part, moved_at in self._moved_at.items():
+                if moved_at > limit or limit <= self._idle_through.get(part, limit - 1):
+                    continue  # the partition moved within idle_close_ms, or nothing new
+                self._idle_through[part] = limit
+                for heaps in (self._to_show, self._to_close):
+                    heap = heaps.get(part)
+                    while heap and heap[0][0] <= limit:
+                        _end, sym = heapq.heappop(heap)
+                        self._symbols[sym].close_until(limit, out)
+        self._retry_at = now + _RETRY_US
         return self._emit(out), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Any], bool]:
@@ -485,39 +641,85 @@ class MicrobarLogic(StatefulBatchLogic[list[SymbolBatch], Any, MicrobarGroupStat
         out = Applied()
         for bars in self._symbols.values():
             bars.close_idle(out)
+        for heaps in (self._to_show, self._to_close):
+            heaps.clear()
         return self._emit(out), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        return soonest(self._due_us(sym, bars) for sym, bars in self._symbols.items())
+        ends = [h[0][0] for hs in (self._to_show, self._to_close) for h in hs.values() if h]
+        if not ends:
+            return None
+        due = min(ends) + self._idle
+        return us_to_dt(max(due, self._retry_at))
 
     def snapshot(self) -> MicrobarGroupState:
-        return MicrobarGroupState({sym: bars.snapshot() for sym, bars in self._symbols.items()})
+        return MicrobarGroupState(
+            {sym: bars.snapshot() for sym, bars in self._symbols.items()},
+            dict(self._feed),
+            dict(self._part_of),
+            dict(self._idle_through),
+        )
 
-    def _due_us(self, sym: str, bars: SymbolBars) -> int | None:
-        oldest_end = bars.oldest_open_end_us
-        if oldest_end is None:
+    def _advance(self, part: str, out: Applied) -> None:
+        """Publish what the partition's time passed: provisional rows, then final ones."""
+        clock = self._feed[part]
+        final_wm = clock - self._lateness
+        live = self._clock() - clock < self._lateness
+        symbols = self._symbols
+        show = self._to_show.get(part)
+        close = self._to_close.get(part)
+        if close is None:
+            close = self._to_close[part] = []
+        while show and show[0][0] <= clock:
+            end, sym = heapq.heappop(show)
+            bars = symbols[sym]
+            if end <= final_wm:
+                bars.close_until(final_wm, out)
+            else:
+                if live:
+                    bars.show_until(clock, out)
+                heapq.heappush(close, (end, sym))
+        while close and close[0][0] <= final_wm:
+            _end, sym = heapq.heappop(close)
+            symbols[sym].close_until(final_wm, out)
+
+    def _progress_mark(self) -> KeyGroupProgress | None:
+        """This group's mark if it moved: rows up to the slowest partition's time are out."""
+        if not self._feed or not self._group:
             return None
-        arrival = self._arrivals.get(sym, 0)
-        return (arrival if arrival > oldest_end else oldest_end) + self._idle
+        idle, lateness = self._idle_through, self._lateness
+        shown = min(max(t, idle.get(p, t)) for p, t in self._feed.items())
+        final = min(max(t - lateness, idle.get(p, t - lateness)) for p, t in self._feed.items())
+        if self._marked == (shown, final):
+            return None
+        self._marked = (shown, final)
+        return KeyGroupProgress(self._group, shown, final)
 
     def _emit(self, out: Applied) -> list[Any]:
         if out.duplicates:
             self._progress.add_duplicates(out.duplicates)
-        if not out.bars and not out.dead:
-            return []
-        now_ms = time.time_ns() // 1_000_000
-        last = self._ingest_ms
         items: list[Any] = []
-        for b in out.bars:
-            # strictly increasing per symbol: a correction always outranks what it corrects
-            ingest_ms = last[b.symbol] = max(now_ms, last.get(b.symbol, 0) + 1)
-            items.append(_envelope(b, us_to_dt(ingest_ms * 1000)))
-        corrected = out.corrections
-        self._progress.add_bars("PT1S", len(out.bars) - corrected, corrected)
+        if out.bars:
+            now_ms = time.time_ns() // 1_000_000
+            last = self._ingest_ms
+            provisional = 0
+            for b in out.bars:
+                # strictly increasing per symbol: a later row always outranks an earlier one
+                ingest_ms = last[b.symbol] = max(now_ms, last.get(b.symbol, 0) + 1)
+                items.append(_envelope(b, us_to_dt(ingest_ms * 1000)))
+                if not b.final:
+                    provisional += 1
+            corrected = out.corrections
+            self._progress.add_bars("PT1S", len(out.bars) - provisional - corrected, corrected)
+            if provisional:
+                self._progress.add_provisional(provisional)
         if out.dead:
             for d in out.dead:
                 _count_dead(self._progress, d.reason, d.trades)
             items.extend(out.dead)
+        mark = self._progress_mark()
+        if mark is not None:
+            items.append(mark)
         return items
 
 
@@ -529,7 +731,7 @@ def _envelope(b: ClosedBar, ingest: datetime) -> Envelope[Microbar]:
         symbol=b.symbol,
         seq=lane_seq(b.end_us, "PT1S"),
         payload=Microbar(o=b.o, h=b.h, l=b.l, c=b.c, v=b.v, vwap=b.vwap, count=b.n),
-        is_final=True,
+        is_final=b.final,
         source=SOURCE,
         window=Window(size="PT1S", start=end - timedelta(seconds=1), end=end),
         version=b.version,

@@ -6,7 +6,9 @@ second bucket ``(s-1, s]`` only the latest can ever matter. Each input batch is 
 reduced to at most one quote per (symbol, bucket) before the keyed step, and the result is
 emitted once per key group (:mod:`operators.key_groups`): a :class:`QuoteChunk` holding, per
 second bucket, the kept quote of each symbol of the group, and each symbol's newest quote time
-(kept or not), which drives the quote watermark that releases buffered bars.
+(kept or not). Every input batch also carries the feed's time to **every** key group (an empty
+chunk for a group none of whose symbols quoted): the quote partition and the batch's newest
+quote time, from which the indicator step knows how far the quotes of all symbols are complete.
 
 Decoding: only the envelope's time and symbol are read (the rest of the message is skipped,
 and still checked to be JSON); the quote itself is parsed only when the indicator step hands
@@ -34,8 +36,8 @@ import msgspec
 from bytewax.dataflow import Stream, operator
 
 from operators._reduce import latest_quotes
-from operators.key_groups import KEY_GROUPS_SEEN, key_group
-from operators.microbars import raw_values, rfc3339_micros_many
+from operators.key_groups import ALL_GROUPS, KEY_GROUPS_SEEN, key_group
+from operators.microbars import by_partition, rfc3339_micros_many
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter
@@ -63,10 +65,11 @@ class QuoteChunk(NamedTuple):
     ``buckets`` maps a second bucket ``s`` (the quotes in ``(s-1 s, s]``) to the latest quote
     of each symbol in it: ``(event time in µs, entry)``, the entry the message's bytes, not
     parsed yet, or a :class:`~torghut.events.Quote` from an envelope (:func:`quote_of`).
-    ``newest`` is each symbol's newest quote time in the batch, kept or not: the quote
-    watermark that releases buffered bars. ``ordered`` says the batch was in event-time
-    order, oldest quote at ``first_us`` and newest at ``high_us``, so that a later ordered
-    chunk may simply overwrite what an earlier one staged.
+    ``newest`` is each symbol's newest quote time in the batch, kept or not. ``ordered`` says
+    the batch was in event-time order, oldest quote at ``first_us`` and newest at ``high_us``,
+    so that a later ordered chunk may simply overwrite what an earlier one staged. ``part`` is
+    the source partition of the batch and ``feed_us`` its newest quote of any symbol: the
+    feed's time, the same in the chunk of every group.
     """
 
     buckets: dict[int, dict[str, tuple[int, Any]]]
@@ -74,6 +77,8 @@ class QuoteChunk(NamedTuple):
     ordered: bool
     first_us: int
     high_us: int
+    part: str = "feed"
+    feed_us: int = -1
 
 
 class _QuoteWire(msgspec.Struct, gc=False):
@@ -116,7 +121,10 @@ def quote_chunks(
     allow = frozenset(settings.symbol_allowlist) or None
 
     def reduce(batch: list[Any]) -> list[tuple[str, QuoteChunk] | DeadLetter]:
-        return reduce_quotes(raw_values(batch), allow, progress)
+        out: list[tuple[str, QuoteChunk] | DeadLetter] = []
+        for part, values in by_partition(batch):
+            out.extend(reduce_quotes(values, allow, progress, part))
+        return out
 
     reduced = op.flat_map_batch("reduce", quotes, reduce)
     split = op.branch("split_dead", reduced, _is_dead_letter)
@@ -124,9 +132,12 @@ def quote_chunks(
 
 
 def reduce_quotes(
-    values: list[Any], allow: frozenset[str] | None, progress: TaProgress
+    values: list[Any], allow: frozenset[str] | None, progress: TaProgress, part: str = "feed"
 ) -> list[tuple[str, QuoteChunk] | DeadLetter]:
-    """One batch of quote messages (bytes or envelopes) → per key group chunks + dead letters."""
+    """One batch of quote messages (bytes or envelopes) → a chunk per key group + dead letters.
+
+    Every group gets a chunk when the batch holds any quote, so the feed's time reaches all.
+    """
     dead: list[DeadLetter] = []
     chunks: dict[str, QuoteChunk] | None = None
     if values and isinstance(values[0], Envelope):
@@ -140,7 +151,15 @@ def reduce_quotes(
     progress.add_batch("python" if chunks is None else "compiled")
     if chunks is None:
         chunks = chunks_of(_latest_each(triples, allow, dead))
-    out: list[tuple[str, QuoteChunk] | DeadLetter] = list(chunks.items())
+    out: list[tuple[str, QuoteChunk] | DeadLetter] = []
+    if chunks:
+        feed = max(c.high_us for c in chunks.values())
+        for g in ALL_GROUPS:
+            c = chunks.get(g)
+            if c is None:
+                out.append((g, QuoteChunk({}, {}, True, feed, feed, part, feed)))
+            else:
+                out.append((g, c._replace(part=part, feed_us=feed)))
     if dead:
         progress.add_dead_letters("invalid_quote", len(dead))
         out.extend(dead)

@@ -9,6 +9,18 @@ counters of the process that owns it. Prometheus counters carry the same numbers
 
 ``last_snapshot_at`` is taken from the heartbeat source's own ``snapshot()``, which Bytewax
 calls at the end of every epoch — exactly when it writes the recovery snapshots.
+
+Caught-up sources (:meth:`TaProgress.mark_source_drained`). Bars close on event time: the feed's
+time passing them. Only when the feed itself goes quiet may the wall clock close a bar, and only
+if the process is not behind: a source reports each poll that found nothing more pending, and
+a bar due on the wall clock at ``D`` may be closed only once every registered source has
+reported such a poll at a time ≥ ``D`` (the steps add that the feed itself has not moved for
+the idle time, see ``operators/microbars.py``). A stalled or lagging process (GC pause, slow
+sink, CPU contention, a backlog) has sources that keep finding data, so it never closes a bar
+early; the data it has not read yet was produced after ``D`` and so belongs to later bars. The
+registry is per process: a key group in a process that reads no source never idle-closes (its
+bars wait for the feed's time, the safe side). :class:`operators.kafka_source.KafkaBatchSource` and
+``operators/alpaca_ws.py`` report from their own polls.
 """
 
 from __future__ import annotations
@@ -27,6 +39,10 @@ __all__ = ["STATUS_SYMBOL", "TaProgress", "TaStatusSource"]
 STATUS_SYMBOL = "__ta__"
 
 BARS = Counter("torghut_ta_bars_total", "Bars emitted (first versions)", ["window"])
+PROVISIONAL = Counter(
+    "torghut_ta_provisional_bars_total",
+    "Provisional bar rows (is_final=false) published before the allowed lateness passed",
+)
 CORRECTIONS = Counter(
     "torghut_ta_corrections_total", "Corrected re-emissions (version > 1)", ["kind"]
 )
@@ -53,13 +69,35 @@ class TaProgress:
         self.late_corrections = 0
         self.dead_letters = 0
         self.duplicates = 0
+        self.provisional = 0
         self.watermark_us: int | None = None
         self.last_snapshot_at: datetime | None = None
         self.last_backup_at: Callable[[], datetime | None] = lambda: None
-        self.drained_at_us: dict[str, int] = {}
-        """Per input source (``topic/partition``): when a poll last found nothing pending."""
         self.batches: dict[str, int] = {"compiled": 0, "python": 0}
         """Input batches by the path that reduced them (compiled fast path or Python)."""
+        self._drained: dict[str, int] = {}
+
+    def mark_source_drained(self, source_id: str, wall_us: int) -> None:
+        """Record that a poll of ``source_id`` found nothing more pending at ``wall_us``.
+
+        The first call registers the source (a source registers itself with ``wall_us=0``
+        before its first poll, so that it blocks idle closing until it has caught up once).
+        Reports never move a source's time backwards.
+        """
+        with self._lock:
+            held = self._drained.get(source_id)
+            if held is None or wall_us > held:
+                self._drained[source_id] = wall_us
+
+    def drained_through(self) -> int | None:
+        """Wall time (µs) at which every registered source was last caught up; None if none."""
+        with self._lock:
+            return min(self._drained.values()) if self._drained else None
+
+    def add_provisional(self, n: int) -> None:
+        with self._lock:
+            self.provisional += n
+        PROVISIONAL.inc(n)
 
     def add_bars(self, window: str, first: int, corrected: int) -> None:
         with self._lock:
@@ -87,11 +125,6 @@ class TaProgress:
         with self._lock:
             self.duplicates += n
         DUPLICATES.inc(n)
-
-    def mark_source_drained(self, source_id: str, wall_us: int) -> None:
-        """The source ``source_id`` had nothing more pending at ``wall_us`` (µs, wall clock)."""
-        with self._lock:
-            self.drained_at_us[source_id] = wall_us
 
     def add_batch(self, path: str) -> None:
         """Count an input batch reduced by ``path`` (``"compiled"`` or ``"python"``)."""

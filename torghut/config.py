@@ -313,8 +313,9 @@ class TradingSettings(_Section):
     strategy_params: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
     reconcile_interval_s: float = Field(default=5.0, gt=0)
     signal_settle_s: float | None = Field(default=None, ge=0)
-    """Read only signals this much older than the newest in the table (late inserts across
-    symbols); unset = TA allowed lateness + idle close + ClickHouse insert batch + 1 s."""
+    """Read only final signals this much older than the newest final one in the table (rows
+    inserted behind newer ones); unset = 0: the TA sink inserts each second's final rows
+    together (``trading/signals.py``)."""
     signal_batch_size: int = Field(default=500, ge=1)
     exit_at_end: bool = False
     """Read every settled and unsettled signal to the current end, reconcile, then stop."""

@@ -5,15 +5,22 @@ Why each rule exists (the first Torghut's reader re-read rows and stalled on one
 * **Order.** Rows come ``ORDER BY event_ts, symbol, seq`` within one ``window_size`` and the
   cursor (:class:`~trading.ports.SignalCursor`: ``window_size, event_ts, symbol, seq``) compares
   on exactly that tuple, so "strictly after the cursor" never re-reads or skips a stored row.
-* **Settle horizon.** The TA flow inserts rows out of event-time order *across symbols* (a bar
-  closes on its idle timer or after the allowed lateness; inserts are batched). A cursor at
-  ``(12:00:05, MSFT)`` would skip an ``AAPL`` row for ``12:00:04`` inserted a moment later. So a
-  streaming read only returns rows with ``event_ts <= max(event_ts in the table) - settle``,
-  where ``settle`` (``TRADING_SIGNAL_SETTLE_S``; default TA allowed lateness + idle close +
-  ClickHouse insert batch + 1 s, see :func:`settle_horizon`) bounds how late a row can be
-  inserted. The horizon is taken from the data, not the wall clock, so replays and backfills
-  settle the same way; the price is that the newest ``settle`` seconds wait for newer data. A
-  bounded read (``TRADING_EXIT_AT_END``) reads everything: nothing is being inserted.
+* **Final rows only.** The TA flow writes a provisional row (``is_final = 0``) as soon as the
+  feed's time passes a bar end and the final one (``is_final = 1``) once the allowed lateness
+  has passed too; signals are computed from final bars only. The trading loop acts on final
+  rows (envelope schema: ``is_final = 1``), which change afterwards only by a versioned
+  correction (below).
+* **Settle horizon.** A cursor at ``(12:00:05, MSFT)`` would skip an ``AAPL`` row for
+  ``12:00:04`` inserted a moment later, so a streaming read only returns rows with ``event_ts
+  <= max(event_ts of final rows) - settle``. The TA flow's ClickHouse sink inserts the final
+  rows of an event second together, in one insert, once every key group has published that
+  second (it flushes on progress, see ``operators/clickhouse_sink.py``), so no final row is
+  inserted behind a newer one and the default settle is 0: the decision lag is the poll
+  interval plus one query, within the design's "< 2× poll interval". ``TRADING_SIGNAL_SETTLE_S``
+  sets a horizon for other writers (a flat table, several TA processes, the sink's size or age
+  fallback when progress stalls). The horizon is taken from the data, not the wall clock, so
+  replays and backfills settle the same way. A bounded read (``TRADING_EXIT_AT_END``) reads
+  everything: nothing is being inserted.
 * **Deduplication.** Every read uses ``FINAL`` (the latest ``version`` of a key).
 * **Corrections.** A higher ``version`` of a key the cursor has already passed is *not* read
   again and never traded again (the decision was made on what was known then; the decision
@@ -129,11 +136,15 @@ class SignalBatch(msgspec.Struct, frozen=True):
 
 
 def settle_horizon(trading: TradingSettings, ta: TaSettings, ch: ClickHouseSettings) -> timedelta:
-    """How late a signal row can be inserted behind the newest one (see the module docstring)."""
+    """How late a final signal row can be inserted behind the newest one (module docstring).
+
+    0 unless ``TRADING_SIGNAL_SETTLE_S`` says otherwise: the TA sink inserts each event
+    second's final rows together (``ta`` and ``ch`` stay parameters: the horizon is a property
+    of how the TA flow writes).
+    """
     if trading.signal_settle_s is not None:
         return timedelta(seconds=trading.signal_settle_s)
-    ms = ta.allowed_lateness_ms + ta.idle_close_ms
-    return timedelta(milliseconds=ms, seconds=ch.insert_batch_seconds + 1.0)
+    return timedelta(0)
 
 
 def signal_read_delay(
@@ -279,6 +290,8 @@ class ClickHouseSignalReader:
         ts_col = "event_ts" if self.schema == "envelope" else "ts"
         win_col = "window_size" if self.schema == "envelope" else "timeframe"
         where = f"WHERE {win_col} = {{w:String}}" if self._has_window_column() else ""
+        if self.schema == "envelope":
+            where += " AND is_final = 1"
         newest = self._client.query(
             f"SELECT max({ts_col}), count() FROM {self._relation} {where}",
             parameters={"w": self._window},
@@ -291,7 +304,7 @@ class ClickHouseSignalReader:
         self, after: SignalCursor | None, limit: int, horizon: datetime | None
     ) -> Sequence[Sequence[Any]]:
         cols = ("symbol", "event_ts", "seq", "window_size", "version", *SIGNAL_VALUE_COLUMNS)
-        where = ["window_size = {w:String}"]
+        where = ["window_size = {w:String}", "is_final = 1"]
         params: dict[str, Any] = {"w": self._window, "n": limit, "symbols": self._symbols}
         if after is not None:
             where.append(

@@ -152,6 +152,13 @@ def test_stream_to_trades_end_to_end(
     assert {cid for cid, _ in executions} == set(client_ids)
     client.close()
 
+    # The simulator sends nothing beyond the allowed lateness (its late prints are < 1 s late),
+    # so no bar was closed early: no TA correction, and no signal the trading loop had already
+    # passed changed (the audit file records those as ``signal_correction``).
+    assert local.progress.late_corrections == 0
+    audit = local.audit_path.read_text().splitlines()
+    assert not [line for line in audit if '"kind":"signal_correction"' in line]
+
 
 def _bars_oracle(trades: list[dict[str, Any]]) -> pl.DataFrame:
     """Independent 1 s OHLCV from the raw Alpaca trades (close = last by event time, then id)."""

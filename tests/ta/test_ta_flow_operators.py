@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,15 +36,19 @@ def minute_bar(kind: str, minute: int, close: float) -> bytes:
 
 
 def run(
-    trades: list[Any], quotes: list[Any], bars: list[Any] | None, settings: TaSettings
+    trades: list[Any],
+    quotes: list[Any],
+    bars: list[Any] | None,
+    settings: TaSettings,
+    batch: int = 50,
 ) -> tuple[list[Any], list[Any], list[Any], TaProgress]:
     flow = Dataflow("ta_test")
     progress = TaProgress()
     out = ta_pipeline(
         "ta",
-        op.input("trades", flow, TestingSource(trades, 50)),
-        op.input("quotes", flow, TestingSource(quotes, 50)),
-        None if bars is None else op.input("bars", flow, TestingSource(bars, 50)),
+        op.input("trades", flow, TestingSource(trades, batch)),
+        op.input("quotes", flow, TestingSource(quotes, batch)),
+        None if bars is None else op.input("bars", flow, TestingSource(bars, batch)),
         settings,
         progress,
     )
@@ -86,10 +89,13 @@ def test_bars_signals_quotes_and_lanes_end_to_end() -> None:
     p = first.payload
     assert (p.o, p.h, p.l, p.c, p.v, p.count) == (10.0, 12.0, 10.0, 12.0, 5.0, 3)
     assert p.vwap == (10.0 + 36.0 + 11.0) / 5.0
-    assert [b.event_ts for b in mb] == [T0 + timedelta(seconds=s) for s in (1, 2, 4)]
+    final = [b for b in mb if b.is_final]
+    assert [b.event_ts for b in final] == [T0 + timedelta(seconds=s) for s in (1, 2, 4)]
+    assert final == mb  # a replay of the past: the feed is not live, no provisional rows
 
     one_s = [s for s in sg if s.window.size == "PT1S"]
-    assert [s.event_ts for s in one_s] == [b.event_ts for b in mb]
+    assert [s.event_ts for s in one_s] == [b.event_ts for b in final]
+    assert all(s.is_final for s in sg)
     # the latest quote at or before the bar end (0.95 s), not the later one at 5 s
     assert (one_s[0].payload.imbalance_bid_px, one_s[0].payload.imbalance_ask_px) == (10.9, 11.1)
     assert one_s[0].seq % 10 == 1
@@ -107,29 +113,49 @@ def test_bars_signals_quotes_and_lanes_end_to_end() -> None:
     assert progress.bars == 3
 
 
-def test_a_quiet_symbol_closes_its_bar_on_the_wall_clock() -> None:
-    settings = TaSettings(idle_close_ms=100)
-    pause = TestingSource.PAUSE(timedelta(seconds=1.5))
-    trades = [trade("AAA", 0.5, 1, 10.0), pause, trade("BBB", 0.6, 2, 20.0)]
-    emitted: list[tuple[str, float]] = []
-    flow = Dataflow("idle_test")
+def test_a_live_feed_publishes_a_provisional_row_before_the_final_one() -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    base = now - timedelta(seconds=2)  # the feed's time stays within the lateness of the clock
+
+    def at(sec: float, tid: int, price: float) -> bytes:
+        ts = base + timedelta(seconds=sec)
+        return msgspec.json.encode(Envelope(ts, ts, "AAA", tid, Trade(tid, "V", price, 1.0)))
+
+    trades = [at(0.5, 1, 10.0), at(1.2, 2, 11.0), at(0.9, 3, 12.0)]  # the last within lateness
+    mb, _sg, _dl, progress = run(trades, [], None, TaSettings(allowed_lateness_ms=30_000), 1)
+    assert [(b.event_ts - base, b.is_final, b.payload.c, b.payload.count) for b in mb] == [
+        (timedelta(seconds=1), False, 10.0, 1),  # the feed (1.2 s) passed the end
+        (timedelta(seconds=1), True, 12.0, 2),  # end of input: final, with the later trade
+        (timedelta(seconds=2), True, 11.0, 1),
+    ]
+    assert (progress.provisional, progress.bars, progress.late_corrections) == (1, 2, 0)
+
+
+def test_a_quiet_symbol_closes_its_bar_on_the_feeds_time() -> None:
+    """AAA trades once; BBB's trades move the feed's time past AAA's bar: no timer needed."""
+    trades = [trade("AAA", 0.5, 1, 10.0), trade("BBB", 2.9, 2, 20.0), trade("BBB", 3.2, 3, 21.0)]
+    emitted: list[tuple[str, float, bool]] = []
+    flow = Dataflow("feed_time_test")
     out = ta_pipeline(
         "ta",
         op.input("trades", flow, TestingSource(trades, 1)),
         op.input("quotes", flow, TestingSource([], 1)),
         None,
-        settings,
+        TaSettings(),
         TaProgress(),
     )
-    op.inspect("seen", out.microbars, lambda _s, b: emitted.append((b.symbol, time.monotonic())))
+    op.inspect(
+        "seen",
+        out.microbars,
+        lambda _s, b: emitted.append((b.symbol, (b.event_ts - T0).total_seconds(), b.is_final)),
+    )
     op.output("sink", out.microbars, TestingSink([]))
-    started = time.monotonic()
     run_main(flow)  # type: ignore[no-untyped-call]
-    (sym_a, at_a), (sym_b, at_b) = emitted
-    assert (sym_a, sym_b) == ("AAA", "BBB")
-    # AAA closed during the pause (its timer), not at end of input with BBB
-    assert at_a - started < 1.4
-    assert at_b - at_a > 0.3
+    assert emitted == [
+        ("AAA", 1.0, True),  # feed 3.2 s passed end + 2 s lateness: final, AAA still quiet
+        ("BBB", 3.0, True),  # end of input closes the rest
+        ("BBB", 4.0, True),
+    ]
 
 
 def test_a_kept_quote_whose_payload_is_not_a_quote_is_dead_lettered_whole() -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.trading.flow_fixtures import (
@@ -85,6 +86,30 @@ def test_settle_horizon_waits_for_late_rows_of_other_symbols(signals_db: Any) ->
     third = reader.read_batch(second.cursor, 100)
     assert ("AAPL", T0 + timedelta(seconds=7)) in [(r.symbol, r.event_ts) for r in third.rows]
     assert third.rows[-1].event_ts == T0 + timedelta(seconds=10)
+
+
+def test_only_final_rows_are_read_and_they_set_the_horizon(signals_db: Any) -> None:
+    final = [envelope("MSFT", T0 + timedelta(seconds=i), i, close=1.0) for i in range(3)]
+    provisional = [
+        msgspec.structs.replace(
+            envelope("MSFT", T0 + timedelta(seconds=i), i, close=2.0), is_final=False
+        )
+        for i in range(3, 6)
+    ]
+    insert_signals(signals_db, final + provisional)
+    batch = ClickHouseSignalReader(signals_db, settle=timedelta(0)).read_batch(None, 100)
+    assert [(r.event_ts, r.indicators.close) for r in batch.rows] == [
+        (e.event_ts, 1.0) for e in final
+    ]
+    # the final row of second 3 replaces its provisional one (a later ingest_ts) and is read
+    insert_signals(
+        signals_db,
+        [envelope("MSFT", T0 + timedelta(seconds=3), 3, close=3.0, ingest_ts=datetime.now(UTC))],
+    )
+    more = ClickHouseSignalReader(signals_db, settle=timedelta(0)).read_batch(batch.cursor, 100)
+    assert [(r.event_ts, r.indicators.close) for r in more.rows] == [
+        (T0 + timedelta(seconds=3), 3.0)
+    ]
 
 
 def test_empty_table_reads_nothing(signals_db: Any) -> None:

@@ -17,11 +17,20 @@ Semantics (the reference is "one trade at a time, in arrival order, per symbol")
   the smallest/largest ``(ts, trade_id, exchange)`` (event time, not arrival); ``vwap`` =
   Σ price·size / Σ size. Empty seconds emit nothing.
 * Watermark of a symbol = its largest event time seen − ``lateness_us``. A bar closes (is
-  emitted, ``version`` 1) once the watermark reaches its end, or when the symbol is idle
-  (:meth:`SymbolBars.close_idle`, driven by wall-clock in the operator).
+  emitted final, ``version`` 1) once that watermark reaches its end, or once the *feed's* time
+  does (:meth:`SymbolBars.close_until`, driven by the operator with the event time of the whole
+  source partition, see ``operators/microbars.py``), or at the end of input
+  (:meth:`SymbolBars.close_idle`).
+* Before that, :meth:`SymbolBars.show_until` publishes a bar once, *provisionally*
+  (``final=False``), as soon as the feed's time has passed its end: the fast row a dashboard
+  shows. Trades that still arrive within the allowed lateness are merged and appear in the final
+  row; a provisional row is never re-emitted.
 * A trade for a closed bar whose end is within ``horizon_us`` of the watermark corrects it: the
-  bar is re-emitted with the same key and ``version`` = 1 + number of late trades it holds, so
-  the version does not depend on how trades were batched. Later than that: dead-lettered.
+  bar is re-emitted with the same key and ``version`` = 1 + number of late trades it holds.
+  Judged against the symbol's own watermark the version does not depend on how trades were
+  batched; a bar the feed's time closed counts the trades that came after that, which depends
+  on which batch carried the feed's time past it (the contents of the latest version do not).
+  Later than the horizon: dead-lettered.
 * Duplicates (same ``(ts, trade_id, exchange)`` in one bar) are dropped and counted; invalid
   trades (non-finite or non-positive price or size, symbol outside an allowlist) are rejected
   by :func:`preaggregate` and returned for dead-lettering.
@@ -136,6 +145,8 @@ class ClosedBar(NamedTuple):
     vwap: float
     n: int
     version: int
+    final: bool = True
+    """False: a provisional row (the feed's time passed the bar end, not yet its lateness)."""
 
 
 class DeadTrades(NamedTuple):
@@ -208,23 +219,32 @@ def preaggregate(
 
 @dataclass(slots=True)
 class _Bar:
-    """Keyed-state bar: its trades (de-duplication, every aggregate) and how many came late."""
+    """Keyed-state bar: its trades (de-duplication, every aggregate), how many came late, and
+    whether it was published provisionally."""
 
     ticks: set[Tick]
     late: int = 0
+    shown: bool = False
+    stats: tuple[float, float, float, float, float, float, int] | None = None
+    """``bar_stats`` of ``ticks`` as published provisionally; None once a trade was added."""
 
     def copy(self) -> _Bar:
-        return _Bar(set(self.ticks), self.late)
+        return _Bar(set(self.ticks), self.late, self.shown, self.stats)
 
 
 @dataclass(slots=True)
 class Applied:
-    """Outputs of one :meth:`SymbolBars.apply` / :meth:`SymbolBars.close_idle` call."""
+    """Outputs of :meth:`SymbolBars.apply` and the closing calls.
+
+    ``opened`` lists ``(bar end, symbol)`` of every bar a call opened: the operator indexes
+    them by end, so the feed's time finds the bars it passes without scanning every symbol.
+    """
 
     bars: list[ClosedBar] = field(default_factory=list)
     dead: list[DeadTrades] = field(default_factory=list)
     duplicates: int = 0
     corrections: int = 0
+    opened: list[tuple[int, str]] = field(default_factory=list)
 
 
 class SymbolBars:
@@ -245,8 +265,9 @@ class SymbolBars:
         self._max_ts: int | None = None
 
     @property
-    def oldest_open_end_us(self) -> int | None:
-        return (min(self._open) + 1) * US_PER_S if self._open else None
+    def open_ends_us(self) -> list[int]:
+        """Ends of the bars still open (not final), e.g. to index them again after a restore."""
+        return [(sec + 1) * US_PER_S for sec in self._open]
 
     def apply(self, batch: SymbolBatch, out: Applied) -> int:
         """Merge one batch's partials, close bars the watermark passed, then apply late trades.
@@ -267,6 +288,7 @@ class SymbolBars:
             bar = open_bars.get(sec)
             if bar is None:
                 open_bars[sec] = _Bar(p.ticks)
+                out.opened.append((end, self.symbol))
             else:
                 self._merge(bar, p, out)
         top = batch.max_ts_us
@@ -284,14 +306,26 @@ class SymbolBars:
         return watermark
 
     def close_idle(self, out: Applied) -> None:
-        """Close every open bar now (the symbol went quiet on wall-clock time)."""
+        """Close every open bar now (end of input)."""
         self._close_until(_INF, out)
+
+    def close_until(self, watermark_us: float, out: Applied) -> None:
+        """Close (emit final) every open bar ending at or before ``watermark_us``."""
+        self._close_until(watermark_us, out)
+
+    def show_until(self, feed_us: int, out: Applied) -> None:
+        """Publish provisionally, once, every open bar ending at or before ``feed_us``."""
+        for sec, bar in self._open.items():
+            if not bar.shown and (sec + 1) * US_PER_S <= feed_us:
+                bar.shown = True
+                out.bars.append(self._emit(sec, bar, final=False))
 
     # --- internals -------------------------------------------------------------------------
 
     @staticmethod
     def _merge(bar: _Bar, p: BarPartial, out: Applied) -> int:
         """Fold ``p`` into ``bar``; returns how many of its trades were new (not duplicates)."""
+        bar.stats = None
         ticks = bar.ticks
         if ticks.isdisjoint(p.ticks):
             ticks.update(p.ticks)
@@ -355,9 +389,17 @@ class SymbolBars:
         for sec in stale:
             del closed[sec]
 
-    def _emit(self, sec: int, bar: _Bar) -> ClosedBar:
-        o, h, lo, c, v, pv, n = bar_stats(bar.ticks)
-        return ClosedBar(self.symbol, (sec + 1) * US_PER_S, o, h, lo, c, v, pv / v, n, 1 + bar.late)
+    def _emit(self, sec: int, bar: _Bar, final: bool = True) -> ClosedBar:
+        """The bar as a row; the final row of a bar unchanged since its provisional one reuses
+        that one's aggregates (a second pass over the trades costs as much as the first)."""
+        stats = bar.stats
+        if stats is None:
+            stats = bar_stats(bar.ticks)
+            if not final:
+                bar.stats = stats
+        o, h, lo, c, v, pv, n = stats
+        end = (sec + 1) * US_PER_S
+        return ClosedBar(self.symbol, end, o, h, lo, c, v, pv / v, n, 1 + bar.late, final)
 
     # --- snapshot ---------------------------------------------------------------------------
 

@@ -1,0 +1,254 @@
+"""Event-time progress of the microbar step under any arrival order and any pause pattern.
+
+The real operator code runs here (:func:`operators.microbars._preaggregate` on JSON messages,
+compiled path included, then one :class:`operators.microbars.MicrobarLogic` per key group) with
+a fake wall clock: the test decides when the process stalls, when timers fire and when the
+source reports being caught up (:meth:`operators.ta_status.TaProgress.mark_source_drained`), so
+no test sleeps. The oracle is the polars group-by of ``test_microbars``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.key_groups import KeyGroupProgress, key_group
+from operators.microbars import MicrobarLogic, _preaggregate
+from operators.ta_status import TaProgress
+from tests.ta.test_microbars import close, polars_bars, split, tick_key
+from torghut.events import Envelope, Microbar, Trade
+from torghut.ta.microbars import US_PER_S, TradeTick
+
+LATENESS = 2 * US_PER_S
+IDLE = 3 * US_PER_S
+HORIZON = 600 * US_PER_S
+BASE = 1_780_000_000 * US_PER_S
+"""Event times start here (an ordinary epoch second), wall times are on the same axis."""
+SYMBOLS = ("AAA", "BBB", "CCC", "DDD")
+
+
+@dataclass
+class Emission:
+    env: Envelope[Microbar]
+    feed_us: int | None
+    """The feed's time (largest event time delivered) when the row was emitted."""
+    drained_us: int | None
+    at_eof: bool
+
+
+@dataclass
+class Harness:
+    """The microbar step of one process: 16 key groups, a fake wall clock, a progress object."""
+
+    now: int = BASE
+    progress: TaProgress = field(default_factory=TaProgress)
+    groups: dict[str, MicrobarLogic] = field(default_factory=dict)
+    feed_us: int | None = None
+    out: list[Emission] = field(default_factory=list)
+    marks: dict[str, KeyGroupProgress] = field(default_factory=dict)
+
+    def deliver(self, batch: list[TradeTick]) -> None:
+        values = [_message(t) for t in batch]
+        for item in _preaggregate(values, LATENESS, None, self.progress):
+            assert isinstance(item, tuple), item  # nothing here is dead-lettered
+            group, group_batch = item
+            logic = self.groups.get(group)
+            if logic is None:
+                logic = self.groups[group] = MicrobarLogic(
+                    LATENESS, HORIZON, IDLE, self.progress, None, clock=lambda: self.now
+                )
+            self.feed_us = max(self.feed_us or 0, group_batch.feed_us)
+            self._collect(logic.on_batch([group_batch])[0], at_eof=False)
+
+    def timers(self) -> None:
+        """Fire every timer due on the wall clock (what Bytewax does after a pause)."""
+        for logic in self.groups.values():
+            due = logic.notify_at()
+            if due is not None and due <= _dt(self.now):
+                self._collect(logic.on_notify()[0], at_eof=False)
+
+    def eof(self) -> None:
+        for logic in self.groups.values():
+            self._collect(logic.on_eof()[0], at_eof=True)
+
+    def _collect(self, items: list[Any], at_eof: bool) -> None:
+        drained = self.progress.drained_through()
+        for x in items:
+            if isinstance(x, Envelope):
+                self.out.append(Emission(x, self.feed_us, drained, at_eof))
+            elif isinstance(x, KeyGroupProgress):
+                self.marks[x.group] = x
+
+    def finals(self) -> dict[tuple[str, int], list[Emission]]:
+        rows: dict[tuple[str, int], list[Emission]] = {}
+        for e in self.out:
+            if e.env.is_final:
+                rows.setdefault((e.env.symbol, _us(e.env.event_ts)), []).append(e)
+        return rows
+
+
+def _message(t: TradeTick) -> bytes:
+    ts = _dt(t.ts_us)
+    return msgspec.json.encode(
+        Envelope(ts, ts, t.symbol, t.trade_id, Trade(t.trade_id, t.exchange, t.price, t.size))
+    )
+
+
+def _dt(us: int) -> datetime:
+    return datetime.fromtimestamp(us // US_PER_S, UTC).replace(microsecond=us % US_PER_S)
+
+
+def _us(ts: datetime) -> int:
+    return int(ts.timestamp()) * US_PER_S + ts.microsecond
+
+
+def _check_latest_equals_batch_answer(h: Harness, trades: list[TradeTick]) -> None:
+    expected = polars_bars([t._replace(ts_us=t.ts_us - BASE) for t in trades])
+    latest: dict[tuple[str, int], Envelope[Microbar]] = {}
+    for e in h.out:  # what ClickHouse FINAL keeps: the last row of each key
+        latest[(e.env.symbol, _us(e.env.event_ts) - BASE)] = e.env
+    assert set(latest) == set(expected)
+    for key, (o, hi, lo, c, v, vwap, n) in expected.items():
+        b = latest[key]
+        p = b.payload
+        assert b.is_final
+        assert (p.o, p.h, p.l, p.c, p.count) == (o, hi, lo, c, n)
+        assert close(p.v, v)
+        assert close(p.vwap, vwap)
+
+
+price = st.floats(1.0, 500.0, allow_nan=False).map(lambda p: round(p, 2))
+trade = st.builds(
+    TradeTick,
+    symbol=st.sampled_from(SYMBOLS),
+    ts_us=st.integers(BASE, BASE + 12 * US_PER_S),
+    trade_id=st.integers(0, 80),
+    exchange=st.just("V"),
+    price=price,
+    size=st.floats(1.0, 500.0, allow_nan=False).map(lambda s: round(s, 1)),
+)
+trades_st = st.lists(trade, min_size=1, max_size=40, unique_by=tick_key)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    trades=trades_st,
+    order=st.randoms(use_true_random=False),
+    cuts=st.lists(st.integers(0, 100), max_size=8),
+    stalls=st.lists(st.integers(0, 30 * US_PER_S), min_size=9, max_size=9),
+)
+def test_any_arrival_order_and_any_stalls_never_close_a_bar_early(
+    trades: list[TradeTick], order: Any, cuts: list[int], stalls: list[int]
+) -> None:
+    """The whole input is pending from the start (a backlog), so the source is never caught up
+    before the end, whatever the process's stalls: bars close on the feed's time only, and the
+    latest row of every bar is the batch answer (corrections carry late trades)."""
+    arrival = list(trades)
+    order.shuffle(arrival)
+    h = Harness()
+    h.progress.mark_source_drained("trades", BASE - 1)  # caught up once, before the backlog
+    for batch, stall in zip(split(arrival, cuts), stalls, strict=False):
+        h.now += stall  # the process pauses: GC, a slow sink, CPU contention ...
+        h.timers()  # ... and its timers fire before the source is read again
+        h.deliver(batch)
+        h.timers()
+    h.now += 60 * US_PER_S
+    h.timers()
+    h.eof()
+
+    for e in h.out:
+        end = _us(e.env.event_ts)
+        if e.at_eof:
+            continue
+        assert e.feed_us is not None
+        if e.env.is_final:
+            assert e.feed_us - LATENESS >= end, "a bar closed before the feed's time passed it"
+        else:
+            assert e.feed_us >= end, "a provisional row before the feed's time passed the end"
+    for rows in h.finals().values():
+        assert [r.env.version for r in rows] == sorted({r.env.version for r in rows})
+    _check_latest_equals_batch_answer(h, trades)
+    assert len(h.marks) == 16
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    trades=trades_st,
+    delays=st.lists(st.integers(0, LATENESS - 1), min_size=40, max_size=40),
+    cuts=st.lists(st.integers(0, 100), max_size=8),
+    stalls=st.lists(st.integers(0, 10 * US_PER_S), min_size=9, max_size=9),
+    naps=st.lists(st.integers(0, 5 * US_PER_S), min_size=9, max_size=9),
+)
+def test_a_live_feed_with_stalls_closes_every_bar_once_with_its_batch_answer(
+    trades: list[TradeTick],
+    delays: list[int],
+    cuts: list[int],
+    stalls: list[int],
+    naps: list[int],
+) -> None:
+    """A live feed: each trade is produced at its event time plus a delay under the lateness
+    and read in production order. The process stalls at random, reads everything produced by
+    then, reports caught-up only when nothing more was produced, and naps with its timers
+    firing. No bar may close before all its trades are read: no correction, every final row is
+    the batch answer, and a bar closed on the wall clock was due while the source was caught up.
+    """
+    produced = sorted(
+        ((t.ts_us + delays[i], i) for i, t in enumerate(trades)), key=lambda p: (p[0], p[1])
+    )
+    queue = [(at, trades[i]) for at, i in produced]
+    h = Harness(now=BASE)
+    h.progress.mark_source_drained("trades", 0)  # registered, not caught up yet
+    for stall, nap in zip(stalls, naps, strict=True):
+        if not queue:
+            break
+        h.now = max(h.now + stall, queue[0][0])
+        polled = h.now
+        ready = [t for at, t in queue if at <= polled]
+        queue = [(at, t) for at, t in queue if at > polled]
+        for batch in split(ready, cuts) if ready else []:
+            h.deliver(batch)
+        h.progress.mark_source_drained("trades", polled)  # everything produced by then is read
+        h.timers()
+        h.now += nap
+        if not queue or queue[0][0] > h.now:
+            h.progress.mark_source_drained("trades", h.now)  # nothing more came while napping
+        h.timers()
+    for _at, t in queue:  # the rest, after the last stall
+        h.deliver([t])
+    h.eof()
+
+    assert h.progress.late_corrections == 0
+    finals = h.finals()
+    for (_sym, end), rows in finals.items():
+        assert len(rows) == 1, "a bar was closed twice"
+        e = rows[0]
+        assert e.env.version == 1
+        if not e.at_eof:
+            by_feed = e.feed_us is not None and e.feed_us - LATENESS >= end
+            by_idle = e.drained_us is not None and e.drained_us >= end + IDLE
+            assert by_feed or by_idle
+    _check_latest_equals_batch_answer(h, trades)
+
+
+def test_a_quiet_feed_closes_its_last_bar_on_the_wall_clock_only_when_caught_up() -> None:
+    h = Harness(now=BASE + US_PER_S // 2)
+    h.progress.mark_source_drained("trades", 0)
+    h.deliver([TradeTick("AAA", BASE + US_PER_S // 2, 1, "V", 10.0, 1.0)])
+    h.now = BASE + 10 * US_PER_S  # the feed went quiet; the bar ending at 1 s is long due ...
+    h.timers()
+    assert [e.env.is_final for e in h.out] == []  # ... but the source has not caught up since
+    h.progress.mark_source_drained("trades", BASE + 2 * US_PER_S)  # caught up, too early
+    h.now += US_PER_S
+    h.timers()
+    assert [e.env.is_final for e in h.out] == []
+    h.progress.mark_source_drained("trades", BASE + 4 * US_PER_S)  # ≥ end + idle: may close
+    h.now += US_PER_S
+    h.timers()
+    assert [(e.env.symbol, e.env.is_final, e.env.version) for e in h.out] == [("AAA", True, 1)]
+    # its group's rows are complete up to drained − idle: sinks may flush them
+    assert h.marks[key_group("AAA")].final_us == BASE + US_PER_S
