@@ -237,7 +237,7 @@ class RiskSettings(_Section):
     max_drawdown_pct: Decimal = Decimal("10")
     max_signal_staleness_s: float | None = Field(default=None, gt=0)
     """Oldest signal an order may act on; unset = derived from the strategy's bar
-    (:func:`trading.risk.default_signal_staleness`: 13.5 s for 1-second bars on the defaults)."""
+    (:func:`trading.risk.default_signal_staleness`: 7 s for 1-second bars on the defaults)."""
     max_pipeline_lag_s: float | None = Field(default=None, gt=0)
     """Halt trading while now − event time of the signal being processed exceeds this; clears by
     itself when the lag recovers. Unset = the signal staleness bound."""

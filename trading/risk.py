@@ -16,7 +16,7 @@ Conventions:
 * notional = qty × (limit price, else the signal's reference price); an order without any price
   is rejected because no limit can be checked;
 * staleness and lag are risk inputs: a signal older than the strategy's bar allows
-  (:func:`default_signal_staleness`, 13.5 s for 1-second bars on the defaults) is rejected, and
+  (:func:`default_signal_staleness`, 7 s for 1-second bars on the defaults) is rejected, and
   :class:`PipelineLag` turns a pipeline that falls behind into a halt that lifts by itself when
   it has caught up;
 * the kill switch is runtime state (``RiskContext.kill_switch_reason``, persisted by
@@ -197,10 +197,10 @@ def default_signal_staleness(window_size: str, read_delay: timedelta, poll: time
     """How old a signal may be when an order acts on it, unless configured.
 
     A row reaches the trading flow no earlier than ``read_delay`` after its event time (TA
-    allowed lateness + insert batch + the reader's settle horizon, which waits for late inserts)
-    and up to one poll later; beyond that the strategy's own bar decides: :data:`STALE_BARS`
-    bars. For 1-second bars on the defaults that is (2 + 1 + 6.5) + 1 + 3 = 13.5 s; for
-    1-minute bars 3 minutes more.
+    allowed lateness + insert batch + the reader's settle horizon, 0 by default since it reads
+    final rows) and up to one poll later; beyond that the strategy's own bar decides:
+    :data:`STALE_BARS` bars. For 1-second bars on the defaults that is (2 + 1 + 0) + 1 + 3 =
+    7 s; for 1-minute bars 3 minutes more.
 
     >>> default_signal_staleness("PT1S", timedelta(seconds=2), timedelta(seconds=1))
     datetime.timedelta(seconds=6)

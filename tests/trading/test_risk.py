@@ -243,7 +243,7 @@ def test_limits_from_settings() -> None:
 def test_default_staleness_follows_the_bar_and_lag_defaults_to_it() -> None:
     """Seconds for 1-second bars (read delay + one poll + 3 bars), minutes for 1-minute bars; an
     explicit RISK_MAX_SIGNAL_STALENESS_S / RISK_MAX_PIPELINE_LAG_S wins."""
-    read_delay = timedelta(seconds=9.5)  # the defaults: 2 s lateness + 1 s batch + 6.5 s settle
+    read_delay = timedelta(seconds=9.5)  # e.g. 2 s lateness + 1 s batch + a 6.5 s settle
     one_second = RiskLimits.from_settings(
         TradingSettings(signal_window_size="PT1S", poll_interval_s=1.0),
         RiskSettings(),
