@@ -18,7 +18,12 @@ from bytewax.testing import TestingSink, cluster_main, run_main
 from confluent_kafka import Producer
 
 from operators.indicators import ta_pipeline
-from operators.kafka_source import KafkaBatchSource, KafkaConsumeError, consumer_config
+from operators.kafka_source import (
+    KafkaBatchSource,
+    KafkaConsumeError,
+    PartitionBatch,
+    consumer_config,
+)
 from operators.ta_status import TaProgress
 from tests.helpers import wait_until
 from tests.ta.conftest import SYMBOLS, make_market
@@ -47,10 +52,22 @@ class _Drains:
         self.seen[source_id] = wall_us
 
 
-def _flow(source: KafkaBatchSource, out: list[Any]) -> Dataflow:
+def _flow(source: KafkaBatchSource, out: list[Any], ids: set[str] | None = None) -> Dataflow:
+    """The source's values (and, into ``ids``, the source ids of the polls they came in)."""
     flow = Dataflow("kafka_source_test")
-    op.output("out", op.input("in", flow, source), TestingSink(out))
+
+    def values(polled: PartitionBatch) -> list[bytes | None]:
+        assert isinstance(polled, PartitionBatch)
+        if ids is not None:
+            ids.add(polled.source_id)
+        return polled.values
+
+    op.output("out", op.flat_map("values", op.input("in", flow, source), values), TestingSink(out))
     return flow
+
+
+def _values(polls: list[PartitionBatch]) -> list[bytes | None]:
+    return [v for polled in polls for v in polled.values]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -69,7 +86,8 @@ def test_every_message_is_read_exactly_once(
         exit_at_end=True,
         drained=drains,
     )
-    flow = _flow(source, out)
+    ids: set[str] = set()
+    flow = _flow(source, out, ids)
     if workers == 1:
         run_main(flow)  # type: ignore[no-untyped-call]
     else:
@@ -77,6 +95,7 @@ def test_every_message_is_read_exactly_once(
     assert len(out) == len(values)
     assert sorted(out) == sorted(values)
     assert all(isinstance(v, bytes) for v in out)
+    assert ids == {f"{topic}/{p}" for p in range(4)}, "every poll names its partition"
     assert set(drains.seen) <= {f"{topic}/{p}" for p in range(4)}
 
 
@@ -93,7 +112,7 @@ def test_exit_at_end_stops_at_the_high_watermark_seen_at_start(
 
     def read() -> bool:
         try:
-            got.extend(part.next_batch())
+            got.extend(_values(part.next_batch()))
         except StopIteration:
             drains.append(True)
         return bool(drains)
@@ -112,7 +131,7 @@ def test_a_resumed_partition_reads_exactly_from_the_snapshot(
     source = KafkaBatchSource(_config(kafka_bootstrap), [topic], batch_size=7, exit_at_end=True)
     first = source.build_part("in", f"0-{topic}", None)
     batch = wait_until(first.next_batch, timeout=30, interval=0.01)
-    assert batch == [f"v{i}".encode() for i in range(7)]
+    assert batch == [PartitionBatch(f"{topic}/0", [f"v{i}".encode() for i in range(7)])]
     snap = first.snapshot()
     assert snap == 7
     first.close()
@@ -122,7 +141,7 @@ def test_a_resumed_partition_reads_exactly_from_the_snapshot(
 
     def drain() -> bool:
         try:
-            rest.extend(again.next_batch())
+            rest.extend(_values(again.next_batch()))
         except StopIteration:
             return True
         return False
