@@ -250,7 +250,7 @@ def _main() -> Dataflow:
     settings = load_settings()
     progress = TaProgress()
     guard = _prepare(settings, progress)
-    stop = GracefulStop()
+    stop = GracefulStop(progress.stop_requested)
     stop.install()
     dataflow = build_flow(settings, progress, stop, guard)
     tune_for_streaming()

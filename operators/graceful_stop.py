@@ -14,9 +14,11 @@ So :meth:`GracefulStop.install` replaces both handlers with one that only sets a
 their next poll once the event is set. A second signal restores the default handlers, so a
 third one stops the process the hard way if the clean stop hangs.
 
-What EOF means for the TA flow: open bars are published at ``on_eof`` as they stand (as at
-the end of a backfill); trades of those seconds read after a restart correct them with a
-higher ``version``, which ``ReplacingMergeTree`` and the readers resolve.
+What EOF means for the TA flow: at the end of the input (a backfill) open bars are published
+as they stand; after a requested stop they are not — the TA steps see the same event
+(``TaProgress.stop_requested``) and keep their open bars and staged quotes in the state that the
+EOF snapshot writes, so a restart closes them on the feed's time exactly as an uninterrupted run
+would (no bar final before the feed has passed it, no correction caused by the stop).
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ _RECHECK = timedelta(milliseconds=200)
 class GracefulStop:
     """The stop request of one process: set by SIGINT/SIGTERM (or :meth:`request`)."""
 
-    def __init__(self) -> None:
-        self.requested = threading.Event()
+    def __init__(self, requested: threading.Event | None = None) -> None:
+        self.requested = requested if requested is not None else threading.Event()
 
     def install(self) -> None:
         """Handle SIGINT and SIGTERM (must run in the main thread, e.g. at flow import)."""

@@ -445,6 +445,10 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Any], bool]:
+        """End of input: release every waiting bar — not after a requested stop, whose EOF
+        snapshot keeps them (and the staged quotes) for the restart."""
+        if self._progress.stop_requested.is_set():
+            return [], StatefulBatchLogic.RETAIN
         now = self._clock()
         out: list[Any] = []
         self._hand_over(None, out)

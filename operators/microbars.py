@@ -637,7 +637,10 @@ class MicrobarLogic(StatefulBatchLogic[GroupBatch, Any, MicrobarGroupState]):
         return self._emit(out), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Any], bool]:
-        """End of input (tests, benchmarks, a clean stop): publish what is still open."""
+        """End of input (a backfill, tests, benchmarks): publish what is still open — but not
+        after a requested stop, whose EOF snapshot keeps the open bars for the restart."""
+        if self._progress.stop_requested.is_set():
+            return [], StatefulBatchLogic.RETAIN
         out = Applied()
         for bars in self._symbols.values():
             bars.close_idle(out)

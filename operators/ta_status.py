@@ -74,6 +74,9 @@ class TaProgress:
         self.last_snapshot_at: datetime | None = None
         self.last_backup_at: Callable[[], datetime | None] = lambda: None
         self.batches: dict[str, int] = {"compiled": 0, "python": 0}
+        self.stop_requested = threading.Event()
+        """Set by a requested stop (SIGINT/SIGTERM, :mod:`operators.graceful_stop`): the EOF
+        that follows is not the end of the input, so the keyed steps keep what is open."""
         """Input batches by the path that reduced them (compiled fast path or Python)."""
         self._drained: dict[str, int] = {}
 

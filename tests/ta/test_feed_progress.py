@@ -252,3 +252,35 @@ def test_a_quiet_feed_closes_its_last_bar_on_the_wall_clock_only_when_caught_up(
     assert [(e.env.symbol, e.env.is_final, e.env.version) for e in h.out] == [("AAA", True, 1)]
     # its group's rows are complete up to drained − idle: sinks may flush them
     assert h.marks[key_group("AAA")].final_us == BASE + US_PER_S
+
+
+def test_a_requested_stop_keeps_open_bars_for_the_restart() -> None:
+    """SIGINT/SIGTERM end the inputs through EOF: the open bars are not published as they stand
+    (they are not final yet) but stay in the snapshot, and the restarted step closes them on the
+    feed's time with the trades that arrive after the restart — one final row, no correction."""
+    h = Harness(now=BASE + US_PER_S // 2)
+    h.progress.mark_source_drained("trades", 0)
+    h.deliver([TradeTick("AAA", BASE + US_PER_S // 2, 1, "V", 10.0, 1.0)])
+    h.progress.stop_requested.set()
+    h.eof()
+    assert h.out == []
+    snapshots = {group: logic.snapshot() for group, logic in h.groups.items()}
+    assert snapshots[key_group("AAA")].symbols, "the open bar is in the snapshot"
+
+    restarted = Harness(now=h.now, progress=TaProgress())
+    for group, snapshot in snapshots.items():
+        restarted.groups[group] = MicrobarLogic(
+            LATENESS, HORIZON, IDLE, restarted.progress, snapshot, clock=lambda: restarted.now
+        )
+    restarted.deliver([TradeTick("AAA", BASE + US_PER_S * 3 // 4, 2, "V", 11.0, 2.0)])
+    restarted.deliver([TradeTick("AAA", BASE + 4 * US_PER_S, 3, "V", 12.0, 1.0)])  # feed passes
+    finals = restarted.finals()
+    (rows,) = finals.values()
+    assert [(e.env.payload.count, e.env.payload.c, e.env.version) for e in rows] == [(2, 11.0, 1)]
+
+
+def test_the_end_of_the_input_publishes_open_bars() -> None:
+    h = Harness(now=BASE + US_PER_S // 2)
+    h.deliver([TradeTick("AAA", BASE + US_PER_S // 2, 1, "V", 10.0, 1.0)])
+    h.eof()
+    assert [(e.env.symbol, e.env.is_final) for e in h.out] == [("AAA", True)]
