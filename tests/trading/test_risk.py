@@ -294,6 +294,8 @@ def test_pipeline_lag_halts_past_its_bound_and_clears_under_80_percent_of_it() -
 
 def test_the_read_delay_is_ta_lateness_plus_insert_batch_plus_settle() -> None:
     ta, ch = TaSettings(), ClickHouseSettings(dsn="chdb:///unused")
-    assert signal_read_delay(TradingSettings(), ta, ch) == timedelta(seconds=2 + 1 + 6.5)
-    settled_now = TradingSettings(signal_settle_s=0)
-    assert signal_read_delay(settled_now, ta, ch) == timedelta(seconds=3)
+    # final rows are read at once by default (no settle horizon) ...
+    assert signal_read_delay(TradingSettings(), ta, ch) == timedelta(seconds=2 + 1)
+    # ... and a configured settle horizon adds to it
+    settled = TradingSettings(signal_settle_s=4)
+    assert signal_read_delay(settled, ta, ch) == timedelta(seconds=2 + 1 + 4)
