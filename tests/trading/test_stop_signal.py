@@ -9,6 +9,7 @@ the broker's order log (accept times) is the evidence.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.helpers import wait_until
+from tests.trading.conftest import LlmServer, Reply
 from tests.trading.flow_fixtures import paper_broker
 from tests.trading.test_crash import _SEED, REPO, _env
 from torghut.sim.broker import BrokerSimulator
@@ -94,3 +96,71 @@ def test_sigint_ends_the_flow_within_5s_and_nothing_is_sent_after_it(
     ]
     late = [o for o in orders if o.submitted_at > at]
     assert late == [], f"orders accepted after the signal at {at.isoformat()}: {late}"
+
+
+def test_sigint_with_a_review_in_flight_ends_within_5s_and_sends_nothing(
+    tmp_path: Path, pg_url: str, paper_broker: BrokerSimulator, llm_server: LlmServer
+) -> None:
+    """The model drips a valid "approve" one byte every half second (its deadline is a minute
+    away): reviews are in flight on the review lanes when SIGINT arrives. The process ends
+    within 5 s without waiting for them, and no order reaches the broker — the approvals that
+    were still arriving are never acted on."""
+    chdb = tmp_path / "chdb"
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    subprocess.run(
+        [sys.executable, "-c", _SEED, str(chdb), start.isoformat(), str(ROWS_PER_SYMBOL)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        check=True,
+    )
+    verdict = {"verdict": "approve", "confidence": 0.9, "reason": "fine"}
+    completion = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": json.dumps(verdict)}}],
+    }
+    for _ in range(40):
+        llm_server.script(Reply(200, json.dumps(completion).encode(), drip_s=0.5))
+    env = _env(tmp_path, chdb, pg_url, paper_broker.base_url)
+    env.update(
+        TRADING_EXIT_AT_END="false",
+        RISK_MAX_PIPELINE_LAG_S="3600",
+        LLM_ENABLED="true",
+        LLM_BASE_URL=llm_server.url,
+        LLM_MODEL="m",
+        LLM_SHADOW="false",
+        LLM_TIMEOUT_S="60",
+    )
+    log_path = tmp_path / "trading.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "dataflows.trading:flow"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until(
+                lambda: len(llm_server.requests) >= 2,
+                timeout=90,
+                message=lambda: f"no review started:\n{log_path.read_text()[-2000:]}",
+            )
+            at = datetime.now(UTC)
+            signalled = time.monotonic()
+            os.kill(proc.pid, signal.SIGINT)
+            code = proc.wait(timeout=30)
+            took = time.monotonic() - signalled
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    output = log_path.read_text()
+    assert took < 5.0, f"exited {took:.2f}s after SIGINT:\n{output[-2000:]}"
+    assert code != -signal.SIGKILL
+    assert "trading_stopping" in output
+    late = [o for o in paper_broker.orders() if o.submitted_at > at]
+    assert late == [], f"orders accepted after the signal at {at.isoformat()}: {late}"
+    assert paper_broker.orders() == [], "every order waited for a review that never finished"
