@@ -31,9 +31,8 @@ ROWS_PER_SYMBOL = 200
 SIGNAL_AFTER_ACCEPTS = 4
 
 
-def test_sigint_ends_the_flow_within_5s_and_nothing_is_sent_after_it(
-    tmp_path: Path, pg_url: str, paper_broker: BrokerSimulator
-) -> None:
+def _seed_signals(tmp_path: Path) -> Path:
+    """A chdb store holding ``ROWS_PER_SYMBOL`` crossing signals per symbol, ending 10 min ago."""
     chdb = tmp_path / "chdb"
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
     subprocess.run(
@@ -43,6 +42,13 @@ def test_sigint_ends_the_flow_within_5s_and_nothing_is_sent_after_it(
         capture_output=True,
         check=True,
     )
+    return chdb
+
+
+def test_sigint_ends_the_flow_within_5s_and_nothing_is_sent_after_it(
+    tmp_path: Path, pg_url: str, paper_broker: BrokerSimulator
+) -> None:
+    chdb = _seed_signals(tmp_path)
     env = _env(tmp_path, chdb, pg_url, paper_broker.base_url)
     env.update(TRADING_EXIT_AT_END="false", RISK_MAX_PIPELINE_LAG_S="3600")
     paper_broker.faults.delay_next_submits(0.2, count=10 * ROWS_PER_SYMBOL)
@@ -105,15 +111,7 @@ def test_sigint_with_a_review_in_flight_ends_within_5s_and_sends_nothing(
     away): reviews are in flight on the review lanes when SIGINT arrives. The process ends
     within 5 s without waiting for them, and no order reaches the broker — the approvals that
     were still arriving are never acted on."""
-    chdb = tmp_path / "chdb"
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
-    subprocess.run(
-        [sys.executable, "-c", _SEED, str(chdb), start.isoformat(), str(ROWS_PER_SYMBOL)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        check=True,
-    )
+    chdb = _seed_signals(tmp_path)
     verdict = {"verdict": "approve", "confidence": 0.9, "reason": "fine"}
     completion = {
         "id": "chatcmpl-test",
