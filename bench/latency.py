@@ -19,7 +19,9 @@ Every stage is the real one, each in its own process as in production:
 * this process consumes the TA bars topic (bar end → row in Kafka, by ``is_final``) and, as a
   same-run baseline, the trades topic: each trade's Kafka produce → consume time (the
   broker's own latency on this machine at this load) and event time → consume (everything
-  upstream of the TA flow: simulator, websocket, ingest, Kafka).
+  upstream of the TA flow: simulator, websocket, ingest, Kafka), split at the envelope's
+  ``ingest_ts`` (when the ingest's websocket reader received the frame) and the message's
+  Kafka create time (when the ingest's sink handed it to the producer).
 
 Reported per kind: p50 / p95 / p99 / max in ms over the bars that ended in the measured window
 (after ``--warmup`` seconds). Bar end is the bar's ``event_ts`` (the end of its second); the
@@ -59,6 +61,7 @@ _TOPICS += ("ta_status", "ta_dlq")
 
 class _Stamp(msgspec.Struct):
     event_ts: str
+    ingest_ts: str = ""
     is_final: bool = True
 
 
@@ -204,6 +207,7 @@ class _KafkaLatency(threading.Thread):
         self._consumer.subscribe([topic])
         self.rows: list[tuple[float, bool, float]] = []
         self.broker: list[float] = []
+        self.hops: list[tuple[float, float]] = []
         self.feed: dict[int, tuple[list[float], list[float]]] = {}
 
     def run(self) -> None:
@@ -224,7 +228,11 @@ class _KafkaLatency(threading.Thread):
                 if not self._start <= event <= self._end:
                     continue
                 self.rows.append((event, stamp.is_final, received))
-                self.broker.append(received * 1000 - m.timestamp()[1])
+                created = m.timestamp()[1]
+                self.broker.append(received * 1000 - created)
+                if stamp.ingest_ts:  # the ingest's websocket receive time
+                    at_ws = _epoch(stamp.ingest_ts) * 1000
+                    self.hops.append((at_ws - event * 1000, created - at_ws))
         c.close()
 
     def passed(self, instant: float) -> float | None:
@@ -357,6 +365,8 @@ def _report(args: argparse.Namespace, consumers: list[_KafkaLatency], ch: dict[s
             print(f"{table}: {count:.0f} inserts, {1000 * total / count:.1f} ms each on average")
     print("same-run baseline")
     _line("trades: event → consumed from Kafka", [(t - e) * 1000 for e, _f, t in trades.rows])
+    _line("trades: event → websocket received by ingest", [a for a, _b in trades.hops])
+    _line("trades: websocket received → Kafka produce", [b for _a, b in trades.hops])
     _line("trades: Kafka produce → consume", trades.broker)
     _line("ta.bars: Kafka produce → consume", bars.broker)
     with open("/proc/loadavg", encoding="ascii") as f:

@@ -71,11 +71,14 @@ def build_flow(
         ("bars", families.bars, kafka.topic_bars),
         ("status", status, kafka.topic_status),
     )
+    # The websocket cannot replay, so waiting for each batch's acknowledgements would guard
+    # nothing and only delay the next frames: the sinks fail the flow on a loss later instead.
     for name, stream, topic in outputs:
         encoded = op.map(f"{name}_encode", stream, encode_keyed)
-        op.output(f"{name}_kafka", encoded, KafkaSink(producer, topic))
+        op.output(f"{name}_kafka", encoded, KafkaSink(producer, topic, await_each_batch=False))
     dead = op.map("dead_letter_encode", market.dead_letters, encode_dead_letter)
-    op.output("dead_letter_kafka", dead, KafkaSink(producer, kafka.topic_ingest_dlq))
+    dlq = KafkaSink(producer, kafka.topic_ingest_dlq, await_each_batch=False)
+    op.output("dead_letter_kafka", dead, dlq)
     return flow
 
 

@@ -3,9 +3,8 @@
 Why our own sink: Bytewax's ``KafkaSink`` ignores delivery failures (no delivery callback, the
 result of ``flush()`` is thrown away), so a broker outage loses data while the flow looks
 healthy (bytewax-notes §3). :class:`KafkaSink` produces with ``enable.idempotence`` (hence
-``acks=all``) and lz4, and raises :class:`KafkaDeliveryError` from ``write_batch`` once the
-batch is flushed if any message failed or is still undelivered: the flow fails loudly and,
-being at-least-once, re-sends after a restart.
+``acks=all``) and lz4, and raises :class:`KafkaDeliveryError` if any message failed or is
+still undelivered: the flow fails loudly and, being at-least-once, re-sends after a restart.
 
 Built for batches: a batch is handed to librdkafka with ``produce_batch`` (one C call per
 chunk of :data:`CHUNK` messages, not one ``produce`` call per message), and delivery reports
@@ -13,6 +12,17 @@ are asked for failures only (``delivery.report.only.error``), so a healthy batch
 Python callback per message. The producer's queue is bounded (``queue.buffering.max.kbytes``
 / ``.messages``); a chunk that does not fit waits for the queue to drain and is retried in
 order, so memory stays bounded and per-key order is kept.
+
+Two delivery modes. By default ``write_batch`` waits for the batch's acknowledgements (a
+blocking ``flush()``): needed where the flow's recovery snapshots input positions at the end of
+an epoch (the TA flow), since a snapshot taken while messages sit in the producer's queue would
+lose them on a crash. ``await_each_batch=False`` hands the batch to librdkafka and returns: a
+delivery failure or a fatal producer error then fails the flow at a later ``write_batch`` or at
+``close`` (which flushes), so nothing is dropped silently. That is for sources that cannot
+replay anyway (the Alpaca websocket of ``dataflows.ingest``): what sits in the producer's queue
+at a crash is lost exactly like what sits in the flow, and waiting for each batch's round trip
+only kept the worker from reading the next frames (it spent ~40 % of its time in ``flush()``,
+one sink after the other).
 
 Message key = the envelope's symbol, so one symbol's messages land in one partition, in order.
 Values are JSON-encoded :class:`torghut.events.Envelope` s (the schemas in ``infra/schemas/``).
@@ -94,22 +104,31 @@ class KafkaSink(DynamicSink[tuple[str, bytes]]):
 
     ``producer_config`` is librdkafka configuration (e.g. ``KafkaSettings.client_config()``);
     :data:`PRODUCER_DEFAULTS` fill in what it does not set. Every worker holding items gets
-    its own producer.
+    its own producer. ``await_each_batch``: see the module docstring (``False`` only for sources
+    that cannot replay).
     """
 
-    def __init__(self, producer_config: dict[str, str], topic: str) -> None:
+    def __init__(
+        self, producer_config: dict[str, str], topic: str, *, await_each_batch: bool = True
+    ) -> None:
         self._config = {**PRODUCER_DEFAULTS, **producer_config}
         self._topic = topic
+        self._await = await_each_batch
 
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> StatelessSinkPartition[tuple[str, bytes]]:
-        return _KafkaSinkPartition(self._config, self._topic, f"{step_id}-{worker_index}")
+        client_id = f"{step_id}-{worker_index}"
+        return _KafkaSinkPartition(self._config, self._topic, client_id, self._await)
 
 
 class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
-    def __init__(self, config: dict[str, str], topic: str, client_id: str) -> None:
+    def __init__(
+        self, config: dict[str, str], topic: str, client_id: str, await_each_batch: bool
+    ) -> None:
         self._topic = topic
+        self._await = await_each_batch
+        self._unsettled = 0  # handed to the producer, not yet counted as delivered or lost
         self._failures: list[str] = []
         self._failed = 0
         self._fatal: KafkaError | None = None
@@ -151,8 +170,12 @@ class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
                     self._refused(refused, len(items))
                 producer.flush(1.0)  # the queue is full: let it drain, then retry in order
                 pending = [{"key": m["key"], "value": m["value"]} for m in refused]
-        remaining = producer.flush()
-        self._raise_if_lost(len(items), remaining)
+        self._unsettled += len(items)
+        if self._await:
+            self._settle(producer.flush())
+            return
+        producer.poll(0)  # serve the delivery reports and errors that arrived meanwhile
+        self._settle(len(producer))
 
     def _refused(self, refused: list[dict[str, Any]], sent: int) -> None:
         errors = [str(m["_error"]) for m in refused[:_ERROR_SAMPLE]]
@@ -161,14 +184,22 @@ class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
             f"{len(refused)} of {sent} messages to {self._topic} refused by the producer: {errors}"
         )
 
-    def _raise_if_lost(self, sent: int, remaining: int) -> None:
+    def _settle(self, in_flight: int) -> None:
+        """Count what left the producer's queue since the last call; raise on any loss.
+
+        ``in_flight``: messages still queued or awaiting their acknowledgement. After a
+        blocking flush they count as lost; otherwise a later call settles them.
+        """
         if self._fatal is not None:
             raise KafkaDeliveryError(f"producer for {self._topic} failed fatally: {self._fatal}")
-        if not self._failed and not remaining:
-            self._produced.inc(sent)
+        failed, sent = self._failed, self._unsettled
+        remaining = in_flight if self._await else 0
+        settled = sent if self._await else sent - in_flight
+        self._produced.inc(max(0, settled - failed - remaining))
+        self._unsettled = sent - settled
+        if not failed and not remaining:
             return
-        failed, sample = self._failed, list(self._failures)
-        self._produced.inc(max(0, sent - failed - remaining))
+        sample = list(self._failures)
         self._failed_counter.inc(failed + remaining)
         self._failed, self._failures = 0, []
         raise KafkaDeliveryError(
@@ -180,6 +211,7 @@ class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
         remaining = self._producer.flush()
         if remaining:
             raise KafkaDeliveryError(f"{remaining} messages to {self._topic} lost at close")
+        self._settle(0)
 
 
 class DecodedBatch(msgspec.Struct, Generic[P]):

@@ -19,12 +19,21 @@ from tests.ingest.conftest import TopicReader
 
 
 def sink_flow(
-    items: list[tuple[str, bytes]], config: dict[str, str], topic: str, batch: int = 250
+    items: list[tuple[str, bytes]],
+    config: dict[str, str],
+    topic: str,
+    batch: int = 250,
+    await_each_batch: bool = True,
 ) -> Dataflow:
     flow = Dataflow("kafka_sink_test")
     up = op.input("in", flow, TestingSource(items, batch_size=batch))
-    op.output("out", up, KafkaSink(config, topic))
+    op.output("out", up, KafkaSink(config, topic, await_each_batch=await_each_batch))
     return flow
+
+
+both_modes = pytest.mark.parametrize(
+    "await_each_batch", [True, False], ids=["await_each_batch", "pipelined"]
+)
 
 
 def causes(exc: BaseException) -> list[BaseException]:
@@ -36,14 +45,17 @@ def causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
+@both_modes
 def test_every_item_is_delivered_once_in_per_key_order(
     kafka_bootstrap: str,
     unique_topic: Callable[..., str],
     topic_reader: Callable[[str], TopicReader],
+    await_each_batch: bool,
 ) -> None:
     topic = unique_topic("sink", partitions=3)
     items = [(f"SYM{i % 7}", f"{i}".encode()) for i in range(3000)]
-    run_main(sink_flow(items, {"bootstrap.servers": kafka_bootstrap}, topic))
+    config = {"bootstrap.servers": kafka_bootstrap}
+    run_main(sink_flow(items, config, topic, await_each_batch=await_each_batch))
     reader = topic_reader(topic)
     wait_until(lambda: reader.poll() >= len(items), timeout=30)
     assert reader.poll() == len(items)
@@ -76,26 +88,30 @@ def test_a_batch_beyond_the_bounded_producer_queue_is_delivered_whole_in_order(
         assert values == [int(v) for k, v in items if k == key]
 
 
+@both_modes
 def test_broker_rejection_fails_the_flow(
-    kafka_bootstrap: str, unique_topic: Callable[..., str]
+    kafka_bootstrap: str, unique_topic: Callable[..., str], await_each_batch: bool
 ) -> None:
     topic = unique_topic("small", config={"max.message.bytes": "2000"})
     items = [("AAPL", b"ok"), ("AAPL", os.urandom(20_000)), ("AAPL", b"ok")]
+    config = {"bootstrap.servers": kafka_bootstrap}
     with pytest.raises(BytewaxRuntimeError) as info:
-        run_main(sink_flow(items, {"bootstrap.servers": kafka_bootstrap}, topic))
+        run_main(sink_flow(items, config, topic, await_each_batch=await_each_batch))
     delivery = [e for e in causes(info.value) if isinstance(e, KafkaDeliveryError)]
     assert delivery, causes(info.value)
     assert "of 3 messages" in str(delivery[0])  # the broker rejects the whole record batch
     assert "too large" in str(delivery[0]).lower()
 
 
-def test_unreachable_kafka_fails_the_flow_instead_of_dropping() -> None:
+@both_modes
+def test_unreachable_kafka_fails_the_flow_instead_of_dropping(await_each_batch: bool) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = {"bootstrap.servers": f"127.0.0.1:{port}", "message.timeout.ms": "1500"}
+    items = [("AAPL", b"x"), ("MSFT", b"y")]
     with pytest.raises(BytewaxRuntimeError) as info:
-        run_main(sink_flow([("AAPL", b"x"), ("MSFT", b"y")], config, "nowhere"))
+        run_main(sink_flow(items, config, "nowhere", await_each_batch=await_each_batch))
     delivery = [e for e in causes(info.value) if isinstance(e, KafkaDeliveryError)]
     assert delivery
     assert "2 of 2 messages to nowhere not delivered" in str(delivery[0])

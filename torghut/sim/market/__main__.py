@@ -92,7 +92,9 @@ async def _run(args: argparse.Namespace) -> int:
     if args.replay:
         source = SessionReplay(args.replay)
     else:
-        start = args.start or datetime.now(UTC).replace(microsecond=0)
+        # Not rounded to the second: realtime pacing keeps event time = wall clock only if the
+        # virtual start is the instant the pump starts (rounding put events up to 1 s behind).
+        start = args.start or datetime.now(UTC)
         symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
         source = SyntheticMarket(
             args.seed, symbols, rate=args.rate, start=start, max_events=args.max_events
