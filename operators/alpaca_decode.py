@@ -19,7 +19,8 @@ on average). The decoder must run on one worker, right after the single-partitio
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import struct
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
@@ -33,7 +34,10 @@ __all__ = [
     "Family",
     "Frame",
     "FrameDecoder",
+    "InvalidTimestamp",
     "MarketEvent",
+    "WireTime",
+    "wire_time",
 ]
 
 Family = Literal["trades", "quotes", "bars", "status"]
@@ -64,6 +68,56 @@ class DecodedFrame(msgspec.Struct, gc=False):
 
 # --- wire format (Alpaca stocks v2) --------------------------------------------------------
 
+WireTime: TypeAlias = msgspec.msgpack.Ext | str
+"""A wire timestamp as sent: msgpack's timestamp extension or RFC 3339 text, both to the ns.
+
+Why not let msgspec build the ``datetime``: it *rounds* nanoseconds to the nearest microsecond,
+so a trade at ``…:07.9999996`` became ``…:08.000000`` and landed in the next second's bar.
+:func:`wire_time` truncates instead, as the TA steps do: a trade belongs to the second its
+nanosecond timestamp is in.
+"""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TIMESTAMP_EXT = -1
+
+
+class InvalidTimestamp(ValueError):
+    """A wire timestamp that is not a msgpack timestamp or RFC 3339 text with a time zone."""
+
+
+def wire_time(value: WireTime) -> datetime:
+    """The UTC instant of a wire timestamp, truncated to the microsecond.
+
+    >>> wire_time("2024-03-05T14:32:07.9999996Z").isoformat()
+    '2024-03-05T14:32:07.999999+00:00'
+    """
+    if isinstance(value, str):
+        try:
+            ts = datetime.fromisoformat(value)  # 3.11: digits beyond 6 are truncated
+        except ValueError as exc:
+            raise InvalidTimestamp(f"not an RFC 3339 timestamp: {value[:64]!r}") from exc
+        if ts.tzinfo is None:
+            raise InvalidTimestamp(f"timestamp without a time zone: {value[:64]!r}")
+        return ts.astimezone(UTC)
+    if value.code != _TIMESTAMP_EXT:
+        raise InvalidTimestamp(f"msgpack extension {value.code} is not a timestamp")
+    data = bytes(value.data)
+    if len(data) == 4:
+        (secs,), nanos = struct.unpack(">I", data), 0
+    elif len(data) == 8:
+        (packed,) = struct.unpack(">Q", data)
+        secs, nanos = packed & 0x3_FFFF_FFFF, packed >> 34
+    elif len(data) == 12:
+        nanos, secs = struct.unpack(">Iq", data)
+    else:
+        raise InvalidTimestamp(f"msgpack timestamp of {len(data)} bytes")
+    if nanos >= 1_000_000_000:
+        raise InvalidTimestamp(f"msgpack timestamp with {nanos} ns")
+    try:
+        return _EPOCH + timedelta(seconds=secs, microseconds=nanos // 1000)
+    except OverflowError as exc:
+        raise InvalidTimestamp(f"msgpack timestamp out of range: {secs} s") from exc
+
 
 class _WireTrade(msgspec.Struct, tag_field="T", tag="t", gc=False):
     symbol: str = msgspec.field(name="S")
@@ -71,7 +125,7 @@ class _WireTrade(msgspec.Struct, tag_field="T", tag="t", gc=False):
     exchange: str = msgspec.field(name="x")
     price: float = msgspec.field(name="p")
     size: float = msgspec.field(name="s")
-    ts: datetime = msgspec.field(name="t")
+    ts: WireTime = msgspec.field(name="t")
     conditions: tuple[str, ...] = msgspec.field(name="c", default=())
     tape: str = msgspec.field(name="z", default="")
 
@@ -84,7 +138,7 @@ class _WireQuote(msgspec.Struct, tag_field="T", tag="q", gc=False):
     ask_exchange: str = msgspec.field(name="ax")
     ask_price: float = msgspec.field(name="ap")
     ask_size: float = msgspec.field(name="as")
-    ts: datetime = msgspec.field(name="t")
+    ts: WireTime = msgspec.field(name="t")
     conditions: tuple[str, ...] = msgspec.field(name="c", default=())
     tape: str = msgspec.field(name="z", default="")
 
@@ -98,7 +152,7 @@ class _WireBarFields(msgspec.Struct, tag_field="T", gc=False):
     volume: float = msgspec.field(name="v")
     trade_count: int = msgspec.field(name="n")
     vwap: float = msgspec.field(name="vw")
-    start: datetime = msgspec.field(name="t")
+    start: WireTime = msgspec.field(name="t")
 
 
 class _WireBar(_WireBarFields, tag="b"):
@@ -119,7 +173,7 @@ class _WireStatus(msgspec.Struct, tag_field="T", tag="s", gc=False):
     status_message: str = msgspec.field(name="sm")
     reason_code: str = msgspec.field(name="rc")
     reason_message: str = msgspec.field(name="rm")
-    ts: datetime = msgspec.field(name="t")
+    ts: WireTime = msgspec.field(name="t")
     tape: str = msgspec.field(name="z", default="")
 
 
@@ -218,8 +272,12 @@ class FrameDecoder:
         except msgspec.DecodeError:
             self._decode_one_by_one(frame, out)
             return out
-        for msg in messages:
-            self._append(msg, frame.received_at, out)
+        try:
+            for msg in messages:
+                self._append(msg, frame.received_at, out)
+        except InvalidTimestamp:  # find the bad message(s): only they are dead-lettered
+            out = DecodedFrame(events=[], dead_letters=[])
+            self._decode_one_by_one(frame, out)
         return out
 
     def _decode_one_by_one(self, frame: Frame, out: DecodedFrame) -> None:
@@ -232,10 +290,9 @@ class FrameDecoder:
             item = bytes(raw)
             try:
                 msg = self._codecs[frame.binary].one.decode(item)
-            except msgspec.DecodeError as exc:
+                self._append(msg, frame.received_at, out)
+            except (msgspec.DecodeError, InvalidTimestamp) as exc:
                 out.dead_letters.append(self._reject(item, frame, exc))
-                continue
-            self._append(msg, frame.received_at, out)
 
     def _reject(self, item: bytes, frame: Frame, exc: Exception) -> DeadLetter:
         """Classify a message that failed validation; keep its symbol when it has one."""
@@ -271,7 +328,9 @@ class FrameDecoder:
 
     def _trade(self, m: _WireTrade, received_at: datetime) -> Envelope[Trade]:
         payload = Trade(m.trade_id, m.exchange, m.price, m.size, m.conditions, m.tape)
-        return Envelope(m.ts, received_at, m.symbol, self._next_seq(), payload, source=self._source)
+        return Envelope(
+            wire_time(m.ts), received_at, m.symbol, self._next_seq(), payload, source=self._source
+        )
 
     def _quote(self, m: _WireQuote, received_at: datetime) -> Envelope[Quote]:
         payload = Quote(
@@ -284,7 +343,9 @@ class FrameDecoder:
             m.conditions,
             m.tape,
         )
-        return Envelope(m.ts, received_at, m.symbol, self._next_seq(), payload, source=self._source)
+        return Envelope(
+            wire_time(m.ts), received_at, m.symbol, self._next_seq(), payload, source=self._source
+        )
 
     def _bar(
         self,
@@ -293,12 +354,13 @@ class FrameDecoder:
         received_at: datetime,
     ) -> Envelope[Bar]:
         payload = Bar(kind, m.open, m.high, m.low, m.close, m.volume, m.trade_count, m.vwap)
+        start = wire_time(m.start)
         if kind == "daily_bar":
-            end = m.start + _ONE_DAY
-            window = Window(size="P1D", start=m.start, end=end)
+            end = start + _ONE_DAY
+            window = Window(size="P1D", start=start, end=end)
         else:
-            end = m.start + _ONE_MINUTE
-            window = Window(size="PT1M", start=m.start, end=end)
+            end = start + _ONE_MINUTE
+            window = Window(size="PT1M", start=start, end=end)
         return Envelope(
             end,
             received_at,
@@ -315,7 +377,9 @@ class FrameDecoder:
         payload = TradingStatus(
             m.status_code, m.status_message, m.reason_code, m.reason_message, m.tape
         )
-        return Envelope(m.ts, received_at, m.symbol, self._next_seq(), payload, source=self._source)
+        return Envelope(
+            wire_time(m.ts), received_at, m.symbol, self._next_seq(), payload, source=self._source
+        )
 
 
 def _dead(

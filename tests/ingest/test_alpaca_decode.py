@@ -152,4 +152,62 @@ def test_every_simulated_message_decodes(codec: str) -> None:
         [m for m in messages if m.type in "tqbuds"], out.events, strict=True
     ):
         assert env.symbol == message.symbol
-        assert abs(env.event_ts.timestamp() * 1e9 - message.t_ns) < 1e3 or env.window is not None
+        if env.window is None:  # bars carry their end; everything else its own time, to the µs
+            since_epoch = env.event_ts - datetime(1970, 1, 1, tzinfo=UTC)
+            assert since_epoch // timedelta(microseconds=1) == message.t_ns // 1000
+
+
+LAST_NS_OF_A_SECOND = 1_709_650_931_999_999_600  # 2024-03-05T15:02:11.9999996Z
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        msgpack_frame(TRADE, t_ns=LAST_NS_OF_A_SECOND),
+        json_frame(TRADE, t="2024-03-05T15:02:11.9999996Z"),
+    ],
+    ids=["msgpack", "json"],
+)
+def test_nanoseconds_are_truncated_so_a_trade_stays_in_its_second(frame: Frame) -> None:
+    """msgspec alone rounds to the nearest µs: this trade would have moved to 15:02:12."""
+    [(family, env)] = FrameDecoder().decode(frame).events
+    assert family == "trades"
+    assert env.event_ts == datetime(2024, 3, 5, 15, 2, 11, 999_999, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (msgpack.Timestamp(1_709_650_931, 0), datetime(2024, 3, 5, 15, 2, 11, tzinfo=UTC)),
+        (
+            msgpack.Timestamp(1_709_650_931, 418_273_491),
+            datetime(2024, 3, 5, 15, 2, 11, 418_273, tzinfo=UTC),
+        ),
+        (msgpack.Timestamp(2**34 + 5, 7_000), datetime(2514, 5, 30, 1, 53, 9, 7, tzinfo=UTC)),
+        (
+            msgpack.Timestamp(-1, 999_999_999),
+            datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        ),
+    ],
+    ids=["32-bit", "64-bit", "96-bit", "before-1970"],
+)
+def test_every_msgpack_timestamp_format_is_read(
+    value: msgpack.Timestamp, expected: datetime
+) -> None:
+    frame = Frame(RECEIVED, msgpack.packb([{**TRADE, "t": value}]), binary=True)
+    [(_, env)] = FrameDecoder().decode(frame).events
+    assert env.event_ts == expected
+
+
+@pytest.mark.parametrize("make", [msgpack_frame, json_frame])
+def test_a_message_with_a_bad_timestamp_is_dead_lettered_alone(make: object) -> None:
+    bad_t: object = msgpack.ExtType(5, b"\x00" * 8) if make is msgpack_frame else "11:02 today"
+    frame = make(TRADE, QUOTE)  # type: ignore[operator]
+    messages = msgpack.unpackb(frame.data) if frame.binary else json.loads(frame.data)
+    messages[0]["t"] = bad_t
+    data = msgpack.packb(messages) if frame.binary else json.dumps(messages).encode()
+    out = FrameDecoder().decode(Frame(RECEIVED, data, frame.binary))
+    assert [f for f, _ in out.events] == ["quotes"]
+    [dead] = out.dead_letters
+    assert dead.reason == "invalid_message"
+    assert dead.symbol == "AAPL"
