@@ -33,6 +33,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from operators.key_groups import KeyGroupProgress, key_group
 from operators.microbars import (
+    IDLE_RETRY_US,
     SOURCE,
     MicrobarStreams,
     lane_seq,
@@ -61,8 +62,6 @@ __all__ = [
 ]
 
 _US = 1_000_000
-_RETRY_US = 100_000
-"""How soon a group looks again when bars are due on the wall clock but a source is behind."""
 _BAR = msgspec.json.Decoder(Envelope[Bar])
 
 
@@ -441,7 +440,7 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
                     self._count(lane, lane.release(limit, now, self._progress, out))
                 self._forget_released()
             self._mark(out)
-        self._retry_at = now + _RETRY_US
+        self._retry_at = now + IDLE_RETRY_US
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Any], bool]:

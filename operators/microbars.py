@@ -57,7 +57,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeGuard
@@ -89,6 +89,7 @@ from torghut.ta.microbars import (
 )
 
 __all__ = [
+    "IDLE_RETRY_US",
     "LANES",
     "SOURCE",
     "TRADE_WIRE",
@@ -104,7 +105,6 @@ __all__ = [
     "raw_values",
     "rfc3339_micros",
     "rfc3339_micros_many",
-    "soonest",
     "us_to_dt",
     "wall_micros",
 ]
@@ -342,8 +342,9 @@ def _tick_of_envelope(e: Envelope[Any]) -> Tick:
 
 # --- the operator ---------------------------------------------------------------------------
 
-_RETRY_US = 100_000
-"""How soon a group looks again when bars are due on the wall clock but a source is behind."""
+IDLE_RETRY_US = 100_000
+"""How soon a keyed TA step looks again when bars are due on the wall clock but a source is
+behind (the microbar and the indicator steps both wait on the same caught-up reports)."""
 
 
 class GroupBatch(NamedTuple):
@@ -522,12 +523,6 @@ def wall_micros() -> int:
     return time.time_ns() // 1000
 
 
-def soonest(dues: Iterable[int | None]) -> datetime | None:
-    """The earliest of the due times (µs; None: nothing due) as a ``notify_at`` answer."""
-    times = [due for due in dues if due is not None]
-    return us_to_dt(min(times)) if times else None
-
-
 _Heap = list[tuple[int, str]]
 """``(bar end in µs, symbol)`` of open bars, smallest end first."""
 
@@ -633,7 +628,7 @@ class MicrobarLogic(StatefulBatchLogic[GroupBatch, Any, MicrobarGroupState]):
                     while heap and heap[0][0] <= limit:
                         _end, sym = heapq.heappop(heap)
                         self._symbols[sym].close_until(limit, out)
-        self._retry_at = now + _RETRY_US
+        self._retry_at = now + IDLE_RETRY_US
         return self._emit(out), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Any], bool]:
