@@ -397,8 +397,8 @@ class _RowBatcher(StatefulBatchLogic[Row | KeyGroupProgress, list[Row], _Pending
             return [], StatefulBatchLogic.RETAIN
         if len(rows) >= self._batch_rows:
             return self._release_all()
-        out = self._release_complete()
-        if rows and pending.due is None:
+        out = self._release_complete()  # may replace pending.rows: read it again below
+        if pending.rows and pending.due is None:
             pending.due = datetime.now(UTC) + self._max_age
         return out, StatefulBatchLogic.RETAIN
 

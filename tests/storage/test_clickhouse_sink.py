@@ -17,7 +17,15 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource, cluster_main, run_main
 from prometheus_client import REGISTRY
 
-from operators.clickhouse_sink import ClickHouseSink, Row, clickhouse_sink
+from operators.clickhouse_sink import (
+    ClickHouseSink,
+    Row,
+    _Inserter,
+    _QueuedInsertPartition,
+    _RowBatcher,
+    clickhouse_sink,
+)
+from operators.key_groups import ALL_GROUPS, KeyGroupProgress
 from tests.helpers import wait_until
 from tests.storage.paced import PacedSource
 from torghut.clickhouse import MICROBAR_COLUMNS, Client, bars, connect, microbar_row
@@ -225,3 +233,73 @@ def test_pending_rows_survive_a_crash_through_recovery(
     assert ch.command(f"SELECT count() FROM {table} FINAL") == 120
     stored = ch.query(f"SELECT c FROM {table} FINAL ORDER BY event_ts").result_rows
     assert [r[0] for r in stored] == [float(i) for i in range(120)]
+
+
+def _marks(shown: datetime) -> list[KeyGroupProgress]:
+    us = (shown - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    return [KeyGroupProgress(g, us, us) for g in ALL_GROUPS]
+
+
+def test_a_seconds_rows_are_released_together_once_every_key_group_has_passed_it() -> None:
+    """Progress, not a timer: rows wait until all 16 groups' marks pass their end, then go in
+    one batch (one insert); the next second's rows wait for the marks that pass them."""
+    at = MICROBAR_COLUMNS.index("event_ts")
+    batcher = _RowBatcher(10_000, timedelta(hours=1), at, None)
+    first = [_row(1, s) for s in ("AAPL", "MSFT")]
+    second = [_row(2, s) for s in ("AAPL", "MSFT")]
+    out, _ = batcher.on_batch([*first, *second])
+    assert out == [], "no mark yet: nothing is known to be complete"
+    out, _ = batcher.on_batch(_marks(T0 + timedelta(seconds=1))[:-1])
+    assert out == [], "one group has not passed the second yet"
+    out, _ = batcher.on_batch(_marks(T0 + timedelta(seconds=1))[-1:])
+    assert out == [first]
+    out, _ = batcher.on_batch(_marks(T0 + timedelta(seconds=2)))
+    assert out == [second]
+    assert batcher.notify_at() is None, "nothing pending: no age timer"
+
+
+class _GatedClient:
+    """The real chdb client, whose inserts wait until the test opens ``gate`` (a slow
+    ClickHouse); ``entered`` is set when an insert has started."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def insert(self, *args: object, **kwargs: object) -> object:
+        self.entered.set()
+        assert self.gate.wait(30), "the test never opened the gate"
+        return self.client.insert(*args, **kwargs)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def test_a_slow_insert_does_not_hold_the_worker_until_its_queue_is_full(
+    ch_settings: ClickHouseSettings, ch: Client
+) -> None:
+    table = f"bars_{uuid.uuid4().hex[:8]}"
+    _copy_table(ch, table)
+    slow = _GatedClient(connect(ch_settings))
+    spec = ClickHouseSink(lambda: connect(ch_settings), table, MICROBAR_COLUMNS, queue_rows=10)
+    part = _QueuedInsertPartition(_Inserter(spec, slow))  # type: ignore[arg-type]
+    part.write_batch([[_row(i) for i in range(6)]])  # returns at once: the insert thread waits
+    assert slow.entered.wait(10)
+    part.write_batch([[_row(i) for i in range(6, 10)]])  # 10 queued: still within the bound
+
+    blocked_write_returned = threading.Event()
+
+    def write_beyond_the_bound() -> None:
+        part.write_batch([[_row(10)]])
+        blocked_write_returned.set()
+
+    writer = threading.Thread(target=write_beyond_the_bound, daemon=True)
+    writer.start()
+    assert not blocked_write_returned.wait(0.5), "back-pressure: 11 rows exceed queue_rows=10"
+    assert ch.command(f"SELECT count() FROM {table}") == 0
+    slow.gate.set()
+    assert blocked_write_returned.wait(30)
+    part.snapshot()  # the epoch barrier: returns once every queued row is stored
+    assert ch.command(f"SELECT count() FROM {table}") == 11
+    part.close()
