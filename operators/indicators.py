@@ -378,6 +378,7 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
         """No waiting lane can release before the quote feed's watermark reaches this."""
         self._staged: dict[int, dict[str, tuple[int, Any]]] = {}
         self._quote_feed: dict[str, int] = {}
+        self._all_quote_parts_seen = False
         self._moved_at: dict[str, int] = {}
         """Wall time (µs) at which each quote partition's time last advanced."""
         self._high_us: int | None = None
@@ -477,8 +478,19 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
     # --- quotes -----------------------------------------------------------------------------
 
     def _quote_watermark(self) -> int | None:
+        """The slowest quote partition's time − lateness; None until every quote partition
+        this process reads has been heard from (with several workers, one partition's chunks
+        can reach a group before another's: its quotes are not complete anywhere yet)."""
         feed = self._quote_feed
-        return min(feed.values()) - self._lateness_us if feed else None
+        if not feed:
+            return None
+        if not self._all_quote_parts_seen:
+            topics = {part.rpartition("/")[0] for part in feed}
+            expected = set().union(*(self._progress.sources_of(t) for t in topics))
+            if not expected.issubset(feed):
+                return None
+            self._all_quote_parts_seen = True
+        return min(feed.values()) - self._lateness_us
 
     def _add_quotes(self, chunk: QuoteChunk, out: list[Any]) -> None:
         if chunk.newest:

@@ -184,6 +184,9 @@ class KafkaBatchSource(FixedPartitionedSource[PartitionBatch, int]):
                 if meta.error is not None:
                     raise KafkaConsumeError(f"topic {topic!r} is not readable: {meta.error}")
                 parts += [f"{p}-{topic}" for p in sorted(meta.partitions)]
+                if self._drained is not None:  # every partition known before any is polled
+                    for p in meta.partitions:
+                        self._drained.mark_source_drained(f"{topic}/{p}", 0)
             return parts
         finally:
             consumer.close()

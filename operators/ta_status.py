@@ -92,6 +92,14 @@ class TaProgress:
             if held is None or wall_us > held:
                 self._drained[source_id] = wall_us
 
+    def sources_of(self, topic: str) -> set[str]:
+        """The registered sources (``topic/partition``) of ``topic``: every partition of it
+        that this process reads, so a step keeping a time per partition knows which it has not
+        heard from yet."""
+        prefix = f"{topic}/"
+        with self._lock:
+            return {s for s in self._drained if s.startswith(prefix)}
+
     def drained_through(self) -> int | None:
         """Wall time (µs) at which every registered source was last caught up; None if none."""
         with self._lock:

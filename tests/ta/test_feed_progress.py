@@ -17,10 +17,13 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from operators.indicators import IndicatorLogic
 from operators.key_groups import KeyGroupProgress, key_group
 from operators.microbars import MicrobarLogic, _preaggregate
+from operators.quotes import QuoteChunk
 from operators.ta_status import TaProgress
 from tests.ta.test_microbars import close, polars_bars, split, tick_key
+from torghut.config import TaSettings
 from torghut.events import Envelope, Microbar, Trade
 from torghut.ta.microbars import US_PER_S, TradeTick
 
@@ -284,3 +287,23 @@ def test_the_end_of_the_input_publishes_open_bars() -> None:
     h.deliver([TradeTick("AAA", BASE + US_PER_S // 2, 1, "V", 10.0, 1.0)])
     h.eof()
     assert [(e.env.symbol, e.env.is_final) for e in h.out] == [("AAA", True)]
+
+
+def test_quotes_are_complete_only_once_every_quote_partition_was_heard_from() -> None:
+    """With several workers, one quote partition's chunks can reach a key group before the
+    other's: until every partition the process reads has reported, no quote time is known to be
+    complete, so no bar is released with quotes missing (the 2-worker run once signalled with
+    empty imbalance fields because of this)."""
+    progress = TaProgress()
+    for part in ("q/0", "q/1"):
+        progress.mark_source_drained(part, 0)
+    logic = IndicatorLogic(("PT1S",), TaSettings(), progress, None)
+    lateness = TaSettings().allowed_lateness_ms * 1000
+    t = BASE + 10 * US_PER_S
+    out: list[Any] = []
+    logic._add_quotes(QuoteChunk({}, {}, True, t, t, "q/0", t), out)
+    assert logic._quote_watermark() is None, "q/1 has not been heard from"
+    logic._add_quotes(
+        QuoteChunk({}, {}, True, t - US_PER_S, t - US_PER_S, "q/1", t - US_PER_S), out
+    )
+    assert logic._quote_watermark() == t - US_PER_S - lateness, "the slowest partition counts"
