@@ -29,6 +29,7 @@ from operators.kafka_io import KafkaSink, encode_dead_letter, encode_keyed
 from operators.market_events import IngestCounters, by_family, market_events
 from torghut.config import Settings, SettingsError, load_settings
 from torghut.logs import configure_logging
+from torghut.observability.metrics import serve_dataflow_metrics
 
 __all__ = ["build_flow"]
 
@@ -87,7 +88,9 @@ def _flow_for_bytewax_run() -> Dataflow:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    return build_flow(load_settings(), stop=stop)
+    settings = load_settings()
+    serve_dataflow_metrics(settings.metrics)
+    return build_flow(settings, stop=stop)
 
 
 def __getattr__(name: str) -> Dataflow:

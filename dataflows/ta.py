@@ -79,6 +79,11 @@ from torghut.clickhouse.ttl import TtlGuard, oldest_envelope_time, table_ttls
 from torghut.config import Settings, load_settings
 from torghut.gc_policy import tune_for_streaming
 from torghut.logs import configure_logging, get_logger
+from torghut.observability.metrics import (
+    serve_dataflow_metrics,
+    snapshot_interval_s,
+    watch_checkpoints,
+)
 
 __all__ = ["build_flow", "flow", "recovery_directory"]
 
@@ -238,6 +243,8 @@ def _prepare(settings: Settings, progress: TaProgress) -> TtlGuard | None:
     store = store_from_settings(rec, FLOW_ID)
     restored = restore_latest_if_empty(directory, store, rec.partitions)
     log.info("recovery_ready", dir=str(directory), restored_from_backup=restored)
+    interval = snapshot_interval_s(sys.argv, os.environ) or rec.snapshot_interval_s
+    watch_checkpoints(directory, interval)
     if rec.backup_interval_s > 0:
         loop = BackupLoop(directory, store, rec.backup_interval_s, rec.keep_sets)
         loop.start()
@@ -248,6 +255,7 @@ def _prepare(settings: Settings, progress: TaProgress) -> TtlGuard | None:
 def _main() -> Dataflow:
     configure_logging()
     settings = load_settings()
+    serve_dataflow_metrics(settings.metrics)
     progress = TaProgress()
     guard = _prepare(settings, progress)
     stop = GracefulStop(progress.stop_requested)

@@ -58,6 +58,7 @@ from operators.trading_source import SignalItem, TradingSignalSource
 from torghut.clickhouse import Client, connect, migrate
 from torghut.config import Settings, load_settings
 from torghut.logs import configure_logging, get_logger
+from torghut.observability.metrics import serve_dataflow_metrics
 from torghut.redact import mask_dsn
 from torghut.sim.broker import BrokerSimulator
 from torghut.sim.quotes import QuoteSource, Touch
@@ -471,6 +472,7 @@ def _exit_now(code: int, why: str) -> None:
 def _main() -> Dataflow:
     configure_logging()
     settings = load_settings()
+    serve_dataflow_metrics(settings.metrics)
     stop = threading.Event()
     install_stop_handlers(stop, settings.trading.stop_grace_s)
     ch = settings.clickhouse

@@ -57,6 +57,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from operators.key_groups import KEY_GROUPS, KeyGroupProgress
 from torghut.clickhouse import Client
 from torghut.logs import get_logger
+from torghut.observability.metrics import BarLatency, count_insert_failure
 
 __all__ = ["ClickHouseInsertError", "ClickHouseSink", "Row", "clickhouse_sink", "row_or_mark"]
 
@@ -191,6 +192,7 @@ class _Inserter:
         self._failed = ROWS_FAILED.labels(spec.table)
         self._retries = INSERT_RETRIES.labels(spec.table)
         self._latency = INSERT_SECONDS.labels(spec.table)
+        self._bar_latency = BarLatency(spec.table, spec.columns)
 
     def insert_all(self, items: list[Row]) -> None:
         n = self.spec.batch_rows
@@ -205,6 +207,7 @@ class _Inserter:
             try:
                 self.client.insert(spec.table, rows, column_names=spec.columns)
             except ClickHouseError as exc:
+                count_insert_failure(spec.table, exc)
                 if attempt == spec.max_retries:
                     self._failed.inc(len(rows))
                     log.error(
@@ -229,6 +232,7 @@ class _Inserter:
             else:
                 self._latency.observe(time.perf_counter() - started)
                 self._written.inc(len(rows))
+                self._bar_latency.observe(rows)
                 return
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "ClickHouseSettings",
     "KafkaSettings",
     "LlmSettings",
+    "MetricsSettings",
     "RecoverySettings",
     "RiskSettings",
     "Settings",
@@ -290,6 +291,21 @@ class ApiSettings(_Section):
     """Bearer token of the control endpoints (``POST /trading/...``); unset = they answer 403."""
 
 
+class MetricsSettings(_Section):
+    """Where a dataflow process serves Prometheus ``/metrics`` (the API serves it on its port).
+
+    ``METRICS_PORT`` set = the process serves Bytewax's series and every Torghut metric on
+    ``0.0.0.0:METRICS_PORT`` (:mod:`torghut.observability.metrics`); unset = no endpoint (the
+    local default: several processes on one host would otherwise fight for one port).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="METRICS_")
+
+    port: int | None = Field(default=None, ge=1, le=65535)
+    graph_dir: Path = Field(default_factory=_data_dir)
+    """Where Bytewax writes ``dataflow.json``, the flow's graph (also served at ``/dataflow``)."""
+
+
 class TradingSettings(_Section):
     """The trading loop's switches. Paper by default; live needs every gate set explicitly."""
 
@@ -337,6 +353,7 @@ class Settings:
         "clickhouse",
         "kafka",
         "llm",
+        "metrics",
         "recovery",
         "risk",
         "store",
@@ -357,6 +374,7 @@ class Settings:
         risk: RiskSettings | None = None,
         llm: LlmSettings | None = None,
         api: ApiSettings | None = None,
+        metrics: MetricsSettings | None = None,
     ) -> None:
         """Sections not given are read from the environment (their defaults when unset)."""
         self.kafka = kafka or KafkaSettings()
@@ -369,6 +387,7 @@ class Settings:
         self.risk = risk or RiskSettings()
         self.llm = llm or LlmSettings()
         self.api = api or ApiSettings()
+        self.metrics = metrics or MetricsSettings()
 
 
 _SECRET_HINT = re.compile(r"KEY|SECRET|PASSWORD|TOKEN")
@@ -384,6 +403,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "risk": RiskSettings,
     "llm": LlmSettings,
     "api": ApiSettings,
+    "metrics": MetricsSettings,
 }
 
 

@@ -23,6 +23,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy.exc import SQLAlchemyError
 
 from torghut.logs import get_logger
+from torghut.observability.metrics import DECISION_LAG
 from trading.domain import OrderType
 from trading.execution import STOPPING, BrokerRejected, BrokerUnavailable, OrderExecutor
 from trading.ports import Broker, OrderRequest
@@ -139,6 +140,7 @@ class RuntimeControls:
             return
         change = self._lag.observe(self._now(), event_ts)
         LAG.set(self._lag.last.total_seconds())
+        DECISION_LAG.observe(self._lag.last.total_seconds())
         if change is LagChange.HALT:
             self.raise_halt(HaltKind.PIPELINE_LAG, self._lag.detail(), requires_resume=False)
         elif change is LagChange.CLEAR:
