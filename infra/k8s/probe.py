@@ -1,9 +1,9 @@
 """Exec probes for the dataflow pods, read from the process's own Prometheus ``/metrics``.
 
-Why exec probes: a Bytewax process serves no HTTP of ours. With ``BYTEWAX_DATAFLOW_API_ENABLED``
-set, Bytewax serves ``/metrics`` (port ``BYTEWAX_DATAFLOW_API_PORT``, 3030 by default) with its
-own series plus every ``prometheus_client`` metric of the process (``shared/bytewax-notes.md``
-§5.3). The facts a probe needs are already metrics there:
+Why exec probes: a Bytewax process serves no HTTP of ours. With ``METRICS_PORT`` set (3030 in
+the manifests), it serves ``/metrics`` on that port with Bytewax's own series plus every
+``prometheus_client`` metric of the process (:mod:`torghut.observability.metrics`). The facts a
+probe needs are already metrics there:
 
 * readiness of ingest = ``torghut_ingest_ready 1``: the Alpaca websocket is connected,
   authenticated and subscribed (``operators.alpaca_ws`` sets it only in state ``healthy``;

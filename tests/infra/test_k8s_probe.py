@@ -1,7 +1,7 @@
 """The pods' exec probes (``python -m infra.k8s.probe``) against a real ingest process.
 
 The ingest runs exactly as its Deployment runs it — ``python -m bytewax.run
-dataflows.ingest:flow`` with the Bytewax dataflow API on — against the market simulator and
+dataflows.ingest:flow`` with ``METRICS_PORT`` set — against the market simulator and
 the local Kafka: the readiness probe passes once the websocket is authenticated and
 subscribed, and keeps failing with wrong credentials; the liveness probe passes while the
 worker loop polls, and fails once the process is gone.
@@ -89,9 +89,7 @@ def ingest_process(
         "ALPACA_RECONNECT_MAX_S": "0.5",
         "ALPACA_HEARTBEAT_INTERVAL_S": "0.2",
         "TORGHUT_DATA_DIR": str(tmp_path / "data"),
-        "BYTEWAX_DATAFLOW_API_ENABLED": "true",
-        "BYTEWAX_DATAFLOW_API_PORT": str(port),
-        "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(tmp_path),
+        "METRICS_PORT": str(port),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "bytewax.run", "dataflows.ingest:flow"],

@@ -8,7 +8,8 @@ plus ``dataflows.trading`` (on its own chdb directory: chdb locks one per proces
 ``python -m api``. The test waits until the SLI metrics carry real observations — bars reached
 ClickHouse (bar latency observed), a checkpoint and a backup were written — and then checks
 the names used by ``infra/prometheus`` and ``infra/grafana`` against what the four endpoints
-export.
+export. The trading loop decides on signals seeded into its store, so its decision lag is
+observed too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import wait_until
 from tests.ops.references import REPO, referenced_metrics
+from tests.trading.test_crash import _SEED
 from torghut.sim.market import MarketSimulator
 
 POLLS = "bytewax_inp_part_next_batch_duration_seconds_count"
@@ -106,6 +109,33 @@ def running(name: str, args: list[str], env: dict[str, str], tmp: Path) -> Itera
                 proc.wait(timeout=30)
 
 
+TRADING = {
+    "ALPACA_SYMBOLS": "AAPL,MSFT",
+    "TRADING_ENABLED": "true",
+    "TRADING_STRATEGIES": "macd_rsi",
+    "TRADING_POLL_INTERVAL_S": "0.1",
+    "RISK_MAX_PIPELINE_LAG_S": "3600",
+    "RISK_MAX_SIGNAL_STALENESS_S": "3600",
+}
+"""A trading loop that decides on the seeded signals (10 minutes old), so its decision lag is
+observed."""
+
+
+def seeded_signals(tmp: Path) -> Path:
+    """A chdb store with crossing signals for AAPL and MSFT ending 10 minutes ago."""
+    chdb = tmp / "trading-chdb"
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    subprocess.run(
+        [sys.executable, "-c", _SEED, str(chdb), start.isoformat(), "40"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    return chdb
+
+
 @pytest.fixture
 def market() -> Iterator[str]:
     sim = MarketSimulator(symbols=["AAPL", "MSFT"], rate=200)
@@ -153,7 +183,12 @@ def test_running_processes_export_every_metric_the_rules_and_dashboard_use(
             )
         )
         trading = stack.enter_context(
-            running("trading", [*bytewax, "dataflows.trading:flow"], env("trading"), tmp_path)
+            running(
+                "trading",
+                [*bytewax, "dataflows.trading:flow"],
+                env("trading", CH_DSN=f"chdb://{seeded_signals(tmp_path)}", **TRADING),
+                tmp_path,
+            )
         )
         api = stack.enter_context(running("api", ["-m", "api"], env("api"), tmp_path))
 
@@ -187,7 +222,10 @@ def test_running_processes_export_every_metric_the_rules_and_dashboard_use(
         wait_until(
             lambda: ready(
                 trading,
-                lambda t: {"torghut_trading_halted", POLLS} <= exported(t),
+                lambda t: (
+                    POLLS in exported(t)
+                    and value(t, "torghut_trading_decision_lag_seconds_count") > 0
+                ),
             ),
             timeout=120,
             message=trading.why,
