@@ -30,6 +30,7 @@ from operators.market_events import IngestCounters, by_family, market_events
 from torghut.config import Settings, SettingsError, load_settings
 from torghut.logs import configure_logging
 from torghut.observability.metrics import serve_dataflow_metrics
+from torghut.observability.tracing import configure_tracing
 
 __all__ = ["build_flow"]
 
@@ -90,6 +91,7 @@ def _flow_for_bytewax_run() -> Dataflow:
         signal.signal(sig, lambda *_: stop.set())
     settings = load_settings()
     serve_dataflow_metrics(settings.metrics)
+    configure_tracing(settings.tracing, "torghut-ingest")
     return build_flow(settings, stop=stop)
 
 

@@ -84,6 +84,7 @@ from torghut.observability.metrics import (
     snapshot_interval_s,
     watch_checkpoints,
 )
+from torghut.observability.tracing import configure_tracing
 
 __all__ = ["build_flow", "flow", "recovery_directory"]
 
@@ -256,6 +257,7 @@ def _main() -> Dataflow:
     configure_logging()
     settings = load_settings()
     serve_dataflow_metrics(settings.metrics)
+    configure_tracing(settings.tracing, "torghut-ta")
     progress = TaProgress()
     guard = _prepare(settings, progress)
     stop = GracefulStop(progress.stop_requested)

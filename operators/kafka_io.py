@@ -40,6 +40,7 @@ from prometheus_client import Counter
 
 from torghut.dead_letters import DeadLetter
 from torghut.events import Envelope
+from torghut.observability import tracing
 
 __all__ = [
     "PRODUCER_DEFAULTS",
@@ -158,6 +159,9 @@ class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
     def write_batch(self, items: list[tuple[str, bytes]]) -> None:
         producer, topic = self._producer, self._topic
         for start in range(0, len(items), CHUNK):
+            if tracing.TRACER is not None:  # off by default: one check per chunk
+                tracing.produce_traced(producer, topic, items[start : start + CHUNK])
+                continue
             pending: list[dict[str, Any]] = [
                 {"key": k, "value": v} for k, v in items[start : start + CHUNK]
             ]

@@ -54,6 +54,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from prometheus_client import Counter, Gauge
 
 from torghut.logs import get_logger
+from torghut.observability import tracing
 
 __all__ = [
     "CONSUMER_DEFAULTS",
@@ -256,6 +257,8 @@ class _KafkaBatchPartition(StatefulSourcePartition[PartitionBatch, int]):
                 msgs = [m for m in msgs if m.offset() < end]  # type: ignore[operator]
                 last = msgs[-1].offset() if msgs else end - 1  # type: ignore[assignment]
             values = list(map(_VALUE, msgs))
+            if tracing.TRACER is not None:  # off by default: one check per poll
+                tracing.traced_consume(self._topic, self._partition, msgs)
             self._next = last + 1
         # Caught up = this poll got less than a batch and nothing is left on the broker either
         # (the high watermark of the last fetch response); a short poll alone only means the

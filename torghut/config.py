@@ -38,6 +38,7 @@ __all__ = [
     "SettingsError",
     "StoreSettings",
     "TaSettings",
+    "TracingSettings",
     "TradingSettings",
     "load_section",
     "load_settings",
@@ -306,6 +307,21 @@ class MetricsSettings(_Section):
     """Where Bytewax writes ``dataflow.json``, the flow's graph (also served at ``/dataflow``)."""
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry spans of Kafka produce and consume (:mod:`torghut.observability.tracing`).
+
+    Off by default (``none``): no span, no header, one check per batch.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TRACING_")
+
+    exporter: Literal["none", "otlp", "console"] = "none"
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    """OTLP over HTTP (protobuf) traces endpoint of a collector."""
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of traces started here that are recorded; a consumer follows its producer's choice."""
+
+
 class TradingSettings(_Section):
     """The trading loop's switches. Paper by default; live needs every gate set explicitly."""
 
@@ -358,6 +374,7 @@ class Settings:
         "risk",
         "store",
         "ta",
+        "tracing",
         "trading",
     )
 
@@ -375,6 +392,7 @@ class Settings:
         llm: LlmSettings | None = None,
         api: ApiSettings | None = None,
         metrics: MetricsSettings | None = None,
+        tracing: TracingSettings | None = None,
     ) -> None:
         """Sections not given are read from the environment (their defaults when unset)."""
         self.kafka = kafka or KafkaSettings()
@@ -388,6 +406,7 @@ class Settings:
         self.llm = llm or LlmSettings()
         self.api = api or ApiSettings()
         self.metrics = metrics or MetricsSettings()
+        self.tracing = tracing or TracingSettings()
 
 
 _SECRET_HINT = re.compile(r"KEY|SECRET|PASSWORD|TOKEN")
@@ -404,6 +423,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "llm": LlmSettings,
     "api": ApiSettings,
     "metrics": MetricsSettings,
+    "tracing": TracingSettings,
 }
 
 
