@@ -37,8 +37,9 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -138,20 +139,18 @@ class BarLatency:
     """
 
     def __init__(self, table: str, columns: Sequence[str]) -> None:
-        self._at: tuple[int, int] | None = None
+        self._key: Callable[[Sequence[Any]], tuple[datetime, Any]] | None = None
         if "event_ts" in columns and "is_final" in columns:
-            self._at = (columns.index("event_ts"), columns.index("is_final"))
+            self._key = itemgetter(columns.index("event_ts"), columns.index("is_final"))
         self._by_final = {
             final: BAR_LATENCY.labels(table, str(final).lower()) for final in (True, False)
         }
 
     def observe(self, rows: Iterable[Sequence[Any]], now: float | None = None) -> None:
-        if self._at is None:
+        if self._key is None:
             return
-        ts_at, final_at = self._at
         stored = time.time() if now is None else now
-        seconds: set[tuple[datetime, Any]] = {(r[ts_at], r[final_at]) for r in rows}
-        for event_ts, final in seconds:
+        for event_ts, final in set(map(self._key, rows)):
             self._by_final[bool(final)].observe(stored - event_ts.timestamp())
 
 
