@@ -1,0 +1,59 @@
+"""Fail fast, and say why, when Kafka cannot be reached with the configured security settings.
+
+Why: librdkafka never fails a client on a bad CA, a wrong password or a missing client
+certificate; it retries for ever and reports each failure to an error callback, so a process
+with a wrong secret looks merely idle. :func:`check_connection` asks for cluster metadata until
+a deadline and, if none came, raises :class:`KafkaUnreachable` whose message carries what
+librdkafka reported (``SSL handshake failed: … certificate verify failed``, ``SASL
+authentication error: … invalid credentials``), never a secret.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+
+__all__ = ["KafkaUnreachable", "check_connection"]
+
+
+class KafkaUnreachable(RuntimeError):
+    """No broker answered within the deadline; the message says what went wrong."""
+
+
+def check_connection(config: dict[str, str], timeout_s: float) -> None:
+    """Return once a broker of ``config`` (librdkafka settings) answers a metadata request.
+
+    Raises :class:`KafkaUnreachable` after ``timeout_s`` with the distinct errors seen.
+    """
+    errors: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        text = err.str()
+        if text not in errors:
+            errors.append(text)
+
+    admin_config: dict[str, Any] = {
+        **config,
+        "error_cb": on_error,
+        "socket.connection.setup.timeout.ms": max(1000, int(timeout_s * 1000)),
+        "reconnect.backoff.max.ms": 1000,
+    }
+    admin = AdminClient(admin_config)
+    fallback = "no answer"  # the last request's error, if no callback said more
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            if admin.list_topics(timeout=min(remaining, 1.0)).brokers:
+                return
+        except KafkaException as exc:
+            fallback = exc.args[0].str() if exc.args else str(exc)
+        admin.poll(0)  # deliver pending error callbacks
+    where = f"{config.get('bootstrap.servers', '?')} over {config.get('security.protocol', '?')}"
+    seen = "; ".join(errors[:5]) or fallback
+    raise KafkaUnreachable(f"cannot reach Kafka at {where} within {timeout_s:g} s: {seen}")
