@@ -11,7 +11,6 @@ authentication error: … invalid credentials``), never a secret.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
@@ -28,6 +27,17 @@ def check_connection(config: dict[str, str], timeout_s: float) -> None:
 
     Raises :class:`KafkaUnreachable` after ``timeout_s`` with the distinct errors seen.
     """
+    failure = _first_answer(config, timeout_s)
+    if failure is not None:
+        where = (
+            f"{config.get('bootstrap.servers', '?')} over {config.get('security.protocol', '?')}"
+        )
+        raise KafkaUnreachable(f"cannot reach Kafka at {where} within {timeout_s:g} s: {failure}")
+
+
+def _first_answer(config: dict[str, str], timeout_s: float) -> str | None:
+    """None once a broker answered, else what went wrong. A function of its own so the client
+    is gone (no reconnecting, no logging) once it returns, even while the error is handled."""
     errors: list[str] = []
 
     def on_error(err: KafkaError) -> None:
@@ -35,25 +45,22 @@ def check_connection(config: dict[str, str], timeout_s: float) -> None:
         if text not in errors:
             errors.append(text)
 
-    admin_config: dict[str, Any] = {
-        **config,
-        "error_cb": on_error,
-        "socket.connection.setup.timeout.ms": max(1000, int(timeout_s * 1000)),
-        "reconnect.backoff.max.ms": 1000,
-    }
-    admin = AdminClient(admin_config)
+    admin = AdminClient(
+        {
+            **config,
+            "error_cb": on_error,
+            "log_level": 0,  # what went wrong is in the exception, once, not on stderr
+            "socket.connection.setup.timeout.ms": max(1000, int(timeout_s * 1000)),
+            "reconnect.backoff.max.ms": 1000,
+        }
+    )
     fallback = "no answer"  # the last request's error, if no callback said more
     deadline = time.monotonic() + timeout_s
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
+    while (remaining := deadline - time.monotonic()) > 0:
         try:
             if admin.list_topics(timeout=min(remaining, 1.0)).brokers:
-                return
+                return None
         except KafkaException as exc:
             fallback = exc.args[0].str() if exc.args else str(exc)
         admin.poll(0)  # deliver pending error callbacks
-    where = f"{config.get('bootstrap.servers', '?')} over {config.get('security.protocol', '?')}"
-    seen = "; ".join(errors[:5]) or fallback
-    raise KafkaUnreachable(f"cannot reach Kafka at {where} within {timeout_s:g} s: {seen}")
+    return "; ".join(errors[:5]) or fallback
