@@ -10,7 +10,7 @@ writer) is not dropped: it is stored with reason ``undecodable``, its whole mess
 the raw bytes and the message's timestamp as its time.
 
 Counted in ``torghut_dead_letters_stored_total{topic, reason}`` (reasons bounded, see
-:func:`reason_label`); alert on its rate.
+:class:`ReasonLabels`); alert on its rate.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dlq.store import DeadLetterStore, IncomingLetter
 from torghut.dead_letters import DeadLetter
 from torghut.logs import get_logger
 
-__all__ = ["STORED", "DeadLetterConsumer", "decode", "reason_label"]
+__all__ = ["STORED", "DeadLetterConsumer", "ReasonLabels", "decode"]
 
 log = get_logger("dlq.consumer")
 
@@ -40,25 +40,27 @@ STORED = Counter(
 
 UNDECODABLE = "undecodable"
 _STAGE = "dlq_store"
-_MAX_REASONS = 32
-_reasons: set[str] = set()
-_reasons_lock = threading.Lock()
 _DECODER = msgspec.json.Decoder(DeadLetter)
 
 
-def reason_label(reason: str) -> str:
-    """``reason`` as a metric label: the first :data:`_MAX_REASONS` distinct short
-    ``snake_case`` reasons of the process, ``other`` for anything else, so a garbled record
-    cannot grow the metric without bound."""
-    if not (reason.isascii() and reason.replace("_", "").isalnum() and len(reason) <= 40):
+class ReasonLabels:
+    """Reasons as metric labels: the first ``limit`` distinct short ``snake_case`` reasons
+    seen, ``other`` for anything else, so garbled records cannot grow the metric without bound
+    (one consumer per process, so the bound is the process's)."""
+
+    def __init__(self, limit: int = 32) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, reason: str) -> str:
+        if not (reason.isascii() and reason.replace("_", "").isalnum() and len(reason) <= 40):
+            return "other"
+        if reason in self._seen:
+            return reason
+        if len(self._seen) < self._limit:
+            self._seen.add(reason)
+            return reason
         return "other"
-    with _reasons_lock:
-        if reason in _reasons:
-            return reason
-        if len(_reasons) < _MAX_REASONS:
-            _reasons.add(reason)
-            return reason
-    return "other"
 
 
 def decode(msg: Message) -> IncomingLetter:
@@ -105,6 +107,7 @@ class DeadLetterConsumer:
         self._batch_size = batch_size
         self._poll_timeout_s = poll_timeout_s
         self._fatal: KafkaError | None = None
+        self._labels = ReasonLabels()
         config: dict[str, Any] = {
             **client_config,
             "group.id": group_id,
@@ -136,13 +139,12 @@ class DeadLetterConsumer:
             return 0
         self._store.record(letters, positions)
         for x in letters:
-            STORED.labels(x.topic, reason_label(x.reason)).inc()
+            STORED.labels(x.topic, self._labels(x.reason)).inc()
         self._consumer.commit(
             offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
             asynchronous=True,
         )
-        if letters:
-            log.info("dead_letters_stored", count=len(letters), partitions=len(positions))
+        log.info("dead_letters_stored", count=len(letters), partitions=len(positions))
         return len(letters)
 
     def run(self, stop: threading.Event) -> None:
