@@ -16,7 +16,7 @@ import msgspec
 from litestar import Controller, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromQuery
+from litestar.params import FromPath, FromQuery
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import params
@@ -113,7 +113,7 @@ class DeadLettersController(Controller):
 
     @get("/{letter_id:int}", sync_to_thread=True)
     def get_dead_letter(
-        self, dead_letters: NamedDependency[DeadLetterStore], letter_id: int
+        self, dead_letters: NamedDependency[DeadLetterStore], letter_id: FromPath[int]
     ) -> DeadLetterDetail:
         """One record, its raw bytes and its replays; 404 if there is no such id."""
         found = _read(lambda: dead_letters.get(letter_id))

@@ -128,7 +128,6 @@ def test_an_explicit_target_gets_the_raw_bytes_unchanged(
 
 
 def test_a_record_of_an_unknown_topic_needs_a_target(kafka: KafkaSettings) -> None:
-
     letter = StoredLetter(
         1, "elsewhere", "s", "r", "e", None, "alpaca", b"x", T0, T0, 1, 0, 0, 0, None
     )
