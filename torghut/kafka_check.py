@@ -11,6 +11,7 @@ authentication error: … invalid credentials``), never a secret.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
@@ -45,15 +46,14 @@ def _first_answer(config: dict[str, str], timeout_s: float) -> str | None:
         if text not in errors:
             errors.append(text)
 
-    admin = AdminClient(
-        {
-            **config,
-            "error_cb": on_error,
-            "log_level": 0,  # what went wrong is in the exception, once, not on stderr
-            "socket.connection.setup.timeout.ms": max(1000, int(timeout_s * 1000)),
-            "reconnect.backoff.max.ms": 1000,
-        }
-    )
+    admin_config: dict[str, Any] = {
+        **config,
+        "error_cb": on_error,
+        "log_level": 0,  # what went wrong is in the exception, once, not on stderr
+        "socket.connection.setup.timeout.ms": max(1000, int(timeout_s * 1000)),
+        "reconnect.backoff.max.ms": 1000,
+    }
+    admin = AdminClient(admin_config)
     fallback = "no answer"  # the last request's error, if no callback said more
     deadline = time.monotonic() + timeout_s
     while (remaining := deadline - time.monotonic()) > 0:
