@@ -20,13 +20,15 @@ from litestar.params import FromPath, FromQuery
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import params
-from api.errors import ApiError, DependencyUnavailable
+from api.errors import ApiError, DependencyUnavailable, InvalidQuery
 from dlq.store import DeadLetterQuery, DeadLetterStore, StoredLetter
 from torghut.config import Settings
 
 __all__ = ["DeadLetter", "DeadLetterDetail", "DeadLetterPage", "DeadLettersController"]
 
 _DEFAULT_LIMIT = 100
+_MAX_ID = 2**63 - 1
+_MAX_FILTER_CHARS = 255
 
 T = TypeVar("T")
 
@@ -101,9 +103,9 @@ class DeadLettersController(Controller):
     ) -> DeadLetterPage:
         """Most recently seen first; filters combine (``last_seen_at`` in ``[since, until)``)."""
         query = DeadLetterQuery(
-            topic=topic or None,
-            stage=stage or None,
-            reason=reason or None,
+            topic=_text(topic, "topic"),
+            stage=_text(stage, "stage"),
+            reason=_text(reason, "reason"),
             since=params.timestamp(since, "since"),
             until=params.timestamp(until, "until"),
             limit=params.limit(limit, settings.api.max_rows, _DEFAULT_LIMIT),
@@ -116,7 +118,7 @@ class DeadLettersController(Controller):
         self, dead_letters: NamedDependency[DeadLetterStore], letter_id: FromPath[int]
     ) -> DeadLetterDetail:
         """One record, its raw bytes and its replays; 404 if there is no such id."""
-        found = _read(lambda: dead_letters.get(letter_id))
+        found = _read(lambda: dead_letters.get(letter_id)) if 0 < letter_id <= _MAX_ID else None
         if found is None:
             raise NotFound(f"no dead letter {letter_id}")
         history = _read(lambda: dead_letters.replays_of(letter_id))
@@ -127,6 +129,15 @@ class DeadLettersController(Controller):
                 ReplayView(r.replayed_at, r.target_topic, r.messages, r.note) for r in history
             ],
         )
+
+
+def _text(raw: str | None, name: str) -> str | None:
+    """An exact-match filter; absent or blank = no filter. Postgres text holds no NUL."""
+    if raw is None or not raw.strip():
+        return None
+    if "\x00" in raw or len(raw) > _MAX_FILTER_CHARS:
+        raise InvalidQuery(name, f"at most {_MAX_FILTER_CHARS} characters, no NUL")
+    return raw
 
 
 def _read(read: Callable[[], T]) -> T:

@@ -130,7 +130,9 @@ def test_bad_requests_are_problem_details(client: TestClient[Any], seeded: DeadL
     missing = client.get("/dead-letters/999999")
     assert missing.status_code == 404
     assert missing.headers["content-type"].startswith("application/problem+json")
+    assert client.get(f"/dead-letters/{2**64}").status_code == 404
     assert client.get("/dead-letters", params={"since": "yesterday"}).status_code == 400
+    assert client.get("/dead-letters", params={"reason": "a\x00b"}).status_code == 400
     too_many = client.get("/dead-letters", params={"limit": 51})
     assert too_many.status_code == 400
     assert "limit" in too_many.json()["detail"]
