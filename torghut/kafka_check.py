@@ -5,7 +5,8 @@ certificate; it retries for ever and reports each failure to an error callback, 
 with a wrong secret looks merely idle. :func:`check_connection` asks for cluster metadata until
 a deadline and, if none came, raises :class:`KafkaUnreachable` whose message carries what
 librdkafka reported (``SSL handshake failed: … certificate verify failed``, ``SASL
-authentication error: … invalid credentials``), never a secret.
+authentication error: … invalid credentials``), never a secret. A TLS or authentication
+failure ends the wait at once: retrying cannot fix a wrong CA or password.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 __all__ = ["KafkaUnreachable", "check_connection"]
+
+_DEFINITIVE = frozenset(
+    {KafkaError._SSL, KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
+)
+"""Errors no retry can clear (certificate not trusted, credentials refused)."""
 
 
 class KafkaUnreachable(RuntimeError):
@@ -40,8 +46,11 @@ def _first_answer(config: dict[str, str], timeout_s: float) -> str | None:
     """None once a broker answered, else what went wrong. A function of its own so the client
     is gone (no reconnecting, no logging) once it returns, even while the error is handled."""
     errors: list[str] = []
+    definitive = False
 
     def on_error(err: KafkaError) -> None:
+        nonlocal definitive
+        definitive = definitive or err.code() in _DEFINITIVE
         text = err.str()
         if text not in errors:
             errors.append(text)
@@ -56,11 +65,11 @@ def _first_answer(config: dict[str, str], timeout_s: float) -> str | None:
     admin = AdminClient(admin_config)
     fallback = "no answer"  # the last request's error, if no callback said more
     deadline = time.monotonic() + timeout_s
-    while (remaining := deadline - time.monotonic()) > 0:
+    while not definitive and (remaining := deadline - time.monotonic()) > 0:
         try:
-            if admin.list_topics(timeout=min(remaining, 1.0)).brokers:
+            if admin.list_topics(timeout=min(remaining, 0.25)).brokers:
                 return None
         except KafkaException as exc:
             fallback = exc.args[0].str() if exc.args else str(exc)
-        admin.poll(0)  # deliver pending error callbacks
+        admin.poll(0)  # deliver pending error callbacks (one may be definitive)
     return "; ".join(errors[:5]) or fallback

@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from operators.kafka_io import PRODUCER_DEFAULTS
+from dlq.consumer import DeadLetterConsumer
+from dlq.store import DeadLetterQuery, DeadLetterStore
+from operators.kafka_io import PRODUCER_DEFAULTS, encode_dead_letter
 from tests.helpers import wait_until
 from tests.security.conftest import SecureKafka
 from torghut.config import KafkaSettings, load_section
+from torghut.dead_letters import DeadLetter
 from torghut.kafka_check import KafkaUnreachable, check_connection
+from trading.store import create_engine, upgrade
 
 DEADLINE_S = 4.0
 SLACK_S = 3.0  # librdkafka's last request may run up to a second past the deadline
+NOW = datetime(2026, 12, 5, 20, 0, tzinfo=UTC)
 
 
 def _tls_env(kafka: SecureKafka, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,3 +148,39 @@ def test_scram_over_tls_with_a_wrong_ca_fails_clearly(
     monkeypatch.setenv("KAFKA_SSL_CA_LOCATION", str(secure_kafka.other_pki.ca))
     message = _fails_within_deadline(load_section(KafkaSettings))
     assert "certificate verify failed" in message
+
+
+def test_the_dead_letter_consumer_reads_over_scram_and_tls(
+    secure_kafka: SecureKafka,
+    secure_topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    pg_url: str,
+) -> None:
+    """A part built from the settings (the dead-letter consumer) inherits TLS + SCRAM."""
+    _scram_env(secure_kafka, monkeypatch, tmp_path, secure_kafka.scram_password)
+    settings = load_section(KafkaSettings)
+    raw = b"\x00\x01 secured"
+    key, value = encode_dead_letter(DeadLetter("alpaca_decode", "invalid_message", "e", raw, NOW))
+    producer = Producer({**PRODUCER_DEFAULTS, **settings.client_config()})
+    producer.produce(secure_topic, value, key)
+    assert producer.flush(30) == 0
+    upgrade(pg_url)
+    engine = create_engine(pg_url)
+    try:
+        store = DeadLetterStore(engine)
+        consumer = DeadLetterConsumer(
+            settings.client_config(), [secure_topic], store, group_id="dlq-sec", poll_timeout_s=0.2
+        )
+        try:
+            wait_until(
+                lambda: consumer.poll_once() or store.find(DeadLetterQuery()),
+                timeout=30,
+                message="dead letter not stored over SASL_SSL",
+            )
+        finally:
+            consumer.close()
+        [stored] = store.find(DeadLetterQuery())
+        assert (stored.topic, stored.raw, stored.reason) == (secure_topic, raw, "invalid_message")
+    finally:
+        engine.dispose()
