@@ -94,8 +94,10 @@ def replay(
             planned[letter.id] = plan(letter, kafka, to)
         except NotReplayable as exc:
             report.refused[letter.id] = str(exc)
-    if dry_run or not planned:
-        report.replayed = {i: len(m) for i, m in planned.items()} if dry_run else {}
+    if dry_run:  # what would be published, nothing recorded
+        report.replayed = {i: len(m) for i, m in planned.items()}
+        return report
+    if not planned:
         return report
     failures: dict[int, str] = {}
 
