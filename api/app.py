@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from api.controls import ControlAccess, ControlsController
+from api.dead_letters import DeadLettersController
 from api.errors import exception_handlers
 from api.health import AlpacaCheck, HealthController, alpaca_http_check
 from api.metrics import RequestMetrics, render
@@ -40,6 +41,7 @@ from api.ta import TaController
 from api.ta_reads import ClientFactory, TaReader
 from api.trading import TradingController
 from api.trading_reads import TradingReads
+from dlq.store import DeadLetterStore
 from torghut.clickhouse import Client, connect, migrate
 from torghut.config import Settings
 from torghut.logs import get_logger
@@ -78,6 +80,7 @@ def create_app(
         app.state.ta = TaReader(factory, settings.api.ta_cache_ttl_ms / 1000, registry)
         app.state.store = TradingReads(sessionmaker(engine, expire_on_commit=False))
         app.state.controls = ControlAccess(ControlStore(engine))
+        app.state.dead_letters = DeadLetterStore(engine)
         log.info("api_started", clickhouse=mask_dsn(settings.clickhouse.dsn))
         try:
             yield
@@ -99,6 +102,7 @@ def create_app(
         route_handlers=[
             TradingController,
             ControlsController,
+            DeadLettersController,
             TaController,
             HealthController,
             dashboard,

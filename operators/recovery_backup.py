@@ -243,6 +243,7 @@ def store_from_settings(settings: RecoverySettings, flow: str) -> BackupStore:
             settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
         ),
         config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
+        verify=str(settings.s3_ca_bundle) if settings.s3_ca_bundle else None,
     )
     return S3Store(client, settings.s3_bucket, f"{settings.s3_prefix.strip('/')}/{flow}")
 

@@ -9,18 +9,32 @@ a ``chdb://`` data directory for ClickHouse, a SQLite file for the trading store
 recovery directory, no Kafka broker (stages joined in one process) and the built-in Alpaca
 simulators. Variable names follow the product design where it names them (``TRADING_ENABLED``,
 ``TRADING_MODE``, ``TRADING_SIGNAL_SCHEMA``, ``CH_DATABASE``, ...).
+
+Secrets as Kubernetes mounts them: every variable ``X`` can also be given as a file, either
+``X_FILE=/path`` (the path of one mounted key) or a file named ``X`` in the directory
+``TORGHUT_SECRETS_DIR`` (a whole Secret mounted as a volume). The environment wins over
+``X_FILE``, which wins over the directory; ``X`` and ``X_FILE`` together are an error (which one
+was meant is a guess). Trailing newlines of a file are dropped (``echo`` and most editors add
+one); an unreadable file is an error naming the variable and the path, never its content.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from pydantic_settings import SettingsError as _SourceError
 
 from torghut.redact import mask_dsn, url_passwords
@@ -29,6 +43,7 @@ __all__ = [
     "AlpacaSettings",
     "ApiSettings",
     "ClickHouseSettings",
+    "DeadLetterSettings",
     "KafkaSettings",
     "LlmSettings",
     "MetricsSettings",
@@ -68,17 +83,87 @@ class SettingsError(ValueError):
     """
 
 
+SECRETS_DIR_VAR = "TORGHUT_SECRETS_DIR"
+"""Directory of mounted secret files, one per variable, named like the variable."""
+
+
+def _file_value(var: str, env: Mapping[str, str]) -> str | None:
+    """The value of ``var`` given as a file (``var_FILE`` or the secrets dir), or None.
+
+    Raises :class:`_SourceError` naming the variable and path when the file cannot be read.
+    """
+    path = env.get(f"{var}_FILE")
+    if path:
+        if var in env:
+            raise _SourceError(f"{var} and {var}_FILE are both set: set only one of them")
+    else:
+        secrets_dir = env.get(SECRETS_DIR_VAR)
+        if not secrets_dir:
+            return None
+        candidates = (Path(secrets_dir) / var, Path(secrets_dir) / var.lower())
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            return None
+        path = str(found)
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _SourceError(
+            f"{var}: cannot read the secret file {path}: {type(exc).__name__}"
+        ) from None
+
+
+class _SecretFiles(PydanticBaseSettingsSource):
+    """Field values read from files (see the module docstring), below the environment."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        prefix = str(self.config.get("env_prefix", ""))
+        var = f"{prefix}{field_name}".upper()
+        return _file_value(var, _upper_env()), var, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, info in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(info, name)
+            if value is not None:
+                values[name] = value
+        return values
+
+
+def _upper_env() -> dict[str, str]:
+    return {k.upper(): v for k, v in os.environ.items()}
+
+
 class _Section(BaseSettings):
     model_config = SettingsConfigDict(
         extra="ignore", frozen=True, case_sensitive=False, validate_default=True
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _SecretFiles(settings_cls))
 
 
 _S = TypeVar("_S", bound=_Section)
 
 
 class KafkaSettings(_Section):
-    """Kafka connection. Empty bootstrap servers = embedded mode (stages joined in-process)."""
+    """Kafka connection. Empty bootstrap servers = embedded mode (stages joined in-process).
+
+    TLS (``KAFKA_SECURITY_PROTOCOL=SSL`` or ``SASL_SSL``): ``KAFKA_SSL_CA_LOCATION`` is the PEM
+    of the private CA that signed the brokers' certificates (unset = the system's CAs);
+    ``KAFKA_SSL_CERTIFICATE_LOCATION`` / ``KAFKA_SSL_KEY_LOCATION`` (+ ``KAFKA_SSL_KEY_PASSWORD``
+    for an encrypted key) the client certificate a broker with ``ssl.client.auth=required``
+    asks for. The broker's name is checked against its certificate unless
+    ``KAFKA_SSL_ENDPOINT_IDENTIFICATION=none``.
+    """
 
     model_config = SettingsConfigDict(env_prefix="KAFKA_")
 
@@ -87,6 +172,11 @@ class KafkaSettings(_Section):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_endpoint_identification: Literal["https", "none"] = "https"
     topic_trades: str = "torghut.trades.v1"
     topic_quotes: str = "torghut.quotes.v1"
     topic_bars: str = "torghut.bars.v1"
@@ -113,6 +203,16 @@ class KafkaSettings(_Section):
             cfg["sasl.username"] = self.sasl_username
         if self.sasl_password:
             cfg["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            cfg["ssl.endpoint.identification.algorithm"] = self.ssl_endpoint_identification
+            tls_files = (
+                ("ssl.ca.location", self.ssl_ca_location),
+                ("ssl.certificate.location", self.ssl_certificate_location),
+                ("ssl.key.location", self.ssl_key_location),
+            )
+            cfg.update((key, str(path)) for key, path in tls_files if path is not None)
+            if self.ssl_key_password:
+                cfg["ssl.key.password"] = self.ssl_key_password.get_secret_value()
         return cfg
 
 
@@ -160,6 +260,8 @@ class RecoverySettings(_Section):
     """Where dataflow recovery partitions live and where their backups go.
 
     ``RECOVERY_S3_BUCKET`` empty = backups stay in ``RECOVERY_BACKUP_DIR`` (embedded default).
+    ``RECOVERY_S3_CA_BUNDLE``: PEM of the private CA an ``https://`` endpoint's certificate is
+    signed by (unset = the system's CAs).
     """
 
     model_config = SettingsConfigDict(env_prefix="RECOVERY_")
@@ -176,6 +278,7 @@ class RecoverySettings(_Section):
     s3_region: str = "us-east-1"
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
+    s3_ca_bundle: Path | None = None
 
 
 class AlpacaSettings(_Section):
@@ -360,6 +463,30 @@ class TradingSettings(_Section):
     this long even if a remote call is still in flight."""
 
 
+class DeadLetterSettings(_Section):
+    """The dead-letter store (``python -m torghut.dlq_store``): consumer of the ``*.dlq.v1`` topics.
+
+    ``DLQ_DB_URL`` unset = the trading store's database (``TRADING_DB_URL``), whose migrations
+    create the dead-letter tables.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="DLQ_")
+
+    db_url: str | None = None
+    group_id: str = "torghut-dead-letters"
+    batch_size: int = Field(default=500, ge=1)
+    poll_timeout_s: float = Field(default=1.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    """How long start-up waits for the broker before failing with what went wrong."""
+
+    @field_validator("db_url")
+    @classmethod
+    def _known_driver(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql+psycopg://", "sqlite:///", "sqlite://")):
+            raise ValueError("must be a postgresql+psycopg:// or sqlite:/// SQLAlchemy URL")
+        return v
+
+
 class Settings:
     """All sections, built once per process by :func:`load_settings`."""
 
@@ -367,6 +494,7 @@ class Settings:
         "alpaca",
         "api",
         "clickhouse",
+        "dead_letters",
         "kafka",
         "llm",
         "metrics",
@@ -393,6 +521,7 @@ class Settings:
         api: ApiSettings | None = None,
         metrics: MetricsSettings | None = None,
         tracing: TracingSettings | None = None,
+        dead_letters: DeadLetterSettings | None = None,
     ) -> None:
         """Sections not given are read from the environment (their defaults when unset)."""
         self.kafka = kafka or KafkaSettings()
@@ -407,6 +536,7 @@ class Settings:
         self.api = api or ApiSettings()
         self.metrics = metrics or MetricsSettings()
         self.tracing = tracing or TracingSettings()
+        self.dead_letters = dead_letters or DeadLetterSettings()
 
 
 _SECRET_HINT = re.compile(r"KEY|SECRET|PASSWORD|TOKEN")
@@ -424,6 +554,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "api": ApiSettings,
     "metrics": MetricsSettings,
     "tracing": TracingSettings,
+    "dead_letters": DeadLetterSettings,
 }
 
 
@@ -463,7 +594,7 @@ def _build(cls: type[_S], problems: list[str]) -> _S | None:
             shown = (
                 "<hidden>"
                 if _SECRET_HINT.search(var)
-                else repr(mask_dsn(os.environ.get(var, "<unset>")))
+                else repr(mask_dsn(_raw_value(var, _upper_env()) or "<unset>"))
             )
             problems.append(f"{var}={shown}: {err['msg']}")
     return None
@@ -482,12 +613,23 @@ def secrets_in_environment() -> list[str]:
     password inside every URL-valued variable of a section (``TRADING_DB_URL``, ``CH_DSN``,
     endpoint URLs) and :data:`_UNDECLARED_SECRETS`.
     """
-    values: list[str] = [os.environ.get(var, "") for var in _UNDECLARED_SECRETS]
+    env = _upper_env()
+    values: list[str] = [_raw_value(var, env) for var in _UNDECLARED_SECRETS]
     for cls in _SECTIONS.values():
         prefix = str(cls.model_config.get("env_prefix", ""))
         for field, info in cls.model_fields.items():
-            value = os.environ.get(f"{prefix}{field}".upper(), "")
+            value = _raw_value(f"{prefix}{field}".upper(), env)
             if "SecretStr" in str(info.annotation):
                 values.append(value)
             values.extend(url_passwords(value))
     return [v for v in values if v]
+
+
+def _raw_value(var: str, env: Mapping[str, str]) -> str:
+    """What the settings will read for ``var``: the environment, else its secret file."""
+    if var in env:
+        return env[var]
+    try:
+        return _file_value(var, env) or ""
+    except _SourceError:
+        return ""  # the settings report it; nothing was read, so nothing can leak

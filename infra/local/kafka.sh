@@ -3,6 +3,11 @@
 # broker + controller) assembled from Maven Central jars. Idempotent.
 # Env: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093), KAFKA_VERSION (4.4.0, fallback 4.3.1),
 #      LOG4J_VERSION (2.25.3), KAFKA_HEAP (768m), plus INFRA_RUN / INFRA_CACHE / PYTHON (lib.sh).
+# Extra listeners (unset = none; for TLS / SASL tests on a dedicated broker):
+#      KAFKA_EXTRA_LISTENERS  e.g. "SSL://127.0.0.1:23001,SASL_SSL://127.0.0.1:23002", each named
+#                             after its security protocol (advertised as given); the PLAINTEXT
+#                             listener stays for inter-broker traffic and the readiness check
+#      KAFKA_EXTRA_CONFIG     a properties file appended to server.properties (keystores, SASL)
 set -euo pipefail
 SERVICE=kafka
 # shellcheck source=lib.sh
@@ -14,6 +19,14 @@ LOG4J_VERSION="${LOG4J_VERSION:-2.25.3}"
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 CTRL_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 KAFKA_HEAP="${KAFKA_HEAP:-768m}"
+EXTRA_LISTENERS="${KAFKA_EXTRA_LISTENERS:-}"
+EXTRA_CONFIG="${KAFKA_EXTRA_CONFIG:-}"
+# the ports of the extra listeners (NAME://HOST:PORT,...)
+EXTRA_PORTS=()
+if [ -n "$EXTRA_LISTENERS" ]; then
+  IFS=',' read -ra _listeners <<<"$EXTRA_LISTENERS"
+  for _l in "${_listeners[@]}"; do EXTRA_PORTS+=("${_l##*:}"); done
+fi
 KDIR="$INFRA_RUN/kafka"
 PIDFILE="$KDIR/kafka.pid"
 LOGFILE="$KDIR/logs/kafka.out"
@@ -95,6 +108,16 @@ write_config() {
   mkdir -p "$KDIR/data" "$KDIR/logs"
   sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" -e "s#@CTRL_PORT@#$CTRL_PORT#g" -e "s#@KDIR@#$KDIR#g" \
       "$INFRA_DIR/kafka-server.properties.in" > "$KDIR/server.properties"
+  [ -n "$EXTRA_LISTENERS" ] || return 0
+  local l names=""
+  for l in "${_listeners[@]}"; do names+=",${l%%://*}:${l%%://*}"; done
+  sed -i -e "s#^listeners=\(.*\)#listeners=\1,$EXTRA_LISTENERS#" \
+         -e "s#^advertised.listeners=\(.*\)#advertised.listeners=\1,$EXTRA_LISTENERS#" \
+         -e "s#^listener.security.protocol.map=\(.*\)#listener.security.protocol.map=\1$names#" \
+         "$KDIR/server.properties"
+  if [ -n "$EXTRA_CONFIG" ]; then
+    { echo "# --- KAFKA_EXTRA_CONFIG ($EXTRA_CONFIG) ---"; cat "$EXTRA_CONFIG"; } >> "$KDIR/server.properties"
+  fi
 }
 
 format() {
@@ -133,7 +156,7 @@ PY
 start() {
   command -v "$JAVA" >/dev/null || die "java not found (apt-get install openjdk-17-jre-headless)"
   if running; then ready || fail_with_log "$LOGFILE" "kafka running but not ready"; return 0; fi
-  require_ports_free "$KAFKA_PORT" "$CTRL_PORT"
+  require_ports_free "$KAFKA_PORT" "$CTRL_PORT" "${EXTRA_PORTS[@]}"
   install; jvm_opts; write_config; format
   log "starting Kafka ($(basename "$KHOME")) on 127.0.0.1:$KAFKA_PORT (controller $CTRL_PORT)"
   spawn "$PIDFILE" "$LOGFILE" "$JAVA" "${JOPTS[@]}" -cp "$KHOME/libs/*" kafka.Kafka "$KDIR/server.properties"
@@ -144,7 +167,7 @@ start() {
 stop() {
   running || { rm -f "$PIDFILE"; return 0; }
   stop_group "$PIDFILE" 30
-  wait_ports_closed 10 "$KAFKA_PORT" "$CTRL_PORT" || die "kafka ports still open after stop"
+  wait_ports_closed 10 "$KAFKA_PORT" "$CTRL_PORT" "${EXTRA_PORTS[@]}" || die "kafka ports still open after stop"
 }
 
 case "${1:-}" in

@@ -4,6 +4,8 @@
 # Env: S3_PORT (18333), S3_MASTER_PORT (19333), S3_VOLUME_PORT (18340), S3_FILER_PORT (18888),
 #      S3_ACCESS_KEY (torghut), S3_SECRET_KEY (torghut-secret), S3_STOP_GRACE (20).
 # Every weed HTTP port also opens a gRPC port at +10000 (28333, 29333, 28340, 28888).
+# TLS (unset = plain HTTP): S3_TLS_CERT and S3_TLS_KEY (PEM files) make the S3 port serve HTTPS
+#      only; S3_TLS_CA (the CA that signed the certificate) is what the readiness check trusts.
 set -euo pipefail
 SERVICE=s3
 # shellcheck source=lib.sh
@@ -16,6 +18,15 @@ FILER_PORT="${S3_FILER_PORT:-18888}"
 AK="${S3_ACCESS_KEY:-torghut}"
 SK="${S3_SECRET_KEY:-torghut-secret}"
 GRACE="${S3_STOP_GRACE:-20}"
+TLS_CERT="${S3_TLS_CERT:-}"
+TLS_KEY="${S3_TLS_KEY:-}"
+TLS_CA="${S3_TLS_CA:-}"
+SCHEME=http; CURL_TLS=(); TLS_FLAGS=()
+if [ -n "$TLS_CERT" ]; then
+  [ -n "$TLS_KEY" ] || { echo "S3_TLS_CERT needs S3_TLS_KEY" >&2; exit 2; }
+  SCHEME=https; TLS_FLAGS=(-s3.cert.file="$TLS_CERT" -s3.key.file="$TLS_KEY")
+  if [ -n "$TLS_CA" ]; then CURL_TLS=(--cacert "$TLS_CA"); else CURL_TLS=(-k); fi
+fi
 SDIR="$INFRA_RUN/s3"
 PIDFILE="$SDIR/weed.pid"
 LOGFILE="$SDIR/weed.log"
@@ -34,7 +45,9 @@ weed_bin() {
 
 running() { pidfile_alive "$PIDFILE"; }
 
-http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$S3_PORT/" || true; }
+http_code() {
+  curl -s -o /dev/null -m 2 -w '%{http_code}' "${CURL_TLS[@]}" "$SCHEME://127.0.0.1:$S3_PORT/" || true
+}
 
 ready() {
   local deadline=$((SECONDS + INFRA_START_TIMEOUT))
@@ -55,10 +68,10 @@ start() {
   mkdir -p "$SDIR/data"
   printf '{"identities":[{"name":"admin","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","List","Tagging","Write"]}]}\n' \
     "$AK" "$SK" > "$SDIR/s3.json"
-  log "starting SeaweedFS S3 on 127.0.0.1:$S3_PORT (master $MASTER_PORT, volume $VOLUME_PORT, filer $FILER_PORT)"
+  log "starting SeaweedFS S3 on $SCHEME://127.0.0.1:$S3_PORT (master $MASTER_PORT, volume $VOLUME_PORT, filer $FILER_PORT)"
   spawn "$PIDFILE" "$LOGFILE" "$weed" server -dir="$SDIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.port="$MASTER_PORT" -volume.port="$VOLUME_PORT" -filer -filer.port="$FILER_PORT" \
-    -s3 -s3.port="$S3_PORT" -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$SDIR/s3.json" \
+    -s3 -s3.port="$S3_PORT" "${TLS_FLAGS[@]}" -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$SDIR/s3.json" \
     -s3.allowDeleteBucketNotEmpty=false -master.telemetry=false \
     -volume.max=0 -master.volumeSizeLimitMB=64 -volume.preStopSeconds=0 \
     -master.resumeState=false -master.electionTimeout=1s
@@ -75,7 +88,7 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  status) if running; then echo "s3 up http://127.0.0.1:$S3_PORT"; else echo "s3 down"; exit 3; fi ;;
+  status) if running; then echo "s3 up $SCHEME://127.0.0.1:$S3_PORT"; else echo "s3 down"; exit 3; fi ;;
   logs) echo "$LOGFILE" ;;
   *) echo "usage: $0 {start|stop|status|logs}" >&2; exit 2 ;;
 esac

@@ -13,12 +13,13 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.pool import NullPool
 
+from dlq.tables import metadata as dead_letter_metadata
 from torghut.config import StoreSettings
 from trading.store.models import Base
 
 config = context.config
 _LOCK_KEY = 0x746F7267  # "torg": one key for every trading-store migration
-target_metadata = Base.metadata
+target_metadata = [Base.metadata, dead_letter_metadata]
 
 
 def _url() -> str:

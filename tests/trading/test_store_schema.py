@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from dlq.tables import metadata as dead_letter_metadata
 from torghut.config import StoreSettings
 from trading.store import Base, TradingStore, upgrade
 
@@ -25,6 +26,9 @@ TABLES = {
     "position_snapshots",
     "trading_control_events",
     "trading_halts",
+    "dead_letters",  # dlq.tables: same database and migration chain
+    "dead_letter_offsets",
+    "dead_letter_replays",
 }
 
 
@@ -37,9 +41,11 @@ def test_upgrade_head_creates_exactly_the_model_schema(store_url: str) -> None:
         inspector = sa.inspect(engine)
         assert set(inspector.get_table_names()) == TABLES | {"alembic_version"}
         with engine.connect() as conn:
-            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0002"
+            version = conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+            assert version == "0003_dead_letters"
             diff = compare_metadata(
-                MigrationContext.configure(conn, opts={"compare_type": pg}), Base.metadata
+                MigrationContext.configure(conn, opts={"compare_type": pg}),
+                [Base.metadata, dead_letter_metadata],
             )
         assert diff == [], diff
         indexes = {ix["name"]: ix for ix in inspector.get_indexes("trade_decisions")}
