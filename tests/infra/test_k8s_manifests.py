@@ -19,7 +19,7 @@ import pytest
 
 from infra.k8s import check as k8s
 from infra.k8s.topics import render as render_topics
-from operators.kafka_topics import load_spec
+from torghut.kafka.topics import load_spec
 
 Obj = dict[str, Any]
 Mutation = Callable[[list[Obj]], None]
