@@ -205,6 +205,11 @@ VIOLATIONS: dict[str, tuple[Mutation, str, str]] = {
         "ta-cluster",
         "with 3 replicas",
     ),
+    "TA with fewer recovery partitions than processes": (
+        lambda o: settings_map(o).update(RECOVERY_PARTITIONS="1"),
+        "ta-cluster",
+        "RECOVERY_PARTITIONS=1 is fewer than its 2 replicas",
+    ),
     "TA rolled pod by pod": (
         lambda o: component(o, "StatefulSet", "ta")["spec"].update(
             updateStrategy={"type": "RollingUpdate"}
