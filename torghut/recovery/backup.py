@@ -165,8 +165,11 @@ class Manifest:
 def round_set_id(now: datetime, interval_s: float) -> str:
     """The set id of the backup round ``now`` falls in: every process of a cluster computes
     the same one (clocks in sync to well under the interval)."""
-    start = int(now.timestamp() // interval_s * interval_s)
-    return datetime.fromtimestamp(start, UTC).strftime(_SET_ID_FORMAT)
+    return _set_id_at(now.timestamp() // interval_s * interval_s)
+
+
+def _set_id_at(timestamp: float) -> str:
+    return datetime.fromtimestamp(round(timestamp, 6), UTC).strftime(_SET_ID_FORMAT)
 
 
 def backup_once(
@@ -198,16 +201,24 @@ def backup_once(
         _check_round_is_new(store, set_id)
     barrier = _Barrier(store, set_id, member, generation, barrier_timeout_s)
     infos = inspect_partitions(parts)
+    counts = {i.part_count for i in infos.values()}
+    if len(counts) != 1:
+        raise BackupError(f"{recovery_dir}: partitions disagree on the partition count")
+    part_count = counts.pop()
+    if sorted(parts) != member.partitions(part_count):
+        raise BackupError(
+            f"{recovery_dir} holds partitions {sorted(parts)} of {part_count}, but {member} "
+            f"holds {member.partitions(part_count)}: back up a directory that holds them all"
+        )
     known = [i.newest_ex for i in infos.values() if i.newest_ex is not None]
     ex_num = barrier.newest_execution(max(known, default=None))
     progress = {i for i, info in infos.items() if ex_num is not None and ex_num in info.front_exs}
     copies: list[PartitionCopy] = []
-    counts: set[int] = set()
     with tempfile.TemporaryDirectory(prefix="torghut-backup-") as tmp:
 
         def upload(indices: list[int]) -> None:
             pairs = [(parts[i], Path(tmp) / parts[i].name) for i in indices]
-            counts.update(copy_partitions(pairs))
+            copy_partitions(pairs)
             for index, (src, copy) in zip(indices, pairs, strict=True):
                 store.upload(f"{set_id}/{src.name}", copy)
                 digest = _sha256(copy)
@@ -218,14 +229,6 @@ def backup_once(
         upload(sorted(progress))
         barrier.progress_uploaded()  # no state copy anywhere before every progress copy
         upload(sorted(set(parts) - progress))
-    if len(counts) != 1:
-        raise BackupError(f"{recovery_dir}: partitions disagree on the partition count")
-    part_count = counts.pop()
-    if sorted(parts) != member.partitions(part_count):
-        raise BackupError(
-            f"{recovery_dir} holds partitions {sorted(parts)} of {part_count}, but {member} "
-            f"holds {member.partitions(part_count)}: back up a directory that holds them all"
-        )
     all_copies = barrier.share_copies(copies)
     if member.index == 0:
         ordered = sorted(all_copies, key=lambda c: (not c.progress, c.index))
@@ -426,12 +429,14 @@ def prepare_recovery(
                 "newest backup set)"
             )
         return RecoveryStart(start, None)
-    chosen = _agree_on_set(store, member, start)
+    chosen = _agree_on_set(store, member, start, start_timeout_s)
     manifest = restore_latest_if_empty(recovery_dir, store, partitions, member, chosen)
     return RecoveryStart(start, manifest.set_id if manifest else None)
 
 
-def _agree_on_set(store: BackupStore, member: ClusterMember, start: ClusterStart) -> str | None:
+def _agree_on_set(
+    store: BackupStore, member: ClusterMember, start: ClusterStart, timeout_s: float
+) -> str | None:
     """The set every process of a cluster restores: process 0 picks the newest complete one
     whose files are all present; the others read its choice. A single process picks alone."""
     if member.count == 1:
@@ -443,7 +448,7 @@ def _agree_on_set(store: BackupStore, member: ClusterMember, start: ClusterStart
         )
         store.write(key, json.dumps({"gen": start.generation, "set_id": choice}).encode())
         return choice
-    (body,) = await_records(store, [key], start.generation, timeout_s=600.0)
+    (body,) = await_records(store, [key], start.generation, timeout_s)
     return None if body["set_id"] is None else str(body["set_id"])
 
 
@@ -675,6 +680,5 @@ class BackupLoop:
                 return
             # A round ends where the next begins: a process that missed it (slow, restarted)
             # gives up with the others and every process meets again at the next round.
-            started = datetime.fromtimestamp(next_round, UTC)
             left = next_round + self.interval_s - time.time()
-            self.backup_now(round_set_id(started, self.interval_s), max(left, 0.5))
+            self.backup_now(_set_id_at(next_round), max(left, 0.5))
