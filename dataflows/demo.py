@@ -31,7 +31,7 @@ from bytewax.testing import run_main
 
 from api.app import create_app
 from dataflows.local import LocalFlow, build_local_flow
-from dataflows.startup import migrated_clickhouse
+from dataflows.startup import migrate_clickhouse
 from dataflows.trading import TradingRuntime, exit_stopped, install_stop_handlers
 from torghut.clickhouse import Client, connect
 from torghut.config import Settings, SettingsError, load_settings
@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     with market.run_in_thread() as ws_url:
         _configure_for_demo(settings, ws_url, symbols)
         ch_settings = settings.clickhouse
-        with migrated_clickhouse(ch_settings):
-            pass
+        migrate_clickhouse(ch_settings)
 
         def ch_client() -> Client:
             return connect(ch_settings)

@@ -1,8 +1,7 @@
 """What a dataflow process does before its flow runs: storage migrated, run arguments read.
 
-* :func:`migrated_clickhouse`: the one "connect → migrate" of every flow that touches
-  ClickHouse (TA, trading, the demo); the client stays open for start-up reads (the TTL check
-  of a backfill) and is closed after. The trading store (Postgres/SQLite) migrates itself when
+* :func:`migrate_clickhouse`: the one "connect → migrate" of every flow that touches
+  ClickHouse (TA, trading, the demo). The trading store (Postgres/SQLite) migrates itself when
   :class:`trading.store.TradingStore` opens it.
 * :func:`bytewax_run_args`: the recovery directory and cluster position ``python -m
   bytewax.run`` was started with, read the way ``bytewax.run`` reads them (flags, then its
@@ -13,32 +12,30 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from torghut.clickhouse import Client, connect, migrate
+from torghut.clickhouse import connect, migrate
 from torghut.config import ClickHouseSettings
 from torghut.logs import get_logger
 from torghut.recovery import SOLO, ClusterMember
 
-__all__ = ["BytewaxRun", "bytewax_run_args", "migrated_clickhouse"]
+__all__ = ["BytewaxRun", "bytewax_run_args", "migrate_clickhouse"]
 
 log = get_logger("dataflows.startup")
 
 
-@contextmanager
-def migrated_clickhouse(settings: ClickHouseSettings) -> Iterator[Client]:
-    """A ClickHouse client with every pending migration applied; closed on leaving."""
+def migrate_clickhouse(settings: ClickHouseSettings) -> list[str]:
+    """Connect, apply every pending migration, close; the labels applied (logged)."""
     client = connect(settings)
     try:
         applied = migrate(client, settings)
-        if applied:
-            log.info("clickhouse_migrated", applied=applied)
-        yield client
     finally:
         client.close()
+    if applied:
+        log.info("clickhouse_migrated", applied=applied)
+    return applied
 
 
 @dataclass(frozen=True)

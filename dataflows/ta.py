@@ -66,7 +66,7 @@ from typing import Any, TypeVar
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from dataflows.startup import bytewax_run_args, migrated_clickhouse
+from dataflows.startup import bytewax_run_args, migrate_clickhouse
 from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink, row_or_mark
 from operators.graceful_stop import GracefulStop, stoppable
 from operators.indicators import ta_pipeline
@@ -219,13 +219,16 @@ def _each(fn: Callable[[X], Y]) -> Callable[[list[X]], list[Y]]:
 def _prepare(settings: Settings, progress: TaProgress) -> TtlGuard | None:
     """Start-up side effects: ClickHouse migrations, the cluster's start, recovery restore and
     backup loop. Returns the TTL guard of a backfill (``TA_EXIT_AT_END``)."""
-    with migrated_clickhouse(settings.clickhouse) as client:
-        guard = None
-        if settings.ta.exit_at_end:
-            ttls = table_ttls(
-                client, settings.clickhouse.database, (MICROBARS_TABLE, SIGNALS_TABLE)
-            )
-            guard = TtlGuard(ttls, datetime.now(UTC))
+    ch = settings.clickhouse
+    migrate_clickhouse(ch)
+    guard = None
+    if settings.ta.exit_at_end:
+        client = connect(ch)
+        try:
+            ttls = table_ttls(client, ch.database, (MICROBARS_TABLE, SIGNALS_TABLE))
+        finally:
+            client.close()
+        guard = TtlGuard(ttls, datetime.now(UTC))
     run = bytewax_run_args(sys.argv, os.environ)
     if run is None:
         return guard

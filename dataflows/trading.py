@@ -54,7 +54,7 @@ from alpaca.trading.stream import TradingStream
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from dataflows.startup import migrated_clickhouse
+from dataflows.startup import migrate_clickhouse
 from operators.trading_source import SignalItem, TradingSignalSource
 from torghut.clickhouse import Client, connect
 from torghut.config import Settings, load_settings
@@ -475,8 +475,7 @@ def _main() -> Dataflow:
     stop = threading.Event()
     install_stop_handlers(stop, settings.trading.stop_grace_s)
     ch = settings.clickhouse
-    with migrated_clickhouse(ch):
-        pass
+    migrate_clickhouse(ch)
     runtime = TradingRuntime.open(settings)
     runtime.start()
     log.info("trading_flow_ready", started_at=datetime.now(UTC).isoformat())
