@@ -14,6 +14,7 @@ process; their ``FINAL`` rows are read afterwards by a subprocess each and put t
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 from collections.abc import Callable
@@ -202,8 +203,15 @@ def test_two_processes_equal_one_and_survive_a_kill_restored_from_s3(
         shutil.rmtree(tmp_path / "crash" / f"rec-{i}")
     crash.start_all("resumed.log", TA_EXIT_AT_END="true")
     crash.wait_all()
+    restored = set()
     for run in crash.runs:
-        assert '"restored_from_backup": true' in run.tail(500_000), run.tail()
+        found = re.search(
+            r'"restored_from_backup": true, "backup_set": "([^"]+)"', run.tail(500_000)
+        )
+        assert found, run.tail()
+        restored.add(found[1])
+    assert len(restored) == 1, f"the processes restored different sets: {restored}"
+    assert restored <= {m["set_id"] for m in manifests}
 
     # --- reference (1 process) and an uninterrupted 2-process backfill of the same input ----
     _, ref_env = env("ref", exit_at_end=True)
