@@ -8,6 +8,7 @@ multi-process flow is ``tests/ta/test_cluster.py``.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -128,6 +129,19 @@ def test_a_process_started_alone_fails_loudly_and_its_peer_exits(tmp_path: Path)
     why = watch.check()
     assert why is not None
     assert "process 1 started again" in why
+
+    # running, the watch of process 0 ends it (in production: exit 75, restart by the
+    # supervisor) once it sees that start
+    ended = threading.Event()
+    reasons: list[str] = []
+
+    def on_restart(why: str) -> None:
+        reasons.append(why)
+        ended.set()
+
+    ClusterWatch(store, TWO[0], first[0], interval_s=0.02, on_restart=on_restart).start()
+    assert ended.wait(20), "the watch did not notice process 1's own start"
+    assert "process 1 started again" in reasons[0]
 
     # the whole cluster starting again meets as one new generation
     again = _together(*(lambda m=m: join_cluster(store, m, "empty", 20, 0.02) for m in TWO))
