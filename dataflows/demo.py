@@ -31,8 +31,9 @@ from bytewax.testing import run_main
 
 from api.app import create_app
 from dataflows.local import LocalFlow, build_local_flow
+from dataflows.startup import migrate_clickhouse
 from dataflows.trading import TradingRuntime, exit_stopped, install_stop_handlers
-from torghut.clickhouse import Client, connect, migrate
+from torghut.clickhouse import Client, connect
 from torghut.config import Settings, SettingsError, load_settings
 from torghut.logs import configure_logging, get_logger
 from torghut.redact import mask_dsn
@@ -71,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     with market.run_in_thread() as ws_url:
         _configure_for_demo(settings, ws_url, symbols)
         ch_settings = settings.clickhouse
-        bootstrap = connect(ch_settings)
-        try:
-            migrate(bootstrap, ch_settings)
-        finally:
-            bootstrap.close()
+        migrate_clickhouse(ch_settings)
 
         def ch_client() -> Client:
             return connect(ch_settings)

@@ -5,7 +5,7 @@ Run it the Bytewax way (one process; the source holds the single Alpaca connecti
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 ALPACA_DATA_WS_URL=ws://127.0.0.1:8765/v2/iex \\
     python -m bytewax.run dataflows.ingest:flow
 
-Create the topics first (``python -m operators.kafka_topics``), so they get the retention and
+Create the topics first (``python -m torghut.kafka.topics``), so they get the retention and
 cleanup policies of ``infra/kafka/topics.toml`` rather than broker defaults.
 
 Wiring only: the steps live in :mod:`operators.market_events` (source, decode, dedup,

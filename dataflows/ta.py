@@ -26,17 +26,25 @@ Stopping: SIGINT (Ctrl-C) and SIGTERM end every input through EOF
 (:mod:`operators.graceful_stop`): open bars are published, sinks flush, a final snapshot is
 written and the process exits 0; a restart continues from exactly those offsets.
 
-Recovery and backups. Bytewax opens the recovery directory after importing this module, so the
-restore happens here, at import: when the process was started by ``bytewax.run`` with ``-r
-DIR`` (or ``BYTEWAX_RECOVERY_DIRECTORY``) and ``DIR`` holds no partitions, the newest complete
-backup set (S3 when ``RECOVERY_S3_BUCKET`` is set, else ``RECOVERY_BACKUP_DIR``) is restored
-into it; with no backup at all, ``RECOVERY_PARTITIONS`` empty partitions are created. A
-background loop then backs the directory up every ``RECOVERY_BACKUP_INTERVAL_S`` seconds (0 =
-off) with the safe procedure of :mod:`operators.recovery_backup`; pass ``-b`` at least twice
-that interval. Imported any other way (tests, ``bytewax.visualize``), the module touches
-neither the directory nor the store. One recovery directory holds all partitions: run one process
-with ``-w`` workers. Multi-process clusters (``-i/-a``) are not covered by this restore: every
-process would restore a whole set into its own directory (``shared/bytewax-notes.md`` §4.4).
+Recovery and backups. Bytewax opens the recovery directory after building the flow, so the
+directory is prepared while ``flow`` is built (on its first lookup, which ``bytewax.run`` does;
+importing the module opens nothing), by :func:`torghut.recovery.prepare_recovery`: when the
+process was started by ``bytewax.run`` with ``-r DIR`` (or ``BYTEWAX_RECOVERY_DIRECTORY``) and
+``DIR`` holds no partitions, the newest complete backup set (S3 when ``RECOVERY_S3_BUCKET`` is
+set, else ``RECOVERY_BACKUP_DIR``) is restored into it; with no backup at all,
+``RECOVERY_PARTITIONS`` empty partitions are created. A background loop then backs the
+directory up every ``RECOVERY_BACKUP_INTERVAL_S`` seconds (0 = off) with the safe procedure of
+:mod:`torghut.recovery.backup`; pass ``-b`` at least twice that interval.
+
+Scale-out: N processes (``-i I -a "h0:p;h1:p;…"``, ``-w`` workers each, or a StatefulSet
+through ``BYTEWAX_POD_NAME``/``BYTEWAX_HOSTFILE_PATH``) over partitioned input topics. Each
+process has its own recovery directory holding the partitions ``p % N == I`` (so
+``RECOVERY_PARTITIONS >= N``) and its own backup loop; the loops write one set together, and an
+empty disk restores its share of one set. **A cluster restarts as a whole**: at start every
+process waits for all the others (:mod:`torghut.recovery.cluster`, through the backup store),
+so a process restarted alone stops with an error after ``RECOVERY_CLUSTER_START_TIMEOUT_S``
+instead of hanging, a mix of empty and resumed directories is refused, and a running process
+whose peer was restarted exits (code 75) so that the supervisor restarts it too.
 
 Outputs are at-least-once (a resume replays the last epoch) and deterministic given the input,
 so replays rewrite identical rows; ClickHouse ``ReplacingMergeTree`` + ``FINAL`` collapses
@@ -50,20 +58,19 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from dataflows.startup import BytewaxRun, bytewax_run_args, migrate_clickhouse
 from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink, row_or_mark
 from operators.graceful_stop import GracefulStop, stoppable
 from operators.indicators import ta_pipeline
 from operators.kafka_io import KafkaSink, encode_dead_letter, encode_keyed
 from operators.kafka_source import KafkaBatchSource, consumer_config
-from operators.recovery_backup import BackupLoop, restore_latest_if_empty, store_from_settings
 from operators.ta_status import TaProgress, TaStatusSource
 from torghut.clickhouse import (
     MICROBAR_COLUMNS,
@@ -72,40 +79,30 @@ from torghut.clickhouse import (
     SIGNALS_TABLE,
     connect,
     microbar_row,
-    migrate,
     signal_row,
 )
 from torghut.clickhouse.ttl import TtlGuard, oldest_envelope_time, table_ttls
 from torghut.config import Settings, load_settings
 from torghut.gc_policy import tune_for_streaming
 from torghut.logs import configure_logging, get_logger
-from torghut.observability.metrics import (
-    serve_dataflow_metrics,
-    snapshot_interval_s,
-    watch_checkpoints,
-)
+from torghut.observability.metrics import serve_dataflow_metrics, watch_checkpoints
 from torghut.observability.tracing import configure_tracing
+from torghut.recovery import (
+    BackupError,
+    BackupLoop,
+    ClusterStartError,
+    ClusterWatch,
+    join_cluster,
+    prepare_recovery,
+    store_from_settings,
+)
 
-__all__ = ["build_flow", "flow", "recovery_directory"]
+__all__ = ["build_flow"]
 
 FLOW_ID = "ta"
 X = TypeVar("X")
 Y = TypeVar("Y")
 log = get_logger("dataflows.ta")
-
-
-def recovery_directory(argv: Sequence[str], environ: dict[str, str]) -> Path | None:
-    """The ``-r`` directory ``bytewax.run`` will open, or None when not started by it."""
-    if not argv or not argv[0].replace("\\", "/").endswith("bytewax/run.py"):
-        return None
-    args = list(argv[1:])
-    for i, arg in enumerate(args):
-        if arg in ("-r", "--recovery-directory") and i + 1 < len(args):
-            return Path(args[i + 1])
-        if arg.startswith("--recovery-directory="):
-            return Path(arg.split("=", 1)[1])
-    env = environ.get("BYTEWAX_RECOVERY_DIRECTORY")
-    return Path(env) if env else None
 
 
 def build_flow(
@@ -220,37 +217,68 @@ def _each(fn: Callable[[X], Y]) -> Callable[[list[X]], list[Y]]:
 
 
 def _prepare(settings: Settings, progress: TaProgress) -> TtlGuard | None:
-    """Start-up side effects: ClickHouse migrations, recovery restore and backup loop.
-
-    Returns the TTL guard of a backfill (``TA_EXIT_AT_END``), read after the migrations.
-    """
-    client = connect(settings.clickhouse)
-    try:
-        applied = migrate(client, settings.clickhouse)
-        guard = None
-        if settings.ta.exit_at_end:
-            ttls = table_ttls(
-                client, settings.clickhouse.database, (MICROBARS_TABLE, SIGNALS_TABLE)
-            )
-            guard = TtlGuard(ttls, datetime.now(UTC))
-    finally:
-        client.close()
-    if applied:
-        log.info("clickhouse_migrated", applied=applied)
-    directory = recovery_directory(sys.argv, dict(os.environ))
-    if directory is None:
+    """Start-up side effects: ClickHouse migrations, the cluster's start, recovery restore and
+    backup loop. Returns the TTL guard of a backfill (``TA_EXIT_AT_END``)."""
+    ch = settings.clickhouse
+    migrate_clickhouse(ch)
+    guard = None
+    if settings.ta.exit_at_end:
+        client = connect(ch)
+        try:
+            ttls = table_ttls(client, ch.database, (MICROBARS_TABLE, SIGNALS_TABLE))
+        finally:
+            client.close()
+        guard = TtlGuard(ttls, datetime.now(UTC))
+    run = bytewax_run_args(sys.argv, os.environ)
+    if run is None:
         return guard
+    try:
+        _prepare_recovery(settings, progress, run)
+    except (ClusterStartError, BackupError) as exc:
+        log.error("ta_start_refused", error=str(exc))
+        raise SystemExit(f"dataflows.ta: {exc}") from None
+    return guard
+
+
+def _prepare_recovery(settings: Settings, progress: TaProgress, run: BytewaxRun) -> None:
+    """Meet the other processes, make the recovery directory ready, start the backup loop
+    and the watch that ends this process when a peer restarts alone."""
     rec = settings.recovery
+    directory, member, gc_delay_s = run.recovery_dir, run.member, run.backup_interval_s
     store = store_from_settings(rec, FLOW_ID)
-    restored = restore_latest_if_empty(directory, store, rec.partitions)
-    log.info("recovery_ready", dir=str(directory), restored_from_backup=restored)
-    interval = snapshot_interval_s(sys.argv, os.environ) or rec.snapshot_interval_s
-    watch_checkpoints(directory, interval)
+    if directory is None:  # no recovery: the processes still start together, or not at all
+        start = join_cluster(store, member, "empty", rec.cluster_start_timeout_s)
+        ClusterWatch(store, member, start).start()
+        return
+    ready = prepare_recovery(
+        directory,
+        store,
+        rec.partitions,
+        member=member,
+        start_timeout_s=rec.cluster_start_timeout_s,
+    )
+    log.info(
+        "recovery_ready",
+        dir=str(directory),
+        restored_from_backup=ready.restored is not None,
+        backup_set=ready.restored,
+        process=member.index,
+        processes=member.count,
+    )
+    watch_checkpoints(directory, run.snapshot_interval_s or rec.snapshot_interval_s)
     if rec.backup_interval_s > 0:
-        loop = BackupLoop(directory, store, rec.backup_interval_s, rec.keep_sets)
+        loop = BackupLoop(
+            directory,
+            store,
+            rec.backup_interval_s,
+            rec.keep_sets,
+            gc_delay_s,
+            member=member,
+            generation=ready.cluster.generation,
+        )
         loop.start()
         progress.last_backup_at = lambda: loop.last_backup_at
-    return guard
+    ClusterWatch(store, member, ready.cluster).start()
 
 
 def _main() -> Dataflow:
@@ -267,4 +295,11 @@ def _main() -> Dataflow:
     return dataflow
 
 
-flow = _main()
+def __getattr__(name: str) -> Dataflow:
+    """``flow`` (what ``bytewax.run dataflows.ta:flow`` looks up) is built on first access:
+    importing this module connects to nothing and restores nothing."""
+    if name == "flow":
+        built = _main()
+        globals()["flow"] = built
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -54,8 +54,9 @@ from alpaca.trading.stream import TradingStream
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from dataflows.startup import migrate_clickhouse
 from operators.trading_source import SignalItem, TradingSignalSource
-from torghut.clickhouse import Client, connect, migrate
+from torghut.clickhouse import Client, connect
 from torghut.config import Settings, load_settings
 from torghut.logs import configure_logging, get_logger
 from torghut.observability.metrics import serve_dataflow_metrics
@@ -476,11 +477,7 @@ def _main() -> Dataflow:
     stop = threading.Event()
     install_stop_handlers(stop, settings.trading.stop_grace_s)
     ch = settings.clickhouse
-    client = connect(ch)
-    try:
-        migrate(client, ch)
-    finally:
-        client.close()
+    migrate_clickhouse(ch)
     runtime = TradingRuntime.open(settings)
     runtime.start()
     log.info("trading_flow_ready", started_at=datetime.now(UTC).isoformat())

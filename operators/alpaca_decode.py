@@ -25,7 +25,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
 
-from torghut.dead_letters import DeadLetter
+from torghut.dead_letters import DeadLetter, dead_letter
 from torghut.events import Bar, Envelope, Quote, Trade, TradingStatus, Window
 
 __all__ = [
@@ -231,7 +231,6 @@ _BAR_KIND: Final[dict[type, Literal["bar", "updated_bar", "daily_bar"]]] = {
 }
 _ONE_MINUTE = timedelta(minutes=1)
 _ONE_DAY = timedelta(days=1)
-_ERROR_CHARS = 300
 
 
 class _Codec:
@@ -385,11 +384,4 @@ class FrameDecoder:
 def _dead(
     raw: bytes, frame: Frame, reason: str, exc: Exception, symbol: str | None = None
 ) -> DeadLetter:
-    return DeadLetter(
-        stage=STAGE,
-        reason=reason,
-        error=str(exc)[:_ERROR_CHARS],
-        raw=raw,
-        received_at=frame.received_at,
-        symbol=symbol,
-    )
+    return dead_letter(STAGE, reason, raw, str(exc), symbol=symbol, received_at=frame.received_at)

@@ -42,10 +42,10 @@ from operators.microbars import (
     us_to_dt,
     wall_micros,
 )
-from operators.quotes import QuoteChunk, dead_letter, quote_chunks, quote_of
+from operators.quotes import STAGE, QuoteChunk, quote_chunks, quote_of
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
-from torghut.dead_letters import DeadLetter
+from torghut.dead_letters import DeadLetter, dead_letter
 from torghut.events import Bar, Envelope, Microbar, Quote, Signal, Window
 from torghut.ta.indicators import IndicatorEngine, InvalidBar
 from torghut.ta.instants import epoch_micros
@@ -136,7 +136,7 @@ def alpaca_minute_bars(
             except (msgspec.DecodeError, TypeError) as exc:
                 progress.add_dead_letters("invalid_message")
                 raw = v if isinstance(v, bytes) else b""
-                out.append(dead_letter("invalid_message", None, raw, str(exc)))
+                out.append(dead_letter(STAGE, "invalid_message", raw, str(exc)))
                 continue
             b = env.payload
             if b.kind == "daily_bar":
@@ -308,7 +308,11 @@ class SignalLane:
             signal = self.engine.on_bar(end, env.payload)
         except InvalidBar as exc:
             progress.add_dead_letters("invalid_bar")
-            out.append(dead_letter("invalid_bar", env.symbol, msgspec.json.encode(env), str(exc)))
+            out.append(
+                dead_letter(
+                    STAGE, "invalid_bar", msgspec.json.encode(env), str(exc), symbol=env.symbol
+                )
+            )
             return
         if signal is None:
             return
@@ -535,7 +539,7 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
         except msgspec.DecodeError as exc:
             self._progress.add_dead_letters("invalid_quote")
             raw = entry if isinstance(entry, bytes) else b""
-            out.append(dead_letter("invalid_message", sym, raw, str(exc)))
+            out.append(dead_letter(STAGE, "invalid_message", raw, str(exc), symbol=sym))
             return
         for lane in self._quote_lanes_of(sym):
             lane.engine.on_quote_us(ts_us, quote)

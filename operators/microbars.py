@@ -72,7 +72,7 @@ from operators.kafka_source import PartitionBatch
 from operators.key_groups import ALL_GROUPS, KeyGroupProgress, key_group
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
-from torghut.dead_letters import DeadLetter
+from torghut.dead_letters import DeadLetter, dead_letter
 from torghut.events import Envelope, Microbar, Window
 from torghut.logs import get_logger
 from torghut.ta.microbars import (
@@ -272,7 +272,7 @@ def _ticks(wires: list[_TradeWire], values: list[Any]) -> tuple[list[Tick], list
         if ts is None:
             raw = values[i] if isinstance(values[i], bytes) else b""
             error = f"not an RFC 3339 timestamp with a time zone: {w.event_ts[:64]!r}"
-            dead.append(DeadLetter(_STAGE, "invalid_message", error, raw, datetime.now(UTC)))
+            dead.append(dead_letter(_STAGE, "invalid_message", raw, error))
             continue
         p = w.payload
         price, size = p.price, p.size
@@ -316,13 +316,13 @@ def _decode_each(values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:
     now = datetime.now(UTC)
     for v in values:
         if not isinstance(v, bytes):
-            dead.append(DeadLetter(_STAGE, "invalid_message", "empty or non-bytes value", b"", now))
+            dead.append(dead_letter(_STAGE, "invalid_message", b"", "empty or non-bytes value"))
             continue
         try:
             wires.append(TRADE_WIRE.decode(v))
             kept.append(v)
         except msgspec.DecodeError as exc:
-            dead.append(DeadLetter(_STAGE, "invalid_message", str(exc)[:300], v, now))
+            dead.append(dead_letter(_STAGE, "invalid_message", v, str(exc), received_at=now))
     ticks, bad_ts = _ticks(wires, kept)
     return ticks, dead + bad_ts
 
@@ -474,13 +474,13 @@ def _preaggregate_part(
             _count_dead(progress, r.reason, 1)
             t = r.tick
             out.append(
-                DeadLetter(
+                dead_letter(
                     _STAGE,
                     r.reason,
-                    f"price={t.price!r} size={t.size!r}",
                     msgspec.json.encode(t._asdict()),
-                    now,
+                    f"price={t.price!r} size={t.size!r}",
                     symbol=t.symbol,
+                    received_at=now,
                 )
             )
     return out
@@ -494,13 +494,12 @@ def _count_dead(progress: TaProgress, reason: str, n: int) -> None:
 
 def _dead_letter_of(d: object) -> DeadLetter:
     assert isinstance(d, DeadTrades)
-    return DeadLetter(
+    return dead_letter(
         _STAGE,
         d.reason,
+        msgspec.json.encode(d._asdict()),
         f"{d.trades} trade(s) of the bar ending {us_to_dt(d.end_us).isoformat()} arrived "
         "after the correction horizon",
-        msgspec.json.encode(d._asdict()),
-        datetime.now(UTC),
         symbol=d.symbol,
     )
 

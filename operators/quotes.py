@@ -27,7 +27,7 @@ one quote at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from operator import attrgetter
 from typing import Any, NamedTuple, TypeGuard
 
@@ -40,22 +40,23 @@ from operators.key_groups import ALL_GROUPS, KEY_GROUPS_SEEN, key_group
 from operators.microbars import by_partition, rfc3339_micros_many
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
-from torghut.dead_letters import DeadLetter
+from torghut.dead_letters import DeadLetter, dead_letter
 from torghut.events import Envelope, Quote
 from torghut.ta.instants import epoch_micros
 
 __all__ = [
     "QUOTE_WIRE",
+    "STAGE",
     "QuoteChunk",
     "QuoteStreams",
     "chunks_of",
-    "dead_letter",
     "quote_chunks",
     "quote_of",
     "reduce_quotes",
 ]
 
-_STAGE = "ta_indicators"
+STAGE = "ta_indicators"
+"""The stage named in the dead letters of the indicator steps (quotes are read for them)."""
 _US = 1_000_000
 
 
@@ -217,10 +218,10 @@ def _latest_each(
     for (sym, ts_raw, payload), ts_us in zip(triples, stamps, strict=True):
         if ts_us is None:
             error = f"not an RFC 3339 timestamp with a time zone: {str(ts_raw)[:64]!r}"
-            dead.append(dead_letter("invalid_message", sym, _raw(payload), error))
+            dead.append(dead_letter(STAGE, "invalid_message", _raw(payload), error, symbol=sym))
             continue
         if allow is not None and sym not in allow:
-            dead.append(dead_letter("unknown_symbol", sym, _raw(payload)))
+            dead.append(dead_letter(STAGE, "unknown_symbol", _raw(payload), symbol=sym))
             continue
         bucket = -(-ts_us // _US)
         per = latest.get(sym)
@@ -257,7 +258,7 @@ def _decode(values: list[Any]) -> tuple[list[_QuoteWire], list[bytes], list[Dead
             kept.append(v)
         except (msgspec.DecodeError, TypeError) as exc:
             raw = v if isinstance(v, bytes) else b""
-            dead.append(dead_letter("invalid_message", None, raw, str(exc)))
+            dead.append(dead_letter(STAGE, "invalid_message", raw, str(exc)))
     return wires, kept, dead
 
 
@@ -275,8 +276,3 @@ def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
 
 def _raw(entry: Any) -> bytes:
     return entry if isinstance(entry, bytes) else msgspec.json.encode(entry)
-
-
-def dead_letter(reason: str, symbol: str | None, raw: bytes, error: str = "") -> DeadLetter:
-    """A dead letter of the indicator stage (quotes are read for the indicators)."""
-    return DeadLetter(_STAGE, reason, error[:300] or reason, raw, datetime.now(UTC), symbol=symbol)

@@ -272,6 +272,9 @@ class RecoverySettings(_Section):
     snapshot_interval_s: int = Field(default=5, ge=1)
     backup_interval_s: int = Field(default=60, ge=0)
     keep_sets: int = Field(default=5, ge=1)
+    cluster_start_timeout_s: float = Field(default=120.0, gt=0)
+    """How long the processes of a TA cluster wait for each other at start before a process
+    started alone gives up (:mod:`torghut.recovery.cluster`)."""
     s3_bucket: str = ""
     s3_prefix: str = "torghut/recovery"
     s3_endpoint_url: str | None = None

@@ -488,6 +488,27 @@ def _ta_cluster(objects: Sequence[Obj]) -> Iterator[Problem]:
         for c in containers(sts, init=False):
             if "bytewax.run" in argv(c):
                 yield from _bytewax_sts(sts, c, services)
+                yield from _recovery_partitions(sts, c, objects)
+
+
+def _recovery_partitions(sts: Obj, container: Obj, objects: Sequence[Obj]) -> Iterator[Problem]:
+    """Process ``i`` of a TA cluster holds the recovery partitions ``p % replicas == i``
+    (``torghut/recovery/cluster.py``): every process needs at least one."""
+    names = {(ref.get("configMapRef") or {}).get("name") for ref in container.get("envFrom") or []}
+    data: dict[str, Any] = {}
+    for cm in objects:
+        if cm.get("kind") == "ConfigMap" and (cm.get("metadata") or {}).get("name") in names:
+            data.update(cm.get("data") or {})
+    default = config.RecoverySettings.model_fields["partitions"].default
+    partitions = int(data.get("RECOVERY_PARTITIONS", default))
+    replicas = int((sts.get("spec") or {}).get("replicas", 1))
+    if partitions < replicas:
+        yield Problem(
+            "ta-cluster",
+            where(sts),
+            f"RECOVERY_PARTITIONS={partitions} is fewer than its {replicas} replicas: every "
+            "TA process holds at least one recovery partition",
+        )
 
 
 def _bytewax_sts(

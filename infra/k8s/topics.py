@@ -1,7 +1,7 @@
 """Strimzi ``KafkaTopic`` resources generated from ``infra/kafka/topics.toml``.
 
 Why generated: the TOML file is the single source of truth for topics (the local applier
-``python -m operators.kafka_topics`` reads it with :func:`operators.kafka_topics.load_spec`, and so
+``python -m torghut.kafka.topics`` reads it with :func:`torghut.kafka.topics.load_spec`, and so
 does this module); on Kubernetes the Strimzi Topic Operator converges the same specs. The output
 is committed as ``infra/k8s/base/kafka-topics.yaml`` and a test fails when it drifts::
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from operators.kafka_topics import SPEC_PATH, TopicSpec, load_spec
+from torghut.kafka.topics import SPEC_PATH, TopicSpec, load_spec
 
 __all__ = ["HEADER", "kafka_topic", "main", "render"]
 

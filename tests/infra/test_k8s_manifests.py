@@ -19,7 +19,7 @@ import pytest
 
 from infra.k8s import check as k8s
 from infra.k8s.topics import render as render_topics
-from operators.kafka_topics import load_spec
+from torghut.kafka.topics import load_spec
 
 Obj = dict[str, Any]
 Mutation = Callable[[list[Obj]], None]
@@ -204,6 +204,11 @@ VIOLATIONS: dict[str, tuple[Mutation, str, str]] = {
         lambda o: component(o, "StatefulSet", "ta")["spec"].update(replicas=3),
         "ta-cluster",
         "with 3 replicas",
+    ),
+    "TA with fewer recovery partitions than processes": (
+        lambda o: settings_map(o).update(RECOVERY_PARTITIONS="1"),
+        "ta-cluster",
+        "RECOVERY_PARTITIONS=1 is fewer than its 2 replicas",
     ),
     "TA rolled pod by pod": (
         lambda o: component(o, "StatefulSet", "ta")["spec"].update(

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from operators.kafka_topics import TopicSpec, apply_topics, load_spec, main
 from tests.helpers import wait_until
 from torghut.config import KafkaSettings
+from torghut.kafka.topics import TopicSpec, apply_topics, load_spec, main
 
 
 def test_spec_names_every_topic_with_the_right_cleanup_policy() -> None:

@@ -94,7 +94,7 @@ def test_the_checker_rejects_what_does_not_exist() -> None:
     wrong = {
         "python -m trading.nothing status": "no module trading.nothing",
         "python -m trading.controls explode --reason x": "'explode'",
-        "python -m operators.recovery_backup list --flows ta": "'--flows'",
+        "python -m torghut.recovery list --flows ta": "'--flows'",
         "python -m bytewax.run dataflows.nothing:flow": "no module dataflows.nothing",
         "make deploy-everything": "no make target",
         "curl -s http://torghut-api.x.svc/trading/nothing": "not a route",

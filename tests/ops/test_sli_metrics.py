@@ -34,7 +34,6 @@ from torghut.observability.metrics import (
     BarLatency,
     insert_error_class,
     serve_dataflow_metrics,
-    snapshot_interval_s,
     watch_checkpoints,
 )
 
@@ -154,14 +153,6 @@ def test_checkpoint_age_follows_the_recovery_partitions(tmp_path: Path) -> None:
     run_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(directory)))
     assert out == [1, 2, 3]
     assert sample("torghut_recovery_last_checkpoint_timestamp_seconds") > created
-
-
-def test_snapshot_interval_comes_from_the_bytewax_run_arguments() -> None:
-    run = "/venv/lib/python3.11/site-packages/bytewax/run.py"
-    assert snapshot_interval_s([run, "dataflows.ta:flow", "-r", "d", "-s", "5"], {}) == 5
-    assert snapshot_interval_s([run, "x:flow", "--snapshot-interval=2.5"], {}) == 2.5
-    assert snapshot_interval_s([run, "x:flow"], {"BYTEWAX_SNAPSHOT_INTERVAL": "7"}) == 7
-    assert snapshot_interval_s([run, "x:flow"], {}) is None
 
 
 def test_metrics_port_turns_on_the_bytewax_endpoint(tmp_path: Path) -> None:

@@ -377,17 +377,17 @@ def test_no_planted_secret_in_any_output(
         ),
         ch_cli := run("clickhouse-migrate", _py("-m", "torghut.clickhouse"), CH_DSN=ch_closed),
         topics := run(
-            "kafka-topics", _py("-m", "operators.kafka_topics", "--timeout", "3"), **kafka_closed
+            "kafka-topics", _py("-m", "torghut.kafka.topics", "--timeout", "3"), **kafka_closed
         ),
         s3_wrong := run(
             "backup-wrong-secret",
-            _py("-m", "operators.recovery_backup", "list"),
+            _py("-m", "torghut.recovery", "list"),
             RECOVERY_S3_ENDPOINT_URL=s3_settings.endpoint_url,
             **s3,
         ),
         s3_closed := run(
             "backup-closed-port",
-            _py("-m", "operators.recovery_backup", "list"),
+            _py("-m", "torghut.recovery", "list"),
             RECOVERY_S3_ENDPOINT_URL=f"http://127.0.0.1:{closed}",
             **s3,
         ),

@@ -17,10 +17,10 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import SSLError
 
-from operators.recovery_backup import S3Store, store_from_settings
 from tests.infra.services import InfraConfig, free_ports, listening_ports, start, stop
 from tests.security.pki import Pki
 from torghut.config import RecoverySettings, load_section
+from torghut.recovery import S3Store, store_from_settings
 
 ACCESS_KEY = "tls-access"
 SECRET_KEY = "tls-secret-9dK"  # a throw-away credential of the test server

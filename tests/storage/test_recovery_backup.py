@@ -17,7 +17,9 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSink, run_main
 
-from operators.recovery_backup import (
+from tests.helpers import wait_until
+from tests.storage.paced import PacedSource
+from torghut.recovery import (
     MANIFEST,
     BackupError,
     BackupLoop,
@@ -28,8 +30,6 @@ from operators.recovery_backup import (
     restore_latest,
     restore_latest_if_empty,
 )
-from tests.helpers import wait_until
-from tests.storage.paced import PacedSource
 
 REPO = Path(__file__).resolve().parents[2]
 N = 300
@@ -72,7 +72,7 @@ def _crashed_run(recovery_dir: Path, abort_at: int) -> list[tuple[str, tuple[int
     """Run the demo flow on fresh partitions until it aborts (like a crash) at ``abort_at``."""
     assert (
         restore_latest_if_empty(recovery_dir, LocalDirStore(recovery_dir.parent / "none"), 2)
-        is False
+        is None
     )
     out: list[tuple[str, tuple[int, int]]] = []
     flow = _flow(_source(abort_at), out)
@@ -91,7 +91,7 @@ def test_restore_from_s3_resumes_with_exact_state(tmp_path: Path, s3_store: S3St
     manifest = backup_once(tmp_path / "rec", s3_store, keep_sets=3)
 
     restored = tmp_path / "fresh"
-    assert restore_latest_if_empty(restored, s3_store, partitions=2) is True
+    assert restore_latest_if_empty(restored, s3_store, partitions=2) is not None
     assert sorted(p.name for p in restored.iterdir()) == ["part-0.sqlite3", "part-1.sqlite3"]
     second: list[tuple[str, tuple[int, int]]] = []
     run_main(
@@ -133,7 +133,7 @@ def test_backup_of_a_running_flow_resumes_exactly(tmp_path: Path, s3_store: S3St
     )
 
     restored = tmp_path / "restored"
-    assert restore_latest_if_empty(restored, s3_store, partitions=2) is True
+    assert restore_latest_if_empty(restored, s3_store, partitions=2) is not None
     second: list[tuple[str, tuple[int, int]]] = []
     run_main(
         _flow(_source(), second),
@@ -216,9 +216,9 @@ def test_keep_sets_prunes_the_oldest(tmp_path: Path, s3_store: S3Store) -> None:
 def test_restore_never_overwrites_and_empty_store_initialises(tmp_path: Path) -> None:
     store = LocalDirStore(tmp_path / "backups")
     rec = tmp_path / "rec"
-    assert restore_latest_if_empty(rec, store, partitions=3) is False  # nothing to restore
+    assert restore_latest_if_empty(rec, store, partitions=3) is None  # nothing to restore
     assert sorted(p.name for p in rec.iterdir()) == [f"part-{i}.sqlite3" for i in range(3)]
-    assert restore_latest_if_empty(rec, store, partitions=3) is False  # local partitions win
+    assert restore_latest_if_empty(rec, store, partitions=3) is None  # local partitions win
     backup_once(rec, store, keep_sets=2)
     with pytest.raises(BackupError, match="non-empty"):
         restore_latest(rec, store)
@@ -267,7 +267,7 @@ def test_cli_backup_list_restore(tmp_path: Path) -> None:
 
     def cli(*args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "operators.recovery_backup", *args],
+            [sys.executable, "-m", "torghut.recovery", *args],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         return done.stdout.strip()

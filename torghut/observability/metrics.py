@@ -64,7 +64,6 @@ __all__ = [
     "count_insert_failure",
     "insert_error_class",
     "serve_dataflow_metrics",
-    "snapshot_interval_s",
     "watch_checkpoints",
 ]
 
@@ -170,18 +169,6 @@ def watch_checkpoints(directory: Path, interval_s: float) -> None:
     """Export the age of this process's recovery checkpoints in ``directory`` (see above)."""
     SNAPSHOT_INTERVAL.set(interval_s)
     LAST_CHECKPOINT.set_function(lambda: _newest_write(directory))
-
-
-def snapshot_interval_s(argv: Sequence[str], environ: MutableMapping[str, str]) -> float | None:
-    """The ``-s`` snapshot interval ``bytewax.run`` was given (or its environment variable)."""
-    args = list(argv[1:])
-    for i, arg in enumerate(args):
-        if arg in ("-s", "--snapshot-interval") and i + 1 < len(args):
-            return float(args[i + 1])
-        if arg.startswith("--snapshot-interval="):
-            return float(arg.split("=", 1)[1])
-    env = environ.get("BYTEWAX_SNAPSHOT_INTERVAL")
-    return float(env) if env else None
 
 
 def _newest_write(directory: Path) -> float:

@@ -8,7 +8,7 @@ deletes a topic, never shrinks partitions (Kafka cannot) and leaves unlisted con
 
 Usage::
 
-    python -m operators.kafka_topics [--spec infra/kafka/topics.toml] [--bootstrap host:port]
+    python -m torghut.kafka.topics [--spec infra/kafka/topics.toml] [--bootstrap host:port]
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from torghut.logs import configure_logging, get_logger
 
 __all__ = ["SPEC_PATH", "ApplyReport", "TopicSpec", "apply_topics", "load_spec", "main"]
 
-SPEC_PATH = Path(__file__).resolve().parents[1] / "infra" / "kafka" / "topics.toml"
+SPEC_PATH = Path(__file__).resolve().parents[2] / "infra" / "kafka" / "topics.toml"
 _MIN_ISR = "min.insync.replicas"
 
-log = get_logger("kafka_topics")
+log = get_logger("torghut.kafka.topics")
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ def _wait(futures: dict[Any, Any], timeout: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Apply the spec to the cluster of ``KAFKA_BOOTSTRAP_SERVERS`` (or ``--bootstrap``)."""
-    parser = argparse.ArgumentParser(prog="python -m operators.kafka_topics", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m torghut.kafka.topics", description=__doc__)
     parser.add_argument("--spec", type=Path, default=SPEC_PATH)
     parser.add_argument("--bootstrap", help="override KAFKA_BOOTSTRAP_SERVERS")
     parser.add_argument("--timeout", type=float, default=30.0)
