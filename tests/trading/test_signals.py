@@ -18,8 +18,12 @@ from tests.trading.flow_fixtures import (
     insert_signals,
     prepare_signals,
 )
-from trading.ports import SignalCursor
-from trading.signals import ClickHouseSignalReader, UnknownSignalSchema, resolve_schema
+from trading.adapters.clickhouse_signals import (
+    ClickHouseSignalReader,
+    UnknownSignalSchema,
+    resolve_schema,
+)
+from trading.core.ports import SignalCursor
 
 T0 = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
 """Recent: ``ta_signals`` has a 14-day TTL that would drop older rows under the test."""

@@ -34,7 +34,7 @@ __all__ = [
     "check_transition",
 ]
 
-_log = get_logger("trading.orders")
+_log = get_logger("trading.core.orders")
 
 INVALID_TRANSITIONS = Counter(
     "torghut_order_invalid_transitions_total",

@@ -21,18 +21,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from trading.store.types import JSON_DOC, ExactDecimal, UtcDateTime
+from trading.adapters.store.types import JSON_DOC, ExactDecimal, UtcDateTime
 
 __all__ = [
     "Base",
     "ControlEventRow",
-    "DecisionStatus",
     "ExecutionRow",
     "LlmReviewRow",
     "OrderEventRow",
@@ -41,14 +39,6 @@ __all__ = [
     "TradeDecisionRow",
     "TradingHaltRow",
 ]
-
-
-class DecisionStatus(StrEnum):
-    VETOED = "vetoed"
-    REJECTED = "rejected"
-    PENDING_SUBMIT = "pending_submit"
-    SUBMITTED = "submitted"
-    SUBMIT_FAILED = "submit_failed"
 
 
 class Base(DeclarativeBase):
@@ -190,7 +180,7 @@ class PositionSnapshotRow(Base):
 class ControlEventRow(Base):
     """Append-only audit of every runtime control change: what, when, why and from where.
 
-    ``action`` is one of :class:`trading.store.controls.ControlAction`; ``origin`` one of
+    ``action`` is one of :class:`trading.adapters.store.controls.ControlAction`; ``origin`` one of
     ``api``/``cli``/``startup``/``automatic``. Commands the trading flow must carry out
     (``cancel_all``, ``flatten``) are written ``pending`` and completed by that flow
     (``done``/``failed`` with ``completed_at`` and ``result``); every other change is ``done``

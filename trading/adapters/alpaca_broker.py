@@ -1,42 +1,26 @@
-"""Execution: the alpaca-py ``Broker`` adapter and the executor that turns intents into orders.
+"""The alpaca-py broker adapter: :class:`~trading.core.ports.Broker` over ``TradingClient``.
 
-Why the executor is shaped this way (a crash between "the broker has the order" and "Postgres
-knows it" must never duplicate and must always converge):
-
-1. The decision and its order intent are committed *before* anything is sent (status
-   ``pending_submit``, ``client_order_id`` = decision hash; see :mod:`trading.pipeline`).
-2. :meth:`OrderExecutor.submit` sends it. A retry that meets Alpaca's 422 "client_order_id must
-   be unique" is answered by fetching the existing order (:meth:`AlpacaBroker.submit`), so the
-   broker's id uniqueness is the last line of defence and is never an error for us.
-3. The answer is persisted (:meth:`~trading.store.UnitOfWork.record_submission`, then the
-   order's current state through the order state machine).
-4. An intent still ``pending_submit`` after a restart (or after a transport fault) is resolved
-   by :meth:`OrderExecutor.resolve`: look the ``client_order_id`` up at the broker; if the broker
-   has it, record it; if not, submit it only while the decision is still fresh
-   (``RISK_MAX_SIGNAL_STALENESS_S``), otherwise mark it failed with ``expired: ...``.
-
-Nothing is sent while the process is stopping or trading is denied: :meth:`OrderExecutor.submit`
-checks the process-wide :data:`STOPPING` flag (set by the SIGINT/SIGTERM handler) and the
-executor's ``gate`` (the runtime kill switch and halts, :mod:`trading.controls`) right before
-every submit, so a signal or a kill switch that arrives while a decision is being adjudicated
-still stops its order. A gated intent is marked failed (``blocked: ...``) and never sent; an
-intent stopped by :data:`STOPPING` stays ``pending_submit`` for the next start to resolve.
+Why it is more than a pass-through: alpaca-py's errors become the port's
+(:class:`~trading.core.ports.BrokerRejected` with the HTTP status, or
+:class:`~trading.core.ports.BrokerUnavailable`), a retry that meets Alpaca's 422
+"client_order_id must be unique" is answered with the existing order (so the executor's
+crash-safety holds, :mod:`trading.core.executor`), quantities are sent exactly as stored, and
+every request has a timeout.
 
 Endpoint selection is :func:`client_target`, a pure function over
-:func:`trading.live_gates.trading_endpoint`: a live endpoint needs ``TRADING_MODE=live``,
+:func:`trading.core.live_gates.trading_endpoint`: a live endpoint needs ``TRADING_MODE=live``,
 ``TRADING_LIVE_ENABLED=true`` *and* ``ALPACA_LIVE_BASE_URL``; anything short of that is paper
-(``paper=True``) and, with no ``ALPACA_PAPER_BASE_URL``, the built-in broker simulator.
+(``paper=True``) and, with no ``ALPACA_PAPER_BASE_URL``, the built-in broker simulator
+(:func:`start_embedded_broker`).
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,73 +30,43 @@ from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
 from alpaca.trading.models import Order, Position, TradeAccount
 from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
-from prometheus_client import Counter
 from requests.adapters import HTTPAdapter
-from sqlalchemy.exc import IntegrityError
 
 from torghut.config import AlpacaSettings, TradingSettings
 from torghut.logs import get_logger
 from torghut.sim.broker import BrokerSimulator
 from torghut.sim.quotes import QuoteSource
-from trading.domain import OrderType
-from trading.live_gates import trading_endpoint
-from trading.orders import InvalidOrderTransition, OrderStatus, Transition
-from trading.ports import (
+from trading.core.domain import OrderType
+from trading.core.executor import SUBMITS
+from trading.core.live_gates import trading_endpoint
+from trading.core.orders import OrderStatus
+from trading.core.ports import (
     AccountSnapshot,
-    Broker,
     BrokerOrder,
+    BrokerRejected,
+    BrokerUnavailable,
     ClockSnapshot,
     OrderRequest,
     PositionSnapshot,
 )
-from trading.quantity import wire_qty
-from trading.store import StoredDecision, TradingStore
+from trading.core.quantity import wire_qty
 
 __all__ = [
-    "STOPPING",
     "AlpacaBroker",
-    "BrokerRejected",
-    "BrokerUnavailable",
     "ClientTarget",
-    "ExecutionOutcome",
-    "OrderExecutor",
-    "Outcome",
-    "TradingStopped",
-    "broker_status",
     "build_trading_client",
     "client_target",
     "start_embedded_broker",
     "stream_url_for",
+    "to_broker_order",
 ]
 
-_log = get_logger("trading.execution")
+_log = get_logger("trading.adapters.alpaca_broker")
 
-SUBMITS = Counter(
-    "torghut_trading_order_submits_total",
-    "Order submissions by result",
-    ["result"],
-)
 HTTP_TIMEOUT_S = 10.0
 """Per-request timeout of the broker client: a dropped response must not hang the flow."""
 RETRY_WAIT_S = 1
 """alpaca-py waits this long between its 429/504 retries (its default is 3 s)."""
-
-
-STOPPING = threading.Event()
-"""Process-wide: set once the process is stopping; from then on no order leaves it."""
-
-
-class TradingStopped(RuntimeError):
-    """Raised by the pipeline when :data:`STOPPING` cut a batch short: the flow must end as a
-    crash (no final snapshot), so a restart replays the decisions it did not handle."""
-
-
-class BrokerRejected(RuntimeError):
-    """The broker definitively refused the request (4xx other than a duplicate id)."""
-
-
-class BrokerUnavailable(RuntimeError):
-    """The broker could not be reached or failed (transport error, timeout, 5xx, 429)."""
 
 
 # --- endpoint selection ---------------------------------------------------------------------
@@ -205,7 +159,7 @@ def start_embedded_broker(
 
 
 class AlpacaBroker:
-    """``trading.ports.Broker`` over alpaca-py's ``TradingClient``."""
+    """``trading.core.ports.Broker`` over alpaca-py's ``TradingClient``."""
 
     def __init__(self, client: TradingClient) -> None:
         self.client = client
@@ -259,7 +213,7 @@ class AlpacaBroker:
         try:
             order = self._call(lambda: self.client.get_order_by_client_id(client_order_id))
         except BrokerRejected as exc:
-            if broker_status(exc) == 404:
+            if exc.status == 404:
                 return None
             raise
         return to_broker_order(order)
@@ -300,7 +254,7 @@ class AlpacaBroker:
             status = exc.status_code
             if status is None or status >= 500 or status == 429:
                 raise BrokerUnavailable(f"broker error {status}: {exc}") from exc
-            raise BrokerRejected(f"{status}: {exc}") from exc
+            raise BrokerRejected(f"{status}: {exc}", status=status) from exc
         except requests.RequestException as exc:
             raise BrokerUnavailable(f"broker unreachable: {exc}") from exc
 
@@ -347,12 +301,6 @@ def _aware(ts: datetime | None) -> datetime | None:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
-def broker_status(exc: BaseException) -> int | None:
-    """The HTTP status behind a :class:`BrokerRejected`/:class:`BrokerUnavailable` (if any)."""
-    cause = exc.__cause__
-    return cause.status_code if isinstance(cause, APIError) else None
-
-
 def _is_duplicate_id(exc: BrokerRejected) -> bool:
     cause = exc.__cause__
     if not isinstance(cause, APIError) or cause.status_code != 422:
@@ -362,139 +310,3 @@ def _is_duplicate_id(exc: BrokerRejected) -> bool:
     except (ValueError, AttributeError):
         message = str(cause)
     return "client_order_id must be unique" in message
-
-
-# --- the executor ---------------------------------------------------------------------------
-
-
-class Outcome(StrEnum):
-    SUBMITTED = "submitted"
-    ADOPTED = "adopted"
-    """The broker already had the order (crash or retry); recorded from its state."""
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    UNRESOLVED = "unresolved"
-    """Broker unreachable (or the process is stopping): the intent stays ``pending_submit`` and
-    is resolved later."""
-    BLOCKED = "blocked"
-    """Trading was denied between adjudication and submit (kill switch, halt): never sent."""
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutionOutcome:
-    decision_hash: str
-    outcome: Outcome
-    order: BrokerOrder | None = None
-    detail: str = ""
-
-
-class OrderExecutor:
-    """Sends order intents and records the broker's answers (see the module docstring)."""
-
-    def __init__(
-        self,
-        store: TradingStore,
-        broker: Broker,
-        *,
-        max_intent_age: timedelta,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        gate: Callable[[], str | None] = lambda: None,
-    ) -> None:
-        self._store = store
-        self._broker = broker
-        self._max_age = max_intent_age
-        self._now = now
-        self.gate = gate
-        """Why orders are denied right now (``None``: they are not); checked before each submit."""
-
-    def submit(self, decision: StoredDecision) -> ExecutionOutcome:
-        """Send a freshly committed intent and record the answer (unless stopping or gated)."""
-        h = decision.decision_hash
-        if STOPPING.is_set():
-            SUBMITS.labels(result="stopping").inc()
-            return ExecutionOutcome(h, Outcome.UNRESOLVED, detail="process stopping")
-        denied = self.gate()
-        if denied is not None:
-            detail = f"blocked: {denied}"
-            SUBMITS.labels(result="blocked").inc()
-            self._store.record_submit_failure(h, detail)
-            _log.warning("order_blocked", decision_hash=h, detail=detail)
-            return ExecutionOutcome(h, Outcome.BLOCKED, detail=detail)
-        try:
-            order = self._broker.submit(decision.order_request())
-        except BrokerRejected as exc:
-            SUBMITS.labels(result="rejected").inc()
-            self._store.record_submit_failure(h, str(exc))
-            _log.warning("order_rejected", decision_hash=h, error=str(exc))
-            return ExecutionOutcome(h, Outcome.REJECTED, detail=str(exc))
-        except BrokerUnavailable as exc:
-            SUBMITS.labels(result="unresolved").inc()
-            _log.warning("order_submit_unresolved", decision_hash=h, error=str(exc))
-            return ExecutionOutcome(h, Outcome.UNRESOLVED, detail=str(exc))
-        SUBMITS.labels(result="submitted").inc()
-        self.record(order, event_type="submitted")
-        return ExecutionOutcome(h, Outcome.SUBMITTED, order)
-
-    def resolve(self, decision: StoredDecision) -> ExecutionOutcome:
-        """Converge one ``pending_submit`` intent with the broker (after a crash or fault)."""
-        h = decision.decision_hash
-        try:
-            order = self._broker.get_order_by_client_id(h)
-        except BrokerUnavailable as exc:
-            return ExecutionOutcome(h, Outcome.UNRESOLVED, detail=str(exc))
-        if order is not None:
-            SUBMITS.labels(result="adopted").inc()
-            self.record(order, event_type="adopted")
-            _log.info("order_intent_adopted", decision_hash=h, order_id=order.id)
-            return ExecutionOutcome(h, Outcome.ADOPTED, order)
-        age = self._now() - decision.event_ts
-        if age <= self._max_age:
-            return self.submit(decision)
-        detail = (
-            f"expired: intent never reached the broker; signal age {age.total_seconds():.0f}s"
-            f" > {self._max_age.total_seconds():g}s"
-        )
-        SUBMITS.labels(result="expired").inc()
-        self._store.record_submit_failure(h, detail)
-        _log.warning("order_intent_expired", decision_hash=h, detail=detail)
-        return ExecutionOutcome(h, Outcome.EXPIRED, detail=detail)
-
-    def resolve_pending(self) -> list[ExecutionOutcome]:
-        """Resolve every intent still ``pending_submit`` in the store."""
-        with self._store.unit_of_work() as uow:
-            pending = uow.pending_submissions()
-        return [self.resolve(d) for d in pending]
-
-    def record(self, order: BrokerOrder, *, event_type: str, at: datetime | None = None) -> bool:
-        """Persist ``order`` (creating its execution if needed); True if anything changed.
-
-        Idempotent and safe against the ``trade_updates`` thread recording the same order at
-        the same time (a lost insert race is retried once; stale observations are skipped).
-        """
-        for attempt in (1, 2):
-            try:
-                return self._record_once(order, event_type, at or order.updated_at)
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        return False
-
-    def _record_once(self, order: BrokerOrder, event_type: str, at: datetime) -> bool:
-        with self._store.unit_of_work() as uow:
-            existing = uow.get_execution(order.id)
-            if existing is None:
-                if uow.get_decision(order.client_order_id) is not None:
-                    uow.record_submission(order)
-                    uow.commit()
-                    return True
-                uow.apply_order_update(order, event_type=event_type, at=at)
-                uow.commit()
-                return True
-            if existing.last_update_at > order.updated_at or existing.filled_qty > order.filled_qty:
-                return False
-            try:
-                step = uow.apply_order_update(order, event_type=event_type, at=at)
-            except InvalidOrderTransition:
-                return False
-            uow.commit()
-            return step is Transition.ADVANCE

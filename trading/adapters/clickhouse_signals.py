@@ -3,8 +3,9 @@
 Why each rule exists (the first Torghut's reader re-read rows and stalled on one bad row):
 
 * **Order.** Rows come ``ORDER BY event_ts, symbol, seq`` within one ``window_size`` and the
-  cursor (:class:`~trading.ports.SignalCursor`: ``window_size, event_ts, symbol, seq``) compares
-  on exactly that tuple, so "strictly after the cursor" never re-reads or skips a stored row.
+  cursor (:class:`~trading.core.ports.SignalCursor`: ``window_size, event_ts, symbol, seq``)
+  compares on exactly that tuple, so "strictly after the cursor" never re-reads or skips a stored
+  row.
 * **Final rows only.** The TA flow writes a provisional row (``is_final = 0``) as soon as the
   feed's time passes a bar end and the final one (``is_final = 1``) once the allowed lateness
   has passed too; signals are computed from final bars only. The trading loop acts on final
@@ -43,7 +44,7 @@ have no ``seq``/``version``: their key is ``(timeframe, ts, symbol)`` with ``seq
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -52,26 +53,24 @@ from prometheus_client import Counter
 
 from torghut.clickhouse import Client, quote_ident
 from torghut.clickhouse.rows import SIGNAL_VALUE_COLUMNS
-from torghut.config import ClickHouseSettings, TaSettings, TradingSettings
 from torghut.events import Signal
 from torghut.logs import get_logger
-from trading.domain import SignalRow
-from trading.ports import SignalCursor
+from trading.adapters.system_clock import SystemClock
+from trading.core.clock import Clock
+from trading.core.domain import SignalRow
+from trading.core.ports import SignalCursor
+from trading.core.signals import SignalBatch, SignalCorrection, SignalDeadLetter
 
 __all__ = [
     "ClickHouseSignalReader",
-    "SignalBatch",
-    "SignalCorrection",
-    "SignalDeadLetter",
     "SignalSchema",
     "UnknownSignalSchema",
     "resolve_schema",
-    "settle_horizon",
 ]
 
 SignalSchema = Literal["envelope", "flat"]
 
-_log = get_logger("trading.signals")
+_log = get_logger("trading.adapters.clickhouse_signals")
 _TS = "DateTime64(3, 'UTC')"
 _LOG_SAMPLE = 20
 """Dead letters logged per reader in full; the rest are only counted."""
@@ -105,59 +104,6 @@ class UnknownSignalSchema(ValueError):
     """The configured signal table has neither ``event_ts`` nor ``ts``."""
 
 
-class SignalDeadLetter(msgspec.Struct, frozen=True):
-    """A row the reader could not use; ``raw`` is a bounded text rendering of the row."""
-
-    cursor: SignalCursor
-    reason: str
-    error: str
-    raw: str
-    at: datetime
-
-
-class SignalCorrection(msgspec.Struct, frozen=True):
-    """A newer version of a row the cursor had already passed (audited, never re-traded)."""
-
-    cursor: SignalCursor
-    version: int
-    ingest_ts: datetime
-
-
-class SignalBatch(msgspec.Struct, frozen=True):
-    """One read: good rows and dead letters, and the cursor after the last of either."""
-
-    rows: tuple[SignalRow, ...]
-    dead_letters: tuple[SignalDeadLetter, ...]
-    cursor: SignalCursor | None
-
-    @property
-    def size(self) -> int:
-        return len(self.rows) + len(self.dead_letters)
-
-
-def settle_horizon(trading: TradingSettings, ta: TaSettings, ch: ClickHouseSettings) -> timedelta:
-    """How late a final signal row can be inserted behind the newest one (module docstring).
-
-    0 unless ``TRADING_SIGNAL_SETTLE_S`` says otherwise: the TA sink inserts each event
-    second's final rows together (``ta`` and ``ch`` stay parameters: the horizon is a property
-    of how the TA flow writes).
-    """
-    if trading.signal_settle_s is not None:
-        return timedelta(seconds=trading.signal_settle_s)
-    return timedelta(0)
-
-
-def signal_read_delay(
-    trading: TradingSettings, ta: TaSettings, ch: ClickHouseSettings
-) -> timedelta:
-    """How old a signal is, at the earliest, when this reader can read it: the TA flow emits a
-    bar's signal once the feed has passed its end by the allowed lateness, the ClickHouse sink
-    inserts it within one batch interval, and the reader stays the settle horizon behind the
-    newest row. Risk derives its default staleness and lag bounds from it."""
-    emitted = timedelta(milliseconds=ta.allowed_lateness_ms, seconds=ch.insert_batch_seconds)
-    return emitted + settle_horizon(trading, ta, ch)
-
-
 def resolve_schema(client: Client, table: str, configured: str) -> SignalSchema:
     """``configured`` unless ``auto``; then the configured table's columns decide."""
     if configured == "envelope":
@@ -188,14 +134,14 @@ class ClickHouseSignalReader:
         symbols: Sequence[str] = (),
         settle: timedelta = timedelta(seconds=6),
         correction_lookback: timedelta = timedelta(seconds=120),
-        now: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._client = client
         self._window = window_size
         self._symbols = list(symbols)
         self._settle = settle
         self._lookback = correction_lookback
-        self._now = now or (lambda: datetime.now(UTC))
+        self._now = (clock or SystemClock()).now
         self.schema: SignalSchema = resolve_schema(client, table, schema)
         self._table = table
         self._relation = quote_ident(table)

@@ -8,7 +8,7 @@ else is a failure:
 
 * transport faults, a call that misses its deadline (``LLM_TIMEOUT_S`` bounds the whole call),
   non-2xx answers (redirects included), oversized bodies, text that is not JSON, JSON with a
-  repeated key, JSON that does not match :class:`~trading.llm.contract.LlmVerdict` (unknown
+  repeated key, JSON that does not match :class:`~trading.core.llm.contract.LlmVerdict` (unknown
   keys included), NaN/infinite numbers;
 * an answer that names another symbol or side, a larger or out-of-bounds quantity, an
   ``adjusted_qty`` without ``adjust`` (or the reverse);
@@ -16,7 +16,7 @@ else is a failure:
   the model; the text is stored for audit, never acted on).
 
 An adjusted quantity within bounds is cut down to the symbol's increment
-(:class:`~trading.quantity.QuantityRules`: whole shares unless the symbol is fractional), never
+(:class:`~trading.core.quantity.QuantityRules`: whole shares unless the symbol is fractional), never
 rounded up; one that rounds down to zero is a veto with that reason.
 
 A failure applies the configured fallback (``pass``: the deterministic decision stands; ``veto``),
@@ -32,7 +32,6 @@ failure (the model is not in the loop, so its outage must not stop trading).
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from enum import StrEnum
@@ -43,10 +42,11 @@ from prometheus_client import Counter
 
 from torghut.config import LlmSettings
 from torghut.logs import get_logger
-from trading.domain import Action, Decision, SignalRow
-from trading.llm.contract import PROMPT_VERSION, AmbiguousJson, LlmVerdict, decode_verdict
-from trading.ports import ProviderReply, Reviewer, ReviewRequest
-from trading.quantity import QuantityRules
+from trading.core.clock import Clock
+from trading.core.domain import Action, Decision, SignalRow
+from trading.core.llm.contract import PROMPT_VERSION, AmbiguousJson, LlmVerdict, decode_verdict
+from trading.core.ports import ProviderReply, Reviewer, ReviewRequest
+from trading.core.quantity import QuantityRules
 
 __all__ = [
     "MAX_RAW_RESPONSE_CHARS",
@@ -61,7 +61,7 @@ MAX_RAW_RESPONSE_CHARS = 4000
 
 EffectiveVerdict = Literal["approve", "veto", "adjust"]
 
-_log = get_logger("trading.llm")
+_log = get_logger("trading.core.llm")
 
 REVIEWS = Counter(
     "torghut_llm_reviews_total",
@@ -116,9 +116,7 @@ class BreakerState(StrEnum):
 class CircuitBreaker:
     """Consecutive-failure breaker over a monotonic clock (injected for tests)."""
 
-    def __init__(
-        self, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, failures: int, reset_s: float, clock: Callable[[], float]) -> None:
         self._threshold = failures
         self._reset_s = reset_s
         self._clock = clock
@@ -155,7 +153,7 @@ class _Rejected(Exception):
 
 
 class DecisionReview:
-    """Reviews decisions through a :class:`~trading.ports.Reviewer` under the policy above."""
+    """Reviews decisions through a :class:`~trading.core.ports.Reviewer` under the policy above."""
 
     def __init__(
         self,
@@ -164,8 +162,8 @@ class DecisionReview:
         *,
         live: bool,
         quantity: QuantityRules | None = None,
+        clock: Clock,
         recent_limit: int = 5,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._reviewer = reviewer
         self._quantity = quantity or QuantityRules()
@@ -178,7 +176,10 @@ class DecisionReview:
         self._min_confidence = settings.min_confidence
         self._min_ratio = Decimal(str(settings.min_qty_ratio))
         self._recent_limit = recent_limit
-        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s, clock)
+        self._clock = clock
+        self.breaker = CircuitBreaker(
+            settings.breaker_failures, settings.breaker_reset_s, clock.monotonic
+        )
 
     def review(self, decision: Decision, recent: Sequence[SignalRow]) -> ReviewOutcome:
         """Ask the provider about one BUY/SELL decision and apply the policy to its answer."""
@@ -191,10 +192,10 @@ class DecisionReview:
                 decision, ProviderReply(self._reviewer.model, None, 0), None, "circuit_open"
             )
         request = _request(decision, recent[-self._recent_limit :], min_qty)
-        started = time.monotonic()
+        started = self._clock.monotonic()
         reply = self._reviewer.review(request)
         # The review's own duration, measured here whatever the provider reports.
-        elapsed_ms = round((time.monotonic() - started) * 1000)
+        elapsed_ms = round((self._clock.monotonic() - started) * 1000)
         reply = msgspec.structs.replace(reply, latency_ms=elapsed_ms)
         try:
             answer = self._validate(decision, reply, min_qty)

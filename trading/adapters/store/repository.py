@@ -6,10 +6,10 @@ decision hash is unique; :meth:`UnitOfWork.record_decision` inserts *if absent* 
 CONFLICT DO NOTHING`` on both Postgres and SQLite) and a replay or a concurrent duplicate gets
 the existing row back (``created=False``) and writes nothing else.
 
-Order updates go through the order state machine (:mod:`trading.orders`): each accepted
+Order updates go through the order state machine (:mod:`trading.core.orders`): each accepted
 transition updates ``executions`` and appends one ``order_events`` row in the same transaction;
 a repeated observation writes nothing; an invalid one raises
-:class:`~trading.orders.InvalidOrderTransition` (logged and counted there) and writes nothing.
+:class:`~trading.core.orders.InvalidOrderTransition` (logged and counted there) and writes nothing.
 
 Use :class:`TradingStore` for one-call transactions, or ``with store.unit_of_work() as uow:``
 to group several steps (e.g. a decision and the signal cursor) and ``uow.commit()``; leaving
@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,15 +31,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from trading.domain import Decision, OrderType
-from trading.llm.policy import ReviewOutcome
-from trading.orders import ACTIVE, OrderStatus, Transition, check_transition
-from trading.ports import BrokerOrder, OrderRequest, PositionSnapshot, SignalCursor
-from trading.risk import RecentOrder, RiskCheck, RiskReason, RiskVerdict
-from trading.store.controls import ControlStore
-from trading.store.migrate import upgrade
-from trading.store.models import (
-    DecisionStatus,
+from trading.adapters.store.controls import ControlStore
+from trading.adapters.store.errors import translated
+from trading.adapters.store.migrate import upgrade
+from trading.adapters.store.models import (
     ExecutionRow,
     LlmReviewRow,
     OrderEventRow,
@@ -47,93 +42,19 @@ from trading.store.models import (
     TradeCursorRow,
     TradeDecisionRow,
 )
+from trading.adapters.system_clock import SystemClock
+from trading.core.adjudicate import Adjudication
+from trading.core.clock import Clock
+from trading.core.decisions import DecisionStatus, initial_status
+from trading.core.decisions import check_transition as check_decision
+from trading.core.domain import OrderType
+from trading.core.llm.policy import ReviewOutcome
+from trading.core.orders import ACTIVE, OrderStatus, Transition, check_transition
+from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor
+from trading.core.records import PositionDrift, StoredDecision, StoredExecution, StoredOrderEvent
+from trading.core.risk import RecentOrder, RiskCheck, RiskReason
 
-__all__ = [
-    "PositionDrift",
-    "StoredDecision",
-    "StoredExecution",
-    "StoredOrderEvent",
-    "TradingStore",
-    "UnitOfWork",
-    "create_engine",
-]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class StoredDecision(msgspec.Struct, frozen=True):
-    """A ``trade_decisions`` row. ``created`` is true only for the call that inserted it."""
-
-    id: uuid.UUID
-    decision_hash: str
-    strategy_id: str
-    strategy_version: str
-    symbol: str
-    side: str
-    qty: Decimal
-    order_type: OrderType
-    limit_price: Decimal | None
-    event_ts: datetime
-    status: DecisionStatus
-    status_detail: str | None
-    risk_reasons: tuple[RiskReason, ...]
-    created_at: datetime
-    executed_at: datetime | None
-    created: bool = False
-
-    def order_request(self) -> OrderRequest:
-        """The order this decision intends (``client_order_id`` = decision hash)."""
-        if self.side not in ("buy", "sell") or self.qty <= 0:
-            raise ValueError(
-                f"decision {self.decision_hash} is not an order ({self.side} {self.qty})"
-            )
-        return OrderRequest(
-            client_order_id=self.decision_hash,
-            symbol=self.symbol,
-            side="buy" if self.side == "buy" else "sell",
-            qty=self.qty,
-            order_type=self.order_type,
-            limit_price=self.limit_price,
-        )
-
-
-class StoredExecution(msgspec.Struct, frozen=True):
-    id: uuid.UUID
-    decision_id: uuid.UUID | None
-    alpaca_order_id: str
-    client_order_id: str
-    symbol: str
-    side: str
-    qty: Decimal
-    status: OrderStatus
-    filled_qty: Decimal
-    filled_avg_price: Decimal | None
-    submitted_at: datetime
-    last_update_at: datetime
-    reconciled_at: datetime | None
-
-
-class StoredOrderEvent(msgspec.Struct, frozen=True):
-    id: int
-    alpaca_order_id: str
-    event_type: str
-    status_from: OrderStatus | None
-    status_to: OrderStatus
-    filled_qty: Decimal
-    at: datetime
-    payload: dict[str, Any]
-
-
-class PositionDrift(msgspec.Struct, frozen=True):
-    symbol: str
-    broker_qty: Decimal
-    local_qty: Decimal
-
-    @property
-    def drift(self) -> Decimal:
-        return self.broker_qty - self.local_qty
+__all__ = ["TradingStore", "UnitOfWork", "create_engine"]
 
 
 class UnitOfWork:
@@ -152,29 +73,23 @@ class UnitOfWork:
 
     # --- decisions ----------------------------------------------------------------------
 
-    def record_decision(
-        self,
-        decision: Decision,
-        *,
-        risk: RiskVerdict | None,
-        review: ReviewOutcome | None = None,
-    ) -> StoredDecision:
-        """Insert the decision with its review, risk verdict and order intent, if absent.
-
-        Status: ``vetoed`` when the review vetoed it (risk may then be ``None``), ``rejected``
-        with every risk reason, else ``pending_submit`` (the order intent). ``qty`` is the qty
-        after review; ``decision_json`` keeps the deterministic decision as it was made.
-        """
-        if review is not None and review.vetoed:
-            status, reasons = DecisionStatus.VETOED, None
-        elif risk is None:
-            raise ValueError("risk must be evaluated for every decision that was not vetoed")
-        elif not risk.approved:
-            status = DecisionStatus.REJECTED
-            reasons = [{"code": r.code.value, "detail": r.detail} for r in risk.reasons]
-        else:
-            status, reasons = DecisionStatus.PENDING_SUBMIT, None
-        final = review.apply(decision) if review is not None else decision
+    def record_decision(self, adjudication: Adjudication) -> StoredDecision:
+        """Insert the adjudicated decision with its review, risk verdict and order intent, if
+        absent. The status is the domain's (:func:`~trading.core.decisions.initial_status`),
+        ``qty`` the reviewed one (``adjudication.final``); ``decision_json`` keeps the
+        deterministic decision as the strategy made it."""
+        decision, final, risk, review = (
+            adjudication.decision,
+            adjudication.final,
+            adjudication.risk,
+            adjudication.review,
+        )
+        status = initial_status(adjudication)
+        reasons = (
+            [{"code": r.code.value, "detail": r.detail} for r in risk.reasons]
+            if status is DecisionStatus.REJECTED and risk is not None
+            else None
+        )
         new_id = uuid.uuid4()
         values = {
             "id": new_id,
@@ -244,6 +159,7 @@ class UnitOfWork:
         row = self._decision_row(decision_hash, lock=True)
         if row is None:
             raise LookupError(f"no decision with hash {decision_hash}")
+        check_decision(decision_hash, DecisionStatus(row.status), DecisionStatus.SUBMIT_FAILED)
         row.status = DecisionStatus.SUBMIT_FAILED.value
         row.status_detail = error[:1000]
         self.session.flush()
@@ -307,12 +223,18 @@ class UnitOfWork:
             .values(reconciled_at=at)
         )
 
-    def open_executions(self) -> list[StoredExecution]:
-        """Executions in a non-terminal status (the reconciler polls these)."""
+    def executions_to_reconcile(self) -> list[StoredExecution]:
+        """Executions the broker has not confirmed as stored: non-terminal ones, and those never
+        reconciled or changed since (the reconciler polls these)."""
+        e = ExecutionRow
         rows = self.session.scalars(
-            sa.select(ExecutionRow)
-            .where(ExecutionRow.status.in_([s.value for s in ACTIVE]))
-            .order_by(ExecutionRow.submitted_at)
+            sa.select(e)
+            .where(
+                e.status.in_([s.value for s in ACTIVE])
+                | e.reconciled_at.is_(None)
+                | (e.reconciled_at < e.last_update_at)
+            )
+            .order_by(e.submitted_at)
         )
         return [_execution(r) for r in rows]
 
@@ -494,6 +416,9 @@ class UnitOfWork:
             )
         )
         if decision is not None and decision.status == DecisionStatus.PENDING_SUBMIT.value:
+            check_decision(
+                decision.decision_hash, DecisionStatus.PENDING_SUBMIT, DecisionStatus.SUBMITTED
+            )
             decision.status = DecisionStatus.SUBMITTED.value
             decision.executed_at = order.submitted_at
         self.session.flush()
@@ -503,12 +428,13 @@ class UnitOfWork:
 class TradingStore:
     """The store's entry point: opens units of work; one-call transactions for the common steps."""
 
-    def __init__(self, engine: sa.Engine, *, now: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(self, engine: sa.Engine, clock: Clock | None = None) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._now = now
-        self.controls = ControlStore(engine, now=now)
-        """Runtime controls and halts over the same engine (:mod:`trading.store.controls`)."""
+        clock = clock or SystemClock()
+        self._now = clock.now
+        self.controls = ControlStore(engine, clock)
+        """Runtime controls and halts over the same engine (``controls``)."""
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> TradingStore:
@@ -527,18 +453,17 @@ class TradingStore:
 
     @contextmanager
     def unit_of_work(self) -> Iterator[UnitOfWork]:
-        with self._sessions() as session:
+        """One transaction; SQLAlchemy errors leave it as the port's ``StoreError``s."""
+        with translated(), self._sessions() as session:
             uow = UnitOfWork(session, self._now)
             try:
                 yield uow
             finally:
                 session.rollback()
 
-    def record_decision(
-        self, decision: Decision, *, risk: RiskVerdict | None, review: ReviewOutcome | None = None
-    ) -> StoredDecision:
+    def record_decision(self, adjudication: Adjudication) -> StoredDecision:
         with self.unit_of_work() as uow:
-            stored = uow.record_decision(decision, risk=risk, review=review)
+            stored = uow.record_decision(adjudication)
             uow.commit()
             return stored
 

@@ -4,15 +4,16 @@ Why this order: the order of the gates is a safety property.
 
 1. :func:`precheck` — every risk rule on the decision as the strategy made it. A decision risk
    would reject is rejected here and never costs a model call (nor waits for one).
-2. the review (when enabled; :class:`~trading.llm.DecisionReview`) may only shrink or veto;
+2. the review (when enabled; :class:`~trading.core.llm.DecisionReview`) may only shrink or veto;
    it runs wherever the caller likes (the trading pipeline runs it off the dataflow worker).
 3. :func:`conclude` — every risk rule again, on the decision that would actually be sent
    (reduced qty), against the world as it is *after* the review; risk always has the last
    word. It also refuses a quantity that is not on the symbol's increment
-   (:mod:`trading.quantity`), so what is stored is exactly what the broker can hold.
+   (:mod:`trading.core.quantity`), so what is stored is exactly what the broker can hold.
 
 :func:`adjudicate` is the three in a row for synchronous callers. The result is stored in one
-unit of work (``store.record_decision(a.decision, risk=a.risk, review=a.review)``). A vetoed
+unit of work (``uow.record_decision(adjudication)``), with the status the decision lifecycle
+gives it (:func:`trading.core.decisions.initial_status`). A vetoed
 decision skips the second risk pass (nothing would be sent) and is stored as vetoed.
 """
 
@@ -23,16 +24,15 @@ from collections.abc import Sequence
 import msgspec
 from prometheus_client import Counter
 
-from torghut.config import LlmSettings, TradingSettings
 from torghut.logs import get_logger
-from trading.domain import Action, Decision, SignalRow
-from trading.llm import DecisionReview, OpenAiChatReviewer, ReviewOutcome
-from trading.quantity import QuantityRules
-from trading.risk import RiskCheck, RiskContext, RiskLimits, RiskReason, RiskVerdict, evaluate
+from trading.core.domain import Action, Decision, SignalRow
+from trading.core.llm import DecisionReview, ReviewOutcome
+from trading.core.quantity import QuantityRules
+from trading.core.risk import RiskCheck, RiskContext, RiskLimits, RiskReason, RiskVerdict, evaluate
 
-__all__ = ["Adjudication", "adjudicate", "build_review", "conclude", "precheck"]
+__all__ = ["Adjudication", "adjudicate", "conclude", "precheck"]
 
-_log = get_logger("trading.adjudicate")
+_log = get_logger("trading.core.adjudicate")
 
 OUTCOMES = Counter(
     "torghut_trading_adjudications_total",
@@ -58,6 +58,15 @@ class Adjudication(msgspec.Struct, frozen=True):
     @property
     def approved(self) -> bool:
         return self.risk is not None and self.risk.approved and self.final.action is not Action.HOLD
+
+    @classmethod
+    def of(
+        cls, decision: Decision, *, risk: RiskVerdict | None, review: ReviewOutcome | None = None
+    ) -> Adjudication:
+        """An adjudication from its parts, the review applied once, here (risk verdicts reached
+        elsewhere: a broker that refused the state reads, a recorded session)."""
+        final = review.apply(decision) if review is not None else decision
+        return cls(decision, final, review, risk)
 
 
 def adjudicate(
@@ -115,23 +124,11 @@ def conclude(
     return Adjudication(decision, final, outcome, verdict)
 
 
-def build_review(llm: LlmSettings, trading: TradingSettings) -> DecisionReview | None:
-    """The configured reviewer, or ``None`` when ``LLM_ENABLED`` is false (the default)."""
-    if not llm.enabled:
-        return None
-    return DecisionReview(
-        OpenAiChatReviewer(llm),
-        llm,
-        live=trading.mode == "live",
-        quantity=QuantityRules(trading.fractional_symbols),
-    )
-
-
 def _evaluate(
     decision: Decision, limits: RiskLimits, context: RiskContext, quantity: QuantityRules
 ) -> RiskVerdict:
     """Every risk rule, and the quantity increment (a rule of the instrument, not of risk
-    limits, so it lives in :mod:`trading.quantity`)."""
+    limits, so it lives in :mod:`trading.core.quantity`)."""
     verdict = evaluate(decision, limits, context)
     if decision.action is Action.HOLD or quantity.on_increment(decision.symbol, decision.qty):
         return verdict

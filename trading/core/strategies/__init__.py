@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from torghut.config import TradingSettings
-from trading.strategies.base import (
+from trading.core.strategies.base import (
     OrderParams,
     Strategy,
     SymbolState,
@@ -19,8 +19,8 @@ from trading.strategies.base import (
     initial_state,
     make_decision,
 )
-from trading.strategies.bollinger import BollingerReversion
-from trading.strategies.macd_rsi import MacdRsi
+from trading.core.strategies.bollinger import BollingerReversion
+from trading.core.strategies.macd_rsi import MacdRsi
 
 __all__ = [
     "REGISTRY",

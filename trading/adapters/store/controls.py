@@ -7,7 +7,7 @@ visible to whoever looks (``/trading/status``, ``/readyz``, the CLI). So every c
 * ``trading_control_events`` is the append-only audit (when, what, why, from where). The kill
   switch is its latest ``engage``/``release`` row; ``cancel_all`` and ``flatten`` are commands,
   written ``pending`` and completed by the running trading flow, which owns the broker
-  connection (:mod:`trading.controls.runtime`); with no flow running they stay pending, visibly.
+  connection (:mod:`trading.core.controls`); with no flow running they stay pending, visibly.
 * ``trading_halts`` holds the automatic halts. A halt is raised again (not duplicated) while its
   cause persists; when the cause goes it is cleared at once, or — for the kinds an operator must
   look at (drift, a reconciliation that could not run) — only by a later ``resume``.
@@ -17,125 +17,39 @@ Every method is one short transaction; callers poll :meth:`ControlStore.state`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from trading.store.models import ControlEventRow, TradingHaltRow
+from trading.adapters.store.errors import translated
+from trading.adapters.store.models import ControlEventRow, TradingHaltRow
+from trading.adapters.system_clock import SystemClock
+from trading.core.clock import Clock
+from trading.core.control_state import (
+    COMMANDS,
+    CommandState,
+    ControlAction,
+    ControlEvent,
+    ControlState,
+    Halt,
+    HaltKind,
+    KillSwitch,
+    Origin,
+)
 
-__all__ = [
-    "COMMANDS",
-    "CommandState",
-    "ControlAction",
-    "ControlEvent",
-    "ControlState",
-    "ControlStore",
-    "Halt",
-    "HaltKind",
-    "KillSwitch",
-    "Origin",
-]
-
-
-class ControlAction(StrEnum):
-    ENGAGE = "engage"
-    """Kill switch on: no new order."""
-    RELEASE = "release"
-    CANCEL_ALL = "cancel_all"
-    FLATTEN = "flatten"
-    RESUME = "resume"
-    """Clear the halts that wait for an operator and whose cause is gone."""
-    HALT = "halt"
-    HALT_CLEARED = "halt_cleared"
-    ORDER_UNKNOWN = "order_unknown_at_broker"
-    """Reported by reconciliation: an order in the store the broker does not know."""
-
-
-COMMANDS = frozenset({ControlAction.CANCEL_ALL, ControlAction.FLATTEN})
-"""Actions the trading flow carries out (pending until it has)."""
-
-
-class Origin(StrEnum):
-    API = "api"
-    CLI = "cli"
-    STARTUP = "startup"
-    AUTOMATIC = "automatic"
-
-
-class CommandState(StrEnum):
-    PENDING = "pending"
-    DONE = "done"
-    FAILED = "failed"
-
-
-class HaltKind(StrEnum):
-    RECONCILE_FAILING = "reconcile_failing"
-    POSITION_DRIFT = "position_drift"
-    PIPELINE_LAG = "pipeline_lag"
-
-
-class ControlEvent(msgspec.Struct, frozen=True):
-    id: int
-    at: datetime
-    action: str
-    reason: str
-    origin: str
-    state: str
-    completed_at: datetime | None = None
-    result: dict[str, Any] | None = None
-
-
-class KillSwitch(msgspec.Struct, frozen=True):
-    engaged: bool
-    reason: str | None = None
-    since: datetime | None = None
-    origin: str | None = None
-
-
-class Halt(msgspec.Struct, frozen=True):
-    kind: str
-    detail: str
-    since: datetime
-    requires_resume: bool
-    cause_gone_at: datetime | None = None
-
-
-class ControlState(msgspec.Struct, frozen=True):
-    """What stops trading right now, and the commands still waiting for the flow."""
-
-    kill_switch: KillSwitch
-    halts: tuple[Halt, ...]
-    pending: tuple[ControlEvent, ...]
-
-    def halted_reason(self) -> str | None:
-        """Why new orders are denied by a halt (``None``: no active halt)."""
-        if not self.halts:
-            return None
-        return "; ".join(f"{h.kind}: {h.detail}" for h in self.halts)
-
-    def kill_switch_reason(self) -> str | None:
-        ks = self.kill_switch
-        if not ks.engaged:
-            return None
-        return f"kill switch engaged ({ks.origin}): {ks.reason}"
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+__all__ = ["ControlStore"]
 
 
 class ControlStore:
     """Reads and writes of the two control tables (see the module docstring)."""
 
-    def __init__(self, engine: sa.Engine, *, now: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(self, engine: sa.Engine, clock: Clock | None = None) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._now = now
+        self._now = (clock or SystemClock()).now
 
     # --- operator changes -------------------------------------------------------------------
 
@@ -293,7 +207,8 @@ class ControlStore:
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
-        with self._sessions() as session:
+        """One short transaction; a database fault leaves as a port error (``StoreError``)."""
+        with translated(), self._sessions() as session:
             try:
                 yield session
             finally:

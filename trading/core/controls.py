@@ -2,40 +2,44 @@
 
 Why a poller and not a push: the operator's command may come through an API in another process
 or through the CLI while the API is down; the store is the only thing both share. So the flow
-reads :meth:`trading.store.controls.ControlStore.state` at most once per poll interval
+reads :meth:`trading.core.ports.ControlStore.state` at most once per poll interval
 (``TRADING_POLL_INTERVAL_S``) — before every risk check and again right before every submit
-(:attr:`trading.execution.OrderExecutor.gate`) — and a control thread on the same interval runs
+(:attr:`trading.core.executor.OrderExecutor.gate`) — and a control thread on the same interval runs
 the pending ``cancel_all`` / ``flatten`` commands with the broker connection the flow owns. A
 store that cannot be read denies trading (fail closed) until it can.
 
-The same object raises and clears the pipeline-lag halt (:class:`trading.risk.PipelineLag`).
+The same object raises and clears the pipeline-lag halt (:class:`trading.core.risk.PipelineLag`).
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy.exc import SQLAlchemyError
 
 from torghut.logs import get_logger
-from trading.domain import OrderType
-from trading.execution import STOPPING, BrokerRejected, BrokerUnavailable, OrderExecutor
-from trading.ports import Broker, OrderRequest
-from trading.risk import LagChange, PipelineLag
-from trading.store.controls import (
+from trading.core.clock import Clock
+from trading.core.control_state import (
     ControlAction,
     ControlEvent,
     ControlState,
-    ControlStore,
     HaltKind,
     KillSwitch,
     Origin,
 )
+from trading.core.domain import OrderType
+from trading.core.executor import STOPPING, OrderExecutor
+from trading.core.ports import (
+    Broker,
+    BrokerRejected,
+    BrokerUnavailable,
+    ControlStore,
+    OrderRequest,
+    StoreError,
+)
+from trading.core.risk import LagChange, PipelineLag
 
 __all__ = ["RuntimeControls"]
 
@@ -62,12 +66,11 @@ class RuntimeControls:
         store: ControlStore,
         broker: Broker,
         executor: OrderExecutor,
+        clock: Clock,
         *,
         refresh_s: float,
         exclusive: threading.Lock,
         lag: PipelineLag | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._broker = broker
@@ -75,8 +78,8 @@ class RuntimeControls:
         self._refresh = refresh_s
         self._exclusive = exclusive
         self._lag = lag
-        self._clock = clock
-        self._now = now
+        self._clock = clock.monotonic
+        self._now = clock.now
         self._state: ControlState | None = None
         self._read_at = float("-inf")
         self._unreadable: str | None = None
@@ -93,7 +96,7 @@ class RuntimeControls:
                 try:
                     self._state = self._store.state()
                     self._unreadable = None
-                except SQLAlchemyError as exc:
+                except StoreError as exc:
                     CONTROL_ERRORS.inc()
                     self._unreadable = str(exc).splitlines()[0][:200]
                     _log.warning("control_state_unreadable", error=self._unreadable)

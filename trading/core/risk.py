@@ -20,7 +20,7 @@ Conventions:
   :class:`PipelineLag` turns a pipeline that falls behind into a halt that lifts by itself when
   it has caught up;
 * the kill switch is runtime state (``RiskContext.kill_switch_reason``, persisted by
-  :mod:`trading.store.controls`); ``RiskLimits.kill_switch`` is the static one of a backtest.
+  the control store); ``RiskLimits.kill_switch`` is the static one of a backtest.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import msgspec
 
 from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
 from torghut.ta.indicators import window_micros
-from trading.domain import Action, Decision
-from trading.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot
+from trading.core.domain import Action, Decision
+from trading.core.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot
 
 _Fail = Callable[["RiskCheck", str], None]
 
@@ -132,7 +132,7 @@ class RiskLimits:
         read_delay: timedelta,
     ) -> RiskLimits:
         """``read_delay`` is how old a signal is, at the earliest, when the trading flow can read
-        it (:func:`trading.signals.signal_read_delay`)."""
+        it (:func:`trading.adapters.clickhouse_signals.signal_read_delay`)."""
         staleness = (
             timedelta(seconds=risk.max_signal_staleness_s)
             if risk.max_signal_staleness_s is not None

@@ -20,7 +20,7 @@ from torghut.logs import get_logger
 
 __all__ = ["SymbolLanes"]
 
-_log = get_logger("trading.review_lanes")
+_log = get_logger("trading.core.review_lanes")
 
 
 class SymbolLanes:

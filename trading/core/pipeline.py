@@ -3,24 +3,24 @@
 Two halves, because Bytewax recovery needs one and side effects the other:
 
 * :class:`Decider` is pure and snapshot-able: it steps every enabled strategy through each
-  signal row (:func:`trading.strategies.advance`) and returns the decisions. The dataflow keeps
+  signal row (:func:`trading.core.strategies.advance`) and returns the decisions. The dataflow keeps
   its :class:`DeciderState` in recovery state, so a resume continues the MACD crosses exactly.
 * :class:`TradingPipeline` does the I/O for a batch of decided rows, in order. For each decision:
 
   1. a decision already in the store (a replay after a restart) is not reviewed or risk-checked
      again; if its intent is still ``pending_submit`` it is resolved with the broker
-     (:meth:`~trading.execution.OrderExecutor.resolve`);
-  2. otherwise risk runs on it as the strategy made it (:func:`trading.adjudicate.precheck`);
+     (:meth:`~trading.core.executor.OrderExecutor.resolve`);
+  2. otherwise risk runs on it as the strategy made it (:func:`trading.core.adjudicate.precheck`);
      a rejection is recorded at once and never reaches the model;
   3. with LLM review enabled, the review is queued on the decision's symbol lane
-     (:class:`~trading.review_lanes.SymbolLanes`: FIFO per symbol, ``LLM_MAX_CONCURRENCY``
+     (:class:`~trading.core.review_lanes.SymbolLanes`: FIFO per symbol, ``LLM_MAX_CONCURRENCY``
      threads, at most ``LLM_MAX_PENDING`` queued — beyond that the decision takes the
      fallback unreviewed) and the dataflow worker goes on with the next signal; every review
      ends by its deadline (``LLM_TIMEOUT_S``, the whole call);
-  4. :func:`trading.adjudicate.conclude` runs risk again on the (possibly shrunk) decision
+  4. :func:`trading.core.adjudicate.conclude` runs risk again on the (possibly shrunk) decision
      against a fresh broker view, then the decision, review, risk verdict and order intent are
      committed in one unit of work (with the signal cursor when that happens on the worker),
-     and only then is an approved intent submitted (:class:`~trading.execution.OrderExecutor`).
+     and only then is an approved intent submitted (:class:`~trading.core.executor.OrderExecutor`).
 
   Only step 4 — final risk, record, submit — holds the reconciler's ``exclusive`` lock, so a
   reconciliation pass never compares positions while an order is at the broker but not yet in
@@ -30,11 +30,12 @@ Two halves, because Bytewax recovery needs one and side effects the other:
   review still queued or in flight is recorded as vetoed (``shutdown``) and nothing is sent.
 
   Before each decision the process-wide stop flag is checked: once SIGINT/SIGTERM has arrived
-  no further decision is handled and the batch ends in :class:`~trading.execution.TradingStopped`
-  (the stored cursor stays at the last handled row, so a restart replays the rest). The newest
-  event time of each batch feeds the pipeline-lag halt (``on_signal``) before its decisions, and
-  every risk rejection is counted by rule (``torghut_trading_risk_rejections_total``). A broker
-  that refuses the state reads (a 401 after a key rotation) rejects the decision as halted.
+  no further decision is handled and the batch ends in
+  :class:`~trading.core.executor.TradingStopped` (the stored cursor stays at the last handled row,
+  so a restart replays the rest). The newest event time of each batch feeds the pipeline-lag halt
+  (``on_signal``) before its decisions, and every risk rejection is counted by rule
+  (``torghut_trading_risk_rejections_total``). A broker that refuses the state reads (a 401 after a
+  key rotation) rejects the decision as halted.
 
   A review in flight when the process dies is lost with its decision (no order was sent; the
   cursor has moved past its row, and a replayed row would be stale by then anyway).
@@ -49,10 +50,9 @@ Dead letters and corrections from the source pass through and are counted in the
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -60,25 +60,34 @@ import msgspec
 from prometheus_client import Counter, Gauge
 
 from torghut.logs import get_logger
-from trading.adjudicate import Adjudication, conclude, precheck
-from trading.domain import Decision, SignalRow
-from trading.execution import (
+from trading.core.adjudicate import Adjudication, conclude, precheck
+from trading.core.clock import Clock
+from trading.core.decisions import DecisionStatus
+from trading.core.domain import Decision, SignalRow
+from trading.core.executor import (
     STOPPING,
-    BrokerRejected,
-    BrokerUnavailable,
     ExecutionOutcome,
     OrderExecutor,
     Outcome,
     TradingStopped,
 )
-from trading.llm import DecisionReview, ReviewOutcome
-from trading.ports import AccountSnapshot, Broker, ClockSnapshot, PositionSnapshot, SignalCursor
-from trading.quantity import QuantityRules
-from trading.review_lanes import SymbolLanes
-from trading.risk import RiskCheck, RiskContext, RiskLimits, RiskReason, RiskVerdict
-from trading.signals import SignalCorrection, SignalDeadLetter
-from trading.store import DecisionStatus, StoredDecision, TradingStore
-from trading.strategies import Strategy, SymbolState, advance, initial_state
+from trading.core.llm import DecisionReview, ReviewOutcome
+from trading.core.ports import (
+    AccountSnapshot,
+    Broker,
+    BrokerRejected,
+    BrokerUnavailable,
+    ClockSnapshot,
+    DecisionStore,
+    PositionSnapshot,
+    SignalCursor,
+)
+from trading.core.quantity import QuantityRules
+from trading.core.records import StoredDecision
+from trading.core.review_lanes import SymbolLanes
+from trading.core.risk import RiskCheck, RiskContext, RiskLimits, RiskReason, RiskVerdict
+from trading.core.signals import SignalCorrection, SignalDeadLetter
+from trading.core.strategies import Strategy, SymbolState, advance, initial_state
 
 __all__ = [
     "Decided",
@@ -89,7 +98,7 @@ __all__ = [
     "decide_all",
 ]
 
-_log = get_logger("trading.pipeline")
+_log = get_logger("trading.core.pipeline")
 
 DECISIONS = Counter(
     "torghut_trading_decisions_total", "Decisions handled by the trading pipeline", ["result"]
@@ -160,9 +169,10 @@ class TradingPipeline:
 
     def __init__(
         self,
-        store: TradingStore,
+        store: DecisionStore,
         broker: Broker,
         executor: OrderExecutor,
+        clock: Clock,
         *,
         limits: RiskLimits,
         review: DecisionReview | None,
@@ -172,7 +182,6 @@ class TradingPipeline:
         on_signal: Callable[[datetime], None] = lambda _: None,
         exclusive: threading.Lock | None = None,
         quantity: QuantityRules | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._broker = broker
@@ -185,7 +194,7 @@ class TradingPipeline:
         self._on_signal = on_signal
         self._exclusive = exclusive or threading.Lock()
         self._quantity = quantity or QuantityRules()
-        self._now = now
+        self._clock = clock
         self._recent: dict[str, deque[SignalRow]] = {}
         self._equity_peak = Decimal(0)
         self._lookback = max(timedelta(minutes=1), limits.symbol_cooldown)
@@ -214,7 +223,7 @@ class TradingPipeline:
                 for decision in item.decisions:
                     if STOPPING.is_set():
                         if last is not None:
-                            self._store.save_cursor(self._cursor_source, last)
+                            self._save_cursor(last)
                         raise TradingStopped("stopping: decisions left unhandled for a restart")
                     outcome = self._handle(decision, item.cursor)
                     if outcome is not None:
@@ -223,7 +232,7 @@ class TradingPipeline:
             elif isinstance(item, SignalDeadLetter):
                 last = item.cursor
         if last is not None:
-            self._store.save_cursor(self._cursor_source, last)
+            self._save_cursor(last)
             LAST_SIGNAL_TS.set(last.event_ts.timestamp())
         return outcomes
 
@@ -321,7 +330,7 @@ class TradingPipeline:
         for code in verdict.risk.codes if verdict.risk is not None else ():
             RISK_REJECTIONS.labels(check=code.value).inc()
         with self._store.unit_of_work() as uow:
-            stored = uow.record_decision(verdict.decision, risk=verdict.risk, review=verdict.review)
+            stored = uow.record_decision(verdict)
             if cursor is not None:
                 uow.save_cursor(self._cursor_source, cursor)
             uow.commit()
@@ -342,11 +351,16 @@ class TradingPipeline:
         risk = RiskVerdict((RiskReason(RiskCheck.TRADING_HALTED, detail),))
         RISK_REJECTIONS.labels(check=RiskCheck.TRADING_HALTED.value).inc()
         with self._store.unit_of_work() as uow:
-            stored = uow.record_decision(decision, risk=risk)
+            stored = uow.record_decision(Adjudication.of(decision, risk=risk))
             uow.save_cursor(self._cursor_source, cursor)
             uow.commit()
         DECISIONS.labels(result=stored.status.value).inc()
         return self._outcome(stored, None)
+
+    def _save_cursor(self, cursor: SignalCursor) -> None:
+        with self._store.unit_of_work() as uow:
+            uow.save_cursor(self._cursor_source, cursor)
+            uow.commit()
 
     def _take_reviewed(self) -> list[DecisionOutcome]:
         with self._reviewed_lock:
@@ -364,7 +378,7 @@ class TradingPipeline:
         """The risk snapshot: ``view`` from the broker; recent orders and the halt flag read
         for every decision."""
         account, positions, clock = view
-        now = self._now()
+        now = self._clock.now()
         with self._store.unit_of_work() as uow:
             recent = uow.recent_orders(now - self._lookback)
         with self._reviewed_lock:
@@ -391,7 +405,7 @@ class TradingPipeline:
                 return b.account(), b.positions(), b.clock()
             except BrokerUnavailable as exc:
                 _log.warning("broker_unavailable_retrying", error=str(exc)[:300], pause_s=pause)
-                time.sleep(pause)
+                self._clock.sleep(pause)
         return b.account(), b.positions(), b.clock()
 
     def _remember(self, row: SignalRow) -> None:

@@ -16,7 +16,7 @@ from alembic.config import Config
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "upgrade"]
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "infra" / "postgres"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "infra" / "postgres"
 
 
 def alembic_config(url: str | None = None) -> Config:

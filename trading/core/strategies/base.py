@@ -20,7 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
-from trading.domain import Action, Decision, OrderType, ParamValue, SignalRow
+from trading.core.domain import Action, Decision, OrderType, ParamValue, SignalRow
 
 __all__ = ["OrderParams", "Strategy", "SymbolState", "advance", "initial_state", "make_decision"]
 

@@ -1,14 +1,14 @@
 """An OpenAI-compatible chat-completions provider over httpx (any server speaking
 ``POST {base_url}/chat/completions``: OpenAI, vLLM, llama.cpp, Ollama, LiteLLM...).
 
-Why this shape: the request is built only from the structured :class:`~trading.ports.ReviewRequest`
-— a fixed system prompt, then the request JSON-encoded as the single user message — so no text
-from an untrusted source is ever concatenated into instructions. The provider never raises for
-provider faults: timeouts, transport errors, non-2xx answers and malformed envelopes come back
-as :class:`~trading.ports.ProviderReply` errors with a bounded kind prefix (``timeout``,
-``transport``, ``http_status``, ``too_large``, ``envelope``), and the policy decides. The API
-key is only ever placed in the ``Authorization`` header; it is never logged and never part of
-an error text.
+Why this shape: the request is built only from the structured
+:class:`~trading.core.ports.ReviewRequest` — a fixed system prompt, then the request JSON-encoded as
+the single user message — so no text from an untrusted source is ever concatenated into
+instructions. The provider never raises for provider faults: timeouts, transport errors, non-2xx
+answers and malformed envelopes come back as :class:`~trading.core.ports.ProviderReply` errors with
+a bounded kind prefix (``timeout``, ``transport``, ``http_status``, ``too_large``, ``envelope``),
+and the policy decides. The API key is only ever placed in the ``Authorization`` header; it is never
+logged and never part of an error text.
 """
 
 from __future__ import annotations
@@ -21,9 +21,14 @@ import httpx
 import msgspec
 
 from torghut.config import LlmSettings
-from trading.domain import canonical_json
-from trading.llm.contract import PROMPT_VERSION, SYSTEM_PROMPT, AmbiguousJson, check_unambiguous
-from trading.ports import ProviderReply, ReviewRequest
+from trading.core.domain import canonical_json
+from trading.core.llm.contract import (
+    PROMPT_VERSION,
+    SYSTEM_PROMPT,
+    AmbiguousJson,
+    check_unambiguous,
+)
+from trading.core.ports import ProviderReply, ReviewRequest
 
 __all__ = ["OpenAiChatReviewer"]
 
@@ -50,7 +55,7 @@ class _Completion(msgspec.Struct):
 
 
 class OpenAiChatReviewer:
-    """:class:`~trading.ports.Reviewer` over an OpenAI-compatible chat-completions endpoint.
+    """:class:`~trading.core.ports.Reviewer` over an OpenAI-compatible chat-completions endpoint.
 
     ``LLM_TIMEOUT_S`` is the deadline of the whole exchange — connect, request, status line,
     headers and every byte of the body — not of each read: a server dripping one byte a second

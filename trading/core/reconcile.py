@@ -1,20 +1,23 @@
 """Reconciliation: keep the store equal to the broker, and deny trading while it is not.
 
 Two channels feed order state into the store, both through the order state machine
-(:meth:`trading.execution.OrderExecutor.record` → ``apply_order_update``), so each accepted
+(:meth:`trading.core.executor.OrderExecutor.record` → ``apply_order_update``), so each accepted
 transition appends one ``order_events`` row and a repeated or stale observation writes nothing:
 
-* the ``trade_updates`` stream (alpaca-py ``TradingStream`` on its own thread) — fast;
+* the ``trade_updates`` stream (:mod:`trading.adapters.trade_updates`, on its own thread) — fast;
 * a periodic pass (``TRADING_RECONCILE_INTERVAL_S``, :meth:`Reconciler.reconcile_once`) — the
   safety net for a dropped stream: it resolves intents still ``pending_submit``, polls every
-  non-terminal execution, adopts open broker orders the store does not know, then compares
-  positions (``position_snapshots``).
+  execution not yet confirmed by the broker (non-terminal, or changed since it was last
+  reconciled), adopts open broker orders the store does not know, then compares positions
+  (``position_snapshots``). Each execution whose stored state equals the broker's answer is
+  stamped ``reconciled_at`` (the API's "reconciled"); a terminal one confirmed once is not
+  polled again.
 
 Drift (broker position ≠ position implied by our executions) is re-checked once after a fresh
 order sync before it counts, because a fill landing between the two reads is not drift. Confirmed
 drift sets the ``torghut_trading_position_drift`` gauge and, with ``RISK_HALT_ON_POSITION_DRIFT``,
-raises a persisted ``position_drift`` halt (:mod:`trading.store.controls`): the risk engine then
-denies every new order until a pass finds no drift *and* an operator has resumed.
+raises a persisted ``position_drift`` halt (the control store): the risk engine then denies every
+new order until a pass finds no drift *and* an operator has resumed.
 
 Never blind: a pass that fails for any reason — the broker unreachable, a 4xx such as a 401 after
 a key rotation, the store down — is counted (``torghut_trading_reconcile_errors_total{kind}``),
@@ -33,41 +36,32 @@ error that stops the pass.
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
-from alpaca.trading.models import TradeUpdate
-from alpaca.trading.stream import TradingStream
 from prometheus_client import Counter, Gauge
-from sqlalchemy.exc import SQLAlchemyError
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from torghut.logs import get_logger
-from trading.execution import (
+from trading.core.clock import Clock
+from trading.core.control_state import ControlAction, HaltKind, Origin
+from trading.core.executor import OrderExecutor
+from trading.core.orders import OrderStatus
+from trading.core.ports import (
+    Broker,
+    BrokerOrder,
     BrokerRejected,
     BrokerUnavailable,
-    OrderExecutor,
-    broker_status,
-    to_broker_order,
+    DecisionStore,
+    StoreError,
 )
-from trading.orders import OrderStatus
-from trading.ports import Broker, BrokerOrder
-from trading.store import (
-    ControlAction,
-    HaltKind,
-    Origin,
-    PositionDrift,
-    StoredExecution,
-    TradingStore,
-)
+from trading.core.records import PositionDrift, StoredExecution
 
 __all__ = ["ReconcileReport", "Reconciler"]
 
-_log = get_logger("trading.reconcile")
+_log = get_logger("trading.core.reconcile")
 
 TRANSITIONS = Counter(
     "torghut_trading_reconcile_updates_total",
@@ -112,16 +106,14 @@ class Reconciler:
 
     def __init__(
         self,
-        store: TradingStore,
+        store: DecisionStore,
         broker: Broker,
         executor: OrderExecutor,
+        clock: Clock,
         *,
         interval_s: float,
         halt_on_drift: bool,
         max_age_s: float = 60.0,
-        stream_factory: Callable[[], TradingStream] | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._broker = broker
@@ -130,18 +122,16 @@ class Reconciler:
         self._halt_on_drift = halt_on_drift
         self._max_age = max_age_s
         self._backoff_max = max(interval_s, min(_BACKOFF_MAX_S, max_age_s / 4))
-        self._stream_factory = stream_factory
-        self._now = now
-        self._clock = clock
+        self._now = clock.now
+        self._clock = clock.monotonic
         self._completed = False
-        self._last_success = clock()
+        self._last_success = clock.monotonic()
         self.last_error: str | None = None
         self.exclusive = threading.Lock()
         """Held by a pass and by the pipeline around each decision (adjudicate → record →
         submit → record): no order is in flight, unrecorded, while positions are compared."""
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._stream: TradingStream | None = None
+        self._thread: threading.Thread | None = None
         self.last_report: ReconcileReport | None = None
         HALTED.set(1)
 
@@ -201,7 +191,7 @@ class Reconciler:
             else "broker_rejected"
             if isinstance(exc, BrokerRejected)
             else "store"
-            if isinstance(exc, SQLAlchemyError)
+            if isinstance(exc, StoreError)
             else "unexpected"
         )
         ERRORS.labels(kind=kind).inc()
@@ -219,7 +209,7 @@ class Reconciler:
             self._store.controls.raise_halt(
                 HaltKind.RECONCILE_FAILING, detail, requires_resume=True
             )
-        except SQLAlchemyError as store_exc:  # the in-memory reason still denies orders
+        except StoreError as store_exc:  # the in-memory reason still denies orders
             _log.error("reconcile_halt_not_persisted", error=str(store_exc)[:300])
 
     def _pass(self) -> ReconcileReport:
@@ -243,25 +233,40 @@ class Reconciler:
 
     def _sync_orders(self) -> tuple[int, int]:
         with self._store.unit_of_work() as uow:
-            open_executions = uow.open_executions()
+            unconfirmed = uow.executions_to_reconcile()
         broker = self._broker
         seen = {o.id: o for o in broker.open_orders()}
-        for execution in open_executions:
+        for execution in unconfirmed:
             order_id = execution.alpaca_order_id
             if order_id in seen:
                 continue
             try:
                 seen[order_id] = broker.get_order(order_id)
             except BrokerRejected as exc:
-                if broker_status(exc) != 404:
+                if exc.status != 404:
                     raise
                 seen[order_id] = self._unknown_at_broker(execution)
         updates = 0
         for order in seen.values():
             if self._executor.record(order, event_type="poll"):
                 updates += 1
+        self._stamp_reconciled(seen.values())
         TRANSITIONS.labels(channel="poll").inc(updates)
         return len(seen), updates
+
+    def _stamp_reconciled(self, orders: Iterable[BrokerOrder]) -> None:
+        """``reconciled_at`` = now for every execution whose stored state is the broker's."""
+        at = self._now()
+        with self._store.unit_of_work() as uow:
+            for order in orders:
+                stored = uow.get_execution(order.id)
+                if (
+                    stored is not None
+                    and stored.status is order.status
+                    and stored.filled_qty == order.filled_qty
+                ):
+                    uow.mark_reconciled(order.id, at)
+            uow.commit()
 
     def _unknown_at_broker(self, execution: StoredExecution) -> BrokerOrder:
         """The broker does not know an order we hold as open: mark it and report it."""
@@ -293,66 +298,31 @@ class Reconciler:
 
     def _drifts(self) -> list[PositionDrift]:
         positions = self._broker.positions()
-        drifts = self._store.record_positions(self._now(), positions)
+        with self._store.unit_of_work() as uow:
+            drifts = uow.record_positions(self._now(), positions)
+            uow.commit()
         for d in drifts:
             if d.drift == 0:
                 DRIFT.labels(symbol=d.symbol).set(0)
         return [d for d in drifts if d.drift != 0]
 
-    # --- the stream -------------------------------------------------------------------------
-
-    async def on_trade_update(self, update: TradeUpdate) -> None:
-        """``trade_updates`` handler: record the order's new state (off the event loop)."""
-        order = to_broker_order(update.order)
-        event = getattr(update.event, "value", str(update.event))
-        changed = await asyncio.to_thread(
-            self._executor.record, order, event_type=str(event), at=update.timestamp
-        )
-        if changed:
-            TRANSITIONS.labels(channel="stream").inc()
-
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the periodic pass and (if configured) the stream, each on its own thread."""
-        poll = threading.Thread(target=self._poll_forever, name="reconcile-poll", daemon=True)
-        self._threads.append(poll)
-        poll.start()
-        if self._stream_factory is not None:
-            stream = self._stream_factory()
-            stream.subscribe_trade_updates(self.on_trade_update)
-            self._stream = stream
-            thread = threading.Thread(
-                target=self._run_stream, args=(stream,), name="trade-updates", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
+        """Start the periodic pass on its own thread."""
+        self._thread = threading.Thread(
+            target=self._poll_forever, name="reconcile-poll", daemon=True
+        )
+        self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop both threads. alpaca-py's stream stops at its next message or reconnect, so its
-        (daemon) thread is given a short grace only; the poll thread is always joined."""
         self._stop.set()
-        if self._stream is not None:
-            self._stream.stop()
-        for t in self._threads:
-            t.join(timeout if t.name == "reconcile-poll" else 0.2)
-        self._threads.clear()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
 
     def _pause(self, seconds: float) -> None:
         self._stop.wait(seconds)
-
-    def _run_stream(self, stream: TradingStream) -> None:
-        """alpaca-py reconnects by itself but ends on some errors (a refused login): say so,
-        the periodic pass carries on alone."""
-        try:
-            stream.run()
-        except Exception as exc:  # noqa: BLE001 - reported; the poll thread is the safety net
-            ERRORS.labels(kind="stream").inc()
-            _log.error("trade_updates_stream_ended", error=repr(exc)[:300])
-            return
-        if not self._stop.is_set():
-            ERRORS.labels(kind="stream").inc()
-            _log.error("trade_updates_stream_ended", error="returned while not stopping")
 
     def _poll_forever(self) -> None:
         """A pass every interval; a failing one is retried with exponential back-off (capped at

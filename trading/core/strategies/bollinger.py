@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from trading.domain import Action, Decision, ParamValue, SignalRow
-from trading.strategies.base import OrderParams, make_decision
+from trading.core.domain import Action, Decision, ParamValue, SignalRow
+from trading.core.strategies.base import OrderParams, make_decision
 
 __all__ = ["BollingerParams", "BollingerReversion", "BollingerState"]
 
