@@ -49,7 +49,13 @@ from trading.core.decisions import DecisionStatus, initial_status
 from trading.core.decisions import check_transition as check_decision
 from trading.core.orders import ACTIVE, OrderStatus, Transition, check_transition
 from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor
-from trading.core.records import PositionDrift, StoredDecision, StoredExecution, StoredOrderEvent
+from trading.core.records import (
+    PositionDrift,
+    StoredDecision,
+    StoredExecution,
+    StoredOrderEvent,
+    position_drifts,
+)
 from trading.core.risk import RecentOrder
 
 __all__ = ["MemoryControls", "MemoryStore", "MemoryUnitOfWork"]
@@ -220,13 +226,7 @@ class MemoryUnitOfWork:
     def record_positions(
         self, taken_at: datetime, broker: Sequence[PositionSnapshot]
     ) -> list[PositionDrift]:
-        local = self.local_positions()
-        remote = {p.symbol: p.qty for p in broker}
-        drifts = [
-            PositionDrift(s, remote.get(s, Decimal(0)), local.get(s, Decimal(0)))
-            for s in sorted(set(local) | set(remote))
-            if remote.get(s, Decimal(0)) != 0 or local.get(s, Decimal(0)) != 0
-        ]
+        drifts = position_drifts(self.local_positions(), broker)
         self._new.snapshots.extend((taken_at, d) for d in drifts)
         return drifts
 

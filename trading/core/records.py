@@ -9,6 +9,7 @@ into them.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -18,10 +19,16 @@ import msgspec
 from trading.core.decisions import DecisionStatus
 from trading.core.domain import OrderType
 from trading.core.orders import OrderStatus
-from trading.core.ports import OrderRequest
+from trading.core.ports import OrderRequest, PositionSnapshot
 from trading.core.risk import RiskReason
 
-__all__ = ["PositionDrift", "StoredDecision", "StoredExecution", "StoredOrderEvent"]
+__all__ = [
+    "PositionDrift",
+    "StoredDecision",
+    "StoredExecution",
+    "StoredOrderEvent",
+    "position_drifts",
+]
 
 
 class StoredDecision(msgspec.Struct, frozen=True):
@@ -95,3 +102,15 @@ class PositionDrift(msgspec.Struct, frozen=True):
     @property
     def drift(self) -> Decimal:
         return self.broker_qty - self.local_qty
+
+
+def position_drifts(
+    local: Mapping[str, Decimal], broker: Sequence[PositionSnapshot]
+) -> list[PositionDrift]:
+    """Broker vs local position of every symbol where either is non-zero, by symbol."""
+    remote = {p.symbol: p.qty for p in broker}
+    return [
+        PositionDrift(s, remote.get(s, Decimal(0)), local.get(s, Decimal(0)))
+        for s in sorted(set(local) | set(remote))
+        if remote.get(s, Decimal(0)) != 0 or local.get(s, Decimal(0)) != 0
+    ]

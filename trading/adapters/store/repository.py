@@ -51,7 +51,13 @@ from trading.core.domain import OrderType
 from trading.core.llm.policy import ReviewOutcome
 from trading.core.orders import ACTIVE, OrderStatus, Transition, check_transition
 from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor
-from trading.core.records import PositionDrift, StoredDecision, StoredExecution, StoredOrderEvent
+from trading.core.records import (
+    PositionDrift,
+    StoredDecision,
+    StoredExecution,
+    StoredOrderEvent,
+    position_drifts,
+)
 from trading.core.risk import RecentOrder, RiskCheck, RiskReason
 
 __all__ = ["TradingStore", "UnitOfWork", "create_engine"]
@@ -288,13 +294,7 @@ class UnitOfWork:
         self, taken_at: datetime, broker: Sequence[PositionSnapshot]
     ) -> list[PositionDrift]:
         """Store broker vs local position per symbol (either side non-zero); returns them all."""
-        local = self.local_positions()
-        remote = {p.symbol: p.qty for p in broker}
-        drifts = [
-            PositionDrift(s, remote.get(s, Decimal(0)), local.get(s, Decimal(0)))
-            for s in sorted(set(local) | set(remote))
-            if remote.get(s, Decimal(0)) != 0 or local.get(s, Decimal(0)) != 0
-        ]
+        drifts = position_drifts(self.local_positions(), broker)
         self.session.add_all(
             PositionSnapshotRow(
                 id=uuid.uuid4(),
