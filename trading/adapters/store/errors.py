@@ -6,7 +6,8 @@ SQLAlchemy, and an in-memory store raises the same errors
 (:class:`~trading.core.ports.StoreUnavailable`, :class:`~trading.core.ports.StoreConflict`,
 :class:`~trading.core.ports.StoreRejected`). A unique key taken is a conflict (Postgres
 SQLSTATE 23505, SQLite's "UNIQUE constraint failed"); any other integrity error (a CHECK, a
-foreign key) is a rejection.
+foreign key), a data error or a value a column type refuses (a naive datetime) is a rejection;
+everything else (connection lost, timeout, locked) is the store being unavailable.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from trading.core.ports import StoreConflict, StoreRejected, StoreUnavailable
 
@@ -29,6 +30,12 @@ def translated() -> Iterator[None]:
     except IntegrityError as exc:
         if _unique_violation(exc):
             raise StoreConflict(_first_line(exc)) from exc
+        raise StoreRejected(_first_line(exc)) from exc
+    except DataError as exc:
+        raise StoreRejected(_first_line(exc)) from exc
+    except DBAPIError as exc:
+        raise StoreUnavailable(_first_line(exc)) from exc
+    except StatementError as exc:  # a value a column type refused before it reached the database
         raise StoreRejected(_first_line(exc)) from exc
     except SQLAlchemyError as exc:
         raise StoreUnavailable(_first_line(exc)) from exc
