@@ -17,18 +17,19 @@ from typing import Any
 
 import pytest
 
-from tests.trading.conftest import T0, row
+from tests.trading.conftest import T0, decision, row
 from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
 from torghut.sim.quotes import StaticQuotes, Touch
 from trading.adapters.memory_store import MemoryStore
 from trading.adapters.paper_book import PaperBookBroker
+from trading.core.adjudicate import Adjudication
 from trading.core.clock import SimulatedClock
 from trading.core.decisions import DecisionStatus
 from trading.core.executor import OrderExecutor
 from trading.core.orders import OrderStatus
 from trading.core.pipeline import Decider, DeciderState, DecisionOutcome, TradingPipeline
 from trading.core.reconcile import Reconciler
-from trading.core.risk import RiskLimits
+from trading.core.risk import RiskCheck, RiskLimits, RiskReason, RiskVerdict
 from trading.core.strategies import build_strategies
 
 _WATCHING = threading.Event()
@@ -120,3 +121,31 @@ def test_the_same_replay_stores_the_same_records() -> None:
     assert first_outcomes == second_outcomes
     order_id = first.executions()[0].alpaca_order_id
     assert first.order_events(order_id) == second.order_events(order_id)
+
+
+def test_the_memory_store_is_transactional_and_finds_recent_orders_newest_first() -> None:
+    clock = SimulatedClock(T0)
+    store = MemoryStore(clock)
+    approved, rejected = RiskVerdict(()), RiskVerdict((RiskReason(RiskCheck.KILL_SWITCH, "on"),))
+    made = []
+    for i, risk in enumerate((approved, approved, rejected, approved)):
+        clock.set(T0 + timedelta(seconds=10 * i))
+        d = decision(event_ts=T0 + timedelta(seconds=i), symbol=f"S{i}")
+        with store.unit_of_work() as uow:
+            uow.record_decision(Adjudication.of(d, risk=risk))
+            uow.commit()
+        made.append(d)
+    with store.unit_of_work() as uow:
+        uow.record_submit_failure(made[3].decision_hash, "blocked: kill switch")
+        # Seen inside the unit of work at once ...
+        recent = uow.recent_orders(T0 + timedelta(seconds=5))
+        assert [r.symbol for r in recent] == ["S1"]
+        late = decision(event_ts=T0 + timedelta(seconds=9), symbol="S9")
+        clock.set(T0 + timedelta(seconds=40))
+        uow.record_decision(Adjudication.of(late, risk=approved))
+        assert [r.symbol for r in uow.recent_orders(T0)] == ["S9", "S1", "S0"]
+    # ... and gone when it ends without a commit.
+    with store.unit_of_work() as uow:
+        assert [r.symbol for r in uow.recent_orders(T0)] == ["S3", "S1", "S0"]
+        assert uow.get_decision(late.decision_hash) is None
+    assert [d.symbol for d in store.decisions()] == ["S0", "S1", "S2", "S3"]

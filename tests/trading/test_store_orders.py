@@ -4,14 +4,16 @@ drift — on real Postgres and on SQLite."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
 
 import msgspec
 import pytest
 
 from tests.trading.conftest import T0, decision
-from trading.adapters.store import TradingStore
+from trading.adapters.store import TradingStore, UnitOfWork
 from trading.core.adjudicate import Adjudication
 from trading.core.decisions import DecisionStatus
 from trading.core.orders import InvalidOrderTransition, OrderStatus, Transition
@@ -19,6 +21,7 @@ from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor
 from trading.core.risk import RiskVerdict
 
 S = OrderStatus
+T = TypeVar("T")
 
 
 def broker_order(client_order_id: str, **changes: object) -> BrokerOrder:
@@ -179,17 +182,25 @@ def test_an_order_placed_outside_the_loop_is_recorded_without_a_decision(
         assert uow.executions(symbol="MSFT") == []
 
 
+def committed(store: TradingStore, step: Callable[[UnitOfWork], T]) -> T:
+    """``step`` in a unit of work of its own, committed."""
+    with store.unit_of_work() as uow:
+        result = step(uow)
+        uow.commit()
+        return result
+
+
 def test_submit_failure_is_recorded(store: TradingStore) -> None:
     d = store.record_decision(Adjudication.of(decision(), risk=RiskVerdict(())))
-    store.record_submit_failure(d.decision_hash, "403 insufficient buying power")
+    committed(store, lambda u: u.record_submit_failure(d.decision_hash, "403 insufficient funds"))
     with store.unit_of_work() as uow:
         failed = uow.get_decision(d.decision_hash)
         assert failed is not None
         assert failed.status is DecisionStatus.SUBMIT_FAILED
-        assert failed.status_detail == "403 insufficient buying power"
+        assert failed.status_detail == "403 insufficient funds"
         assert uow.pending_submissions() == []
     with pytest.raises(LookupError):
-        store.record_submit_failure("0" * 64, "x")
+        committed(store, lambda u: u.record_submit_failure("0" * 64, "x"))
     with pytest.raises(LookupError):
         store.record_submission(broker_order("0" * 64))
 
@@ -197,9 +208,9 @@ def test_submit_failure_is_recorded(store: TradingStore) -> None:
 def test_signal_cursor_is_saved_per_source(store: TradingStore) -> None:
     first = SignalCursor("PT1S", T0, "AAPL", 7)
     later = SignalCursor("PT1S", T0 + timedelta(milliseconds=1), "AAPL", 8)
-    store.save_cursor("ta_signals", first)
-    store.save_cursor("ta_signals", later)
-    store.save_cursor("replay", first)
+    committed(store, lambda u: u.save_cursor("ta_signals", first))
+    committed(store, lambda u: u.save_cursor("ta_signals", later))
+    committed(store, lambda u: u.save_cursor("replay", first))
     with store.unit_of_work() as uow:
         assert uow.load_cursor("ta_signals") == later
         assert uow.load_cursor("replay") == first
@@ -210,13 +221,11 @@ def test_signal_cursor_is_saved_per_source(store: TradingStore) -> None:
 def test_position_drift_against_the_broker(store: TradingStore) -> None:
     d = store.record_decision(Adjudication.of(decision(), risk=RiskVerdict(())))
     store.record_submission(broker_order(d.decision_hash, status=S.FILLED, filled_qty=Decimal(10)))
-    drifts = store.record_positions(
-        T0,
-        [
-            PositionSnapshot("AAPL", Decimal(10), Decimal(1000)),
-            PositionSnapshot("MSFT", Decimal(-3), Decimal(-300)),
-        ],
-    )
+    broker = [
+        PositionSnapshot("AAPL", Decimal(10), Decimal(1000)),
+        PositionSnapshot("MSFT", Decimal(-3), Decimal(-300)),
+    ]
+    drifts = committed(store, lambda u: u.record_positions(T0, broker))
     assert [(x.symbol, x.broker_qty, x.local_qty, x.drift) for x in drifts] == [
         ("AAPL", Decimal(10), Decimal(10), Decimal(0)),
         ("MSFT", Decimal(-3), Decimal(0), Decimal(-3)),

@@ -208,12 +208,16 @@ class MemoryUnitOfWork:
         return found if found is not None else self._base.executions.get(alpaca_order_id)
 
     def recent_orders(self, since: datetime) -> list[RecentOrder]:
+        """Newest first, back to ``since`` only: decisions are kept in the order they were
+        recorded, on a clock that does not go back, so a long replay does not rescan them all."""
         live = (DecisionStatus.PENDING_SUBMIT, DecisionStatus.SUBMITTED)
-        return [
-            RecentOrder(d.symbol, d.created_at)
-            for d in self._decisions()
-            if d.created_at >= since and d.status in live
-        ]
+        found: list[RecentOrder] = []
+        for d in self._newest_first():
+            if d.created_at < since:
+                break
+            if d.status in live:
+                found.append(RecentOrder(d.symbol, d.created_at))
+        return found
 
     def local_positions(self) -> dict[str, Decimal]:
         """Signed filled quantity per symbol over all recorded executions."""
@@ -239,6 +243,13 @@ class MemoryUnitOfWork:
         self._new.cursors[source] = cursor
 
     # --- helpers ------------------------------------------------------------------------
+
+    def _newest_first(self) -> Iterator[StoredDecision]:
+        """Decisions newest first: this unit's inserts, then the committed ones (as changed
+        here). A commit appends inserts to the committed dict, keeping this order."""
+        new, base = self._new.decisions, self._base.decisions
+        yield from (d for h, d in reversed(new.items()) if h not in base)
+        yield from (new.get(h, d) for h, d in reversed(base.items()))
 
     def _decisions(self) -> Iterator[StoredDecision]:
         new = self._new.decisions

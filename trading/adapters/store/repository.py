@@ -434,7 +434,7 @@ class TradingStore:
         clock = clock or SystemClock()
         self._now = clock.now
         self.controls = ControlStore(engine, clock)
-        """Runtime controls and halts over the same engine (``controls``)."""
+        """The control store (kill switch, halts, commands) over the same engine."""
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> TradingStore:
@@ -473,11 +473,6 @@ class TradingStore:
             uow.commit()
             return stored
 
-    def record_submit_failure(self, decision_hash: str, error: str) -> None:
-        with self.unit_of_work() as uow:
-            uow.record_submit_failure(decision_hash, error)
-            uow.commit()
-
     def apply_order_update(
         self,
         order: BrokerOrder,
@@ -490,19 +485,6 @@ class TradingStore:
             step = uow.apply_order_update(order, event_type=event_type, at=at, payload=payload)
             uow.commit()
             return step
-
-    def save_cursor(self, source: str, cursor: SignalCursor) -> None:
-        with self.unit_of_work() as uow:
-            uow.save_cursor(source, cursor)
-            uow.commit()
-
-    def record_positions(
-        self, taken_at: datetime, broker: Sequence[PositionSnapshot]
-    ) -> list[PositionDrift]:
-        with self.unit_of_work() as uow:
-            drifts = uow.record_positions(taken_at, broker)
-            uow.commit()
-            return drifts
 
 
 def create_engine(url: str) -> sa.Engine:
