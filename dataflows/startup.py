@@ -2,7 +2,7 @@
 
 * :func:`migrate_clickhouse`: the one "connect → migrate" of every flow that touches
   ClickHouse (TA, trading, the demo). The trading store (Postgres/SQLite) migrates itself when
-  :class:`trading.store.TradingStore` opens it.
+  :class:`trading.adapters.store.TradingStore` opens it.
 * :func:`bytewax_run_args`: the recovery directory and cluster position ``python -m
   bytewax.run`` was started with, read the way ``bytewax.run`` reads them (flags, then its
   environment variables, the StatefulSet pod name and the hostfile), because the flow must

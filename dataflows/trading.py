@@ -26,9 +26,12 @@ again right before every submit; cancel-all and flatten commands are carried out
 thread. SIGINT/SIGTERM (:func:`install_stop_handlers`) stop every submit at once, end the source
 and end the process within ``TRADING_STOP_GRACE_S`` whatever is still in flight.
 
-Composable pieces for the all-in-one embedded flow: :class:`TradingRuntime` (store, broker,
-executor, reconciler, pipeline built from settings) and :func:`trading_pipeline` (the steps,
-added to any ``Dataflow``).
+This module is the composition root of the trading core (:mod:`trading.core`, which imports
+no adapter): :class:`TradingRuntime` builds the adapters from settings — the alpaca-py broker
+and its ``trade_updates`` stream, the SQL store, the OpenAI-compatible reviewer
+(:func:`build_review`), the wall clock — and hands them to the core's executor, reconciler,
+controls and pipeline; :func:`trading_pipeline` adds the steps (ClickHouse signal source →
+decide → execute) to any ``Dataflow``, e.g. the all-in-one embedded flow.
 
 The module builds the flow lazily, when ``flow`` is first looked up (``bytewax.run`` does that);
 importing it opens nothing.
@@ -57,43 +60,47 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from dataflows.startup import migrate_clickhouse
 from operators.trading_source import SignalItem, TradingSignalSource
 from torghut.clickhouse import Client, connect
-from torghut.config import Settings, load_settings
+from torghut.config import LlmSettings, Settings, TradingSettings, load_settings
 from torghut.logs import configure_logging, get_logger
 from torghut.observability.metrics import serve_dataflow_metrics
 from torghut.redact import mask_dsn
 from torghut.sim.broker import BrokerSimulator
 from torghut.sim.quotes import QuoteSource, Touch
-from trading.adjudicate import build_review
-from trading.controls import RuntimeControls
-from trading.domain import SignalRow
-from trading.execution import (
-    STOPPING,
+from trading.adapters.alpaca_broker import (
     AlpacaBroker,
-    OrderExecutor,
     build_trading_client,
     client_target,
     start_embedded_broker,
     stream_url_for,
 )
-from trading.pipeline import Decided, Decider, DeciderState, DecisionOutcome, TradingPipeline
-from trading.quantity import QuantityRules
-from trading.reconcile import Reconciler
-from trading.risk import PipelineLag, RiskLimits
-from trading.signals import (
-    ClickHouseSignalReader,
+from trading.adapters.clickhouse_signals import ClickHouseSignalReader
+from trading.adapters.openai_reviewer import OpenAiChatReviewer
+from trading.adapters.store import TradingStore
+from trading.adapters.system_clock import SystemClock
+from trading.adapters.trade_updates import TradeUpdates
+from trading.core.clock import Clock
+from trading.core.controls import RuntimeControls
+from trading.core.domain import SignalRow
+from trading.core.executor import STOPPING, OrderExecutor
+from trading.core.llm import DecisionReview
+from trading.core.pipeline import Decided, Decider, DeciderState, DecisionOutcome, TradingPipeline
+from trading.core.quantity import QuantityRules
+from trading.core.reconcile import Reconciler
+from trading.core.risk import PipelineLag, RiskLimits
+from trading.core.signals import (
     SignalCorrection,
     SignalDeadLetter,
     settle_horizon,
     signal_read_delay,
 )
-from trading.store import TradingStore
-from trading.strategies import build_strategies
+from trading.core.strategies import build_strategies
 
 __all__ = [
     "LastCloseQuotes",
     "TradingRuntime",
     "TradingStreams",
     "build_flow",
+    "build_review",
     "exit_stopped",
     "install_stop_handlers",
     "stop_exit_code",
@@ -134,6 +141,7 @@ class TradingRuntime:
     decider: Decider
     quotes: LastCloseQuotes
     controls: RuntimeControls
+    trade_updates: TradeUpdates | None = None
     simulator: BrokerSimulator | None = None
 
     @property
@@ -151,6 +159,7 @@ class TradingRuntime:
         ``quotes`` feeds the built-in simulator (default: the last signal closes).
         """
         trading, alpaca, risk = settings.trading, settings.alpaca, settings.risk
+        clock = SystemClock()
         store = TradingStore.open(settings.store.url)
         last_close = LastCloseQuotes()
         target = client_target(trading, alpaca)
@@ -166,7 +175,7 @@ class TradingRuntime:
             RiskLimits.from_settings(trading, risk, alpaca, read_delay=read_delay),
             kill_switch=False,
         )
-        executor = OrderExecutor(store, broker, max_intent_age=limits.max_signal_staleness)
+        executor = OrderExecutor(store, broker, clock, max_intent_age=limits.max_signal_staleness)
 
         def trade_updates() -> TradingStream:
             return TradingStream(
@@ -180,15 +189,16 @@ class TradingRuntime:
             store,
             broker,
             executor,
+            clock,
             interval_s=trading.reconcile_interval_s,
             halt_on_drift=risk.halt_on_position_drift,
             max_age_s=risk.reconcile_max_age_s,
-            stream_factory=trade_updates if stream else None,
         )
         controls = RuntimeControls(
             store.controls,
             broker,
             executor,
+            clock,
             refresh_s=trading.poll_interval_s,
             exclusive=reconciler.exclusive,
             lag=PipelineLag(limits.max_pipeline_lag),
@@ -218,8 +228,9 @@ class TradingRuntime:
                 store,
                 broker,
                 executor,
+                clock,
                 limits=limits,
-                review=build_review(settings.llm, trading),
+                review=build_review(settings.llm, trading, clock),
                 cursor_source=f"{trading.signal_table}:{trading.signal_window_size}",
                 halted=halted,
                 kill_switch=controls.kill_switch_reason,
@@ -230,6 +241,7 @@ class TradingRuntime:
             decider=Decider(build_strategies(trading)),
             quotes=last_close,
             controls=controls,
+            trade_updates=TradeUpdates(executor, trade_updates) if stream else None,
             simulator=simulator,
         )
         log.info(
@@ -256,6 +268,8 @@ class TradingRuntime:
                 drifts=len(report.drifts),
             )
         self.reconciler.start()
+        if self.trade_updates is not None:
+            self.trade_updates.start()
         self.controls.start()
 
     def initial_cursor(self) -> Any:
@@ -274,10 +288,25 @@ class TradingRuntime:
     def close(self) -> None:
         self.pipeline.close()
         self.controls.stop()
+        if self.trade_updates is not None:
+            self.trade_updates.stop()
         self.reconciler.stop()
         if self.simulator is not None:
             self.simulator.stop()
         self.store.close()
+
+
+def build_review(llm: LlmSettings, trading: TradingSettings, clock: Clock) -> DecisionReview | None:
+    """The configured reviewer, or ``None`` when ``LLM_ENABLED`` is false (the default)."""
+    if not llm.enabled:
+        return None
+    return DecisionReview(
+        OpenAiChatReviewer(llm),
+        llm,
+        live=trading.mode == "live",
+        quantity=QuantityRules(trading.fractional_symbols),
+        clock=clock,
+    )
 
 
 @dataclass(frozen=True)

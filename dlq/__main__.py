@@ -34,7 +34,7 @@ from torghut.config import (
 )
 from torghut.kafka_check import KafkaUnreachable, check_connection
 from torghut.logs import configure_logging, get_logger
-from trading.store import create_engine, upgrade
+from trading.adapters.store import create_engine, upgrade
 
 log = get_logger("dlq")
 

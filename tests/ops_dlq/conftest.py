@@ -18,7 +18,7 @@ from tests.conftest import TopicFactory
 from tests.helpers import wait_until
 from torghut.config import KafkaSettings
 from torghut.dead_letters import DeadLetter
-from trading.store import create_engine, upgrade
+from trading.adapters.store import create_engine, upgrade
 
 T0 = datetime(2026, 12, 1, 14, 30, tzinfo=UTC)
 

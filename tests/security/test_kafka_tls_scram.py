@@ -25,7 +25,7 @@ from tests.security.conftest import SecureKafka
 from torghut.config import KafkaSettings, load_section
 from torghut.dead_letters import DeadLetter
 from torghut.kafka_check import KafkaUnreachable, check_connection
-from trading.store import create_engine, upgrade
+from trading.adapters.store import create_engine, upgrade
 
 DEADLINE_S = 4.0
 SLACK_S = 3.0  # librdkafka's last request may run up to a second past the deadline

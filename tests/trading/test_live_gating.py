@@ -25,10 +25,10 @@ from dataflows.trading import TradingRuntime
 from tests.trading.flow_fixtures import paper_broker, trading_settings
 from torghut.config import AlpacaSettings, ClickHouseSettings, TradingSettings
 from torghut.sim.broker import BrokerSimulator
-from trading.domain import OrderType
-from trading.execution import BrokerRejected, client_target
-from trading.live_gates import LiveGateError
-from trading.ports import OrderRequest
+from trading.adapters.alpaca_broker import client_target
+from trading.core.domain import OrderType
+from trading.core.live_gates import LiveGateError
+from trading.core.ports import BrokerRejected, OrderRequest
 
 __all__ = ["paper_broker"]
 

@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 
 from dlq.tables import metadata as dead_letter_metadata
 from torghut.config import StoreSettings
-from trading.store import Base, TradingStore, upgrade
+from trading.adapters.store import Base, TradingStore, upgrade
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,7 +69,7 @@ def test_upgrade_head_creates_exactly_the_model_schema(store_url: str) -> None:
 
 def test_processes_starting_together_migrate_one_after_the_other(pg_url: str) -> None:
     """Separate processes (Alembic's context is process-global, so not threads)."""
-    code = "import sys; from trading.store import upgrade; upgrade(sys.argv[1])"
+    code = "import sys; from trading.adapters.store import upgrade; upgrade(sys.argv[1])"
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, pg_url],

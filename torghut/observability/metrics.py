@@ -23,8 +23,10 @@ where the fact is known, so the hot paths stay as they are:
   modification time of those files is the last checkpoint; read at scrape time, nothing runs
   in the flow. The rule compares ``timestamp(x) - x`` (the age when scraped) with twice the
   snapshot interval;
-* :data:`DECISION_LAG` — trading decision lag: now minus the event time of the newest signal of
-  each batch the trading loop decides on.
+* ``torghut_trading_decision_lag_seconds`` — trading decision lag: now minus the event time of
+  the newest signal of each batch the trading loop decides on. Kept by
+  :mod:`trading.core.controls` beside the lag gauge it observes (the trading core imports no
+  storage client, and this module does).
 
 Consumer lag (``torghut_kafka_source_lag``), backup age
 (``torghut_recovery_last_backup_timestamp_seconds``) and dead letters by reason
@@ -56,7 +58,6 @@ from torghut.logs import get_logger
 
 __all__ = [
     "BAR_LATENCY",
-    "DECISION_LAG",
     "INSERT_FAILURES",
     "LAST_CHECKPOINT",
     "SNAPSHOT_INTERVAL",
@@ -87,11 +88,6 @@ LAST_CHECKPOINT = Gauge(
 SNAPSHOT_INTERVAL = Gauge(
     "torghut_recovery_snapshot_interval_seconds",
     "The dataflow's snapshot interval (bytewax.run -s): the checkpoint period",
-)
-DECISION_LAG = Histogram(
-    "torghut_trading_decision_lag_seconds",
-    "Now minus the event time of the newest signal of each batch the trading loop decides on",
-    buckets=(0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 300),
 )
 
 _ERROR_CLASSES: tuple[tuple[type[BaseException], str], ...] = (
