@@ -94,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="run the paper trading flow on the signals and measure its decisions",
     )
+    p.add_argument(
+        "--store-url",
+        default="",
+        help="the trading store (an empty Postgres database; default: a SQLite file)",
+    )
     p.add_argument("--role", default="orchestrate", choices=("orchestrate", "ta"))
     p.add_argument("--work", default="", help=argparse.SUPPRESS)
     p.add_argument("--topics", default="", help=argparse.SUPPRESS)
@@ -105,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _orchestrate(args: argparse.Namespace) -> None:
+    from torghut.config import AlpacaSettings
+
     run = uuid.uuid4().hex[:8]
     topics = {name: f"bench-latency-{run}-{name}" for name in _TOPICS}
     admin = AdminClient({"bootstrap.servers": args.bootstrap})
@@ -124,6 +131,17 @@ def _orchestrate(args: argparse.Namespace) -> None:
         assert sim.stdout is not None
         url = json.loads(sim.stdout.readline())["url"]
         env["ALPACA_DATA_WS_URL"] = url
+        if args.trading:  # the paper broker in its own process, as Alpaca is to production
+            alpaca = AlpacaSettings()  # the market simulator's and the broker's credentials
+            broker = subprocess.Popen(
+                [sys.executable, "-m", "torghut.sim.broker", "--port", "0", "--key-id",
+                 alpaca.key_id.get_secret_value(), "--secret-key",
+                 alpaca.secret_key.get_secret_value(), "--log-level", "WARNING"],
+                stdout=subprocess.PIPE, env=env, cwd=ROOT,
+            )  # fmt: skip
+            procs.append(broker)
+            assert broker.stdout is not None
+            env["ALPACA_PAPER_BASE_URL"] = json.loads(broker.stdout.readline())["base_url"]
         t0 = time.time() + 5.0  # stages start; measuring starts after the warm-up from here
         done = t0 + args.warmup + args.seconds
         consumers = [
@@ -176,9 +194,9 @@ def _env(
             "ALPACA_SYMBOLS": symbols,
             "CH_DSN": f"chdb://{work / 'chdb'}",
             "TA_ALLOWED_LATENESS_MS": str(args.lateness_ms),
-            # the trading flow: paper, at the built-in broker simulator, a SQLite store
+            # the trading flow: paper, at the broker simulator, the store of --store-url
             "TRADING_ENABLED": "true",
-            "TRADING_DB_URL": f"sqlite:///{work / 'trading.sqlite'}",
+            "TRADING_DB_URL": args.store_url or f"sqlite:///{work / 'trading.sqlite'}",
             "RISK_REQUIRE_MARKET_OPEN": "false",
             **{f"KAFKA_TOPIC_{name.upper()}": topic for name, topic in topics.items()},
         }
