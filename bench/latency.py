@@ -46,6 +46,7 @@ import threading
 import time
 import traceback
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=15.0, help="seconds before measuring")
     p.add_argument("--lateness-ms", type=int, default=2000, help="TA_ALLOWED_LATENESS_MS")
     p.add_argument("--poll-ms", type=float, default=20.0, help="ClickHouse poll period")
+    p.add_argument(
+        "--epoch-s",
+        type=float,
+        default=5.0,
+        help="the TA flow's epoch (snapshot) interval; production runs with -s 5",
+    )
     p.add_argument("--partitions", type=int, default=6, help="partitions of the input topics")
     p.add_argument(
         "--trading",
@@ -155,6 +162,7 @@ def _orchestrate(args: argparse.Namespace) -> None:
              "--topics", json.dumps(topics), "--t0", str(t0), "--warmup", str(args.warmup),
              "--seconds", str(args.seconds), "--poll-ms", str(args.poll_ms),
              "--lateness-ms", str(args.lateness_ms), "--bootstrap", args.bootstrap,
+             "--epoch-s", str(args.epoch_s),
              "--trading" if args.trading else "--no-trading"],
             env=env, cwd=ROOT,
         )  # fmt: skip
@@ -298,6 +306,7 @@ def _ta_child(args: argparse.Namespace) -> None:
         return _LoggedClient(opened(settings), inserts)
 
     clickhouse.connect = connect  # before the flows import it
+    snapshots = _time_snapshots()
     import dataflows.ta  # builds the flow from the environment and migrates ClickHouse
     from torghut.config import ClickHouseSettings
 
@@ -307,10 +316,35 @@ def _ta_child(args: argparse.Namespace) -> None:
         _start_trading(run_main)
     poller = _ClickHousePoller(
         connect(ClickHouseSettings()), work, start, end, args.poll_ms / 1000, inserts,
-        args.trading,
+        args.trading, snapshots,
     )  # fmt: skip
     poller.start()
-    run_main(dataflows.ta.flow)  # type: ignore[no-untyped-call]
+    epoch = timedelta(seconds=args.epoch_s)
+    run_main(dataflows.ta.flow, epoch_interval=epoch)  # type: ignore[no-untyped-call]
+
+
+def _time_snapshots() -> list[tuple[str, float, float]]:
+    """Wrap the ``snapshot()`` of the TA flow's stateful steps and sinks (which Bytewax calls on
+    the worker at the end of every epoch, stopping everything else meanwhile) to record
+    ``(step, started, seconds)``."""
+    from operators.clickhouse_sink import _QueuedInsertPartition
+    from operators.indicators import IndicatorLogic
+    from operators.kafka_io import _EpochPartition
+    from operators.microbars import MicrobarLogic
+
+    timed: list[tuple[str, float, float]] = []
+    for cls in (IndicatorLogic, MicrobarLogic, _QueuedInsertPartition, _EpochPartition):
+        original = cls.snapshot
+
+        def snapshot(self: Any, _original: Any = original, _name: str = cls.__name__) -> Any:
+            began = time.time()
+            try:
+                return _original(self)
+            finally:
+                timed.append((_name, began, time.time() - began))
+
+        cls.snapshot = snapshot  # type: ignore[method-assign]
+    return timed
 
 
 def _start_trading(run_main: Any) -> None:
@@ -394,11 +428,12 @@ class _ClickHousePoller(threading.Thread):
         period: float,
         inserts: _InsertLog,
         trading: bool,
+        snapshots: list[tuple[str, float, float]],
     ) -> None:
         super().__init__(name="clickhouse-poller", daemon=True)
         self._client, self._work = client, work
         self._start, self._end, self._period = start, end, period
-        self._inserts, self._trading = inserts, trading
+        self._inserts, self._trading, self._snapshots = inserts, trading, snapshots
 
     def run(self) -> None:
         try:
@@ -410,6 +445,7 @@ class _ClickHousePoller(threading.Thread):
     def _measure(self) -> None:
         counts: dict[str, list[tuple[float, int]]] = {t: [] for t in _CH_TABLES}
         polls: list[float] = []
+        cpu: list[tuple[float, float]] = []  # (wall, process CPU) at the window's ends
         while time.time() < self._end + 10:
             began = time.time()
             found = dict(
@@ -424,6 +460,8 @@ class _ClickHousePoller(threading.Thread):
             for table in _CH_TABLES:
                 counts[table].append((now, int(found.get(table, 0))))
             polls.append((time.time() - began) * 1000)
+            if len(cpu) < 2 and time.time() >= (self._end if cpu else self._start):
+                cpu.append((time.time(), time.process_time()))
             time.sleep(max(0.0, self._period - (time.time() - began)))
         from prometheus_client import REGISTRY
 
@@ -444,6 +482,8 @@ class _ClickHousePoller(threading.Thread):
             "inserts": inserts,
             "insert_log": [r for r in logged if self._start <= r[1] / US <= self._end],
             "decisions": self._decisions() if self._trading else None,
+            "snapshots": [s for s in self._snapshots if self._start <= s[1] <= self._end],
+            "cpu": (cpu[1][1] - cpu[0][1]) / (cpu[1][0] - cpu[0][0]) if len(cpu) == 2 else None,
         }
         (self._work / "clickhouse.json").write_text(json.dumps(out))
         os._exit(0)
@@ -538,6 +578,7 @@ def _report(args: argparse.Namespace, consumers: list[_KafkaLatency], ch: dict[s
     _stages(ch, trades, bars, kinds)
     if ch.get("decisions") is not None:
         _decisions(ch, ch_rows["signals"])
+    _stalls(ch, args.epoch_s)
     for table, (count, total) in ch["inserts"].items():
         if count:
             print(f"{table}: {count:.0f} inserts, {1000 * total / count:.1f} ms each on average")
@@ -598,6 +639,25 @@ def _stages(
             f"Kafka ta.bars, {label}: emitted → Kafka create time",
             [(c - t) * 1000 for _e, t, c in rows],
         )
+
+
+def _stalls(ch: dict[str, Any], epoch_s: float) -> None:
+    """The worker's stop at each epoch end: the snapshots of the stateful steps and sinks
+    (Bytewax calls them one after the other on the worker, nothing else runs meanwhile)."""
+    per_epoch: dict[int, float] = {}
+    per_step: dict[str, float] = {}
+    for step, began, seconds in ch["snapshots"]:
+        key = int(began // epoch_s)
+        per_epoch[key] = per_epoch.get(key, 0.0) + seconds * 1000
+        per_step[step] = per_step.get(step, 0.0) + seconds * 1000
+    n = max(1, len(per_epoch))
+    steps = ", ".join(
+        f"{k} {v / n:.0f}" for k, v in sorted(per_step.items(), key=lambda kv: -kv[1])
+    )
+    _line(f"worker stopped for snapshots, per {epoch_s:g} s epoch", list(per_epoch.values()))
+    print(f"  mean ms per epoch by step: {steps}")
+    if ch.get("cpu") is not None:
+        print(f"TA process CPU in the window: {100 * ch['cpu']:.0f} % of one core")
 
 
 def _decisions(ch: dict[str, Any], signals: list[tuple[float, float]]) -> None:
