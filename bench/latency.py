@@ -46,6 +46,7 @@ import threading
 import time
 import traceback
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=15.0, help="seconds before measuring")
     p.add_argument("--lateness-ms", type=int, default=2000, help="TA_ALLOWED_LATENESS_MS")
     p.add_argument("--poll-ms", type=float, default=20.0, help="ClickHouse poll period")
+    p.add_argument(
+        "--epoch-s",
+        type=float,
+        default=5.0,
+        help="the TA flow's epoch (snapshot) interval; production runs with -s 5",
+    )
     p.add_argument("--partitions", type=int, default=6, help="partitions of the input topics")
+    p.add_argument(
+        "--trading",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the paper trading flow on the signals and measure its decisions",
+    )
+    p.add_argument(
+        "--store-url",
+        default="",
+        help="the trading store (an empty Postgres database; default: a SQLite file)",
+    )
     p.add_argument("--role", default="orchestrate", choices=("orchestrate", "ta"))
     p.add_argument("--work", default="", help=argparse.SUPPRESS)
     p.add_argument("--topics", default="", help=argparse.SUPPRESS)
@@ -99,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _orchestrate(args: argparse.Namespace) -> None:
+    from torghut.config import AlpacaSettings
+
     run = uuid.uuid4().hex[:8]
     topics = {name: f"bench-latency-{run}-{name}" for name in _TOPICS}
     admin = AdminClient({"bootstrap.servers": args.bootstrap})
@@ -118,6 +138,17 @@ def _orchestrate(args: argparse.Namespace) -> None:
         assert sim.stdout is not None
         url = json.loads(sim.stdout.readline())["url"]
         env["ALPACA_DATA_WS_URL"] = url
+        if args.trading:  # the paper broker in its own process, as Alpaca is to production
+            alpaca = AlpacaSettings()  # the market simulator's and the broker's credentials
+            broker = subprocess.Popen(
+                [sys.executable, "-m", "torghut.sim.broker", "--port", "0", "--key-id",
+                 alpaca.key_id.get_secret_value(), "--secret-key",
+                 alpaca.secret_key.get_secret_value(), "--log-level", "WARNING"],
+                stdout=subprocess.PIPE, env=env, cwd=ROOT,
+            )  # fmt: skip
+            procs.append(broker)
+            assert broker.stdout is not None
+            env["ALPACA_PAPER_BASE_URL"] = json.loads(broker.stdout.readline())["base_url"]
         t0 = time.time() + 5.0  # stages start; measuring starts after the warm-up from here
         done = t0 + args.warmup + args.seconds
         consumers = [
@@ -130,7 +161,9 @@ def _orchestrate(args: argparse.Namespace) -> None:
             [sys.executable, "-m", "bench.latency", "--role", "ta", "--work", str(work),
              "--topics", json.dumps(topics), "--t0", str(t0), "--warmup", str(args.warmup),
              "--seconds", str(args.seconds), "--poll-ms", str(args.poll_ms),
-             "--lateness-ms", str(args.lateness_ms), "--bootstrap", args.bootstrap],
+             "--lateness-ms", str(args.lateness_ms), "--bootstrap", args.bootstrap,
+             "--epoch-s", str(args.epoch_s),
+             "--trading" if args.trading else "--no-trading"],
             env=env, cwd=ROOT,
         )  # fmt: skip
         procs.append(ta)
@@ -169,6 +202,10 @@ def _env(
             "ALPACA_SYMBOLS": symbols,
             "CH_DSN": f"chdb://{work / 'chdb'}",
             "TA_ALLOWED_LATENESS_MS": str(args.lateness_ms),
+            # the trading flow: paper, at the broker simulator, the store of --store-url
+            "TRADING_ENABLED": "true",
+            "TRADING_DB_URL": args.store_url or f"sqlite:///{work / 'trading.sqlite'}",
+            "RISK_REQUIRE_MARKET_OPEN": "false",
             **{f"KAFKA_TOPIC_{name.upper()}": topic for name, topic in topics.items()},
         }
     )
@@ -206,6 +243,8 @@ class _KafkaLatency(threading.Thread):
         )
         self._consumer.subscribe([topic])
         self.rows: list[tuple[float, bool, float]] = []
+        self.emitted: list[tuple[float, bool, float, float]] = []
+        """``(event time, is_final, ingest_ts, Kafka create time)`` in s, per message."""
         self.broker: list[float] = []
         self.hops: list[tuple[float, float]] = []
         self.feed: dict[int, tuple[list[float], list[float]]] = {}
@@ -230,9 +269,10 @@ class _KafkaLatency(threading.Thread):
                 self.rows.append((event, stamp.is_final, received))
                 created = m.timestamp()[1]
                 self.broker.append(received * 1000 - created)
-                if stamp.ingest_ts:  # the ingest's websocket receive time
-                    at_ws = _epoch(stamp.ingest_ts) * 1000
-                    self.hops.append((at_ws - event * 1000, created - at_ws))
+                if stamp.ingest_ts:  # trades: websocket receive time; TA rows: emit time
+                    at = _epoch(stamp.ingest_ts)
+                    self.emitted.append((event, stamp.is_final, at, created / 1000))
+                    self.hops.append((at * 1000 - event * 1000, created - at * 1000))
         c.close()
 
     def passed(self, instant: float) -> float | None:
@@ -250,30 +290,150 @@ class _KafkaLatency(threading.Thread):
 
 
 def _ta_child(args: argparse.Namespace) -> None:
-    """The TA flow of ``dataflows.ta`` on the environment, plus the ClickHouse poller."""
+    """The TA flow of ``dataflows.ta`` on the environment, the trading flow of
+    ``dataflows.trading`` beside it (a thread: chdb locks its directory to one process), and
+    the ClickHouse poller. Every ClickHouse client the flows open is wrapped so that each
+    insert's rows are stamped with when the insert started and ended (bench instrumentation;
+    the product's code runs unchanged)."""
     from bytewax.testing import run_main
 
+    import torghut.clickhouse as clickhouse
+
+    inserts = _InsertLog()
+    opened = clickhouse.connect
+
+    def connect(settings: Any) -> Any:
+        return _LoggedClient(opened(settings), inserts)
+
+    clickhouse.connect = connect  # before the flows import it
+    snapshots = _time_snapshots()
     import dataflows.ta  # builds the flow from the environment and migrates ClickHouse
-    from torghut.clickhouse import connect
     from torghut.config import ClickHouseSettings
 
     work = Path(args.work)
+    start, end = args.t0 + args.warmup, args.t0 + args.warmup + args.seconds
+    if args.trading:
+        _start_trading(run_main)
     poller = _ClickHousePoller(
-        connect(ClickHouseSettings()), work, args.t0 + args.warmup,
-        args.t0 + args.warmup + args.seconds, args.poll_ms / 1000,
+        connect(ClickHouseSettings()), work, start, end, args.poll_ms / 1000, inserts,
+        args.trading, snapshots,
     )  # fmt: skip
     poller.start()
-    run_main(dataflows.ta.flow)  # type: ignore[no-untyped-call]
+    epoch = timedelta(seconds=args.epoch_s)
+    run_main(dataflows.ta.flow, epoch_interval=epoch)  # type: ignore[no-untyped-call]
+
+
+def _time_snapshots() -> list[tuple[str, float, float]]:
+    """Wrap the ``snapshot()`` of the TA flow's stateful steps and sinks (which Bytewax calls on
+    the worker at the end of every epoch, stopping everything else meanwhile) to record
+    ``(step, started, seconds)``."""
+    from operators.clickhouse_sink import _QueuedInsertPartition
+    from operators.indicators import IndicatorLogic
+    from operators.kafka_io import _EpochPartition
+    from operators.microbars import MicrobarLogic
+
+    timed: list[tuple[str, float, float]] = []
+    for cls in (IndicatorLogic, MicrobarLogic, _QueuedInsertPartition, _EpochPartition):
+        original = cls.snapshot
+
+        def snapshot(self: Any, _original: Any = original, _name: str = cls.__name__) -> Any:
+            began = time.time()
+            try:
+                return _original(self)
+            finally:
+                timed.append((_name, began, time.time() - began))
+
+        cls.snapshot = snapshot  # type: ignore[method-assign]
+    return timed
+
+
+def _start_trading(run_main: Any) -> None:
+    """``dataflows.trading``'s flow (paper, the built-in broker simulator, a SQLite store) in
+    a thread of this process, as ``python -m bytewax.run dataflows.trading:flow`` builds it."""
+    from dataflows.trading import TradingRuntime, build_flow
+    from torghut.clickhouse import connect
+    from torghut.config import load_settings
+
+    settings = load_settings()
+    runtime = TradingRuntime.open(settings)
+    runtime.start()
+    ch = settings.clickhouse
+    flow = build_flow(runtime, lambda: connect(ch))
+    threading.Thread(target=run_main, args=(flow,), name="trading", daemon=True).start()
+
+
+class _InsertLog:
+    """Per ClickHouse insert: the table, when it started and ended, its number among the
+    table's inserts, and per row its bar end (µs), ``is_final`` and ``ingest_ts`` (when the TA
+    step emitted it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: list[tuple[str, int, int, float, float, float, int]] = []
+        self._inserts: dict[str, int] = {}
+
+    def record(self, table: str, rows: Any, columns: Any, began: float, done: float) -> None:
+        cols = list(columns)
+        with self.lock:
+            k = self._inserts[table] = self._inserts.get(table, 0) + 1
+            if "event_ts" not in cols or "ingest_ts" not in cols:
+                return
+            e, f, i = cols.index("event_ts"), cols.index("is_final"), cols.index("ingest_ts")
+            w = cols.index("window_size")
+            self.rows.extend(
+                (table, _us(r[e]), int(r[f]), r[i].timestamp(), began, done, k)
+                for r in rows
+                if r[w] == "PT1S"
+            )
+
+
+class _LoggedClient:
+    """A ClickHouse client whose inserts are recorded in an :class:`_InsertLog`."""
+
+    def __init__(self, client: Any, log: _InsertLog) -> None:
+        self._client, self._log = client, log
+
+    def insert(self, table: str, data: Any, column_names: Any = "*", **kw: Any) -> Any:
+        began = time.time()
+        result = self._client.insert(table, data, column_names=column_names, **kw)
+        self._log.record(table, data, column_names, began, time.time())
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def _us(ts: Any) -> int:
+    return int(ts.timestamp() * US) if not isinstance(ts, int) else ts
 
 
 class _ClickHousePoller(threading.Thread):
-    """Counts rows per (table, bar end, is_final); new rows since the last poll are stamped
-    queryable now. Writes ``clickhouse.json`` and ends the process after the window."""
+    """Every ``period`` reads the newest block number of each TA table's active parts
+    (``system.parts``: metadata, so the poller itself costs next to nothing, unlike a query
+    over the rows, which took 50 ms a poll and a core's worth of CPU); writes
+    ``clickhouse.json`` (the polls, the insert log, the decisions) and ends the process after
+    the window.
 
-    def __init__(self, client: Any, work: Path, start: float, end: float, period: float) -> None:
+    Why block numbers: each insert of a MergeTree table becomes one part numbered by the
+    table's block counter (1, 2, … in commit order, and merges keep the largest), so the
+    table's ``k``-th insert is queryable from the first poll that reports a block number
+    ``>= k``. A row count would not do: merges collapse a provisional row into its final one."""
+
+    def __init__(
+        self,
+        client: Any,
+        work: Path,
+        start: float,
+        end: float,
+        period: float,
+        inserts: _InsertLog,
+        trading: bool,
+        snapshots: list[tuple[str, float, float]],
+    ) -> None:
         super().__init__(name="clickhouse-poller", daemon=True)
         self._client, self._work = client, work
         self._start, self._end, self._period = start, end, period
+        self._inserts, self._trading, self._snapshots = inserts, trading, snapshots
 
     def run(self) -> None:
         try:
@@ -283,31 +443,25 @@ class _ClickHousePoller(threading.Thread):
             os._exit(1)
 
     def _measure(self) -> None:
-        seen: dict[tuple[str, int, int], int] = {}
-        rows: list[tuple[float, str, float, int]] = []
+        counts: dict[str, list[tuple[float, int]]] = {t: [] for t in _CH_TABLES}
         polls: list[float] = []
+        cpu: list[tuple[float, float]] = []  # (wall, process CPU) at the window's ends
         while time.time() < self._end + 10:
             began = time.time()
-            for table in ("ta_microbars", "ta_signals"):
-                found = self._client.query(
-                    f"SELECT toUnixTimestamp64Micro(event_ts) AS e, is_final, count() "
-                    f"FROM {table} WHERE window_size = 'PT1S' AND event_ts >= "
-                    "fromUnixTimestamp64Micro(toInt64({lo:Int64})) GROUP BY e, is_final",
-                    parameters={"lo": int((began - 15) * US)},
+            found = dict(
+                self._client.query(
+                    "SELECT table, max(max_block_number) FROM system.parts WHERE active "
+                    "AND database = currentDatabase() AND table IN {t:Array(String)} "
+                    "GROUP BY table",
+                    parameters={"t": list(_CH_TABLES)},
                 ).result_rows
-                now = time.time()
-                for e, final, n in found:
-                    key = (table, int(e), int(final))
-                    new = int(n) - seen.get(key, 0)
-                    if new <= 0:
-                        continue
-                    seen[key] = int(n)
-                    end = int(e) / US
-                    if not self._start <= end <= self._end:
-                        continue
-                    kind = "signals" if table == "ta_signals" else str(final)
-                    rows.append((end, kind, now, new))
+            )
+            now = time.time()
+            for table in _CH_TABLES:
+                counts[table].append((now, int(found.get(table, 0))))
             polls.append((time.time() - began) * 1000)
+            if len(cpu) < 2 and time.time() >= (self._end if cpu else self._start):
+                cpu.append((time.time(), time.process_time()))
             time.sleep(max(0.0, self._period - (time.time() - began)))
         from prometheus_client import REGISTRY
 
@@ -318,12 +472,72 @@ class _ClickHousePoller(threading.Thread):
                 )
                 for k in ("count", "sum")
             ]
-            for table in ("ta_microbars", "ta_signals")
+            for table in _CH_TABLES
         }
-        (self._work / "clickhouse.json").write_text(
-            json.dumps({"rows": rows, "polls": polls, "inserts": inserts})
-        )
+        with self._inserts.lock:
+            logged = list(self._inserts.rows)
+        out = {
+            "rows": _visible(logged, counts, self._start, self._end),
+            "polls": polls,
+            "inserts": inserts,
+            "insert_log": [r for r in logged if self._start <= r[1] / US <= self._end],
+            "decisions": self._decisions() if self._trading else None,
+            "snapshots": [s for s in self._snapshots if self._start <= s[1] <= self._end],
+            "cpu": (cpu[1][1] - cpu[0][1]) / (cpu[1][0] - cpu[0][0]) if len(cpu) == 2 else None,
+        }
+        (self._work / "clickhouse.json").write_text(json.dumps(out))
         os._exit(0)
+
+    def _decisions(self) -> list[tuple[float, float]]:
+        """``(bar end, stored)`` of every decision on a bar that ended in the window, from the
+        trading store (``trade_decisions.created_at``: the store's clock at the insert)."""
+        import sqlalchemy as sa
+
+        from torghut.config import StoreSettings
+        from trading.store.models import TradeDecisionRow
+
+        engine = sa.create_engine(StoreSettings().url)
+        with engine.connect() as conn:
+            got = conn.execute(
+                sa.select(TradeDecisionRow.event_ts, TradeDecisionRow.created_at)
+            ).all()
+        engine.dispose()
+        out = []
+        for event_ts, created in got:
+            e = _aware(event_ts).timestamp()
+            if self._start <= e <= self._end:
+                out.append((e, _aware(created).timestamp()))
+        return out
+
+
+_CH_TABLES = ("ta_microbars", "ta_signals")
+
+
+def _visible(
+    logged: list[tuple[str, int, int, float, float, float, int]],
+    counts: dict[str, list[tuple[float, int]]],
+    start: float,
+    end: float,
+) -> list[tuple[float, str, float, int]]:
+    """``(bar end, kind, first seen, 1)`` per inserted row in the window (see
+    :class:`_ClickHousePoller`); rows no poll saw are left out."""
+    out: list[tuple[float, str, float, int]] = []
+    for table in _CH_TABLES:
+        polls = counts[table]
+        blocks = [n for _t, n in polls]
+        for t, end_us, final, _emitted, _began, _done, k in logged:
+            i = bisect.bisect_left(blocks, k)
+            if t != table or i == len(polls) or not start <= end_us / US <= end:
+                continue
+            kind = "signals" if table == "ta_signals" else str(final)
+            out.append((end_us / US, kind, polls[i][0], 1))
+    return out
+
+
+def _aware(ts: Any) -> Any:
+    from datetime import UTC
+
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 # --- report --------------------------------------------------------------------------------
@@ -332,10 +546,11 @@ class _ClickHousePoller(threading.Thread):
 def _report(args: argparse.Namespace, consumers: list[_KafkaLatency], ch: dict[str, Any]) -> None:
     """Latency after the bar end, and after the feed's time passed the instant the row waits
     for (the bar end for a provisional row, the end plus the lateness for a final one) at the
-    TA flow's input: the TA flow's own share, without the upstream stages'."""
+    TA flow's input: the TA flow's own share, without the upstream stages'. Then the same rows
+    stage by stage, the trading decisions, and the same-run baselines."""
     bars, trades = consumers
     lateness = args.lateness_ms / 1000
-    kinds = {"1": ("final bars", lateness), "0": ("provisional bars", 0.0)}
+    kinds = {"0": ("provisional bars", 0.0), "1": ("final bars", lateness)}
     kinds["signals"] = ("signals (final)", lateness)
     ch_rows: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
     for end, kind, visible, n in ch["rows"]:
@@ -349,7 +564,7 @@ def _report(args: argparse.Namespace, consumers: list[_KafkaLatency], ch: dict[s
         f"with {args.partitions} partitions; ClickHouse polled every {args.poll_ms:g} ms "
         f"(a poll took p50 {_pct(ch['polls'], 50):.1f} ms)"
     )
-    print(f"{'ms':<58} {'n':>7} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}")
+    print(f"{'ms':<66} {'n':>7} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}")
     for where, table in (("ClickHouse queryable", ch_rows), ("Kafka ta.bars received", kafka_rows)):
         for kind, got in table.items():
             label, wait = kinds[kind]
@@ -360,6 +575,10 @@ def _report(args: argparse.Namespace, consumers: list[_KafkaLatency], ch: dict[s
                 if passed is not None:
                     own.append((t - passed) * 1000)
             _line(f"  ... after the feed passed end{' + lateness' if wait else ''}", own)
+    _stages(ch, trades, bars, kinds)
+    if ch.get("decisions") is not None:
+        _decisions(ch, ch_rows["signals"])
+    _stalls(ch, args.epoch_s)
     for table, (count, total) in ch["inserts"].items():
         if count:
             print(f"{table}: {count:.0f} inserts, {1000 * total / count:.1f} ms each on average")
@@ -373,12 +592,93 @@ def _report(args: argparse.Namespace, consumers: list[_KafkaLatency], ch: dict[s
         print(f"load average: {' '.join(f.read().split()[:3])}")
 
 
+def _stages(
+    ch: dict[str, Any],
+    trades: _KafkaLatency,
+    bars: _KafkaLatency,
+    kinds: dict[str, tuple[str, float]],
+) -> None:
+    """Each row's way, stage by stage: the instant it waits for (bar end, or end + lateness)
+    → the feed passed it at the TA input (the last trades partition delivered a trade at or
+    after it, seen by this process's consumer) → the TA step emitted the row (its
+    ``ingest_ts``, ms) → its ClickHouse insert started → ended → the poller counted it; and
+    emitted → Kafka create time → consumed. The k-th inserted row of a (table, bar end,
+    is_final) is paired with the k-th row the poller counted."""
+    visible: dict[tuple[str, float], list[float]] = {}
+    for end, kind, seen, n in ch["rows"]:
+        visible.setdefault((kind, end), []).extend([seen] * n)
+    inserted: dict[tuple[str, float], list[tuple[float, float, float]]] = {}
+    for table, end_us, final, emitted, began, done, _k in ch["insert_log"]:
+        kind = "signals" if table == "ta_signals" else str(final)
+        inserted.setdefault((kind, end_us / US), []).append((emitted, began, done))
+    print("stages, per row (ms)")
+    for kind, (label, wait) in kinds.items():
+        feed, ta, queued, insert, poll = [], [], [], [], []
+        for (k, end), rows in inserted.items():
+            if k != kind:
+                continue
+            passed = trades.passed(end + wait)
+            seen = sorted(visible.get((kind, end), []))
+            for i, (emitted, began, done) in enumerate(sorted(rows, key=lambda r: r[2])):
+                if passed is not None:
+                    feed.append((passed - end - wait) * 1000)
+                    ta.append((emitted - passed) * 1000)
+                queued.append((began - emitted) * 1000)
+                insert.append((done - began) * 1000)
+                if i < len(seen):
+                    poll.append((seen[i] - done) * 1000)
+        at = "end + lateness" if wait else "end"
+        _line(f"{label}: bar {at} → feed passed it at the TA input", feed)
+        _line("  feed passed → TA emitted the row", ta)
+        _line("  emitted → ClickHouse insert started", queued)
+        _line("  insert started → ended", insert)
+        _line("  insert ended → poller counted the row", poll)
+    for final, label in ((False, "provisional"), (True, "final")):
+        rows = [(e, t, c) for e, f, t, c in bars.emitted if f is final]
+        _line(
+            f"Kafka ta.bars, {label}: emitted → Kafka create time",
+            [(c - t) * 1000 for _e, t, c in rows],
+        )
+
+
+def _stalls(ch: dict[str, Any], epoch_s: float) -> None:
+    """The worker's stop at each epoch end: the snapshots of the stateful steps and sinks
+    (Bytewax calls them one after the other on the worker, nothing else runs meanwhile)."""
+    per_epoch: dict[int, float] = {}
+    per_step: dict[str, float] = {}
+    for step, began, seconds in ch["snapshots"]:
+        key = int(began // epoch_s)
+        per_epoch[key] = per_epoch.get(key, 0.0) + seconds * 1000
+        per_step[step] = per_step.get(step, 0.0) + seconds * 1000
+    n = max(1, len(per_epoch))
+    steps = ", ".join(
+        f"{k} {v / n:.0f}" for k, v in sorted(per_step.items(), key=lambda kv: -kv[1])
+    )
+    _line(f"worker stopped for snapshots, per {epoch_s:g} s epoch", list(per_epoch.values()))
+    print(f"  mean ms per epoch by step: {steps}")
+    if ch.get("cpu") is not None:
+        print(f"TA process CPU in the window: {100 * ch['cpu']:.0f} % of one core")
+
+
+def _decisions(ch: dict[str, Any], signals: list[tuple[float, float]]) -> None:
+    """Trading decisions (paper flow on the final signals): after the bar end, and after the
+    signal rows of that bar end were first queryable (conservative: the earliest such row)."""
+    first: dict[float, float] = {}
+    for end, seen in signals:
+        key = round(end, 3)
+        first[key] = min(seen, first.get(key, seen))
+    decided = ch["decisions"]
+    _line("decision stored: after the bar end", [(t - e) * 1000 for e, t in decided])
+    beyond = [(t - first[round(e, 3)]) * 1000 for e, t in decided if round(e, 3) in first]
+    _line("  ... after its final signal rows were queryable", beyond)
+
+
 def _line(label: str, xs: list[float]) -> None:
     if not xs:
-        print(f"{label:<58} {0:>7}")
+        print(f"{label:<66} {0:>7}")
         return
     print(
-        f"{label:<58} {len(xs):>7} {_pct(xs, 50):>7.0f} {_pct(xs, 95):>7.0f} "
+        f"{label:<66} {len(xs):>7} {_pct(xs, 50):>7.0f} {_pct(xs, 95):>7.0f} "
         f"{_pct(xs, 99):>7.0f} {max(xs):>7.0f}"
     )
 

@@ -69,7 +69,7 @@ from dataflows.startup import BytewaxRun, bytewax_run_args, migrate_clickhouse
 from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink, row_or_mark
 from operators.graceful_stop import GracefulStop, stoppable
 from operators.indicators import ta_pipeline
-from operators.kafka_io import KafkaSink, encode_dead_letter, encode_keyed
+from operators.kafka_io import KafkaSink, encode_dead_letter, encode_keyed, kafka_output
 from operators.kafka_source import KafkaBatchSource, consumer_config
 from operators.ta_status import TaProgress, TaStatusSource
 from torghut.clickhouse import (
@@ -151,18 +151,20 @@ def build_flow(
     bars = op.input("bars", flow, source(kafka.topic_bars))
     out = ta_pipeline("pipeline", trades, quotes, bars, ta, progress)
 
+    # Kafka outputs wait for their acknowledgements at the end of each epoch, not per batch:
+    # a blocking flush per batch stopped the whole worker (ClickHouse rows included).
     producer = kafka.client_config()
-    op.output(
+    kafka_output(
         "bars_kafka",
         op.flat_map_batch("bars_encode", out.microbars, _each(encode_keyed)),
         KafkaSink(producer, kafka.topic_ta_bars),
     )
-    op.output(
+    kafka_output(
         "signals_kafka",
         op.flat_map_batch("signals_encode", out.signals, _each(encode_keyed)),
         KafkaSink(producer, kafka.topic_ta_signals),
     )
-    op.output(
+    kafka_output(
         "dlq_kafka",
         op.map("dlq_encode", out.dead_letters, encode_dead_letter),
         KafkaSink(producer, kafka.topic_ta_dlq),
@@ -170,7 +172,7 @@ def build_flow(
     if not ta.exit_at_end:  # a heartbeat source never ends; a backfill must
         heartbeat = TaStatusSource(progress, timedelta(seconds=ta.status_interval_s))
         status = op.input("status", flow, stoppable(heartbeat, stop))
-        op.output(
+        kafka_output(
             "status_kafka",
             op.map("status_encode", status, encode_keyed),
             KafkaSink(producer, kafka.topic_ta_status),

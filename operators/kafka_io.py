@@ -13,10 +13,15 @@ Python callback per message. The producer's queue is bounded (``queue.buffering.
 / ``.messages``); a chunk that does not fit waits for the queue to drain and is retried in
 order, so memory stays bounded and per-key order is kept.
 
-Two delivery modes. By default ``write_batch`` waits for the batch's acknowledgements (a
-blocking ``flush()``): needed where the flow's recovery snapshots input positions at the end of
-an epoch (the TA flow), since a snapshot taken while messages sit in the producer's queue would
-lose them on a crash. ``await_each_batch=False`` hands the batch to librdkafka and returns: a
+Three delivery modes. Given to ``op.output``, ``write_batch`` by default waits for the batch's
+acknowledgements (a blocking ``flush()``): safe where the flow's recovery snapshots input
+positions at the end of an epoch, since a snapshot taken while messages sit in the producer's
+queue would lose them on a crash — but every batch then stops the worker for ``linger.ms`` plus
+a broker round trip, and with it every other step of the flow (the TA flow wrote its bars,
+signals and status that way, one flush after the other). :func:`kafka_output` (the TA flow's
+sinks) keeps that guarantee at the epoch instead: batches are handed over at once and the
+sink's ``snapshot()``, Bytewax's end-of-epoch barrier, waits for the acknowledgements.
+``await_each_batch=False`` hands the batch to librdkafka and returns: a
 delivery failure or a fatal producer error then fails the flow at a later ``write_batch`` or at
 ``close`` (which flushes), so nothing is dropped silently. That is for sources that cannot
 replay anyway (the Alpaca websocket of ``dataflows.ingest``): what sits in the producer's queue
@@ -30,16 +35,26 @@ Values are JSON-encoded :class:`torghut.events.Envelope` s (the schemas in ``inf
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
+import bytewax.operators as op
 import msgspec
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.dataflow import Stream, operator
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 from confluent_kafka import KafkaError, Message, Producer
 from prometheus_client import Counter
 
 from torghut.dead_letters import DeadLetter
 from torghut.events import Envelope
+from torghut.logs import get_logger
 from torghut.observability import tracing
 
 __all__ = [
@@ -51,9 +66,11 @@ __all__ = [
     "encode_dead_letter",
     "encode_envelope",
     "encode_keyed",
+    "kafka_output",
 ]
 
 P = TypeVar("P")
+log = get_logger("operators.kafka_io")
 
 PRODUCER_DEFAULTS: dict[str, str] = {
     "enable.idempotence": "true",
@@ -106,29 +123,36 @@ class KafkaSink(DynamicSink[tuple[str, bytes]]):
     ``producer_config`` is librdkafka configuration (e.g. ``KafkaSettings.client_config()``);
     :data:`PRODUCER_DEFAULTS` fill in what it does not set. Every worker holding items gets
     its own producer. ``await_each_batch``: see the module docstring (``False`` only for sources
-    that cannot replay).
+    that cannot replay). Given to :func:`kafka_output` instead of ``op.output``, it is the
+    specification of that operator's producers (``config``, ``topic``), which wait at the end
+    of each epoch rather than per batch.
     """
 
     def __init__(
         self, producer_config: dict[str, str], topic: str, *, await_each_batch: bool = True
     ) -> None:
-        self._config = {**PRODUCER_DEFAULTS, **producer_config}
-        self._topic = topic
+        self.config = {**PRODUCER_DEFAULTS, **producer_config}
+        self.topic = topic
         self._await = await_each_batch
 
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> StatelessSinkPartition[tuple[str, bytes]]:
         client_id = f"{step_id}-{worker_index}"
-        return _KafkaSinkPartition(self._config, self._topic, client_id, self._await)
+        return _KafkaSinkPartition(self.config, self.topic, client_id, self._await)
 
 
-class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
-    def __init__(
-        self, config: dict[str, str], topic: str, client_id: str, await_each_batch: bool
-    ) -> None:
+_FAILED = threading.Event()
+"""Set once a sink of the running flow raised :class:`KafkaDeliveryError` (see ``close``);
+cleared when a flow builds its producers."""
+
+
+class _Producer:
+    """One producer of one topic: batches handed to librdkafka, losses counted and raised."""
+
+    def __init__(self, config: dict[str, str], topic: str, client_id: str) -> None:
+        _FAILED.clear()  # built when a flow starts, before anything could have failed
         self._topic = topic
-        self._await = await_each_batch
         self._unsettled = 0  # handed to the producer, not yet counted as delivered or lost
         self._failures: list[str] = []
         self._failed = 0
@@ -156,7 +180,15 @@ class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
         if len(self._failures) < _ERROR_SAMPLE:
             self._failures.append(str(err))
 
-    def write_batch(self, items: list[tuple[str, bytes]]) -> None:
+    def _mark_raised(self) -> None:
+        _FAILED.set()
+
+    def __len__(self) -> int:
+        """Messages still queued or awaiting their acknowledgement."""
+        return len(self._producer)
+
+    def send(self, items: list[tuple[str, bytes]]) -> None:
+        """Hand ``items`` to librdkafka in order; raise on what failed since the last call."""
         producer, topic = self._producer, self._topic
         for start in range(0, len(items), CHUNK):
             if tracing.TRACER is not None:  # off by default: one check per chunk
@@ -175,30 +207,50 @@ class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
                 producer.flush(1.0)  # the queue is full: let it drain, then retry in order
                 pending = [{"key": m["key"], "value": m["value"]} for m in refused]
         self._unsettled += len(items)
-        if self._await:
-            self._settle(producer.flush())
-            return
         producer.poll(0)  # serve the delivery reports and errors that arrived meanwhile
-        self._settle(len(producer))
+        self._settle(len(producer), wait=False)
+
+    def await_all(self) -> None:
+        """Block until every message handed over so far is acknowledged; raise on any loss."""
+        self._settle(self._producer.flush(), wait=True)
+
+    def close(self) -> None:
+        """Flush; raise on any loss — unless a sink of this process already raised: Bytewax
+        closes the other sinks while it unwinds from that error, and a second exception
+        there aborts the process instead of failing the flow (the loss is logged)."""
+        failing = _FAILED.is_set()
+        remaining = self._producer.flush()
+        try:
+            if remaining:
+                self._mark_raised()
+                raise KafkaDeliveryError(f"{remaining} messages to {self._topic} lost at close")
+            self._settle(0, wait=True)
+        except KafkaDeliveryError as exc:
+            if failing:
+                log.error("kafka_sink_lost_at_close", topic=self._topic, error=str(exc)[:500])
+                return
+            raise
 
     def _refused(self, refused: list[dict[str, Any]], sent: int) -> None:
         errors = [str(m["_error"]) for m in refused[:_ERROR_SAMPLE]]
         self._failed_counter.inc(len(refused))
+        self._mark_raised()
         raise KafkaDeliveryError(
             f"{len(refused)} of {sent} messages to {self._topic} refused by the producer: {errors}"
         )
 
-    def _settle(self, in_flight: int) -> None:
+    def _settle(self, in_flight: int, *, wait: bool) -> None:
         """Count what left the producer's queue since the last call; raise on any loss.
 
         ``in_flight``: messages still queued or awaiting their acknowledgement. After a
-        blocking flush they count as lost; otherwise a later call settles them.
+        blocking flush (``wait``) they count as lost; otherwise a later call settles them.
         """
         if self._fatal is not None:
+            self._mark_raised()
             raise KafkaDeliveryError(f"producer for {self._topic} failed fatally: {self._fatal}")
         failed, sent = self._failed, self._unsettled
-        remaining = in_flight if self._await else 0
-        settled = sent if self._await else sent - in_flight
+        remaining = in_flight if wait else 0
+        settled = sent if wait else sent - in_flight
         self._produced.inc(max(0, settled - failed - remaining))
         self._unsettled = sent - settled
         if not failed and not remaining:
@@ -206,16 +258,97 @@ class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
         sample = list(self._failures)
         self._failed_counter.inc(failed + remaining)
         self._failed, self._failures = 0, []
+        self._mark_raised()
         raise KafkaDeliveryError(
             f"{failed + remaining} of {sent} messages to {self._topic} not delivered "
             f"({failed} failed, {remaining} still queued after flush); first errors: {sample}"
         )
 
+
+class _KafkaSinkPartition(StatelessSinkPartition[tuple[str, bytes]]):
+    def __init__(
+        self, config: dict[str, str], topic: str, client_id: str, await_each_batch: bool
+    ) -> None:
+        self._producer = _Producer(config, topic, client_id)
+        self._await = await_each_batch
+
+    def write_batch(self, items: list[tuple[str, bytes]]) -> None:
+        self._producer.send(items)
+        if self._await:
+            self._producer.await_all()
+
     def close(self) -> None:
-        remaining = self._producer.flush()
-        if remaining:
-            raise KafkaDeliveryError(f"{remaining} messages to {self._topic} lost at close")
-        self._settle(0)
+        self._producer.close()
+
+
+@operator
+def kafka_output(
+    step_id: str, up: Stream[tuple[str, bytes]], sink: KafkaSink, shards: int = 1
+) -> None:
+    """Produce ``(key, value)`` items without waiting per batch; the epoch is the barrier.
+
+    Where ``op.output(step_id, up, sink)`` would wait for each batch's acknowledgements:
+    every batch is handed to librdkafka at once and the worker goes on (the messages leave
+    after ``linger.ms``), and the sink partition's ``snapshot()``, which Bytewax calls at the
+    end of every epoch before it commits the epoch, waits until every message handed over so
+    far is acknowledged and raises :class:`KafkaDeliveryError` on any loss. So recovery stays
+    at-least-once (a crash before that replays the epoch) while a slow acknowledgement never
+    stops the flow between epochs. ``shards`` spreads the producing over that many sink
+    partitions (by ``crc32`` of the key; with several workers Bytewax spreads the partitions
+    over them); 1 keeps one producer per topic.
+
+    >>> # kafka_output("bars_kafka", encoded_bars, KafkaSink(producer_config, "ta.bars.v1"))
+    """
+    if shards < 1:
+        raise ValueError("shards must be >= 1")
+    keyed = op.flat_map_batch("shard", up, _shard_by_key(shards))
+    op.output("produce", keyed, _EpochProduce(sink, shards))
+
+
+def _shard_by_key(
+    shards: int,
+) -> Callable[[list[tuple[str, bytes]]], list[tuple[str, tuple[str, bytes]]]]:
+    keys = [str(i) for i in range(shards)]
+
+    def shard(batch: list[tuple[str, bytes]]) -> list[tuple[str, tuple[str, bytes]]]:
+        if shards == 1:
+            return [("0", kv) for kv in batch]
+        return [(keys[zlib.crc32(kv[0].encode()) % shards], kv) for kv in batch]
+
+    return shard
+
+
+class _EpochProduce(FixedPartitionedSink[tuple[str, bytes], None]):
+    """One producing partition per shard (see :func:`kafka_output`)."""
+
+    def __init__(self, sink: KafkaSink, shards: int) -> None:
+        self._sink = sink
+        self._shards = shards
+
+    def list_parts(self) -> list[str]:
+        return [str(i) for i in range(self._shards)]
+
+    def part_fn(self, item_key: str) -> int:
+        return int(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _EpochPartition:
+        client_id = f"{step_id}-{for_part}"
+        return _EpochPartition(_Producer(self._sink.config, self._sink.topic, client_id))
+
+
+class _EpochPartition(StatefulSinkPartition[tuple[str, bytes], None]):
+    def __init__(self, producer: _Producer) -> None:
+        self._producer = producer
+
+    def write_batch(self, values: list[tuple[str, bytes]]) -> None:
+        self._producer.send(values)
+
+    def snapshot(self) -> None:
+        """The epoch's barrier: every message handed over so far is acknowledged."""
+        self._producer.await_all()
+
+    def close(self) -> None:
+        self._producer.close()
 
 
 class DecodedBatch(msgspec.Struct, Generic[P]):

@@ -158,8 +158,11 @@ class ClickHouseSignalReader:
         self, after: SignalCursor | None, limit: int, *, bounded: bool = False
     ) -> SignalBatch:
         """Up to ``limit`` rows after ``after``; settled only unless ``bounded``."""
-        horizon = None if bounded else self._horizon()
-        if not bounded and horizon is None:
+        # Without a settle horizon the newest final row bounds nothing the read would not
+        # return anyway: its query (a scan of the table, one per poll) is skipped.
+        settled = not bounded and self._settle > timedelta(0)
+        horizon = self._horizon() if settled else None
+        if settled and horizon is None:
             return SignalBatch((), (), after)
         if self.schema == "envelope":
             raw_rows = self._select_envelope(after, limit, horizon)
