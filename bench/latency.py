@@ -494,7 +494,7 @@ class _ClickHousePoller(threading.Thread):
         import sqlalchemy as sa
 
         from torghut.config import StoreSettings
-        from trading.store.models import TradeDecisionRow
+        from trading.adapters.store.models import TradeDecisionRow
 
         engine = sa.create_engine(StoreSettings().url)
         with engine.connect() as conn:
