@@ -29,20 +29,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, NamedTuple
 
 import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Stream, operator
 
 from operators._reduce import latest_quotes
+from operators.joints import split_dead_letters
 from operators.key_groups import ALL_GROUPS, KEY_GROUPS_SEEN, key_group
-from operators.microbars import by_partition, rfc3339_micros_many
+from operators.partitions import by_partition
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter
 from torghut.events import Envelope, Quote
-from torghut.ta.instants import epoch_micros
+from torghut.ta.instants import epoch_micros, rfc3339_micros_many
 
 __all__ = [
     "QUOTE_WIRE",
@@ -127,8 +128,8 @@ def quote_chunks(
         return out
 
     reduced = op.flat_map_batch("reduce", quotes, reduce)
-    split = op.branch("split_dead", reduced, _is_dead_letter)
-    return QuoteStreams(split.falses, split.trues)  # type: ignore[arg-type]
+    split = split_dead_letters("split_dead", reduced)
+    return QuoteStreams(split.items, split.dead_letters)
 
 
 def reduce_quotes(
@@ -267,10 +268,6 @@ def quote_of(entry: Quote | bytes) -> Quote:
     Raises ``msgspec.DecodeError`` when the message's payload is not a valid quote.
     """
     return entry if isinstance(entry, Quote) else _MESSAGE.decode(entry).payload
-
-
-def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
-    return isinstance(item, DeadLetter)
 
 
 def _raw(entry: Any) -> bytes:

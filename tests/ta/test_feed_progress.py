@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from operators.indicators import IndicatorLogic
 from operators.key_groups import KeyGroupProgress, key_group
-from operators.microbars import MicrobarLogic, _preaggregate
+from operators.microbars import BarRows, MicrobarLogic, _preaggregate
 from operators.quotes import QuoteChunk
 from operators.ta_status import TaProgress
 from tests.ta.test_microbars import close, polars_bars, split, tick_key
@@ -79,13 +79,13 @@ class Harness:
         for logic in self.groups.values():
             self._collect(logic.on_eof()[0], at_eof=True)
 
-    def _collect(self, items: list[Any], at_eof: bool) -> None:
+    def _collect(self, items: list[BarRows], at_eof: bool) -> None:
         drained = self.progress.drained_through()
-        for x in items:
-            if isinstance(x, Envelope):
-                self.out.append(Emission(x, self.feed_us, drained, at_eof))
-            elif isinstance(x, KeyGroupProgress):
-                self.marks[x.group] = x
+        for item in items:
+            for env in item.rows:
+                self.out.append(Emission(env, self.feed_us, drained, at_eof))
+            if item.mark is not None:
+                self.marks[item.mark.group] = item.mark
 
     def finals(self) -> dict[tuple[str, int], list[Emission]]:
         rows: dict[tuple[str, int], list[Emission]] = {}
@@ -300,10 +300,7 @@ def test_quotes_are_complete_only_once_every_quote_partition_was_heard_from() ->
     logic = IndicatorLogic(("PT1S",), TaSettings(), progress, None)
     lateness = TaSettings().allowed_lateness_ms * 1000
     t = BASE + 10 * US_PER_S
-    out: list[Any] = []
-    logic._add_quotes(QuoteChunk({}, {}, True, t, t, "q/0", t), out)
+    logic.on_batch([QuoteChunk({}, {}, True, t, t, "q/0", t)])
     assert logic._quote_watermark() is None, "q/1 has not been heard from"
-    logic._add_quotes(
-        QuoteChunk({}, {}, True, t - US_PER_S, t - US_PER_S, "q/1", t - US_PER_S), out
-    )
+    logic.on_batch([QuoteChunk({}, {}, True, t - US_PER_S, t - US_PER_S, "q/1", t - US_PER_S)])
     assert logic._quote_watermark() == t - US_PER_S - lateness, "the slowest partition counts"

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from torghut.ta._bar_stats import bar_stats
+from torghut.ta.instants import US_PER_S
 
 __all__ = [
     "US_PER_S",
@@ -68,7 +69,6 @@ __all__ = [
     "preaggregate",
 ]
 
-US_PER_S = 1_000_000
 _INF = math.inf
 _BEYOND = "beyond_correction_horizon"
 
