@@ -26,6 +26,7 @@ the microbar step's :data:`~operators.microbars.BarRows` of a group) and emits o
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +46,7 @@ from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter
 from torghut.events import Bar, Envelope, Microbar, Quote, Signal, Window
+from torghut.ta.imbalance import QuoteBook
 from torghut.ta.indicators import IndicatorEngine, InvalidBar
 from torghut.ta.instants import epoch_micros, us_to_dt, wall_micros
 
@@ -170,6 +172,8 @@ class LaneState(NamedTuple):
     symbol: str
     lane: str
     engine: bytes
+    """The pickled :class:`IndicatorEngine`; before the lane's first bar, its pickled
+    :class:`~torghut.ta.imbalance.QuoteBook` (or nothing: ``b""``)."""
     last_end_us: int | None
     last_version: int
     last_bar: Microbar | None
@@ -188,9 +192,17 @@ class IndicatorGroupState(NamedTuple):
 
 
 class SignalLane:
-    """One (symbol, window size): its :class:`IndicatorEngine` plus what versioning needs."""
+    """One (symbol, window size): its :class:`IndicatorEngine` plus what versioning needs.
+
+    The engine is created by the lane's first bar; until then the lane keeps only the quote
+    book the engine will start with (quotes are the only input before a bar). Why: every
+    symbol's quotes feed every lane, and a symbol may have no bars in a lane for a long time
+    (the 1 min lane without Alpaca bars, or in its first minute); a quote book is a few
+    entries and pickles in a few µs, an engine is a few kB and 50–100 µs each snapshot.
+    """
 
     __slots__ = (
+        "book",
         "engine",
         "ingest_ms",
         "lane",
@@ -199,13 +211,17 @@ class SignalLane:
         "last_version",
         "pending",
         "saved",
+        "settings",
         "symbol",
     )
 
-    def __init__(self, symbol: str, lane: str, engine: IndicatorEngine) -> None:
+    def __init__(self, symbol: str, lane: str, settings: TaSettings) -> None:
         self.symbol = symbol
         self.lane = lane
-        self.engine = engine
+        self.settings = settings
+        self.engine: IndicatorEngine | None = None
+        self.book: QuoteBook | None = None
+        """The quotes before the first bar (None once the engine holds them)."""
         self.last_end_us: int | None = None
         self.last_version = 0
         self.last_bar: Microbar | None = None
@@ -216,8 +232,16 @@ class SignalLane:
         """The last :meth:`snapshot`, while nothing changed since (None once anything did)."""
 
     @classmethod
-    def restore(cls, state: LaneState) -> SignalLane:
-        lane = cls(state.symbol, state.lane, IndicatorEngine.restore(state.engine))
+    def restore(cls, state: LaneState, settings: TaSettings) -> SignalLane:
+        lane = cls(state.symbol, state.lane, settings)
+        if state.engine:
+            held = pickle.loads(state.engine)
+            if isinstance(held, QuoteBook):
+                lane.book = held
+            elif isinstance(held, IndicatorEngine):
+                lane.engine = held
+            else:
+                raise TypeError(f"not a lane's engine or quote book: {type(held).__name__}")
         lane.last_end_us, lane.last_version = state.last_end_us, state.last_version
         lane.last_bar = state.last_bar
         lane.pending = [(_end_us(env), env) for env in state.pending]
@@ -233,10 +257,15 @@ class SignalLane:
         """
         saved = self.saved
         if saved is None:
+            engine, book = self.engine, self.book
+            if engine is not None:
+                held = engine.snapshot()
+            else:
+                held = b"" if book is None else pickle.dumps(book, pickle.HIGHEST_PROTOCOL)
             saved = self.saved = LaneState(
                 self.symbol,
                 self.lane,
-                self.engine.snapshot(),
+                held,
                 self.last_end_us,
                 self.last_version,
                 self.last_bar,
@@ -251,7 +280,14 @@ class SignalLane:
     def on_quote_us(self, ts_us: int, quote: Quote) -> None:
         """Hand the engine a quote of this symbol (event time in µs)."""
         self.saved = None
-        self.engine.on_quote_us(ts_us, quote)
+        engine = self.engine
+        if engine is not None:
+            engine.on_quote_us(ts_us, quote)
+            return
+        book = self.book
+        if book is None:
+            book = self.book = IndicatorEngine.quote_book(self.lane, self.settings)
+        book.add(ts_us, quote)
 
     def release(
         self, until_us: int | None, now_us: int, progress: TaProgress, out: _Emitted
@@ -292,8 +328,12 @@ class SignalLane:
                 return
             version = max(version, self.last_version + 1)
         end = env.event_ts
+        engine = self.engine
+        if engine is None:
+            engine = self.engine = IndicatorEngine(self.lane, self.settings, self.book)
+            self.book = None
         try:
-            signal = self.engine.on_bar(end, env.payload)
+            signal = engine.on_bar(end, env.payload)
         except InvalidBar as exc:
             progress.add_dead_letters("invalid_bar")
             out.dead.append(
@@ -379,7 +419,7 @@ class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGro
         self._marked: int | None = None
         if resume is not None:
             for state in resume.lanes:
-                lane = SignalLane.restore(state)
+                lane = SignalLane.restore(state, settings)
                 self._lanes.setdefault(state.symbol, {})[state.lane] = lane
                 if lane.pending:
                     self._waiting[lane] = None
@@ -584,7 +624,7 @@ class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGro
             per = self._lanes[symbol] = {}
         lane = per.get(size)
         if lane is None:
-            lane = per[size] = SignalLane(symbol, size, IndicatorEngine(size, self._settings))
+            lane = per[size] = SignalLane(symbol, size, self._settings)
         return lane
 
     def _quote_lanes_of(self, symbol: str) -> list[SignalLane]:
