@@ -164,6 +164,13 @@ class _Emitted:
 
     signals: list[Envelope[Signal]]
     dead: list[DeadLetter]
+    counts: dict[str, int]
+    """Signals per lane (window size), counted once per callback: a labelled metric per lane
+    released cost as much as the lane's signal."""
+
+    def count(self, lane: str, signals: int) -> None:
+        if signals:
+            self.counts[lane] = self.counts.get(lane, 0) + signals
 
 
 class LaneState(NamedTuple):
@@ -434,7 +441,7 @@ class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGro
 
     def on_batch(self, values: list[IndicatorInput]) -> tuple[list[SignalRows], bool]:
         now = self._clock()
-        out = _Emitted([], [])
+        out = _Emitted([], [], {})
         bars = False
         for v in values:
             if type(v) is QuoteChunk:
@@ -461,7 +468,7 @@ class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGro
     def on_notify(self) -> tuple[list[SignalRows], bool]:
         """Release, on the wall clock, the bars due while every source is caught up."""
         now = self._clock()
-        out = _Emitted([], [])
+        out = _Emitted([], [], {})
         drained = self._progress.drained_through()
         limit = -(1 << 62) if drained is None else drained - self._idle_us
         quiet = all(moved <= limit for moved in self._moved_at.values())
@@ -471,7 +478,7 @@ class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGro
             if self._gate_us is not None and self._gate_us <= limit:
                 self._hand_over(None, out)
                 for lane in self._waiting:
-                    self._count(lane, lane.release(limit, now, self._progress, out))
+                    out.count(lane.lane, lane.release(limit, now, self._progress, out))
                 self._forget_released()
             emitted = self._emit(out)
         self._retry_at = now + IDLE_RETRY_US
@@ -483,10 +490,10 @@ class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGro
         if self._progress.stop_requested.is_set():
             return [], StatefulBatchLogic.RETAIN
         now = self._clock()
-        out = _Emitted([], [])
+        out = _Emitted([], [], {})
         self._hand_over(None, out)
         for lane in self._waiting:
-            self._count(lane, lane.release(None, now, self._progress, out))
+            out.count(lane.lane, lane.release(None, now, self._progress, out))
         self._forget_released()
         return self._emit(out, mark=False), StatefulBatchLogic.RETAIN
 
@@ -585,7 +592,7 @@ class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGro
         if gate is None or wm is None or wm < gate:
             return
         for lane in self._waiting:
-            self._count(lane, lane.release(wm, now, self._progress, out))
+            out.count(lane.lane, lane.release(wm, now, self._progress, out))
         self._forget_released()
 
     def _forget_released(self) -> None:
@@ -611,6 +618,8 @@ class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGro
 
     def _emit(self, out: _Emitted, mark: bool = True) -> list[SignalRows]:
         """This callback's signals, dead letters and progress mark as one item (or none)."""
+        for lane, n in out.counts.items():
+            self._progress.add_signals(lane, n)
         progress = self._progress_mark() if mark else None
         if not out.signals and not out.dead and progress is None:
             return []
@@ -632,10 +641,6 @@ class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGro
         if per is not None and len(per) == len(self._quote_lanes):
             return list(per.values())
         return [self._lane(symbol, size) for size in self._quote_lanes]
-
-    def _count(self, lane: SignalLane, signals: int) -> None:
-        if signals:
-            self._progress.add_signals(lane.lane, signals)
 
 
 def _end_us(env: Envelope[Any]) -> int:
