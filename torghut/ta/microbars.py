@@ -51,7 +51,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from torghut.ta._bar_stats import bar_stats, pack_ticks, unpack_ticks
+from torghut.ta._bar_stats import bar_stats, closing_stats, pack_ticks, unpack_ticks
 from torghut.ta.instants import US_PER_S
 
 __all__ = [
@@ -388,9 +388,7 @@ class SymbolBars:
             return
         due = sorted(s for s in self._open if (s + 1) * US_PER_S <= wm)
         for sec in due:
-            bar = self._open.pop(sec)
-            out.bars.append(self._emit(sec, bar))
-            self._closed[sec] = _packed(bar)
+            out.bars.append(self._close(sec, self._open.pop(sec)))
 
     def _reopen(self, held: _Bar | _PackedBar) -> _Bar:
         """A modifiable copy of a closed bar (a snapshot may share the one held)."""
@@ -418,6 +416,19 @@ class SymbolBars:
         for sec in stale:
             del closed[sec]
 
+    def _close(self, sec: int, bar: _Bar) -> ClosedBar:
+        """The final row of an open bar; the bar is kept packed among the closed ones."""
+        if bar.stats is not None:  # published provisionally, unchanged since: no pass needed
+            self._closed[sec] = _packed(bar)
+            return self._emit(sec, bar)
+        try:
+            stats, records, exchanges = closing_stats(bar.ticks)
+        except OverflowError:
+            self._closed[sec] = bar
+            return self._emit(sec, bar)
+        self._closed[sec] = _PackedBar(records, exchanges, bar.late)
+        return self._row(sec, stats, bar.late, True)
+
     def _emit(self, sec: int, bar: _Bar, final: bool = True) -> ClosedBar:
         """The bar as a row; the final row of a bar unchanged since its provisional one reuses
         that one's aggregates (a second pass over the trades costs as much as the first)."""
@@ -426,9 +437,18 @@ class SymbolBars:
             stats = bar_stats(bar.ticks)
             if not final:
                 bar.stats = stats
+        return self._row(sec, stats, bar.late, final)
+
+    def _row(
+        self,
+        sec: int,
+        stats: tuple[float, float, float, float, float, float, int],
+        late: int,
+        final: bool,
+    ) -> ClosedBar:
         o, h, lo, c, v, pv, n = stats
         end = (sec + 1) * US_PER_S
-        return ClosedBar(self.symbol, end, o, h, lo, c, v, pv / v, n, 1 + bar.late, final)
+        return ClosedBar(self.symbol, end, o, h, lo, c, v, pv / v, n, 1 + late, final)
 
     # --- snapshot ---------------------------------------------------------------------------
 
