@@ -40,7 +40,7 @@ from bytewax.operators import StatefulBatchLogic
 from operators.joints import GroupRows, group_rows, split_dead_letters
 from operators.key_groups import KeyGroupProgress, key_group
 from operators.microbars import IDLE_RETRY_US, SOURCE, BarRows, lane_seq
-from operators.partitions import raw_values
+from operators.partitions import TaInput, raw_values
 from operators.quotes import QuoteChunk, dead_letter, quote_of
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
@@ -74,14 +74,14 @@ class MinuteBarStreams:
 
 @operator
 def alpaca_minute_bars(
-    step_id: str, alpaca_bars: Stream[Any], progress: TaProgress
+    step_id: str, alpaca_bars: Stream[TaInput], progress: TaProgress
 ) -> MinuteBarStreams:
     """Alpaca ``bar`` / ``updated_bar`` messages as PT1M ``Envelope[Microbar]`` s.
 
     Daily bars are not a lane and are skipped.
     """
 
-    def convert(batch: list[Any]) -> list[Envelope[Microbar] | DeadLetter]:
+    def convert(batch: list[TaInput]) -> list[Envelope[Microbar] | DeadLetter]:
         out: list[Envelope[Microbar] | DeadLetter] = []
         for v in raw_values(batch):
             try:

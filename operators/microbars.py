@@ -70,7 +70,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from operators.joints import GroupRows, group_rows, split_dead_letters
 from operators.key_groups import ALL_GROUPS, KeyGroupProgress, key_group
-from operators.partitions import by_partition
+from operators.partitions import TaInput, by_partition
 from operators.ta_status import TaProgress
 from operators.trade_wire import STAGE, decode_trades, preaggregate_batch
 from torghut.config import TaSettings
@@ -164,7 +164,7 @@ class MicrobarStreams:
 @operator
 def microbars(
     step_id: str,
-    trades: Stream[Any],
+    trades: Stream[TaInput],
     settings: TaSettings,
     progress: TaProgress,
 ) -> MicrobarStreams:
@@ -191,7 +191,7 @@ def microbars(
 
 
 def _preaggregate(
-    batch: list[Any], lateness: int, allow: frozenset[str] | None, progress: TaProgress
+    batch: list[TaInput], lateness: int, allow: frozenset[str] | None, progress: TaProgress
 ) -> list[tuple[str, GroupBatch] | DeadLetter]:
     """One batch of trade messages → to every key group, its symbols' partials + feed time."""
     out: list[tuple[str, GroupBatch] | DeadLetter] = []

@@ -9,14 +9,19 @@ benchmarks) hand on plain values, bytes or envelopes: one feed, ``"feed"``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from operators.kafka_source import PartitionBatch
+from torghut.events import Envelope
 
-__all__ = ["by_partition", "raw_values"]
+__all__ = ["TaInput", "by_partition", "raw_values"]
+
+TaInput = PartitionBatch | bytes | Envelope[Any]
+"""An item of a TA input stream: a poll of the Kafka source, the message bytes of an
+in-process source, or an envelope already decoded (the general path decodes nothing)."""
 
 
-def by_partition(batch: list[Any]) -> list[tuple[str, list[Any]]]:
+def by_partition(batch: list[TaInput]) -> list[tuple[str, list[Any]]]:
     """The batch's message values per source partition (``topic/partition``), in order.
 
     Bytewax may hand one operator call the polls of several source partitions (it
@@ -27,7 +32,7 @@ def by_partition(batch: list[Any]) -> list[tuple[str, list[Any]]]:
     """
     if not batch:
         return []
-    if not isinstance(batch[0], PartitionBatch):
+    if not _polls(batch):
         return [("feed", batch)]
     if len(batch) == 1:
         return [(batch[0].source_id, batch[0].values)]
@@ -41,8 +46,14 @@ def by_partition(batch: list[Any]) -> list[tuple[str, list[Any]]]:
     return list(split.items())
 
 
-def raw_values(batch: list[Any]) -> list[Any]:
+def raw_values(batch: list[TaInput]) -> list[Any]:
     """The values of a batch, whatever their source partitions (see :func:`by_partition`)."""
-    if batch and isinstance(batch[0], PartitionBatch):
+    if _polls(batch):
         return [v for polled in batch for v in polled.values]
     return batch
+
+
+def _polls(batch: list[TaInput]) -> TypeGuard[list[PartitionBatch]]:
+    """Whether the batch holds polls of the Kafka source. A batch comes from one input, whose
+    items are all of one kind, so its first item says: one check per batch, not per item."""
+    return bool(batch) and type(batch[0]) is PartitionBatch

@@ -38,7 +38,7 @@ from bytewax.dataflow import Stream, operator
 from operators._reduce import latest_quotes
 from operators.joints import split_dead_letters
 from operators.key_groups import ALL_GROUPS, KEY_GROUPS_SEEN, key_group
-from operators.partitions import by_partition
+from operators.partitions import TaInput, by_partition
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter
@@ -116,12 +116,12 @@ class QuoteStreams:
 
 @operator
 def quote_chunks(
-    step_id: str, quotes: Stream[Any], settings: TaSettings, progress: TaProgress
+    step_id: str, quotes: Stream[TaInput], settings: TaSettings, progress: TaProgress
 ) -> QuoteStreams:
     """Decode quote batches and keep the latest quote per (symbol, second bucket) per batch."""
     allow = frozenset(settings.symbol_allowlist) or None
 
-    def reduce(batch: list[Any]) -> list[tuple[str, QuoteChunk] | DeadLetter]:
+    def reduce(batch: list[TaInput]) -> list[tuple[str, QuoteChunk] | DeadLetter]:
         out: list[tuple[str, QuoteChunk] | DeadLetter] = []
         for part, values in by_partition(batch):
             out.extend(reduce_quotes(values, allow, progress, part))

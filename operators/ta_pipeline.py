@@ -11,7 +11,6 @@ quote chunks of the same group.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -19,6 +18,7 @@ from bytewax.dataflow import Stream, operator
 from operators.indicators import IndicatorInput, alpaca_minute_bars, indicators, minute_bar_rows
 from operators.key_groups import KeyGroupProgress
 from operators.microbars import MicrobarStreams, microbars
+from operators.partitions import TaInput
 from operators.quotes import quote_chunks
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
@@ -47,9 +47,9 @@ class TaOutputs:
 @operator
 def ta_pipeline(
     step_id: str,
-    trades: Stream[Any],
-    quotes: Stream[Any],
-    bars: Stream[Any] | None,
+    trades: Stream[TaInput],
+    quotes: Stream[TaInput],
+    bars: Stream[TaInput] | None,
     settings: TaSettings,
     progress: TaProgress,
 ) -> TaOutputs:
