@@ -691,7 +691,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def _epoch(ts: str) -> float:
-    from operators.microbars import rfc3339_micros
+    from torghut.ta.instants import rfc3339_micros
 
     return rfc3339_micros(ts) / US
 

@@ -36,7 +36,7 @@ sink:
 
 * ``passthrough``: sources straight to the sink (Bytewax moving batches);
 * ``decode``: each message decoded with the TA flow's own msgspec decoders, nothing else;
-* ``ta``: :func:`operators.indicators.ta_pipeline` (the operators of the TA flow);
+* ``ta``: :func:`operators.ta_pipeline.ta_pipeline` (the operators of the TA flow);
 * ``idiomatic`` (``--idiomatic-rounds``, default 1: it is slow): what a Bytewax user writes
   first — per message ``op.map`` decoding the envelope, ``key_on`` symbol, ``fold_window`` with
   an ``EventClock`` (2 s wait, replay-safe settings from ``shared/bytewax-notes.md`` §1.6) and a
@@ -77,11 +77,11 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from talipp.indicators import BB, EMA, MACD, RSI
 
-from operators.indicators import ta_pipeline
 from operators.kafka_io import encode_envelope
-from operators.microbars import TRADE_WIRE
 from operators.quotes import QUOTE_WIRE
+from operators.ta_pipeline import ta_pipeline
 from operators.ta_status import TaProgress
+from operators.trade_wire import TRADE_WIRE
 from torghut.config import TaSettings
 from torghut.events import Envelope, Quote, Trade
 from torghut.gc_policy import tune_for_streaming

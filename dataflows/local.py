@@ -4,7 +4,7 @@ Why one process: the embedded ClickHouse (chdb) is an in-process engine that loc
 directory, so with the embedded defaults every stage that touches it (the TA sink, the trading
 signal reader, the API) must share one process. The stages are the same composable operators
 the Kafka-joined dataflows use (:func:`operators.market_events.market_events`,
-:func:`operators.indicators.ta_pipeline`, :func:`dataflows.trading.trading_pipeline`); only the
+:func:`operators.ta_pipeline.ta_pipeline`, :func:`dataflows.trading.trading_pipeline`); only the
 joints differ: streams instead of Kafka topics. What crosses the ingest → TA joint is what
 would cross the Kafka topic, the encoded envelopes (:func:`operators.market_events.as_wire`),
 so the TA stage takes the same compiled paths as in production. Against a ClickHouse server
@@ -32,8 +32,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from dataflows.trading import TradingRuntime, trading_pipeline
 from operators.alpaca_ws import AlpacaWsConfig, AlpacaWsSource
 from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink, row_or_mark
-from operators.indicators import ta_pipeline
 from operators.market_events import IngestCounters, as_wire, by_family, market_events
+from operators.ta_pipeline import ta_pipeline
 from operators.ta_status import TaProgress
 from torghut.clickhouse import (
     MICROBAR_COLUMNS,

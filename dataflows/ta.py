@@ -50,7 +50,7 @@ Outputs are at-least-once (a resume replays the last epoch) and deterministic gi
 so replays rewrite identical rows; ClickHouse ``ReplacingMergeTree`` + ``FINAL`` collapses
 them and Kafka consumers de-duplicate by ``(symbol, event_ts, seq, version)``.
 
-:func:`operators.indicators.ta_pipeline` is the composable part (no Kafka): an all-in-one flow
+:func:`operators.ta_pipeline.ta_pipeline` is the composable part (no Kafka): an all-in-one flow
 wires it to in-process sources instead.
 """
 
@@ -68,9 +68,9 @@ from bytewax.dataflow import Dataflow
 from dataflows.startup import BytewaxRun, bytewax_run_args, migrate_clickhouse
 from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink, row_or_mark
 from operators.graceful_stop import GracefulStop, stoppable
-from operators.indicators import ta_pipeline
 from operators.kafka_io import KafkaSink, encode_dead_letter, encode_keyed, kafka_output
 from operators.kafka_source import KafkaBatchSource, consumer_config
+from operators.ta_pipeline import ta_pipeline
 from operators.ta_status import TaProgress, TaStatusSource
 from torghut.clickhouse import (
     MICROBAR_COLUMNS,

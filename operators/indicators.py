@@ -16,101 +16,54 @@ only routes and wraps it:
   duplicates; a correction of an older bar cannot be replayed by the engine and is counted
   (``stale_correction``), its microbar correction still reaches ``ta_microbars``.
 
-Snapshots hold each engine as pickled bytes (cheap for Bytewax to deep-copy every epoch).
+Snapshots hold each engine as pickled bytes (cheap for Bytewax to deep-copy every epoch),
+pickled again only for lanes that changed since the previous snapshot.
+
+Joints: the step takes :data:`IndicatorInput` items (a key group's quote chunk of a batch, or
+the microbar step's :data:`~operators.microbars.BarRows` of a group) and emits one
+:data:`SignalRows` per group and activation (:mod:`operators.joints`).
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, NamedTuple
 
 import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
+from operators.joints import GroupRows, group_rows, split_dead_letters
 from operators.key_groups import KeyGroupProgress, key_group
-from operators.microbars import (
-    IDLE_RETRY_US,
-    SOURCE,
-    MicrobarStreams,
-    lane_seq,
-    microbars,
-    raw_values,
-    us_to_dt,
-    wall_micros,
-)
-from operators.quotes import STAGE, QuoteChunk, quote_chunks, quote_of
+from operators.microbars import IDLE_RETRY_US, SOURCE, BarRows, lane_seq
+from operators.partitions import TaInput, raw_values
+from operators.quotes import STAGE, QuoteChunk, quote_of
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter, dead_letter
 from torghut.events import Bar, Envelope, Microbar, Quote, Signal, Window
+from torghut.ta.imbalance import QuoteBook
 from torghut.ta.indicators import IndicatorEngine, InvalidBar
-from torghut.ta.instants import epoch_micros
+from torghut.ta.instants import epoch_micros, us_to_dt, wall_micros
 
 __all__ = [
     "IndicatorGroupState",
+    "IndicatorInput",
     "IndicatorLogic",
     "LaneState",
     "SignalLane",
-    "TaOutputs",
+    "SignalRows",
     "alpaca_minute_bars",
     "indicators",
-    "ta_pipeline",
+    "minute_bar_rows",
 ]
 
 _US = 1_000_000
 _BAR = msgspec.json.Decoder(Envelope[Bar])
-
-
-@dataclass(frozen=True)
-class TaOutputs:
-    """Streams of the TA pipeline, ready for sinks.
-
-    ``microbar_updates`` / ``signal_updates`` are ``microbars`` / ``signals`` in order with the
-    key groups' progress marks, for sinks that flush when a second is complete
-    (:func:`operators.clickhouse_sink.clickhouse_sink`).
-    """
-
-    microbars: Stream[Envelope[Microbar]]
-    signals: Stream[Envelope[Signal]]
-    dead_letters: Stream[DeadLetter]
-    microbar_updates: Stream[Envelope[Microbar] | KeyGroupProgress]
-    signal_updates: Stream[Envelope[Signal] | KeyGroupProgress]
-
-
-@operator
-def ta_pipeline(
-    step_id: str,
-    trades: Stream[Any],
-    quotes: Stream[Any],
-    bars: Stream[Any] | None,
-    settings: TaSettings,
-    progress: TaProgress,
-) -> TaOutputs:
-    """Trades, quotes and (optionally) Alpaca minute bars → microbars, signals, dead letters.
-
-    Inputs may be Kafka messages, their ``bytes`` values or decoded envelopes, so the same
-    pipeline runs on Kafka topics and in an all-in-one embedded flow.
-
-    >>> # out = ta_pipeline("ta", trades, quotes, bars, settings.ta, TaProgress())
-    >>> # op.output("bars_out", out.microbars, sink)  # and out.signals, out.dead_letters
-    """
-    lanes = ("PT1S", "PT1M") if bars is not None else ("PT1S",)
-    mb: MicrobarStreams = microbars("microbars", trades, settings, progress)
-    q = quote_chunks("quotes", quotes, settings, progress)
-    lane_bars: list[Stream[Any]] = [mb.keyed]
-    dead = [mb.dead_letters, q.dead_letters]
-    if bars is not None:
-        minute = alpaca_minute_bars("minute_bars", bars, progress)
-        lane_bars.append(op.key_on("key_1m", minute.bars, _group_of))
-        dead.append(minute.dead_letters)
-    inputs = op.merge("lane_inputs", q.chunks, *lane_bars)
-    sig = indicators("signals", inputs, lanes, settings, progress)
-    dead.append(sig.dead_letters)
-    return TaOutputs(mb.bars, sig.signals, op.merge("dead_letters", *dead), mb.updates, sig.updates)
 
 
 @dataclass(frozen=True)
@@ -121,14 +74,14 @@ class MinuteBarStreams:
 
 @operator
 def alpaca_minute_bars(
-    step_id: str, alpaca_bars: Stream[Any], progress: TaProgress
+    step_id: str, alpaca_bars: Stream[TaInput], progress: TaProgress
 ) -> MinuteBarStreams:
     """Alpaca ``bar`` / ``updated_bar`` messages as PT1M ``Envelope[Microbar]`` s.
 
     Daily bars are not a lane and are skipped.
     """
 
-    def convert(batch: list[Any]) -> list[Envelope[Microbar] | DeadLetter]:
+    def convert(batch: list[TaInput]) -> list[Envelope[Microbar] | DeadLetter]:
         out: list[Envelope[Microbar] | DeadLetter] = []
         for v in raw_values(batch):
             try:
@@ -159,8 +112,20 @@ def alpaca_minute_bars(
         return out
 
     converted = op.flat_map_batch("convert", alpaca_bars, convert)
-    split = op.branch("split_dead", converted, _is_dead_letter)
-    return MinuteBarStreams(split.falses, split.trues)  # type: ignore[arg-type]
+    split = split_dead_letters("split_dead", converted)
+    return MinuteBarStreams(split.items, split.dead_letters)
+
+
+def minute_bar_rows(env: Envelope[Microbar]) -> tuple[str, BarRows]:
+    """An Alpaca minute bar as the indicator step's input: keyed by its group, one row."""
+    return key_group(env.symbol), GroupRows([env], [], None)
+
+
+SignalRows = GroupRows[Envelope[Signal]]
+"""What the indicator step emits per key group and activation (see :mod:`operators.joints`)."""
+
+IndicatorInput = QuoteChunk | BarRows
+"""The indicator step's input items: a key group's quotes of a batch, or its bars."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +139,7 @@ class IndicatorStreams:
 @operator
 def indicators(
     step_id: str,
-    keyed: Stream[tuple[str, Any]],
+    keyed: Stream[tuple[str, IndicatorInput]],
     lanes: tuple[str, ...],
     settings: TaSettings,
     progress: TaProgress,
@@ -189,11 +154,23 @@ def indicators(
     out = op.stateful_batch(
         "engine", keyed, lambda resume: IndicatorLogic(lanes, settings, progress, resume)
     )
-    done = op.key_rm("unkey", out)
-    split = op.branch("split_dead", done, _is_dead_letter)
-    updates: Stream[Envelope[Signal] | KeyGroupProgress] = split.falses
-    signals = op.filter("signals_only", updates, _is_envelope)
-    return IndicatorStreams(signals, updates, split.trues)  # type: ignore[arg-type]
+    rows = group_rows("rows", out)
+    return IndicatorStreams(rows.rows, rows.updates, rows.dead_letters)
+
+
+@dataclass(slots=True)
+class _Emitted:
+    """What one callback of the indicator step produced, before it becomes a :data:`SignalRows`."""
+
+    signals: list[Envelope[Signal]]
+    dead: list[DeadLetter]
+    counts: dict[str, int]
+    """Signals per lane (window size), counted once per callback: a labelled metric per lane
+    released cost as much as the lane's signal."""
+
+    def count(self, lane: str, signals: int) -> None:
+        if signals:
+            self.counts[lane] = self.counts.get(lane, 0) + signals
 
 
 class LaneState(NamedTuple):
@@ -202,6 +179,8 @@ class LaneState(NamedTuple):
     symbol: str
     lane: str
     engine: bytes
+    """The pickled :class:`IndicatorEngine`; before the lane's first bar, its pickled
+    :class:`~torghut.ta.imbalance.QuoteBook` (or nothing: ``b""``)."""
     last_end_us: int | None
     last_version: int
     last_bar: Microbar | None
@@ -220,9 +199,17 @@ class IndicatorGroupState(NamedTuple):
 
 
 class SignalLane:
-    """One (symbol, window size): its :class:`IndicatorEngine` plus what versioning needs."""
+    """One (symbol, window size): its :class:`IndicatorEngine` plus what versioning needs.
+
+    The engine is created by the lane's first bar; until then the lane keeps only the quote
+    book the engine will start with (quotes are the only input before a bar). Why: every
+    symbol's quotes feed every lane, and a symbol may have no bars in a lane for a long time
+    (the 1 min lane without Alpaca bars, or in its first minute); a quote book is a few
+    entries and pickles in a few µs, an engine is a few kB and 50–100 µs each snapshot.
+    """
 
     __slots__ = (
+        "book",
         "engine",
         "ingest_ms",
         "lane",
@@ -230,44 +217,87 @@ class SignalLane:
         "last_end_us",
         "last_version",
         "pending",
+        "saved",
+        "settings",
         "symbol",
     )
 
-    def __init__(self, symbol: str, lane: str, engine: IndicatorEngine) -> None:
+    def __init__(self, symbol: str, lane: str, settings: TaSettings) -> None:
         self.symbol = symbol
         self.lane = lane
-        self.engine = engine
+        self.settings = settings
+        self.engine: IndicatorEngine | None = None
+        self.book: QuoteBook | None = None
+        """The quotes before the first bar (None once the engine holds them)."""
         self.last_end_us: int | None = None
         self.last_version = 0
         self.last_bar: Microbar | None = None
         self.ingest_ms = 0
         self.pending: list[tuple[int, Envelope[Microbar]]] = []
         """Bars waiting for quotes: (bar end in µs, bar), in arrival order."""
+        self.saved: LaneState | None = None
+        """The last :meth:`snapshot`, while nothing changed since (None once anything did)."""
 
     @classmethod
-    def restore(cls, state: LaneState) -> SignalLane:
-        lane = cls(state.symbol, state.lane, IndicatorEngine.restore(state.engine))
+    def restore(cls, state: LaneState, settings: TaSettings) -> SignalLane:
+        lane = cls(state.symbol, state.lane, settings)
+        if state.engine:
+            held = pickle.loads(state.engine)
+            if isinstance(held, QuoteBook):
+                lane.book = held
+            elif isinstance(held, IndicatorEngine):
+                lane.engine = held
+            else:
+                raise TypeError(f"not a lane's engine or quote book: {type(held).__name__}")
         lane.last_end_us, lane.last_version = state.last_end_us, state.last_version
         lane.last_bar = state.last_bar
         lane.pending = [(_end_us(env), env) for env in state.pending]
+        lane.saved = state
         return lane
 
     def snapshot(self) -> LaneState:
-        return LaneState(
-            self.symbol,
-            self.lane,
-            self.engine.snapshot(),
-            self.last_end_us,
-            self.last_version,
-            self.last_bar,
-            tuple(env for _, env in self.pending),
-        )
+        """The lane's state; pickled again only if the lane changed since the last snapshot.
+
+        Why: pickling an engine costs 50–100 µs, Bytewax asks every epoch for every key
+        group, and with thousands of symbols most lanes of a quiet market did not change.
+        A :class:`LaneState` is immutable, so successive snapshots may share it.
+        """
+        saved = self.saved
+        if saved is None:
+            engine, book = self.engine, self.book
+            if engine is not None:
+                held = engine.snapshot()
+            else:
+                held = b"" if book is None else pickle.dumps(book, pickle.HIGHEST_PROTOCOL)
+            saved = self.saved = LaneState(
+                self.symbol,
+                self.lane,
+                held,
+                self.last_end_us,
+                self.last_version,
+                self.last_bar,
+                tuple(env for _, env in self.pending),
+            )
+        return saved
 
     def add_bar(self, env: Envelope[Microbar]) -> None:
+        self.saved = None
         self.pending.append((_end_us(env), env))
 
+    def on_quote_us(self, ts_us: int, quote: Quote) -> None:
+        """Hand the engine a quote of this symbol (event time in µs)."""
+        self.saved = None
+        engine = self.engine
+        if engine is not None:
+            engine.on_quote_us(ts_us, quote)
+            return
+        book = self.book
+        if book is None:
+            book = self.book = IndicatorEngine.quote_book(self.lane, self.settings)
+        book.add(ts_us, quote)
+
     def release(
-        self, until_us: int | None, now_us: int, progress: TaProgress, out: list[Any]
+        self, until_us: int | None, now_us: int, progress: TaProgress, out: _Emitted
     ) -> int:
         """Signals of pending bars ending at or before ``until_us`` (None: all); how many."""
         pending = self.pending
@@ -278,11 +308,12 @@ class SignalLane:
             n += 1
         if n == 0:
             return 0
-        before = len(out)
+        self.saved = None
+        before = len(out.signals)
         for end_us, env in pending[:n]:
             self._on_bar(end_us, env, now_us, progress, out)
         del pending[:n]
-        return sum(1 for x in out[before:] if isinstance(x, Envelope))
+        return len(out.signals) - before
 
     def _on_bar(
         self,
@@ -290,7 +321,7 @@ class SignalLane:
         env: Envelope[Microbar],
         now_us: int,
         progress: TaProgress,
-        out: list[Any],
+        out: _Emitted,
     ) -> None:
         lane = self.lane
         last = self.last_end_us
@@ -304,11 +335,15 @@ class SignalLane:
                 return
             version = max(version, self.last_version + 1)
         end = env.event_ts
+        engine = self.engine
+        if engine is None:
+            engine = self.engine = IndicatorEngine(self.lane, self.settings, self.book)
+            self.book = None
         try:
-            signal = self.engine.on_bar(end, env.payload)
+            signal = engine.on_bar(end, env.payload)
         except InvalidBar as exc:
             progress.add_dead_letters("invalid_bar")
-            out.append(
+            out.dead.append(
                 dead_letter(
                     STAGE, "invalid_bar", msgspec.json.encode(env), str(exc), symbol=env.symbol
                 )
@@ -320,7 +355,7 @@ class SignalLane:
         # strictly increasing per lane: a re-emitted signal always outranks the one it replaces
         ingest_ms = self.ingest_ms = max(now_us // 1000, self.ingest_ms + 1)
         start = us_to_dt(end_us - (60 if lane == "PT1M" else 1) * _US)
-        out.append(
+        out.signals.append(
             Envelope(
                 event_ts=end,
                 ingest_ts=us_to_dt(ingest_ms * 1000),
@@ -334,7 +369,7 @@ class SignalLane:
         )
 
 
-class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
+class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGroupState]):
     """Keyed state of one key group: a :class:`SignalLane` per (symbol, window size).
 
     Final bars wait until the quotes are complete up to the bar end: the quote feed's time
@@ -393,7 +428,7 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
         self._marked: int | None = None
         if resume is not None:
             for state in resume.lanes:
-                lane = SignalLane.restore(state)
+                lane = SignalLane.restore(state, settings)
                 self._lanes.setdefault(state.symbol, {})[state.lane] = lane
                 if lane.pending:
                     self._waiting[lane] = None
@@ -406,60 +441,63 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
             self._idle_through = resume.idle_through_us
             self._gate_us = self._gate()
 
-    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+    def on_batch(self, values: list[IndicatorInput]) -> tuple[list[SignalRows], bool]:
         now = self._clock()
-        out: list[Any] = []
+        out = _Emitted([], [], {})
         bars = False
         for v in values:
-            kind = type(v)
-            if kind is QuoteChunk:
+            if type(v) is QuoteChunk:
                 self._add_quotes(v, out)
-            elif kind is KeyGroupProgress:
-                self._group = v.group
-                if self._bars_final is None or v.final_us > self._bars_final:
-                    self._bars_final = v.final_us
-            elif v.is_final:
-                size = v.window.size if v.window is not None else "PT1S"
-                lane = self._lane(v.symbol, size)
-                lane.add_bar(v)
-                self._waiting[lane] = None
-                bars = True
+                continue
+            assert type(v) is GroupRows
+            for env in v.rows:
+                if env.is_final:
+                    size = env.window.size if env.window is not None else "PT1S"
+                    lane = self._lane(env.symbol, size)
+                    lane.add_bar(env)
+                    self._waiting[lane] = None
+                    bars = True
+            mark = v.mark
+            if mark is not None:
+                self._group = mark.group
+                if self._bars_final is None or mark.final_us > self._bars_final:
+                    self._bars_final = mark.final_us
         if bars:
             self._gate_us = self._gate()
         self._release_ready(now, out)
-        self._mark(out)
-        return out, StatefulBatchLogic.RETAIN
+        return self._emit(out), StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[list[Any], bool]:
+    def on_notify(self) -> tuple[list[SignalRows], bool]:
         """Release, on the wall clock, the bars due while every source is caught up."""
         now = self._clock()
-        out: list[Any] = []
+        out = _Emitted([], [], {})
         drained = self._progress.drained_through()
         limit = -(1 << 62) if drained is None else drained - self._idle_us
         quiet = all(moved <= limit for moved in self._moved_at.values())
+        emitted: list[SignalRows] = []
         if quiet and limit > self._idle_through:
             self._idle_through = limit
             if self._gate_us is not None and self._gate_us <= limit:
                 self._hand_over(None, out)
                 for lane in self._waiting:
-                    self._count(lane, lane.release(limit, now, self._progress, out))
+                    out.count(lane.lane, lane.release(limit, now, self._progress, out))
                 self._forget_released()
-            self._mark(out)
+            emitted = self._emit(out)
         self._retry_at = now + IDLE_RETRY_US
-        return out, StatefulBatchLogic.RETAIN
+        return emitted, StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[Any], bool]:
+    def on_eof(self) -> tuple[list[SignalRows], bool]:
         """End of input: release every waiting bar — not after a requested stop, whose EOF
         snapshot keeps them (and the staged quotes) for the restart."""
         if self._progress.stop_requested.is_set():
             return [], StatefulBatchLogic.RETAIN
         now = self._clock()
-        out: list[Any] = []
+        out = _Emitted([], [], {})
         self._hand_over(None, out)
         for lane in self._waiting:
-            self._count(lane, lane.release(None, now, self._progress, out))
+            out.count(lane.lane, lane.release(None, now, self._progress, out))
         self._forget_released()
-        return out, StatefulBatchLogic.RETAIN
+        return self._emit(out, mark=False), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         gate = self._gate_us
@@ -496,7 +534,7 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
             self._all_quote_parts_seen = True
         return min(feed.values()) - self._lateness_us
 
-    def _add_quotes(self, chunk: QuoteChunk, out: list[Any]) -> None:
+    def _add_quotes(self, chunk: QuoteChunk, out: _Emitted) -> None:
         if chunk.newest:
             high = self._high_us
             if chunk.ordered and (high is None or chunk.first_us >= high):
@@ -522,7 +560,7 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
         if wm is not None:
             self._hand_over(wm, out)
 
-    def _hand_over(self, until_us: int | None, out: list[Any]) -> None:
+    def _hand_over(self, until_us: int | None, out: _Emitted) -> None:
         """Feed the engines the staged buckets ending at or before ``until_us`` (None: all)."""
         staged = self._staged
         if not staged:
@@ -533,16 +571,16 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
             for sym, (ts_us, payload) in staged.pop(bucket).items():
                 self._feed(sym, ts_us, payload, out)
 
-    def _feed(self, sym: str, ts_us: int, entry: Quote | bytes, out: list[Any]) -> None:
+    def _feed(self, sym: str, ts_us: int, entry: Quote | bytes, out: _Emitted) -> None:
         try:
             quote = quote_of(entry)
         except msgspec.DecodeError as exc:
             self._progress.add_dead_letters("invalid_quote")
             raw = entry if isinstance(entry, bytes) else b""
-            out.append(dead_letter(STAGE, "invalid_message", raw, str(exc), symbol=sym))
+            out.dead.append(dead_letter(STAGE, "invalid_message", raw, str(exc), symbol=sym))
             return
         for lane in self._quote_lanes_of(sym):
-            lane.engine.on_quote_us(ts_us, quote)
+            lane.on_quote_us(ts_us, quote)
 
     # --- releasing bars ---------------------------------------------------------------------
 
@@ -550,13 +588,13 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
         ends = [lane.pending[0][0] for lane in self._waiting if lane.pending]
         return min(ends) if ends else None
 
-    def _release_ready(self, now: int, out: list[Any]) -> None:
+    def _release_ready(self, now: int, out: _Emitted) -> None:
         """Release the bars the quote feed's watermark has passed."""
         gate, wm = self._gate_us, self._quote_watermark()
         if gate is None or wm is None or wm < gate:
             return
         for lane in self._waiting:
-            self._count(lane, lane.release(wm, now, self._progress, out))
+            out.count(lane.lane, lane.release(wm, now, self._progress, out))
         self._forget_released()
 
     def _forget_released(self) -> None:
@@ -566,19 +604,28 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
             del waiting[lane]
         self._gate_us = self._gate()
 
-    def _mark(self, out: list[Any]) -> None:
-        """Append this group's progress mark if it moved: signals through it are out."""
+    def _progress_mark(self) -> KeyGroupProgress | None:
+        """This group's mark if it moved: signals through it are out."""
         final, wm = self._bars_final, self._quote_watermark()
         if final is None or not self._group:
-            return
+            return None
         through = max(final if wm is None else min(final, wm), self._idle_through)
         gate = self._gate_us
         if gate is not None and gate <= through:
             through = gate - 1  # a bar still waits (its lane released up to an older quote)
         if self._marked is not None and through <= self._marked:
-            return
+            return None
         self._marked = through
-        out.append(KeyGroupProgress(self._group, through, through))
+        return KeyGroupProgress(self._group, through, through)
+
+    def _emit(self, out: _Emitted, mark: bool = True) -> list[SignalRows]:
+        """This callback's signals, dead letters and progress mark as one item (or none)."""
+        for lane, n in out.counts.items():
+            self._progress.add_signals(lane, n)
+        progress = self._progress_mark() if mark else None
+        if not out.signals and not out.dead and progress is None:
+            return []
+        return [GroupRows(out.signals, out.dead, progress)]
 
     # --- lanes --------------------------------------------------------------------------------
 
@@ -588,7 +635,7 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
             per = self._lanes[symbol] = {}
         lane = per.get(size)
         if lane is None:
-            lane = per[size] = SignalLane(symbol, size, IndicatorEngine(size, self._settings))
+            lane = per[size] = SignalLane(symbol, size, self._settings)
         return lane
 
     def _quote_lanes_of(self, symbol: str) -> list[SignalLane]:
@@ -597,22 +644,6 @@ class IndicatorLogic(StatefulBatchLogic[Any, Any, IndicatorGroupState]):
             return list(per.values())
         return [self._lane(symbol, size) for size in self._quote_lanes]
 
-    def _count(self, lane: SignalLane, signals: int) -> None:
-        if signals:
-            self._progress.add_signals(lane.lane, signals)
-
 
 def _end_us(env: Envelope[Any]) -> int:
     return epoch_micros(env.event_ts)
-
-
-def _group_of(env: Envelope[Any]) -> str:
-    return key_group(env.symbol)
-
-
-def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
-    return isinstance(item, DeadLetter)
-
-
-def _is_envelope(item: object) -> TypeGuard[Envelope[Signal]]:
-    return isinstance(item, Envelope)

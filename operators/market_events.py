@@ -30,6 +30,7 @@ from prometheus_client import Counter
 from operators.alpaca_decode import FAMILIES, Family, Frame, FrameDecoder, MarketEvent
 from operators.alpaca_ws import SourceHeartbeat, SourceItem
 from operators.dedup import dedup
+from operators.joints import split_dead_letters
 from operators.kafka_io import encode_envelope
 from torghut.dead_letters import DeadLetter
 from torghut.events import Envelope, IngestStatus
@@ -141,9 +142,9 @@ def market_events(
     frames: Stream[Frame] = split.trues
     beats: Stream[SourceHeartbeat] = split.falses  # type: ignore[assignment]
     decoded = op.flat_map_batch("decode", frames, _Decode(counters))
-    parts = op.branch("events_or_dead_letters", decoded, _is_event)
-    events: Stream[MarketEvent] = parts.trues
-    dead: Stream[DeadLetter] = parts.falses  # type: ignore[assignment]
+    parts = split_dead_letters("events_or_dead_letters", decoded)
+    events: Stream[MarketEvent] = parts.items
+    dead = parts.dead_letters
     unique = dedup("dedup", events, dedup_window_s, dedup_max_keys, counters.count_duplicates)
     heartbeats = op.map("heartbeat", beats, _Heartbeat(counters))
     return MarketEventStreams(unique, dead, heartbeats)
@@ -210,10 +211,6 @@ def heartbeat_envelope(
 
 def _is_frame(item: SourceItem) -> TypeGuard[Frame]:
     return isinstance(item, Frame)
-
-
-def _is_event(item: MarketEvent | DeadLetter) -> TypeGuard[MarketEvent]:
-    return isinstance(item, tuple)
 
 
 def _of_family(family: Family) -> Callable[[MarketEvent], bool]:

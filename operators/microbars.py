@@ -4,9 +4,10 @@ Shape (issue #4 "design for batches", ``shared/style.md`` on ``reduce_final``):
 
 1. ``flat_map_batch`` decodes a whole input batch with msgspec (a struct naming only the
    fields a bar needs) and reduces it per (symbol, second) as
-   :func:`~torghut.ta.microbars.preaggregate` does: compiled (:func:`preaggregate_batch`)
-   for a well-formed batch in any order, in Python (:func:`decode_trades` + ``preaggregate``,
-   which also dead-letters with a reason) otherwise. It emits, per key group
+   :func:`~torghut.ta.microbars.preaggregate` does: compiled
+   (:func:`operators.trade_wire.preaggregate_batch`) for a well-formed batch in any order, in
+   Python (:func:`operators.trade_wire.decode_trades` + ``preaggregate``, which also
+   dead-letters with a reason) otherwise. It emits, per key group
    (:mod:`operators.key_groups`), the :class:`~torghut.ta.microbars.SymbolBatch` es of the
    group's symbols, plus dead letters.
    It also broadcasts the feed's time to **every** key group: each group gets a
@@ -25,9 +26,10 @@ Shape (issue #4 "design for batches", ``shared/style.md`` on ``reduce_final``):
    row follows within the same catch-up, so the provisional one is skipped (a wall-clock
    decision about *when* to publish; the final rows do not depend on it). Open bars are
    indexed by end (a heap per partition), so the feed's time finds the bars it passes without
-   a scan of every symbol. After its rows, each group emits a
-   :class:`~operators.key_groups.KeyGroupProgress` mark in the same stream: sinks flush when
-   every group has passed a second.
+   a scan of every symbol. Each activation of a group emits one :data:`BarRows` item (its
+   rows, dead letters and :class:`~operators.key_groups.KeyGroupProgress` mark together,
+   :mod:`operators.joints`), not one item per bar: the sinks flush when every group has passed
+   a second, and the indicator step takes the group's bars in one piece.
 
    The wall clock closes bars only when the feed is quiet **and** the process is caught up: a
    bar ending at ``E`` of a partition whose time last moved at wall time ``Q`` is due at
@@ -55,28 +57,28 @@ correction always replaces the version it corrects under ``ReplacingMergeTree(in
 from __future__ import annotations
 
 import heapq
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, NamedTuple
 
 import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from operators._reduce import reduce_trades
-from operators.kafka_source import PartitionBatch
+from operators.joints import GroupRows, group_rows, split_dead_letters
 from operators.key_groups import ALL_GROUPS, KeyGroupProgress, key_group
+from operators.partitions import TaInput, by_partition
 from operators.ta_status import TaProgress
+from operators.trade_wire import STAGE, decode_trades, preaggregate_batch
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter, dead_letter
 from torghut.events import Envelope, Microbar, Window
 from torghut.logs import get_logger
+from torghut.ta.instants import US_PER_S, us_to_dt, wall_micros
 from torghut.ta.microbars import (
-    US_PER_S,
     Applied,
     ClosedBar,
     DeadTrades,
@@ -84,7 +86,6 @@ from torghut.ta.microbars import (
     SymbolBars,
     SymbolBarsState,
     SymbolBatch,
-    Tick,
     preaggregate,
 )
 
@@ -92,30 +93,19 @@ __all__ = [
     "IDLE_RETRY_US",
     "LANES",
     "SOURCE",
-    "TRADE_WIRE",
+    "BarRows",
     "GroupBatch",
     "MicrobarGroupState",
     "MicrobarLogic",
     "MicrobarStreams",
-    "by_partition",
-    "decode_trades",
     "lane_seq",
     "microbars",
-    "preaggregate_batch",
-    "raw_values",
-    "rfc3339_micros",
-    "rfc3339_micros_many",
-    "us_to_dt",
-    "wall_micros",
 ]
 
 SOURCE = "torghut-ta"
 LANES = {"PT1S": 1, "PT1M": 2}
 """Window sizes of the TA lanes and their digit in ``seq``."""
 
-_STAGE = "ta_microbars"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 _LOG_SAMPLE = 20
 
 log = get_logger("operators.microbars")
@@ -129,215 +119,6 @@ def lane_seq(end_us: int, window: str) -> int:
     bar, and increasing with event time within a lane.
     """
     return (end_us // 1000) * 10 + LANES.get(window, 9)
-
-
-def us_to_dt(ts_us: int) -> datetime:
-    return _EPOCH + ts_us * _ONE_US
-
-
-# --- decoding -------------------------------------------------------------------------------
-
-_SECONDS: dict[str, int] = {}
-_SECONDS_MAX = 100_000
-
-
-def rfc3339_micros(s: str) -> int:
-    """Microseconds since the Unix epoch of an RFC 3339 timestamp with a time zone.
-
-    Why not let msgspec build a ``datetime``: creating one object per message and converting
-    it back to an integer was the largest single cost of decoding on the hot path. The fast
-    path takes the UTC form every Torghut producer writes (``2026-01-05T14:30:00.123456Z``):
-    the whole-second prefix is converted once and cached, the fraction is read as digits
-    (beyond microseconds it is truncated). Anything else goes through
-    ``datetime.fromisoformat``; a timestamp without a time zone raises ``ValueError``.
-    """
-    n = len(s)
-    if n >= 20 and s[-1] == "Z" and s[19] in ".Z":
-        prefix = s[:19]
-        base = _SECONDS.get(prefix)
-        if base is None:
-            if len(_SECONDS) >= _SECONDS_MAX:
-                _SECONDS.clear()
-            secs = int(datetime.fromisoformat(prefix + "+00:00").timestamp())
-            base = _SECONDS[prefix] = secs * US_PER_S
-        if n == 20:
-            return base
-        frac = s[20:-1]
-        if 0 < len(frac) <= 9 and frac.isascii() and frac.isdigit():
-            return base + int((frac + "00000")[:6])
-    ts = datetime.fromisoformat(s)
-    if ts.tzinfo is None:
-        raise ValueError(f"timestamp without a time zone: {s!r}")
-    return math.floor(ts.timestamp()) * US_PER_S + ts.microsecond
-
-
-def rfc3339_micros_many(texts: list[str]) -> list[int | None]:
-    """:func:`rfc3339_micros` over a batch, ``None`` where a text is not a valid timestamp.
-
-    One call per batch: the common ``…SS.ffffffZ`` form whose second is already cached is
-    handled in this loop without a function call per message.
-    """
-    out: list[int | None] = []
-    append, cached = out.append, _SECONDS.get
-    for s in texts:
-        if len(s) == 27 and s[26] == "Z" and s[19] == ".":
-            base = cached(s[:19])
-            frac = s[20:26]
-            if base is not None and frac.isascii() and frac.isdigit():
-                append(base + int(frac))
-                continue
-        try:
-            append(rfc3339_micros(s))
-        except ValueError:
-            append(None)
-    return out
-
-
-class _TradeBody(msgspec.Struct, gc=False):
-    trade_id: int
-    exchange: str
-    price: float | None  # msgspec writes NaN/inf as null: keep it to reject it with a reason
-    size: float | None
-
-
-class _TradeWire(msgspec.Struct, gc=False):
-    """The fields of ``Envelope[Trade]`` a bar needs; the rest are skipped unparsed."""
-
-    event_ts: str
-    symbol: str
-    payload: _TradeBody
-
-
-TRADE_WIRE = msgspec.json.Decoder(_TradeWire)
-"""The per-message decoder of the trade path (the benchmark's decode-only baseline uses it)."""
-
-
-def by_partition(batch: list[Any]) -> list[tuple[str, list[Any]]]:
-    """The batch's message values per source partition (``topic/partition``), in order.
-
-    Bytewax may hand one operator call the polls of several source partitions (it
-    concatenates what the partitions of one worker polled), so the feed's time is kept per
-    partition only if the batch is split here: the Kafka source hands on one
-    :class:`~operators.kafka_source.PartitionBatch` per poll. Other values (bytes, envelopes
-    of the all-in-one flow's single websocket) come from one feed: ``"feed"``.
-    """
-    if not batch:
-        return []
-    if not isinstance(batch[0], PartitionBatch):
-        return [("feed", batch)]
-    if len(batch) == 1:
-        return [(batch[0].source_id, batch[0].values)]
-    split: dict[str, list[Any]] = {}
-    for polled in batch:
-        held = split.get(polled.source_id)
-        if held is None:
-            split[polled.source_id] = list(polled.values)
-        else:
-            held.extend(polled.values)
-    return list(split.items())
-
-
-def raw_values(batch: list[Any]) -> list[Any]:
-    """The values of a batch, whatever their source partitions (see :func:`by_partition`)."""
-    if batch and isinstance(batch[0], PartitionBatch):
-        return [v for polled in batch for v in polled.values]
-    return batch
-
-
-def decode_trades(values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:
-    """Decode ``Envelope[Trade]`` JSON values (or envelopes already decoded) to ticks.
-
-    The general path: every message is decoded and its timestamp parsed; if any message is
-    bad the batch is decoded again message by message so that only the bad ones are
-    dead-lettered. :func:`preaggregate_batch` tries the columnar fast path first.
-    """
-    if not values:
-        return [], []
-    if isinstance(values[0], Envelope):
-        return [_tick_of_envelope(e) for e in values], []
-    try:
-        wires = list(map(TRADE_WIRE.decode, values))
-    except (msgspec.DecodeError, TypeError):
-        return _decode_each(values)
-    return _ticks(wires, values)
-
-
-def _ticks(wires: list[_TradeWire], values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:
-    nan = math.nan
-    out: list[Tick] = []
-    dead: list[DeadLetter] = []
-    stamps = rfc3339_micros_many([w.event_ts for w in wires])
-    for i, w in enumerate(wires):
-        ts = stamps[i]
-        if ts is None:
-            raw = values[i] if isinstance(values[i], bytes) else b""
-            error = f"not an RFC 3339 timestamp with a time zone: {w.event_ts[:64]!r}"
-            dead.append(dead_letter(_STAGE, "invalid_message", raw, error))
-            continue
-        p = w.payload
-        price, size = p.price, p.size
-        out.append(
-            (
-                w.symbol,
-                ts,
-                p.trade_id,
-                p.exchange,
-                nan if price is None else price,
-                nan if size is None else size,
-            )
-        )
-    return out, dead
-
-
-def preaggregate_batch(
-    values: list[Any], lateness_us: int, allow: frozenset[str] | None
-) -> tuple[dict[str, SymbolBatch], int] | None:
-    """The batch's partials and duplicate count by the compiled fast path, or None.
-
-    Why: decoding is one C call per message, and :func:`operators._reduce.reduce_trades` does
-    what :func:`~torghut.ta.microbars.preaggregate` does, in C, for a batch in any order. It
-    answers for a batch of JSON values that all decode and carry fixed-width UTC timestamps
-    and valid prices and sizes of allowed symbols; otherwise None, and the caller takes the
-    general path (which also dead-letters what is bad, with a reason).
-    """
-    if not values or not isinstance(values[0], bytes):
-        return None
-    try:
-        wires = list(map(TRADE_WIRE.decode, values))
-    except (msgspec.DecodeError, TypeError):
-        return None
-    return reduce_trades(wires, lateness_us, allow)
-
-
-def _decode_each(values: list[Any]) -> tuple[list[Tick], list[DeadLetter]]:
-    wires: list[_TradeWire] = []
-    kept: list[Any] = []
-    dead: list[DeadLetter] = []
-    now = datetime.now(UTC)
-    for v in values:
-        if not isinstance(v, bytes):
-            dead.append(dead_letter(_STAGE, "invalid_message", b"", "empty or non-bytes value"))
-            continue
-        try:
-            wires.append(TRADE_WIRE.decode(v))
-            kept.append(v)
-        except msgspec.DecodeError as exc:
-            dead.append(dead_letter(_STAGE, "invalid_message", v, str(exc), received_at=now))
-    ticks, bad_ts = _ticks(wires, kept)
-    return ticks, dead + bad_ts
-
-
-def _tick_of_envelope(e: Envelope[Any]) -> Tick:
-    p = e.payload
-    ts = e.event_ts
-    return (
-        e.symbol,
-        math.floor(ts.timestamp()) * US_PER_S + ts.microsecond,
-        p.trade_id,
-        p.exchange,
-        p.price,
-        p.size,
-    )
 
 
 # --- the operator ---------------------------------------------------------------------------
@@ -360,26 +141,30 @@ class GroupBatch(NamedTuple):
     batches: list[SymbolBatch]
 
 
+BarRows = GroupRows[Envelope[Microbar]]
+"""What the microbar step emits per key group and activation (see :mod:`operators.joints`)."""
+
+
 @dataclass(frozen=True)
 class MicrobarStreams:
     """The microbar step's outputs.
 
     ``bars``: provisional and final 1 s bars (first versions and corrections). ``updates``:
     the same in order with each key group's progress marks (for sinks that flush on progress).
-    ``keyed``: ``updates`` still keyed by key group (for the indicator step). ``dead_letters``:
-    everything dead-lettered.
+    ``keyed``: the step's own output, one :data:`BarRows` per key group and activation (for the
+    indicator step). ``dead_letters``: everything dead-lettered.
     """
 
     bars: Stream[Envelope[Microbar]]
     updates: Stream[Envelope[Microbar] | KeyGroupProgress]
-    keyed: Stream[tuple[str, Envelope[Microbar] | KeyGroupProgress]]
+    keyed: Stream[tuple[str, BarRows]]
     dead_letters: Stream[DeadLetter]
 
 
 @operator
 def microbars(
     step_id: str,
-    trades: Stream[Any],
+    trades: Stream[TaInput],
     settings: TaSettings,
     progress: TaProgress,
 ) -> MicrobarStreams:
@@ -394,36 +179,19 @@ def microbars(
     pre = op.flat_map_batch(
         "preaggregate", trades, lambda batch: _preaggregate(batch, lateness, allow, progress)
     )
-    split = op.branch("split_rejects", pre, _is_dead_letter)
-    keyed: Stream[tuple[str, GroupBatch]] = split.falses  # type: ignore[assignment]
+    split = split_dead_letters("split_rejects", pre)
     out = op.stateful_batch(
         "bars",
-        keyed,
+        split.items,
         lambda resume: MicrobarLogic(lateness, horizon, idle_us, progress, resume),
     )
-    by_kind = op.branch("split_dead", out, _is_keyed_dead)
-    updates: Stream[tuple[str, Envelope[Microbar] | KeyGroupProgress]] = by_kind.falses
-    late_dead = op.map("dead_trades", op.key_rm("unkey_dead", by_kind.trues), _dead_letter_of)
-    unkeyed = op.key_rm("unkey", updates)
-    bars = op.filter("bars_only", unkeyed, _is_envelope)
-    dead = op.merge("dead_letters", split.trues, late_dead)
-    return MicrobarStreams(bars, unkeyed, updates, dead)  # type: ignore[arg-type]
-
-
-def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
-    return isinstance(item, DeadLetter)
-
-
-def _is_keyed_dead(item: tuple[str, object]) -> bool:
-    return type(item[1]) is DeadTrades
-
-
-def _is_envelope(item: object) -> TypeGuard[Envelope[Microbar]]:
-    return isinstance(item, Envelope)
+    rows = group_rows("rows", out)
+    dead = op.merge("dead_letters", split.dead_letters, rows.dead_letters)
+    return MicrobarStreams(rows.rows, rows.updates, out, dead)
 
 
 def _preaggregate(
-    batch: list[Any], lateness: int, allow: frozenset[str] | None, progress: TaProgress
+    batch: list[TaInput], lateness: int, allow: frozenset[str] | None, progress: TaProgress
 ) -> list[tuple[str, GroupBatch] | DeadLetter]:
     """One batch of trade messages → to every key group, its symbols' partials + feed time."""
     out: list[tuple[str, GroupBatch] | DeadLetter] = []
@@ -475,7 +243,7 @@ def _preaggregate_part(
             t = r.tick
             out.append(
                 dead_letter(
-                    _STAGE,
+                    STAGE,
                     r.reason,
                     msgspec.json.encode(t._asdict()),
                     f"price={t.price!r} size={t.size!r}",
@@ -492,10 +260,9 @@ def _count_dead(progress: TaProgress, reason: str, n: int) -> None:
         log.warning("ta_dead_letter", reason=reason, count=n)
 
 
-def _dead_letter_of(d: object) -> DeadLetter:
-    assert isinstance(d, DeadTrades)
+def _dead_letter_of(d: DeadTrades) -> DeadLetter:
     return dead_letter(
-        _STAGE,
+        STAGE,
         d.reason,
         msgspec.json.encode(d._asdict()),
         f"{d.trades} trade(s) of the bar ending {us_to_dt(d.end_us).isoformat()} arrived "
@@ -517,16 +284,11 @@ class MicrobarGroupState(NamedTuple):
     idle_through: dict[str, int]
 
 
-def wall_micros() -> int:
-    """The wall clock in µs since the epoch (what idle closing compares bar ends with)."""
-    return time.time_ns() // 1000
-
-
 _Heap = list[tuple[int, str]]
 """``(bar end in µs, symbol)`` of open bars, smallest end first."""
 
 
-class MicrobarLogic(StatefulBatchLogic[GroupBatch, Any, MicrobarGroupState]):
+class MicrobarLogic(StatefulBatchLogic[GroupBatch, BarRows, MicrobarGroupState]):
     """Keyed state of one key group: a :class:`SymbolBars` per symbol, the feed's time.
 
     Per source partition two heaps index the open bars by end: ``to show`` (not yet published)
@@ -577,7 +339,7 @@ class MicrobarLogic(StatefulBatchLogic[GroupBatch, Any, MicrobarGroupState]):
             for heap in self._to_show.values():
                 heapq.heapify(heap)
 
-    def on_batch(self, values: list[GroupBatch]) -> tuple[list[Any], bool]:
+    def on_batch(self, values: list[GroupBatch]) -> tuple[list[BarRows], bool]:
         symbols, part_of, feed = self._symbols, self._part_of, self._feed
         out = Applied()
         moved: set[str] = set()
@@ -611,7 +373,7 @@ class MicrobarLogic(StatefulBatchLogic[GroupBatch, Any, MicrobarGroupState]):
             self._progress.observe_watermark(max(feed.values()) - self._lateness)
         return self._emit(out), StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[list[Any], bool]:
+    def on_notify(self) -> tuple[list[BarRows], bool]:
         """Close, on the wall clock, the bars due while every source is caught up."""
         out = Applied()
         now = self._clock()
@@ -630,7 +392,7 @@ class MicrobarLogic(StatefulBatchLogic[GroupBatch, Any, MicrobarGroupState]):
         self._retry_at = now + IDLE_RETRY_US
         return self._emit(out), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[Any], bool]:
+    def on_eof(self) -> tuple[list[BarRows], bool]:
         """End of input (a backfill, tests, benchmarks): publish what is still open — but not
         after a requested stop, whose EOF snapshot keeps the open bars for the restart."""
         if self._progress.stop_requested.is_set():
@@ -692,32 +454,34 @@ class MicrobarLogic(StatefulBatchLogic[GroupBatch, Any, MicrobarGroupState]):
         self._marked = (shown, final)
         return KeyGroupProgress(self._group, shown, final)
 
-    def _emit(self, out: Applied) -> list[Any]:
+    def _emit(self, out: Applied) -> list[BarRows]:
+        """This activation's rows, dead letters and progress mark as one item (or none)."""
         if out.duplicates:
             self._progress.add_duplicates(out.duplicates)
-        items: list[Any] = []
+        rows: list[Envelope[Microbar]] = []
         if out.bars:
             now_ms = time.time_ns() // 1_000_000
             last = self._ingest_ms
             provisional = 0
+            append = rows.append
             for b in out.bars:
                 # strictly increasing per symbol: a later row always outranks an earlier one
                 ingest_ms = last[b.symbol] = max(now_ms, last.get(b.symbol, 0) + 1)
-                items.append(_envelope(b, us_to_dt(ingest_ms * 1000)))
+                append(_envelope(b, us_to_dt(ingest_ms * 1000)))
                 if not b.final:
                     provisional += 1
             corrected = out.corrections
             self._progress.add_bars("PT1S", len(out.bars) - provisional - corrected, corrected)
             if provisional:
                 self._progress.add_provisional(provisional)
-        if out.dead:
-            for d in out.dead:
-                _count_dead(self._progress, d.reason, d.trades)
-            items.extend(out.dead)
+        dead: list[DeadLetter] = []
+        for d in out.dead:
+            _count_dead(self._progress, d.reason, d.trades)
+            dead.append(_dead_letter_of(d))
         mark = self._progress_mark()
-        if mark is not None:
-            items.append(mark)
-        return items
+        if not rows and not dead and mark is None:
+            return []
+        return [GroupRows(rows, dead, mark)]
 
 
 def _envelope(b: ClosedBar, ingest: datetime) -> Envelope[Microbar]:

@@ -29,20 +29,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, NamedTuple
 
 import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Stream, operator
 
 from operators._reduce import latest_quotes
+from operators.joints import split_dead_letters
 from operators.key_groups import ALL_GROUPS, KEY_GROUPS_SEEN, key_group
-from operators.microbars import by_partition, rfc3339_micros_many
+from operators.partitions import TaInput, by_partition
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter, dead_letter
 from torghut.events import Envelope, Quote
-from torghut.ta.instants import epoch_micros
+from torghut.ta.instants import epoch_micros, rfc3339_micros_many
 
 __all__ = [
     "QUOTE_WIRE",
@@ -116,20 +117,20 @@ class QuoteStreams:
 
 @operator
 def quote_chunks(
-    step_id: str, quotes: Stream[Any], settings: TaSettings, progress: TaProgress
+    step_id: str, quotes: Stream[TaInput], settings: TaSettings, progress: TaProgress
 ) -> QuoteStreams:
     """Decode quote batches and keep the latest quote per (symbol, second bucket) per batch."""
     allow = frozenset(settings.symbol_allowlist) or None
 
-    def reduce(batch: list[Any]) -> list[tuple[str, QuoteChunk] | DeadLetter]:
+    def reduce(batch: list[TaInput]) -> list[tuple[str, QuoteChunk] | DeadLetter]:
         out: list[tuple[str, QuoteChunk] | DeadLetter] = []
         for part, values in by_partition(batch):
             out.extend(reduce_quotes(values, allow, progress, part))
         return out
 
     reduced = op.flat_map_batch("reduce", quotes, reduce)
-    split = op.branch("split_dead", reduced, _is_dead_letter)
-    return QuoteStreams(split.falses, split.trues)  # type: ignore[arg-type]
+    split = split_dead_letters("split_dead", reduced)
+    return QuoteStreams(split.items, split.dead_letters)
 
 
 def reduce_quotes(
@@ -268,10 +269,6 @@ def quote_of(entry: Quote | bytes) -> Quote:
     Raises ``msgspec.DecodeError`` when the message's payload is not a valid quote.
     """
     return entry if isinstance(entry, Quote) else _MESSAGE.decode(entry).payload
-
-
-def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
-    return isinstance(item, DeadLetter)
 
 
 def _raw(entry: Any) -> bytes:

@@ -18,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.key_groups import key_group
-from operators.microbars import decode_trades, preaggregate_batch
 from operators.quotes import (
     QUOTE_WIRE,
     QuoteChunk,
@@ -27,6 +26,7 @@ from operators.quotes import (
     chunks_of,
     quote_of,
 )
+from operators.trade_wire import decode_trades, preaggregate_batch
 from torghut.dead_letters import DeadLetter
 from torghut.events import Envelope, Quote, Trade
 from torghut.ta.microbars import preaggregate

@@ -18,8 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.indicators import IndicatorLogic
+from operators.kafka_source import PartitionBatch
 from operators.key_groups import KeyGroupProgress, key_group
-from operators.microbars import MicrobarLogic, _preaggregate
+from operators.microbars import BarRows, MicrobarLogic, _preaggregate
 from operators.quotes import QuoteChunk
 from operators.ta_status import TaProgress
 from tests.ta.test_microbars import close, polars_bars, split, tick_key
@@ -51,13 +52,18 @@ class Harness:
     now: int = BASE
     progress: TaProgress = field(default_factory=TaProgress)
     groups: dict[str, MicrobarLogic] = field(default_factory=dict)
-    feed_us: int | None = None
+    feeds: dict[str, int] = field(default_factory=dict)
+    """Each source partition's time (largest event time it delivered)."""
+    part_of: dict[str, str] = field(default_factory=dict)
+    """The partition each symbol is read from (``"feed"`` when not set)."""
     out: list[Emission] = field(default_factory=list)
     marks: dict[str, KeyGroupProgress] = field(default_factory=dict)
 
-    def deliver(self, batch: list[TradeTick]) -> None:
+    def deliver(self, batch: list[TradeTick], part: str | None = None) -> None:
+        """One poll: of the single feed, or (``part``) of one Kafka partition."""
         values = [_message(t) for t in batch]
-        for item in _preaggregate(values, LATENESS, None, self.progress):
+        polled: list[Any] = values if part is None else [PartitionBatch(part, list(values))]
+        for item in _preaggregate(polled, LATENESS, None, self.progress):
             assert isinstance(item, tuple), item  # nothing here is dead-lettered
             group, group_batch = item
             logic = self.groups.get(group)
@@ -65,7 +71,8 @@ class Harness:
                 logic = self.groups[group] = MicrobarLogic(
                     LATENESS, HORIZON, IDLE, self.progress, None, clock=lambda: self.now
                 )
-            self.feed_us = max(self.feed_us or 0, group_batch.feed_us)
+            held = self.feeds.get(group_batch.part, 0)
+            self.feeds[group_batch.part] = max(held, group_batch.feed_us)
             self._collect(logic.on_batch([group_batch])[0], at_eof=False)
 
     def timers(self) -> None:
@@ -79,13 +86,14 @@ class Harness:
         for logic in self.groups.values():
             self._collect(logic.on_eof()[0], at_eof=True)
 
-    def _collect(self, items: list[Any], at_eof: bool) -> None:
+    def _collect(self, items: list[BarRows], at_eof: bool) -> None:
         drained = self.progress.drained_through()
-        for x in items:
-            if isinstance(x, Envelope):
-                self.out.append(Emission(x, self.feed_us, drained, at_eof))
-            elif isinstance(x, KeyGroupProgress):
-                self.marks[x.group] = x
+        for item in items:
+            for env in item.rows:
+                feed = self.feeds.get(self.part_of.get(env.symbol, "feed"))
+                self.out.append(Emission(env, feed, drained, at_eof))
+            if item.mark is not None:
+                self.marks[item.mark.group] = item.mark
 
     def finals(self) -> dict[tuple[str, int], list[Emission]]:
         rows: dict[tuple[str, int], list[Emission]] = {}
@@ -177,6 +185,58 @@ def test_any_arrival_order_and_any_stalls_never_close_a_bar_early(
         assert [r.env.version for r in rows] == sorted({r.env.version for r in rows})
     _check_latest_equals_batch_answer(h, trades)
     assert len(h.marks) == 16
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    trades=trades_st,
+    order=st.randoms(use_true_random=False),
+    picks=st.lists(st.booleans(), min_size=20, max_size=20),
+    cuts=st.lists(st.integers(0, 100), max_size=8),
+    stalls=st.lists(st.integers(0, 30 * US_PER_S), min_size=20, max_size=20),
+)
+def test_two_partitions_in_any_interleaving_close_each_bar_on_its_partitions_time(
+    trades: list[TradeTick], order: Any, picks: list[bool], cuts: list[int], stalls: list[int]
+) -> None:
+    """As the Kafka source delivers: AAA and BBB are read from partition ``t/0``, CCC and DDD
+    from ``t/1`` (the key decides), each partition in any order, the partitions' polls
+    interleaved in any way and the process stalling between them with its timers firing. A
+    final row never comes before *its* partition's time passed its end plus the lateness, and
+    the latest row of every bar is the batch answer."""
+    arrival = list(trades)
+    order.shuffle(arrival)
+    h = Harness()
+    h.part_of = {sym: "t/0" if sym in ("AAA", "BBB") else "t/1" for sym in SYMBOLS}
+    for part in ("t/0", "t/1"):
+        h.progress.mark_source_drained(part, BASE - 1)  # caught up once, before the backlog
+    polls = {
+        part: split([t for t in arrival if h.part_of[t.symbol] == part], cuts)
+        for part in ("t/0", "t/1")
+    }
+    for pick, stall in zip(picks, stalls, strict=True):
+        part = "t/0" if pick else "t/1"
+        if not polls[part]:
+            part = "t/1" if pick else "t/0"
+        if not polls[part]:
+            break
+        h.now += stall
+        h.timers()
+        h.deliver(polls[part].pop(0), part)
+        h.timers()
+    for part in ("t/0", "t/1"):  # what is left, one partition after the other
+        for batch in polls[part]:
+            h.deliver(batch, part)
+    h.now += 60 * US_PER_S
+    h.timers()
+    h.eof()
+
+    for e in h.out:
+        if e.at_eof or not e.env.is_final:
+            continue
+        assert e.feed_us is not None
+        end = _us(e.env.event_ts)
+        assert e.feed_us - LATENESS >= end, "a bar closed before its partition's time passed it"
+    _check_latest_equals_batch_answer(h, trades)
 
 
 @settings(max_examples=60, deadline=None)
@@ -300,10 +360,7 @@ def test_quotes_are_complete_only_once_every_quote_partition_was_heard_from() ->
     logic = IndicatorLogic(("PT1S",), TaSettings(), progress, None)
     lateness = TaSettings().allowed_lateness_ms * 1000
     t = BASE + 10 * US_PER_S
-    out: list[Any] = []
-    logic._add_quotes(QuoteChunk({}, {}, True, t, t, "q/0", t), out)
+    logic.on_batch([QuoteChunk({}, {}, True, t, t, "q/0", t)])
     assert logic._quote_watermark() is None, "q/1 has not been heard from"
-    logic._add_quotes(
-        QuoteChunk({}, {}, True, t - US_PER_S, t - US_PER_S, "q/1", t - US_PER_S), out
-    )
+    logic.on_batch([QuoteChunk({}, {}, True, t - US_PER_S, t - US_PER_S, "q/1", t - US_PER_S)])
     assert logic._quote_watermark() == t - US_PER_S - lateness, "the slowest partition counts"

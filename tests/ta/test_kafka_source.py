@@ -17,13 +17,13 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, cluster_main, run_main
 from confluent_kafka import Producer
 
-from operators.indicators import ta_pipeline
 from operators.kafka_source import (
     KafkaBatchSource,
     KafkaConsumeError,
     PartitionBatch,
     consumer_config,
 )
+from operators.ta_pipeline import ta_pipeline
 from operators.ta_status import TaProgress
 from tests.helpers import wait_until
 from tests.ta.conftest import SYMBOLS, make_market

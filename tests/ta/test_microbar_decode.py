@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators.microbars import decode_trades, rfc3339_micros
+from operators.trade_wire import decode_trades
 from torghut.events import Envelope, Trade
-from torghut.ta.instants import epoch_micros
+from torghut.ta.instants import epoch_micros, rfc3339_micros
 
 
 @given(

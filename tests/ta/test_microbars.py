@@ -261,3 +261,31 @@ def test_snapshot_is_independent_of_later_updates() -> None:
     r_out = Applied()
     restored.close_idle(r_out)
     assert [(b.n, b.h) for b in r_out.bars] == [(1, 10.0)]
+
+
+def _apply(s: SymbolBars, ticks: list[TradeTick], out: Applied) -> None:
+    batches, _, _ = preaggregate(ticks, LATENESS)
+    s.apply(batches[s.symbol], out)
+
+
+def test_a_closed_bar_is_kept_packed_and_still_corrects_and_deduplicates_after_a_restore() -> None:
+    """Closed bars are held packed (40 bytes a trade): a late trade still corrects the bar
+    exactly, a re-delivered trade of it is still a duplicate, after a snapshot and restore too;
+    a trade id beyond 64 bits keeps its bar unpacked, with the same results."""
+    for big in (False, True):
+        tid = (1 << 70) if big else 7
+        s = SymbolBars("A", LATENESS, HORIZON)
+        out = Applied()
+        _apply(s, [t("A", 0.2, tid, 10.0, 2.0), t("A", 0.7, 8, 11.0, 1.0)], out)
+        _apply(s, [t("A", 3.5, 9, 12.0)], out)  # watermark 1.5 s: the bar [0, 1) closes
+        assert [(b.end_us, b.version) for b in out.bars] == [(US_PER_S, 1)]
+        restored = SymbolBars.restore(s.snapshot(), LATENESS, HORIZON)
+        for bars in (s, restored):
+            again = Applied()
+            _apply(bars, [t("A", 0.7, 8, 11.0, 1.0)], again)  # a duplicate of a closed trade
+            assert (again.bars, again.duplicates) == ([], 1)
+            _apply(bars, [t("A", 0.9, 10, 13.0, 1.0)], again)  # a late trade: a correction
+            (fixed,) = again.bars
+            assert (fixed.version, fixed.o, fixed.h, fixed.c, fixed.n) == (2, 10.0, 13.0, 13.0, 3)
+            assert fixed.v == 4.0
+            assert fixed.vwap == (20.0 + 11.0 + 13.0) / 4.0

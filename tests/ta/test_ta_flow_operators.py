@@ -10,7 +10,7 @@ import msgspec
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from operators.indicators import ta_pipeline
+from operators.ta_pipeline import ta_pipeline
 from operators.ta_status import TaProgress
 from torghut.config import TaSettings
 from torghut.events import Bar, Envelope, Quote, Trade, Window

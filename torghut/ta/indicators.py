@@ -102,9 +102,12 @@ class IndicatorEngine:
         "window_size",
     )
 
-    def __init__(self, window_size: str, settings: TaSettings) -> None:
+    def __init__(
+        self, window_size: str, settings: TaSettings, quotes: QuoteBook | None = None
+    ) -> None:
+        """``quotes``: the symbol's quotes so far, if they were kept before its first bar
+        (:meth:`quote_book`); a new book otherwise."""
         self.window_size = window_size
-        grid_us = window_micros(window_size)
         clock = SessionClock(
             time.fromisoformat(settings.session_start), ZoneInfo(settings.session_timezone)
         )
@@ -115,11 +118,16 @@ class IndicatorEngine:
         self._volatility = RealizedVolatility(60)
         self._session_vwap = SessionVwap(clock)
         self._window_vwap = WindowVwap(300_000_000)
-        self._quotes = QuoteBook(grid_us, settings.quote_max_age_ms * 1000)
+        self._quotes = quotes if quotes is not None else self.quote_book(window_size, settings)
         self._last_end_us: int | None = None
         self.bars = 0
         self.corrections = 0
         self.stale_corrections = 0
+
+    @staticmethod
+    def quote_book(window_size: str, settings: TaSettings) -> QuoteBook:
+        """The quote book an engine of ``window_size`` keeps (its only state fed by quotes)."""
+        return QuoteBook(window_micros(window_size), settings.quote_max_age_ms * 1000)
 
     def on_quote(self, ts: datetime, quote: Quote) -> None:
         """Record a quote of this symbol (event time ``ts``, timezone-aware) for imbalance."""

@@ -51,7 +51,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from torghut.ta._bar_stats import bar_stats
+from torghut.ta._bar_stats import bar_stats, closing_stats, pack_ticks, unpack_ticks
+from torghut.ta.instants import US_PER_S
 
 __all__ = [
     "US_PER_S",
@@ -68,7 +69,6 @@ __all__ = [
     "preaggregate",
 ]
 
-US_PER_S = 1_000_000
 _INF = math.inf
 _BEYOND = "beyond_correction_horizon"
 
@@ -232,6 +232,24 @@ class _Bar:
         return _Bar(set(self.ticks), self.late, self.shown, self.stats)
 
 
+class _PackedBar(NamedTuple):
+    """A closed bar as kept for corrections: its trades packed (:func:`pack_ticks`), and how
+    many of them came late. A correction unpacks it into a :class:`_Bar` again."""
+
+    records: bytes
+    exchanges: tuple[str, ...]
+    late: int
+
+
+def _packed(bar: _Bar) -> _Bar | _PackedBar:
+    """``bar`` as a closed bar is kept: packed, or as it is if a value exceeds 64 bits."""
+    try:
+        records, exchanges = pack_ticks(bar.ticks)
+    except OverflowError:
+        return bar
+    return _PackedBar(records, exchanges, bar.late)
+
+
 @dataclass(slots=True)
 class Applied:
     """Outputs of :meth:`SymbolBars.apply` and the closing calls.
@@ -251,7 +269,9 @@ class SymbolBars:
     """Open and recently closed bars of one symbol (the keyed state of the microbar step).
 
     Closed bars are kept until the watermark is ``horizon_us`` past their end, so late trades
-    can correct them; ``snapshot()`` copies only what can still change.
+    can correct them — packed, 40 bytes a trade instead of a set of tuples, since all but a
+    few are never looked at again (every trade of the horizon is held, so this is most of the
+    flow's memory); ``snapshot()`` copies only what can still change.
     """
 
     __slots__ = ("_closed", "_horizon", "_lateness", "_max_ts", "_open", "symbol")
@@ -261,7 +281,9 @@ class SymbolBars:
         self._lateness = lateness_us
         self._horizon = horizon_us
         self._open: dict[int, _Bar] = {}
-        self._closed: dict[int, _Bar] = {}
+        self._closed: dict[int, _Bar | _PackedBar] = {}
+        """Closed bars still correctable, packed; never mutated in place (snapshots share
+        them)."""
         self._max_ts: int | None = None
 
     @property
@@ -343,17 +365,18 @@ class SymbolBars:
                 DeadTrades(self.symbol, end, len(keys), volume, keys[0], keys[-1], _BEYOND)
             )
             return
-        bar = self._closed.get(p.sec)
-        if bar is None:
+        held = self._closed.get(p.sec)
+        if held is None:
             added = len(p.ticks)
-            bar = self._closed[p.sec] = _Bar(p.ticks, added)
+            bar = _Bar(p.ticks, added)
         else:
-            bar = self._closed[p.sec] = bar.copy()
+            bar = self._reopen(held)
             added = self._merge(bar, p, out)
             bar.late += added
         if added:
             out.corrections += 1
             out.bars.append(self._emit(p.sec, bar))
+        self._closed[p.sec] = _packed(bar)
 
     def _correct_one(self, t: LateTrade, wm: float, out: Applied) -> None:
         k = t.tick
@@ -365,9 +388,13 @@ class SymbolBars:
             return
         due = sorted(s for s in self._open if (s + 1) * US_PER_S <= wm)
         for sec in due:
-            bar = self._open.pop(sec)
-            self._closed[sec] = bar
-            out.bars.append(self._emit(sec, bar))
+            out.bars.append(self._close(sec, self._open.pop(sec)))
+
+    def _reopen(self, held: _Bar | _PackedBar) -> _Bar:
+        """A modifiable copy of a closed bar (a snapshot may share the one held)."""
+        if isinstance(held, _PackedBar):
+            return _Bar(unpack_ticks(self.symbol, held.records, held.exchanges), held.late)
+        return held.copy()
 
     def _prune(self) -> None:
         """Forget closed bars the watermark is a horizon past.
@@ -389,6 +416,19 @@ class SymbolBars:
         for sec in stale:
             del closed[sec]
 
+    def _close(self, sec: int, bar: _Bar) -> ClosedBar:
+        """The final row of an open bar; the bar is kept packed among the closed ones."""
+        if bar.stats is not None:  # published provisionally, unchanged since: no pass needed
+            self._closed[sec] = _packed(bar)
+            return self._emit(sec, bar)
+        try:
+            stats, records, exchanges = closing_stats(bar.ticks)
+        except OverflowError:
+            self._closed[sec] = bar
+            return self._emit(sec, bar)
+        self._closed[sec] = _PackedBar(records, exchanges, bar.late)
+        return self._row(sec, stats, bar.late, True)
+
     def _emit(self, sec: int, bar: _Bar, final: bool = True) -> ClosedBar:
         """The bar as a row; the final row of a bar unchanged since its provisional one reuses
         that one's aggregates (a second pass over the trades costs as much as the first)."""
@@ -397,9 +437,18 @@ class SymbolBars:
             stats = bar_stats(bar.ticks)
             if not final:
                 bar.stats = stats
+        return self._row(sec, stats, bar.late, final)
+
+    def _row(
+        self,
+        sec: int,
+        stats: tuple[float, float, float, float, float, float, int],
+        late: int,
+        final: bool,
+    ) -> ClosedBar:
         o, h, lo, c, v, pv, n = stats
         end = (sec + 1) * US_PER_S
-        return ClosedBar(self.symbol, end, o, h, lo, c, v, pv / v, n, 1 + bar.late, final)
+        return ClosedBar(self.symbol, end, o, h, lo, c, v, pv / v, n, 1 + late, final)
 
     # --- snapshot ---------------------------------------------------------------------------
 
@@ -431,4 +480,4 @@ class SymbolBarsState(NamedTuple):
     symbol: str
     max_ts_us: int | None
     open: dict[int, _Bar]
-    closed: dict[int, _Bar]
+    closed: dict[int, _Bar | _PackedBar]

@@ -1,0 +1,77 @@
+"""The TA pipeline: trades, quotes and Alpaca minute bars → microbars, signals, dead letters.
+
+The composable part of the TA flow, without sources or sinks: ``dataflows/ta.py`` wires it to
+Kafka and ClickHouse, the all-in-one flow to in-process sources, the benchmark to in-memory
+ones. The steps (:mod:`operators.microbars`, :mod:`operators.quotes`,
+:mod:`operators.indicators`) pass typed items to each other (:mod:`operators.joints`): the
+microbar step's rows of a key group go to the indicator step in one piece, merged with the
+quote chunks of the same group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+
+from operators.indicators import IndicatorInput, alpaca_minute_bars, indicators, minute_bar_rows
+from operators.key_groups import KeyGroupProgress
+from operators.microbars import MicrobarStreams, microbars
+from operators.partitions import TaInput
+from operators.quotes import quote_chunks
+from operators.ta_status import TaProgress
+from torghut.config import TaSettings
+from torghut.dead_letters import DeadLetter
+from torghut.events import Envelope, Microbar, Signal
+
+__all__ = ["TaOutputs", "ta_pipeline"]
+
+
+@dataclass(frozen=True)
+class TaOutputs:
+    """Streams of the TA pipeline, ready for sinks.
+
+    ``microbar_updates`` / ``signal_updates`` are ``microbars`` / ``signals`` in order with the
+    key groups' progress marks, for sinks that flush when a second is complete
+    (:func:`operators.clickhouse_sink.clickhouse_sink`).
+    """
+
+    microbars: Stream[Envelope[Microbar]]
+    signals: Stream[Envelope[Signal]]
+    dead_letters: Stream[DeadLetter]
+    microbar_updates: Stream[Envelope[Microbar] | KeyGroupProgress]
+    signal_updates: Stream[Envelope[Signal] | KeyGroupProgress]
+
+
+@operator
+def ta_pipeline(
+    step_id: str,
+    trades: Stream[TaInput],
+    quotes: Stream[TaInput],
+    bars: Stream[TaInput] | None,
+    settings: TaSettings,
+    progress: TaProgress,
+) -> TaOutputs:
+    """Trades, quotes and (optionally) Alpaca minute bars → microbars, signals, dead letters.
+
+    Inputs may be :class:`~operators.kafka_source.PartitionBatch` es of the Kafka source,
+    ``bytes`` values or decoded envelopes (:mod:`operators.partitions`), so the same pipeline
+    runs on Kafka topics and in an all-in-one embedded flow.
+
+    >>> # out = ta_pipeline("ta", trades, quotes, bars, settings.ta, TaProgress())
+    >>> # op.output("bars_out", out.microbars, sink)  # and out.signals, out.dead_letters
+    """
+    lanes = ("PT1S", "PT1M") if bars is not None else ("PT1S",)
+    mb: MicrobarStreams = microbars("microbars", trades, settings, progress)
+    q = quote_chunks("quotes", quotes, settings, progress)
+    lane_inputs: list[Stream[tuple[str, IndicatorInput]]] = [q.chunks, mb.keyed]
+    dead = [mb.dead_letters, q.dead_letters]
+    if bars is not None:
+        minute = alpaca_minute_bars("minute_bars", bars, progress)
+        lane_inputs.append(op.map("key_1m", minute.bars, minute_bar_rows))
+        dead.append(minute.dead_letters)
+    inputs: Stream[tuple[str, IndicatorInput]] = op.merge("lane_inputs", *lane_inputs)
+    sig = indicators("signals", inputs, lanes, settings, progress)
+    dead.append(sig.dead_letters)
+    return TaOutputs(mb.bars, sig.signals, op.merge("dead_letters", *dead), mb.updates, sig.updates)
