@@ -28,6 +28,7 @@ from dlq.store import DeadLetterQuery, DeadLetterStore, StoredLetter
 from torghut.config import (
     DeadLetterSettings,
     KafkaSettings,
+    MetricsSettings,
     SettingsError,
     StoreSettings,
     load_section,
@@ -74,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
 def _consume(
     args: argparse.Namespace, kafka: KafkaSettings, dlq: DeadLetterSettings, store: DeadLetterStore
 ) -> int:
-    if args.metrics_port is not None:
-        start_http_server(args.metrics_port)
+    port = (
+        args.metrics_port if args.metrics_port is not None else load_section(MetricsSettings).port
+    )
+    if port is not None:
+        start_http_server(port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -167,7 +171,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dlq", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     consume = sub.add_parser("consume", help="copy the DLQ topics into the store until stopped")
-    consume.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
+    consume.add_argument(
+        "--metrics-port", type=int, default=None, help="serve /metrics here (default METRICS_PORT)"
+    )
     for name in ("list", "replay"):
         s = sub.add_parser(name, help=f"{name} stored records")
         s.add_argument("--id", type=int, action="append", help="a record id (repeatable)")

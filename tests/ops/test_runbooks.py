@@ -167,6 +167,8 @@ def _python(args: list[str]) -> list[str]:
     sub = rest[0] if rest and not rest[0].startswith("-") and module != "bytewax.run" else None
     if sub is not None and not re.search(rf"[{{,\s]{re.escape(sub)}[,}}\s]", help_text):
         problems.append(f"python -m {module} has no subcommand {sub!r}")
+    if sub is not None and not problems:  # options are the subcommand's (argparse sub-parsers)
+        help_text = _help(module, sub) or help_text
     for option in (a.split("=", 1)[0] for a in rest if a.startswith("-")):
         if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", help_text):
             problems.append(f"python -m {module} has no option {option!r}")
@@ -218,9 +220,9 @@ def _runnable(module: str) -> bool:
 
 
 @functools.cache
-def _help(module: str) -> str | None:
+def _help(module: str, sub: str | None = None) -> str | None:
     done = subprocess.run(
-        [sys.executable, "-m", module, "--help"],
+        [sys.executable, "-m", module, *([sub] if sub else []), "--help"],
         cwd=REPO,
         capture_output=True,
         text=True,

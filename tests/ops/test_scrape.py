@@ -191,6 +191,9 @@ def test_running_processes_export_every_metric_the_rules_and_dashboard_use(
             )
         )
         api = stack.enter_context(running("api", ["-m", "api"], env("api"), tmp_path))
+        dlq = stack.enter_context(
+            running("dlq", ["-m", "dlq", "consume"], env("dlq", **kafka), tmp_path)
+        )
 
         scrapes: dict[str, str] = {}
 
@@ -235,6 +238,12 @@ def test_running_processes_export_every_metric_the_rules_and_dashboard_use(
             lambda: ready(api, lambda t: "torghut_api_requests_total" in exported(t)),
             timeout=60,
             message=api.why,
+            ignore=(OSError,),
+        )
+        wait_until(
+            lambda: ready(dlq, lambda t: "torghut_dead_letters_stored_total" in exported(t)),
+            timeout=60,
+            message=dlq.why,
             ignore=(OSError,),
         )
 
