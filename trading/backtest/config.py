@@ -1,0 +1,119 @@
+"""What a backtest replays and how: the window, symbols, strategies, fill, fee and review models.
+
+Why one frozen struct: the configuration *is* the run's identity. It is recorded with the result
+(its canonical JSON and hash), so the same configuration over the same rows gives the same
+report byte for byte, and a promotion verdict names exactly what was tested. Nothing here reads
+the environment: ``risk`` and ``strategy_params`` are validated by the same settings models the
+live flow uses (``RiskSettings``, ``TradingSettings``) from these values only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+
+from torghut.config import RiskSettings, TradingSettings
+from trading.domain import canonical_json
+
+__all__ = ["BacktestConfig", "FillConfig", "ReviewMode"]
+
+ReviewMode = Literal["none", "approve", "recorded"]
+"""``none``: no review (as with ``LLM_ENABLED=false``); ``approve``: a deterministic reviewer
+that approves every order; ``recorded``: the verdicts stored in ``llm_decision_reviews`` for the
+same decision hashes, replayed through the live review policy (a decision without a recorded
+verdict gets the policy's fallback)."""
+
+
+class FillConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How an approved order fills in the paper matching engine.
+
+    * ``model``: ``next_bar`` — the order reaches the book with the symbol's next signal row and
+      fills at that row's close; ``touch`` — it fills at once at the touch of the signal's quote
+      fields (buy at ``imbalance_ask_px``, sell at ``imbalance_bid_px``; the close when the row
+      carries no quote);
+    * ``slippage_bps``: the price moves against the order by this much before it fills;
+    * fees per fill: ``fee_per_share`` × qty + ``fee_bps`` of the notional, at least
+      ``min_fee``, rounded to the cent.
+    """
+
+    model: Literal["next_bar", "touch"] = "next_bar"
+    slippage_bps: Decimal = Decimal(0)
+    fee_per_share: Decimal = Decimal(0)
+    fee_bps: Decimal = Decimal(0)
+    min_fee: Decimal = Decimal(0)
+
+
+class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One backtest: ``[start, end)`` of ``ta_signals`` event time for ``symbols``."""
+
+    start: datetime
+    end: datetime
+    symbols: tuple[str, ...]
+    strategies: tuple[str, ...]
+    strategy_params: dict[str, dict[str, str | int | float | bool]] = msgspec.field(
+        default_factory=dict
+    )
+    order_qty: Decimal = Decimal(1)
+    fractional_symbols: tuple[str, ...] = ()
+    window_size: str = "PT1S"
+    table: str = "ta_signals"
+    initial_cash: Decimal = Decimal(100_000)
+    fill: FillConfig = msgspec.field(default_factory=FillConfig)
+    review: ReviewMode = "none"
+    market_hours: bool = False
+    """``True``: the NYSE regular session (orders outside it wait, risk's market-open rule
+    applies); ``False``: the market is always open (synthetic and crypto-like data)."""
+    risk: dict[str, str | int | float | bool] = msgspec.field(default_factory=dict)
+    """Overrides of ``RISK_*`` settings (by field name); the allowlist defaults to ``symbols``."""
+    curve_period_s: int = 60
+    """Event-time period of the equity curve the metrics are computed on."""
+    shadow_horizon_s: int = 300
+    """A reviewed decision's outcome is its PnL over this much event time (LLM shadow
+    evaluation)."""
+    batch_size: int = 50_000
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("backtest window bounds must be timezone-aware (UTC)")
+        if self.end <= self.start:
+            raise ValueError(f"empty window: end {self.end} is not after start {self.start}")
+        if not self.symbols:
+            raise ValueError("a backtest needs at least one symbol")
+        if not self.strategies:
+            raise ValueError("a backtest needs at least one strategy")
+        if self.curve_period_s <= 0 or self.shadow_horizon_s <= 0 or self.batch_size <= 0:
+            raise ValueError("curve_period_s, shadow_horizon_s and batch_size must be positive")
+
+    @property
+    def curve_period(self) -> timedelta:
+        return timedelta(seconds=self.curve_period_s)
+
+    def trading_settings(self) -> TradingSettings:
+        """The strategy part of the live settings, from this configuration only."""
+        return TradingSettings.model_validate(
+            {
+                "enabled": True,
+                "mode": "paper",
+                "strategies": list(self.strategies),
+                "strategy_params": self.strategy_params,
+                "order_qty": self.order_qty,
+                "signal_window_size": self.window_size,
+                "fractional_symbols": list(self.fractional_symbols),
+            }
+        )
+
+    def risk_settings(self) -> RiskSettings:
+        values: dict[str, Any] = {"symbol_allowlist": list(self.symbols)}
+        values["require_market_open"] = self.market_hours
+        values.update(self.risk)
+        return RiskSettings.model_validate(values)
+
+    def canonical(self) -> str:
+        return canonical_json(msgspec.to_builtins(self, builtin_types=(Decimal, datetime)))
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.canonical().encode("ascii")).hexdigest()

@@ -1,0 +1,294 @@
+"""The replay: signal rows through the live strategies, review and risk, into the paper book.
+
+Why this shape: a backtest is only evidence if it runs the code that trades. Each row goes
+through :class:`trading.pipeline.Decider` (the strategies, as the live flow steps them), every
+decision through :func:`trading.adjudicate.adjudicate` (risk pre-check, the review policy, risk
+again — the same functions the live pipeline calls) with a :class:`~trading.risk.RiskContext`
+built from the simulated broker exactly as the live pipeline builds it from Alpaca's (account,
+positions, clock, recent orders, equity peak), and an approved order goes to the paper broker's
+matching engine (:mod:`trading.backtest.market`). What differs from live is only the I/O: time
+is the row's event time (:class:`~trading.backtest.market.ReplayClock`), nothing is stored per
+decision, and the review reads recorded or deterministic verdicts (never the network).
+
+Memory is bounded by the number of symbols, strategies and orders, not by the window: rows are
+consumed as they stream in, the equity curve is sampled once per ``curve_period_s`` of event
+time, and a reviewed decision's shadow outcome is kept only until its horizon has passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+
+from torghut.config import AlpacaSettings
+from torghut.sim.broker.book import AccountConfig, PaperBook
+from torghut.sim.broker.clock import AlwaysOpen, NyseSchedule
+from trading.adjudicate import Adjudication, adjudicate
+from trading.backtest.config import BacktestConfig
+from trading.backtest.ledger import Ledger
+from trading.backtest.market import BookBroker, FeeModel, ReplayClock, ReplayQuotes, SubmitRefused
+from trading.backtest.shadow import ShadowBook
+from trading.domain import Action, Decision, SignalRow
+from trading.llm import DecisionReview
+from trading.pipeline import Decider, DeciderState
+from trading.ports import OrderRequest
+from trading.quantity import QuantityRules
+from trading.risk import RecentOrder, RiskContext, RiskLimits
+from trading.strategies import Strategy, build_strategies
+
+__all__ = ["Backtest", "DecisionRecord", "Replay"]
+
+Status = Literal["approved", "rejected", "vetoed", "refused"]
+_RECENT_ROWS = 20
+
+
+class DecisionRecord(msgspec.Struct, frozen=True, array_like=True):
+    """One decision and what became of it (``verdict``: the model's own answer, if reviewed)."""
+
+    decision_hash: str
+    strategy_id: str
+    symbol: str
+    event_ts: datetime
+    action: str
+    qty: Decimal
+    status: Status
+    reasons: tuple[str, ...]
+    verdict: str | None
+    effective_verdict: str | None
+
+
+@dataclass
+class Replay:
+    """Everything one replay produced (rendered by :mod:`trading.backtest.report`)."""
+
+    config: BacktestConfig
+    strategies: dict[str, dict[str, Any]]
+    rows: int
+    first_ts: datetime | None
+    last_ts: datetime | None
+    decisions: list[DecisionRecord]
+    rejections: dict[str, int]
+    ledger: Ledger
+    shadow: ShadowBook
+    review_model: str | None
+    fees: Decimal
+    dead_rows: int = 0
+    decision_digest: str = ""
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+class Backtest:
+    """One replay of a configuration; :meth:`run` consumes the rows once."""
+
+    def __init__(
+        self,
+        config: BacktestConfig,
+        *,
+        review: DecisionReview | None = None,
+        review_model: str | None = None,
+    ) -> None:
+        if (review is None) != (config.review == "none"):
+            raise ValueError(f"review mode {config.review!r} needs a matching reviewer")
+        trading = config.trading_settings()
+        self.config = config
+        self._strategies: dict[str, Strategy[Any]] = build_strategies(trading)
+        alpaca = AlpacaSettings.model_validate({"symbols": list(config.symbols)})
+        self.limits = RiskLimits.from_settings(
+            trading, config.risk_settings(), alpaca, read_delay=timedelta(0)
+        )
+        self._review = review
+        self._review_model = review_model
+        self._quantity = QuantityRules(config.fractional_symbols)
+        self._clock = ReplayClock(config.start)
+        self._quotes = ReplayQuotes(config.fill)
+        schedule = NyseSchedule() if config.market_hours else AlwaysOpen()
+        book = PaperBook(
+            self._quotes,
+            now=self._clock,
+            schedule=schedule,
+            account=AccountConfig(cash=config.initial_cash),
+            seed=0,
+        )
+        self.broker = BookBroker(book, FeeModel(config.fill), self._clock)
+        self._lookback = max(timedelta(minutes=1), self.limits.symbol_cooldown)
+        self._recent_orders: deque[RecentOrder] = deque()
+        self._recent_rows: dict[str, deque[SignalRow]] = {}
+        self._next_bar: dict[str, list[OrderRequest]] = {}
+        self._resting: set[str] = set()
+        self._peak = Decimal(0)
+        self._symbols = frozenset(config.symbols)
+
+    def run(self, rows: Iterable[SignalRow]) -> Replay:
+        cfg = self.config
+        decider = Decider(self._strategies)
+        state: DeciderState | None = None
+        ledger = Ledger(cfg.initial_cash, cfg.start, cfg.curve_period)
+        shadow = ShadowBook(timedelta(seconds=cfg.shadow_horizon_s))
+        decisions: list[DecisionRecord] = []
+        rejections: Counter[str] = Counter()
+        digest = hashlib.sha256()
+        count = 0
+        first: datetime | None = None
+        current: datetime | None = None
+        day = cfg.start.date()
+        for row in rows:
+            if row.event_ts != current:
+                current = row.event_ts
+                first = first or current
+                ledger.advance(current)
+                if current.date() != day:
+                    day = current.date()
+                    self.broker.last_equity = self.broker.account().equity
+                self._clock.set(current)
+            count += 1
+            self._quotes.update(row)
+            close = self._quotes.close(row.symbol)
+            if close is not None:
+                ledger.mark(row.symbol, close)
+                shadow.observe(row.symbol, row.event_ts, close)
+            self._arrive(row.symbol)
+            if self._review is not None:
+                self._remember(row)
+            state, decided = decider.decide(state, row)
+            for decision in decided.decisions:
+                record = self._handle(decision, shadow)
+                decisions.append(record)
+                digest.update(f"{record.decision_hash}:{record.status};".encode("ascii"))
+                rejections.update(record.reasons)
+            self._settle(ledger)
+        ledger.finish(current or cfg.start)
+        shadow.finish()
+        statuses = Counter(d.status for d in decisions)
+        return Replay(
+            config=cfg,
+            strategies={
+                sid: {"version": s.version, "params": dict(s.params)}
+                for sid, s in self._strategies.items()
+            },
+            rows=count,
+            first_ts=first,
+            last_ts=current,
+            decisions=decisions,
+            rejections=dict(sorted(rejections.items())),
+            ledger=ledger,
+            shadow=shadow,
+            review_model=self._review_model,
+            fees=self.broker.fees_paid,
+            decision_digest=digest.hexdigest(),
+            statuses=dict(sorted(statuses.items())),
+        )
+
+    # --- per row ----------------------------------------------------------------------------
+
+    def _arrive(self, symbol: str) -> None:
+        """A new touch for ``symbol``: next-bar orders reach the book, resting orders match."""
+        waiting = self._next_bar.pop(symbol, None)
+        for request in waiting or ():
+            self._submit(request)
+        if symbol in self._resting:
+            self.broker.match(symbol)
+            if not self.broker.book.orders(status="open", symbols=(symbol,)):
+                self._resting.discard(symbol)
+
+    def _handle(self, decision: Decision, shadow: ShadowBook) -> DecisionRecord:
+        verdict = adjudicate(
+            decision,
+            review=self._review,
+            recent=tuple(self._recent_rows.get(decision.symbol, ())),
+            limits=self.limits,
+            context=self._context(),
+            quantity=self._quantity,
+        )
+        status, reasons = self._outcome(verdict)
+        review = verdict.review
+        if review is not None:
+            shadow.add(decision, review.verdict)
+        if status == "approved":
+            status, reasons = self._order(verdict.final)
+        return DecisionRecord(
+            decision_hash=decision.decision_hash,
+            strategy_id=decision.strategy_id,
+            symbol=decision.symbol,
+            event_ts=decision.event_ts,
+            action=decision.action.value,
+            qty=verdict.final.qty,
+            status=status,
+            reasons=reasons,
+            verdict=review.verdict if review is not None else None,
+            effective_verdict=review.effective_verdict if review is not None else None,
+        )
+
+    @staticmethod
+    def _outcome(a: Adjudication) -> tuple[Status, tuple[str, ...]]:
+        if a.review is not None and a.review.vetoed:
+            return "vetoed", ()
+        if a.risk is not None and not a.risk.approved:
+            return "rejected", tuple(sorted(r.code.value for r in a.risk.reasons))
+        return "approved", ()
+
+    def _order(self, final: Decision) -> tuple[Status, tuple[str, ...]]:
+        now = self._clock()
+        self._recent_orders.append(RecentOrder(final.symbol, now))
+        request = OrderRequest(
+            client_order_id=final.client_order_id,
+            symbol=final.symbol,
+            side="buy" if final.action is Action.BUY else "sell",
+            qty=final.qty,
+            order_type=final.order_type,
+            limit_price=final.limit_price,
+        )
+        if self.config.fill.model == "next_bar":
+            self._next_bar.setdefault(final.symbol, []).append(request)
+            return "approved", ()
+        return ("approved", ()) if self._submit(request) else ("refused", ("broker_refused",))
+
+    def _submit(self, request: OrderRequest) -> bool:
+        try:
+            order = self.broker.submit(request)
+        except SubmitRefused:
+            return False
+        if order.status.value in ("new", "accepted", "partially_filled", "pending_new"):
+            self._resting.add(request.symbol)
+        return True
+
+    def _settle(self, ledger: Ledger) -> None:
+        for fill, fee in self.broker.take_fills():
+            ledger.fill(fill, fee)
+
+    def _context(self) -> RiskContext:
+        now = self._clock()
+        horizon = now - self._lookback
+        recent = self._recent_orders
+        while recent and recent[0].submitted_at <= horizon:
+            recent.popleft()
+        account = self.broker.account()
+        self._peak = max(self._peak, account.equity)
+        return RiskContext(
+            now=now,
+            account=account,
+            positions=self.broker.positions(),
+            clock=self.broker.clock(),
+            recent_orders=tuple(recent),
+            equity_peak=self._peak,
+        )
+
+    def _remember(self, row: SignalRow) -> None:
+        rows = self._recent_rows.get(row.symbol)
+        if rows is None:
+            rows = self._recent_rows[row.symbol] = deque(maxlen=_RECENT_ROWS)
+        rows.append(row)
+
+
+def in_window(rows: Iterable[SignalRow], config: BacktestConfig) -> Iterator[SignalRow]:
+    """The rows of ``config``'s window and symbols (sources filter already; tests use this)."""
+    wanted = frozenset(config.symbols)
+    for row in rows:
+        if config.start <= row.event_ts < config.end and row.symbol in wanted:
+            yield row
