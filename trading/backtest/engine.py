@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -93,7 +93,9 @@ class Backtest:
         *,
         review: DecisionReview | None = None,
         review_model: str | None = None,
+        clock: ReplayClock | None = None,
     ) -> None:
+        """``clock``: the replay's clock, when the reviewer's breaker must run on it too."""
         if (review is None) != (config.review == "none"):
             raise ValueError(f"review mode {config.review!r} needs a matching reviewer")
         trading = config.trading_settings()
@@ -106,7 +108,7 @@ class Backtest:
         self._review = review
         self._review_model = review_model
         self._quantity = QuantityRules(config.fractional_symbols)
-        self._clock = ReplayClock(config.start)
+        self._clock = clock or ReplayClock(config.start)
         self._quotes = ReplayQuotes(config.fill)
         schedule = NyseSchedule() if config.market_hours else AlwaysOpen()
         book = PaperBook(
@@ -284,11 +286,3 @@ class Backtest:
         if rows is None:
             rows = self._recent_rows[row.symbol] = deque(maxlen=_RECENT_ROWS)
         rows.append(row)
-
-
-def in_window(rows: Iterable[SignalRow], config: BacktestConfig) -> Iterator[SignalRow]:
-    """The rows of ``config``'s window and symbols (sources filter already; tests use this)."""
-    wanted = frozenset(config.symbols)
-    for row in rows:
-        if config.start <= row.event_ts < config.end and row.symbol in wanted:
-            yield row

@@ -15,7 +15,8 @@ backtest runs never changes which reviews it skips.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 
 import msgspec
 import sqlalchemy as sa
@@ -72,10 +73,8 @@ class RecordedReviewer:
         return ProviderReply(found.model, found.raw_response, 0)
 
 
-def load_recorded(
-    session: Session, hashes: Iterable[str] | None = None
-) -> dict[str, RecordedVerdict]:
-    """The newest stored review of each decision (of ``hashes``, or all)."""
+def load_recorded(session: Session, start: datetime, end: datetime) -> dict[str, RecordedVerdict]:
+    """The newest stored review of each decision made on a signal in ``[start, end)``."""
     q = (
         sa.select(
             TradeDecisionRow.decision_hash,
@@ -84,10 +83,9 @@ def load_recorded(
             LlmReviewRow.error,
         )
         .join(TradeDecisionRow, TradeDecisionRow.id == LlmReviewRow.decision_id)
+        .where(TradeDecisionRow.event_ts >= start, TradeDecisionRow.event_ts < end)
         .order_by(LlmReviewRow.created_at, LlmReviewRow.id)
     )
-    if hashes is not None:
-        q = q.where(TradeDecisionRow.decision_hash.in_(list(hashes)))
     return {h: RecordedVerdict(m, raw, err) for h, m, raw, err in session.execute(q)}
 
 
