@@ -74,6 +74,7 @@ from trading.execution import (
     stream_url_for,
 )
 from trading.pipeline import Decided, Decider, DeciderState, DecisionOutcome, TradingPipeline
+from trading.promote.gate import store_promotion
 from trading.quantity import QuantityRules
 from trading.reconcile import Reconciler
 from trading.risk import PipelineLag, RiskLimits
@@ -164,6 +165,8 @@ class TradingRuntime:
             RiskLimits.from_settings(trading, risk, alpaca, read_delay=read_delay),
             kill_switch=False,
         )
+        if trading.mode == "live":
+            limits = dataclasses.replace(limits, not_promoted=store_promotion(store, settings))
         executor = OrderExecutor(store, broker, max_intent_age=limits.max_signal_staleness)
 
         def trade_updates() -> TradingStream:

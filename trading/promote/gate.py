@@ -12,13 +12,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from torghut.config import Settings
+from trading.llm import PROMPT_VERSION
 from trading.promote.records import latest_passing
 from trading.promote.subject import subject_hash, subject_of_strategies
-from trading.strategies import Strategy
+from trading.store import TradingStore
+from trading.strategies import Strategy, build_strategies
 
-__all__ = ["not_promoted_reason"]
+__all__ = ["not_promoted_reason", "store_promotion"]
+
+
+def store_promotion(store: TradingStore, settings: Settings) -> str | None:
+    """:func:`not_promoted_reason` for the strategies and prompt ``settings`` run."""
+    prompt = PROMPT_VERSION if settings.llm.enabled else None
+    with sessionmaker(store.engine)() as session:
+        return not_promoted_reason(session, build_strategies(settings.trading), prompt)
 
 
 def not_promoted_reason(
