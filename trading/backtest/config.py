@@ -74,7 +74,6 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     shadow_horizon_s: int = 300
     """A reviewed decision's outcome is its PnL over this much event time (LLM shadow
     evaluation)."""
-    batch_size: int = 50_000
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
@@ -85,8 +84,8 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             raise ValueError("a backtest needs at least one symbol")
         if not self.strategies:
             raise ValueError("a backtest needs at least one strategy")
-        if self.curve_period_s <= 0 or self.shadow_horizon_s <= 0 or self.batch_size <= 0:
-            raise ValueError("curve_period_s, shadow_horizon_s and batch_size must be positive")
+        if self.curve_period_s <= 0 or self.shadow_horizon_s <= 0:
+            raise ValueError("curve_period_s and shadow_horizon_s must be positive")
 
     @property
     def curve_period(self) -> timedelta:

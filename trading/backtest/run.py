@@ -43,9 +43,10 @@ def run_backtest(
     llm: Mapping[str, object] | None = None,
     now: datetime | None = None,
     progress: bool = False,
+    batch_size: int = 50_000,
 ) -> BacktestOutcome:
     check_strategies(config)
-    source = SignalSource(client, config)
+    source = SignalSource(client, config, batch_size=batch_size)
     total = source.check(now or datetime.now(UTC))
     clock = ReplayClock(config.start)
     review, model = offline_review(config, recorded or {}, lambda: clock().timestamp(), llm=llm)

@@ -5,7 +5,8 @@ Why the live reader (:class:`trading.signals.ClickHouseSignalReader`): the same 
 deduplication and conversion as the trading flow, so a backtest sees the rows the live loop saw
 (bad rows are dead-lettered and skipped by both). Pages of ``batch_size`` rows are read strictly
 after the previous page's cursor (a bounded read, no settle horizon), so memory does not grow
-with the window and no row is read twice or skipped.
+with the window and no row is read twice or skipped (``batch_size`` is not part of the
+configuration: it changes no result).
 
 Refused before anything runs, each with a message that says what to change:
 :class:`UnknownStrategy`, :class:`UnknownSymbol` (no signal rows for it at all),
@@ -68,9 +69,12 @@ def check_strategies(config: BacktestConfig) -> None:
 class SignalSource:
     """Pages of the window's rows (``[start, end)``), in cursor order."""
 
-    def __init__(self, client: Client, config: BacktestConfig) -> None:
+    def __init__(self, client: Client, config: BacktestConfig, *, batch_size: int = 50_000) -> None:
+        if batch_size <= 0:
+            raise ValueError("batch_size must be positive")
         self._client = client
         self._config = config
+        self._batch = batch_size
         self._reader = ClickHouseSignalReader(
             client,
             table=config.table,
@@ -134,13 +138,13 @@ class SignalSource:
         cfg = self._config
         cursor: SignalCursor | None = SignalCursor(cfg.window_size, cfg.start, "", 0)
         while True:
-            batch = self._reader.read_batch(cursor, cfg.batch_size, bounded=True)
+            batch = self._reader.read_batch(cursor, self._batch, bounded=True)
             self.dead_rows += len(batch.dead_letters)
             for row in batch.rows:
                 if row.event_ts >= cfg.end:
                     return
                 yield row
             progress(batch.size)
-            if batch.size < cfg.batch_size or batch.cursor is None:
+            if batch.size < self._batch or batch.cursor is None:
                 return
             cursor = batch.cursor
