@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
+from api.backtests import BacktestReads, BacktestsController
 from api.controls import ControlAccess, ControlsController
 from api.errors import exception_handlers
 from api.health import AlpacaCheck, HealthController, alpaca_http_check
@@ -78,6 +79,7 @@ def create_app(
         app.state.ta = TaReader(factory, settings.api.ta_cache_ttl_ms / 1000, registry)
         app.state.store = TradingReads(sessionmaker(engine, expire_on_commit=False))
         app.state.controls = ControlAccess(ControlStore(engine))
+        app.state.backtests = BacktestReads(sessionmaker(engine, expire_on_commit=False))
         log.info("api_started", clickhouse=mask_dsn(settings.clickhouse.dsn))
         try:
             yield
@@ -98,6 +100,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             TradingController,
+            BacktestsController,
             ControlsController,
             TaController,
             HealthController,

@@ -81,7 +81,7 @@ def paper_drawdown(session: Session, since: datetime | None, equity: Decimal) ->
         ExecutionRow.side,
         ExecutionRow.filled_qty,
         ExecutionRow.filled_avg_price,
-    ).where(ExecutionRow.filled_qty > 0, ExecutionRow.filled_avg_price.is_not(None))
+    ).where(ExecutionRow.filled_qty > Decimal(0), ExecutionRow.filled_avg_price.is_not(None))
     if since is not None:
         q = q.where(ExecutionRow.submitted_at >= since)
     q = q.order_by(ExecutionRow.submitted_at, ExecutionRow.id)
