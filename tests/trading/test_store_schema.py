@@ -12,6 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from torghut.config import StoreSettings
+from trading.backtest.records import BacktestRunRow
+from trading.promote.records import PromotionSignoffRow, PromotionVerdictRow
 from trading.store import Base, TradingStore, upgrade
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +27,17 @@ TABLES = {
     "position_snapshots",
     "trading_control_events",
     "trading_halts",
+    "backtest_runs",
+    "promotion_signoffs",
+    "promotion_verdicts",
 }
+HEAD = "0003_backtest"
+# The backtest and promotion models live beside their modules; importing them registers them.
+assert {
+    BacktestRunRow.__tablename__,
+    PromotionSignoffRow.__tablename__,
+    PromotionVerdictRow.__tablename__,
+} <= TABLES
 
 
 def test_upgrade_head_creates_exactly_the_model_schema(store_url: str) -> None:
@@ -37,7 +49,7 @@ def test_upgrade_head_creates_exactly_the_model_schema(store_url: str) -> None:
         inspector = sa.inspect(engine)
         assert set(inspector.get_table_names()) == TABLES | {"alembic_version"}
         with engine.connect() as conn:
-            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0002"
+            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == HEAD
             diff = compare_metadata(
                 MigrationContext.configure(conn, opts={"compare_type": pg}), Base.metadata
             )
