@@ -147,3 +147,13 @@ def test_recorded_verdicts_replay_through_the_live_policy() -> None:
 def test_a_backtest_review_mode_needs_its_reviewer() -> None:
     with pytest.raises(ValueError, match="needs a matching reviewer"):
         Backtest(band_config(review="approve"))
+
+
+def test_record_limit_bounds_the_lists_not_the_counts() -> None:
+    full = Backtest(band_config()).run(band_rows(CLOSES))
+    capped = Backtest(band_config(record_limit=1)).run(band_rows(CLOSES))
+    assert len(capped.decisions) == 1
+    assert len(capped.ledger.trades) == 1
+    assert capped.statuses == full.statuses == {"approved": 2}
+    assert capped.decision_digest == full.decision_digest
+    assert capped.ledger.equity == full.ledger.equity

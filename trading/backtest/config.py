@@ -72,6 +72,8 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     curve_period_s: int = 60
     """Event-time period of the equity curve the metrics are computed on."""
     shadow_horizon_s: int = 300
+    record_limit: int = 10_000
+    """Decisions and fills listed one by one in the report (the first ones); all are counted."""
     """A reviewed decision's outcome is its PnL over this much event time (LLM shadow
     evaluation)."""
 
@@ -84,8 +86,8 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             raise ValueError("a backtest needs at least one symbol")
         if not self.strategies:
             raise ValueError("a backtest needs at least one strategy")
-        if self.curve_period_s <= 0 or self.shadow_horizon_s <= 0:
-            raise ValueError("curve_period_s and shadow_horizon_s must be positive")
+        if min(self.curve_period_s, self.shadow_horizon_s, self.record_limit) <= 0:
+            raise ValueError("curve_period_s, shadow_horizon_s and record_limit must be positive")
 
     @property
     def curve_period(self) -> timedelta:

@@ -12,7 +12,9 @@ decision, and the review reads recorded or deterministic verdicts (never the net
 
 Memory is bounded by the number of symbols, strategies and orders, not by the window: rows are
 consumed as they stream in, the equity curve is sampled once per ``curve_period_s`` of event
-time, and a reviewed decision's shadow outcome is kept only until its horizon has passed.
+time, a reviewed decision's shadow outcome is kept only until its horizon has passed, and only
+the first ``record_limit`` decisions and fills are kept as records (every one is counted, in
+the metrics and in the decision digest).
 """
 
 from __future__ import annotations
@@ -131,9 +133,10 @@ class Backtest:
         cfg = self.config
         decider = Decider(self._strategies)
         state: DeciderState | None = None
-        ledger = Ledger(cfg.initial_cash, cfg.start, cfg.curve_period)
+        ledger = Ledger(cfg.initial_cash, cfg.start, cfg.curve_period, cfg.record_limit)
         shadow = ShadowBook(timedelta(seconds=cfg.shadow_horizon_s))
         decisions: list[DecisionRecord] = []
+        statuses: Counter[str] = Counter()
         rejections: Counter[str] = Counter()
         digest = hashlib.sha256()
         count = 0
@@ -161,13 +164,14 @@ class Backtest:
             state, decided = decider.decide(state, row)
             for decision in decided.decisions:
                 record = self._handle(decision, shadow)
-                decisions.append(record)
+                if len(decisions) < cfg.record_limit:
+                    decisions.append(record)
+                statuses[record.status] += 1
                 digest.update(f"{record.decision_hash}:{record.status};".encode("ascii"))
                 rejections.update(record.reasons)
             self._settle(ledger)
         ledger.finish(current or cfg.start)
         shadow.finish()
-        statuses = Counter(d.status for d in decisions)
         return Replay(
             config=cfg,
             strategies={

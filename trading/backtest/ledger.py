@@ -60,8 +60,11 @@ class SymbolBook:
 
 
 class Ledger:
-    def __init__(self, initial_cash: Decimal, start: datetime, period: timedelta) -> None:
+    def __init__(
+        self, initial_cash: Decimal, start: datetime, period: timedelta, record_limit: int
+    ) -> None:
         self.initial_cash = initial_cash
+        self._record_limit = record_limit
         self._start = start
         self._period = period
         self._bucket: int | None = None
@@ -124,6 +127,8 @@ class Ledger:
             elif book.qty == 0:
                 book.avg = ZERO
                 book.entry_fees = ZERO
+        if len(self.trades) >= self._record_limit:
+            return
         self.trades.append(
             TradeRecord(
                 fill.timestamp,
