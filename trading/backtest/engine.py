@@ -40,7 +40,12 @@ from trading.backtest.shadow import ShadowBook
 from trading.domain import Action, Decision, SignalRow
 from trading.llm import DecisionReview
 from trading.pipeline import Decider, DeciderState
-from trading.ports import OrderRequest
+from trading.ports import (
+    AccountSnapshot,
+    ClockSnapshot,
+    OrderRequest,
+    PositionSnapshot,
+)
 from trading.quantity import QuantityRules
 from trading.risk import RecentOrder, RiskContext, RiskLimits
 from trading.strategies import Strategy, build_strategies
@@ -48,6 +53,7 @@ from trading.strategies import Strategy, build_strategies
 __all__ = ["Backtest", "DecisionRecord", "Replay"]
 
 Status = Literal["approved", "rejected", "vetoed", "refused"]
+BrokerView = tuple[AccountSnapshot, tuple[PositionSnapshot, ...], ClockSnapshot]
 _RECENT_ROWS = 20
 
 
@@ -127,13 +133,16 @@ class Backtest:
         self._next_bar: dict[str, list[OrderRequest]] = {}
         self._resting: set[str] = set()
         self._peak = Decimal(0)
-        self._symbols = frozenset(config.symbols)
+        self._ledger = Ledger(
+            config.initial_cash, config.start, config.curve_period, config.record_limit
+        )
+        self._view: BrokerView | None = None
 
     def run(self, rows: Iterable[SignalRow]) -> Replay:
         cfg = self.config
         decider = Decider(self._strategies)
         state: DeciderState | None = None
-        ledger = Ledger(cfg.initial_cash, cfg.start, cfg.curve_period, cfg.record_limit)
+        ledger = self._ledger
         shadow = ShadowBook(timedelta(seconds=cfg.shadow_horizon_s))
         decisions: list[DecisionRecord] = []
         statuses: Counter[str] = Counter()
@@ -150,11 +159,11 @@ class Backtest:
                 ledger.advance(current)
                 if current.date() != day:
                     day = current.date()
-                    self.broker.last_equity = self.broker.account().equity
+                    self.broker.last_equity = ledger.equity_now()
                 self._clock.set(current)
+                self._view = None
             count += 1
-            self._quotes.update(row)
-            close = self._quotes.close(row.symbol)
+            close = self._quotes.update(row)
             if close is not None:
                 ledger.mark(row.symbol, close)
                 shadow.observe(row.symbol, row.event_ts, close)
@@ -169,7 +178,7 @@ class Backtest:
                 statuses[record.status] += 1
                 digest.update(f"{record.decision_hash}:{record.status};".encode("ascii"))
                 rejections.update(record.reasons)
-            self._settle(ledger)
+            self._settle()
         ledger.finish(current or cfg.start)
         shadow.finish()
         return Replay(
@@ -256,6 +265,7 @@ class Backtest:
         return ("approved", ()) if self._submit(request) else ("refused", ("broker_refused",))
 
     def _submit(self, request: OrderRequest) -> bool:
+        self._view = None
         try:
             order = self.broker.submit(request)
         except SubmitRefused:
@@ -264,9 +274,10 @@ class Backtest:
             self._resting.add(request.symbol)
         return True
 
-    def _settle(self, ledger: Ledger) -> None:
+    def _settle(self) -> None:
         for fill, fee in self.broker.take_fills():
-            ledger.fill(fill, fee)
+            self._ledger.fill(fill, fee)
+            self._view = None
 
     def _context(self) -> RiskContext:
         now = self._clock()
@@ -274,16 +285,47 @@ class Backtest:
         recent = self._recent_orders
         while recent and recent[0].submitted_at <= horizon:
             recent.popleft()
-        account = self.broker.account()
+        account, positions, clock = self._broker_view()
         self._peak = max(self._peak, account.equity)
         return RiskContext(
             now=now,
             account=account,
-            positions=self.broker.positions(),
-            clock=self.broker.clock(),
+            positions=positions,
+            clock=clock,
             recent_orders=tuple(recent),
             equity_peak=self._peak,
         )
+
+    def _broker_view(self) -> BrokerView:
+        """Account, positions and clock as the broker would report them, built once per event
+        time and again after a fill (the live pipeline reads them once per batch).
+
+        Taken from the ledger rather than the book's own marking (which re-prices every
+        position from its quote on each call): positions are the book's fills, marked at the
+        last close; buying power follows the book's rule (equity − gross position value, less
+        what resting orders reserve)."""
+        if self._view is not None:
+            return self._view
+        positions: list[PositionSnapshot] = []
+        gross = held = Decimal(0)
+        for symbol, book in self._ledger.books.items():
+            if book.qty:
+                value = book.qty * book.mark
+                positions.append(PositionSnapshot(symbol, book.qty, value, book.avg))
+                gross += abs(value)
+                held += value
+        equity = self._ledger.equity_now()
+        buying_power = max(equity - gross, Decimal(0))
+        if self._resting:
+            buying_power = min(buying_power, self.broker.account().buying_power)
+        account = AccountSnapshot(
+            equity=equity,
+            last_equity=self.broker.last_equity,
+            buying_power=buying_power,
+            cash=equity - held,
+        )
+        self._view = (account, tuple(positions), self.broker.clock())
+        return self._view
 
     def _remember(self, row: SignalRow) -> None:
         rows = self._recent_rows.get(row.symbol)

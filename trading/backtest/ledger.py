@@ -48,15 +48,20 @@ class SymbolBook:
     entry_fees: Decimal = ZERO
     notional: Decimal = ZERO
     fills: int = 0
-    close: Decimal = ZERO
+    close: float = 0.0
     exposed: int = 0
     profits: list[Decimal] = field(default_factory=list)
     curve: list[Decimal] = field(default_factory=list)
     prices: list[tuple[datetime, Decimal]] = field(default_factory=list)
 
     @property
+    def mark(self) -> Decimal:
+        """The last close, exactly as the row printed it."""
+        return Decimal(repr(self.close))
+
+    @property
     def pnl(self) -> Decimal:
-        return self.cash - self.fees + self.qty * self.close
+        return self.cash - self.fees + (self.qty * self.mark if self.qty else ZERO)
 
 
 class Ledger:
@@ -71,7 +76,7 @@ class Ledger:
         self._last_ts: datetime | None = None
         self._sampled_ts: datetime | None = None
         self.books: dict[str, SymbolBook] = {}
-        self._closes: dict[str, Decimal] = {}
+        self._closes: dict[str, float] = {}
         self.times: list[datetime] = [start]
         self.equity: list[Decimal] = [initial_cash]
         self.exposed = 0
@@ -85,7 +90,7 @@ class Ledger:
         self._bucket = bucket
         self._last_ts = ts
 
-    def mark(self, symbol: str, close: Decimal) -> None:
+    def mark(self, symbol: str, close: float) -> None:
         self._closes[symbol] = close
         book = self.books.get(symbol)
         if book is not None:
@@ -95,9 +100,9 @@ class Ledger:
         book = self.books.get(fill.symbol)
         if book is None:
             book = self.books[fill.symbol] = SymbolBook()
-            book.close = self._closes.get(fill.symbol, fill.price)
+            book.close = self._closes.get(fill.symbol, float(fill.price))
             book.curve = [ZERO] * len(self.times)
-            book.prices = [(t, book.close) for t in self.times[-1:]]
+            book.prices = [(t, book.mark) for t in self.times[-1:]]
         qty, price = fill.qty, fill.price
         signed = qty if fill.side == "buy" else -qty
         book.cash -= signed * price
@@ -142,6 +147,9 @@ class Ledger:
             )
         )
 
+    def equity_now(self) -> Decimal:
+        return self.initial_cash + sum((b.pnl for b in self.books.values()), ZERO)
+
     def finish(self, last: datetime) -> None:
         if self._last_ts is not None and self._sampled_ts != self._last_ts:
             self._sample(self._last_ts)
@@ -155,7 +163,7 @@ class Ledger:
             pnl = book.pnl
             total += pnl
             book.curve.append(pnl)
-            book.prices.append((at, book.close))
+            book.prices.append((at, book.mark))
             if book.qty != 0:
                 book.exposed += 1
                 any_open = True

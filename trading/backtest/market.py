@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from uuid import UUID
 
+from torghut.events import Signal
 from torghut.sim.broker.book import Fill, Order, PaperBook
 from torghut.sim.broker.book import OrderRequest as BookOrderRequest
 from torghut.sim.broker.errors import BrokerError
@@ -62,37 +63,46 @@ class ReplayClock:
 
 
 class ReplayQuotes:
-    """The touch of each symbol as the fill model sees it (a ``QuoteSource`` for the book)."""
+    """The touch of each symbol as the fill model sees it (a ``QuoteSource`` for the book).
+
+    Each row's indicators are kept as they are; the touch is built only when the book asks for
+    it (at a submit or a match), once per row: most rows never trade."""
 
     def __init__(self, fill: FillConfig) -> None:
-        self._touch: dict[str, Touch] = {}
-        self._close: dict[str, Decimal] = {}
+        self._last: dict[str, tuple[Signal, datetime]] = {}
+        self._touch: dict[str, tuple[Signal, Touch]] = {}
         self._slip = fill.slippage_bps / _BPS
         self._at_close = fill.model == "next_bar"
 
-    def update(self, row: SignalRow) -> None:
+    def update(self, row: SignalRow) -> float | None:
+        """Take the row's quote; its close (``None`` for a row without a usable close)."""
         ind = row.indicators
         close = ind.close
         if close is None or close <= 0:
-            return
-        px = Decimal(repr(close))
-        self._close[row.symbol] = px
-        bid = ask = px
+            return None
+        self._last[row.symbol] = (ind, row.event_ts)
+        return close
+
+    def latest_quote(self, symbol: str) -> Touch | None:
+        last = self._last.get(symbol)
+        if last is None:
+            return None
+        ind, at = last
+        cached = self._touch.get(symbol)
+        if cached is not None and cached[0] is ind:
+            return cached[1]
+        bid = ask = _dec(ind.close)
         if not self._at_close and ind.imbalance_bid_px and ind.imbalance_ask_px:
-            bid, ask = Decimal(repr(ind.imbalance_bid_px)), Decimal(repr(ind.imbalance_ask_px))
-        self._touch[row.symbol] = Touch(
+            bid, ask = _dec(ind.imbalance_bid_px), _dec(ind.imbalance_ask_px)
+        touch = Touch(
             _price(bid * (1 - self._slip)),
             _UNLIMITED,
             _price(ask * (1 + self._slip)),
             _UNLIMITED,
-            row.event_ts,
+            at,
         )
-
-    def close(self, symbol: str) -> Decimal | None:
-        return self._close.get(symbol)
-
-    def latest_quote(self, symbol: str) -> Touch | None:
-        return self._touch.get(symbol)
+        self._touch[symbol] = (ind, touch)
+        return touch
 
 
 class FeeModel:
@@ -199,6 +209,10 @@ def _order(o: Order) -> BrokerOrder:
         updated_at=o.updated_at.astimezone(UTC),
         limit_price=o.limit_price,
     )
+
+
+def _dec(value: float | None) -> Decimal:
+    return Decimal(repr(value))
 
 
 def _price(value: Decimal) -> float:

@@ -52,7 +52,7 @@ class ShadowBook:
     def __init__(self, horizon: timedelta) -> None:
         self._horizon = horizon
         self._pending: dict[str, deque[_Pending]] = {}
-        self._close: dict[str, Decimal] = {}
+        self._close: dict[str, float] = {}
         self.verdicts: dict[str, str | None] = {}
         self.outcomes: dict[str, Decimal] = {}
 
@@ -72,18 +72,20 @@ class ShadowBook:
         )
         self._pending.setdefault(decision.symbol, deque()).append(item)
 
-    def observe(self, symbol: str, ts: datetime, close: Decimal) -> None:
-        self._close[symbol] = close
+    def observe(self, symbol: str, ts: datetime, close: float) -> None:
         queue = self._pending.get(symbol)
+        if not queue:
+            return
+        self._close[symbol] = close
         while queue and queue[0].due <= ts:
-            self._resolve(queue.popleft(), close)
+            self._resolve(queue.popleft(), Decimal(repr(close)))
 
     def finish(self) -> None:
         for symbol, queue in self._pending.items():
             close = self._close.get(symbol)
             while queue:
                 item = queue.popleft()
-                self._resolve(item, close if close is not None else item.reference)
+                self._resolve(item, Decimal(repr(close)) if close is not None else item.reference)
 
     def _resolve(self, item: _Pending, close: Decimal) -> None:
         self.outcomes[item.decision_hash] = (close - item.reference) * item.qty * item.sign
