@@ -308,12 +308,11 @@ class Backtest:
             return self._view
         positions: list[PositionSnapshot] = []
         gross = held = Decimal(0)
-        for symbol, book in self._ledger.books.items():
-            if book.qty:
-                value = book.qty * book.mark
-                positions.append(PositionSnapshot(symbol, book.qty, value, book.avg))
-                gross += abs(value)
-                held += value
+        for symbol, book in self._ledger.open.items():
+            value = book.qty * book.mark
+            positions.append(PositionSnapshot(symbol, book.qty, value, book.avg))
+            gross += abs(value)
+            held += value
         equity = self._ledger.equity_now()
         buying_power = max(equity - gross, Decimal(0))
         if self._resting:

@@ -49,6 +49,7 @@ class SymbolBook:
     notional: Decimal = ZERO
     fills: int = 0
     close: float = 0.0
+    marked: Decimal | None = None
     exposed: int = 0
     profits: list[Decimal] = field(default_factory=list)
     curve: list[Decimal] = field(default_factory=list)
@@ -56,8 +57,10 @@ class SymbolBook:
 
     @property
     def mark(self) -> Decimal:
-        """The last close, exactly as the row printed it."""
-        return Decimal(repr(self.close))
+        """The last close, exactly as the row printed it (parsed once per close)."""
+        if self.marked is None:
+            self.marked = Decimal(repr(self.close))
+        return self.marked
 
     @property
     def pnl(self) -> Decimal:
@@ -76,6 +79,10 @@ class Ledger:
         self._last_ts: datetime | None = None
         self._sampled_ts: datetime | None = None
         self.books: dict[str, SymbolBook] = {}
+        self.open: dict[str, SymbolBook] = {}
+        """The books with a position (what the broker's position list holds)."""
+        self._flow = ZERO
+        """Cash moved by every fill, fees included (equity = cash + flow + positions)."""
         self._closes: dict[str, float] = {}
         self.times: list[datetime] = [start]
         self.equity: list[Decimal] = [initial_cash]
@@ -93,8 +100,9 @@ class Ledger:
     def mark(self, symbol: str, close: float) -> None:
         self._closes[symbol] = close
         book = self.books.get(symbol)
-        if book is not None:
+        if book is not None and book.close != close:
             book.close = close
+            book.marked = None
 
     def fill(self, fill: Fill, fee: Decimal) -> None:
         book = self.books.get(fill.symbol)
@@ -107,6 +115,7 @@ class Ledger:
         signed = qty if fill.side == "buy" else -qty
         book.cash -= signed * price
         book.fees += fee
+        self._flow -= signed * price + fee
         book.notional += qty * price
         book.fills += 1
         profit: Decimal | None = None
@@ -132,6 +141,10 @@ class Ledger:
             elif book.qty == 0:
                 book.avg = ZERO
                 book.entry_fees = ZERO
+        if book.qty:
+            self.open[fill.symbol] = book
+        else:
+            self.open.pop(fill.symbol, None)
         if len(self.trades) >= self._record_limit:
             return
         self.trades.append(
@@ -148,7 +161,8 @@ class Ledger:
         )
 
     def equity_now(self) -> Decimal:
-        return self.initial_cash + sum((b.pnl for b in self.books.values()), ZERO)
+        held = sum((b.qty * b.mark for b in self.open.values()), ZERO)
+        return self.initial_cash + self._flow + held
 
     def finish(self, last: datetime) -> None:
         if self._last_ts is not None and self._sampled_ts != self._last_ts:
