@@ -77,6 +77,7 @@ test: sysdeps venv lint typecheck pytest
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 
 typecheck: venv
 	$(VENV)/bin/mypy

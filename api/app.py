@@ -45,7 +45,7 @@ from torghut.clickhouse import Client, connect, migrate
 from torghut.config import Settings
 from torghut.logs import get_logger
 from torghut.redact import mask_dsn
-from trading.store import ControlStore, create_engine, upgrade
+from trading.adapters.store import ControlStore, create_engine, upgrade
 
 __all__ = ["DASHBOARD_DIR", "create_app"]
 

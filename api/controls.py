@@ -2,9 +2,9 @@
 
 Why writes here, in an otherwise read-only API: an operator must be able to stop trading in a
 running process without a restart. The API only *records* the change in the trading store
-(:mod:`trading.store.controls`, origin ``api``); the trading flow — possibly another process —
-obeys it within one poll interval and carries out cancel-all and flatten itself, because it
-owns the broker connection. Those two answer 202 and stay ``pending`` until it has.
+(:mod:`trading.adapters.store.controls`, origin ``api``); the trading flow — possibly another
+process — obeys it within one poll interval and carries out cancel-all and flatten itself, because
+it owns the broker connection. Those two answer 202 and stay ``pending`` until it has.
 
 Every ``POST`` needs ``Authorization: Bearer <API_CONTROL_TOKEN>`` (compared in constant time).
 With no token configured they answer 403 and say so; a missing or wrong token answers 401.
@@ -30,7 +30,7 @@ from api import schemas
 from api.errors import ControlsDisabled, DependencyUnavailable, InvalidBody, Unauthorized
 from torghut.config import Settings
 from torghut.logs import get_logger
-from trading.store import (
+from trading.adapters.store import (
     ControlAction,
     ControlEvent,
     ControlState,

@@ -26,7 +26,7 @@ from api.ta_reads import TaReader
 from api.trading_reads import TradingReads
 from torghut.config import Settings
 from torghut.logs import get_logger
-from trading.live_gates import LiveGateError, trading_endpoint
+from trading.core.live_gates import LiveGateError, trading_endpoint
 
 __all__ = [
     "AlpacaCheck",

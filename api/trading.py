@@ -33,7 +33,7 @@ from api.schemas import (
 from api.ta_reads import TaReader
 from api.trading_reads import TradingReads
 from torghut.config import Settings
-from trading.store import ControlState
+from trading.adapters.store import ControlState
 
 __all__ = ["TradingController"]
 

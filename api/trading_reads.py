@@ -3,7 +3,7 @@
 Why not the repository's own read methods alone: the audit view joins what the repository keeps
 apart (a decision with its latest LLM review and its execution; an execution with its order
 events) and does it in a fixed number of queries per page instead of one per row. It only reads
-the tables of :mod:`trading.store.models`; writes stay with the trading loop.
+the tables of :mod:`trading.adapters.store.models`; writes stay with the trading loop.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import schemas
 from api.errors import DependencyUnavailable
-from trading.store.models import (
+from trading.adapters.store.models import (
     ExecutionRow,
     LlmReviewRow,
     OrderEventRow,

@@ -11,10 +11,11 @@ A local ``http.server`` on 127.0.0.1 plays the OpenAI-compatible provider in one
 * ``endless``: a chunked body that never ends.
 
 Each mode runs ``--reviews`` reviews through the real policy and client
-(:class:`trading.llm.DecisionReview` over :class:`trading.llm.OpenAiChatReviewer`,
-``LLM_TIMEOUT_S=--deadline``) from ``--clients`` threads at once. Printed per mode: the outcome
-kinds, p50 / p95 / max of the review's duration (measured around ``review()``) and the largest
-overshoot beyond the deadline. Not a timed test: numbers depend on the machine and its load.
+(:class:`trading.core.llm.DecisionReview` over
+:class:`trading.adapters.openai_reviewer.OpenAiChatReviewer`, ``LLM_TIMEOUT_S=--deadline``) from
+``--clients`` threads at once. Printed per mode: the outcome kinds, p50 / p95 / max of the review's
+duration (measured around ``review()``) and the largest overshoot beyond the deadline. Not a timed
+test: numbers depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from pydantic import SecretStr
 
 from torghut.config import LlmSettings
 from torghut.logs import configure_logging
-from trading.domain import Action, Decision, OrderType
-from trading.llm import DecisionReview, OpenAiChatReviewer
+from trading.adapters.openai_reviewer import OpenAiChatReviewer
+from trading.adapters.system_clock import SystemClock
+from trading.core.domain import Action, Decision, OrderType
+from trading.core.llm import DecisionReview
 
 MODES = ("honest", "drip", "silent", "huge", "endless")
 _ANSWER = json.dumps(
@@ -78,7 +81,7 @@ def _run(mode: str, url: str, deadline: float, reviews: int, clients: int) -> No
         breaker_failures=1_000_000,
     )
     client = OpenAiChatReviewer(settings)
-    review = DecisionReview(client, settings, live=True)
+    review = DecisionReview(client, settings, live=True, clock=SystemClock())
     decision = Decision(
         strategy_id="bench",
         strategy_version="1",

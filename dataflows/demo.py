@@ -37,8 +37,8 @@ from torghut.config import Settings, SettingsError, load_settings
 from torghut.logs import configure_logging, get_logger
 from torghut.redact import mask_dsn
 from torghut.sim.market import MarketSimulator, SyntheticMarket
-from trading.execution import TradingStopped
-from trading.store.models import ExecutionRow, TradeDecisionRow
+from trading.adapters.store.models import ExecutionRow, TradeDecisionRow
+from trading.core.executor import TradingStopped
 
 log = get_logger("dataflows.demo")
 

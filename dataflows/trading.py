@@ -56,43 +56,47 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from operators.trading_source import SignalItem, TradingSignalSource
 from torghut.clickhouse import Client, connect, migrate
-from torghut.config import Settings, load_settings
+from torghut.config import LlmSettings, Settings, TradingSettings, load_settings
 from torghut.logs import configure_logging, get_logger
 from torghut.redact import mask_dsn
 from torghut.sim.broker import BrokerSimulator
 from torghut.sim.quotes import QuoteSource, Touch
-from trading.adjudicate import build_review
-from trading.controls import RuntimeControls
-from trading.domain import SignalRow
-from trading.execution import (
-    STOPPING,
+from trading.adapters.alpaca_broker import (
     AlpacaBroker,
-    OrderExecutor,
     build_trading_client,
     client_target,
     start_embedded_broker,
     stream_url_for,
 )
-from trading.pipeline import Decided, Decider, DeciderState, DecisionOutcome, TradingPipeline
-from trading.promote.gate import store_promotion
-from trading.quantity import QuantityRules
-from trading.reconcile import Reconciler
-from trading.risk import PipelineLag, RiskLimits
-from trading.signals import (
-    ClickHouseSignalReader,
+from trading.adapters.clickhouse_signals import ClickHouseSignalReader
+from trading.adapters.openai_reviewer import OpenAiChatReviewer
+from trading.adapters.store import TradingStore
+from trading.adapters.system_clock import SystemClock
+from trading.adapters.trade_updates import TradeUpdates
+from trading.core.clock import Clock
+from trading.core.controls import RuntimeControls
+from trading.core.domain import SignalRow
+from trading.core.executor import STOPPING, OrderExecutor
+from trading.core.llm import DecisionReview
+from trading.core.pipeline import Decided, Decider, DeciderState, DecisionOutcome, TradingPipeline
+from trading.core.quantity import QuantityRules
+from trading.core.reconcile import Reconciler
+from trading.core.risk import PipelineLag, RiskLimits
+from trading.core.signals import (
     SignalCorrection,
     SignalDeadLetter,
     settle_horizon,
     signal_read_delay,
 )
-from trading.store import TradingStore
-from trading.strategies import build_strategies
+from trading.core.strategies import build_strategies
+from trading.promote.gate import store_promotion
 
 __all__ = [
     "LastCloseQuotes",
     "TradingRuntime",
     "TradingStreams",
     "build_flow",
+    "build_review",
     "exit_stopped",
     "install_stop_handlers",
     "stop_exit_code",
@@ -133,6 +137,7 @@ class TradingRuntime:
     decider: Decider
     quotes: LastCloseQuotes
     controls: RuntimeControls
+    trade_updates: TradeUpdates | None = None
     simulator: BrokerSimulator | None = None
 
     @property
@@ -150,6 +155,7 @@ class TradingRuntime:
         ``quotes`` feeds the built-in simulator (default: the last signal closes).
         """
         trading, alpaca, risk = settings.trading, settings.alpaca, settings.risk
+        clock = SystemClock()
         store = TradingStore.open(settings.store.url)
         last_close = LastCloseQuotes()
         target = client_target(trading, alpaca)
@@ -167,7 +173,7 @@ class TradingRuntime:
         )
         if trading.mode == "live":
             limits = dataclasses.replace(limits, not_promoted=store_promotion(store, settings))
-        executor = OrderExecutor(store, broker, max_intent_age=limits.max_signal_staleness)
+        executor = OrderExecutor(store, broker, clock, max_intent_age=limits.max_signal_staleness)
 
         def trade_updates() -> TradingStream:
             return TradingStream(
@@ -181,15 +187,16 @@ class TradingRuntime:
             store,
             broker,
             executor,
+            clock,
             interval_s=trading.reconcile_interval_s,
             halt_on_drift=risk.halt_on_position_drift,
             max_age_s=risk.reconcile_max_age_s,
-            stream_factory=trade_updates if stream else None,
         )
         controls = RuntimeControls(
             store.controls,
             broker,
             executor,
+            clock,
             refresh_s=trading.poll_interval_s,
             exclusive=reconciler.exclusive,
             lag=PipelineLag(limits.max_pipeline_lag),
@@ -219,8 +226,9 @@ class TradingRuntime:
                 store,
                 broker,
                 executor,
+                clock,
                 limits=limits,
-                review=build_review(settings.llm, trading),
+                review=build_review(settings.llm, trading, clock),
                 cursor_source=f"{trading.signal_table}:{trading.signal_window_size}",
                 halted=halted,
                 kill_switch=controls.kill_switch_reason,
@@ -231,6 +239,7 @@ class TradingRuntime:
             decider=Decider(build_strategies(trading)),
             quotes=last_close,
             controls=controls,
+            trade_updates=TradeUpdates(executor, trade_updates) if stream else None,
             simulator=simulator,
         )
         log.info(
@@ -257,6 +266,8 @@ class TradingRuntime:
                 drifts=len(report.drifts),
             )
         self.reconciler.start()
+        if self.trade_updates is not None:
+            self.trade_updates.start()
         self.controls.start()
 
     def initial_cursor(self) -> Any:
@@ -275,10 +286,25 @@ class TradingRuntime:
     def close(self) -> None:
         self.pipeline.close()
         self.controls.stop()
+        if self.trade_updates is not None:
+            self.trade_updates.stop()
         self.reconciler.stop()
         if self.simulator is not None:
             self.simulator.stop()
         self.store.close()
+
+
+def build_review(llm: LlmSettings, trading: TradingSettings, clock: Clock) -> DecisionReview | None:
+    """The configured reviewer, or ``None`` when ``LLM_ENABLED`` is false (the default)."""
+    if not llm.enabled:
+        return None
+    return DecisionReview(
+        OpenAiChatReviewer(llm),
+        llm,
+        live=trading.mode == "live",
+        quantity=QuantityRules(trading.fractional_symbols),
+        clock=clock,
+    )
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Bytewax source over the ClickHouse signal reader, with a durable cursor.
 
 Why a one-partition ``FixedPartitionedSource``: the cursor is one position in one global order
-(:class:`trading.ports.SignalCursor`), so exactly one partition reads and its snapshot — the
+(:class:`trading.core.ports.SignalCursor`), so exactly one partition reads and its snapshot — the
 cursor after the last item returned, and the correction watermark — is the Bytewax recovery
 state. On a start without recovery state the position comes from ``initial_cursor`` (the
 store's ``trade_cursor`` row, which the trading pipeline advances), so neither losing the
@@ -27,13 +27,10 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from trading.domain import SignalRow
-from trading.ports import SignalCursor
-from trading.signals import (
-    ClickHouseSignalReader,
-    SignalCorrection,
-    SignalDeadLetter,
-)
+from trading.adapters.clickhouse_signals import ClickHouseSignalReader
+from trading.core.domain import SignalRow
+from trading.core.ports import SignalCursor
+from trading.core.signals import SignalCorrection, SignalDeadLetter
 
 __all__ = ["SignalItem", "SourceState", "TradingSignalSource"]
 

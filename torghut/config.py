@@ -237,7 +237,7 @@ class RiskSettings(_Section):
     max_drawdown_pct: Decimal = Decimal("10")
     max_signal_staleness_s: float | None = Field(default=None, gt=0)
     """Oldest signal an order may act on; unset = derived from the strategy's bar
-    (:func:`trading.risk.default_signal_staleness`: 7 s for 1-second bars on the defaults)."""
+    (:func:`trading.core.risk.default_signal_staleness`: 7 s for 1-second bars on the defaults)."""
     max_pipeline_lag_s: float | None = Field(default=None, gt=0)
     """Halt trading while now − event time of the signal being processed exceeds this; clears by
     itself when the lag recovers. Unset = the signal staleness bound."""
@@ -309,7 +309,7 @@ class TradingSettings(_Section):
     order_qty: Decimal = Decimal("1")
     fractional_symbols: CsvList = ()
     """Symbols this account may trade in fractions (increment 10⁻⁹); every other symbol is
-    traded in whole shares (see :mod:`trading.quantity`)."""
+    traded in whole shares (see :mod:`trading.core.quantity`)."""
     strategy_params: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
     reconcile_interval_s: float = Field(default=5.0, gt=0)
     signal_settle_s: float | None = Field(default=None, ge=0)

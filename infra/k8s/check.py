@@ -627,7 +627,7 @@ def _verdict(environment: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
 _VERDICT = """
 import json
 from torghut.config import SettingsError, load_settings
-from trading.live_gates import LiveGateError, trading_endpoint
+from trading.core.live_gates import LiveGateError, trading_endpoint
 problems = []
 try:
     s = load_settings()

@@ -9,7 +9,7 @@ own series plus every ``prometheus_client`` metric of the process (``shared/byte
   authenticated and subscribed (``operators.alpaca_ws`` sets it only in state ``healthy``;
   401/402/406 keep it at 0);
 * readiness of trading = ``torghut_trading_halted 0``: the start-up reconciliation has
-  completed and no drift halts orders (``trading.reconcile``);
+  completed and no drift halts orders (``trading.core.reconcile``);
 * liveness of every dataflow = the worker loop still polls its inputs: the count of
   ``bytewax_inp_part_next_batch_duration_seconds`` observations changed since the previous
   probe. It does not depend on Alpaca, Kafka or the market being open (sources are polled even

@@ -1,10 +1,11 @@
 """Alembic environment of the trading store (Postgres, or SQLite for the embedded default).
 
-The URL or an open connection comes from the caller (``trading.store.migrate.upgrade``); from the
-CLI it is ``TRADING_DB_URL`` through the store settings. SQLite runs in batch mode so later
-``ALTER``s work there too. On Postgres the migration holds a transaction-scoped advisory lock, so
-processes that start together against a fresh database migrate one after the other instead of
-racing on ``CREATE TABLE`` (SQLite serialises writers by itself).
+The URL or an open connection comes from the caller
+(``trading.adapters.store.migrate.upgrade``); from the CLI it is ``TRADING_DB_URL`` through the
+store settings. SQLite runs in batch mode so later ``ALTER``s work there too. On Postgres the
+migration holds a transaction-scoped advisory lock, so processes that start together against a fresh
+database migrate one after the other instead of racing on ``CREATE TABLE`` (SQLite serialises
+writers by itself).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from alembic import context
 from sqlalchemy.pool import NullPool
 
 from torghut.config import StoreSettings
-from trading.store.models import Base
+from trading.adapters.store.models import Base
 
 config = context.config
 _LOCK_KEY = 0x746F7267  # "torg": one key for every trading-store migration

@@ -38,8 +38,8 @@ from torghut.config import (
     TradingSettings,
 )
 from torghut.events import Envelope, Microbar, Signal, Window
-from trading.domain import Action, Decision, OrderType
-from trading.store import TradingStore, create_engine, upgrade
+from trading.adapters.store import TradingStore, create_engine, upgrade
+from trading.core.domain import Action, Decision, OrderType
 
 T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 """Recent on purpose: ClickHouse TTLs (14/30 days) hide older rows from ``FINAL`` reads."""
@@ -216,15 +216,21 @@ def decision(symbol: str = "AAPL", second: int = 0, **overrides: Any) -> Decisio
 
 
 class SteppingClock:
-    """The store's ``now``: each call one second later, so ``created_at`` orders are certain."""
+    """The store's clock: each ``now`` one second later, so ``created_at`` orders are certain."""
 
     def __init__(self, start: datetime = T0) -> None:
-        self.now = start
+        self._start = self._at = start
 
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
+    def now(self) -> datetime:
+        self._at += timedelta(seconds=1)
+        return self._at
+
+    def monotonic(self) -> float:
+        return (self._at - self._start).total_seconds()
+
+    def sleep(self, seconds: float) -> None:
+        self._at += timedelta(seconds=seconds)
 
 
 def open_store(url: str) -> TradingStore:
-    return TradingStore(create_engine(url), now=SteppingClock())
+    return TradingStore(create_engine(url), SteppingClock())

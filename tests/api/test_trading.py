@@ -10,12 +10,13 @@ import sqlalchemy as sa
 
 from tests.api.conftest import T0, MakeClient, decision, open_store
 from torghut.config import TradingSettings
-from trading.domain import Action
-from trading.llm.policy import ReviewOutcome
-from trading.orders import OrderStatus
-from trading.ports import BrokerOrder
-from trading.risk import RiskCheck, RiskReason, RiskVerdict
-from trading.store import TradingStore, create_engine, upgrade
+from trading.adapters.store import TradingStore, create_engine, upgrade
+from trading.core.adjudicate import Adjudication
+from trading.core.domain import Action
+from trading.core.llm.policy import ReviewOutcome
+from trading.core.orders import OrderStatus
+from trading.core.ports import BrokerOrder
+from trading.core.risk import RiskCheck, RiskReason, RiskVerdict
 
 APPROVED = RiskVerdict(())
 
@@ -51,7 +52,9 @@ def seed(store: TradingStore) -> dict[str, str]:
         confidence=0.8,
         adjusted_qty=Decimal(10),
     )
-    filled = store.record_decision(decision("AAPL", 0), risk=APPROVED, review=review)
+    filled = store.record_decision(
+        Adjudication.of(decision("AAPL", 0), risk=APPROVED, review=review)
+    )
     store.record_submission(_order(filled.decision_hash, OrderStatus.NEW))
     store.apply_order_update(
         _order(filled.decision_hash, OrderStatus.FILLED, "10", at_s=12),
@@ -62,13 +65,15 @@ def seed(store: TradingStore) -> dict[str, str]:
         uow.mark_reconciled(f"order-{filled.decision_hash[:8]}", T0 + timedelta(seconds=20))
         uow.commit()
     rejected = store.record_decision(
-        decision("MSFT", 1),
-        risk=RiskVerdict(
-            (
-                RiskReason(RiskCheck.MAX_NOTIONAL_PER_ORDER, "1000 > 500"),
-                RiskReason(RiskCheck.KILL_SWITCH, "kill switch on"),
-            )
-        ),
+        Adjudication.of(
+            decision("MSFT", 1),
+            risk=RiskVerdict(
+                (
+                    RiskReason(RiskCheck.MAX_NOTIONAL_PER_ORDER, "1000 > 500"),
+                    RiskReason(RiskCheck.KILL_SWITCH, "kill switch on"),
+                )
+            ),
+        )
     )
     veto = ReviewOutcome(
         model="m1",
@@ -80,7 +85,9 @@ def seed(store: TradingStore) -> dict[str, str]:
         latency_ms=80,
         verdict="veto",
     )
-    vetoed = store.record_decision(decision("AAPL", 2, action=Action.SELL), risk=None, review=veto)
+    vetoed = store.record_decision(
+        Adjudication.of(decision("AAPL", 2, action=Action.SELL), risk=None, review=veto)
+    )
     return {
         "filled": filled.decision_hash,
         "rejected": rejected.decision_hash,
@@ -134,7 +141,7 @@ def test_executions_with_order_events_and_reconciliation(
 ) -> None:
     store = open_store(sqlite_url)
     hashes = seed(store)
-    pending = store.record_decision(decision("AAPL", 3), risk=APPROVED)
+    pending = store.record_decision(Adjudication.of(decision("AAPL", 3), risk=APPROVED))
     store.record_submission(_order(pending.decision_hash, OrderStatus.NEW, at_s=30))
     with make_client() as client:
         body = client.get("/trading/executions", params={"symbol": "AAPL"}).json()
@@ -163,7 +170,7 @@ def test_status_reflects_settings_and_last_decision(
     with make_client(trading=trading) as client:
         before = client.get("/trading/status").json()
         store = open_store(sqlite_url)
-        stored = store.record_decision(decision("AAPL", 0), risk=APPROVED)
+        stored = store.record_decision(Adjudication.of(decision("AAPL", 0), risk=APPROVED))
         store.close()
         after = client.get("/trading/status").json()
     assert before == {

@@ -9,7 +9,7 @@ from typing import Any
 
 from torghut.events import Signal
 from trading.backtest.config import BacktestConfig, FillConfig
-from trading.domain import SignalRow
+from trading.core.domain import SignalRow
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
 BANDS = {"boll_lower": 95.0, "boll_mid": 100.0, "boll_upper": 105.0}

@@ -11,9 +11,9 @@ import pytest
 from tests.backtest.helpers import T0, band_config, band_rows
 from trading.backtest.config import FillConfig
 from trading.backtest.engine import Backtest
-from trading.backtest.market import ReplayClock
 from trading.backtest.report import encode_report, report_of
 from trading.backtest.review import RecordedVerdict, offline_review
+from trading.core.clock import SimulatedClock
 
 # close 100 (flat) → 94 (< lower band: buy) → 96 → 101 (≥ middle band: sell) → 102
 CLOSES = [100.0, 94.0, 96.0, 101.0, 102.0]
@@ -120,9 +120,9 @@ def test_recorded_verdicts_replay_through_the_live_policy() -> None:
     buy1, sell1, buy2, sell2 = (d.decision_hash for d in probe.decisions)
     veto = '{"verdict":"veto","confidence":0.9,"reason":"falling knife"}'
     recorded = {buy1: RecordedVerdict("m1", veto, None)}
-    clock = ReplayClock(config.start)
+    clock = SimulatedClock(config.start)
     review, model = offline_review(
-        config, recorded, lambda: clock().timestamp(), llm={"shadow": False, "fallback": "pass"}
+        config, recorded, clock, llm={"shadow": False, "fallback": "pass"}
     )
     replay = Backtest(config, review=review, review_model=model, clock=clock).run(band_rows(closes))
     assert model == "m1"

@@ -20,19 +20,19 @@ from api.app import create_app
 from tests.backtest.helpers import band_config, band_rows
 from torghut.clickhouse import connect
 from torghut.config import ClickHouseSettings, Settings, StoreSettings
+from trading.adapters.store import create_engine, upgrade
+from trading.adapters.store.models import ExecutionRow, TradingHaltRow
 from trading.backtest.config import BacktestConfig
 from trading.backtest.engine import Backtest
-from trading.backtest.market import ReplayClock
 from trading.backtest.records import save_run
 from trading.backtest.report import encode_report, render_html, report_of
 from trading.backtest.review import offline_review
-from trading.llm import PROMPT_VERSION
+from trading.core.clock import SimulatedClock
+from trading.core.llm import PROMPT_VERSION
+from trading.core.strategies import build_strategies
 from trading.promote.__main__ import main as promote
 from trading.promote.gate import not_promoted_reason
 from trading.promote.records import PromotionVerdictRow, latest_passing
-from trading.store import create_engine, upgrade
-from trading.store.models import ExecutionRow, TradingHaltRow
-from trading.strategies import build_strategies
 
 CLOSES = [100.0, 94.0, 96.0, 101.0, 102.0]
 
@@ -46,8 +46,8 @@ def engine(pg_url: str) -> Iterator[sa.Engine]:
 
 
 def _store_run(engine: sa.Engine, config: BacktestConfig) -> tuple[uuid.UUID, bytes]:
-    clock = ReplayClock(config.start)
-    review, model = offline_review(config, {}, lambda: clock().timestamp())
+    clock = SimulatedClock(config.start)
+    review, model = offline_review(config, {}, clock)
     replay = Backtest(config, review=review, review_model=model, clock=clock).run(band_rows(CLOSES))
     report = report_of(replay, code_version="test")
     body = encode_report(report)

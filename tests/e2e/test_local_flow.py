@@ -32,7 +32,7 @@ from torghut.config import (
     TradingSettings,
 )
 from torghut.sim.market import MarketSimulator, SyntheticMarket
-from trading.store.models import ExecutionRow, TradeCursorRow, TradeDecisionRow
+from trading.adapters.store.models import ExecutionRow, TradeCursorRow, TradeDecisionRow
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA")
 SESSION = timedelta(minutes=3)

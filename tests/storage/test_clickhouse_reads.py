@@ -10,12 +10,10 @@ from torghut.clickhouse import (
     MICROBAR_COLUMNS,
     SIGNAL_COLUMNS,
     Client,
-    SignalCursor,
     bars,
     latest_signals,
     microbar_row,
     signal_row,
-    signals_after,
 )
 from torghut.events import Envelope, Microbar, Signal, Window
 
@@ -74,24 +72,6 @@ def test_latest_signals_newest_first_deduplicated(ch: Client) -> None:
     assert latest_signals(ch, "NVDA", limit=3) == list(reversed(replayed))
     assert latest_signals(ch, "NVDA", since=T0 + timedelta(seconds=4)) == [replayed[2], replayed[1]]
     assert latest_signals(ch, "NVDA", window_size="PT1M") == []
-
-
-def test_signal_cursor_pages_every_row_exactly_once_in_query_order(ch: Client) -> None:
-    # same event_ts for several symbols and seqs: the tie-break must match the SQL order
-    rows = [
-        _signal(sym, s, float(s), seq=q) for s in range(3) for sym in ("B", "A") for q in (1, 0)
-    ]
-    ch.insert("ta_signals", [signal_row(s) for s in rows], column_names=SIGNAL_COLUMNS)
-    ch.insert("ta_signals", [signal_row(rows[0])], column_names=SIGNAL_COLUMNS)  # a replay
-
-    seen: list[Envelope[Signal]] = []
-    cursor: SignalCursor | None = None
-    while page := signals_after(ch, cursor, limit=5):
-        seen.extend(page)
-        cursor = SignalCursor.of(page[-1])
-    assert seen == sorted(rows, key=lambda e: (e.event_ts, e.symbol, e.seq))
-    only_a = signals_after(ch, None, symbols=["A"])
-    assert [e.symbol for e in only_a] == ["A"] * 6
 
 
 def test_flat_view_projects_signal_columns(ch: Client) -> None:

@@ -19,8 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from torghut.events import Signal
-from trading.domain import Action, Decision, OrderType, SignalRow
-from trading.store import TradingStore, upgrade
+from trading.adapters.store import TradingStore, upgrade
+from trading.core.clock import SimulatedClock
+from trading.core.domain import Action, Decision, OrderType, SignalRow
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
@@ -210,16 +211,7 @@ def llm_server(llm_httpd: tuple[dict[str, LlmServer], str]) -> Iterator[LlmServe
     srv.release.set()
 
 
-class ManualClock:
-    """A monotonic clock the test advances by hand (for the circuit breaker)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def manual_clock() -> ManualClock:
-    return ManualClock()
+def manual_clock() -> SimulatedClock:
+    """A clock the test advances by hand (for the circuit breaker)."""
+    return SimulatedClock(T0)

@@ -46,12 +46,14 @@ from torghut.clickhouse import connect
 from torghut.config import ApiSettings, Settings
 from torghut.events import Signal
 from torghut.sim.broker import BrokerSimulator
-from trading.domain import SignalRow
-from trading.execution import STOPPING, Outcome, TradingStopped
-from trading.orders import OrderStatus
-from trading.pipeline import Decided
-from trading.risk import RiskVerdict
-from trading.store import DecisionStatus, Origin
+from trading.adapters.store import Origin
+from trading.core.adjudicate import Adjudication
+from trading.core.decisions import DecisionStatus
+from trading.core.domain import SignalRow
+from trading.core.executor import STOPPING, Outcome, TradingStopped
+from trading.core.orders import OrderStatus
+from trading.core.pipeline import Decided
+from trading.core.risk import RiskVerdict
 
 __all__ = ["paper_broker"]
 
@@ -439,7 +441,7 @@ def test_nothing_is_sent_once_stopping_or_once_the_gate_closes_before_submit(
         try:
             with pytest.raises(TradingStopped):
                 runtime.pipeline.process([Decided(row, (first,))])
-            stored = runtime.store.record_decision(first, risk=RiskVerdict(()))
+            stored = runtime.store.record_decision(Adjudication.of(first, risk=RiskVerdict(())))
             assert runtime.executor.submit(stored).outcome is Outcome.UNRESOLVED
         finally:
             STOPPING.clear()
@@ -449,7 +451,7 @@ def test_nothing_is_sent_once_stopping_or_once_the_gate_closes_before_submit(
         assert kept.status is DecisionStatus.PENDING_SUBMIT  # the next start resolves it
 
         # Approved, then the kill switch is engaged before the submit: never sent.
-        pending = runtime.store.record_decision(second, risk=RiskVerdict(()))
+        pending = runtime.store.record_decision(Adjudication.of(second, risk=RiskVerdict(())))
         runtime.store.controls.set_kill_switch(True, "between risk and submit", Origin.CLI)
         runtime.controls.state(fresh=True)
         blocked = runtime.executor.submit(pending)
@@ -471,7 +473,7 @@ def test_the_start_pass_still_sends_a_fresh_intent_left_pending_by_a_crash(
     runtime = TradingRuntime.open(settings, stream=False)
     try:
         fresh = decision(event_ts=datetime.now(UTC) - timedelta(seconds=1), qty=Decimal(1))
-        runtime.store.record_decision(fresh, risk=RiskVerdict(()))
+        runtime.store.record_decision(Adjudication.of(fresh, risk=RiskVerdict(())))
         runtime.start()
         assert [o.client_order_id for o in paper_broker.orders()] == [fresh.decision_hash]
     finally:

@@ -30,7 +30,8 @@ from bytewax.recovery import init_db_dir
 from tests.helpers import wait_until
 from tests.trading.flow_fixtures import paper_broker
 from torghut.sim.broker import BrokerSimulator
-from trading.store import DecisionStatus, TradingStore
+from trading.adapters.store import TradingStore
+from trading.core.decisions import DecisionStatus
 
 __all__ = ["paper_broker"]
 
@@ -222,7 +223,7 @@ def test_kill_9_between_submit_and_persist_never_duplicates_and_converges(
     assert set(per_decision) == submitted, statuses
     # Every crossing row is decided at most once (2 symbols x (rows - 1)); a run killed before
     # its first recovery snapshot restarts from the store cursor with cold strategies and so
-    # can miss the first cross per symbol (documented in trading.pipeline).
+    # can miss the first cross per symbol (documented in trading.core.pipeline).
     assert (
         2 * (ROWS_PER_SYMBOL - 1) - 2 * KILLED_RUNS <= len(decisions) <= 2 * (ROWS_PER_SYMBOL - 1)
     )

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from tests.trading.conftest import T0, decision
-from trading.domain import Action, Decision, canonical_json, decision_hash
+from trading.core.domain import Action, Decision, canonical_json, decision_hash
 
 GOLDEN_JSON = (
     '{"action":"buy","event_ts":"2026-03-02T15:00:00.000000Z","params":{"qty":"10",'

@@ -16,22 +16,26 @@ from tests.trading.conftest import decision
 from tests.trading.flow_fixtures import paper_broker
 from torghut.config import AlpacaSettings
 from torghut.sim.broker import BrokerSimulator
-from trading.execution import (
+from trading.adapters.alpaca_broker import (
     AlpacaBroker,
     ClientTarget,
-    OrderExecutor,
-    Outcome,
     build_trading_client,
     stream_url_for,
 )
-from trading.orders import OrderStatus
-from trading.ports import OrderRequest
-from trading.risk import RiskVerdict
-from trading.store import DecisionStatus, StoredDecision, TradingStore
+from trading.adapters.store import TradingStore
+from trading.adapters.system_clock import SystemClock
+from trading.core.adjudicate import Adjudication
+from trading.core.decisions import DecisionStatus
+from trading.core.executor import OrderExecutor, Outcome
+from trading.core.orders import OrderStatus
+from trading.core.ports import OrderRequest
+from trading.core.records import StoredDecision
+from trading.core.risk import RiskVerdict
 
 __all__ = ["paper_broker"]
 
 FRESH = timedelta(hours=1)
+CLOCK = SystemClock()
 
 
 @pytest.fixture
@@ -49,7 +53,7 @@ def broker(paper_broker: BrokerSimulator) -> AlpacaBroker:
 
 def _intent(store: TradingStore, *, age: timedelta = timedelta(0), qty: int = 3) -> StoredDecision:
     d = decision(event_ts=datetime.now(UTC) - age, qty=Decimal(qty))
-    stored = store.record_decision(d, risk=RiskVerdict(()))
+    stored = store.record_decision(Adjudication.of(d, risk=RiskVerdict(())))
     assert stored.status is DecisionStatus.PENDING_SUBMIT
     return stored
 
@@ -66,7 +70,7 @@ def test_a_retry_meeting_a_duplicate_id_fetches_the_existing_order(
 ) -> None:
     intent = _intent(store)
     paper_broker.faults.fail_next_submits(1, status=504, after_accept=True)
-    result = OrderExecutor(store, broker, max_intent_age=FRESH).submit(intent)
+    result = OrderExecutor(store, broker, CLOCK, max_intent_age=FRESH).submit(intent)
     assert result.outcome is Outcome.SUBMITTED
     assert result.order is not None
     at_broker = [o for o in paper_broker.orders() if o.client_order_id == intent.decision_hash]
@@ -81,7 +85,7 @@ def test_an_error_after_acceptance_leaves_the_intent_then_resolve_adopts_it(
     store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
 ) -> None:
     intent = _intent(store)
-    executor = OrderExecutor(store, broker, max_intent_age=FRESH)
+    executor = OrderExecutor(store, broker, CLOCK, max_intent_age=FRESH)
     paper_broker.faults.fail_next_submits(1, status=500, after_accept=True)
     assert executor.submit(intent).outcome is Outcome.UNRESOLVED
     assert _status(store, intent.decision_hash) is DecisionStatus.PENDING_SUBMIT
@@ -95,7 +99,7 @@ def test_an_intent_the_broker_never_got_is_submitted_while_fresh(
     store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
 ) -> None:
     intent = _intent(store)
-    executor = OrderExecutor(store, broker, max_intent_age=FRESH)
+    executor = OrderExecutor(store, broker, CLOCK, max_intent_age=FRESH)
     paper_broker.faults.fail_next_submits(1, status=500, after_accept=False)
     assert executor.submit(intent).outcome is Outcome.UNRESOLVED
     assert paper_broker.orders() == []
@@ -108,7 +112,7 @@ def test_a_stale_intent_the_broker_never_got_expires(
     store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
 ) -> None:
     intent = _intent(store, age=timedelta(hours=2))
-    result = OrderExecutor(store, broker, max_intent_age=FRESH).resolve(intent)
+    result = OrderExecutor(store, broker, CLOCK, max_intent_age=FRESH).resolve(intent)
     assert result.outcome is Outcome.EXPIRED
     assert paper_broker.orders() == []
     with store.unit_of_work() as uow:
@@ -122,7 +126,7 @@ def test_a_definitive_refusal_is_recorded_as_submit_failed(
     store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
 ) -> None:
     intent = _intent(store, qty=1_000_000)
-    result = OrderExecutor(store, broker, max_intent_age=FRESH).submit(intent)
+    result = OrderExecutor(store, broker, CLOCK, max_intent_age=FRESH).submit(intent)
     assert result.outcome is Outcome.REJECTED
     assert "403" in result.detail
     assert _status(store, intent.decision_hash) is DecisionStatus.SUBMIT_FAILED
@@ -151,7 +155,7 @@ def test_a_stale_observation_after_a_newer_one_writes_nothing(
     store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
 ) -> None:
     intent = _intent(store)
-    executor = OrderExecutor(store, broker, max_intent_age=FRESH)
+    executor = OrderExecutor(store, broker, CLOCK, max_intent_age=FRESH)
     accepted = executor.submit(intent).order
     assert accepted is not None
     wait_until(

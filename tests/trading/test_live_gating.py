@@ -35,17 +35,17 @@ from tests.trading.flow_fixtures import (
 from torghut.config import AlpacaSettings, ClickHouseSettings, Settings, TradingSettings
 from torghut.events import Signal
 from torghut.sim.broker import BrokerSimulator
+from trading.adapters.alpaca_broker import client_target
+from trading.adapters.store import create_engine
 from trading.backtest.records import BacktestRunRow
-from trading.domain import Action, OrderType, SignalRow
-from trading.execution import BrokerRejected, client_target
-from trading.live_gates import LiveGateError
-from trading.pipeline import Decided
-from trading.ports import OrderRequest
+from trading.core.domain import Action, OrderType, SignalRow
+from trading.core.live_gates import LiveGateError
+from trading.core.pipeline import Decided
+from trading.core.ports import BrokerRejected, OrderRequest
+from trading.core.risk import RiskCheck
+from trading.core.strategies import MacdRsi, build_strategies, make_decision
 from trading.promote.records import record_verdict
 from trading.promote.subject import subject_hash, subject_of_strategies
-from trading.risk import RiskCheck
-from trading.store import create_engine
-from trading.strategies import MacdRsi, build_strategies, make_decision
 
 __all__ = ["paper_broker"]
 

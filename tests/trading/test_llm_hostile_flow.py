@@ -47,10 +47,10 @@ from tests.trading.flow_fixtures import (
 from torghut.clickhouse import connect
 from torghut.config import LlmSettings
 from torghut.sim.broker import BrokerSimulator
-from trading.ports import SignalCursor
-from trading.quantity import QuantityRules
-from trading.store import DecisionStatus
-from trading.store.models import LlmReviewRow, TradeDecisionRow
+from trading.adapters.store.models import LlmReviewRow, TradeDecisionRow
+from trading.core.decisions import DecisionStatus
+from trading.core.ports import SignalCursor
+from trading.core.quantity import QuantityRules
 
 __all__ = ["paper_broker"]
 

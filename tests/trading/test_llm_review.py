@@ -6,25 +6,28 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
-from tests.trading.conftest import LlmServer, ManualClock, Reply, decision, row
+from tests.trading.conftest import T0, LlmServer, Reply, decision, row
 from torghut.config import LlmSettings
-from trading.domain import Action, Decision
-from trading.llm import (
+from trading.adapters.openai_reviewer import OpenAiChatReviewer
+from trading.adapters.system_clock import SystemClock
+from trading.core.clock import Clock, SimulatedClock
+from trading.core.domain import Action, Decision
+from trading.core.llm import (
     PROMPT_VERSION,
     SYSTEM_PROMPT,
     BreakerState,
     DecisionReview,
-    OpenAiChatReviewer,
     ReviewOutcome,
 )
-from trading.llm.policy import MAX_RAW_RESPONSE_CHARS
-from trading.quantity import QuantityRules
+from trading.core.llm.policy import MAX_RAW_RESPONSE_CHARS
+from trading.core.quantity import QuantityRules
 
 API_KEY = "sk-test-do-not-log-0123456789"
 RECENT = [row(i, macd=0.1 * i, macd_signal=0.05, rsi14=55.0, close=100.0 + i) for i in range(8)]
@@ -65,7 +68,7 @@ def short_client(llm_httpd: tuple[object, str]) -> Iterator[OpenAiChatReviewer]:
 def reviewer(
     client: OpenAiChatReviewer,
     llm_server: LlmServer,
-    clock: ManualClock | None = None,
+    clock: Clock | None = None,
     *,
     live: bool = False,
     quantity: QuantityRules | None = None,
@@ -76,7 +79,7 @@ def reviewer(
         settings(llm_server.url, **changes),
         live=live,
         quantity=quantity,
-        clock=clock or ManualClock(),
+        clock=clock or SimulatedClock(T0),
     )
 
 
@@ -300,7 +303,7 @@ def test_shadow_mode_records_but_never_acts(
 
 
 def test_circuit_breaker_opens_after_consecutive_failures_and_recovers(
-    llm_server: LlmServer, client: OpenAiChatReviewer, manual_clock: ManualClock
+    llm_server: LlmServer, client: OpenAiChatReviewer, manual_clock: SimulatedClock
 ) -> None:
     review = reviewer(client, llm_server, manual_clock, fallback="veto")
     d = decision()
@@ -314,13 +317,13 @@ def test_circuit_breaker_opens_after_consecutive_failures_and_recovers(
     assert skipped.vetoed
     assert len(llm_server.requests) == calls, "an open breaker does not call the provider"
 
-    manual_clock.now += 30
+    manual_clock.advance(timedelta(seconds=30))
     assert breaker_state(review) is BreakerState.HALF_OPEN
     llm_server.raw(500, b"{}")
     assert review.review(d, RECENT).vetoed
     assert breaker_state(review) is BreakerState.OPEN, "a failed trial re-opens at once"
 
-    manual_clock.now += 30
+    manual_clock.advance(timedelta(seconds=30))
     llm_server.answer_json(verdict="approve", confidence=0.9, reason="fine")
     ok = review.review(d, RECENT)
     assert ok.effective_verdict == "approve"
@@ -441,7 +444,7 @@ def test_a_hostile_transport_ends_by_the_deadline_and_takes_the_fallback(
         llm_server.script(reply)
         llm_server.answer_json(verdict="approve", confidence=0.9, reason="a followed redirect")
         started = time.monotonic()
-        live = reviewer(c, llm_server, live=True, fallback="pass").review(d, RECENT)
+        live = reviewer(c, llm_server, SystemClock(), live=True, fallback="pass").review(d, RECENT)
         elapsed = time.monotonic() - started
     finally:
         c.close()

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from prometheus_client import REGISTRY
 
-from trading.orders import (
+from trading.core.orders import (
     ACTIVE,
     TERMINAL,
     TRANSITIONS,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trading.quantity import FRACTIONAL_INCREMENT, QuantityRules, wire_qty
+from trading.core.quantity import FRACTIONAL_INCREMENT, QuantityRules, wire_qty
 
 RULES = QuantityRules(["aapl"])
 QTYS = st.decimals(min_value=Decimal(0), max_value=Decimal(100_000), places=28, allow_nan=False)

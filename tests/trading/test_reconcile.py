@@ -17,18 +17,24 @@ from tests.trading.flow_fixtures import paper_broker
 from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
 from torghut.events import Signal
 from torghut.sim.broker import BrokerSimulator
-from trading.domain import OrderType, SignalRow
-from trading.execution import AlpacaBroker, ClientTarget, OrderExecutor, build_trading_client
-from trading.orders import OrderStatus
-from trading.pipeline import Decided, TradingPipeline
-from trading.ports import OrderRequest
-from trading.reconcile import Reconciler
-from trading.risk import RiskLimits, RiskVerdict
-from trading.store import DecisionStatus, Origin, TradingStore
+from trading.adapters.alpaca_broker import AlpacaBroker, ClientTarget, build_trading_client
+from trading.adapters.store import Origin, TradingStore
+from trading.adapters.system_clock import SystemClock
+from trading.adapters.trade_updates import TradeUpdates
+from trading.core.adjudicate import Adjudication
+from trading.core.decisions import DecisionStatus
+from trading.core.domain import OrderType, SignalRow
+from trading.core.executor import OrderExecutor
+from trading.core.orders import OrderStatus
+from trading.core.pipeline import Decided, TradingPipeline
+from trading.core.ports import OrderRequest
+from trading.core.reconcile import Reconciler
+from trading.core.risk import RiskLimits, RiskVerdict
 
 __all__ = ["paper_broker"]
 
 _HOUR = timedelta(hours=1)
+CLOCK = SystemClock()
 
 
 @pytest.fixture
@@ -44,19 +50,9 @@ def broker(paper_broker: BrokerSimulator) -> AlpacaBroker:
     return AlpacaBroker(build_trading_client(target, AlpacaSettings()))
 
 
-def _reconciler(
-    store: TradingStore, broker: AlpacaBroker, *, stream_url: str | None = None
-) -> Reconciler:
-    executor = OrderExecutor(store, broker, max_intent_age=_HOUR)
-    factory = None
-    if stream_url is not None:
-
-        def factory() -> TradingStream:
-            return TradingStream("sim-key", "sim-secret", paper=True, url_override=stream_url)
-
-    return Reconciler(
-        store, broker, executor, interval_s=3600, halt_on_drift=True, stream_factory=factory
-    )
+def _reconciler(store: TradingStore, broker: AlpacaBroker) -> Reconciler:
+    executor = OrderExecutor(store, broker, CLOCK, max_intent_age=_HOUR)
+    return Reconciler(store, broker, executor, CLOCK, interval_s=3600, halt_on_drift=True)
 
 
 def _halted(reconciler: Reconciler) -> str | None:
@@ -72,12 +68,22 @@ def _execution_status(store: TradingStore, order_id: str) -> OrderStatus | None:
 def test_the_stream_records_each_transition_as_it_happens(
     store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
 ) -> None:
-    reconciler = _reconciler(store, broker, stream_url=paper_broker.stream_url)
+    executor = OrderExecutor(store, broker, CLOCK, max_intent_age=_HOUR)
+    reconciler = Reconciler(store, broker, executor, CLOCK, interval_s=3600, halt_on_drift=True)
+
+    def stream() -> TradingStream:
+        url = paper_broker.stream_url
+        return TradingStream("sim-key", "sim-secret", paper=True, url_override=url)
+
+    updates = TradeUpdates(executor, stream)
     reconciler.start()
+    updates.start()
     try:
         wait_until(lambda: paper_broker.stream_clients() == 1, timeout=10, message="no stream")
         wait_until(lambda: reconciler.halted_reason is None, timeout=10, message="still halted")
-        intent = store.record_decision(decision(event_ts=datetime.now(UTC)), risk=RiskVerdict(()))
+        intent = store.record_decision(
+            Adjudication.of(decision(event_ts=datetime.now(UTC)), risk=RiskVerdict(()))
+        )
         # The order reaches the broker but its answer is never recorded by the submitter.
         order = broker.submit(intent.order_request())
         wait_until(
@@ -94,6 +100,7 @@ def test_the_stream_records_each_transition_as_it_happens(
         assert events[-1].event_type == "fill"
         assert all(e.event_type != "poll" for e in events)
     finally:
+        updates.stop()
         reconciler.stop()
         paper_broker.disconnect_streams()
 
@@ -102,7 +109,9 @@ def test_the_periodic_pass_resolves_intents_and_catches_up_without_a_stream(
     store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
 ) -> None:
     reconciler = _reconciler(store, broker)
-    intent = store.record_decision(decision(event_ts=datetime.now(UTC)), risk=RiskVerdict(()))
+    intent = store.record_decision(
+        Adjudication.of(decision(event_ts=datetime.now(UTC)), risk=RiskVerdict(()))
+    )
     order = broker.submit(intent.order_request())
     wait_until(
         lambda: all(o.status == "filled" for o in paper_broker.orders()), timeout=5, message="fill"
@@ -113,6 +122,42 @@ def test_the_periodic_pass_resolves_intents_and_catches_up_without_a_stream(
     assert reconciler.halted_reason is None
     assert _execution_status(store, order.id) is OrderStatus.FILLED
     assert len(paper_broker.orders()) == 1
+
+
+def test_a_pass_stamps_reconciled_at_on_executions_it_confirmed_and_polls_them_no_more(
+    store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
+) -> None:
+    """``reconciled_at`` is what the API shows as "reconciled": written by the pass that found
+    the stored execution equal to the broker's order, also for a fill recorded by the stream
+    (terminal before any poll); a confirmed terminal execution is not polled again."""
+    reconciler = _reconciler(store, broker)
+    executor = OrderExecutor(store, broker, CLOCK, max_intent_age=_HOUR)
+    intent = store.record_decision(
+        Adjudication.of(decision(event_ts=datetime.now(UTC)), risk=RiskVerdict(()))
+    )
+    sent = executor.submit(intent)
+    assert sent.order is not None
+    order_id = sent.order.id
+    wait_until(
+        lambda: all(o.status == "filled" for o in paper_broker.orders()), timeout=5, message="fill"
+    )
+    # The fill reaches the store before any pass, as the stream would record it.
+    assert executor.record(broker.get_order(order_id), event_type="fill")
+    with store.unit_of_work() as uow:
+        recorded = uow.get_execution(order_id)
+        assert recorded is not None
+        assert (recorded.status, recorded.reconciled_at) == (OrderStatus.FILLED, None)
+        assert [e.alpaca_order_id for e in uow.executions_to_reconcile()] == [order_id]
+    before = datetime.now(UTC)
+    report = reconciler.reconcile_once()
+    assert report.orders_checked == 1
+    with store.unit_of_work() as uow:
+        confirmed = uow.get_execution(order_id)
+        assert confirmed is not None
+        assert confirmed.reconciled_at is not None
+        assert before <= confirmed.reconciled_at <= datetime.now(UTC)
+        assert uow.executions_to_reconcile() == []
+    assert reconciler.reconcile_once().orders_checked == 0
 
 
 def test_position_drift_halts_new_orders_until_reconciled_and_resumed(
@@ -139,11 +184,12 @@ def test_position_drift_halts_new_orders_until_reconciled_and_resumed(
         AlpacaSettings(symbols=("AAPL",)),
         read_delay=timedelta(0),
     )
-    executor = OrderExecutor(store, broker, max_intent_age=_HOUR)
+    executor = OrderExecutor(store, broker, CLOCK, max_intent_age=_HOUR)
     pipeline = TradingPipeline(
         store,
         broker,
         executor,
+        CLOCK,
         limits=limits,
         review=None,
         cursor_source="test",

@@ -21,17 +21,23 @@ from tests.trading.flow_fixtures import paper_broker, trading_settings
 from torghut.config import AlpacaSettings, ClickHouseSettings, LlmSettings
 from torghut.events import Signal
 from torghut.sim.broker import BrokerSimulator
-from trading.domain import Decision, SignalRow
-from trading.execution import AlpacaBroker, ClientTarget, OrderExecutor, build_trading_client
-from trading.llm import DecisionReview, OpenAiChatReviewer
-from trading.pipeline import Decided, TradingPipeline
-from trading.review_lanes import SymbolLanes
-from trading.risk import RiskLimits
-from trading.signals import signal_read_delay
-from trading.store import DecisionStatus, StoredDecision, TradingStore
+from trading.adapters.alpaca_broker import AlpacaBroker, ClientTarget, build_trading_client
+from trading.adapters.openai_reviewer import OpenAiChatReviewer
+from trading.adapters.store import TradingStore
+from trading.adapters.system_clock import SystemClock
+from trading.core.decisions import DecisionStatus
+from trading.core.domain import Decision, SignalRow
+from trading.core.executor import OrderExecutor
+from trading.core.llm import DecisionReview
+from trading.core.pipeline import Decided, TradingPipeline
+from trading.core.records import StoredDecision
+from trading.core.review_lanes import SymbolLanes
+from trading.core.risk import RiskLimits
+from trading.core.signals import signal_read_delay
 
 __all__ = ["paper_broker"]
 
+CLOCK = SystemClock()
 APPROVE = json.dumps(
     {
         "choices": [
@@ -84,9 +90,10 @@ def make_pipeline(
         pipeline = TradingPipeline(
             store,
             broker,
-            OrderExecutor(store, broker, max_intent_age=timedelta(hours=1)),
+            OrderExecutor(store, broker, CLOCK, max_intent_age=timedelta(hours=1)),
+            CLOCK,
             limits=limits,
-            review=DecisionReview(client, llm_settings, live=False),
+            review=DecisionReview(client, llm_settings, live=False, clock=CLOCK),
             cursor_source="test",
             exclusive=exclusive,
         )

@@ -19,9 +19,9 @@ from torghut.config import (
     TaSettings,
     TradingSettings,
 )
-from trading.domain import Action
-from trading.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot
-from trading.risk import (
+from trading.core.domain import Action
+from trading.core.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot
+from trading.core.risk import (
     LagChange,
     PipelineLag,
     RecentOrder,
@@ -30,7 +30,7 @@ from trading.risk import (
     RiskLimits,
     evaluate,
 )
-from trading.signals import signal_read_delay
+from trading.core.signals import signal_read_delay
 
 NOW = T0 + timedelta(seconds=1)
 

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from torghut.config import AlpacaSettings, TradingSettings
-from trading.live_gates import LiveGateError, TradingEndpoint, trading_endpoint
+from trading.core.live_gates import LiveGateError, TradingEndpoint, trading_endpoint
 
 LIVE_URL = "https://api.alpaca.markets"
 PAPER_URL = "https://paper-api.alpaca.markets"

@@ -18,8 +18,12 @@ from tests.trading.flow_fixtures import (
     insert_signals,
     prepare_signals,
 )
-from trading.ports import SignalCursor
-from trading.signals import ClickHouseSignalReader, UnknownSignalSchema, resolve_schema
+from trading.adapters.clickhouse_signals import (
+    ClickHouseSignalReader,
+    UnknownSignalSchema,
+    resolve_schema,
+)
+from trading.core.ports import SignalCursor
 
 T0 = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
 """Recent: ``ta_signals`` has a 14-day TTL that would drop older rows under the test."""
@@ -46,10 +50,13 @@ def _drain(reader: ClickHouseSignalReader, limit: int, *, bounded: bool = True) 
 def test_rows_come_once_each_in_cursor_order_across_small_batches(signals_db: Any) -> None:
     rows = crossing_signals(T0, 7, symbols=("MSFT", "AAPL", "NVDA"))
     insert_signals(signals_db, list(reversed(rows)))
+    insert_signals(signals_db, rows[:5])  # a replay of rows already stored: FINAL keeps one
     read = _drain(ClickHouseSignalReader(signals_db), limit=4)
     keys = [(r.event_ts, r.symbol, r.seq) for r in read]
     assert keys == sorted((e.event_ts, e.symbol, e.seq) for e in rows)
     assert len(set(keys)) == 21
+    only_aapl = _drain(ClickHouseSignalReader(signals_db, symbols=("AAPL",)), limit=4)
+    assert [r.symbol for r in only_aapl] == ["AAPL"] * 7
 
 
 def test_same_second_rows_tie_break_on_symbol_then_seq(signals_db: Any) -> None:

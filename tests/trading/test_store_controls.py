@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from tests.trading.conftest import T0
-from trading.store import ControlAction, HaltKind, Origin, TradingStore
+from trading.adapters.store import ControlAction, HaltKind, Origin, TradingStore
 
 REPO = Path(__file__).resolve().parents[2]
 

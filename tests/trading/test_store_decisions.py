@@ -10,15 +10,17 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from tests.trading.conftest import T0, decision
-from trading.domain import Action
-from trading.llm import ReviewOutcome
-from trading.ports import SignalCursor
-from trading.risk import RiskCheck, RiskReason, RiskVerdict
-from trading.store import DecisionStatus, StoredDecision, TradingStore
-from trading.store.models import LlmReviewRow, TradeDecisionRow
+from trading.adapters.store import TradingStore
+from trading.adapters.store.models import LlmReviewRow, TradeDecisionRow
+from trading.core.adjudicate import Adjudication
+from trading.core.decisions import DecisionStatus
+from trading.core.domain import Action
+from trading.core.llm import ReviewOutcome
+from trading.core.ports import SignalCursor, StoreConflict, StoreRejected
+from trading.core.records import StoredDecision
+from trading.core.risk import RiskCheck, RiskReason, RiskVerdict
 
 APPROVED = RiskVerdict(())
 
@@ -50,7 +52,7 @@ def count(store: TradingStore, table: type) -> int:
 
 def test_decision_review_and_intent_are_stored_together(store: TradingStore) -> None:
     d = decision()
-    stored = store.record_decision(d, risk=APPROVED, review=review())
+    stored = store.record_decision(Adjudication.of(d, risk=APPROVED, review=review()))
     assert stored.created
     assert stored.status is DecisionStatus.PENDING_SUBMIT
     assert stored.decision_hash == d.decision_hash
@@ -76,9 +78,11 @@ def test_decision_review_and_intent_are_stored_together(store: TradingStore) -> 
 
 def test_replay_returns_the_existing_decision_and_writes_nothing(store: TradingStore) -> None:
     d = decision()
-    first = store.record_decision(d, risk=APPROVED, review=review())
+    first = store.record_decision(Adjudication.of(d, risk=APPROVED, review=review()))
     again = store.record_decision(
-        d, risk=RiskVerdict((RiskReason(RiskCheck.KILL_SWITCH, "on"),)), review=review()
+        Adjudication.of(
+            d, risk=RiskVerdict((RiskReason(RiskCheck.KILL_SWITCH, "on"),)), review=review()
+        )
     )
     assert not again.created
     assert again.id == first.id
@@ -88,29 +92,35 @@ def test_replay_returns_the_existing_decision_and_writes_nothing(store: TradingS
 
 
 def test_decision_hash_is_unique_in_the_database(store: TradingStore) -> None:
-    store.record_decision(decision(), risk=APPROVED)
-    with store.unit_of_work() as uow:
-        uow.session.add(
-            TradeDecisionRow(
-                id=uuid.uuid4(),
-                decision_hash=decision().decision_hash,
-                strategy_id="x",
-                strategy_version="1",
-                symbol="AAPL",
-                side="buy",
-                qty=Decimal(1),
-                order_type="market",
-                limit_price=None,
-                event_ts=T0,
-                status="pending_submit",
-                status_detail=None,
-                risk_reasons=None,
-                decision_json={},
-                executed_at=None,
+    """A second row with the same hash is refused, and leaves the unit of work as the port's
+    ``StoreConflict`` (never SQLAlchemy's exception)."""
+    store.record_decision(Adjudication.of(decision(), risk=APPROVED))
+
+    def duplicate() -> None:
+        with store.unit_of_work() as uow:
+            uow.session.add(
+                TradeDecisionRow(
+                    id=uuid.uuid4(),
+                    decision_hash=decision().decision_hash,
+                    strategy_id="x",
+                    strategy_version="1",
+                    symbol="AAPL",
+                    side="buy",
+                    qty=Decimal(1),
+                    order_type="market",
+                    limit_price=None,
+                    event_ts=T0,
+                    status="pending_submit",
+                    status_detail=None,
+                    risk_reasons=None,
+                    decision_json={},
+                    executed_at=None,
+                )
             )
-        )
-        with pytest.raises(IntegrityError):
             uow.session.flush()
+
+    with pytest.raises(StoreConflict, match="decision_hash"):
+        duplicate()
 
 
 def test_rejection_is_stored_with_all_its_reasons(store: TradingStore) -> None:
@@ -119,7 +129,7 @@ def test_rejection_is_stored_with_all_its_reasons(store: TradingStore) -> None:
         RiskReason(RiskCheck.SIGNAL_STALE, "signal age 300s > 120s"),
         RiskReason(RiskCheck.BUYING_POWER, "notional 1000 > buying power 1"),
     )
-    stored = store.record_decision(decision(), risk=RiskVerdict(reasons))
+    stored = store.record_decision(Adjudication.of(decision(), risk=RiskVerdict(reasons)))
     assert stored.status is DecisionStatus.REJECTED
     assert stored.risk_reasons == reasons
     with store.unit_of_work() as uow:
@@ -128,35 +138,41 @@ def test_rejection_is_stored_with_all_its_reasons(store: TradingStore) -> None:
         assert uow.pending_submissions() == []
     with pytest.raises(ValueError, match="not an order"):
         store.record_decision(
-            decision(event_ts=T0 + timedelta(seconds=1)),
-            risk=APPROVED,
-            review=review(effective_verdict="veto", effective_qty=Decimal(0), verdict="veto"),
+            Adjudication.of(
+                decision(event_ts=T0 + timedelta(seconds=1)),
+                risk=APPROVED,
+                review=review(effective_verdict="veto", effective_qty=Decimal(0), verdict="veto"),
+            )
         ).order_request()
 
 
 def test_veto_needs_no_risk_verdict_but_everything_else_does(store: TradingStore) -> None:
     vetoed = store.record_decision(
-        decision(),
-        risk=None,
-        review=review(effective_verdict="veto", effective_qty=Decimal(0), verdict="veto"),
+        Adjudication.of(
+            decision(),
+            risk=None,
+            review=review(effective_verdict="veto", effective_qty=Decimal(0), verdict="veto"),
+        )
     )
     assert vetoed.status is DecisionStatus.VETOED
     assert vetoed.qty == 0
     with pytest.raises(ValueError, match="risk must be evaluated"):
-        store.record_decision(decision(action=Action.SELL), risk=None)
+        store.record_decision(Adjudication.of(decision(action=Action.SELL), risk=None))
     assert count(store, TradeDecisionRow) == 1
 
 
 def test_unit_of_work_is_atomic_under_an_injected_failure(store: TradingStore) -> None:
     """The review insert violates a database CHECK: the decision must not survive either."""
-    with pytest.raises(IntegrityError):
-        store.record_decision(decision(), risk=APPROVED, review=review(latency_ms=-1))
+    with pytest.raises(StoreRejected, match="latency_ms"):
+        store.record_decision(
+            Adjudication.of(decision(), risk=APPROVED, review=review(latency_ms=-1))
+        )
     assert count(store, TradeDecisionRow) == 0
     assert count(store, LlmReviewRow) == 0
 
     def crash_before_commit() -> None:
         with store.unit_of_work() as uow:
-            uow.record_decision(decision(), risk=APPROVED, review=review())
+            uow.record_decision(Adjudication.of(decision(), risk=APPROVED, review=review()))
             uow.save_cursor("s", SignalCursor("PT1S", T0, "A", 1))
             raise RuntimeError("crash before commit")
 
@@ -167,7 +183,7 @@ def test_unit_of_work_is_atomic_under_an_injected_failure(store: TradingStore) -
     with store.unit_of_work() as uow:
         assert uow.load_cursor("s") is None
 
-    stored = store.record_decision(decision(), risk=APPROVED, review=review())
+    stored = store.record_decision(Adjudication.of(decision(), risk=APPROVED, review=review()))
     assert stored.created, "the failed attempts left nothing behind"
 
 
@@ -181,7 +197,7 @@ def test_concurrent_duplicates_get_the_one_existing_decision(pg_url: str) -> Non
     def insert(s: TradingStore) -> None:
         try:
             barrier.wait(timeout=10)
-            results.append(s.record_decision(d, risk=APPROVED, review=review()))
+            results.append(s.record_decision(Adjudication.of(d, risk=APPROVED, review=review())))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -208,7 +224,7 @@ def test_exact_decimals_and_utc_timestamps_round_trip(store: TradingStore) -> No
         limit_price=Decimal("187.4300"),
         event_ts=T0 + timedelta(microseconds=123456),
     )
-    stored = store.record_decision(d, risk=APPROVED)
+    stored = store.record_decision(Adjudication.of(d, risk=APPROVED))
     assert stored.qty == Decimal("0.000000001")
     assert stored.limit_price == Decimal("187.43")
     assert stored.event_ts == d.event_ts
@@ -218,7 +234,9 @@ def test_exact_decimals_and_utc_timestamps_round_trip(store: TradingStore) -> No
 def test_read_models_filter_by_symbol_and_time(store: TradingStore) -> None:
     for i, symbol in enumerate(["AAPL", "MSFT", "AAPL"]):
         store.record_decision(
-            decision(symbol=symbol, event_ts=T0 + timedelta(seconds=i)), risk=APPROVED
+            Adjudication.of(
+                decision(symbol=symbol, event_ts=T0 + timedelta(seconds=i)), risk=APPROVED
+            )
         )
     with store.unit_of_work() as uow:
         assert [x.symbol for x in uow.decisions()] == ["AAPL", "MSFT", "AAPL"][::-1]

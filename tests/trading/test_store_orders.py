@@ -4,19 +4,24 @@ drift — on real Postgres and on SQLite."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
 
 import msgspec
 import pytest
 
 from tests.trading.conftest import T0, decision
-from trading.orders import InvalidOrderTransition, OrderStatus, Transition
-from trading.ports import BrokerOrder, PositionSnapshot, SignalCursor
-from trading.risk import RiskVerdict
-from trading.store import DecisionStatus, TradingStore
+from trading.adapters.store import TradingStore, UnitOfWork
+from trading.core.adjudicate import Adjudication
+from trading.core.decisions import DecisionStatus
+from trading.core.orders import InvalidOrderTransition, OrderStatus, Transition
+from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor
+from trading.core.risk import RiskVerdict
 
 S = OrderStatus
+T = TypeVar("T")
 
 
 def broker_order(client_order_id: str, **changes: object) -> BrokerOrder:
@@ -40,7 +45,7 @@ def at(seconds: float) -> datetime:
 
 
 def test_submission_then_fills_append_one_event_per_transition(store: TradingStore) -> None:
-    d = store.record_decision(decision(), risk=RiskVerdict(()))
+    d = store.record_decision(Adjudication.of(decision(), risk=RiskVerdict(())))
     order = broker_order(d.decision_hash)
     execution = store.record_submission(order)
     assert execution.decision_id == d.id
@@ -102,7 +107,7 @@ def test_submission_then_fills_append_one_event_per_transition(store: TradingSto
         assert final is not None
         assert final.status is S.FILLED
         assert final.filled_avg_price == Decimal("187.46")
-        assert uow.open_executions() == []
+        assert [e.status for e in uow.executions_to_reconcile()] == [S.FILLED]
         decided = uow.get_decision(d.decision_hash)
         assert decided is not None
         assert decided.status is DecisionStatus.SUBMITTED
@@ -112,7 +117,7 @@ def test_submission_then_fills_append_one_event_per_transition(store: TradingSto
 
 
 def test_invalid_transition_raises_and_changes_nothing(store: TradingStore) -> None:
-    d = store.record_decision(decision(), risk=RiskVerdict(()))
+    d = store.record_decision(Adjudication.of(decision(), risk=RiskVerdict(())))
     order = broker_order(d.decision_hash, status=S.NEW)
     store.record_submission(order)
     filled = msgspec.structs.replace(order, status=S.FILLED, filled_qty=Decimal(10))
@@ -140,7 +145,7 @@ def test_an_order_acknowledged_before_a_crash_is_adopted_by_its_decision(
 ) -> None:
     """Submit happened, the process died before record_submission: the stream or the poll
     finds the order, and its client_order_id leads back to the decision."""
-    d = store.record_decision(decision(), risk=RiskVerdict(()))
+    d = store.record_decision(Adjudication.of(decision(), risk=RiskVerdict(())))
     with store.unit_of_work() as uow:
         assert [p.id for p in uow.pending_submissions()] == [d.id]
     order = broker_order(
@@ -164,28 +169,38 @@ def test_an_order_placed_outside_the_loop_is_recorded_without_a_decision(
         execution = uow.get_execution(order.id)
         assert execution is not None
         assert execution.decision_id is None
-        assert [e.id for e in uow.open_executions()] == [execution.id]
+        assert [e.id for e in uow.executions_to_reconcile()] == [execution.id]
         uow.mark_reconciled(order.id, at(2))
         uow.commit()
     with store.unit_of_work() as uow:
         execution = uow.get_execution(order.id)
         assert execution is not None
         assert execution.reconciled_at == at(2)
+        # Still open: reconciled or not, the reconciler keeps polling it.
+        assert [e.id for e in uow.executions_to_reconcile()] == [execution.id]
         assert len(uow.executions(symbol="AAPL")) == 1
         assert uow.executions(symbol="MSFT") == []
 
 
+def committed(store: TradingStore, step: Callable[[UnitOfWork], T]) -> T:
+    """``step`` in a unit of work of its own, committed."""
+    with store.unit_of_work() as uow:
+        result = step(uow)
+        uow.commit()
+        return result
+
+
 def test_submit_failure_is_recorded(store: TradingStore) -> None:
-    d = store.record_decision(decision(), risk=RiskVerdict(()))
-    store.record_submit_failure(d.decision_hash, "403 insufficient buying power")
+    d = store.record_decision(Adjudication.of(decision(), risk=RiskVerdict(())))
+    committed(store, lambda u: u.record_submit_failure(d.decision_hash, "403 insufficient funds"))
     with store.unit_of_work() as uow:
         failed = uow.get_decision(d.decision_hash)
         assert failed is not None
         assert failed.status is DecisionStatus.SUBMIT_FAILED
-        assert failed.status_detail == "403 insufficient buying power"
+        assert failed.status_detail == "403 insufficient funds"
         assert uow.pending_submissions() == []
     with pytest.raises(LookupError):
-        store.record_submit_failure("0" * 64, "x")
+        committed(store, lambda u: u.record_submit_failure("0" * 64, "x"))
     with pytest.raises(LookupError):
         store.record_submission(broker_order("0" * 64))
 
@@ -193,9 +208,9 @@ def test_submit_failure_is_recorded(store: TradingStore) -> None:
 def test_signal_cursor_is_saved_per_source(store: TradingStore) -> None:
     first = SignalCursor("PT1S", T0, "AAPL", 7)
     later = SignalCursor("PT1S", T0 + timedelta(milliseconds=1), "AAPL", 8)
-    store.save_cursor("ta_signals", first)
-    store.save_cursor("ta_signals", later)
-    store.save_cursor("replay", first)
+    committed(store, lambda u: u.save_cursor("ta_signals", first))
+    committed(store, lambda u: u.save_cursor("ta_signals", later))
+    committed(store, lambda u: u.save_cursor("replay", first))
     with store.unit_of_work() as uow:
         assert uow.load_cursor("ta_signals") == later
         assert uow.load_cursor("replay") == first
@@ -204,15 +219,13 @@ def test_signal_cursor_is_saved_per_source(store: TradingStore) -> None:
 
 
 def test_position_drift_against_the_broker(store: TradingStore) -> None:
-    d = store.record_decision(decision(), risk=RiskVerdict(()))
+    d = store.record_decision(Adjudication.of(decision(), risk=RiskVerdict(())))
     store.record_submission(broker_order(d.decision_hash, status=S.FILLED, filled_qty=Decimal(10)))
-    drifts = store.record_positions(
-        T0,
-        [
-            PositionSnapshot("AAPL", Decimal(10), Decimal(1000)),
-            PositionSnapshot("MSFT", Decimal(-3), Decimal(-300)),
-        ],
-    )
+    broker = [
+        PositionSnapshot("AAPL", Decimal(10), Decimal(1000)),
+        PositionSnapshot("MSFT", Decimal(-3), Decimal(-300)),
+    ]
+    drifts = committed(store, lambda u: u.record_positions(T0, broker))
     assert [(x.symbol, x.broker_qty, x.local_qty, x.drift) for x in drifts] == [
         ("AAPL", Decimal(10), Decimal(10), Decimal(0)),
         ("MSFT", Decimal(-3), Decimal(0), Decimal(-3)),

@@ -12,9 +12,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from torghut.config import StoreSettings
+from trading.adapters.store import Base, TradingStore, upgrade
 from trading.backtest.records import BacktestRunRow
 from trading.promote.records import PromotionSignoffRow, PromotionVerdictRow
-from trading.store import Base, TradingStore, upgrade
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,7 +75,7 @@ def test_upgrade_head_creates_exactly_the_model_schema(store_url: str) -> None:
 
 def test_processes_starting_together_migrate_one_after_the_other(pg_url: str) -> None:
     """Separate processes (Alembic's context is process-global, so not threads)."""
-    code = "import sys; from trading.store import upgrade; upgrade(sys.argv[1])"
+    code = "import sys; from trading.adapters.store import upgrade; upgrade(sys.argv[1])"
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, pg_url],

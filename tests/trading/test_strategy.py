@@ -11,8 +11,8 @@ import pytest
 
 from tests.trading.conftest import row
 from torghut.config import TradingSettings
-from trading.domain import Action, Decision, OrderType, SignalRow
-from trading.strategies import (
+from trading.core.domain import Action, Decision, OrderType, SignalRow
+from trading.core.strategies import (
     BollingerReversion,
     MacdRsi,
     Strategy,

@@ -27,7 +27,8 @@ from tests.trading.flow_fixtures import (
 from torghut.clickhouse import connect
 from torghut.config import Settings
 from torghut.sim.broker import BrokerSimulator
-from trading.store import DecisionStatus, TradingStore
+from trading.adapters.store import TradingStore
+from trading.core.decisions import DecisionStatus
 
 __all__ = ["paper_broker"]
 

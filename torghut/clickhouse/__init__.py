@@ -1,19 +1,13 @@
 """ClickHouse access: client factory, migrations, row converters and deduplicating readers.
 
 Writers (the TA sink) use :func:`connect`, :func:`migrate` and the ``*_row`` converters;
-readers (API, trading loop) use the helpers of :mod:`torghut.clickhouse.queries`, which always
-read with ``FINAL``.
+readers (the API) use the helpers of :mod:`torghut.clickhouse.queries`, which always read with
+``FINAL``; the trading loop's cursor reader is :mod:`trading.adapters.clickhouse_signals`.
 """
 
 from torghut.clickhouse.client import Client, EmbeddedClickHouseError, connect, quote_ident
 from torghut.clickhouse.migrations import MigrationError, migrate
-from torghut.clickhouse.queries import (
-    SignalCursor,
-    bars,
-    latest_signals,
-    signals_after,
-    signals_between,
-)
+from torghut.clickhouse.queries import bars, latest_signals, signals_between
 from torghut.clickhouse.rows import (
     MICROBAR_COLUMNS,
     MICROBARS_TABLE,
@@ -33,7 +27,6 @@ __all__ = [
     "Client",
     "EmbeddedClickHouseError",
     "MigrationError",
-    "SignalCursor",
     "bars",
     "connect",
     "latest_signals",
@@ -43,6 +36,5 @@ __all__ = [
     "quote_ident",
     "signal_from_row",
     "signal_row",
-    "signals_after",
     "signals_between",
 ]

@@ -1,20 +1,18 @@
-"""Read helpers over ``ta_signals`` / ``ta_microbars`` for the API and the trading loop.
+"""Read helpers over ``ta_signals`` / ``ta_microbars`` for the API.
 
 Why they exist: the first Torghut's readers queried without ``FINAL`` and saw replayed and
 corrected rows twice. Every helper here reads with ``FINAL``, so a row is the latest version
 of its key ``(symbol, event_ts, seq)``. Results are :class:`torghut.events.Envelope` values,
-the same types the TA flow produced.
-
-Ordering contract of :func:`signals_after`: rows come in ``(event_ts, symbol, seq)`` order and
-the cursor compares on exactly that tuple, so the cursor order is the query order (the old
-tie-break bug cannot recur).
+the same types the TA flow produced. The trading loop reads signals after a cursor with its
+own adapter, :class:`trading.adapters.clickhouse_signals.ClickHouseSignalReader` (one cursor,
+one query order).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from torghut.clickhouse.client import Client
 from torghut.clickhouse.rows import (
@@ -27,23 +25,11 @@ from torghut.clickhouse.rows import (
 )
 from torghut.events import Envelope, Microbar, Signal
 
-__all__ = ["SignalCursor", "bars", "latest_signals", "signals_after", "signals_between"]
+__all__ = ["bars", "latest_signals", "signals_between"]
 
 _SIGNAL_SELECT = f"SELECT {', '.join(SIGNAL_COLUMNS)} FROM {SIGNALS_TABLE} FINAL"
 _BAR_SELECT = f"SELECT {', '.join(MICROBAR_COLUMNS)} FROM {MICROBARS_TABLE} FINAL"
 _TS = "DateTime64(3, 'UTC')"
-
-
-class SignalCursor(NamedTuple):
-    """Position after the last signal consumed, compared as ``(event_ts, symbol, seq)``."""
-
-    event_ts: datetime
-    symbol: str
-    seq: int
-
-    @classmethod
-    def of(cls, env: Envelope[Signal]) -> SignalCursor:
-        return cls(env.event_ts, env.symbol, env.seq)
 
 
 def latest_signals(
@@ -110,33 +96,3 @@ def _between(
     params = {"symbol": symbol, "window": window_size, "start": start, "end": end, "limit": limit}
     rows: Sequence[Sequence[Any]] = client.query(sql, parameters=params).result_rows
     return rows
-
-
-def signals_after(
-    client: Client,
-    cursor: SignalCursor | None,
-    limit: int = 1000,
-    window_size: str = "PT1S",
-    symbols: Sequence[str] = (),
-) -> list[Envelope[Signal]]:
-    """Signals strictly after ``cursor`` in ``(event_ts, symbol, seq)`` order, at most ``limit``.
-
-    ``symbols`` empty = all symbols. A correction of an already consumed key (same key, later
-    ``ingest_ts``) is not returned again: callers that must react to corrections re-read a
-    window with :func:`latest_signals`.
-    """
-    where = ["window_size = {window:String}"]
-    params: dict[str, Any] = {"window": window_size, "limit": limit}
-    if cursor is not None:
-        where.append(
-            f"(event_ts, symbol, seq) > ({{c_ts:{_TS}}}, {{c_symbol:String}}, {{c_seq:UInt64}})"
-        )
-        params.update(c_ts=cursor.event_ts, c_symbol=cursor.symbol, c_seq=cursor.seq)
-    if symbols:
-        where.append("symbol IN {symbols:Array(String)}")
-        params["symbols"] = list(symbols)
-    sql = (
-        f"{_SIGNAL_SELECT} WHERE {' AND '.join(where)} "
-        "ORDER BY event_ts, symbol, seq LIMIT {limit:UInt32}"
-    )
-    return [signal_from_row(r) for r in client.query(sql, parameters=params).result_rows]

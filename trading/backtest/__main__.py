@@ -29,13 +29,13 @@ from sqlalchemy.orm import sessionmaker
 
 from torghut.clickhouse import connect
 from torghut.config import ClickHouseSettings, StoreSettings
+from trading.adapters.store import create_engine, upgrade
 from trading.backtest.config import BacktestConfig, FillConfig
 from trading.backtest.records import save_run
 from trading.backtest.report import render_html
 from trading.backtest.review import load_recorded
 from trading.backtest.run import run_backtest
 from trading.backtest.source import BacktestInputError
-from trading.store import create_engine, upgrade
 
 REPO = Path(__file__).resolve().parents[2]
 

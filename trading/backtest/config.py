@@ -17,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from torghut.config import RiskSettings, TradingSettings
-from trading.domain import canonical_json
+from trading.core.domain import canonical_json
 
 __all__ = ["BacktestConfig", "FillConfig", "ReviewMode"]
 

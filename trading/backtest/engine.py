@@ -7,7 +7,7 @@ again — the same functions the live pipeline calls) with a :class:`~trading.ri
 built from the simulated broker exactly as the live pipeline builds it from Alpaca's (account,
 positions, clock, recent orders, equity peak), and an approved order goes to the paper broker's
 matching engine (:mod:`trading.backtest.market`). What differs from live is only the I/O: time
-is the row's event time (:class:`~trading.backtest.market.ReplayClock`), nothing is stored per
+is the row's event time (:class:`~trading.core.clock.SimulatedClock`), nothing is stored per
 decision, and the review reads recorded or deterministic verdicts (never the network).
 
 Memory is bounded by the number of symbols, strategies and orders, not by the window: rows are
@@ -30,25 +30,28 @@ from typing import Any, Literal
 import msgspec
 
 from torghut.config import AlpacaSettings
-from torghut.sim.broker.book import AccountConfig, PaperBook
+from torghut.sim.broker.book import AccountConfig
 from torghut.sim.broker.clock import AlwaysOpen, NyseSchedule
-from trading.adjudicate import Adjudication, adjudicate
+from trading.adapters.paper_book import PaperBookBroker
 from trading.backtest.config import BacktestConfig
 from trading.backtest.ledger import Ledger
-from trading.backtest.market import BookBroker, FeeModel, ReplayClock, ReplayQuotes, SubmitRefused
+from trading.backtest.market import FeeModel, ReplayQuotes
 from trading.backtest.shadow import ShadowBook
-from trading.domain import Action, Decision, SignalRow
-from trading.llm import DecisionReview
-from trading.pipeline import Decider, DeciderState
-from trading.ports import (
+from trading.core.adjudicate import Adjudication, adjudicate
+from trading.core.clock import SimulatedClock
+from trading.core.domain import Action, Decision, SignalRow
+from trading.core.llm import DecisionReview
+from trading.core.pipeline import Decider, DeciderState
+from trading.core.ports import (
     AccountSnapshot,
+    BrokerRejected,
     ClockSnapshot,
     OrderRequest,
     PositionSnapshot,
 )
-from trading.quantity import QuantityRules
-from trading.risk import RecentOrder, RiskContext, RiskLimits
-from trading.strategies import Strategy, build_strategies
+from trading.core.quantity import QuantityRules
+from trading.core.risk import RecentOrder, RiskContext, RiskLimits
+from trading.core.strategies import Strategy, build_strategies
 
 __all__ = ["Backtest", "DecisionRecord", "Replay"]
 
@@ -101,7 +104,7 @@ class Backtest:
         *,
         review: DecisionReview | None = None,
         review_model: str | None = None,
-        clock: ReplayClock | None = None,
+        clock: SimulatedClock | None = None,
     ) -> None:
         """``clock``: the replay's clock, when the reviewer's breaker must run on it too."""
         if (review is None) != (config.review == "none"):
@@ -116,17 +119,19 @@ class Backtest:
         self._review = review
         self._review_model = review_model
         self._quantity = QuantityRules(config.fractional_symbols)
-        self._clock = clock or ReplayClock(config.start)
+        self._clock = clock or SimulatedClock(config.start)
         self._quotes = ReplayQuotes(config.fill)
         schedule = NyseSchedule() if config.market_hours else AlwaysOpen()
-        book = PaperBook(
+        self.broker = PaperBookBroker(
             self._quotes,
-            now=self._clock,
+            self._clock,
             schedule=schedule,
             account=AccountConfig(cash=config.initial_cash),
-            seed=0,
         )
-        self.broker = BookBroker(book, FeeModel(config.fill), self._clock)
+        self._fees = FeeModel(config.fill)
+        self.fees_paid = Decimal(0)
+        self._last_equity = config.initial_cash
+        """Equity at the start of the current UTC day (the daily loss stop's reference)."""
         self._lookback = max(timedelta(minutes=1), self.limits.symbol_cooldown)
         self._recent_orders: deque[RecentOrder] = deque()
         self._recent_rows: dict[str, deque[SignalRow]] = {}
@@ -159,7 +164,7 @@ class Backtest:
                 ledger.advance(current)
                 if current.date() != day:
                     day = current.date()
-                    self.broker.last_equity = ledger.equity_now()
+                    self._last_equity = ledger.equity_now()
                 self._clock.set(current)
                 self._view = None
             count += 1
@@ -195,7 +200,7 @@ class Backtest:
             ledger=ledger,
             shadow=shadow,
             review_model=self._review_model,
-            fees=self.broker.fees_paid,
+            fees=self.fees_paid,
             decision_digest=digest.hexdigest(),
             statuses=dict(sorted(statuses.items())),
         )
@@ -208,7 +213,7 @@ class Backtest:
         for request in waiting or ():
             self._submit(request)
         if symbol in self._resting:
-            self.broker.match(symbol)
+            self.broker.book.on_quote(symbol)
             if not self.broker.book.orders(status="open", symbols=(symbol,)):
                 self._resting.discard(symbol)
 
@@ -249,7 +254,7 @@ class Backtest:
         return "approved", ()
 
     def _order(self, final: Decision) -> tuple[Status, tuple[str, ...]]:
-        now = self._clock()
+        now = self._clock.now()
         self._recent_orders.append(RecentOrder(final.symbol, now))
         request = OrderRequest(
             client_order_id=final.client_order_id,
@@ -268,19 +273,24 @@ class Backtest:
         self._view = None
         try:
             order = self.broker.submit(request)
-        except SubmitRefused:
+        except BrokerRejected:
             return False
         if order.status.value in ("new", "accepted", "partially_filled", "pending_new"):
             self._resting.add(request.symbol)
         return True
 
     def _settle(self) -> None:
-        for fill, fee in self.broker.take_fills():
-            self._ledger.fill(fill, fee)
-            self._view = None
+        """The book's fills since the last row, each charged its fee, into the ledger."""
+        for update in self.broker.book.drain_events():
+            fill = update.fill
+            if fill is not None:
+                fee = self._fees.fee(fill.qty, fill.price)
+                self.fees_paid += fee
+                self._ledger.fill(fill, fee)
+                self._view = None
 
     def _context(self) -> RiskContext:
-        now = self._clock()
+        now = self._clock.now()
         horizon = now - self._lookback
         recent = self._recent_orders
         while recent and recent[0].submitted_at <= horizon:
@@ -319,7 +329,7 @@ class Backtest:
             buying_power = min(buying_power, self.broker.account().buying_power)
         account = AccountSnapshot(
             equity=equity,
-            last_equity=self.broker.last_equity,
+            last_equity=self._last_equity,
             buying_power=buying_power,
             cash=equity - held,
         )

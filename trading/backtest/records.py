@@ -18,9 +18,9 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from trading.adapters.store.models import Base
+from trading.adapters.store.types import JSON_DOC, UtcDateTime
 from trading.promote.subject import subject_hash, subject_of
-from trading.store.models import Base
-from trading.store.types import JSON_DOC, UtcDateTime
 
 __all__ = ["BacktestRunRow", "StoredRun", "get_run", "list_runs", "save_run", "stored"]
 

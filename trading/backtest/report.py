@@ -28,7 +28,7 @@ from plotly.subplots import make_subplots
 from trading.backtest.engine import Replay
 from trading.backtest.ledger import SymbolBook
 from trading.backtest.metrics import SESSION_SECONDS, TRADING_DAYS, Metrics, equity_metrics
-from trading.llm import PROMPT_VERSION
+from trading.core.llm import PROMPT_VERSION
 
 __all__ = ["FORMAT", "encode_report", "periods_per_year", "render_html", "report_of"]
 

@@ -15,7 +15,7 @@ backtest runs never changes which reviews it skips.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 
 import msgspec
@@ -23,11 +23,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from torghut.config import LlmSettings
+from trading.adapters.store.models import LlmReviewRow, TradeDecisionRow
 from trading.backtest.config import BacktestConfig
-from trading.llm import DecisionReview
-from trading.ports import ProviderReply, ReviewRequest
-from trading.quantity import QuantityRules
-from trading.store.models import LlmReviewRow, TradeDecisionRow
+from trading.core.clock import Clock
+from trading.core.llm import DecisionReview
+from trading.core.ports import ProviderReply, ReviewRequest
+from trading.core.quantity import QuantityRules
 
 __all__ = [
     "ApprovingReviewer",
@@ -92,14 +93,14 @@ def load_recorded(session: Session, start: datetime, end: datetime) -> dict[str,
 def offline_review(
     config: BacktestConfig,
     recorded: Mapping[str, RecordedVerdict],
-    clock: Callable[[], float],
+    clock: Clock,
     *,
     llm: Mapping[str, object] | None = None,
 ) -> tuple[DecisionReview | None, str | None]:
     """The review policy over the configured offline reviewer (``None`` for ``review=none``).
 
     ``llm`` overrides ``LLM_*`` policy settings (shadow, fallback, min confidence…); ``clock``
-    is the replay's event time in seconds (the breaker's clock).
+    is the replay's simulated clock (the breaker runs on it).
     """
     if config.review == "none":
         return None, None

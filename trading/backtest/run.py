@@ -19,10 +19,10 @@ from tqdm import tqdm
 from torghut.clickhouse import Client
 from trading.backtest.config import BacktestConfig
 from trading.backtest.engine import Backtest, Replay
-from trading.backtest.market import ReplayClock
 from trading.backtest.report import encode_report, report_of
 from trading.backtest.review import RecordedVerdict, offline_review
 from trading.backtest.source import SignalSource, check_strategies
+from trading.core.clock import SimulatedClock
 
 __all__ = ["BacktestOutcome", "run_backtest"]
 
@@ -48,8 +48,8 @@ def run_backtest(
     check_strategies(config)
     source = SignalSource(client, config, batch_size=batch_size)
     total = source.check(now or datetime.now(UTC))
-    clock = ReplayClock(config.start)
-    review, model = offline_review(config, recorded or {}, lambda: clock().timestamp(), llm=llm)
+    clock = SimulatedClock(config.start)
+    review, model = offline_review(config, recorded or {}, clock, llm=llm)
     backtest = Backtest(config, review=review, review_model=model, clock=clock)
     with tqdm(
         total=total, unit="row", disable=not progress, file=sys.stderr, mininterval=0.5

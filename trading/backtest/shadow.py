@@ -23,7 +23,7 @@ from decimal import Decimal
 
 import msgspec
 
-from trading.domain import Action, Decision
+from trading.core.domain import Action, Decision
 
 __all__ = ["ShadowBook", "ShadowSummary", "verdict_stability"]
 

@@ -21,11 +21,11 @@ from datetime import datetime, timedelta
 
 from torghut.clickhouse import Client, quote_ident
 from torghut.clickhouse.ttl import table_ttls
+from trading.adapters.clickhouse_signals import ClickHouseSignalReader
 from trading.backtest.config import BacktestConfig
-from trading.domain import SignalRow
-from trading.ports import SignalCursor
-from trading.signals import ClickHouseSignalReader
-from trading.strategies import REGISTRY
+from trading.core.domain import SignalRow
+from trading.core.ports import SignalCursor
+from trading.core.strategies import REGISTRY
 
 __all__ = [
     "BacktestInputError",

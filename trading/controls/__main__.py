@@ -22,7 +22,7 @@ import msgspec
 from pydantic import ValidationError
 
 from torghut.config import StoreSettings
-from trading.store import ControlAction, ControlStore, Origin, create_engine, upgrade
+from trading.adapters.store import ControlAction, ControlStore, Origin, create_engine, upgrade
 
 _ACTIONS = {
     "engage": ControlAction.ENGAGE,

@@ -24,12 +24,12 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from torghut.config import StoreSettings
+from trading.adapters.store import create_engine, upgrade
 from trading.backtest.records import get_run
 from trading.promote.evidence import UnknownRun, gather
 from trading.promote.policy import evaluate, load_policy
 from trading.promote.records import record_signoff, record_verdict
 from trading.promote.subject import subject_of
-from trading.store import create_engine, upgrade
 
 
 def main(argv: list[str] | None = None, *, store_url: str | None = None) -> int:

@@ -19,12 +19,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from trading.adapters.store.models import ExecutionRow, TradingHaltRow
 from trading.backtest.records import BacktestRunRow, get_run
 from trading.backtest.shadow import verdict_stability
+from trading.core.control_state import HaltKind
 from trading.promote.policy import Evidence
 from trading.promote.records import latest_passing, signoffs_for
-from trading.store.controls import HaltKind
-from trading.store.models import ExecutionRow, TradingHaltRow
 
 __all__ = ["UnknownRun", "gather", "paper_drawdown"]
 

@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from torghut.config import Settings
-from trading.llm import PROMPT_VERSION
+from trading.adapters.store import TradingStore
+from trading.core.llm import PROMPT_VERSION
+from trading.core.strategies import Strategy, build_strategies
 from trading.promote.records import latest_passing
 from trading.promote.subject import subject_hash, subject_of_strategies
-from trading.store import TradingStore
-from trading.strategies import Strategy, build_strategies
 
 __all__ = ["not_promoted_reason", "store_promotion"]
 

@@ -16,8 +16,8 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from trading.store.models import Base
-from trading.store.types import JSON_DOC, UtcDateTime
+from trading.adapters.store.models import Base
+from trading.adapters.store.types import JSON_DOC, UtcDateTime
 
 __all__ = [
     "PromotionSignoffRow",

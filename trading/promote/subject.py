@@ -13,8 +13,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from trading.domain import canonical_json
-from trading.strategies import Strategy
+from trading.core.domain import canonical_json
+from trading.core.strategies import Strategy
 
 __all__ = ["Subject", "subject_hash", "subject_of", "subject_of_strategies"]
 

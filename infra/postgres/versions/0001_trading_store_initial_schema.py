@@ -3,7 +3,7 @@ position snapshots.
 
 Self-contained (no imports from the application): ``numeric`` is exact text on SQLite, JSON is
 ``jsonb`` on Postgres, timestamps are ``timestamptz``. ``tests/trading/test_store_schema.py``
-checks that this revision and ``trading.store.models`` describe the same schema.
+checks that this revision and ``trading.adapters.store.models`` describe the same schema.
 
 Revision ID: 0001
 Revises:

@@ -1,0 +1,439 @@
+"""The per-signal trading steps: strategies decide, then review → risk → intent → execution.
+
+Two halves, because Bytewax recovery needs one and side effects the other:
+
+* :class:`Decider` is pure and snapshot-able: it steps every enabled strategy through each
+  signal row (:func:`trading.core.strategies.advance`) and returns the decisions. The dataflow keeps
+  its :class:`DeciderState` in recovery state, so a resume continues the MACD crosses exactly.
+* :class:`TradingPipeline` does the I/O for a batch of decided rows, in order. For each decision:
+
+  1. a decision already in the store (a replay after a restart) is not reviewed or risk-checked
+     again; if its intent is still ``pending_submit`` it is resolved with the broker
+     (:meth:`~trading.core.executor.OrderExecutor.resolve`);
+  2. otherwise risk runs on it as the strategy made it (:func:`trading.core.adjudicate.precheck`);
+     a rejection is recorded at once and never reaches the model;
+  3. with LLM review enabled, the review is queued on the decision's symbol lane
+     (:class:`~trading.core.review_lanes.SymbolLanes`: FIFO per symbol, ``LLM_MAX_CONCURRENCY``
+     threads, at most ``LLM_MAX_PENDING`` queued — beyond that the decision takes the
+     fallback unreviewed) and the dataflow worker goes on with the next signal; every review
+     ends by its deadline (``LLM_TIMEOUT_S``, the whole call);
+  4. :func:`trading.core.adjudicate.conclude` runs risk again on the (possibly shrunk) decision
+     against a fresh broker view, then the decision, review, risk verdict and order intent are
+     committed in one unit of work (with the signal cursor when that happens on the worker),
+     and only then is an approved intent submitted (:class:`~trading.core.executor.OrderExecutor`).
+
+  Only step 4 — final risk, record, submit — holds the reconciler's ``exclusive`` lock, so a
+  reconciliation pass never compares positions while an order is at the broker but not yet in
+  the store (false drift), and never waits for a model. Outcomes of queued reviews are
+  returned by the next :meth:`TradingPipeline.process` call; :meth:`TradingPipeline.drain`
+  waits for them at the end of a bounded run, and after :meth:`TradingPipeline.close` every
+  review still queued or in flight is recorded as vetoed (``shutdown``) and nothing is sent.
+
+  Before each decision the process-wide stop flag is checked: once SIGINT/SIGTERM has arrived
+  no further decision is handled and the batch ends in
+  :class:`~trading.core.executor.TradingStopped` (the stored cursor stays at the last handled row,
+  so a restart replays the rest). The newest event time of each batch feeds the pipeline-lag halt
+  (``on_signal``) before its decisions, and every risk rejection is counted by rule
+  (``torghut_trading_risk_rejections_total``). A broker that refuses the state reads (a 401 after a
+  key rotation) rejects the decision as halted.
+
+  A review in flight when the process dies is lost with its decision (no order was sent; the
+  cursor has moved past its row, and a replayed row would be stale by then anyway).
+
+  The store's ``trade_cursor`` row is also advanced at the end of every batch, so a restart
+  without recovery state resumes there (strategies then start cold: the first cross after a
+  restart needs one warm row per symbol).
+
+Dead letters and corrections from the source pass through and are counted in the outcome.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from prometheus_client import Counter, Gauge
+
+from torghut.logs import get_logger
+from trading.core.adjudicate import Adjudication, conclude, precheck
+from trading.core.clock import Clock
+from trading.core.decisions import DecisionStatus
+from trading.core.domain import Decision, SignalRow
+from trading.core.executor import (
+    STOPPING,
+    ExecutionOutcome,
+    OrderExecutor,
+    Outcome,
+    TradingStopped,
+)
+from trading.core.llm import DecisionReview, ReviewOutcome
+from trading.core.ports import (
+    AccountSnapshot,
+    Broker,
+    BrokerRejected,
+    BrokerUnavailable,
+    ClockSnapshot,
+    DecisionStore,
+    PositionSnapshot,
+    SignalCursor,
+)
+from trading.core.quantity import QuantityRules
+from trading.core.records import StoredDecision
+from trading.core.review_lanes import SymbolLanes
+from trading.core.risk import RiskCheck, RiskContext, RiskLimits, RiskReason, RiskVerdict
+from trading.core.signals import SignalCorrection, SignalDeadLetter
+from trading.core.strategies import Strategy, SymbolState, advance, initial_state
+
+__all__ = [
+    "Decided",
+    "Decider",
+    "DeciderState",
+    "DecisionOutcome",
+    "TradingPipeline",
+    "decide_all",
+]
+
+_log = get_logger("trading.core.pipeline")
+
+DECISIONS = Counter(
+    "torghut_trading_decisions_total", "Decisions handled by the trading pipeline", ["result"]
+)
+RISK_REJECTIONS = Counter(
+    "torghut_trading_risk_rejections_total", "Risk rule failures of decisions", ["check"]
+)
+LAST_SIGNAL_TS = Gauge(
+    "torghut_trading_last_signal_event_ts_seconds", "Event time of the last signal processed"
+)
+_RECENT_ROWS = 20
+BrokerView = tuple[AccountSnapshot, Sequence[PositionSnapshot], ClockSnapshot]
+_BROKER_RETRY_PAUSES_S = (0.5, 1.0, 2.0)
+
+
+class DeciderState(msgspec.Struct):
+    """Strategy state per ``"strategy_id|symbol"`` (recovery state of the decide step)."""
+
+    states: dict[str, SymbolState] = msgspec.field(default_factory=dict)
+
+
+class Decided(msgspec.Struct, frozen=True):
+    """A signal row and the decisions the strategies made on it (possibly none)."""
+
+    row: SignalRow
+    decisions: tuple[Decision, ...]
+
+    @property
+    def cursor(self) -> SignalCursor:
+        r = self.row
+        return SignalCursor(r.window_size, r.event_ts, r.symbol, r.seq)
+
+
+class Decider:
+    """Steps the enabled strategies through rows; pure given its state."""
+
+    def __init__(self, strategies: Mapping[str, Strategy[Any]]) -> None:
+        self._strategies = dict(strategies)
+
+    def decide(self, state: DeciderState | None, row: SignalRow) -> tuple[DeciderState, Decided]:
+        state = state or DeciderState()
+        made: list[Decision] = []
+        for sid, strategy in self._strategies.items():
+            key = f"{sid}|{row.symbol}"
+            current = state.states.get(key) or initial_state(strategy)
+            state.states[key], decision = advance(strategy, current, row)
+            if decision is not None:
+                made.append(decision)
+        return state, Decided(row, tuple(made))
+
+
+class DecisionOutcome(msgspec.Struct, frozen=True):
+    """What happened to one decision (the flow's output, logged and counted)."""
+
+    decision_hash: str
+    symbol: str
+    status: str
+    created: bool
+    execution: str | None = None
+    detail: str = ""
+
+
+Item = Decided | SignalDeadLetter | SignalCorrection
+
+
+class TradingPipeline:
+    """The side-effecting half: see the module docstring."""
+
+    def __init__(
+        self,
+        store: DecisionStore,
+        broker: Broker,
+        executor: OrderExecutor,
+        clock: Clock,
+        *,
+        limits: RiskLimits,
+        review: DecisionReview | None,
+        cursor_source: str,
+        halted: Callable[[], str | None] = lambda: None,
+        kill_switch: Callable[[], str | None] = lambda: None,
+        on_signal: Callable[[datetime], None] = lambda _: None,
+        exclusive: threading.Lock | None = None,
+        quantity: QuantityRules | None = None,
+    ) -> None:
+        self._store = store
+        self._broker = broker
+        self._executor = executor
+        self._limits = limits
+        self._review = review
+        self._cursor_source = cursor_source
+        self._halted = halted
+        self._kill_switch = kill_switch
+        self._on_signal = on_signal
+        self._exclusive = exclusive or threading.Lock()
+        self._quantity = quantity or QuantityRules()
+        self._clock = clock
+        self._recent: dict[str, deque[SignalRow]] = {}
+        self._equity_peak = Decimal(0)
+        self._lookback = max(timedelta(minutes=1), limits.symbol_cooldown)
+        self._snapshot: BrokerView | None = None
+        self._lanes = (
+            SymbolLanes(review.max_concurrency, review.max_pending) if review is not None else None
+        )
+        self._closing = threading.Event()
+        self._reviewed: list[DecisionOutcome] = []
+        self._reviewed_lock = threading.Lock()
+
+    def process(self, items: Sequence[Item]) -> list[DecisionOutcome]:
+        """Handle one batch in order; advance the stored cursor past its last item.
+
+        Returns the outcomes decided in this batch, and those of reviews that finished since
+        the previous batch."""
+        self._snapshot = None
+        outcomes = self._take_reviewed()
+        last: SignalCursor | None = None
+        newest = max((i.row.event_ts for i in items if isinstance(i, Decided)), default=None)
+        if newest is not None:
+            self._on_signal(newest)
+        for item in items:
+            if isinstance(item, Decided):
+                self._remember(item.row)
+                for decision in item.decisions:
+                    if STOPPING.is_set():
+                        if last is not None:
+                            self._save_cursor(last)
+                        raise TradingStopped("stopping: decisions left unhandled for a restart")
+                    outcome = self._handle(decision, item.cursor)
+                    if outcome is not None:
+                        outcomes.append(outcome)
+                last = item.cursor
+            elif isinstance(item, SignalDeadLetter):
+                last = item.cursor
+        if last is not None:
+            self._save_cursor(last)
+            LAST_SIGNAL_TS.set(last.event_ts.timestamp())
+        return outcomes
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every queued review has been concluded (bounded runs, tests)."""
+        return self._lanes is None or self._lanes.wait_idle(timeout)
+
+    def close(self) -> None:
+        """Stop sending: a review still queued or in flight is recorded as vetoed instead."""
+        self._closing.set()
+        if self._lanes is not None:
+            self._lanes.close()
+
+    def _handle(self, decision: Decision, cursor: SignalCursor) -> DecisionOutcome | None:
+        """One decision; ``None`` when its review was queued (its outcome comes later)."""
+        with self._store.unit_of_work() as uow:
+            existing = uow.get_decision(decision.decision_hash)
+        if existing is not None:
+            DECISIONS.labels(result="replayed").inc()
+            if existing.status is DecisionStatus.PENDING_SUBMIT:
+                with self._exclusive:
+                    return self._outcome(existing, self._executor.resolve(existing))
+            return self._outcome(existing, None)
+        try:
+            view = self._batch_view()
+        except BrokerRejected as exc:
+            return self._refused_by_broker(decision, cursor, exc)
+        if self._review is None or self._lanes is None:
+            return self._conclude(decision, None, view, cursor)
+        rejected = precheck(
+            decision, limits=self._limits, context=self._context(view), quantity=self._quantity
+        )
+        if rejected is not None:
+            return self._record(rejected, cursor)
+        if self._closing.is_set():
+            stopped = self._review.skipped(decision, "shutdown: not reviewed", veto=True)
+            return self._conclude(decision, stopped, view, cursor)
+        recent = tuple(self._recent.get(decision.symbol, ()))
+        if self._lanes.submit(
+            decision.symbol, lambda: self._reviewed_later(decision, recent, view)
+        ):
+            return None
+        skipped = self._review.skipped(
+            decision, f"backlog: {self._review.max_pending} reviews already pending"
+        )
+        return self._conclude(decision, skipped, view, cursor)
+
+    def _reviewed_later(
+        self, decision: Decision, recent: Sequence[SignalRow], queued_view: BrokerView
+    ) -> None:
+        """On a review lane: ask the model, then conclude against a fresh broker view."""
+        review = self._review
+        assert review is not None
+        if self._closing.is_set():
+            outcome = review.skipped(decision, "shutdown: not reviewed", veto=True)
+        else:
+            outcome = review.review(decision, recent)
+        try:
+            view = self._broker_snapshot()
+        except (BrokerUnavailable, BrokerRejected) as exc:
+            # Risk still runs, on the view the worker read for this decision's batch; the
+            # submit then meets the same outage and leaves the intent to be resolved later.
+            _log.warning("broker_unavailable_after_review", error=str(exc)[:300])
+            view = queued_view
+        result = self._conclude(decision, outcome, view, None)
+        with self._reviewed_lock:
+            self._reviewed.append(result)
+
+    def _conclude(
+        self,
+        decision: Decision,
+        outcome: ReviewOutcome | None,
+        view: BrokerView,
+        cursor: SignalCursor | None,
+    ) -> DecisionOutcome:
+        """Final risk, then record and send under the reconciler's lock — held only here, the
+        broker-visible part, so a reconciliation pass never sees an order at the broker that
+        is not in the store, and never waits for a model."""
+        with self._exclusive:
+            if outcome is not None and self._closing.is_set() and not outcome.vetoed:
+                assert self._review is not None
+                outcome = self._review.skipped(decision, "shutdown: stopping", veto=True)
+            verdict = conclude(
+                decision,
+                outcome,
+                limits=self._limits,
+                context=self._context(view),
+                quantity=self._quantity,
+            )
+            return self._record(verdict, cursor)
+
+    def _record(self, verdict: Adjudication, cursor: SignalCursor | None) -> DecisionOutcome:
+        """One unit of work (decision, review, risk, intent and cursor), then submit (callers
+        that may submit hold the reconciler's lock)."""
+        for code in verdict.risk.codes if verdict.risk is not None else ():
+            RISK_REJECTIONS.labels(check=code.value).inc()
+        with self._store.unit_of_work() as uow:
+            stored = uow.record_decision(verdict)
+            if cursor is not None:
+                uow.save_cursor(self._cursor_source, cursor)
+            uow.commit()
+        DECISIONS.labels(result=stored.status.value).inc()
+        if stored.status is not DecisionStatus.PENDING_SUBMIT:
+            return self._outcome(stored, None)
+        if stored.created:
+            return self._outcome(stored, self._executor.submit(stored))
+        return self._outcome(stored, self._executor.resolve(stored))
+
+    def _refused_by_broker(
+        self, decision: Decision, cursor: SignalCursor, exc: BrokerRejected
+    ) -> DecisionOutcome:
+        """The broker refuses the state reads (a 401 after a key rotation): the decision is
+        rejected as halted and recorded — fail closed, never a crash loop (a restart would meet
+        the same refusal). Reconciliation halts trading visibly meanwhile."""
+        detail = f"broker refused the account/positions/clock reads: {str(exc)[:300]}"
+        risk = RiskVerdict((RiskReason(RiskCheck.TRADING_HALTED, detail),))
+        RISK_REJECTIONS.labels(check=RiskCheck.TRADING_HALTED.value).inc()
+        with self._store.unit_of_work() as uow:
+            stored = uow.record_decision(Adjudication.of(decision, risk=risk))
+            uow.save_cursor(self._cursor_source, cursor)
+            uow.commit()
+        DECISIONS.labels(result=stored.status.value).inc()
+        return self._outcome(stored, None)
+
+    def _save_cursor(self, cursor: SignalCursor) -> None:
+        with self._store.unit_of_work() as uow:
+            uow.save_cursor(self._cursor_source, cursor)
+            uow.commit()
+
+    def _take_reviewed(self) -> list[DecisionOutcome]:
+        with self._reviewed_lock:
+            taken, self._reviewed = self._reviewed, []
+        return taken
+
+    def _batch_view(self) -> BrokerView:
+        """The broker's account, positions and clock, read once per batch (three REST calls;
+        orders sent earlier in the batch are not filled yet either way)."""
+        if self._snapshot is None:
+            self._snapshot = self._broker_snapshot()
+        return self._snapshot
+
+    def _context(self, view: BrokerView) -> RiskContext:
+        """The risk snapshot: ``view`` from the broker; recent orders and the halt flag read
+        for every decision."""
+        account, positions, clock = view
+        now = self._clock.now()
+        with self._store.unit_of_work() as uow:
+            recent = uow.recent_orders(now - self._lookback)
+        with self._reviewed_lock:
+            self._equity_peak = max(self._equity_peak, account.equity)
+            peak = self._equity_peak
+        return RiskContext(
+            now=now,
+            account=account,
+            positions=positions,
+            clock=clock,
+            recent_orders=recent,
+            equity_peak=peak,
+            halted_reason=self._halted(),
+            kill_switch_reason=self._kill_switch(),
+        )
+
+    def _broker_snapshot(self) -> BrokerView:
+        """Account, positions and clock, retried briefly; a longer broker outage raises, the
+        flow stops and its restart replays from the last snapshot (nothing was recorded for the
+        decision yet, so nothing is lost or doubled)."""
+        b = self._broker
+        for pause in _BROKER_RETRY_PAUSES_S:
+            try:
+                return b.account(), b.positions(), b.clock()
+            except BrokerUnavailable as exc:
+                _log.warning("broker_unavailable_retrying", error=str(exc)[:300], pause_s=pause)
+                self._clock.sleep(pause)
+        return b.account(), b.positions(), b.clock()
+
+    def _remember(self, row: SignalRow) -> None:
+        recent = self._recent.get(row.symbol)
+        if recent is None:
+            recent = self._recent[row.symbol] = deque(maxlen=_RECENT_ROWS)
+        recent.append(row)
+
+    @staticmethod
+    def _outcome(stored: StoredDecision, result: ExecutionOutcome | None) -> DecisionOutcome:
+        execution = None if result is None else result.outcome.value
+        if result is not None and result.outcome is Outcome.UNRESOLVED:
+            _log.warning("intent_unresolved", decision_hash=stored.decision_hash)
+        return DecisionOutcome(
+            decision_hash=stored.decision_hash,
+            symbol=stored.symbol,
+            status=stored.status.value,
+            created=stored.created,
+            execution=execution,
+            detail=stored.status_detail or (result.detail if result else ""),
+        )
+
+
+def decide_all(decider: Decider, rows: Iterable[SignalRow]) -> list[Decided]:
+    """Run ``rows`` through a fresh decider (backtests and tests)."""
+    state: DeciderState | None = None
+    out: list[Decided] = []
+    for row in rows:
+        state, decided = decider.decide(state, row)
+        out.append(decided)
+    return out

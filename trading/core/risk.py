@@ -1,0 +1,368 @@
+"""The risk engine: every order candidate passes every check, after review and before execution.
+
+Why pure and exhaustive: risk is the last deterministic gate before money moves. It is a plain
+function of the decision, the configured limits and a snapshot of the world (account, positions,
+clock, recent orders) passed in as data, so the same rules run live, in the backtester and in
+tests, and a rejection can be replayed exactly. It returns *all* failing reasons, not the first,
+so the audit trail shows everything that was wrong.
+
+Conventions:
+
+* an empty ``RISK_SYMBOL_ALLOWLIST`` falls back to the subscribed ``ALPACA_SYMBOLS`` — never to
+  "any symbol";
+* ``RISK_MAX_ORDERS_PER_MINUTE=0`` allows no orders (a limit of zero is a limit);
+* the loss and drawdown stops block every new order, exits included: after a stop, positions are
+  flattened by an operator, not by the strategy that lost the money;
+* notional = qty × (limit price, else the signal's reference price); an order without any price
+  is rejected because no limit can be checked;
+* staleness and lag are risk inputs: a signal older than the strategy's bar allows
+  (:func:`default_signal_staleness`, 7 s for 1-second bars on the defaults) is rejected, and
+  :class:`PipelineLag` turns a pipeline that falls behind into a halt that lifts by itself when
+  it has caught up;
+* the kill switch is runtime state (``RiskContext.kill_switch_reason``, persisted by
+  the control store); ``RiskLimits.kill_switch`` is the static one of a backtest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+import msgspec
+
+from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
+from torghut.ta.indicators import window_micros
+from trading.core.domain import Action, Decision
+from trading.core.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot
+
+_Fail = Callable[["RiskCheck", str], None]
+
+__all__ = [
+    "LagChange",
+    "PipelineLag",
+    "RecentOrder",
+    "RiskCheck",
+    "RiskContext",
+    "RiskLimits",
+    "RiskReason",
+    "RiskVerdict",
+    "default_signal_staleness",
+    "evaluate",
+]
+
+LAG_CLEAR_RATIO = 0.8
+"""A lag halt lifts once the lag is back under this share of its bound."""
+STALE_BARS = 3
+"""A signal may be this many bars old beyond what reading it takes (read delay + one poll)."""
+
+
+class RiskCheck(StrEnum):
+    """One code per rule; stored with every rejection."""
+
+    INVALID_ORDER = "invalid_order"
+    TRADING_DISABLED = "trading_disabled"
+    KILL_SWITCH = "kill_switch"
+    TRADING_HALTED = "trading_halted"
+    LIVE_GATES = "live_gates"
+    NOT_PROMOTED = "not_promoted"
+    STRATEGY_DISABLED = "strategy_disabled"
+    SYMBOL_NOT_ALLOWED = "symbol_not_allowed"
+    MARKET_CLOSED = "market_closed"
+    SIGNAL_STALE = "signal_stale"
+    MAX_NOTIONAL_PER_ORDER = "max_notional_per_order"
+    MAX_POSITION_PER_SYMBOL = "max_position_per_symbol"
+    MAX_GROSS_EXPOSURE = "max_gross_exposure"
+    BUYING_POWER = "buying_power"
+    SHORTING_DISABLED = "shorting_disabled"
+    MAX_ORDERS_PER_MINUTE = "max_orders_per_minute"
+    SYMBOL_COOLDOWN = "symbol_cooldown"
+    DAILY_LOSS_STOP = "daily_loss_stop"
+    DRAWDOWN_STOP = "drawdown_stop"
+
+
+class RiskReason(msgspec.Struct, frozen=True):
+    code: RiskCheck
+    detail: str
+
+
+class RiskVerdict(msgspec.Struct, frozen=True):
+    reasons: tuple[RiskReason, ...]
+
+    @property
+    def approved(self) -> bool:
+        return not self.reasons
+
+    @property
+    def codes(self) -> frozenset[RiskCheck]:
+        return frozenset(r.code for r in self.reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    """The configured gates and limits, read once from settings (:meth:`from_settings`)."""
+
+    trading_enabled: bool
+    kill_switch: bool
+    mode: str
+    live_enabled: bool
+    live_endpoint_configured: bool
+    enabled_strategies: frozenset[str]
+    symbol_allowlist: frozenset[str]
+    require_market_open: bool
+    max_signal_staleness: timedelta
+    max_pipeline_lag: timedelta
+    max_notional_per_order: Decimal
+    max_position_per_symbol: Decimal
+    max_gross_exposure: Decimal
+    allow_shorting: bool
+    max_orders_per_minute: int
+    symbol_cooldown: timedelta
+    daily_loss_limit: Decimal
+    max_drawdown_pct: Decimal
+    not_promoted: str | None = None
+    """Live mode only: why the running strategies and prompt may not trade live (no passing
+    promotion verdict for exactly them, :mod:`trading.promote.gate`). :meth:`from_settings`
+    sets it for live mode until the composition root has looked the verdict up."""
+
+    @classmethod
+    def from_settings(
+        cls,
+        trading: TradingSettings,
+        risk: RiskSettings,
+        alpaca: AlpacaSettings,
+        *,
+        read_delay: timedelta,
+    ) -> RiskLimits:
+        """``read_delay`` is how old a signal is, at the earliest, when the trading flow can read
+        it (:func:`trading.adapters.clickhouse_signals.signal_read_delay`)."""
+        staleness = (
+            timedelta(seconds=risk.max_signal_staleness_s)
+            if risk.max_signal_staleness_s is not None
+            else default_signal_staleness(
+                trading.signal_window_size, read_delay, timedelta(seconds=trading.poll_interval_s)
+            )
+        )
+        lag = (
+            timedelta(seconds=risk.max_pipeline_lag_s)
+            if risk.max_pipeline_lag_s is not None
+            else staleness
+        )
+        return cls(
+            trading_enabled=trading.enabled,
+            kill_switch=trading.kill_switch,
+            mode=trading.mode,
+            live_enabled=trading.live_enabled,
+            live_endpoint_configured=bool(alpaca.live_base_url.strip()),
+            enabled_strategies=frozenset(trading.strategies),
+            symbol_allowlist=frozenset(risk.symbol_allowlist or alpaca.symbols),
+            require_market_open=risk.require_market_open,
+            max_signal_staleness=staleness,
+            max_pipeline_lag=lag,
+            max_notional_per_order=risk.max_notional_per_order,
+            max_position_per_symbol=risk.max_position_per_symbol,
+            max_gross_exposure=risk.max_gross_exposure,
+            allow_shorting=risk.allow_shorting,
+            max_orders_per_minute=risk.max_orders_per_minute,
+            symbol_cooldown=timedelta(seconds=risk.symbol_cooldown_s),
+            daily_loss_limit=risk.daily_loss_limit,
+            max_drawdown_pct=risk.max_drawdown_pct,
+            not_promoted="promotion not checked" if trading.mode == "live" else None,
+        )
+
+
+class RecentOrder(msgspec.Struct, frozen=True):
+    """An order submitted recently (from the store): enough for rate and cooldown rules."""
+
+    symbol: str
+    submitted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RiskContext:
+    """The world as the flow last saw it.
+
+    ``equity_peak`` is the highest equity observed (the drawdown reference); ``halted_reason``
+    is set while trading is denied for an operational reason (reconciliation running or failing,
+    position drift, pipeline lag); ``kill_switch_reason`` while the runtime kill switch is on.
+    """
+
+    now: datetime
+    account: AccountSnapshot
+    positions: Sequence[PositionSnapshot]
+    clock: ClockSnapshot
+    recent_orders: Sequence[RecentOrder]
+    equity_peak: Decimal
+    halted_reason: str | None = None
+    kill_switch_reason: str | None = None
+
+
+def default_signal_staleness(window_size: str, read_delay: timedelta, poll: timedelta) -> timedelta:
+    """How old a signal may be when an order acts on it, unless configured.
+
+    A row reaches the trading flow no earlier than ``read_delay`` after its event time (TA
+    allowed lateness + insert batch + the reader's settle horizon, 0 by default since it reads
+    final rows) and up to one poll later; beyond that the strategy's own bar decides:
+    :data:`STALE_BARS` bars. For 1-second bars on the defaults that is (2 + 1 + 0) + 1 + 3 =
+    7 s; for 1-minute bars 3 minutes more.
+
+    >>> default_signal_staleness("PT1S", timedelta(seconds=2), timedelta(seconds=1))
+    datetime.timedelta(seconds=6)
+    """
+    bar = timedelta(microseconds=window_micros(window_size))
+    return read_delay + poll + STALE_BARS * bar
+
+
+class LagChange(StrEnum):
+    HALT = "halt"
+    CLEAR = "clear"
+
+
+class PipelineLag:
+    """Pipeline lag (now − event time of the newest signal of the batch being processed)
+    against its bound.
+
+    Pure given its inputs: :meth:`observe` returns :attr:`LagChange.HALT` when the lag first
+    exceeds the bound, :attr:`LagChange.CLEAR` once it is back under :data:`LAG_CLEAR_RATIO` of
+    it (so a lag hovering at the bound does not flap), ``None`` otherwise. Only processed
+    signals are observed: an idle pipeline (market closed) is not lagging.
+    """
+
+    def __init__(self, bound: timedelta) -> None:
+        self.bound = bound
+        self.lagging = False
+        self.last = timedelta(0)
+
+    def observe(self, now: datetime, event_ts: datetime) -> LagChange | None:
+        self.last = now - event_ts
+        if not self.lagging and self.last > self.bound:
+            self.lagging = True
+            return LagChange.HALT
+        if self.lagging and self.last <= self.bound * LAG_CLEAR_RATIO:
+            self.lagging = False
+            return LagChange.CLEAR
+        return None
+
+    def detail(self) -> str:
+        return f"lag {self.last.total_seconds():.3f}s > {self.bound.total_seconds():g}s"
+
+
+def evaluate(decision: Decision, limits: RiskLimits, ctx: RiskContext) -> RiskVerdict:
+    """Every rule, every time; the verdict lists every failing rule."""
+    reasons: list[RiskReason] = []
+
+    def fail(code: RiskCheck, detail: str) -> None:
+        reasons.append(RiskReason(code, detail))
+
+    price = decision.limit_price or decision.reference_price
+    if decision.action is Action.HOLD or decision.qty <= 0 or price is None or price <= 0:
+        fail(RiskCheck.INVALID_ORDER, f"{decision.action} qty={decision.qty} price={price}")
+    _gates(decision, limits, ctx, fail)
+    if price is not None and price > 0 and decision.action is not Action.HOLD:
+        _exposure(decision, price, limits, ctx, fail)
+    _pace(decision, limits, ctx, fail)
+    _stops(limits, ctx, fail)
+    return RiskVerdict(tuple(reasons))
+
+
+def _gates(decision: Decision, limits: RiskLimits, ctx: RiskContext, fail: _Fail) -> None:
+    if not limits.trading_enabled:
+        fail(RiskCheck.TRADING_DISABLED, "TRADING_ENABLED is false")
+    if limits.kill_switch:
+        fail(RiskCheck.KILL_SWITCH, "TRADING_KILL_SWITCH is on")
+    elif ctx.kill_switch_reason:
+        fail(RiskCheck.KILL_SWITCH, ctx.kill_switch_reason)
+    if ctx.halted_reason:
+        fail(RiskCheck.TRADING_HALTED, ctx.halted_reason)
+    if limits.mode != "paper" and not (limits.live_enabled and limits.live_endpoint_configured):
+        fail(
+            RiskCheck.LIVE_GATES,
+            f"mode={limits.mode} needs TRADING_LIVE_ENABLED=true "
+            f"(is {limits.live_enabled}) and ALPACA_LIVE_BASE_URL "
+            f"({'set' if limits.live_endpoint_configured else 'unset'})",
+        )
+    if limits.mode != "paper" and limits.not_promoted:
+        fail(RiskCheck.NOT_PROMOTED, limits.not_promoted)
+    if decision.strategy_id not in limits.enabled_strategies:
+        fail(RiskCheck.STRATEGY_DISABLED, f"strategy {decision.strategy_id} is not enabled")
+    if decision.symbol not in limits.symbol_allowlist:
+        fail(RiskCheck.SYMBOL_NOT_ALLOWED, f"{decision.symbol} is not in the allowlist")
+    if limits.require_market_open and not ctx.clock.is_open:
+        fail(RiskCheck.MARKET_CLOSED, f"market closed at {ctx.clock.timestamp.isoformat()}")
+    age = ctx.now - decision.event_ts
+    if age > limits.max_signal_staleness:
+        fail(
+            RiskCheck.SIGNAL_STALE,
+            f"signal age {age.total_seconds():.3f}s"
+            f" > {limits.max_signal_staleness.total_seconds():g}s",
+        )
+
+
+def _exposure(
+    decision: Decision, price: Decimal, limits: RiskLimits, ctx: RiskContext, fail: _Fail
+) -> None:
+    notional = decision.qty * price
+    if notional > limits.max_notional_per_order:
+        fail(
+            RiskCheck.MAX_NOTIONAL_PER_ORDER,
+            f"notional {notional} > {limits.max_notional_per_order}",
+        )
+    signed = decision.qty if decision.action is Action.BUY else -decision.qty
+    held = sum((p.qty for p in ctx.positions if p.symbol == decision.symbol), Decimal(0))
+    after = held + signed
+    position_value = abs(after) * price
+    if position_value > limits.max_position_per_symbol and abs(after) > abs(held):
+        fail(
+            RiskCheck.MAX_POSITION_PER_SYMBOL,
+            f"{decision.symbol} position {after} x {price} = {position_value} "
+            f"> {limits.max_position_per_symbol}",
+        )
+    others = sum(
+        (abs(p.market_value) for p in ctx.positions if p.symbol != decision.symbol), Decimal(0)
+    )
+    gross = others + position_value
+    if gross > limits.max_gross_exposure and abs(after) > abs(held):
+        fail(RiskCheck.MAX_GROSS_EXPOSURE, f"gross exposure {gross} > {limits.max_gross_exposure}")
+    if decision.action is Action.BUY and notional > ctx.account.buying_power:
+        power = ctx.account.buying_power
+        fail(RiskCheck.BUYING_POWER, f"notional {notional} > buying power {power}")
+    if after < 0 and not limits.allow_shorting:
+        fail(
+            RiskCheck.SHORTING_DISABLED,
+            f"sell {decision.qty} of {decision.symbol} with {held} held would go short",
+        )
+
+
+def _pace(decision: Decision, limits: RiskLimits, ctx: RiskContext, fail: _Fail) -> None:
+    minute_ago = ctx.now - timedelta(minutes=1)
+    last_minute = sum(1 for o in ctx.recent_orders if o.submitted_at > minute_ago)
+    if last_minute + 1 > limits.max_orders_per_minute:
+        fail(
+            RiskCheck.MAX_ORDERS_PER_MINUTE,
+            f"{last_minute} orders in the last minute; limit {limits.max_orders_per_minute}",
+        )
+    last_for_symbol = max(
+        (o.submitted_at for o in ctx.recent_orders if o.symbol == decision.symbol), default=None
+    )
+    if last_for_symbol is not None and ctx.now - last_for_symbol < limits.symbol_cooldown:
+        fail(
+            RiskCheck.SYMBOL_COOLDOWN,
+            f"last {decision.symbol} order at {last_for_symbol.isoformat()}, cooldown "
+            f"{limits.symbol_cooldown.total_seconds():g}s",
+        )
+
+
+def _stops(limits: RiskLimits, ctx: RiskContext, fail: _Fail) -> None:
+    loss = ctx.account.last_equity - ctx.account.equity
+    if loss >= limits.daily_loss_limit:
+        fail(RiskCheck.DAILY_LOSS_STOP, f"daily loss {loss} >= {limits.daily_loss_limit}")
+    if ctx.equity_peak > 0:
+        drawdown = (ctx.equity_peak - ctx.account.equity) / ctx.equity_peak * 100
+        if drawdown >= limits.max_drawdown_pct:
+            fail(
+                RiskCheck.DRAWDOWN_STOP,
+                f"drawdown {drawdown:.2f}% from peak {ctx.equity_peak}"
+                f" >= {limits.max_drawdown_pct}%",
+            )
