@@ -1,14 +1,23 @@
 """The replay: signal rows through the live strategies, review and risk, into the paper book.
 
 Why this shape: a backtest is only evidence if it runs the code that trades. Each row goes
-through :class:`trading.pipeline.Decider` (the strategies, as the live flow steps them), every
-decision through :func:`trading.adjudicate.adjudicate` (risk pre-check, the review policy, risk
-again — the same functions the live pipeline calls) with a :class:`~trading.risk.RiskContext`
-built from the simulated broker exactly as the live pipeline builds it from Alpaca's (account,
-positions, clock, recent orders, equity peak), and an approved order goes to the paper broker's
-matching engine (:mod:`trading.backtest.market`). What differs from live is only the I/O: time
-is the row's event time (:class:`~trading.core.clock.SimulatedClock`), nothing is stored per
-decision, and the review reads recorded or deterministic verdicts (never the network).
+through :class:`trading.core.pipeline.Decider` (the strategies, as the live flow steps them),
+every decision through :func:`trading.core.adjudicate.adjudicate` (risk pre-check, the review
+policy, risk again — the functions the live pipeline calls) with a
+:class:`~trading.core.risk.RiskContext` built the way the live pipeline builds it (account,
+positions, clock, recent orders, equity peak), and an approved order goes to the paper
+broker's matching engine through the core's broker port
+(:class:`~trading.adapters.paper_book.PaperBookBroker`), all on one
+:class:`~trading.core.clock.SimulatedClock` set to each row's event time.
+
+Why not :class:`~trading.core.pipeline.TradingPipeline` itself: it records every decision in a
+unit of work and runs reviews on per-symbol lanes (threads) whose outcomes come back a batch
+later — right for a live loop, but a long replay would pay a store round trip per decision and
+lose its determinism to thread timing. The engine calls the same adjudication synchronously
+instead; ``tests/backtest/test_replay.py`` checks that a recorded live paper session and its
+replay make the same decisions, hash for hash. What differs from live is only the I/O: nothing
+is stored per decision, the broker view is taken once per event time (the pipeline: once per
+batch) and the review reads recorded or deterministic verdicts, never the network.
 
 Memory is bounded by the number of symbols, strategies and orders, not by the window: rows are
 consumed as they stream in, the equity curve is sampled once per ``curve_period_s`` of event

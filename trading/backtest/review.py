@@ -1,7 +1,7 @@
 """Offline reviewers for a backtest: recorded verdicts or a deterministic policy, never the network.
 
 Why reviewers (``trading.ports.Reviewer``) rather than a shortcut around the review: the answer
-still passes the live policy (:class:`trading.llm.DecisionReview`: schema, bounds, quantity
+still passes the live policy (:class:`trading.core.llm.DecisionReview`: schema, bounds, quantity
 increment, confidence, fallback, circuit breaker), so a replayed verdict has exactly the effect
 it had, or would have had, live. The breaker runs on the replay's event time, so how fast a
 backtest runs never changes which reviews it skips.

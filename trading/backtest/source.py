@@ -1,12 +1,12 @@
 """The rows a backtest replays: ``ta_signals`` FINAL from ClickHouse, in the trading cursor's
 order, streamed page by page, and the checks that refuse a window that cannot be replayed.
 
-Why the live reader (:class:`trading.signals.ClickHouseSignalReader`): the same query, order,
-deduplication and conversion as the trading flow, so a backtest sees the rows the live loop saw
-(bad rows are dead-lettered and skipped by both). Pages of ``batch_size`` rows are read strictly
-after the previous page's cursor (a bounded read, no settle horizon), so memory does not grow
-with the window and no row is read twice or skipped (``batch_size`` is not part of the
-configuration: it changes no result).
+Why the live reader (:class:`trading.adapters.clickhouse_signals.ClickHouseSignalReader`):
+the same query, order, deduplication and conversion as the trading flow, so a backtest sees the
+rows the live loop saw (bad rows are dead-lettered and skipped by both). Pages of
+``batch_size`` rows are read strictly after the previous page's cursor (a bounded read, no
+settle horizon), so memory does not grow with the window and no row is read twice or skipped
+(``batch_size`` is not part of the configuration: it changes no result).
 
 Refused before anything runs, each with a message that says what to change:
 :class:`UnknownStrategy`, :class:`UnknownSymbol` (no signal rows for it at all),

@@ -2,7 +2,7 @@
 
 Why at the composition root and as a risk rule: the verdict is looked up once, when the flow
 opens its store (a verdict recorded later takes a restart, like any change of what may trade),
-and the answer travels in :class:`trading.risk.RiskLimits` (``not_promoted``), so the risk
+and the answer travels in :class:`trading.core.risk.RiskLimits` (``not_promoted``), so the risk
 engine — the last gate before money moves — rejects every live decision with reason
 ``not_promoted`` while it is set. Paper mode never asks.
 """

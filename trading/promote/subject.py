@@ -3,7 +3,7 @@
 Why a hash of these and nothing else: a verdict or a sign-off must stop applying the moment any
 of them changes (a new strategy version, one changed parameter, a new prompt), and must keep
 applying across restarts and unrelated configuration. The subject is canonical JSON
-(:func:`trading.domain.canonical_json`), so the same strategies hash the same in the backtest,
+(:func:`trading.core.domain.canonical_json`), so the same strategies hash the same in the backtest,
 in the promotion check and in the live flow's gate.
 """
 
