@@ -3,13 +3,16 @@ parity with the live paper flow (the same decisions, hash for hash)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from bytewax.testing import run_main
+from sqlalchemy.orm import Session
 
 from dataflows.trading import TradingRuntime, build_flow
 from tests.trading.flow_fixtures import (
@@ -24,7 +27,10 @@ from tests.trading.flow_fixtures import (
 from torghut.clickhouse import connect
 from torghut.config import ClickHouseSettings
 from torghut.sim.broker import BrokerSimulator
+from trading.adapters.store import create_engine
+from trading.backtest.__main__ import main as backtest_cli
 from trading.backtest.config import BacktestConfig, FillConfig
+from trading.backtest.records import get_run
 from trading.backtest.run import run_backtest
 from trading.backtest.source import EmptyWindow, UnknownStrategy, UnknownSymbol, WindowBeyondTtl
 
@@ -130,3 +136,52 @@ def test_a_recorded_paper_session_replays_to_the_same_decisions(
     assert sorted(o.client_order_id for o in paper_broker.orders()) == sorted(
         t.client_order_id for t in replay.ledger.trades
     )
+
+
+def test_the_cli_writes_both_reports_stores_the_run_and_refuses_bad_input(
+    ch_client: Any,
+    ch: ClickHouseSettings,
+    pg_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    insert_signals(ch_client, crossing_signals(START, 10))
+    monkeypatch.setenv("CH_DSN", ch.dsn)
+    monkeypatch.setenv("CH_DATABASE", ch.database)
+    monkeypatch.setenv("TRADING_DB_URL", pg_url)
+    args = [
+        "--from",
+        START.isoformat(),
+        "--to",
+        (START + timedelta(minutes=1)).isoformat(),
+        "--symbols",
+        "aapl,MSFT",
+        "--strategies",
+        "macd_rsi",
+        "--fill",
+        "touch",
+        "--risk",
+        '{"symbol_cooldown_s": 0}',
+        "--out",
+        str(tmp_path),
+        "--store",
+        "--no-progress",
+    ]
+    assert backtest_cli(args) == 0
+    out = msgspec.json.decode(capsys.readouterr().out)
+    body = Path(out["json"]).read_bytes()
+    assert msgspec.json.decode(body)["summary"]["statuses"] == {"approved": 18}
+    assert Path(out["html"]).read_text().startswith("<!DOCTYPE html>")
+    engine = create_engine(pg_url)
+    try:
+        with Session(engine) as s:
+            run = get_run(s, uuid.UUID(out["run_id"]))
+            assert run is not None
+            assert run.report_json.encode() == body
+    finally:
+        engine.dispose()
+    assert backtest_cli([*args[:5], "AAPL,NVDA", *args[6:]]) == 2
+    assert "unknown symbol(s) ['NVDA']" in capsys.readouterr().err
+    assert backtest_cli(["--from", "yesterday", *args[2:]]) == 2
+    assert "--from 'yesterday' is not an ISO-8601 time" in capsys.readouterr().err

@@ -103,6 +103,7 @@ max_reconciliation_errors_increase = 0
 
 [llm]
 min_verdict_stability = 0.9
+min_veto_precision = 0.5
 
 [signoff]
 required_on_change = true
@@ -171,6 +172,7 @@ def test_promotion_fails_with_every_reason_then_passes_after_sign_off(
         "reject rate 0.5",
         "paper drawdown 0.001",
         "reconciliation errors rose from 0 to 1",
+        "veto precision on losing trades undefined",
         "baseline run",
         "no human sign-off",
     ]

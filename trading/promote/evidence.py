@@ -64,6 +64,8 @@ def gather(
         verdict_stability=(
             verdict_stability(run.verdicts, baseline.verdicts) if baseline is not None else None
         ),
+        veto_precision=run.shadow.get("veto_precision"),
+        veto_recall=run.shadow.get("veto_recall"),
         paper_drawdown=paper_drawdown(session, since, Decimal(str(paper_equity))),
         reconciliation_errors=errors,
         reconciliation_errors_before=before,

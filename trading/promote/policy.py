@@ -11,8 +11,9 @@ list is a pass. The design's list, made executable:
   ``equity``), and ``max_reconciliation_errors_increase``: reconciliation halts (failing passes,
   position drift) since the last promotion minus those in the same span before it;
 * ``[llm]`` — with a review in the run: veto and approve rates within ``max_veto_rate_change``
-  / ``max_approve_rate_change`` of the baseline run's, and ``min_verdict_stability`` over the
-  decisions both runs reviewed;
+  / ``max_approve_rate_change`` of the baseline run's, ``min_verdict_stability`` over the
+  decisions both runs reviewed, and the shadow evaluation's ``min_veto_precision`` /
+  ``min_veto_recall`` on losing trades (:mod:`trading.backtest.shadow`);
 * ``[signoff]`` — ``required_on_change``: a subject (strategy versions, parameters, prompt
   version) other than the last promoted one needs a recorded human sign-off.
 
@@ -54,6 +55,8 @@ class LlmPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_veto_rate_change: float | None = None
     max_approve_rate_change: float | None = None
     min_verdict_stability: float | None = None
+    min_veto_precision: float | None = None
+    min_veto_recall: float | None = None
 
 
 class SignoffPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -81,6 +84,8 @@ class Evidence(msgspec.Struct, frozen=True, kw_only=True):
     baseline_approve_rate: float | None = None
     has_baseline: bool = False
     verdict_stability: float | None = None
+    veto_precision: float | None = None
+    veto_recall: float | None = None
     paper_drawdown: float | None = None
     reconciliation_errors: int = 0
     reconciliation_errors_before: int = 0
@@ -140,12 +145,20 @@ def evaluate(policy: Policy, ev: Evidence) -> list[str]:
 
 
 def _llm(p: LlmPolicy, ev: Evidence) -> list[str]:
-    wanted = (p.max_veto_rate_change, p.max_approve_rate_change, p.min_verdict_stability)
-    if not ev.reviewed or all(w is None for w in wanted):
+    if not ev.reviewed:
         return []
-    if not ev.has_baseline:
-        return ["LLM review rates need a baseline run to compare with (--baseline)"]
     out: list[str] = []
+    for name, floor, value in (
+        ("veto precision", p.min_veto_precision, ev.veto_precision),
+        ("veto recall", p.min_veto_recall, ev.veto_recall),
+    ):
+        if floor is not None and (value is None or value < floor):
+            out.append(f"LLM {name} on losing trades {_num(value)} is below {floor:g}")
+    wanted = (p.max_veto_rate_change, p.max_approve_rate_change, p.min_verdict_stability)
+    if all(w is None for w in wanted):
+        return out
+    if not ev.has_baseline:
+        return [*out, "LLM review rates need a baseline run to compare with (--baseline)"]
     for name, limit, now, before in (
         ("veto", p.max_veto_rate_change, ev.veto_rate, ev.baseline_veto_rate),
         ("approve", p.max_approve_rate_change, ev.approve_rate, ev.baseline_approve_rate),
