@@ -91,6 +91,7 @@ def test_risk_rejections_are_counted_by_reason() -> None:
     assert [d.status for d in replay.decisions] == ["approved", "rejected"]
     assert replay.decisions[1].reasons == ("max_orders_per_minute",)
     assert replay.rejections == {"max_orders_per_minute": 1}
+    assert replay.rejections_by_symbol == {"AAA": {"max_orders_per_minute": 1}}
     assert len(replay.ledger.trades) == 1
     # the cooldown (60 s by default) refuses it too, both reasons counted
     both = Backtest(band_config(risk={"max_orders_per_minute": 1})).run(band_rows(CLOSES))

@@ -95,6 +95,7 @@ class Replay:
     last_ts: datetime | None
     decisions: list[DecisionRecord]
     rejections: dict[str, int]
+    rejections_by_symbol: dict[str, dict[str, int]]
     ledger: Ledger
     shadow: ShadowBook
     review_model: str | None
@@ -161,6 +162,7 @@ class Backtest:
         decisions: list[DecisionRecord] = []
         statuses: Counter[str] = Counter()
         rejections: Counter[str] = Counter()
+        by_symbol: dict[str, Counter[str]] = {}
         digest = hashlib.sha256()
         count = 0
         first: datetime | None = None
@@ -191,7 +193,9 @@ class Backtest:
                     decisions.append(record)
                 statuses[record.status] += 1
                 digest.update(f"{record.decision_hash}:{record.status};".encode("ascii"))
-                rejections.update(record.reasons)
+                if record.reasons:
+                    rejections.update(record.reasons)
+                    by_symbol.setdefault(record.symbol, Counter()).update(record.reasons)
             self._settle()
         ledger.finish(current or cfg.start)
         shadow.finish()
@@ -206,6 +210,9 @@ class Backtest:
             last_ts=current,
             decisions=decisions,
             rejections=dict(sorted(rejections.items())),
+            rejections_by_symbol={
+                sym: dict(sorted(c.items())) for sym, c in sorted(by_symbol.items())
+            },
             ledger=ledger,
             shadow=shadow,
             review_model=self._review_model,

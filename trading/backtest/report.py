@@ -87,6 +87,7 @@ def report_of(replay: Replay, *, code_version: str) -> dict[str, Any]:
         },
         "metrics": {"overall": overall, "per_symbol": per_symbol},
         "rejections": replay.rejections,
+        "rejections_per_symbol": replay.rejections_by_symbol,
         "shadow": replay.shadow.summary(),
         "curve": {"ts": ledger.times, "equity": ledger.equity, "drawdown": drawdown},
         "prices": {s: b.prices for s, b in books.items()},
