@@ -17,7 +17,7 @@ from litestar import Controller, MediaType, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
-from litestar.params import FromQuery
+from litestar.params import FromPath, FromQuery
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -81,19 +81,21 @@ class BacktestsController(Controller):
         return backtests.runs(n, offset)
 
     @get("/{run_id:uuid}", sync_to_thread=True)
-    def run(self, backtests: NamedDependency[BacktestReads], run_id: uuid.UUID) -> StoredRun:
+    def run(
+        self, backtests: NamedDependency[BacktestReads], run_id: FromPath[uuid.UUID]
+    ) -> StoredRun:
         return stored(backtests.run(run_id))
 
     @get("/{run_id:uuid}/report.json", sync_to_thread=True)
     def report_json(
-        self, backtests: NamedDependency[BacktestReads], run_id: uuid.UUID
+        self, backtests: NamedDependency[BacktestReads], run_id: FromPath[uuid.UUID]
     ) -> Response[bytes]:
         body = backtests.run(run_id).report_json.encode("utf-8")
         return Response(body, media_type=MediaType.JSON)
 
     @get("/{run_id:uuid}/report.html", sync_to_thread=True)
     def report_html(
-        self, backtests: NamedDependency[BacktestReads], run_id: uuid.UUID
+        self, backtests: NamedDependency[BacktestReads], run_id: FromPath[uuid.UUID]
     ) -> Response[bytes]:
         body = backtests.run(run_id).report_html.encode("utf-8")
         return Response(body, media_type=MediaType.HTML)
