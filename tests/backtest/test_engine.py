@@ -158,3 +158,18 @@ def test_record_limit_bounds_the_lists_not_the_counts() -> None:
     assert capped.statuses == full.statuses == {"approved": 2}
     assert capped.decision_digest == full.decision_digest
     assert capped.ledger.equity == full.ledger.equity
+
+
+def test_the_environment_never_changes_a_backtest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings classes read ``RISK_*``/``TRADING_*``/``LLM_*`` variables; a backtest's
+    configuration must be all it depends on."""
+    before = encode_report(
+        report_of(Backtest(band_config()).run(band_rows(CLOSES)), code_version="v")
+    )
+    monkeypatch.setenv("RISK_MAX_ORDERS_PER_MINUTE", "0")
+    monkeypatch.setenv("TRADING_ORDER_QTY", "7")
+    monkeypatch.setenv("TRADING_STRATEGIES", "macd_rsi")
+    after = encode_report(
+        report_of(Backtest(band_config()).run(band_rows(CLOSES)), code_version="v")
+    )
+    assert after == before

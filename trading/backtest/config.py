@@ -4,22 +4,25 @@ Why one frozen struct: the configuration *is* the run's identity. It is recorded
 (its canonical JSON and hash), so the same configuration over the same rows gives the same
 report byte for byte, and a promotion verdict names exactly what was tested. Nothing here reads
 the environment: ``risk`` and ``strategy_params`` are validated by the same settings models the
-live flow uses (``RiskSettings``, ``TradingSettings``) from these values only.
+live flow uses (``RiskSettings``, ``TradingSettings``) from these values only (no environment
+variable or ``.env`` file is consulted).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import msgspec
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from torghut.config import RiskSettings, TradingSettings
+from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
 from trading.core.domain import canonical_json
 
-__all__ = ["BacktestConfig", "FillConfig", "ReviewMode"]
+__all__ = ["BacktestConfig", "FillConfig", "ReviewMode", "settings_from"]
 
 ReviewMode = Literal["none", "approve", "recorded"]
 """``none``: no review (as with ``LLM_ENABLED=false``); ``approve``: a deterministic reviewer
@@ -95,7 +98,8 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
     def trading_settings(self) -> TradingSettings:
         """The strategy part of the live settings, from this configuration only."""
-        return TradingSettings.model_validate(
+        return settings_from(
+            TradingSettings,
             {
                 "enabled": True,
                 "mode": "paper",
@@ -104,17 +108,45 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 "order_qty": self.order_qty,
                 "signal_window_size": self.window_size,
                 "fractional_symbols": list(self.fractional_symbols),
-            }
+            },
         )
 
     def risk_settings(self) -> RiskSettings:
         values: dict[str, Any] = {"symbol_allowlist": list(self.symbols)}
         values["require_market_open"] = self.market_hours
         values.update(self.risk)
-        return RiskSettings.model_validate(values)
+        return settings_from(RiskSettings, values)
+
+    def alpaca_settings(self) -> AlpacaSettings:
+        """What risk reads of the broker settings: the symbols, and no live endpoint."""
+        return settings_from(AlpacaSettings, {"symbols": list(self.symbols), "live_base_url": ""})
 
     def canonical(self) -> str:
         return canonical_json(msgspec.to_builtins(self, builtin_types=(Decimal, datetime)))
 
     def digest(self) -> str:
         return hashlib.sha256(self.canonical().encode("ascii")).hexdigest()
+
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+def settings_from(cls: type[_S], values: Mapping[str, Any]) -> _S:
+    """``cls`` validated from ``values`` alone: no ``TRADING_*``/``RISK_*``/… environment
+    variable, no ``.env`` file (a settings class reads those even through ``model_validate``),
+    so a backtest's result depends on its configuration only."""
+
+    class FromValuesOnly(cls):  # type: ignore[valid-type,misc]
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings,)
+
+    FromValuesOnly.__name__ = cls.__name__
+    return cast(_S, FromValuesOnly(**values))

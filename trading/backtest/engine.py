@@ -38,7 +38,6 @@ from typing import Any, Literal
 
 import msgspec
 
-from torghut.config import AlpacaSettings
 from torghut.sim.broker.book import AccountConfig
 from torghut.sim.broker.clock import AlwaysOpen, NyseSchedule
 from trading.adapters.paper_book import PaperBookBroker
@@ -122,9 +121,8 @@ class Backtest:
         trading = config.trading_settings()
         self.config = config
         self._strategies: dict[str, Strategy[Any]] = build_strategies(trading)
-        alpaca = AlpacaSettings.model_validate({"symbols": list(config.symbols)})
         self.limits = RiskLimits.from_settings(
-            trading, config.risk_settings(), alpaca, read_delay=timedelta(0)
+            trading, config.risk_settings(), config.alpaca_settings(), read_delay=timedelta(0)
         )
         self._review = review
         self._review_model = review_model

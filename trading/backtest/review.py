@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from torghut.config import LlmSettings
 from trading.adapters.store.models import LlmReviewRow, TradeDecisionRow
-from trading.backtest.config import BacktestConfig
+from trading.backtest.config import BacktestConfig, settings_from
 from trading.core.clock import Clock
 from trading.core.llm import DecisionReview
 from trading.core.ports import ProviderReply, ReviewRequest
@@ -110,7 +110,7 @@ def offline_review(
         if config.review == "approve"
         else RecordedReviewer(recorded, models[0] if len(models) == 1 else "recorded")
     )
-    settings = LlmSettings.model_validate({"enabled": True, **dict(llm or {})})
+    settings = settings_from(LlmSettings, {"enabled": True, **dict(llm or {})})
     review = DecisionReview(
         reviewer,
         settings,
