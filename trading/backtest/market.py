@@ -37,7 +37,7 @@ class ReplayQuotes:
 
     def __init__(self, fill: FillConfig) -> None:
         self._last: dict[str, tuple[Signal, datetime]] = {}
-        self._touch: dict[str, tuple[Signal, Touch]] = {}
+        self._touch: dict[str, Touch] = {}
         self._slip = fill.slippage_bps / _BPS
         self._at_close = fill.model == "next_bar"
 
@@ -48,16 +48,17 @@ class ReplayQuotes:
         if close is None or close <= 0:
             return None
         self._last[row.symbol] = (ind, row.event_ts)
+        self._touch.pop(row.symbol, None)
         return close
 
     def latest_quote(self, symbol: str) -> Touch | None:
+        touch = self._touch.get(symbol)
+        if touch is not None:
+            return touch
         last = self._last.get(symbol)
         if last is None:
             return None
         ind, at = last
-        cached = self._touch.get(symbol)
-        if cached is not None and cached[0] is ind:
-            return cached[1]
         bid = ask = _dec(ind.close)
         if not self._at_close and ind.imbalance_bid_px and ind.imbalance_ask_px:
             bid, ask = _dec(ind.imbalance_bid_px), _dec(ind.imbalance_ask_px)
@@ -68,7 +69,7 @@ class ReplayQuotes:
             _UNLIMITED,
             at,
         )
-        self._touch[symbol] = (ind, touch)
+        self._touch[symbol] = touch
         return touch
 
 
