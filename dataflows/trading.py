@@ -26,9 +26,12 @@ again right before every submit; cancel-all and flatten commands are carried out
 thread. SIGINT/SIGTERM (:func:`install_stop_handlers`) stop every submit at once, end the source
 and end the process within ``TRADING_STOP_GRACE_S`` whatever is still in flight.
 
-Composable pieces for the all-in-one embedded flow: :class:`TradingRuntime` (store, broker,
-executor, reconciler, pipeline built from settings) and :func:`trading_pipeline` (the steps,
-added to any ``Dataflow``).
+This module is the composition root of the trading core (:mod:`trading.core`, which imports
+no adapter): :class:`TradingRuntime` builds the adapters from settings — the alpaca-py broker
+and its ``trade_updates`` stream, the SQL store, the OpenAI-compatible reviewer
+(:func:`build_review`), the wall clock — and hands them to the core's executor, reconciler,
+controls and pipeline; :func:`trading_pipeline` adds the steps (ClickHouse signal source →
+decide → execute) to any ``Dataflow``, e.g. the all-in-one embedded flow.
 
 The module builds the flow lazily, when ``flow`` is first looked up (``bytewax.run`` does that);
 importing it opens nothing.

@@ -96,6 +96,13 @@ def test_signals_to_decisions_to_orders_to_reconciled_fills(
     assert events[-1].status_to.value == "filled"
     assert cursor is not None
     assert cursor.event_ts == start + timedelta(seconds=5)
+    # The flow's reconciler confirms every execution against the broker: the API shows them
+    # "reconciled", not "pending".
+    runtime.reconciler.reconcile_once()
+    with store.unit_of_work() as uow:
+        executions = uow.executions(limit=1000)
+    assert len(executions) == 10
+    assert all(e.reconciled_at is not None for e in executions)
 
 
 def test_restart_without_recovery_resumes_from_the_store_cursor(
