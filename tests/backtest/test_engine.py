@@ -173,3 +173,17 @@ def test_the_environment_never_changes_a_backtest(monkeypatch: pytest.MonkeyPatc
         report_of(Backtest(band_config()).run(band_rows(CLOSES)), code_version="v")
     )
     assert after == before
+
+
+def test_a_limit_order_rests_until_a_touch_crosses_it() -> None:
+    """A buy limit at the close (94.00) does not fill against the 94.10 ask; it rests in the
+    book and fills at the first touch that crosses it (ask 93.90), two rows later."""
+    quotes = [(99.9, 100.1), (93.9, 94.1), (94.5, 94.7), (93.8, 93.9), (94.0, 94.2)]
+    config = band_config(
+        fill=FillConfig(model="touch"),
+        strategy_params={"bollinger_reversion": {"order_type": "limit"}},
+    )
+    replay = Backtest(config).run(band_rows([100.0, 94.0, 94.6, 93.85, 94.1], quotes=quotes))
+    (buy,) = replay.ledger.trades
+    assert (buy.ts, buy.side, buy.price) == (T0 + timedelta(seconds=3), "buy", Decimal("93.9"))
+    assert [d.status for d in replay.decisions] == ["approved"]

@@ -49,6 +49,7 @@ from trading.core.adjudicate import Adjudication, adjudicate
 from trading.core.clock import SimulatedClock
 from trading.core.domain import Action, Decision, SignalRow
 from trading.core.llm import DecisionReview
+from trading.core.orders import OrderStatus
 from trading.core.pipeline import Decider, DeciderState
 from trading.core.ports import (
     AccountSnapshot,
@@ -65,6 +66,9 @@ __all__ = ["Backtest", "DecisionRecord", "Replay"]
 
 Status = Literal["approved", "rejected", "vetoed", "refused"]
 BrokerView = tuple[AccountSnapshot, tuple[PositionSnapshot, ...], ClockSnapshot]
+_OPEN = frozenset(
+    {OrderStatus.ACCEPTED, OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED}
+)
 _RECENT_ROWS = 20
 
 
@@ -144,7 +148,8 @@ class Backtest:
         self._recent_orders: deque[RecentOrder] = deque()
         self._recent_rows: dict[str, deque[SignalRow]] = {}
         self._next_bar: dict[str, list[OrderRequest]] = {}
-        self._resting: set[str] = set()
+        self._resting: dict[str, list[str]] = {}
+        """Open orders (ids) per symbol: limit orders waiting for a touch that crosses them."""
         self._peak = Decimal(0)
         self._ledger = Ledger(
             config.initial_cash, config.start, config.curve_period, config.record_limit
@@ -226,10 +231,12 @@ class Backtest:
         waiting = self._next_bar.pop(symbol, None)
         for request in waiting or ():
             self._submit(request)
-        if symbol in self._resting:
+        resting = self._resting.get(symbol)
+        if resting:
             self.broker.book.on_quote(symbol)
-            if not self.broker.book.orders(status="open", symbols=(symbol,)):
-                self._resting.discard(symbol)
+            resting[:] = [i for i in resting if self._is_open(i)]
+            if not resting:
+                del self._resting[symbol]
 
     def _handle(self, decision: Decision, shadow: ShadowBook) -> DecisionRecord:
         verdict = adjudicate(
@@ -289,9 +296,13 @@ class Backtest:
             order = self.broker.submit(request)
         except BrokerRejected:
             return False
-        if order.status.value in ("new", "accepted", "partially_filled", "pending_new"):
-            self._resting.add(request.symbol)
+        # ``submit`` answers with the order as accepted; the book may have filled it since
+        if self._is_open(order.id):
+            self._resting.setdefault(request.symbol, []).append(order.id)
         return True
+
+    def _is_open(self, order_id: str) -> bool:
+        return self.broker.get_order(order_id).status in _OPEN
 
     def _settle(self) -> None:
         """The book's fills since the last row, each charged its fee, into the ledger."""
