@@ -42,6 +42,8 @@ sysdeps:
 	$(PYTHON_BOOT) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null || missing+=(python3.11-dev); \
 	command -v $(GO) >/dev/null || missing+=(golang-go); \
 	command -v promtool >/dev/null || missing+=(prometheus); \
+	command -v chromium >/dev/null || missing+=(chromium); \
+	command -v chromedriver >/dev/null || missing+=(chromium-driver); \
 	if [ $${#missing[@]} -gt 0 ]; then \
 	  echo "installing system packages: $${missing[*]}"; \
 	  if ! dpkg -s postgresql-common >/dev/null 2>&1; then \

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
+from api.backtests import BacktestReads, BacktestsController
 from api.controls import ControlAccess, ControlsController
 from api.dead_letters import DeadLettersController
 from api.errors import exception_handlers
@@ -81,6 +82,7 @@ def create_app(
         app.state.store = TradingReads(sessionmaker(engine, expire_on_commit=False))
         app.state.controls = ControlAccess(ControlStore(engine))
         app.state.dead_letters = DeadLetterStore(engine)
+        app.state.backtests = BacktestReads(sessionmaker(engine, expire_on_commit=False))
         log.info("api_started", clickhouse=mask_dsn(settings.clickhouse.dsn))
         try:
             yield
@@ -101,6 +103,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             TradingController,
+            BacktestsController,
             ControlsController,
             DeadLettersController,
             TaController,

@@ -94,6 +94,7 @@ from trading.core.signals import (
     signal_read_delay,
 )
 from trading.core.strategies import build_strategies
+from trading.promote.gate import store_promotion
 
 __all__ = [
     "LastCloseQuotes",
@@ -175,6 +176,8 @@ class TradingRuntime:
             RiskLimits.from_settings(trading, risk, alpaca, read_delay=read_delay),
             kill_switch=False,
         )
+        if trading.mode == "live":
+            limits = dataclasses.replace(limits, not_promoted=store_promotion(store, settings))
         executor = OrderExecutor(store, broker, clock, max_intent_age=limits.max_signal_staleness)
 
         def trade_updates() -> TradingStream:

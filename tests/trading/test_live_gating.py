@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,15 +22,30 @@ from threading import Thread
 from typing import Any, Literal
 
 import pytest
+from sqlalchemy.orm import Session
 
 from dataflows.trading import TradingRuntime
-from tests.trading.flow_fixtures import paper_broker, trading_settings
-from torghut.config import AlpacaSettings, ClickHouseSettings, TradingSettings
+from tests.trading.flow_fixtures import (
+    PRICES,
+    SYMBOLS,
+    paper_broker,
+    static_quotes,
+    trading_settings,
+)
+from torghut.config import AlpacaSettings, ClickHouseSettings, Settings, TradingSettings
+from torghut.events import Signal
 from torghut.sim.broker import BrokerSimulator
 from trading.adapters.alpaca_broker import client_target
-from trading.core.domain import OrderType
+from trading.adapters.store import create_engine
+from trading.backtest.records import BacktestRunRow
+from trading.core.domain import Action, OrderType, SignalRow
 from trading.core.live_gates import LiveGateError
+from trading.core.pipeline import Decided
 from trading.core.ports import BrokerRejected, OrderRequest
+from trading.core.risk import RiskCheck
+from trading.core.strategies import MacdRsi, build_strategies, make_decision
+from trading.promote.records import record_verdict
+from trading.promote.subject import subject_hash, subject_of_strategies
 
 __all__ = ["paper_broker"]
 
@@ -145,3 +162,86 @@ def test_no_combination_short_of_all_gates_reaches_the_live_endpoint(
             paper_broker.disconnect_streams()
     assert reached == [("live", True, True, False), ("live", True, True, True)]
     assert all(r.startswith(("POST /v2/orders", "GET /v2/account")) for r in live_endpoint.requests)
+
+
+def _buy(at: datetime, symbol: str = "AAPL") -> Decided:
+    row = SignalRow(symbol, at, 0, "PT1S", 1, Signal(close=PRICES[symbol]))
+    strategy = MacdRsi.from_params({"qty": "1"})
+    decision = make_decision(strategy, strategy._p, row, Action.BUY, PRICES[symbol], "test")
+    return Decided(row, (decision,))
+
+
+def _promote(url: str, settings: Settings) -> None:
+    """A stored backtest run of exactly the live subject, and a passing verdict for it."""
+    strategies = build_strategies(settings.trading)
+    subject = subject_of_strategies(strategies, None)
+    engine = create_engine(url)
+    try:
+        with Session(engine) as s:
+            run = BacktestRunRow(
+                id=uuid.uuid4(),
+                window_start=datetime.now(UTC),
+                window_end=datetime.now(UTC),
+                config_digest="d",
+                code_version="c",
+                subject_hash=subject_hash(subject),
+                inputs={},
+                summary={},
+                metrics={},
+                rejections={},
+                shadow={},
+                verdicts={},
+                report_json="{}",
+                report_html="",
+            )
+            s.add(run)
+            s.flush()
+            record_verdict(
+                s, run_id=run.id, subject=subject, digest=run.subject_hash, policy={}, reasons=[]
+            )
+            s.commit()
+    finally:
+        engine.dispose()
+
+
+def test_live_mode_without_a_passing_verdict_sends_nothing(tmp_path: Path) -> None:
+    """Every live gate set, a live endpoint that records orders (a broker simulator): without a
+    passing promotion verdict for exactly the running strategies, the decision is rejected with
+    ``not_promoted`` and the endpoint gets no order; with one, the same flow sends (proving the
+    endpoint would have noticed)."""
+    live = BrokerSimulator(static_quotes(), key_id="sim-key", secret_key="sim-secret")
+    store_url = f"sqlite:///{tmp_path / 'live.sqlite'}"
+    with live.run_in_thread():
+        settings = trading_settings(
+            clickhouse=ClickHouseSettings(dsn="http://127.0.0.1:1", database="unused"),
+            store_url=store_url,
+            broker_url="",
+            data_dir=tmp_path,
+            mode="live",
+            live_enabled=True,
+        )
+        settings.alpaca = AlpacaSettings(live_base_url=live.base_url, symbols=SYMBOLS)
+        now = datetime.now(UTC)
+        runtime = TradingRuntime.open(settings, stream=False)
+        runtime.start()
+        try:
+            outcome = runtime.pipeline.process([_buy(now)])
+            with runtime.store.unit_of_work() as uow:
+                stored = uow.get_decision(outcome[0].decision_hash)
+        finally:
+            runtime.close()
+        assert [o.status for o in outcome] == ["rejected"]
+        assert stored is not None
+        assert [r.code for r in stored.risk_reasons] == [RiskCheck.NOT_PROMOTED]
+        assert "no passing promotion verdict" in stored.risk_reasons[0].detail
+        assert live.orders() == []
+
+        _promote(store_url, settings)
+        runtime = TradingRuntime.open(settings, stream=False)
+        runtime.start()
+        try:
+            outcome = runtime.pipeline.process([_buy(now + timedelta(seconds=1))])
+        finally:
+            runtime.close()
+        assert [o.execution for o in outcome] == ["submitted"], outcome
+        assert [o.client_order_id for o in live.orders()] == [outcome[0].decision_hash]

@@ -89,6 +89,17 @@ ALONE: list[tuple[RiskCheck, dict[str, Any], dict[str, Any], dict[str, Any]]] = 
     (RiskCheck.LIVE_GATES, {"mode": "live", "live_endpoint_configured": True}, {}, {}),
     (RiskCheck.LIVE_GATES, {"mode": "live", "live_enabled": True}, {}, {}),
     (
+        RiskCheck.NOT_PROMOTED,
+        {
+            "mode": "live",
+            "live_enabled": True,
+            "live_endpoint_configured": True,
+            "not_promoted": "no passing promotion verdict",
+        },
+        {},
+        {},
+    ),
+    (
         RiskCheck.STRATEGY_DISABLED,
         {"enabled_strategies": frozenset({"bollinger_reversion"})},
         {},

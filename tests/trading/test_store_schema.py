@@ -14,6 +14,8 @@ from alembic.migration import MigrationContext
 from dlq.tables import metadata as dead_letter_metadata
 from torghut.config import StoreSettings
 from trading.adapters.store import Base, TradingStore, upgrade
+from trading.backtest.records import BacktestRunRow
+from trading.promote.records import PromotionSignoffRow, PromotionVerdictRow
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,7 +31,17 @@ TABLES = {
     "dead_letters",  # dlq.tables: same database and migration chain
     "dead_letter_offsets",
     "dead_letter_replays",
+    "backtest_runs",
+    "promotion_signoffs",
+    "promotion_verdicts",
 }
+HEAD = "0004_backtest"
+# The backtest and promotion models live beside their modules; importing them registers them.
+assert {
+    BacktestRunRow.__tablename__,
+    PromotionSignoffRow.__tablename__,
+    PromotionVerdictRow.__tablename__,
+} <= TABLES
 
 
 def test_upgrade_head_creates_exactly_the_model_schema(store_url: str) -> None:
@@ -41,8 +53,7 @@ def test_upgrade_head_creates_exactly_the_model_schema(store_url: str) -> None:
         inspector = sa.inspect(engine)
         assert set(inspector.get_table_names()) == TABLES | {"alembic_version"}
         with engine.connect() as conn:
-            version = conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
-            assert version == "0003_dead_letters"
+            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == HEAD
             diff = compare_metadata(
                 MigrationContext.configure(conn, opts={"compare_type": pg}),
                 [Base.metadata, dead_letter_metadata],

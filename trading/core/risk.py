@@ -67,6 +67,7 @@ class RiskCheck(StrEnum):
     KILL_SWITCH = "kill_switch"
     TRADING_HALTED = "trading_halted"
     LIVE_GATES = "live_gates"
+    NOT_PROMOTED = "not_promoted"
     STRATEGY_DISABLED = "strategy_disabled"
     SYMBOL_NOT_ALLOWED = "symbol_not_allowed"
     MARKET_CLOSED = "market_closed"
@@ -121,6 +122,10 @@ class RiskLimits:
     symbol_cooldown: timedelta
     daily_loss_limit: Decimal
     max_drawdown_pct: Decimal
+    not_promoted: str | None = None
+    """Live mode only: why the running strategies and prompt may not trade live (no passing
+    promotion verdict for exactly them, :mod:`trading.promote.gate`). :meth:`from_settings`
+    sets it for live mode until the composition root has looked the verdict up."""
 
     @classmethod
     def from_settings(
@@ -164,6 +169,7 @@ class RiskLimits:
             symbol_cooldown=timedelta(seconds=risk.symbol_cooldown_s),
             daily_loss_limit=risk.daily_loss_limit,
             max_drawdown_pct=risk.max_drawdown_pct,
+            not_promoted="promotion not checked" if trading.mode == "live" else None,
         )
 
 
@@ -277,6 +283,8 @@ def _gates(decision: Decision, limits: RiskLimits, ctx: RiskContext, fail: _Fail
             f"(is {limits.live_enabled}) and ALPACA_LIVE_BASE_URL "
             f"({'set' if limits.live_endpoint_configured else 'unset'})",
         )
+    if limits.mode != "paper" and limits.not_promoted:
+        fail(RiskCheck.NOT_PROMOTED, limits.not_promoted)
     if decision.strategy_id not in limits.enabled_strategies:
         fail(RiskCheck.STRATEGY_DISABLED, f"strategy {decision.strategy_id} is not enabled")
     if decision.symbol not in limits.symbol_allowlist:

@@ -276,6 +276,7 @@ class PaperBook:
         self._positions: dict[str, _Position] = {}
         self._last_price: dict[str, Decimal] = {}
         self._liquidity: dict[str, _Liquidity] = {}
+        self._marks: dict[str, tuple[Touch, Decimal]] = {}
         self._ledger = _Ledger()
         self._reject_next = 0
 
@@ -775,10 +776,19 @@ class PaperBook:
     def _mark(self, symbol: str) -> Decimal:
         touch = self._quotes.latest_quote(symbol)
         if touch is not None:
+            cached = self._marks.get(symbol)
+            if cached is not None and cached[0] is touch:
+                return cached[1]
+            mark: Decimal | None = None
             if touch.bid_price > 0 and touch.ask_price > 0:
-                return (_dec(touch.bid_price) + _dec(touch.ask_price)) / 2
-            if touch.bid_price > 0 or touch.ask_price > 0:
-                return _dec(max(touch.bid_price, touch.ask_price))
+                mark = (_dec(touch.bid_price) + _dec(touch.ask_price)) / 2
+            elif touch.bid_price > 0 or touch.ask_price > 0:
+                mark = _dec(max(touch.bid_price, touch.ask_price))
+            if mark is not None:
+                # Buying power marks every position on each order: a backtest with hundreds of
+                # positions spent most of its time re-parsing unchanged quotes.
+                self._marks[symbol] = (touch, mark)
+                return mark
         if symbol in self._last_price:
             return self._last_price[symbol]
         return self._positions[symbol].avg_entry_price

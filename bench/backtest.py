@@ -1,0 +1,157 @@
+"""Backtest throughput: signal rows replayed end to end, against reading them alone.
+
+Run: ``.venv/bin/python -m bench.backtest [--symbols 500] [--seconds 1800] [--rounds 2]``
+
+A synthetic trading window is generated inside ClickHouse (chdb in a temporary directory,
+``INSERT … SELECT FROM numbers()``, so the benchmark itself holds no rows): ``--symbols``
+symbols × ``--seconds`` one-second final ``ta_signals`` rows starting yesterday 14:30 UTC
+(within the table's TTL), with MACD, RSI, Bollinger bands, a close and a one-cent quote shaped
+so both strategies trade (a MACD cross every ~60 s per symbol, band excursions every few
+minutes). One trading day of 500 symbols is ``--seconds 23400`` (11.7 M rows); the default is a
+scaled share of it.
+
+Per round, interleaved:
+
+* ``read`` (the same-run baseline): :class:`trading.backtest.source.SignalSource` pages through
+  the window (the live reader's FINAL query in cursor order, decoded into ``SignalRow``) and
+  nothing else;
+* ``replay``: :func:`trading.backtest.run.run_backtest`, both strategies, risk (defaults, market
+  always open), the paper matching engine (touch fills, 1 bp slippage, fees), the ledger and the
+  report document — end to end, input checks included.
+
+Printed: rows/s (wall), rows per CPU-second of the process (chdb runs in it: the CPU figure
+counts the ClickHouse threads too), the replay/read ratio, decisions and fills, and the peak
+RSS after a replay of the first half of the window and after the full window (a bounded replay
+does not grow with the window). Not a timed test: numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from torghut.clickhouse import Client, connect, migrate
+from torghut.config import ClickHouseSettings
+from torghut.logs import configure_logging
+from trading.backtest.config import BacktestConfig, FillConfig
+from trading.backtest.run import run_backtest
+from trading.backtest.source import SignalSource
+
+_INSERT = """
+INSERT INTO ta_signals (symbol, event_ts, seq, ingest_ts, is_final, source, window_size,
+  version, macd, macd_signal, rsi14, boll_mid, boll_upper, boll_lower, imbalance_bid_px,
+  imbalance_ask_px, close)
+SELECT
+  concat('S', leftPad(toString(s), 4, '0')) AS symbol,
+  addSeconds({start:DateTime64(3, 'UTC')}, t) AS event_ts,
+  t AS seq, now64(3) AS ingest_ts, 1, 'bench', 'PT1S', 1,
+  sin(t / 10 + s) AS macd,
+  sin((t - 3) / 10 + s) AS macd_signal,
+  50 + 15 * sin(t / 37 + s) AS rsi14,
+  base + 2 * sin((t - 20) / 40 + s) AS boll_mid,
+  boll_mid + 1.2 AS boll_upper,
+  boll_mid - 1.2 AS boll_lower,
+  px - 0.01, px + 0.01,
+  px
+FROM (
+  SELECT number % {symbols:UInt32} AS s, intDiv(number, {symbols:UInt32}) AS t,
+         50 + (s % 200) AS base,
+         round(base + 2 * sin(t / 40 + s) + 0.8 * sin(t / 7 + 2 * s), 2) AS px
+  FROM numbers({rows:UInt64})
+)
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--symbols", type=int, default=500)
+    ap.add_argument("--seconds", type=int, default=1800, help="23400 = one trading day")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=50_000, help="rows per ClickHouse page")
+    args = ap.parse_args()
+    configure_logging("ERROR")  # risk rejections log at info; the table is the output
+    rows = args.symbols * args.seconds
+    start = (datetime.now(UTC) - timedelta(days=1)).replace(
+        hour=14, minute=30, second=0, microsecond=0
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-backtest-") as tmp:
+        settings = ClickHouseSettings(dsn=f"chdb://{tmp}", database="bench")
+        client = connect(settings)
+        try:
+            migrate(client, settings)
+            began = time.perf_counter()
+            client.command(
+                _INSERT, parameters={"start": start, "symbols": args.symbols, "rows": rows}
+            )
+            client.command("OPTIMIZE TABLE ta_signals FINAL")
+            print(
+                f"{rows:,} rows ({args.symbols} symbols x {args.seconds} s) generated in "
+                f"{time.perf_counter() - began:.1f} s"
+            )
+            symbols = tuple(f"S{i:04d}" for i in range(args.symbols))
+            full = _config(start, args.seconds, symbols)
+            half = _config(start, args.seconds // 2, symbols)
+            _memory(client, half, full, args.batch)
+            print(f"{'round':<6} {'phase':<7} {'rows/s':>10} {'rows/CPU-s':>11} {'ratio':>6}")
+            for n in range(1, args.rounds + 1):
+                read = _read(client, full, args.batch)
+                replay = _replay(client, full, args.batch)
+                for phase, (count, wall, cpu, _) in (("read", read), ("replay", replay)):
+                    ratio = f"{(replay[0] / replay[1]) / (read[0] / read[1]):.2f}"
+                    print(
+                        f"{n:<6} {phase:<7} {count / wall:>10,.0f} {count / cpu:>11,.0f} "
+                        f"{ratio if phase == 'replay' else '':>6}"
+                    )
+                print(f"       replay: {replay[3]}")
+        finally:
+            client.close()
+
+
+def _config(start: datetime, seconds: int, symbols: tuple[str, ...]) -> BacktestConfig:
+    return BacktestConfig(
+        start=start,
+        end=start + timedelta(seconds=seconds),
+        symbols=symbols,
+        strategies=("macd_rsi", "bollinger_reversion"),
+        fill=FillConfig(model="touch", slippage_bps=Decimal(1), fee_per_share=Decimal("0.005")),
+        risk={"max_orders_per_minute": 1_000_000, "max_gross_exposure": 10_000_000},
+        initial_cash=Decimal(10_000_000),
+    )
+
+
+def _read(client: Client, config: BacktestConfig, batch: int) -> tuple[int, float, float, str]:
+    source = SignalSource(client, config, batch_size=batch)
+    wall, cpu = time.perf_counter(), time.process_time()
+    count = sum(1 for _ in source.rows())
+    return count, time.perf_counter() - wall, time.process_time() - cpu, ""
+
+
+def _replay(client: Client, config: BacktestConfig, batch: int) -> tuple[int, float, float, str]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    outcome = run_backtest(client, config, code_version="bench", batch_size=batch)
+    elapsed, used = time.perf_counter() - wall, time.process_time() - cpu
+    summary: dict[str, Any] = outcome.report["summary"]
+    detail = (
+        f"{summary['decisions']:,} decisions {summary['statuses']}, {summary['fills']:,} fills, "
+        f"{len(outcome.report_json) / 1e6:.1f} MB JSON"
+    )
+    return outcome.replay.rows, elapsed, used, detail
+
+
+def _memory(client: Client, half: BacktestConfig, full: BacktestConfig, batch: int) -> None:
+    """Peak RSS after replaying half the window, then the whole window (``ru_maxrss`` only
+    grows, so a replay whose memory depends on the window length raises it the second time)."""
+    _replay(client, half, batch)
+    after_half = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    _replay(client, full, batch)
+    after_full = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS: {after_half:,.0f} MB after half the window, {after_full:,.0f} MB after all")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The simulated market of a backtest: the touch the paper book fills against, and fees.
+
+Why the paper broker's own engine (:class:`torghut.sim.broker.book.PaperBook`, through the
+broker port :class:`trading.adapters.paper_book.PaperBookBroker`): the backtest must fill,
+reserve buying power, refuse shorts and mark positions exactly as the paper broker the live
+paper flow trades against does. What a backtest adds is only *which touch* the book sees (the
+fill model, :class:`ReplayQuotes`), moved against the order by the slippage, and the fees of
+each fill (:class:`FeeModel`), which the book does not charge: the ledger
+(:mod:`trading.backtest.ledger`) subtracts them from cash and equity.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from torghut.events import Signal
+from torghut.sim.quotes import Touch
+from trading.backtest.config import FillConfig
+from trading.core.domain import SignalRow
+
+__all__ = ["FeeModel", "ReplayQuotes"]
+
+_BPS = Decimal(10_000)
+_CENT = Decimal("0.01")
+_PRICE_STEP = Decimal("0.000001")
+_UNLIMITED = 1e12
+"""Displayed size of a replayed touch: ``ta_signals`` keeps the quote at the bar close only, so
+depth is not modelled (an order never fills partially)."""
+
+
+class ReplayQuotes:
+    """The touch of each symbol as the fill model sees it (a ``QuoteSource`` for the book).
+
+    Each row's indicators are kept as they are; the touch is built only when the book asks for
+    it (at a submit or a match), once per row: most rows never trade."""
+
+    def __init__(self, fill: FillConfig) -> None:
+        self._last: dict[str, tuple[Signal, datetime]] = {}
+        self._touch: dict[str, Touch] = {}
+        self._slip = fill.slippage_bps / _BPS
+        self._at_close = fill.model == "next_bar"
+
+    def update(self, row: SignalRow) -> float | None:
+        """Take the row's quote; its close (``None`` for a row without a usable close)."""
+        ind = row.indicators
+        close = ind.close
+        if close is None or close <= 0:
+            return None
+        self._last[row.symbol] = (ind, row.event_ts)
+        self._touch.pop(row.symbol, None)
+        return close
+
+    def latest_quote(self, symbol: str) -> Touch | None:
+        touch = self._touch.get(symbol)
+        if touch is not None:
+            return touch
+        last = self._last.get(symbol)
+        if last is None:
+            return None
+        ind, at = last
+        bid = ask = _dec(ind.close)
+        if not self._at_close and ind.imbalance_bid_px and ind.imbalance_ask_px:
+            bid, ask = _dec(ind.imbalance_bid_px), _dec(ind.imbalance_ask_px)
+        touch = Touch(
+            _price(bid * (1 - self._slip)),
+            _UNLIMITED,
+            _price(ask * (1 + self._slip)),
+            _UNLIMITED,
+            at,
+        )
+        self._touch[symbol] = touch
+        return touch
+
+
+class FeeModel:
+    def __init__(self, fill: FillConfig) -> None:
+        self._per_share = fill.fee_per_share
+        self._rate = fill.fee_bps / _BPS
+        self._min = fill.min_fee
+
+    def fee(self, qty: Decimal, price: Decimal) -> Decimal:
+        raw = qty * self._per_share + qty * price * self._rate
+        return max(raw, self._min).quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+def _dec(value: float | None) -> Decimal:
+    return Decimal(repr(value))
+
+
+def _price(value: Decimal) -> float:
+    return float(value.quantize(_PRICE_STEP, rounding=ROUND_HALF_UP))
