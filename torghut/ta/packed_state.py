@@ -3,10 +3,10 @@
 Why: the TA flow snapshots every changed :class:`~torghut.ta.indicators.IndicatorEngine` at
 every epoch end, and the worker stops meanwhile. Pickled the default way, an engine is a graph
 of about fifteen ``__slots__`` objects, each written as its class, a slot-name dict and its
-values (about 35 µs alone, 110 µs on the shared machine); as one tuple of tuples of floats and
-ints it is a few µs. So each class defines ``__getstate__`` (its fields as a flat tuple, its
-parts' tuples nested) and ``__setstate__`` (the reverse), and the engine pickles its parts'
-tuples without their classes (:func:`rebuild`).
+values (100–125 µs per engine on the shared 2-vCPU machine); as one tuple of tuples of floats
+and ints, 18–22 µs (``bench/snapshots.py``). So each class defines ``__getstate__`` (its
+fields as a flat tuple, its parts' tuples nested) and ``__setstate__`` (the reverse), and the
+engine pickles its parts' tuples without their classes (:func:`rebuild`).
 
 Snapshots taken before that (the recovery state of a running deployment) hold the default
 form ``(None, {slot: value})``; :func:`restore_slots` still accepts it, so they restore.
