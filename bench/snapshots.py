@@ -21,7 +21,9 @@ Not a timed test: numbers depend on the machine and its load.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -75,7 +77,9 @@ def engines(count: int, bars: int, engine_class: type[Any] = IndicatorEngine) ->
 def load_before(rev: str) -> type[Any]:
     """The ``IndicatorEngine`` class of ``rev``: its ``torghut/ta`` modules from git, renamed
     to the package ``_ta_before`` so both versions live in one process."""
-    package = Path(tempfile.mkdtemp(prefix="ta-snapshots-")) / "_ta_before"
+    root = tempfile.mkdtemp(prefix="ta-snapshots-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    package = Path(root) / "_ta_before"
     package.mkdir()
     for name in _MODULES:
         source = subprocess.run(
