@@ -205,7 +205,8 @@ class SignalLane:
     book the engine will start with (quotes are the only input before a bar). Why: every
     symbol's quotes feed every lane, and a symbol may have no bars in a lane for a long time
     (the 1 min lane without Alpaca bars, or in its first minute); a quote book is a few
-    entries and pickles in a few µs, an engine is a few kB and 50–100 µs each snapshot.
+    entries and pickles in a few µs, an engine is a few kB and 10–20 µs each snapshot
+    (``bench/snapshots.py``).
     """
 
     __slots__ = (
@@ -258,8 +259,9 @@ class SignalLane:
     def snapshot(self) -> LaneState:
         """The lane's state; pickled again only if the lane changed since the last snapshot.
 
-        Why: pickling an engine costs 50–100 µs, Bytewax asks every epoch for every key
-        group, and with thousands of symbols most lanes of a quiet market did not change.
+        Why: pickling an engine costs 10–20 µs on this machine, Bytewax asks every epoch for
+        every key group, and with thousands of symbols most lanes of a quiet market did not
+        change.
         A :class:`LaneState` is immutable, so successive snapshots may share it.
         """
         saved = self.saved

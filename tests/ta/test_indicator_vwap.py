@@ -224,12 +224,22 @@ def test_window_vwap_pickles_packed_and_restores_snapshots_of_the_old_form() -> 
     for i in range(1, 400):
         w.update(i * 1_000_000, 10.0 + i / 100, float(i % 7))
     packed = pickle.loads(pickle.dumps(w, protocol=pickle.HIGHEST_PROTOCOL))
+    _, ends, pvs, vols, pv, v, err_pv, err_v = w.__getstate__()
+    window = deque(
+        zip(
+            memoryview(ends).cast("q").tolist(),
+            memoryview(pvs).cast("d").tolist(),
+            memoryview(vols).cast("d").tolist(),
+            strict=True,
+        )
+    )
+    assert len(window) == 300, "the window's bars, the older ones dropped"
+    slots = {"span_us": 300_000_000, "_bars": window, "_pv": pv, "_v": v}
     old = WindowVwap.__new__(WindowVwap)
-    slots = {name: getattr(w, name) for name in WindowVwap.__slots__}
-    slots["_bars"] = deque(w._bars)
-    old.__setstate__((None, slots))  # what a snapshot taken before packing holds
-    assert packed._bars == w._bars
-    assert old._bars == w._bars
+    old.__setstate__((None, {**slots, "_err_pv": err_pv, "_err_v": err_v}))  # the deque form
+    assert packed.__getstate__() == w.__getstate__()
+    assert old.__getstate__() == w.__getstate__()
     expected = w.update(400_000_000, 12.5, 3.0)
     assert packed.update(400_000_000, 12.5, 3.0) == expected
     assert old.update(400_000_000, 12.5, 3.0) == expected
+    assert packed.__getstate__() == old.__getstate__() == w.__getstate__()

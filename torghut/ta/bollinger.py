@@ -14,6 +14,9 @@ to the price.
 
 from __future__ import annotations
 
+from typing import Any
+
+from torghut.ta.packed_state import rebuild, restore_slots
 from torghut.ta.rolling import RollingMoments
 
 __all__ = ["Bollinger"]
@@ -36,6 +39,16 @@ class Bollinger:
         mid, std = stats
         spread = self.width * std
         return mid, mid + spread, mid - spread
+
+    def __getstate__(self) -> tuple[float, Any]:
+        """Flat, for cheap snapshots (``packed_state.py``)."""
+        return self.width, self._window.__getstate__()
+
+    def __setstate__(self, state: Any) -> None:
+        if restore_slots(self, state):
+            return
+        self.width, window = state
+        self._window = rebuild(RollingMoments, window)
 
     def revise(self, close: float) -> tuple[float, float, float] | None:
         """Replace the latest close (a corrected bar) and return the new bands."""

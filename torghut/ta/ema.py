@@ -19,6 +19,10 @@ is all that requires.
 
 from __future__ import annotations
 
+from typing import Any
+
+from torghut.ta.packed_state import restore_slots
+
 __all__ = ["Ema"]
 
 
@@ -58,6 +62,34 @@ class Ema:
         value = self._seed_sum / self.period
         self.value = value
         return value
+
+    def __getstate__(
+        self,
+    ) -> tuple[int, int, int, float, float, float | None, float | None]:
+        """Flat, for cheap snapshots (``packed_state.py``); ``_k`` follows from the period."""
+        return (
+            self.period,
+            self._skip,
+            self._seen,
+            self._seed_sum,
+            self._undo_sum,
+            self.value,
+            self._prev,
+        )
+
+    def __setstate__(self, state: Any) -> None:
+        if restore_slots(self, state):
+            return
+        (
+            self.period,
+            self._skip,
+            self._seen,
+            self._seed_sum,
+            self._undo_sum,
+            self.value,
+            self._prev,
+        ) = state
+        self._k = 2.0 / (self.period + 1)
 
     def revise(self, x: float) -> float | None:
         """Replace the latest input by ``x`` (a corrected bar) and return the new EMA."""

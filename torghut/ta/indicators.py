@@ -27,7 +27,9 @@ the bar and carry on.
 
 State is a few hundred numbers in ``__slots__`` objects (the 5-minute VWAP window holds up
 to 300 one-second bars): :meth:`IndicatorEngine.snapshot` pickles it to bytes, which Bytewax
-copies for free each epoch, and :meth:`IndicatorEngine.restore` rebuilds it.
+copies for free each epoch, and :meth:`IndicatorEngine.restore` rebuilds it. The pickle is
+one tuple of the parts' flat tuples (``packed_state.py``), not the object graph: the TA
+worker stops for every changed engine's snapshot at each epoch end.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import math
 import pickle
 import re
 from datetime import datetime, time
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from torghut.config import TaSettings
@@ -45,6 +48,7 @@ from torghut.ta.ema import Ema
 from torghut.ta.imbalance import QuoteBook
 from torghut.ta.instants import epoch_micros
 from torghut.ta.macd import Macd
+from torghut.ta.packed_state import rebuild, restore_slots
 from torghut.ta.rsi import Rsi
 from torghut.ta.volatility import RealizedVolatility
 from torghut.ta.vwap import SessionClock, SessionVwap, WindowVwap
@@ -54,6 +58,8 @@ __all__ = ["IndicatorEngine", "InvalidBar", "window_micros"]
 _INF = math.inf
 _floor = math.floor
 _NONE3: tuple[None, None, None] = (None, None, None)
+_FORMAT = 1
+"""Tags the flat state (:meth:`IndicatorEngine.__getstate__`); older snapshots have none."""
 _DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
 
 
@@ -199,6 +205,55 @@ class IndicatorEngine:
         if not isinstance(engine, cls):
             raise TypeError(f"not an IndicatorEngine snapshot: {type(engine).__name__}")
         return engine
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        """The engine's counters and its parts' flat states, without their classes."""
+        return (
+            _FORMAT,
+            self.window_size,
+            self._last_end_us,
+            self.bars,
+            self.corrections,
+            self.stale_corrections,
+            self._ema12.__getstate__(),
+            self._macd.__getstate__(),
+            self._rsi.__getstate__(),
+            self._bollinger.__getstate__(),
+            self._volatility.__getstate__(),
+            self._session_vwap.__getstate__(),
+            self._window_vwap.__getstate__(),
+            self._quotes.__getstate__(),
+        )
+
+    def __setstate__(self, state: Any) -> None:
+        if restore_slots(self, state):  # a snapshot of the object graph (before _FORMAT)
+            return
+        if state[0] != _FORMAT:
+            raise TypeError(f"unknown IndicatorEngine snapshot format {state[0]!r}")
+        (
+            _,
+            self.window_size,
+            self._last_end_us,
+            self.bars,
+            self.corrections,
+            self.stale_corrections,
+            ema12,
+            macd,
+            rsi,
+            bollinger,
+            volatility,
+            session_vwap,
+            window_vwap,
+            quotes,
+        ) = state
+        self._ema12 = rebuild(Ema, ema12)
+        self._macd = rebuild(Macd, macd)
+        self._rsi = rebuild(Rsi, rsi)
+        self._bollinger = rebuild(Bollinger, bollinger)
+        self._volatility = rebuild(RealizedVolatility, volatility)
+        self._session_vwap = rebuild(SessionVwap, session_vwap)
+        self._window_vwap = rebuild(WindowVwap, window_vwap)
+        self._quotes = rebuild(QuoteBook, quotes)
 
     def __deepcopy__(self, memo: dict[int, object]) -> IndicatorEngine:
         return self.restore(self.snapshot())

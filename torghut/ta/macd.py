@@ -18,7 +18,10 @@ returning NaN.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torghut.ta.ema import Ema
+from torghut.ta.packed_state import rebuild, restore_slots
 
 __all__ = ["Macd"]
 
@@ -46,6 +49,18 @@ class Macd:
         if signal is None:
             return None
         return line, signal, line - signal
+
+    def __getstate__(self) -> tuple[Any, Any, Any]:
+        """The three EMAs' flat states (``packed_state.py``)."""
+        return self.slow.__getstate__(), self.fast.__getstate__(), self.signal.__getstate__()
+
+    def __setstate__(self, state: Any) -> None:
+        if restore_slots(self, state):
+            return
+        slow, fast, signal = state
+        self.slow = rebuild(Ema, slow)
+        self.fast = rebuild(Ema, fast)
+        self.signal = rebuild(Ema, signal)
 
     def revise(self, close: float) -> tuple[float, float, float] | None:
         """Replace the latest close (a corrected bar) and return the new values."""

@@ -23,6 +23,9 @@ prices give σ = 0 and a mean equal to the price exactly.
 from __future__ import annotations
 
 import math
+from typing import Any
+
+from torghut.ta.packed_state import restore_slots
 
 __all__ = ["RollingMoments"]
 
@@ -91,6 +94,43 @@ class RollingMoments:
         self._err_a += _U * (abs(d) + abs(e) + 2.0 * abs(a))
         self._err_b += _U4 * (dd + ee + abs(b))
         return self._stats(run, a, b)
+
+    def __getstate__(
+        self,
+    ) -> tuple[int, list[float], int, int, float, float, float, float, float, int, int]:
+        """Flat, for cheap snapshots (``packed_state.py``): pickle writes the ring of floats
+        in one pass."""
+        return (
+            self.size,
+            self._ring,
+            self._head,
+            self._count,
+            self._k,
+            self._a,
+            self._b,
+            self._err_a,
+            self._err_b,
+            self._run,
+            self._run_before,
+        )
+
+    def __setstate__(self, state: Any) -> None:
+        if restore_slots(self, state):
+            return
+        (
+            self.size,
+            ring,
+            self._head,
+            self._count,
+            self._k,
+            self._a,
+            self._b,
+            self._err_a,
+            self._err_b,
+            self._run,
+            self._run_before,
+        ) = state
+        self._ring = list(ring)
 
     def revise(self, x: float) -> tuple[float, float] | None:
         """Replace the most recently added value by ``x`` (a corrected bar); as ``update``."""

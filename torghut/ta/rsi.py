@@ -16,6 +16,10 @@ series starts; ours starts at the first bar this engine sees, as TA-Lib's starts
 
 from __future__ import annotations
 
+from typing import Any
+
+from torghut.ta.packed_state import restore_slots
+
 __all__ = ["Rsi"]
 
 
@@ -71,6 +75,15 @@ class Rsi:
         self._loss = loss
         total = gain + loss
         return 100.0 * (gain / total) if total != 0.0 else 0.0
+
+    def __getstate__(self) -> tuple[int, int, float, float, float, tuple[int, float, float, float]]:
+        """Flat, for cheap snapshots (``packed_state.py``)."""
+        return self.period, self._seen, self._prev, self._gain, self._loss, self._undo
+
+    def __setstate__(self, state: Any) -> None:
+        if restore_slots(self, state):
+            return
+        self.period, self._seen, self._prev, self._gain, self._loss, self._undo = state
 
     def revise(self, close: float) -> float | None:
         """Replace the latest close (a corrected bar) and return the new RSI."""

@@ -17,7 +17,9 @@ statistics come from ``rolling.py``: error-bounded, no drift, and a constant pri
 from __future__ import annotations
 
 import math
+from typing import Any
 
+from torghut.ta.packed_state import rebuild, restore_slots
 from torghut.ta.rolling import RollingMoments
 
 __all__ = ["RealizedVolatility"]
@@ -42,6 +44,16 @@ class RealizedVolatility:
             return None
         stats = self._window.update(math.log(close / prev))
         return None if stats is None else stats[1]
+
+    def __getstate__(self) -> tuple[float | None, float | None, Any]:
+        """Flat, for cheap snapshots (``packed_state.py``)."""
+        return self._prev, self._undo, self._window.__getstate__()
+
+    def __setstate__(self, state: Any) -> None:
+        if restore_slots(self, state):
+            return
+        self._prev, self._undo, window = state
+        self._window = rebuild(RollingMoments, window)
 
     def revise(self, close: float) -> float | None:
         """Replace the latest close (a corrected bar) and return the new σ."""
