@@ -23,11 +23,18 @@ from litestar import Controller, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import FromQuery, JSONBody
+from litestar.params import JSONBody
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import schemas
-from api.errors import ControlsDisabled, DependencyUnavailable, InvalidBody, Unauthorized
+from api.errors import (
+    ControlsDisabled,
+    DependencyUnavailable,
+    InvalidBody,
+    Unauthorized,
+    problems,
+)
+from api.query import Limit
 from torghut.config import Settings
 from torghut.logs import get_logger
 from trading.store import (
@@ -54,6 +61,9 @@ log = get_logger("api.controls")
 
 _MAX_REASON = 1000
 _DEFAULT_EVENTS = 50
+_MAX_EVENTS = 1000
+_WRITE_PROBLEMS = problems(400, 401, 403, 503)
+_SECURITY: list[dict[str, list[str]]] = [{"controlToken": []}]
 
 
 class ControlAccess:
@@ -98,13 +108,13 @@ class ControlsController(Controller):
     path = "/trading"
     tags = ("trading controls",)
 
-    @get("/controls", sync_to_thread=True)
+    @get("/controls", sync_to_thread=True, responses=problems(400, 503))
     def controls(
-        self, controls: NamedDependency[ControlAccess], limit: FromQuery[int | None] = None
+        self, controls: NamedDependency[ControlAccess], limit: Limit = None
     ) -> schemas.Controls:
         """Kill switch, halts in force, pending commands and the audit trail (newest first)."""
         state = controls.state()
-        events = controls.events(max(1, min(limit or _DEFAULT_EVENTS, 1000)))
+        events = controls.events(min(limit or _DEFAULT_EVENTS, _MAX_EVENTS))
         return schemas.Controls(
             kill_switch=kill_switch_view(state.kill_switch),
             halts=halt_views(state.halts),
@@ -112,7 +122,14 @@ class ControlsController(Controller):
             events=[event_view(e) for e in events],
         )
 
-    @post("/kill-switch", guards=[require_control_token], status_code=200, sync_to_thread=True)
+    @post(
+        "/kill-switch",
+        guards=[require_control_token],
+        status_code=200,
+        sync_to_thread=True,
+        responses=_WRITE_PROBLEMS,
+        security=_SECURITY,
+    )
     def kill_switch(
         self, data: JSONBody[schemas.KillSwitchRequest], controls: NamedDependency[ControlAccess]
     ) -> schemas.ControlResult:
@@ -121,7 +138,12 @@ class ControlsController(Controller):
         return _apply(controls, action, data.reason)
 
     @post(
-        "/orders/cancel-all", guards=[require_control_token], status_code=202, sync_to_thread=True
+        "/orders/cancel-all",
+        guards=[require_control_token],
+        status_code=202,
+        sync_to_thread=True,
+        responses=_WRITE_PROBLEMS,
+        security=_SECURITY,
     )
     def cancel_all(
         self, data: JSONBody[schemas.ControlRequest], controls: NamedDependency[ControlAccess]
@@ -130,7 +152,12 @@ class ControlsController(Controller):
         return _apply(controls, ControlAction.CANCEL_ALL, data.reason)
 
     @post(
-        "/positions/flatten", guards=[require_control_token], status_code=202, sync_to_thread=True
+        "/positions/flatten",
+        guards=[require_control_token],
+        status_code=202,
+        sync_to_thread=True,
+        responses=_WRITE_PROBLEMS,
+        security=_SECURITY,
     )
     def flatten(
         self, data: JSONBody[schemas.ControlRequest], controls: NamedDependency[ControlAccess]
@@ -138,7 +165,14 @@ class ControlsController(Controller):
         """Cancel open orders and close every position (carried out by the trading flow)."""
         return _apply(controls, ControlAction.FLATTEN, data.reason)
 
-    @post("/resume", guards=[require_control_token], status_code=200, sync_to_thread=True)
+    @post(
+        "/resume",
+        guards=[require_control_token],
+        status_code=200,
+        sync_to_thread=True,
+        responses=_WRITE_PROBLEMS,
+        security=_SECURITY,
+    )
     def resume(
         self, data: JSONBody[schemas.ControlRequest], controls: NamedDependency[ControlAccess]
     ) -> schemas.ControlResult:

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -128,6 +128,22 @@ class TaReader:
             return [str(r[0]) for r in rows]
 
         return self._cached(("symbols", since), read)
+
+    def newest_signal_at(self) -> datetime | None:
+        """The newest signal's event time over every symbol and window (the last day only)."""
+        sql = (
+            f"SELECT max(event_ts), count() FROM {SIGNALS_TABLE} "
+            "WHERE event_ts >= now64(3) - INTERVAL 1 DAY"
+        )
+
+        def read(client: Client) -> datetime | None:
+            newest, rows = client.query(sql).result_rows[0]
+            if not rows:
+                return None
+            value: datetime = newest
+            return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+        return self._cached(("newest_signal",), read)
 
     def ping(self) -> None:
         """One uncached round trip; raises :class:`DependencyUnavailable` when it fails."""

@@ -54,6 +54,7 @@ from alpaca.trading.stream import TradingStream
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from dataflows.trading_audit import store_trading_audit
 from operators.trading_source import SignalItem, TradingSignalSource
 from torghut.clickhouse import Client, connect, migrate
 from torghut.config import Settings, load_settings
@@ -84,7 +85,7 @@ from trading.signals import (
     settle_horizon,
     signal_read_delay,
 )
-from trading.store import TradingStore
+from trading.store import TradingDeadLetters, TradingStore
 from trading.strategies import build_strategies
 
 __all__ = [
@@ -133,6 +134,11 @@ class TradingRuntime:
     quotes: LastCloseQuotes
     controls: RuntimeControls
     simulator: BrokerSimulator | None = None
+
+    @property
+    def dead_letters(self) -> TradingDeadLetters:
+        """Where the flow's dead letters and signal corrections are stored (the API reads it)."""
+        return TradingDeadLetters(self.store.engine)
 
     @property
     def cursor_source(self) -> str:
@@ -393,6 +399,9 @@ def build_flow(
     audit = op.merge("audit", streams.outcomes, streams.dead_letters, streams.corrections)
     on_end = runtime.finish if runtime.settings.trading.exit_at_end else None
     op.output("audit_out", audit, _AuditSink(runtime.settings.trading.dead_letter_path, on_end))
+    store_trading_audit(
+        "trading_audit", streams.dead_letters, streams.corrections, runtime.dead_letters
+    )
     return flow
 
 

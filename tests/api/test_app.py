@@ -9,23 +9,27 @@ from torghut.clickhouse import Client
 from torghut.config import ClickHouseSettings
 
 BAD_QUERIES = [
-    ("/api/torghut/ta/bars?symbol=AAPL&window=PT5S", "window", "is not one of PT1M, PT1S"),
+    ("/api/torghut/ta/bars?symbol=AAPL&window=PT5S", "window", "Invalid enum value 'PT5S'"),
     (
         "/api/torghut/ta/bars?symbol=AAPL&from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
         "from",
         "is after to=",
     ),
-    ("/api/torghut/ta/signals?symbol=AAPL&from=yesterday", "from", "not an ISO-8601 timestamp"),
-    ("/api/torghut/ta/signals?symbol=AAPL&to=2026-13-01", "to", "not an ISO-8601 timestamp"),
-    ("/api/torghut/ta/bars?symbol=AAPL&limit=0", "limit", "out of range 1..1000"),
-    ("/api/torghut/ta/bars?symbol=AAPL&limit=1001", "limit", "out of range 1..1000"),
-    ("/api/torghut/ta/latest", "symbol", "is required"),
-    ("/api/torghut/ta/latest?symbol=AA%20PL", "symbol", "is not a ticker"),
-    ("/api/torghut/ta/latest?symbol=1ABC", "symbol", "is not a ticker"),
-    ("/trading/decisions?limit=5000", "limit", "out of range"),
-    ("/trading/decisions?since=not-a-time", "since", "not an ISO-8601"),
+    ("/api/torghut/ta/signals?symbol=AAPL&from=yesterday", "from", "not in the documented format"),
+    ("/api/torghut/ta/signals?symbol=AAPL&to=2026-13-01", "to", "not in the documented format"),
+    ("/api/torghut/ta/signals?symbol=AAPL&to=2026-02-30", "to", "not a valid ISO-8601 timestamp"),
+    ("/api/torghut/ta/bars?symbol=AAPL&limit=0", "limit", "Expected `int` >= 1"),
+    ("/api/torghut/ta/bars?symbol=AAPL&limit=100001", "limit", "Expected `int` <= 100000"),
+    ("/api/torghut/ta/latest", "symbol", "symbol: is required (query)"),
+    ("/api/torghut/ta/latest?symbol=AA%20PL", "symbol", "not in the documented format"),
+    ("/api/torghut/ta/latest?symbol=1ABC", "symbol", "not in the documented format"),
+    ("/trading/decisions?limit=0", "limit", "Expected `int` >= 1"),
+    ("/trading/decisions?since=not-a-time", "since", "not in the documented format"),
     ("/trading/decisions?since=2999-01-01T00:00:00Z", "since", "in the future"),
-    ("/trading/executions?symbol=%24%24", "symbol", "is not a ticker"),
+    ("/trading/decisions?since=9999-12-31T23:59:59-01:00", "since", "in the future"),
+    ("/trading/executions?symbol=%24%24", "symbol", "not in the documented format"),
+    ("/trading/dead-letters?symbol=%24%24", "symbol", "not in the documented format"),
+    ("/api/torghut/console/update", "symbol", "symbol: is required (query)"),
 ]
 
 

@@ -52,7 +52,7 @@ def test_bars_range_is_half_open_and_window_selects_the_lane(
             },
         )
         minute = client.get(
-            "/api/torghut/ta/bars", params={"symbol": "AAPL", "window": "pt1m", **RANGE}
+            "/api/torghut/ta/bars", params={"symbol": "AAPL", "window": "PT1M", **RANGE}
         )
         limited = client.get("/api/torghut/ta/bars", params={"symbol": "AAPL", "limit": 2, **RANGE})
     assert [b["seq"] for b in r.json()["bars"]] == [1, 2]
@@ -80,7 +80,7 @@ def test_latest_gives_newest_signal_and_its_lag(ch: Client, make_client: MakeCli
     insert_signals(ch, [signal(i, at=recent, close=100.0 + i) for i in range(3)])
     insert_signals(ch, [signal(2, at=recent, close=200.0, version=2, ingest_delay_ms=400)])
     with make_client() as client:
-        r = client.get("/api/torghut/ta/latest", params={"symbol": " aapl "})
+        r = client.get("/api/torghut/ta/latest", params={"symbol": "aapl"})
         empty = client.get("/api/torghut/ta/latest", params={"symbol": "NVDA"})
     assert r.status_code == 200, r.text
     body = r.json()

@@ -25,6 +25,7 @@ TABLES = {
     "position_snapshots",
     "trading_control_events",
     "trading_halts",
+    "trading_dead_letters",
 }
 
 
@@ -37,7 +38,8 @@ def test_upgrade_head_creates_exactly_the_model_schema(store_url: str) -> None:
         inspector = sa.inspect(engine)
         assert set(inspector.get_table_names()) == TABLES | {"alembic_version"}
         with engine.connect() as conn:
-            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0002"
+            head = conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+            assert head == "0003_trading_dead_letters"
             diff = compare_metadata(
                 MigrationContext.configure(conn, opts={"compare_type": pg}), Base.metadata
             )

@@ -15,6 +15,7 @@ from trading.store.controls import (
     KillSwitch,
     Origin,
 )
+from trading.store.dead_letters import StoredDeadLetter, TradingDeadLetters
 from trading.store.migrate import upgrade
 from trading.store.models import Base, DecisionStatus
 from trading.store.repository import (
@@ -39,9 +40,11 @@ __all__ = [
     "KillSwitch",
     "Origin",
     "PositionDrift",
+    "StoredDeadLetter",
     "StoredDecision",
     "StoredExecution",
     "StoredOrderEvent",
+    "TradingDeadLetters",
     "TradingStore",
     "UnitOfWork",
     "create_engine",
