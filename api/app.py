@@ -108,7 +108,7 @@ def create_app(
     def metrics_text() -> Response[bytes]:
         return Response(render(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             TradingController,
             BookController,
@@ -144,6 +144,8 @@ def create_app(
         middleware=[metrics.middleware],
         state=State({"control_token": _control_token(settings)}),
     )
+    _closed_bodies(app)
+    return app
 
 
 def _no_account() -> AccountSnapshot | None:
@@ -167,6 +169,18 @@ def _openapi() -> OpenAPIConfig:
             }
         ),
     )
+
+
+_CLOSED_BODIES = ("KillSwitchRequest", "ControlRequest")
+"""Request bodies decoded with ``forbid_unknown_fields``: the document must say so."""
+
+
+def _closed_bodies(app: Litestar) -> None:
+    """Declare ``additionalProperties: false`` on the bodies that refuse unknown fields (the
+    schema generator does not carry msgspec's ``forbid_unknown_fields`` over)."""
+    schemas = app.openapi_schema.components.schemas
+    for name in _CLOSED_BODIES:
+        schemas[name].additional_properties = False
 
 
 def _ta(state: State) -> TaReader:

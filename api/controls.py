@@ -15,11 +15,13 @@ rest of the read API.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from litestar import Controller, get, post
+import msgspec
+from litestar import Controller, Request, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
@@ -64,6 +66,24 @@ _DEFAULT_EVENTS = 50
 _MAX_EVENTS = 1000
 _WRITE_PROBLEMS = problems(400, 401, 403, 503)
 _SECURITY: list[dict[str, list[str]]] = [{"controlToken": []}]
+_FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+async def strict_body(request: Request[Any, Any, Any]) -> None:
+    """``before_request`` of the control POSTs: the body must match its type exactly.
+
+    Why: Litestar converts bodies leniently (``{"engaged": 0}`` would be read as ``false``); a
+    control that changes trading must not guess what the operator meant, so the body is decoded
+    strictly once more against the type in the route's ``opt["body"]``.
+    """
+    body_type = request.route_handler.opt["body"]
+    try:
+        msgspec.json.decode(await request.body(), type=body_type, strict=True)
+    except msgspec.ValidationError as exc:
+        found = _FIELD.search(str(exc))
+        raise InvalidBody(found.group(1) if found else "body", str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidBody("body", f"not a JSON document ({exc})") from exc
 
 
 class ControlAccess:
@@ -125,6 +145,8 @@ class ControlsController(Controller):
     @post(
         "/kill-switch",
         guards=[require_control_token],
+        before_request=strict_body,
+        opt={"body": schemas.KillSwitchRequest},
         status_code=200,
         sync_to_thread=True,
         responses=_WRITE_PROBLEMS,
@@ -140,6 +162,8 @@ class ControlsController(Controller):
     @post(
         "/orders/cancel-all",
         guards=[require_control_token],
+        before_request=strict_body,
+        opt={"body": schemas.ControlRequest},
         status_code=202,
         sync_to_thread=True,
         responses=_WRITE_PROBLEMS,
@@ -154,6 +178,8 @@ class ControlsController(Controller):
     @post(
         "/positions/flatten",
         guards=[require_control_token],
+        before_request=strict_body,
+        opt={"body": schemas.ControlRequest},
         status_code=202,
         sync_to_thread=True,
         responses=_WRITE_PROBLEMS,
@@ -168,6 +194,8 @@ class ControlsController(Controller):
     @post(
         "/resume",
         guards=[require_control_token],
+        before_request=strict_body,
+        opt={"body": schemas.ControlRequest},
         status_code=200,
         sync_to_thread=True,
         responses=_WRITE_PROBLEMS,

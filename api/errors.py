@@ -98,7 +98,8 @@ class DependencyUnavailable(ApiError):
 
 
 class Problem(msgspec.Struct, omit_defaults=True):
-    """RFC 9457 body; ``parameter``/``dependency`` are our extension members."""
+    """RFC 9457 body; ``parameter`` (the first invalid one), ``parameters`` (all of them, when
+    several were) and ``dependency`` are our extension members."""
 
     type: str
     title: str
@@ -106,6 +107,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str
     instance: str
     parameter: str | None = None
+    parameters: list[str] | None = None
     dependency: str | None = None
 
 
@@ -192,8 +194,17 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
     missing = _MISSING.match(exc.detail or "")
     if not keys and missing:
         keys, parts = [missing.group(2)], [f"{missing.group(2)}: is required ({missing.group(1)})"]
-    ext: dict[str, Any] = {"parameter": keys[0]} if len(keys) == 1 else {}
-    return _problem(request, 400, InvalidQuery.title, "; ".join(parts) or exc.detail, **ext)
+    title = InvalidQuery.title
+    if keys == ["data"]:  # the request body as a whole
+        keys, parts, title = (
+            ["body"],
+            [p.replace("data:", "body:", 1) for p in parts],
+            (InvalidBody.title),
+        )
+    ext: dict[str, Any] = {"parameter": keys[0]} if keys else {}
+    if len(keys) > 1:
+        ext["parameters"] = keys
+    return _problem(request, 400, title, "; ".join(parts) or exc.detail, **ext)
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
