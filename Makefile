@@ -28,7 +28,8 @@ help:
 
 # ---------------------------------------------------------------- environment
 
-# System packages: only what is missing (checked by command, not by apt).
+# System packages: only what is missing (checked by command, not by apt). chromium and
+# chromium-driver drive the dashboard's browser test (tests/console), wrk the API bench.
 sysdeps:
 	@missing=(); \
 	command -v curl >/dev/null || missing+=(curl); \
@@ -40,6 +41,9 @@ sysdeps:
 	$(PYTHON_BOOT) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3.11-venv); \
 	$(PYTHON_BOOT) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null || missing+=(python3.11-dev); \
 	command -v $(GO) >/dev/null || missing+=(golang-go); \
+	command -v chromium >/dev/null || missing+=(chromium); \
+	command -v chromedriver >/dev/null || missing+=(chromium-driver); \
+	command -v wrk >/dev/null || missing+=(wrk); \
 	if [ $${#missing[@]} -gt 0 ]; then \
 	  echo "installing system packages: $${missing[*]}"; \
 	  if ! dpkg -s postgresql-common >/dev/null 2>&1; then \
