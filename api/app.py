@@ -26,6 +26,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from litestar import Litestar, MediaType, Response, get
 from litestar.config.cors import CORSConfig
+from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
@@ -134,6 +135,7 @@ def create_app(
             "console_cache": Provide(lambda: console_cache, sync_to_thread=False),
         },
         openapi_config=_openapi(),
+        response_cache_config=_response_cache(settings),
         cors_config=(
             CORSConfig(allow_origins=list(settings.api.cors_origins))
             if settings.api.cors_origins
@@ -146,6 +148,20 @@ def create_app(
     )
     _closed_bodies(app)
     return app
+
+
+def _response_cache(settings: Settings) -> ResponseCacheConfig:
+    """Whole responses of the routes marked ``cache=True`` (the TA reads and the console's
+    update), keyed by path and query, for ``API_TA_CACHE_TTL_MS`` rounded up to a second.
+
+    Why on top of the query cache: a cached query still costs building and encoding the page
+    (3,600 bars are ~700 kB of JSON) on every request; under many viewers that CPU is taken from
+    the dataflows of the same process. Only 2xx answers are kept; TTL 0 turns it off."""
+    ttl_ms = settings.api.ta_cache_ttl_ms
+    return ResponseCacheConfig(
+        default_expiration=max(1, -(-ttl_ms // 1000)),
+        cache_response_filter=lambda _scope, status: ttl_ms > 0 and 200 <= status < 300,
+    )
 
 
 def _no_account() -> AccountSnapshot | None:

@@ -72,7 +72,7 @@ class ConsoleController(Controller):
     path = "/api/torghut/console"
     tags = ("console",)
 
-    @get("/markers", sync_to_thread=True, responses=problems(400, 503))
+    @get("/markers", sync_to_thread=True, cache=True, responses=problems(400, 503))
     def markers(
         self,
         settings: NamedDependency[Settings],
@@ -91,7 +91,7 @@ class ConsoleController(Controller):
         found = store.markers(sym, begin, until, n)
         return schemas.MarkersPage(markers=found, count=len(found))
 
-    @get("/update", sync_to_thread=True, responses=problems(400, 503))
+    @get("/update", sync_to_thread=True, cache=True, responses=problems(400, 503))
     def update(
         self,
         settings: NamedDependency[Settings],

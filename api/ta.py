@@ -30,7 +30,7 @@ class TaController(Controller):
     path = "/api/torghut/ta"
     tags = ("ta",)
 
-    @get("/bars", sync_to_thread=True, responses=problems(400, 503))
+    @get("/bars", sync_to_thread=True, cache=True, responses=problems(400, 503))
     def bars(
         self,
         settings: NamedDependency[Settings],
@@ -47,7 +47,7 @@ class TaController(Controller):
         bars = [bar_view(e) for e in rows]
         return BarsPage(symbol=sym, window=win, start=begin, end=until, bars=bars, count=len(bars))
 
-    @get("/signals", sync_to_thread=True, responses=problems(400, 503))
+    @get("/signals", sync_to_thread=True, cache=True, responses=problems(400, 503))
     def signals(
         self,
         settings: NamedDependency[Settings],
@@ -74,7 +74,7 @@ class TaController(Controller):
         found = set(settings.alpaca.symbols) | set(ta.symbols(since))
         return Symbols(symbols=sorted(found))
 
-    @get("/latest", sync_to_thread=True, responses=problems(400, 503))
+    @get("/latest", sync_to_thread=True, cache=True, responses=problems(400, 503))
     def latest(
         self,
         settings: NamedDependency[Settings],

@@ -18,6 +18,7 @@ once, in its latest version.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -29,12 +30,12 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from prometheus_client import CollectorRegistry, Counter
 
 from api.errors import DependencyUnavailable
-from torghut.clickhouse import Client, bars, latest_signals, signals_between
-from torghut.clickhouse.rows import SIGNALS_TABLE
+from torghut.clickhouse import Client, bars, signals_between
+from torghut.clickhouse.rows import SIGNAL_COLUMNS, SIGNALS_TABLE, signal_from_row
 from torghut.events import Envelope, Microbar, Signal
 from torghut.logs import get_logger
 
-__all__ = ["ClientFactory", "TaReader", "TtlCache"]
+__all__ = ["ClientFactory", "LatestBoard", "TaReader", "TtlCache"]
 
 ClientFactory = Callable[[], Client]
 """Opens a ClickHouse client the reader owns (and closes); called again after a failure."""
@@ -78,6 +79,68 @@ class TtlCache:
             self._entries.popitem(last=False)
 
 
+class LatestBoard:
+    """The newest signal of every symbol of one window, refreshed as a whole.
+
+    A full refresh (``FINAL``, ``LIMIT 1 BY symbol`` over the last day) runs first and every
+    :data:`FULL_EVERY_S`; in between, a refresh reads only rows at most :data:`OVERLAP_S` older
+    than the newest signal seen, which is where every symbol's next signal lands. A row further
+    behind than that (a backfill of one symbol) shows at the next full refresh. A row replaces
+    a symbol's entry when its ``(event_ts, seq)`` is not older (a corrected version of the same
+    row wins: ``FINAL`` returns its latest version).
+    """
+
+    FULL_EVERY_S = 60.0
+    OVERLAP_S = 60
+    HORIZON = "INTERVAL 1 DAY"
+
+    def __init__(self, window: str, ttl_s: float) -> None:
+        self.window = window
+        self.ttl_s = ttl_s
+        self._rows: dict[str, Envelope[Signal]] = {}
+        self._front: datetime | None = None
+        self._refreshed = -math.inf
+        self._full = -math.inf
+
+    def get(
+        self, symbol: str, now: float, *, fresh: bool = False
+    ) -> tuple[bool, Envelope[Signal] | None]:
+        """``(True, row or None)`` while the board is younger than its TTL (or ``fresh``)."""
+        if not fresh and now - self._refreshed >= self.ttl_s:
+            return False, None
+        return True, self._rows.get(symbol)
+
+    def refresh(self, client: Client, now: float) -> None:
+        cols = ", ".join(SIGNAL_COLUMNS)
+        full = self._front is None or now - self._full >= self.FULL_EVERY_S
+        since = (
+            f"now64(3) - {self.HORIZON}"
+            if full
+            else f"{{front:{_TS}}} - INTERVAL {self.OVERLAP_S} SECOND"
+        )
+        sql = (
+            f"SELECT {cols} FROM {SIGNALS_TABLE} FINAL "
+            f"WHERE window_size = {{window:String}} AND event_ts >= {since} "
+            "ORDER BY symbol, event_ts DESC, seq DESC LIMIT 1 BY symbol"
+        )
+        params: dict[str, Any] = {"window": self.window}
+        if not full:
+            params["front"] = self._front
+        found = client.query(sql, parameters=params).result_rows
+        rows = {} if full else self._rows
+        for raw in found:
+            env = signal_from_row(raw)
+            held = rows.get(env.symbol)
+            if held is None or (env.event_ts, env.seq) >= (held.event_ts, held.seq):
+                rows[env.symbol] = env
+        self._rows = rows
+        if rows:
+            self._front = max(e.event_ts for e in rows.values())
+        self._refreshed = now
+        if full:
+            self._full = now
+
+
 class TaReader:
     """Cached, serialised ``FINAL`` reads of ``ta_microbars`` / ``ta_signals``."""
 
@@ -88,6 +151,7 @@ class TaReader:
         self._client: Client | None = None
         self._lock = threading.Lock()
         self._cache = TtlCache(ttl_s)
+        self._boards: dict[str, LatestBoard] = {}
         self._lookups = Counter(
             "torghut_api_ta_cache_lookups",
             "TA query cache lookups by result (hit, miss)",
@@ -108,10 +172,22 @@ class TaReader:
         return self._cached(key, lambda c: signals_between(c, symbol, start, end, window, limit))
 
     def latest(self, symbol: str, window: str) -> Envelope[Signal] | None:
-        found = self._cached(
-            ("latest", symbol, window), lambda c: latest_signals(c, symbol, None, 1, window)
-        )
-        return found[0] if found else None
+        """The newest signal of ``symbol`` (within the last day), from the :class:`LatestBoard`
+        of ``window``: one query refreshes every symbol at once, so asking for 500 symbols in
+        turn costs what asking for one does."""
+        board = self._boards.setdefault(window, LatestBoard(window, self._cache.ttl_s))
+        hit, value = board.get(symbol, time.monotonic())
+        if hit:
+            self._lookups.labels("hit").inc()
+            return value
+        with self._lock:
+            hit, value = board.get(symbol, time.monotonic())
+            if hit:
+                self._lookups.labels("hit").inc()
+                return value
+            self._lookups.labels("miss").inc()
+            self._query_locked(lambda c: board.refresh(c, time.monotonic()))
+            return board.get(symbol, time.monotonic(), fresh=True)[1]
 
     def symbols(self, since: datetime) -> list[str]:
         """Symbols with a signal at or after ``since`` (any window), sorted.

@@ -1,4 +1,4 @@
-"""``python -m dataflows.demo_check``: do the demo's stored signals equal TA-Lib over its stored bars?
+"""``python -m dataflows.demo_check``: do the stored signals equal TA-Lib over the stored bars?
 
 Run it after one or more ``make demo`` runs (the embedded ClickHouse is locked while a demo
 runs). For every symbol it reads the final 1 s bars and signals (``FINAL``, ``is_final``) of

@@ -92,14 +92,25 @@ def test_dashboard_page_and_script_are_served(make_client: MakeClient) -> None:
     with make_client() as client:
         page = client.get("/")
         script = client.get("/dashboard/app.js")
+        library = client.get("/dashboard/vendor/lightweight-charts-5.3.0.standalone.production.js")
         missing = client.get("/dashboard/nope.js")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "<canvas" in page.text
     assert '<script src="/dashboard/app.js">' in page.text
+    assert "http://" not in page.text.replace("http://www.w3.org", "")  # nothing from outside
+    assert "https://" not in page.text
     assert script.status_code == 200
-    for endpoint in ("/trading/status", "/api/torghut/ta/bars", "/api/torghut/ta/latest"):
+    for endpoint in (
+        "/api/torghut/ta/bars",
+        "/api/torghut/console/stream",
+        "/trading/positions",
+        "/trading/kill-switch",
+    ):
         assert endpoint in script.text
+    assert "sessionStorage" in script.text
+    assert "localStorage" not in script.text
+    assert library.status_code == 200
+    assert "Lightweight Charts" in library.text[:400]
     assert missing.status_code == 404
 
 

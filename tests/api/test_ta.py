@@ -106,9 +106,13 @@ def test_cached_answers_are_reused_within_the_ttl_and_counted(
     insert_signals(ch, [signal(0, close=1.0)])
     with make_client(ttl_ms=600_000) as cached, make_client(ttl_ms=0) as uncached:
         assert cached.get("/api/torghut/ta/latest?symbol=AAPL").json()["values"]["close"] == 1.0
-        insert_signals(ch, [signal(1, close=2.0)])
+        insert_signals(ch, [signal(1, close=2.0), signal(0, symbol="MSFT", close=3.0)])
+        # the same response again: served whole from the response cache
         assert cached.get("/api/torghut/ta/latest?symbol=AAPL").json()["values"]["close"] == 1.0
+        # another symbol: a hit on the board the first request loaded for every symbol
+        assert cached.get("/api/torghut/ta/latest?symbol=MSFT").json()["values"] is None
         assert uncached.get("/api/torghut/ta/latest?symbol=AAPL").json()["values"]["close"] == 2.0
+        assert uncached.get("/api/torghut/ta/latest?symbol=MSFT").json()["values"]["close"] == 3.0
         metrics = cached.get("/metrics").text
     assert 'torghut_api_ta_cache_lookups_total{result="hit"} 1.0' in metrics
     assert 'torghut_api_ta_cache_lookups_total{result="miss"} 1.0' in metrics

@@ -115,20 +115,24 @@ def test_dashboard_draws_markets_markers_pipeline_and_controls(
         "window.torghutConsole.chart.timeScale().setVisibleRange("
         f"{{from: {rejected_at - 60}, to: {rejected_at + 60}}})",
     )
-    xy = js(
-        browser,
-        f"""const c = window.torghutConsole.chart, s = window.torghutConsole.series;
+    chart = browser.find_element(By.ID, "chart")
+    tooltip = browser.find_element(By.ID, "tooltip")
+    where = f"""const c = window.torghutConsole.chart, s = window.torghutConsole.series;
         const bar = s.candles.data().find(b => b.time === {rejected_at});
         const el = document.getElementById('chart').getBoundingClientRect();
         return [c.timeScale().timeToCoordinate({rejected_at}),
-                s.candles.priceToCoordinate(bar.close), el.width, el.height];""",
-    )
-    chart = browser.find_element(By.ID, "chart")
-    ActionChains(browser).move_to_element_with_offset(
-        chart, int(xy[0] - xy[2] / 2), int(xy[1] - xy[3] / 2)
-    ).perform()
-    tooltip = browser.find_element(By.ID, "tooltip")
-    wait_until(lambda: "max_notional_per_order" in tooltip.text, TIMEOUT)
+                s.candles.priceToCoordinate(bar.close), el.width, el.height];"""
+
+    def hover_rejection() -> bool:
+        x, y, w, h = js(browser, where)
+        if x is None or y is None or not 0 <= x < w:
+            return False  # not laid out yet
+        ActionChains(browser).move_to_element_with_offset(chart, 0, 0).move_to_element_with_offset(
+            chart, int(x - w / 2), int(y - h / 2)
+        ).perform()
+        return "max_notional_per_order" in tooltip.text
+
+    wait_until(hover_rejection, TIMEOUT, interval=0.5)
     assert "notional 50000 > limit 5000" in tooltip.text
 
     # pipeline panel: what the stores say, pushed by the stream
