@@ -80,65 +80,58 @@ class TtlCache:
 
 
 class LatestBoard:
-    """The newest signal of every symbol of one window, refreshed as a whole.
+    """The newest signal of every symbol of one window, refreshed for all symbols at once.
 
-    A full refresh (``FINAL``, ``LIMIT 1 BY symbol`` over the last day) runs first and every
-    :data:`FULL_EVERY_S`; in between, a refresh reads only rows at most :data:`OVERLAP_S` older
-    than the newest signal seen, which is where every symbol's next signal lands. A row further
-    behind than that (a backfill of one symbol) shows at the next full refresh. A row replaces
-    a symbol's entry when its ``(event_ts, seq)`` is not older (a corrected version of the same
-    row wins: ``FINAL`` returns its latest version).
+    A refresh reads two cheap columns for every symbol (``max(event_ts)``, ``max(ingest_ts)``
+    over the last day) and then, with ``FINAL``, only the newest row of the symbols whose marks
+    moved: in steady state the few symbols that traded, whatever the number of symbols asked
+    about. A corrected version of a symbol's newest row moves its ``max(ingest_ts)`` and is
+    fetched too. Symbols without a signal in the last day leave the board.
     """
 
-    FULL_EVERY_S = 60.0
-    OVERLAP_S = 60
-    HORIZON = "INTERVAL 1 DAY"
-
-    def __init__(self, window: str, ttl_s: float) -> None:
+    def __init__(self, window: str) -> None:
         self.window = window
-        self.ttl_s = ttl_s
+        self.loaded = False
+        self.refreshed_at = -math.inf
         self._rows: dict[str, Envelope[Signal]] = {}
-        self._front: datetime | None = None
-        self._refreshed = -math.inf
-        self._full = -math.inf
+        self._marks: dict[str, tuple[datetime, datetime]] = {}
 
-    def get(
-        self, symbol: str, now: float, *, fresh: bool = False
-    ) -> tuple[bool, Envelope[Signal] | None]:
-        """``(True, row or None)`` while the board is younger than its TTL (or ``fresh``)."""
-        if not fresh and now - self._refreshed >= self.ttl_s:
-            return False, None
-        return True, self._rows.get(symbol)
+    def row(self, symbol: str) -> Envelope[Signal] | None:
+        return self._rows.get(symbol)
+
+    def newest(self) -> datetime | None:
+        return max((m[0] for m in self._marks.values()), default=None)
 
     def refresh(self, client: Client, now: float) -> None:
-        cols = ", ".join(SIGNAL_COLUMNS)
-        full = self._front is None or now - self._full >= self.FULL_EVERY_S
-        since = (
-            f"now64(3) - {self.HORIZON}"
-            if full
-            else f"{{front:{_TS}}} - INTERVAL {self.OVERLAP_S} SECOND"
-        )
-        sql = (
-            f"SELECT {cols} FROM {SIGNALS_TABLE} FINAL "
-            f"WHERE window_size = {{window:String}} AND event_ts >= {since} "
-            "ORDER BY symbol, event_ts DESC, seq DESC LIMIT 1 BY symbol"
+        marks_sql = (
+            f"SELECT symbol, max(event_ts), max(ingest_ts) FROM {SIGNALS_TABLE} "
+            "WHERE window_size = {window:String} AND event_ts >= now64(3) - INTERVAL 1 DAY "
+            "GROUP BY symbol"
         )
         params: dict[str, Any] = {"window": self.window}
-        if not full:
-            params["front"] = self._front
-        found = client.query(sql, parameters=params).result_rows
-        rows = {} if full else self._rows
-        for raw in found:
-            env = signal_from_row(raw)
-            held = rows.get(env.symbol)
-            if held is None or (env.event_ts, env.seq) >= (held.event_ts, held.seq):
+        marks = {
+            str(sym): (_utc(ts), _utc(ing))
+            for sym, ts, ing in client.query(marks_sql, parameters=params).result_rows
+        }
+        changed = [sym for sym, mark in marks.items() if self._marks.get(sym) != mark]
+        rows = {sym: env for sym, env in self._rows.items() if sym in marks}
+        if changed:
+            cols = ", ".join(SIGNAL_COLUMNS)
+            sql = (
+                f"SELECT {cols} FROM {SIGNALS_TABLE} FINAL WHERE window_size = {{window:String}} "
+                f"AND symbol IN {{symbols:Array(String)}} AND event_ts >= {{since:{_TS}}} "
+                "ORDER BY symbol, event_ts DESC, seq DESC LIMIT 1 BY symbol"
+            )
+            params |= {"symbols": changed, "since": min(marks[s][0] for s in changed)}
+            for raw in client.query(sql, parameters=params).result_rows:
+                env = signal_from_row(raw)
                 rows[env.symbol] = env
-        self._rows = rows
-        if rows:
-            self._front = max(e.event_ts for e in rows.values())
-        self._refreshed = now
-        if full:
-            self._full = now
+        self._rows, self._marks = rows, marks
+        self.loaded, self.refreshed_at = True, now
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 class TaReader:
@@ -152,6 +145,8 @@ class TaReader:
         self._lock = threading.Lock()
         self._cache = TtlCache(ttl_s)
         self._boards: dict[str, LatestBoard] = {}
+        self._refreshing: set[str] = set()
+        self._refreshing_lock = threading.Lock()
         self._lookups = Counter(
             "torghut_api_ta_cache_lookups",
             "TA query cache lookups by result (hit, miss)",
@@ -172,22 +167,44 @@ class TaReader:
         return self._cached(key, lambda c: signals_between(c, symbol, start, end, window, limit))
 
     def latest(self, symbol: str, window: str) -> Envelope[Signal] | None:
-        """The newest signal of ``symbol`` (within the last day), from the :class:`LatestBoard`
-        of ``window``: one query refreshes every symbol at once, so asking for 500 symbols in
-        turn costs what asking for one does."""
-        board = self._boards.setdefault(window, LatestBoard(window, self._cache.ttl_s))
-        hit, value = board.get(symbol, time.monotonic())
-        if hit:
+        """The newest signal of ``symbol`` (within the last day) from the window's
+        :class:`LatestBoard`: one refresh serves every symbol, so 500 symbols asked in turn
+        cost what one does.
+
+        Stale-while-revalidate: once loaded, an expired board still answers at once while one
+        background refresh runs (so no request waits for ClickHouse; an answer is at most the
+        TTL plus one refresh old). Before the first load, and with TTL 0, it waits."""
+        board = self._boards.setdefault(window, LatestBoard(window))
+        now = time.monotonic()
+        if board.loaded and now - board.refreshed_at < self._cache.ttl_s:
             self._lookups.labels("hit").inc()
-            return value
+            return board.row(symbol)
+        if board.loaded and self._cache.ttl_s > 0:
+            self._lookups.labels("hit").inc()
+            self._refresh_in_background(board)
+            return board.row(symbol)
+        self._lookups.labels("miss").inc()
         with self._lock:
-            hit, value = board.get(symbol, time.monotonic())
-            if hit:
-                self._lookups.labels("hit").inc()
-                return value
-            self._lookups.labels("miss").inc()
             self._query_locked(lambda c: board.refresh(c, time.monotonic()))
-            return board.get(symbol, time.monotonic(), fresh=True)[1]
+        return board.row(symbol)
+
+    def _refresh_in_background(self, board: LatestBoard) -> None:
+        with self._refreshing_lock:
+            if board.window in self._refreshing:
+                return
+            self._refreshing.add(board.window)
+
+        def run() -> None:
+            try:
+                with self._lock:
+                    self._query_locked(lambda c: board.refresh(c, time.monotonic()))
+            except DependencyUnavailable as exc:
+                log.warning("latest_board_refresh_failed", window=board.window, error=exc.detail)
+            finally:
+                with self._refreshing_lock:
+                    self._refreshing.discard(board.window)
+
+        threading.Thread(target=run, name=f"latest-board-{board.window}", daemon=True).start()
 
     def symbols(self, since: datetime) -> list[str]:
         """Symbols with a signal at or after ``since`` (any window), sorted.

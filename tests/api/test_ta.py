@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from api.ta_reads import LatestBoard
 from tests.api.conftest import (
     T0,
     MakeClient,
@@ -124,3 +125,30 @@ def test_symbols_merge_configured_and_seen(ch: Client, make_client: MakeClient) 
     with make_client() as client:
         r = client.get("/api/torghut/ta/symbols")
     assert r.json() == {"symbols": ["AAPL", "MSFT", "TSLA"]}
+
+
+def test_latest_board_follows_new_rows_corrections_and_new_symbols(ch: Client) -> None:
+    recent = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    board = LatestBoard("PT1S")
+    insert_signals(ch, [signal(i, at=recent, close=10.0 + i) for i in range(3)])
+    board.refresh(ch, 1.0)
+    row = board.row("AAPL")
+    assert row is not None
+    assert row.payload.close == 12.0
+    assert board.row("MSFT") is None
+    # a corrected version of the newest row, a newer row of nothing, and a new symbol
+    insert_signals(
+        ch,
+        [
+            signal(2, at=recent, close=99.0, version=2, ingest_delay_ms=900),
+            signal(0, at=recent, symbol="MSFT", close=5.0),
+        ],
+    )
+    board.refresh(ch, 2.0)
+    corrected, msft = board.row("AAPL"), board.row("MSFT")
+    assert corrected is not None
+    assert (corrected.payload.close, corrected.version) == (99.0, 2)
+    assert msft is not None
+    assert msft.payload.close == 5.0
+    assert board.newest() == recent + timedelta(seconds=2)
+    assert board.refreshed_at == 2.0
