@@ -36,8 +36,6 @@ def test_openapi_contract_holds_under_schemathesis(console: Console, tmp_path: P
             "--seed",
             str(SEED),
             "--generation-deterministic",
-            "--generation-database",
-            "none",  # nothing carried between runs: the same run every time
             "--max-examples",
             str(EXAMPLES),
             "--workers",
@@ -52,8 +50,8 @@ def test_openapi_contract_holds_under_schemathesis(console: Console, tmp_path: P
             "--report-dir",
             str(tmp_path),
         ],
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.console.st_hooks"},
-        cwd=REPO,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.console.st_hooks", "PYTHONPATH": str(REPO)},
+        cwd=tmp_path,  # its working files stay out of the checkout
         capture_output=True,
         text=True,
         timeout=900,
