@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from litestar.testing import TestClient
 
-from tests.api.conftest import MakeClient, closed_port, insert_signals, signal
+from api.app import create_app
+from tests.api.conftest import MakeClient, closed_port, insert_signals, settings_for, signal
 from torghut.clickhouse import Client
-from torghut.config import ClickHouseSettings
+from torghut.config import ApiSettings, ClickHouseSettings
 
 BAD_QUERIES = [
     ("/api/torghut/ta/bars?symbol=AAPL&window=PT5S", "window", "Invalid enum value 'PT5S'"),
@@ -134,3 +136,28 @@ def test_metrics_use_route_templates_and_status_classes(
     api_lines = [line for line in text.splitlines() if line.startswith("torghut_api_")]
     assert api_lines
     assert not [line for line in api_lines if "MSFT" in line or "NVDA" in line]
+
+
+def test_405_names_the_allowed_methods_and_no_cors_unless_configured(
+    ch_settings: ClickHouseSettings, sqlite_url: str, make_client: MakeClient
+) -> None:
+    preflight = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"}
+    with make_client() as client:
+        wrong = client.delete("/trading/status")
+        plain = client.get("/healthz", headers={"Origin": "https://elsewhere.example"})
+    assert wrong.status_code == 405
+    assert wrong.headers["content-type"].startswith("application/problem+json")
+    assert "GET" in wrong.headers["allow"]
+    assert "DELETE" not in wrong.headers["allow"]
+    assert "access-control-allow-origin" not in plain.headers
+
+    settings = settings_for(ch_settings, sqlite_url)
+    settings.api = ApiSettings(cors_origins=("https://ops.example",))
+    app = create_app(settings, alpaca_check=lambda: "ok")
+    with TestClient(app) as client:
+        allowed = client.options(
+            "/trading/status", headers={**preflight, "Origin": "https://ops.example"}
+        )
+        other = client.get("/healthz", headers={"Origin": "https://elsewhere.example"})
+    assert allowed.headers["access-control-allow-origin"] == "https://ops.example"
+    assert "access-control-allow-origin" not in other.headers

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -60,7 +60,11 @@ def test_dead_letters_corrections_markers_and_update(console: Console) -> None:
     # the update: the last two minutes of bars and signals, the markers in them, the panel
     assert 100 <= len(update["bars"]) <= 121
     assert len(update["signals"]) == len(update["bars"])
-    assert [m["kind"] for m in update["markers"]] == ["veto"]  # 60 s before the end
+    since = datetime.fromisoformat(update["since"])
+    recent = [m for m in markers["markers"] if datetime.fromisoformat(m["at"]) >= since]
+    assert update["markers"] == recent
+    assert "veto" in [m["kind"] for m in recent]  # 60 s before the end
+    assert "rejection" not in [m["kind"] for m in recent]  # 180 s before it
     assert update["trading"]["kill_switch"]["engaged"] is False
     panel = update["pipeline"]
     assert panel["ingest_state"] == "unknown"
