@@ -6,7 +6,8 @@ queries on one client without an error (checked with chdb 4.4.0), but serialisin
 here because the cache absorbs the repeats: the dashboard and many viewers ask the same
 questions every second, and a ``FINAL`` read costs milliseconds while a cache hit costs
 microseconds (the design's SLO is p95 < 200 ms for cached TA queries). Cache entries live
-``ttl_s`` (default 0.5 s), so a cached answer is never staler than that; misses are single-flight
+``ttl_s`` (default 0.5 s), so a cached answer is never staler than that — except a range that
+ended over a minute ago, kept 30 s (:func:`_settled_ttl`); misses are single-flight
 (the second asker waits for the first and then finds the entry).
 
 Why connect lazily: the API must start (and answer ``/healthz``) while ClickHouse is down; the
@@ -23,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -70,10 +71,11 @@ class TtlCache:
             return False, None
         return True, hit[1]
 
-    def put(self, key: Hashable, value: Any) -> None:
+    def put(self, key: Hashable, value: Any, ttl_s: float | None = None) -> None:
+        """Keep ``value`` for ``ttl_s`` (default: the cache's); nothing when the cache is off."""
         if self.ttl_s <= 0:
             return
-        self._entries[key] = (self._clock() + self.ttl_s, value)
+        self._entries[key] = (self._clock() + (ttl_s or self.ttl_s), value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
@@ -130,6 +132,17 @@ class LatestBoard:
         self.loaded, self.refreshed_at = True, now
 
 
+SETTLED_AFTER = timedelta(minutes=1)
+SETTLED_TTL_S = 30.0
+
+
+def _settled_ttl(end: datetime) -> float | None:
+    """A range that ended over :data:`SETTLED_AFTER` ago is kept :data:`SETTLED_TTL_S`: its
+    rows no longer change (late trades are folded in within the TA's allowed lateness, seconds)
+    except by a replay, which shows within that TTL. ``None``: the cache's own TTL."""
+    return SETTLED_TTL_S if end < datetime.now(UTC) - SETTLED_AFTER else None
+
+
 def _utc(ts: datetime) -> datetime:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
@@ -158,13 +171,19 @@ class TaReader:
         self, symbol: str, window: str, start: datetime, end: datetime, limit: int
     ) -> list[Envelope[Microbar]]:
         key = ("bars", symbol, window, start, end, limit)
-        return self._cached(key, lambda c: bars(c, symbol, start, end, window, limit))
+        return self._cached(
+            key, lambda c: bars(c, symbol, start, end, window, limit), _settled_ttl(end)
+        )
 
     def signals(
         self, symbol: str, window: str, start: datetime, end: datetime, limit: int
     ) -> list[Envelope[Signal]]:
         key = ("signals", symbol, window, start, end, limit)
-        return self._cached(key, lambda c: signals_between(c, symbol, start, end, window, limit))
+        return self._cached(
+            key,
+            lambda c: signals_between(c, symbol, start, end, window, limit),
+            _settled_ttl(end),
+        )
 
     def latest(self, symbol: str, window: str) -> Envelope[Signal] | None:
         """The newest signal of ``symbol`` (within the last day) from the window's
@@ -248,7 +267,7 @@ class TaReader:
                 self._client.close()
                 self._client = None
 
-    def _cached(self, key: Hashable, read: Callable[[Client], T]) -> T:
+    def _cached(self, key: Hashable, read: Callable[[Client], T], ttl_s: float | None = None) -> T:
         hit, value = self._cache.get(key)
         if hit:
             self._lookups.labels("hit").inc()
@@ -260,7 +279,7 @@ class TaReader:
                 return value  # type: ignore[no-any-return]
             self._lookups.labels("miss").inc()
             result = self._query_locked(read)
-            self._cache.put(key, result)
+            self._cache.put(key, result, ttl_s)
             return result
 
     def _run(self, read: Callable[[Client], T]) -> T:
