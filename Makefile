@@ -29,7 +29,8 @@ help:
 # ---------------------------------------------------------------- environment
 
 # System packages: only what is missing (checked by command, not by apt). Debian's prometheus
-# package provides promtool, which checks and unit-tests infra/prometheus (tests/ops).
+# package provides promtool, which checks and unit-tests infra/prometheus (tests/ops); chromium
+# and chromium-driver drive the browser tests (tests/console, tests/backtest), wrk the API bench.
 sysdeps:
 	@missing=(); \
 	command -v curl >/dev/null || missing+=(curl); \
@@ -44,6 +45,7 @@ sysdeps:
 	command -v promtool >/dev/null || missing+=(prometheus); \
 	command -v chromium >/dev/null || missing+=(chromium); \
 	command -v chromedriver >/dev/null || missing+=(chromium-driver); \
+	command -v wrk >/dev/null || missing+=(wrk); \
 	if [ $${#missing[@]} -gt 0 ]; then \
 	  echo "installing system packages: $${missing[*]}"; \
 	  if ! dpkg -s postgresql-common >/dev/null 2>&1; then \

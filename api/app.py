@@ -25,19 +25,26 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from litestar import Litestar, MediaType, Response, get
+from litestar.config.cors import CORSConfig
+from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from api.backtests import BacktestReads, BacktestsController
+from api.book import AccountSource, BookController
+from api.console import ConsoleCache, ConsoleController
 from api.controls import ControlAccess, ControlsController
 from api.dead_letters import DeadLettersController
 from api.errors import exception_handlers
 from api.health import AlpacaCheck, HealthController, alpaca_http_check
 from api.metrics import RequestMetrics, render
+from api.pipeline import PipelineController, PipelineProbe
 from api.ta import TaController
 from api.ta_reads import ClientFactory, TaReader
 from api.trading import TradingController
@@ -48,6 +55,7 @@ from torghut.config import Settings
 from torghut.logs import get_logger
 from torghut.redact import mask_dsn
 from trading.adapters.store import ControlStore, create_engine, upgrade
+from trading.core.ports import AccountSnapshot, Broker
 
 __all__ = ["DASHBOARD_DIR", "create_app"]
 
@@ -63,17 +71,23 @@ def create_app(
     *,
     alpaca_check: AlpacaCheck | None = None,
     registry: CollectorRegistry | None = None,
+    broker: Broker | None = None,
+    pipeline_probe: PipelineProbe | None = None,
 ) -> Litestar:
     """The API over ``settings``; resources are opened in the lifespan and closed there.
 
     ``registry`` receives the API's own metrics (a fresh one by default, so several apps can
     live in one process); ``/metrics`` also renders the process-wide default registry.
+    ``broker`` (the process's own) gives ``/trading/account`` the broker's equity and cash;
+    ``pipeline_probe`` gives the pipeline panel the live state of dataflows in this process.
     """
     registry = registry if registry is not None else CollectorRegistry()
     factory = ch_client_factory or _default_factory(settings)
     metrics = RequestMetrics(registry)
     broker_check = alpaca_check or alpaca_http_check(settings)
     index_html = (DASHBOARD_DIR / "index.html").read_bytes()
+    account_source: AccountSource = (lambda: broker.account()) if broker else _no_account
+    console_cache = ConsoleCache()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -100,13 +114,16 @@ def create_app(
     def metrics_text() -> Response[bytes]:
         return Response(render(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             TradingController,
             BacktestsController,
+            BookController,
+            PipelineController,
             ControlsController,
             DeadLettersController,
             TaController,
+            ConsoleController,
             HealthController,
             dashboard,
             metrics_text,
@@ -120,12 +137,73 @@ def create_app(
             "store": Provide(_store, sync_to_thread=False),
             "controls": Provide(_controls, sync_to_thread=False),
             "alpaca_check": Provide(lambda: broker_check, sync_to_thread=False),
+            "account_source": Provide(lambda: account_source, sync_to_thread=False),
+            "pipeline_probe": Provide(lambda: pipeline_probe, sync_to_thread=False),
+            "console_cache": Provide(lambda: console_cache, sync_to_thread=False),
         },
+        openapi_config=_openapi(),
+        response_cache_config=_response_cache(settings),
+        cors_config=(
+            CORSConfig(allow_origins=list(settings.api.cors_origins))
+            if settings.api.cors_origins
+            else None
+        ),
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         middleware=[metrics.middleware],
         state=State({"control_token": _control_token(settings)}),
     )
+    _closed_bodies(app)
+    return app
+
+
+def _response_cache(settings: Settings) -> ResponseCacheConfig:
+    """Whole responses of the routes marked ``cache=True`` (the TA reads and the console's
+    update), keyed by path and query, for ``API_TA_CACHE_TTL_MS`` rounded up to a second.
+
+    Why on top of the query cache: a cached query still costs building and encoding the page
+    (3,600 bars are ~700 kB of JSON) on every request; under many viewers that CPU is taken from
+    the dataflows of the same process. Only 2xx answers are kept; TTL 0 turns it off."""
+    ttl_ms = settings.api.ta_cache_ttl_ms
+    return ResponseCacheConfig(
+        default_expiration=max(1, -(-ttl_ms // 1000)),
+        cache_response_filter=lambda _scope, status: ttl_ms > 0 and 200 <= status < 300,
+    )
+
+
+def _no_account() -> AccountSnapshot | None:
+    return None
+
+
+def _openapi() -> OpenAPIConfig:
+    """``/schema/openapi.json``; the control ``POST`` s declare the bearer scheme they need."""
+    return OpenAPIConfig(
+        title="Torghut API",
+        version="1",
+        description="TA reads, the trading audit trail, positions and PnL, runtime controls. "
+        "Every error is an RFC 9457 problem document (application/problem+json).",
+        components=Components(
+            security_schemes={
+                "controlToken": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="API_CONTROL_TOKEN, for the control POSTs only",
+                )
+            }
+        ),
+    )
+
+
+_CLOSED_BODIES = ("KillSwitchRequest", "ControlRequest")
+"""Request bodies decoded with ``forbid_unknown_fields``: the document must say so."""
+
+
+def _closed_bodies(app: Litestar) -> None:
+    """Declare ``additionalProperties: false`` on the bodies that refuse unknown fields (the
+    schema generator does not carry msgspec's ``forbid_unknown_fields`` over)."""
+    schemas = app.openapi_schema.components.schemas
+    for name in _CLOSED_BODIES:
+        schemas[name].additional_properties = False
 
 
 def _ta(state: State) -> TaReader:

@@ -15,19 +15,28 @@ rest of the read API.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from litestar import Controller, get, post
+import msgspec
+from litestar import Controller, Request, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import FromQuery, JSONBody
+from litestar.params import JSONBody
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import schemas
-from api.errors import ControlsDisabled, DependencyUnavailable, InvalidBody, Unauthorized
+from api.errors import (
+    ControlsDisabled,
+    DependencyUnavailable,
+    InvalidBody,
+    Unauthorized,
+    problems,
+)
+from api.query import Limit
 from torghut.config import Settings
 from torghut.logs import get_logger
 from trading.adapters.store import (
@@ -54,6 +63,27 @@ log = get_logger("api.controls")
 
 _MAX_REASON = 1000
 _DEFAULT_EVENTS = 50
+_MAX_EVENTS = 1000
+_WRITE_PROBLEMS = problems(400, 401, 403, 503)
+_SECURITY: list[dict[str, list[str]]] = [{"controlToken": []}]
+_FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+async def strict_body(request: Request[Any, Any, Any]) -> None:
+    """``before_request`` of the control POSTs: the body must match its type exactly.
+
+    Why: Litestar converts bodies leniently (``{"engaged": 0}`` would be read as ``false``); a
+    control that changes trading must not guess what the operator meant, so the body is decoded
+    strictly once more against the type in the route's ``opt["body"]``.
+    """
+    body_type = request.route_handler.opt["body"]
+    try:
+        msgspec.json.decode(await request.body(), type=body_type, strict=True)
+    except msgspec.ValidationError as exc:
+        found = _FIELD.search(str(exc))
+        raise InvalidBody(found.group(1) if found else "body", str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidBody("body", f"not a JSON document ({exc})") from exc
 
 
 class ControlAccess:
@@ -98,13 +128,13 @@ class ControlsController(Controller):
     path = "/trading"
     tags = ("trading controls",)
 
-    @get("/controls", sync_to_thread=True)
+    @get("/controls", sync_to_thread=True, responses=problems(400, 503))
     def controls(
-        self, controls: NamedDependency[ControlAccess], limit: FromQuery[int | None] = None
+        self, controls: NamedDependency[ControlAccess], limit: Limit = None
     ) -> schemas.Controls:
         """Kill switch, halts in force, pending commands and the audit trail (newest first)."""
         state = controls.state()
-        events = controls.events(max(1, min(limit or _DEFAULT_EVENTS, 1000)))
+        events = controls.events(min(limit or _DEFAULT_EVENTS, _MAX_EVENTS))
         return schemas.Controls(
             kill_switch=kill_switch_view(state.kill_switch),
             halts=halt_views(state.halts),
@@ -112,7 +142,16 @@ class ControlsController(Controller):
             events=[event_view(e) for e in events],
         )
 
-    @post("/kill-switch", guards=[require_control_token], status_code=200, sync_to_thread=True)
+    @post(
+        "/kill-switch",
+        guards=[require_control_token],
+        before_request=strict_body,
+        opt={"body": schemas.KillSwitchRequest},
+        status_code=200,
+        sync_to_thread=True,
+        responses=_WRITE_PROBLEMS,
+        security=_SECURITY,
+    )
     def kill_switch(
         self, data: JSONBody[schemas.KillSwitchRequest], controls: NamedDependency[ControlAccess]
     ) -> schemas.ControlResult:
@@ -121,7 +160,14 @@ class ControlsController(Controller):
         return _apply(controls, action, data.reason)
 
     @post(
-        "/orders/cancel-all", guards=[require_control_token], status_code=202, sync_to_thread=True
+        "/orders/cancel-all",
+        guards=[require_control_token],
+        before_request=strict_body,
+        opt={"body": schemas.ControlRequest},
+        status_code=202,
+        sync_to_thread=True,
+        responses=_WRITE_PROBLEMS,
+        security=_SECURITY,
     )
     def cancel_all(
         self, data: JSONBody[schemas.ControlRequest], controls: NamedDependency[ControlAccess]
@@ -130,7 +176,14 @@ class ControlsController(Controller):
         return _apply(controls, ControlAction.CANCEL_ALL, data.reason)
 
     @post(
-        "/positions/flatten", guards=[require_control_token], status_code=202, sync_to_thread=True
+        "/positions/flatten",
+        guards=[require_control_token],
+        before_request=strict_body,
+        opt={"body": schemas.ControlRequest},
+        status_code=202,
+        sync_to_thread=True,
+        responses=_WRITE_PROBLEMS,
+        security=_SECURITY,
     )
     def flatten(
         self, data: JSONBody[schemas.ControlRequest], controls: NamedDependency[ControlAccess]
@@ -138,7 +191,16 @@ class ControlsController(Controller):
         """Cancel open orders and close every position (carried out by the trading flow)."""
         return _apply(controls, ControlAction.FLATTEN, data.reason)
 
-    @post("/resume", guards=[require_control_token], status_code=200, sync_to_thread=True)
+    @post(
+        "/resume",
+        guards=[require_control_token],
+        before_request=strict_body,
+        opt={"body": schemas.ControlRequest},
+        status_code=200,
+        sync_to_thread=True,
+        responses=_WRITE_PROBLEMS,
+        security=_SECURITY,
+    )
     def resume(
         self, data: JSONBody[schemas.ControlRequest], controls: NamedDependency[ControlAccess]
     ) -> schemas.ControlResult:

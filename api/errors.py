@@ -9,11 +9,13 @@ error format whatever failed.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from torghut.logs import get_logger
@@ -26,8 +28,10 @@ __all__ = [
     "DependencyUnavailable",
     "InvalidBody",
     "InvalidQuery",
+    "Problem",
     "Unauthorized",
     "exception_handlers",
+    "problems",
 ]
 
 PROBLEM_JSON = "application/problem+json"
@@ -94,7 +98,8 @@ class DependencyUnavailable(ApiError):
 
 
 class Problem(msgspec.Struct, omit_defaults=True):
-    """RFC 9457 body; ``parameter``/``dependency`` are our extension members."""
+    """RFC 9457 body; ``parameter`` (the first invalid one), ``parameters`` (all of them, when
+    several were) and ``dependency`` are our extension members."""
 
     type: str
     title: str
@@ -102,7 +107,32 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str
     instance: str
     parameter: str | None = None
+    parameters: list[str] | None = None
     dependency: str | None = None
+
+
+_DESCRIPTIONS = {
+    400: "A parameter or body field is invalid (`parameter` names it)",
+    401: "Missing or wrong bearer token; nothing was changed",
+    403: "Controls are disabled (no API_CONTROL_TOKEN); nothing was changed",
+    404: "Not found",
+    405: "Method not allowed (see the Allow header)",
+    500: "Unexpected error (details only in the API logs)",
+    503: "A dependency (`dependency`: clickhouse, postgres, broker) cannot answer now",
+}
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """``responses=`` of a route: the problem documents it can answer, 500 always included."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            description=_DESCRIPTIONS[status],
+            media_type=PROBLEM_JSON,
+            generate_examples=False,
+        )
+        for status in sorted({*statuses, 500})
+    }
 
 
 def _problem(
@@ -135,10 +165,19 @@ def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[bytes
         log.warning("control_refused", status=exc.status_code, path=request.url.path)
     if isinstance(exc, Unauthorized):
         headers = {"WWW-Authenticate": 'Bearer realm="torghut-controls"'}
+    detail = exc.detail
     if isinstance(exc, DependencyUnavailable):
+        # the driver's text (server internals, maybe a DSN) goes to the log, never to a client
         ext["dependency"] = exc.dependency
         log.warning("dependency_unavailable", dependency=exc.dependency, detail=exc.detail[:300])
-    return _problem(request, exc.status_code, exc.title, exc.detail, headers, **ext)
+        detail = f"{exc.dependency} cannot answer now; retry later (details in the API logs)"
+    return _problem(request, exc.status_code, exc.title, detail, headers, **ext)
+
+
+_ALIASES = {"start": "from", "end": "to"}
+"""Handler argument -> query name, where the query name is a Python keyword."""
+_PATTERN_MESSAGE = re.compile(r"Expected `str` matching regex '.*'$")
+_MISSING = re.compile(r"^Missing required (\w+) parameter '([^']+)'")
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
@@ -146,15 +185,33 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
     parts: list[str] = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
-            keys.append(str(item.get("key", "?")))
-            parts.append(f"{keys[-1]}: {item.get('message', 'invalid')}")
-    ext: dict[str, Any] = {"parameter": keys[0]} if len(keys) == 1 else {}
-    return _problem(request, 400, InvalidQuery.title, "; ".join(parts) or exc.detail, **ext)
+            keys.append(_ALIASES.get(str(item.get("key", "?")), str(item.get("key", "?"))))
+            message = _PATTERN_MESSAGE.sub(
+                "not in the documented format (see its pattern in /schema/openapi.json)",
+                str(item.get("message", "invalid")),
+            )
+            parts.append(f"{keys[-1]}: {message}")
+    missing = _MISSING.match(exc.detail or "")
+    if not keys and missing:
+        keys, parts = [missing.group(2)], [f"{missing.group(2)}: is required ({missing.group(1)})"]
+    title = InvalidQuery.title
+    if keys == ["data"]:  # the request body as a whole
+        keys, parts, title = (
+            ["body"],
+            [p.replace("data:", "body:", 1) for p in parts],
+            (InvalidBody.title),
+        )
+    ext: dict[str, Any] = {"parameter": keys[0]} if keys else {}
+    if len(keys) > 1:
+        ext["parameters"] = keys
+    return _problem(request, 400, title, "; ".join(parts) or exc.detail, **ext)
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    title = "Not found" if exc.status_code == 404 else "HTTP error"
-    return _problem(request, exc.status_code, title, exc.detail)
+    """Routing errors keep their headers (a 405 carries ``Allow``)."""
+    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+    headers = {str(k): str(v) for k, v in (exc.headers or {}).items()} or None
+    return _problem(request, exc.status_code, title, exc.detail, headers)
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

@@ -10,19 +10,25 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from torghut.events import Signal
 
 __all__ = [
+    "Account",
     "Bar",
     "BarsPage",
+    "ConsoleState",
+    "ConsoleUpdate",
     "ControlEvent",
     "ControlRequest",
     "ControlResult",
     "Controls",
+    "CountByReason",
+    "DeadLetter",
+    "DeadLettersPage",
     "Decision",
     "DecisionsPage",
     "DependencyState",
@@ -32,8 +38,21 @@ __all__ = [
     "KillSwitchRequest",
     "KillSwitchState",
     "Liveness",
+    "Marker",
+    "MarkerKind",
+    "MarkersPage",
     "OrderEvent",
+    "Pipeline",
+    "PipelineLive",
+    "PnlByDay",
+    "PnlBySymbol",
+    "PnlReport",
+    "PnlRow",
+    "Position",
+    "PositionsPage",
     "Readiness",
+    "RejectionReason",
+    "Rejections",
     "Review",
     "RiskReason",
     "SignalPoint",
@@ -89,13 +108,17 @@ class Controls(msgspec.Struct):
     events: list[ControlEvent]
 
 
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=1000, pattern=r"\S")]
+"""Why: goes to the audit trail; not blank, at most 1000 characters."""
+
+
 class KillSwitchRequest(msgspec.Struct, forbid_unknown_fields=True):
     engaged: bool
-    reason: str
+    reason: Reason
 
 
 class ControlRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: str
+    reason: Reason
 
 
 class ControlResult(msgspec.Struct):
@@ -291,3 +314,194 @@ class Readiness(msgspec.Struct):
     postgres: DependencyState
     kill_switch: bool = False
     halts: list[Halt] = msgspec.field(default_factory=list)
+
+
+# --- positions, account, PnL, rejections, dead letters, pipeline ----------------------------
+
+
+class Position(msgspec.Struct):
+    """An open position from the recorded fills (average cost), marked at the last close, with
+    the broker's quantity from the latest reconciliation snapshot beside it."""
+
+    symbol: str
+    qty: Decimal
+    avg_price: Decimal
+    last_price: Decimal | None
+    market_value: Decimal | None
+    unrealized_pnl: Decimal | None
+    realized_pnl: Decimal
+    broker_qty: Decimal | None
+    drift_qty: Decimal | None
+    snapshot_at: datetime | None
+
+
+class PositionsPage(msgspec.Struct):
+    positions: list[Position]
+    count: int
+    gross_exposure: Decimal
+    net_exposure: Decimal
+
+
+class Account(msgspec.Struct):
+    """Figures from the fills (always) and from the broker (``None`` when none is attached or
+    it cannot answer: ``broker`` says which)."""
+
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    gross_exposure: Decimal
+    net_exposure: Decimal
+    open_positions: int
+    fills: int
+    broker: DependencyState
+    equity: Decimal | None
+    last_equity: Decimal | None
+    cash: Decimal | None
+    buying_power: Decimal | None
+    as_of: datetime
+
+
+class PnlRow(msgspec.Struct):
+    day: str
+    symbol: str
+    realized_pnl: Decimal
+    fills: int
+
+
+class PnlBySymbol(msgspec.Struct):
+    symbol: str
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal | None
+    fills: int
+
+
+class PnlByDay(msgspec.Struct):
+    day: str
+    realized_pnl: Decimal
+    fills: int
+
+
+class PnlReport(msgspec.Struct):
+    """Realised PnL per UTC day and symbol (``rows``), and its totals by day and by symbol."""
+
+    rows: list[PnlRow]
+    by_day: list[PnlByDay]
+    by_symbol: list[PnlBySymbol]
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+
+
+class RejectionReason(msgspec.Struct):
+    code: str
+    count: int
+    last_at: datetime
+    last_detail: str
+
+
+class Rejections(msgspec.Struct):
+    """Risk rejections (decisions with ``status = rejected``) counted by rule; a decision that
+    failed several rules counts once under each."""
+
+    decisions: int
+    by_reason: list[RejectionReason]
+
+
+class DeadLetter(msgspec.Struct):
+    """A signal row the trading loop refused (``kind = dead_letter``) or a signal that changed
+    after it was acted on (``kind = correction``; audited, never re-traded)."""
+
+    id: int
+    kind: Literal["dead_letter", "correction"]
+    at: datetime
+    symbol: str
+    window_size: str
+    event_ts: datetime
+    seq: int
+    reason: str
+    detail: str
+    record: dict[str, Any]
+
+
+class DeadLettersPage(msgspec.Struct):
+    items: list[DeadLetter]
+    count: int
+
+
+class CountByReason(msgspec.Struct):
+    source: str
+    reason: str
+    count: int
+
+
+class PipelineLive(msgspec.Struct):
+    """What only the process running the dataflows knows (the demo, the all-in-one flow)."""
+
+    ingest_state: str
+    ingest_detail: str
+    ingest_last_message_at: datetime | None
+    ingest_reconnects: int
+    watermark_at: datetime | None
+    last_snapshot_at: datetime | None
+    last_backup_at: datetime | None
+    dead_letters: list[CountByReason]
+
+
+class Pipeline(msgspec.Struct):
+    """The dashboard's pipeline panel. ``ta_lag_ms``: now - the newest signal's event time (any
+    symbol); ``ta_watermark_lag_ms``: now - the TA watermark when the flow runs in this process;
+    ``decision_lag_ms``: the newest decision's ``created_at`` - its signal's ``event_ts``."""
+
+    as_of: datetime
+    ingest_state: str
+    ingest_detail: str
+    ingest_last_message_at: datetime | None
+    ta_last_signal_at: datetime | None
+    ta_lag_ms: int | None
+    ta_watermark_lag_ms: int | None
+    last_snapshot_at: datetime | None
+    last_backup_at: datetime | None
+    last_decision_at: datetime | None
+    decision_lag_ms: int | None
+    last_reconcile_at: datetime | None
+    dead_letters: list[CountByReason]
+
+
+MarkerKind = Literal["decision", "fill", "rejection", "veto"]
+
+
+class Marker(msgspec.Struct):
+    """A point on the chart: a decision, a fill, a risk rejection or a review veto; ``text`` is
+    what the page shows on hover (strategy, side, qty, status and the reasons)."""
+
+    at: datetime
+    kind: MarkerKind
+    side: str
+    text: str
+
+
+class MarkersPage(msgspec.Struct):
+    markers: list[Marker]
+    count: int
+
+
+class ConsoleState(msgspec.Struct):
+    """The trading state the console's header shows (cheap: no dependency checks)."""
+
+    state: Literal["active", "halted", "disabled"]
+    kill_switch: KillSwitchState
+    halts: list[Halt]
+    pending_commands: int
+
+
+class ConsoleUpdate(msgspec.Struct):
+    """One push of the live dashboard: the chart's new and revised bars and signals since
+    ``since``, the markers since then, the trading state and the pipeline panel."""
+
+    symbol: str
+    window: str
+    since: datetime
+    as_of: datetime
+    bars: list[Bar]
+    signals: list[SignalPoint]
+    markers: list[Marker]
+    trading: ConsoleState | None
+    pipeline: Pipeline

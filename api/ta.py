@@ -8,18 +8,19 @@ second share one cache entry.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import FromQuery, QueryParameter
 
 from api import params
+from api.errors import problems
+from api.query import From, Limit, Symbol, To, WindowSize
 from api.schemas import Bar, BarsPage, SignalPoint, SignalsPage, Symbols, TaLatest
 from api.ta_reads import TaReader
 from torghut.config import Settings
+from torghut.events import Envelope, Microbar, Signal
 
-__all__ = ["TaController"]
+__all__ = ["TaController", "bar_view", "signal_view"]
 
 _DEFAULT_SPAN = timedelta(minutes=15)
 _DEFAULT_LIMIT = 5000
@@ -29,68 +30,42 @@ class TaController(Controller):
     path = "/api/torghut/ta"
     tags = ("ta",)
 
-    @get("/bars", sync_to_thread=True)
+    @get("/bars", sync_to_thread=True, cache=True, responses=problems(400, 503))
     def bars(
         self,
         settings: NamedDependency[Settings],
         ta: NamedDependency[TaReader],
-        symbol: FromQuery[str | None] = None,
-        start: Annotated[str | None, QueryParameter(name="from")] = None,
-        end: Annotated[str | None, QueryParameter(name="to")] = None,
-        window: FromQuery[str | None] = None,
-        limit: FromQuery[int | None] = None,
+        symbol: Symbol,
+        start: From = None,
+        end: To = None,
+        window: WindowSize = None,
+        limit: Limit = None,
     ) -> BarsPage:
         """Microbars with ``from <= event_ts < to``, oldest first (latest version of each)."""
         sym, win, begin, until, n = _query(settings, symbol, window, start, end, limit)
         rows = ta.bars(sym, win, begin, until, n)
-        bars = [
-            Bar(
-                event_ts=e.event_ts,
-                seq=e.seq,
-                version=e.version,
-                is_final=e.is_final,
-                ingest_ts=e.ingest_ts,
-                o=e.payload.o,
-                h=e.payload.h,
-                l=e.payload.l,
-                c=e.payload.c,
-                v=e.payload.v,
-                vwap=e.payload.vwap,
-                count=e.payload.count,
-            )
-            for e in rows
-        ]
+        bars = [bar_view(e) for e in rows]
         return BarsPage(symbol=sym, window=win, start=begin, end=until, bars=bars, count=len(bars))
 
-    @get("/signals", sync_to_thread=True)
+    @get("/signals", sync_to_thread=True, cache=True, responses=problems(400, 503))
     def signals(
         self,
         settings: NamedDependency[Settings],
         ta: NamedDependency[TaReader],
-        symbol: FromQuery[str | None] = None,
-        start: Annotated[str | None, QueryParameter(name="from")] = None,
-        end: Annotated[str | None, QueryParameter(name="to")] = None,
-        window: FromQuery[str | None] = None,
-        limit: FromQuery[int | None] = None,
+        symbol: Symbol,
+        start: From = None,
+        end: To = None,
+        window: WindowSize = None,
+        limit: Limit = None,
     ) -> SignalsPage:
         """Indicator rows with ``from <= event_ts < to``, oldest first (latest version of each)."""
         sym, win, begin, until, n = _query(settings, symbol, window, start, end, limit)
-        points = [
-            SignalPoint(
-                event_ts=e.event_ts,
-                seq=e.seq,
-                version=e.version,
-                is_final=e.is_final,
-                ingest_ts=e.ingest_ts,
-                values=e.payload,
-            )
-            for e in ta.signals(sym, win, begin, until, n)
-        ]
+        points = [signal_view(e) for e in ta.signals(sym, win, begin, until, n)]
         return SignalsPage(
             symbol=sym, window=win, start=begin, end=until, signals=points, count=len(points)
         )
 
-    @get("/symbols", sync_to_thread=True)
+    @get("/symbols", sync_to_thread=True, responses=problems(503))
     def symbols(
         self, settings: NamedDependency[Settings], ta: NamedDependency[TaReader]
     ) -> Symbols:
@@ -99,13 +74,13 @@ class TaController(Controller):
         found = set(settings.alpaca.symbols) | set(ta.symbols(since))
         return Symbols(symbols=sorted(found))
 
-    @get("/latest", sync_to_thread=True)
+    @get("/latest", sync_to_thread=True, cache=True, responses=problems(400, 503))
     def latest(
         self,
         settings: NamedDependency[Settings],
         ta: NamedDependency[TaReader],
-        symbol: FromQuery[str | None] = None,
-        window: FromQuery[str | None] = None,
+        symbol: Symbol,
+        window: WindowSize = None,
     ) -> TaLatest:
         """The newest signal, its age (``lag_ms``) and its pipeline latency."""
         sym = params.symbol(symbol)
@@ -125,9 +100,37 @@ class TaController(Controller):
         )
 
 
+def bar_view(e: Envelope[Microbar]) -> Bar:
+    return Bar(
+        event_ts=e.event_ts,
+        seq=e.seq,
+        version=e.version,
+        is_final=e.is_final,
+        ingest_ts=e.ingest_ts,
+        o=e.payload.o,
+        h=e.payload.h,
+        l=e.payload.l,
+        c=e.payload.c,
+        v=e.payload.v,
+        vwap=e.payload.vwap,
+        count=e.payload.count,
+    )
+
+
+def signal_view(e: Envelope[Signal]) -> SignalPoint:
+    return SignalPoint(
+        event_ts=e.event_ts,
+        seq=e.seq,
+        version=e.version,
+        is_final=e.is_final,
+        ingest_ts=e.ingest_ts,
+        values=e.payload,
+    )
+
+
 def _query(
     settings: NamedDependency[Settings],
-    symbol: str | None,
+    symbol: str,
     window: str | None,
     start: str | None,
     end: str | None,

@@ -6,7 +6,8 @@ queries on one client without an error (checked with chdb 4.4.0), but serialisin
 here because the cache absorbs the repeats: the dashboard and many viewers ask the same
 questions every second, and a ``FINAL`` read costs milliseconds while a cache hit costs
 microseconds (the design's SLO is p95 < 200 ms for cached TA queries). Cache entries live
-``ttl_s`` (default 0.5 s), so a cached answer is never staler than that; misses are single-flight
+``ttl_s`` (default 0.5 s), so a cached answer is never staler than that — except a range that
+ended over a minute ago, kept 30 s (:func:`_settled_ttl`); misses are single-flight
 (the second asker waits for the first and then finds the entry).
 
 Why connect lazily: the API must start (and answer ``/healthz``) while ClickHouse is down; the
@@ -18,23 +19,24 @@ once, in its latest version.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from prometheus_client import CollectorRegistry, Counter
 
 from api.errors import DependencyUnavailable
-from torghut.clickhouse import Client, bars, latest_signals, signals_between
-from torghut.clickhouse.rows import SIGNALS_TABLE
+from torghut.clickhouse import Client, bars, signals_between
+from torghut.clickhouse.rows import SIGNAL_COLUMNS, SIGNALS_TABLE, signal_from_row
 from torghut.events import Envelope, Microbar, Signal
 from torghut.logs import get_logger
 
-__all__ = ["ClientFactory", "TaReader", "TtlCache"]
+__all__ = ["ClientFactory", "LatestBoard", "TaReader", "TtlCache"]
 
 ClientFactory = Callable[[], Client]
 """Opens a ClickHouse client the reader owns (and closes); called again after a failure."""
@@ -69,13 +71,80 @@ class TtlCache:
             return False, None
         return True, hit[1]
 
-    def put(self, key: Hashable, value: Any) -> None:
+    def put(self, key: Hashable, value: Any, ttl_s: float | None = None) -> None:
+        """Keep ``value`` for ``ttl_s`` (default: the cache's); nothing when the cache is off."""
         if self.ttl_s <= 0:
             return
-        self._entries[key] = (self._clock() + self.ttl_s, value)
+        self._entries[key] = (self._clock() + (ttl_s or self.ttl_s), value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
+
+
+class LatestBoard:
+    """The newest signal of every symbol of one window, refreshed for all symbols at once.
+
+    A refresh reads two cheap columns for every symbol (``max(event_ts)``, ``max(ingest_ts)``
+    over the last day) and then, with ``FINAL``, only the newest row of the symbols whose marks
+    moved: in steady state the few symbols that traded, whatever the number of symbols asked
+    about. A corrected version of a symbol's newest row moves its ``max(ingest_ts)`` and is
+    fetched too. Symbols without a signal in the last day leave the board.
+    """
+
+    def __init__(self, window: str) -> None:
+        self.window = window
+        self.loaded = False
+        self.refreshed_at = -math.inf
+        self._rows: dict[str, Envelope[Signal]] = {}
+        self._marks: dict[str, tuple[datetime, datetime]] = {}
+
+    def row(self, symbol: str) -> Envelope[Signal] | None:
+        return self._rows.get(symbol)
+
+    def newest(self) -> datetime | None:
+        return max((m[0] for m in self._marks.values()), default=None)
+
+    def refresh(self, client: Client, now: float) -> None:
+        marks_sql = (
+            f"SELECT symbol, max(event_ts), max(ingest_ts) FROM {SIGNALS_TABLE} "
+            "WHERE window_size = {window:String} AND event_ts >= now64(3) - INTERVAL 1 DAY "
+            "GROUP BY symbol"
+        )
+        params: dict[str, Any] = {"window": self.window}
+        marks = {
+            str(sym): (_utc(ts), _utc(ing))
+            for sym, ts, ing in client.query(marks_sql, parameters=params).result_rows
+        }
+        changed = [sym for sym, mark in marks.items() if self._marks.get(sym) != mark]
+        rows = {sym: env for sym, env in self._rows.items() if sym in marks}
+        if changed:
+            cols = ", ".join(SIGNAL_COLUMNS)
+            sql = (
+                f"SELECT {cols} FROM {SIGNALS_TABLE} FINAL WHERE window_size = {{window:String}} "
+                f"AND symbol IN {{symbols:Array(String)}} AND event_ts >= {{since:{_TS}}} "
+                "ORDER BY symbol, event_ts DESC, seq DESC LIMIT 1 BY symbol"
+            )
+            params |= {"symbols": changed, "since": min(marks[s][0] for s in changed)}
+            for raw in client.query(sql, parameters=params).result_rows:
+                env = signal_from_row(raw)
+                rows[env.symbol] = env
+        self._rows, self._marks = rows, marks
+        self.loaded, self.refreshed_at = True, now
+
+
+SETTLED_AFTER = timedelta(minutes=1)
+SETTLED_TTL_S = 30.0
+
+
+def _settled_ttl(end: datetime) -> float | None:
+    """A range that ended over :data:`SETTLED_AFTER` ago is kept :data:`SETTLED_TTL_S`: its
+    rows no longer change (late trades are folded in within the TA's allowed lateness, seconds)
+    except by a replay, which shows within that TTL. ``None``: the cache's own TTL."""
+    return SETTLED_TTL_S if end < datetime.now(UTC) - SETTLED_AFTER else None
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 class TaReader:
@@ -88,6 +157,9 @@ class TaReader:
         self._client: Client | None = None
         self._lock = threading.Lock()
         self._cache = TtlCache(ttl_s)
+        self._boards: dict[str, LatestBoard] = {}
+        self._refreshing: set[str] = set()
+        self._refreshing_lock = threading.Lock()
         self._lookups = Counter(
             "torghut_api_ta_cache_lookups",
             "TA query cache lookups by result (hit, miss)",
@@ -99,19 +171,59 @@ class TaReader:
         self, symbol: str, window: str, start: datetime, end: datetime, limit: int
     ) -> list[Envelope[Microbar]]:
         key = ("bars", symbol, window, start, end, limit)
-        return self._cached(key, lambda c: bars(c, symbol, start, end, window, limit))
+        return self._cached(
+            key, lambda c: bars(c, symbol, start, end, window, limit), _settled_ttl(end)
+        )
 
     def signals(
         self, symbol: str, window: str, start: datetime, end: datetime, limit: int
     ) -> list[Envelope[Signal]]:
         key = ("signals", symbol, window, start, end, limit)
-        return self._cached(key, lambda c: signals_between(c, symbol, start, end, window, limit))
+        return self._cached(
+            key,
+            lambda c: signals_between(c, symbol, start, end, window, limit),
+            _settled_ttl(end),
+        )
 
     def latest(self, symbol: str, window: str) -> Envelope[Signal] | None:
-        found = self._cached(
-            ("latest", symbol, window), lambda c: latest_signals(c, symbol, None, 1, window)
-        )
-        return found[0] if found else None
+        """The newest signal of ``symbol`` (within the last day) from the window's
+        :class:`LatestBoard`: one refresh serves every symbol, so 500 symbols asked in turn
+        cost what one does.
+
+        Stale-while-revalidate: once loaded, an expired board still answers at once while one
+        background refresh runs (so no request waits for ClickHouse; an answer is at most the
+        TTL plus one refresh old). Before the first load, and with TTL 0, it waits."""
+        board = self._boards.setdefault(window, LatestBoard(window))
+        now = time.monotonic()
+        if board.loaded and now - board.refreshed_at < self._cache.ttl_s:
+            self._lookups.labels("hit").inc()
+            return board.row(symbol)
+        if board.loaded and self._cache.ttl_s > 0:
+            self._lookups.labels("hit").inc()
+            self._refresh_in_background(board)
+            return board.row(symbol)
+        self._lookups.labels("miss").inc()
+        with self._lock:
+            self._query_locked(lambda c: board.refresh(c, time.monotonic()))
+        return board.row(symbol)
+
+    def _refresh_in_background(self, board: LatestBoard) -> None:
+        with self._refreshing_lock:
+            if board.window in self._refreshing:
+                return
+            self._refreshing.add(board.window)
+
+        def run() -> None:
+            try:
+                with self._lock:
+                    self._query_locked(lambda c: board.refresh(c, time.monotonic()))
+            except DependencyUnavailable as exc:
+                log.warning("latest_board_refresh_failed", window=board.window, error=exc.detail)
+            finally:
+                with self._refreshing_lock:
+                    self._refreshing.discard(board.window)
+
+        threading.Thread(target=run, name=f"latest-board-{board.window}", daemon=True).start()
 
     def symbols(self, since: datetime) -> list[str]:
         """Symbols with a signal at or after ``since`` (any window), sorted.
@@ -129,6 +241,22 @@ class TaReader:
 
         return self._cached(("symbols", since), read)
 
+    def newest_signal_at(self) -> datetime | None:
+        """The newest signal's event time over every symbol and window (the last day only)."""
+        sql = (
+            f"SELECT max(event_ts), count() FROM {SIGNALS_TABLE} "
+            "WHERE event_ts >= now64(3) - INTERVAL 1 DAY"
+        )
+
+        def read(client: Client) -> datetime | None:
+            newest, rows = client.query(sql).result_rows[0]
+            if not rows:
+                return None
+            value: datetime = newest
+            return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+        return self._cached(("newest_signal",), read)
+
     def ping(self) -> None:
         """One uncached round trip; raises :class:`DependencyUnavailable` when it fails."""
         self._run(lambda c: c.command("SELECT 1"))
@@ -139,7 +267,7 @@ class TaReader:
                 self._client.close()
                 self._client = None
 
-    def _cached(self, key: Hashable, read: Callable[[Client], T]) -> T:
+    def _cached(self, key: Hashable, read: Callable[[Client], T], ttl_s: float | None = None) -> T:
         hit, value = self._cache.get(key)
         if hit:
             self._lookups.labels("hit").inc()
@@ -151,7 +279,7 @@ class TaReader:
                 return value  # type: ignore[no-any-return]
             self._lookups.labels("miss").inc()
             result = self._query_locked(read)
-            self._cache.put(key, result)
+            self._cache.put(key, result, ttl_s)
             return result
 
     def _run(self, read: Callable[[Client], T]) -> T:

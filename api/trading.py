@@ -8,11 +8,9 @@ control commands); nothing here changes trading state — the control endpoints 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from litestar import Controller, MediaType, Response, get
 from litestar.di import NamedDependency
-from litestar.params import FromQuery
+from litestar.openapi.datastructures import ResponseSpec
 
 from api import params
 from api.controls import (
@@ -22,8 +20,9 @@ from api.controls import (
     halt_views,
     kill_switch_view,
 )
-from api.errors import ApiError, InvalidQuery
+from api.errors import ApiError, problems
 from api.health import AlpacaCheck, clickhouse_state, store_state
+from api.query import Limit, OptionalSymbol, Since
 from api.schemas import (
     DecisionsPage,
     ExecutionsPage,
@@ -44,7 +43,7 @@ class TradingController(Controller):
     path = "/trading"
     tags = ("trading",)
 
-    @get("/status", sync_to_thread=True)
+    @get("/status", sync_to_thread=True, responses=problems(503))
     def status(
         self,
         settings: NamedDependency[Settings],
@@ -70,7 +69,18 @@ class TradingController(Controller):
             pending_commands=[event_view(e) for e in state.pending],
         )
 
-    @get("/health", sync_to_thread=True)
+    @get(
+        "/health",
+        sync_to_thread=True,
+        responses={
+            503: ResponseSpec(
+                data_container=TradingHealth,
+                description="A dependency is down (the body says which)",
+                generate_examples=False,
+            ),
+            **problems(),
+        },
+    )
     def health(
         self,
         ta: NamedDependency[TaReader],
@@ -98,36 +108,36 @@ class TradingController(Controller):
         body.status = "down" if down else "degraded" if kill_switch or halts else "ok"
         return Response(body, status_code=503 if down else 200, media_type=MediaType.JSON)
 
-    @get("/decisions", sync_to_thread=True)
+    @get("/decisions", sync_to_thread=True, responses=problems(400, 503))
     def decisions(
         self,
         settings: NamedDependency[Settings],
         store: NamedDependency[TradingReads],
-        symbol: FromQuery[str | None] = None,
-        since: FromQuery[str | None] = None,
-        limit: FromQuery[int | None] = None,
+        symbol: OptionalSymbol = None,
+        since: Since = None,
+        limit: Limit = None,
     ) -> DecisionsPage:
         """Decisions newest first with review verdict, risk reasons and execution status."""
         rows = store.decisions(
             params.optional_symbol(symbol),
-            _since(since),
+            params.since(since),
             params.limit(limit, settings.api.max_rows, _DEFAULT_LIMIT),
         )
         return DecisionsPage(decisions=rows, count=len(rows))
 
-    @get("/executions", sync_to_thread=True)
+    @get("/executions", sync_to_thread=True, responses=problems(400, 503))
     def executions(
         self,
         settings: NamedDependency[Settings],
         store: NamedDependency[TradingReads],
-        symbol: FromQuery[str | None] = None,
-        since: FromQuery[str | None] = None,
-        limit: FromQuery[int | None] = None,
+        symbol: OptionalSymbol = None,
+        since: Since = None,
+        limit: Limit = None,
     ) -> ExecutionsPage:
         """Executions newest first with reconciliation state and order events."""
         rows = store.executions(
             params.optional_symbol(symbol),
-            _since(since),
+            params.since(since),
             params.limit(limit, settings.api.max_rows, _DEFAULT_LIMIT),
         )
         return ExecutionsPage(executions=rows, count=len(rows))
@@ -138,11 +148,3 @@ def _control_state(controls: ControlAccess) -> ControlState | None:
         return controls.state()
     except ApiError:
         return None
-
-
-def _since(raw: str | None) -> datetime | None:
-    """``since`` may not be in the future (a typo would silently return nothing)."""
-    since = params.timestamp(raw, "since")
-    if since is not None and since > datetime.now(UTC) + timedelta(minutes=1):
-        raise InvalidQuery("since", f"{since.isoformat()} is in the future")
-    return since

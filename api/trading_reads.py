@@ -11,14 +11,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import schemas
 from api.errors import DependencyUnavailable
+from api.portfolio import Fill
+from trading.adapters.store import TradingDeadLetters
+from trading.adapters.store.dead_letters import DeadLetterKind
 from trading.adapters.store.models import (
     ExecutionRow,
     LlmReviewRow,
@@ -35,6 +40,133 @@ class TradingReads:
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
+
+    def fills(self, symbol: str | None, until: datetime | None = None) -> list[Fill]:
+        """Every execution with a filled quantity, as a fill at its average price.
+
+        Stamped with the execution's ``last_update_at`` (when the fill was last seen)."""
+        with self._session() as s:
+            q = sa.select(ExecutionRow).where(
+                ExecutionRow.filled_qty > Decimal(0), ExecutionRow.filled_avg_price.is_not(None)
+            )
+            if symbol is not None:
+                q = q.where(ExecutionRow.symbol == symbol)
+            if until is not None:
+                q = q.where(ExecutionRow.last_update_at < until)
+            rows = list(s.scalars(q.order_by(ExecutionRow.last_update_at, ExecutionRow.id)))
+        return [
+            Fill(r.symbol, r.side, r.filled_qty, r.filled_avg_price or Decimal(0), r.last_update_at)
+            for r in rows
+        ]
+
+    def latest_snapshots(self) -> dict[str, PositionSnapshotRow]:
+        """The newest reconciliation snapshot per symbol (broker vs local quantity)."""
+        with self._session() as s:
+            newest = (
+                sa.select(
+                    PositionSnapshotRow.symbol,
+                    sa.func.max(PositionSnapshotRow.taken_at).label("taken_at"),
+                )
+                .group_by(PositionSnapshotRow.symbol)
+                .subquery()
+            )
+            q = sa.select(PositionSnapshotRow).join(
+                newest,
+                sa.and_(
+                    PositionSnapshotRow.symbol == newest.c.symbol,
+                    PositionSnapshotRow.taken_at == newest.c.taken_at,
+                ),
+            )
+            return {r.symbol: r for r in s.scalars(q)}
+
+    def rejections(
+        self, symbol: str | None, since: datetime | None
+    ) -> tuple[int, list[schemas.RejectionReason]]:
+        """Rejected decisions and their failing rules, counted per rule code."""
+        with self._session() as s:
+            q = sa.select(TradeDecisionRow.created_at, TradeDecisionRow.risk_reasons).where(
+                TradeDecisionRow.status == "rejected"
+            )
+            if symbol is not None:
+                q = q.where(TradeDecisionRow.symbol == symbol)
+            if since is not None:
+                q = q.where(TradeDecisionRow.created_at >= since)
+            rows = s.execute(q.order_by(TradeDecisionRow.created_at)).all()
+        by_code: dict[str, schemas.RejectionReason] = {}
+        for created_at, reasons in rows:
+            for reason in reasons or ():
+                code = str(reason.get("code", "unknown"))
+                held = by_code.get(code)
+                by_code[code] = schemas.RejectionReason(
+                    code=code,
+                    count=(held.count if held else 0) + 1,
+                    last_at=created_at,
+                    last_detail=str(reason.get("detail", "")),
+                )
+        ordered = sorted(by_code.values(), key=lambda r: (-r.count, r.code))
+        return len(rows), ordered
+
+    def markers(
+        self, symbol: str, start: datetime, end: datetime, limit: int
+    ) -> list[schemas.Marker]:
+        """The chart's markers in ``[start, end)``: decisions (at their signal's event time;
+        rejections and vetoes with their reasons) and fills (at the fill time, with price)."""
+        out: list[schemas.Marker] = []
+        with self._session() as s:
+            d = TradeDecisionRow
+            for row in s.scalars(
+                sa.select(d)
+                .where(d.symbol == symbol, d.event_ts >= start, d.event_ts < end)
+                .order_by(d.event_ts.desc())
+                .limit(limit)
+            ):
+                out.append(_decision_marker(row))
+            x = ExecutionRow
+            for ex in s.scalars(
+                sa.select(x)
+                .where(
+                    x.symbol == symbol,
+                    x.filled_qty > Decimal(0),
+                    x.last_update_at >= start,
+                    x.last_update_at < end,
+                )
+                .order_by(x.last_update_at.desc())
+                .limit(limit)
+            ):
+                out.append(
+                    schemas.Marker(
+                        at=ex.last_update_at,
+                        kind="fill",
+                        side=ex.side,
+                        text=f"fill {ex.side} {ex.filled_qty} @ {ex.filled_avg_price} "
+                        f"({ex.status})",
+                    )
+                )
+        return sorted(out, key=lambda m: m.at)
+
+    def decision_lag(self) -> tuple[datetime | None, int | None]:
+        """The newest decision's ``created_at`` and its lag behind its signal's event time."""
+        with self._session() as s:
+            row = s.execute(
+                sa.select(TradeDecisionRow.created_at, TradeDecisionRow.event_ts)
+                .order_by(TradeDecisionRow.created_at.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None, None
+        created, event = row
+        return created, int((created - event).total_seconds() * 1000)
+
+    def dead_letters(
+        self, kind: DeadLetterKind, symbol: str | None, since: datetime | None, limit: int
+    ) -> list[schemas.DeadLetter]:
+        with self._errors():
+            found = TradingDeadLetters(self._engine()).read(kind, symbol, since, limit)
+        return [schemas.DeadLetter(**msgspec.structs.asdict(d)) for d in found]
+
+    def dead_letter_counts(self, since: datetime | None) -> dict[tuple[str, str], int]:
+        with self._errors():
+            return TradingDeadLetters(self._engine()).counts_by_reason(since)
 
     def decisions(
         self, symbol: str | None, since: datetime | None, limit: int
@@ -116,9 +248,19 @@ class TradingReads:
     @contextmanager
     def _session(self) -> Iterator[Session]:
         """A read session; SQLAlchemy errors (store down, schema missing) become 503s."""
+        with self._errors(), self._sessions() as session:
+            yield session
+
+    def _engine(self) -> sa.Engine:
+        bind = self._sessions.kw["bind"]
+        assert isinstance(bind, sa.Engine)
+        return bind
+
+    @staticmethod
+    @contextmanager
+    def _errors() -> Iterator[None]:
         try:
-            with self._sessions() as session:
-                yield session
+            yield
         except SQLAlchemyError as exc:
             raise DependencyUnavailable("postgres", str(exc).splitlines()[0][:300]) from exc
 
@@ -148,6 +290,23 @@ def _decision(
         execution_status=None if execution is None else execution.status,
         alpaca_order_id=None if execution is None else execution.alpaca_order_id,
     )
+
+
+def _decision_marker(row: TradeDecisionRow) -> schemas.Marker:
+    kind: schemas.MarkerKind = (
+        "rejection"
+        if row.status == "rejected"
+        else "veto"
+        if row.status == "vetoed"
+        else "decision"
+    )
+    text = f"{row.strategy_id}: {row.side} {row.qty} ({row.status})"
+    reasons = "; ".join(f"{r['code']}: {r['detail']}" for r in row.risk_reasons or ())
+    if reasons:
+        text += f" — {reasons}"
+    elif row.status_detail:
+        text += f" — {row.status_detail}"
+    return schemas.Marker(at=row.event_ts, kind=kind, side=row.side, text=text)
 
 
 def _review(row: LlmReviewRow) -> schemas.Review:

@@ -1,189 +1,284 @@
-"""Latency of the cached TA endpoints, with and without the cache, over real HTTP.
+"""The API under load while the embedded pipeline runs: wrk at 100 connections against the demo.
 
-Run: ``.venv/bin/python -m bench.api [--symbols 5] [--minutes 60] [--requests 400] [--clients 4]``
+Run: ``.venv/bin/python -m bench.api [--symbols 500] [--minutes 60] [--connections 100]
+[--duration 20] [--bars-symbols 20]``
 
-Setup (one process, as the embedded default runs): a fresh chdb data directory with the TA
-migrations and ``--minutes`` of 1 s bars and signals for ``--symbols`` symbols, then the real
-app served by uvicorn on a free localhost port. Each mode (cache TTL 0 = every request reads
-ClickHouse with ``FINAL``; TTL 500 ms = the default) runs ``--requests`` requests per endpoint
-per client from ``--clients`` concurrent keep-alive httpx clients:
+Setup, as ``make demo`` runs: a fresh data directory whose chdb store holds ``--symbols`` symbols
+x ``--minutes`` of 1 s bars and signals ending now (written by ClickHouse itself with
+``INSERT … SELECT FROM numbers()``, in a child process: chdb locks its directory per process),
+the trading cursor placed after them (the trading loop trades the live market, not the seeded
+hour); then ``python -m dataflows.demo --seconds 0`` on that directory: market simulator,
+ingest → TA → ClickHouse → paper trading, and the API, in one process.
 
-* ``/api/torghut/ta/latest?symbol=S`` cycling over the symbols;
-* ``/api/torghut/ta/bars?symbol=S&from=..&to=..`` over the last 15 minutes of data (900 bars),
-  the dashboard's chart query.
+Load: `wrk <https://github.com/wg/wrk>`_ (Debian package ``wrk``; ``make sysdeps`` installs it)
+with ``--connections`` connections on 2 threads for ``--duration`` seconds per endpoint, each
+request taking the next path of a list (a Lua script):
 
-Printed: p50 / p95 / max in ms per endpoint and mode, and the p95 ratio uncached / cached.
-Not a timed test: numbers depend on the machine and its load.
+* ``latest`` — ``/api/torghut/ta/latest?symbol=S`` over all seeded symbols;
+* ``bars 1h`` — ``/api/torghut/ta/bars?symbol=S&from=<end-1h>&to=<end>`` (3,600 bars) over the
+  first ``--bars-symbols`` symbols (viewers of a few popular symbols);
+* ``update`` — ``/api/torghut/console/update?symbol=S``, the dashboard's update call, over the
+  demo's live symbols.
+
+Printed per endpoint: requests/s, p50/p95/p99 latency (wrk's own histogram), non-2xx count, and
+the pipeline's lag sampled once a second from ``/trading/pipeline`` while the load runs
+(``ta_lag_ms``: now - the newest signal; ``watermark``: now - the TA watermark), next to the same
+lag measured for ``--duration`` seconds before any load (the same-run baseline). Targets (issue
+12): ``latest`` p99 <= 50 ms, ``bars 1h`` p99 <= 150 ms. Not a timed test: the numbers depend on
+the machine and its load (print ``lscpu`` and the load average with them).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import math
-import random
+import json
+import os
+import shutil
+import signal
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 
-from api.app import create_app
-from api.server import BackgroundServer
-from torghut.clickhouse import (
-    MICROBAR_COLUMNS,
-    MICROBARS_TABLE,
-    SIGNAL_COLUMNS,
-    SIGNALS_TABLE,
-    connect,
-    microbar_row,
-    migrate,
-    signal_row,
-)
-from torghut.config import ApiSettings, ClickHouseSettings, Settings, StoreSettings, load_settings
-from torghut.events import Envelope, Microbar, Signal, Window
+LIVE_SYMBOLS = ("AAPL", "MSFT", "NVDA", "TSLA", "AMZN")
+
+WRK_SCRIPT = """
+local paths = {}
+for line in io.lines("%(paths)s") do paths[#paths + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1])
+end
+done = function(summary, latency, requests)
+  local errors = summary.errors.status + summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout
+  io.write(string.format(
+    'WRK {"requests": %%d, "seconds": %%f, "p50": %%f, "p95": %%f, "p99": %%f, '
+      .. '"max": %%f, "errors": %%d, "non2xx": %%d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
+    latency:percentile(95) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3,
+    errors, summary.errors.status))
+end
+"""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--symbols", type=int, default=5)
+    parser.add_argument("--symbols", type=int, default=500)
     parser.add_argument("--minutes", type=int, default=60)
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--duration", type=int, default=20)
+    parser.add_argument("--bars-symbols", type=int, default=20)
+    parser.add_argument("--seed-only", metavar="DATA_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--end", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.seed_only:
+        _seed(Path(args.seed_only), args.symbols, args.minutes, datetime.fromisoformat(args.end))
+        return
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit("bench.api needs wrk: `make sysdeps` installs it (or: apt-get install wrk)")
 
-    work = tempfile.mkdtemp(prefix="bench-api-")
-    ch_settings = ClickHouseSettings(dsn=f"chdb://{work}/chdb", database="torghut")
-    symbols = [f"S{i:03d}" for i in range(args.symbols)]
+    work = Path(tempfile.mkdtemp(prefix="bench-api-"))
     end = datetime.now(UTC).replace(microsecond=0)
-    start = end - timedelta(minutes=args.minutes)
-    rows = _seed(ch_settings, symbols, start, end)
-    print(f"seeded {rows} bars + {rows} signals ({args.symbols} symbols x {args.minutes} min)")
+    env = {**os.environ, "TORGHUT_DATA_DIR": str(work), "LOG_LEVEL": "ERROR"}
+    t0 = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "bench.api", "--seed-only", str(work), "--end", end.isoformat(),
+         "--symbols", str(args.symbols), "--minutes", str(args.minutes)],
+        env=env, check=True,
+    )  # fmt: skip
+    rows = args.symbols * args.minutes * 60
+    print(f"seeded {rows:,} bars + {rows:,} signals ({args.symbols} symbols x {args.minutes} min "
+          f"of 1 s) in {time.monotonic() - t0:.0f} s into {work}")  # fmt: skip
 
-    base = load_settings()
-    results: dict[tuple[str, str], list[float]] = {}
-    chart_from = (end - timedelta(minutes=15)).isoformat()
-    for mode, ttl_ms in (("uncached", 0), ("cached", 500)):
-        settings = Settings(
-            kafka=base.kafka,
-            clickhouse=ch_settings,
-            store=StoreSettings(url=f"sqlite:///{work}/trading.sqlite"),
-            recovery=base.recovery,
-            alpaca=base.alpaca,
-            ta=base.ta,
-            trading=base.trading,
-            risk=base.risk,
-            llm=base.llm,
-            api=ApiSettings(ta_cache_ttl_ms=ttl_ms),
-        )
-        with BackgroundServer(create_app(settings), port=_free_port()) as url:
-            queries: dict[str, Callable[[int], str]] = {
-                "latest": lambda i: (
-                    f"{url}/api/torghut/ta/latest?symbol={symbols[i % len(symbols)]}"
-                ),
-                "bars": lambda i: (
-                    f"{url}/api/torghut/ta/bars?symbol={symbols[i % len(symbols)]}"
-                    f"&from={chart_from}&to={end.isoformat()}"
-                ).replace("+", "%2B"),
-            }
-            for name, make_url in queries.items():
-                _run(make_url, 20, 1)  # warm up connections and the engine
-                results[(name, mode)] = _run(make_url, args.requests, args.clients)
+    port = _free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.demo", "--seconds", "0", "--port", str(port),
+         "--symbols", ",".join(LIVE_SYMBOLS)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert demo.stdout is not None
+        first = demo.stdout.readline()
+        if "dashboard:" not in first:
+            raise RuntimeError(f"the demo did not start: {first!r}")
+        _wait_for_signals(url)
+        print(f"demo pipeline running, API on {url}")
+        baseline = _sample_lag(url, args.duration)
+        seeded = [f"S{i:03d}" for i in range(args.symbols)]
+        span = f"from={(end - timedelta(hours=1)).isoformat()}&to={end.isoformat()}"
+        span = span.replace("+", "%2B")
+        loads = {
+            "latest": [f"/api/torghut/ta/latest?symbol={s}" for s in seeded],
+            "bars 1h": [
+                f"/api/torghut/ta/bars?symbol={s}&{span}" for s in seeded[: args.bars_symbols]
+            ],
+            "update": [f"/api/torghut/console/update?symbol={s}" for s in LIVE_SYMBOLS],
+        }
+        results = {}
+        for name, paths in loads.items():
+            _settle(url)
+            results[name] = _wrk(wrk, url, paths, args.connections, args.duration, work)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+        shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n{'endpoint':<8} {'mode':<9} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
-    for (name, mode), samples in results.items():
-        p50, p95 = _pct(samples, 50), _pct(samples, 95)
-        print(f"{name:<8} {mode:<9} {len(samples):>6} {p50:>8.2f} {p95:>8.2f} {max(samples):>8.2f}")
-    for name in ("latest", "bars"):
-        ratio = _pct(results[(name, "uncached")], 95) / _pct(results[(name, "cached")], 95)
-        print(f"p95 uncached/cached {name}: {ratio:.1f}x")
+    print(f"\nwrk: {args.connections} connections, 2 threads, {args.duration} s per endpoint; "
+          f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")  # fmt: skip
+    head = f"{'endpoint':<9} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+    print(f"{head} {'non2xx':>7}  pipeline lag during load (TA lag / watermark lag, p50-max)")
+    print(f"{'baseline':<9} {'-':>8} {'-':>8} {'-':>8} {'-':>8} {'-':>8} {'-':>7}  "
+          f"{_lag_text(baseline)}")  # fmt: skip
+    for name, (r, lag) in results.items():
+        print(f"{name:<9} {r['requests'] / r['seconds']:>8.0f} {r['p50']:>8.1f} {r['p95']:>8.1f} "
+              f"{r['p99']:>8.1f} {r['max']:>8.1f} {r['non2xx']:>7}  {_lag_text(lag)}")  # fmt: skip
+    print("targets: latest p99 <= 50 ms, bars 1h p99 <= 150 ms")
 
 
-def _seed(settings: ClickHouseSettings, symbols: list[str], start: datetime, end: datetime) -> int:
-    client = connect(settings)
-    migrate(client, settings)
-    rng = random.Random(7)
-    n = 0
-    for sym in symbols:
-        price = 100.0
-        bars, signals = [], []
-        ts = start
-        seq = 0
-        while ts < end:
-            price *= math.exp(rng.gauss(0, 0.0005))
-            ingest = ts + timedelta(milliseconds=rng.randint(20, 400))
-            window = Window(size="PT1S", start=ts - timedelta(seconds=1), end=ts)
-            bars.append(
-                Envelope(
-                    event_ts=ts,
-                    ingest_ts=ingest,
-                    symbol=sym,
-                    seq=seq,
-                    payload=Microbar(
-                        o=price, h=price, l=price, c=price, v=5.0, vwap=price, count=2
-                    ),
-                    is_final=True,
-                    source="bench",
-                    window=window,
-                )
-            )
-            signals.append(
-                Envelope(
-                    event_ts=ts,
-                    ingest_ts=ingest,
-                    symbol=sym,
-                    seq=seq,
-                    payload=Signal(
-                        close=price, rsi14=50.0, boll_upper=price + 1, boll_lower=price - 1
-                    ),
-                    is_final=True,
-                    source="bench",
-                    window=window,
-                )
-            )
-            ts += timedelta(seconds=1)
-            seq += 1
-        client.insert(
-            MICROBARS_TABLE, [microbar_row(b) for b in bars], column_names=MICROBAR_COLUMNS
-        )
-        client.insert(SIGNALS_TABLE, [signal_row(s) for s in signals], column_names=SIGNAL_COLUMNS)
-        n += len(bars)
+def _seed(work: Path, symbols: int, minutes: int, end: datetime) -> None:
+    """Bars and signals for ``S000..`` ending at ``end``, by ClickHouse; the cursor after them."""
+    from torghut.clickhouse import connect, migrate
+    from torghut.config import load_settings
+    from trading.adapters.store import TradingStore
+    from trading.core.ports import SignalCursor
+
+    settings = load_settings()
+    client = connect(settings.clickhouse)
+    migrate(client, settings.clickhouse)
+    seconds = minutes * 60
+    start_ms = int((end - timedelta(seconds=seconds)).timestamp() * 1000)
+    rows = (
+        f"SELECT concat('S', leftPad(toString(intDiv(number, {seconds})), 3, '0')) AS symbol, "
+        f"fromUnixTimestamp64Milli(toInt64({start_ms} + (number % {seconds}) * 1000), 'UTC') "
+        "AS event_ts, number % {seconds} AS seq, "
+        "event_ts + toIntervalMillisecond(60) AS ingest_ts, "
+        "1 AS is_final, 'bench' AS source, 'PT1S' AS window_size, 'PT1S' AS window_step, "
+        "event_ts AS window_start, event_ts + toIntervalSecond(1) AS window_end, 1 AS version, "
+        "100 + intDiv(number, {seconds}) / 10 + sin(number / 300) AS price "
+        f"FROM numbers({symbols * seconds})"
+    ).replace("{seconds}", str(seconds))
+    envelope = (
+        "symbol, event_ts, seq, ingest_ts, is_final, source, window_size, window_step, "
+        "window_start, window_end, version"
+    )
+    client.command(
+        f"INSERT INTO ta_microbars ({envelope}, o, h, l, c, v, vwap, count) "
+        f"SELECT {envelope}, price, price + 0.05, price - 0.05, price, 10, price, 3 FROM ({rows})"
+    )
+    client.command(
+        f"INSERT INTO ta_signals ({envelope}, macd, macd_signal, macd_hist, ema12, ema26, rsi14, "
+        "boll_mid, boll_upper, boll_lower, vwap_session, close) "
+        f"SELECT {envelope}, 0.01, 0.009, 0.001, price, price, 50, price, price + 1, price - 1, "
+        f"price, price FROM ({rows})"
+    )
     client.close()
-    return n
+    store = TradingStore.open(settings.store.url)
+    t = settings.trading
+    store.save_cursor(
+        f"{t.signal_table}:{t.signal_window_size}", SignalCursor(t.signal_window_size, end, "~", 0)
+    )
+    store.close()
 
 
-def _run(make_url: Callable[[int], str], requests: int, clients: int) -> list[float]:
-    """Latency in ms of ``requests`` GETs per client, ``clients`` clients at once."""
+def _wait_for_signals(url: str, timeout: float = 120) -> None:
+    """Until the live pipeline has written a signal newer than the seeded hour."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            body = httpx.get(f"{url}/api/torghut/ta/latest?symbol={LIVE_SYMBOLS[0]}").json()
+            if body.get("event_ts"):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the demo pipeline wrote no signal in time")
 
-    def one_client(offset: int) -> list[float]:
-        out = []
-        with httpx.Client(timeout=10) as http:
-            for i in range(requests):
-                url = make_url(i + offset)
-                t0 = time.perf_counter()
-                r = http.get(url)
-                out.append((time.perf_counter() - t0) * 1000)
-                if r.status_code != 200:
-                    raise RuntimeError(f"{url}: {r.status_code} {r.text[:200]}")
-        return out
 
-    with ThreadPoolExecutor(clients) as pool:
-        return [x for part in pool.map(one_client, range(clients)) for x in part]
+def _sample_lag(
+    url: str, seconds: float, stop: threading.Event | None = None
+) -> list[tuple[int, int]]:
+    """(TA lag, watermark lag) in ms once a second for ``seconds`` (or until ``stop``)."""
+    out: list[tuple[int, int]] = []
+    deadline = time.monotonic() + seconds
+    with httpx.Client(timeout=30) as http:
+        while time.monotonic() < deadline and not (stop and stop.is_set()):
+            try:
+                p = http.get(f"{url}/trading/pipeline").json()
+            except httpx.HTTPError:
+                continue  # the API is saturated: the next sample says more
+            out.append((p["ta_lag_ms"] or -1, p["ta_watermark_lag_ms"] or -1))
+            time.sleep(1)
+    return out
+
+
+def _settle(url: str, timeout: float = 60) -> None:
+    """Until the API answers a trivial request quickly again: requests a finished wrk left
+    queued in the server's thread pool must not be charged to the next endpoint."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=30) as http:
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            try:
+                http.get(f"{url}/trading/pipeline")
+            except httpx.HTTPError:
+                continue
+            if time.monotonic() - t0 < 0.2:
+                return
+            time.sleep(0.5)
+
+
+def _lag_text(samples: list[tuple[int, int]]) -> str:
+    if not samples:
+        return "no samples"
+    ta = [s[0] for s in samples]
+    wm = [s[1] for s in samples]
+    return (f"{statistics.median(ta) / 1000:.1f}-{max(ta) / 1000:.1f} s / "
+            f"{statistics.median(wm) / 1000:.1f}-{max(wm) / 1000:.1f} s")  # fmt: skip
+
+
+def _wrk(
+    wrk: str, url: str, paths: list[str], connections: int, duration: int, work: Path
+) -> tuple[dict[str, float], list[tuple[int, int]]]:
+    listing = work / "paths.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    script = work / "paths.lua"
+    script.write_text(WRK_SCRIPT % {"paths": listing})
+    stop = threading.Event()
+    lag: list[tuple[int, int]] = []
+    sampler = threading.Thread(
+        target=lambda: lag.extend(_sample_lag(url, duration + 5, stop)), daemon=True
+    )
+    sampler.start()
+    run = subprocess.run(
+        [wrk, "-t2", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s",
+         str(script), url],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    stop.set()
+    sampler.join()
+    line = next(x for x in run.stdout.splitlines() if x.startswith("WRK "))
+    result: dict[str, float] = json.loads(line[4:])
+    return result, lag
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _pct(samples: list[float], p: int) -> float:
-    return statistics.quantiles(samples, n=100)[p - 1] if len(samples) > 1 else samples[0]
 
 
 if __name__ == "__main__":

@@ -12,24 +12,33 @@ What runs, in this one process (see :mod:`dataflows.local` for why one process):
 After ``DEMO_SECONDS`` (default 90; 0 = until Ctrl-C) the sources stop cleanly, everything
 flushes, and a summary is printed: rows in ClickHouse, decisions, orders and fills. The demo
 trades paper money at the built-in simulator only; it refuses to start with live trading set.
+
+Run it again and it continues: the paper broker's account is saved in the data directory
+(:data:`BROKER_STATE`) so it matches the positions the trading store remembers, and the flow
+resumes from its Bytewax recovery store (:data:`RECOVERY_DIR`) so the indicators continue over
+the stored history instead of restarting cold. The port is checked first: a busy one fails the
+demo at once with a message, and the first line printed is the dashboard's URL.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import uvicorn
+from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import run_main
 
 from api.app import create_app
+from api.schemas import CountByReason, PipelineLive
+from api.server import BackgroundServer
 from dataflows.local import LocalFlow, build_local_flow
 from dataflows.startup import migrate_clickhouse
 from dataflows.trading import TradingRuntime, exit_stopped, install_stop_handlers
@@ -60,6 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
+    try:
+        _check_port_free(args.port)
+    except OSError as exc:
+        print(
+            f"the demo cannot serve its dashboard on 127.0.0.1:{args.port}: {exc.strerror} "
+            "(is another demo or API running? stop it, or pass --port / API_PORT)",
+            file=sys.stderr,
+        )
+        return 2
+
+    data_dir = settings.trading.dead_letter_path.parent
     symbols = tuple(args.symbols.split(",")) if args.symbols else settings.alpaca.symbols
     market = MarketSimulator(
         SyntheticMarket(args.seed, list(symbols), rate=args.rate, start=datetime.now(UTC)),
@@ -78,10 +98,20 @@ def main(argv: list[str] | None = None) -> int:
             return connect(ch_settings)
 
         runtime = TradingRuntime.open(settings, quotes=market)
+        broker_state = data_dir / BROKER_STATE
         try:
+            if runtime.simulator is not None and runtime.simulator.load_state(broker_state):
+                log.warning("demo_broker_resumed", path=str(broker_state))
             runtime.start()
             local = build_local_flow(settings, runtime, ch_client, stop=stop)
-            with _api(settings, ch_client, runtime.store.engine, args.port) as api_url:
+            app = create_app(
+                settings,
+                ch_client_factory=ch_client,
+                store_engine=runtime.store.engine,
+                broker=runtime.broker,
+                pipeline_probe=_probe(local),
+            )
+            with BackgroundServer(app, "127.0.0.1", args.port) as api_url:
                 print(
                     f"dashboard: {api_url}/   (pipeline runs for "
                     f"{args.seconds or 'ever'} s; Ctrl-C stops it)",
@@ -91,15 +121,73 @@ def main(argv: list[str] | None = None) -> int:
                 path = local.audit_path
                 audit_from = path.stat().st_size if path.exists() else 0  # the file is appended
                 try:
-                    run_main(local.flow)  # type: ignore[no-untyped-call]
+                    run_main(  # type: ignore[no-untyped-call]
+                        local.flow,
+                        epoch_interval=EPOCH,
+                        recovery_config=_recovery(data_dir / RECOVERY_DIR),
+                    )
                 except TradingStopped:
                     log.warning("demo_stopped_mid_batch")
                 runtime.finish()
                 _print_summary(settings, ch_client, runtime, local, audit_from, api_url)
         finally:
+            if runtime.simulator is not None:
+                runtime.simulator.save_state(broker_state)
             runtime.close()
     exit_stopped()
     return 0
+
+
+BROKER_STATE = "demo-broker-state.pickle"
+"""The paper broker's account between demo runs: the trading store remembers the positions and
+orders of earlier runs, so the broker must too (else the reconciler sees drift and halts)."""
+RECOVERY_DIR = "demo-recovery"
+"""Bytewax recovery of the demo's flow: a second run resumes the indicators where the first
+stopped instead of restarting them cold beside the stored history."""
+EPOCH = timedelta(seconds=2)
+
+
+def _check_port_free(port: int) -> None:
+    """Raise ``OSError`` when 127.0.0.1:``port`` is taken (checked before anything starts, so a
+    second demo never prints the first one's URL as its own)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", port))
+
+
+def _recovery(directory: Path) -> RecoveryConfig:
+    """The demo's recovery store, created (one partition) on the first run."""
+    if not any(directory.glob("part-*.sqlite3")):
+        directory.mkdir(parents=True, exist_ok=True)
+        init_db_dir(directory, 1)  # type: ignore[no-untyped-call]
+    return RecoveryConfig(str(directory))  # type: ignore[no-untyped-call]
+
+
+def _probe(local: LocalFlow) -> Callable[[], PipelineLive]:
+    """What the dashboard's pipeline panel shows of the flow running in this process."""
+
+    def probe() -> PipelineLive:
+        status = local.source.status()
+        progress = local.progress
+        watermark = (
+            None
+            if progress.watermark_us is None
+            else datetime.fromtimestamp(progress.watermark_us / 1e6, UTC)
+        )
+        return PipelineLive(
+            ingest_state=status.state,
+            ingest_detail=status.detail,
+            ingest_last_message_at=status.last_message_at,
+            ingest_reconnects=status.reconnects,
+            watermark_at=watermark,
+            last_snapshot_at=progress.last_snapshot_at,
+            last_backup_at=progress.last_backup_at(),
+            dead_letters=[
+                CountByReason(source="ingest", reason="all", count=local.counters.dead_letters),
+                CountByReason(source="ta", reason="all", count=progress.dead_letters),
+            ],
+        )
+
+    return probe
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -128,22 +216,6 @@ def _stop_after(stop: threading.Event, seconds: float, grace_s: float) -> None:
         timer = threading.Timer(seconds, stop.set)
         timer.daemon = True
         timer.start()
-
-
-@contextmanager
-def _api(settings: Settings, ch_client: Any, engine: sa.Engine, port: int) -> Iterator[str]:
-    """Serve the API and dashboard on 127.0.0.1 from a thread of this process."""
-    app = create_app(settings, ch_client_factory=ch_client, store_engine=engine)
-    # log_config=None: uvicorn logs through the root JSON handler (scrubbed) like every library.
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", log_config=None)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _print_summary(

@@ -30,6 +30,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.trading import TradingRuntime, trading_pipeline
+from dataflows.trading_audit import store_trading_audit
 from operators.alpaca_ws import AlpacaWsConfig, AlpacaWsSource
 from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink, row_or_mark
 from operators.market_events import IngestCounters, as_wire, by_family, market_events
@@ -122,6 +123,9 @@ def build_local_flow(
         op.map("status", families.status, lambda s: ("market_status", s)),
     )
     op.output("audit_out", audit, _JsonLinesSink(audit_path))
+    store_trading_audit(
+        "trading_audit", trading.dead_letters, trading.corrections, runtime.dead_letters
+    )
     return LocalFlow(flow, source, counters, progress, audit_path)
 
 

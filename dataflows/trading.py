@@ -58,6 +58,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.startup import migrate_clickhouse
+from dataflows.trading_audit import store_trading_audit
 from operators.trading_source import SignalItem, TradingSignalSource
 from torghut.clickhouse import Client, connect
 from torghut.config import LlmSettings, Settings, TradingSettings, load_settings
@@ -75,7 +76,7 @@ from trading.adapters.alpaca_broker import (
 )
 from trading.adapters.clickhouse_signals import ClickHouseSignalReader
 from trading.adapters.openai_reviewer import OpenAiChatReviewer
-from trading.adapters.store import TradingStore
+from trading.adapters.store import TradingDeadLetters, TradingStore
 from trading.adapters.system_clock import SystemClock
 from trading.adapters.trade_updates import TradeUpdates
 from trading.core.clock import Clock
@@ -144,6 +145,11 @@ class TradingRuntime:
     controls: RuntimeControls
     trade_updates: TradeUpdates | None = None
     simulator: BrokerSimulator | None = None
+
+    @property
+    def dead_letters(self) -> TradingDeadLetters:
+        """Where the flow's dead letters and signal corrections are stored (the API reads it)."""
+        return TradingDeadLetters(self.store.engine)
 
     @property
     def cursor_source(self) -> str:
@@ -427,6 +433,9 @@ def build_flow(
     audit = op.merge("audit", streams.outcomes, streams.dead_letters, streams.corrections)
     on_end = runtime.finish if runtime.settings.trading.exit_at_end else None
     op.output("audit_out", audit, _AuditSink(runtime.settings.trading.dead_letter_path, on_end))
+    store_trading_audit(
+        "trading_audit", streams.dead_letters, streams.corrections, runtime.dead_letters
+    )
     return flow
 
 

@@ -396,6 +396,9 @@ class ApiSettings(_Section):
     alpaca_check_timeout_s: float = Field(default=2.0, gt=0)
     control_token: SecretStr | None = None
     """Bearer token of the control endpoints (``POST /trading/...``); unset = they answer 403."""
+    cors_origins: CsvList = ()
+    """Origins allowed to call the API from a browser page served elsewhere (CORS); none by
+    default: the dashboard is served by the API itself and needs none."""
 
 
 class MetricsSettings(_Section):

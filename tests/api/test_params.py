@@ -78,8 +78,33 @@ def test_optional_symbol_and_window_and_limit() -> None:
     assert params.limit(None, 50, 100) == 50
     assert params.limit(None, 500, 100) == 100
     assert params.limit(500, 500, 100) == 500
-    with pytest.raises(InvalidQuery, match=r"1\.\.500"):
-        params.limit(501, 500, 100)
+    assert params.limit(501, 500, 100) == 500  # a page holds at most API_MAX_ROWS rows
+    with pytest.raises(InvalidQuery, match="below 1"):
+        params.limit(0, 500, 100)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # the calendar's edges with an offset overflowed datetime (500s) or reached ClickHouse
+        ("0001-01-01T00:00:00+01:00", params.TS_MIN),
+        ("0001-01-01T00:00:00Z", params.TS_MIN),
+        ("9999-12-31T23:59:59-01:00", params.TS_MAX),
+        ("-9999999999999999", params.TS_MIN),
+        ("9999999999999999", params.TS_MAX),
+        ("1900-01-01T00:30:00+01:00", params.TS_MIN),
+        ("1900-01-03T00:00:00+01:00", datetime(1900, 1, 2, 23, tzinfo=UTC)),
+    ],
+)
+def test_timestamps_outside_the_stores_range_are_clamped(raw: str, expected: datetime) -> None:
+    assert params.timestamp(raw, "from") == expected
+
+
+def test_since_refuses_the_future() -> None:
+    assert params.since("2026-03-02T15:00:30Z", NOW) == NOW + timedelta(seconds=30)
+    with pytest.raises(InvalidQuery) as err:
+        params.since("2026-03-02T15:02:00Z", NOW)
+    assert err.value.parameter == "since"
 
 
 class FakeClock:
@@ -110,3 +135,15 @@ def test_ttl_zero_disables_the_cache() -> None:
     cache = TtlCache(0)
     cache.put("a", 1)
     assert cache.get("a") == (False, None)
+
+
+def test_ttl_cache_keeps_an_entry_longer_when_told() -> None:
+    clock = FakeClock()
+    cache = TtlCache(0.5, clock=clock)
+    cache.put("settled", 1, ttl_s=30)
+    cache.put("live", 2)
+    clock.t += 1
+    assert cache.get("settled") == (True, 1)
+    assert cache.get("live") == (False, None)
+    clock.t += 30
+    assert cache.get("settled") == (False, None)

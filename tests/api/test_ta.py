@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from api.ta_reads import LatestBoard
 from tests.api.conftest import (
     T0,
     MakeClient,
@@ -52,7 +53,7 @@ def test_bars_range_is_half_open_and_window_selects_the_lane(
             },
         )
         minute = client.get(
-            "/api/torghut/ta/bars", params={"symbol": "AAPL", "window": "pt1m", **RANGE}
+            "/api/torghut/ta/bars", params={"symbol": "AAPL", "window": "PT1M", **RANGE}
         )
         limited = client.get("/api/torghut/ta/bars", params={"symbol": "AAPL", "limit": 2, **RANGE})
     assert [b["seq"] for b in r.json()["bars"]] == [1, 2]
@@ -80,7 +81,7 @@ def test_latest_gives_newest_signal_and_its_lag(ch: Client, make_client: MakeCli
     insert_signals(ch, [signal(i, at=recent, close=100.0 + i) for i in range(3)])
     insert_signals(ch, [signal(2, at=recent, close=200.0, version=2, ingest_delay_ms=400)])
     with make_client() as client:
-        r = client.get("/api/torghut/ta/latest", params={"symbol": " aapl "})
+        r = client.get("/api/torghut/ta/latest", params={"symbol": "aapl"})
         empty = client.get("/api/torghut/ta/latest", params={"symbol": "NVDA"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -106,9 +107,13 @@ def test_cached_answers_are_reused_within_the_ttl_and_counted(
     insert_signals(ch, [signal(0, close=1.0)])
     with make_client(ttl_ms=600_000) as cached, make_client(ttl_ms=0) as uncached:
         assert cached.get("/api/torghut/ta/latest?symbol=AAPL").json()["values"]["close"] == 1.0
-        insert_signals(ch, [signal(1, close=2.0)])
+        insert_signals(ch, [signal(1, close=2.0), signal(0, symbol="MSFT", close=3.0)])
+        # the same response again: served whole from the response cache
         assert cached.get("/api/torghut/ta/latest?symbol=AAPL").json()["values"]["close"] == 1.0
+        # another symbol: a hit on the board the first request loaded for every symbol
+        assert cached.get("/api/torghut/ta/latest?symbol=MSFT").json()["values"] is None
         assert uncached.get("/api/torghut/ta/latest?symbol=AAPL").json()["values"]["close"] == 2.0
+        assert uncached.get("/api/torghut/ta/latest?symbol=MSFT").json()["values"]["close"] == 3.0
         metrics = cached.get("/metrics").text
     assert 'torghut_api_ta_cache_lookups_total{result="hit"} 1.0' in metrics
     assert 'torghut_api_ta_cache_lookups_total{result="miss"} 1.0' in metrics
@@ -120,3 +125,30 @@ def test_symbols_merge_configured_and_seen(ch: Client, make_client: MakeClient) 
     with make_client() as client:
         r = client.get("/api/torghut/ta/symbols")
     assert r.json() == {"symbols": ["AAPL", "MSFT", "TSLA"]}
+
+
+def test_latest_board_follows_new_rows_corrections_and_new_symbols(ch: Client) -> None:
+    recent = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    board = LatestBoard("PT1S")
+    insert_signals(ch, [signal(i, at=recent, close=10.0 + i) for i in range(3)])
+    board.refresh(ch, 1.0)
+    row = board.row("AAPL")
+    assert row is not None
+    assert row.payload.close == 12.0
+    assert board.row("MSFT") is None
+    # a corrected version of the newest row, a newer row of nothing, and a new symbol
+    insert_signals(
+        ch,
+        [
+            signal(2, at=recent, close=99.0, version=2, ingest_delay_ms=900),
+            signal(0, at=recent, symbol="MSFT", close=5.0),
+        ],
+    )
+    board.refresh(ch, 2.0)
+    corrected, msft = board.row("AAPL"), board.row("MSFT")
+    assert corrected is not None
+    assert (corrected.payload.close, corrected.version) == (99.0, 2)
+    assert msft is not None
+    assert msft.payload.close == 5.0
+    assert board.newest() == recent + timedelta(seconds=2)
+    assert board.refreshed_at == 2.0

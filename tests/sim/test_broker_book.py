@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -353,3 +354,25 @@ def test_drain_hands_each_event_out_once() -> None:
     assert [e.event for e in book.drain_events()] == ["pending_new", "new", "fill"]
     assert book.drain_events() == []
     assert len(book.events()) == 3
+
+
+def test_exported_state_continues_the_same_account_in_a_new_book() -> None:
+    quotes = StaticQuotes({"AAPL": touch(100.0, 100.5)})
+    book = make_book(quotes)
+    filled = book.submit(buy("10", client_order_id="b1"))
+    resting = book.submit(buy("1", client_order_id="b2", type="limit", limit_price=Decimal(90)))
+    blob = book.export_state()
+
+    again = make_book(quotes, seed=99)  # a restarted simulator: another seed, empty book
+    again.import_state(blob)
+
+    assert again.account() == book.account()
+    assert again.positions() == book.positions()
+    assert again.order_by_client_id("b1").id == filled.id
+    assert again.order(resting.id).status == "new"
+    assert [o.id for o in again.orders(status="open")] == [resting.id]
+    assert len(again.fills()) == 1
+    again.submit(sell("10"))  # the restored position can be sold
+    assert not [p for p in again.positions() if p.qty]
+    with pytest.raises(ValueError, match="version"):
+        again.import_state(pickle.dumps((0, {})))

@@ -34,8 +34,9 @@ TABLES = {
     "backtest_runs",
     "promotion_signoffs",
     "promotion_verdicts",
+    "trading_dead_letters",
 }
-HEAD = "0004_backtest"
+HEAD = "0005_trading_dead_letters"
 # The backtest and promotion models live beside their modules; importing them registers them.
 assert {
     BacktestRunRow.__tablename__,

@@ -120,6 +120,8 @@ def test_restart_without_recovery_resumes_from_the_store_cursor(
     assert len(hashes) == len(set(hashes)) == 6 + 6
     dead = runtime.settings.trading.dead_letter_path.read_text()
     assert '"bad_close"' in dead
+    stored = runtime.dead_letters.read("dead_letter", "AAPL", None, 10)  # served by the API
+    assert [(d.reason, d.seq) for d in stored] == [("bad_close", 99)]
     with runtime.store.unit_of_work() as uow:
         cursor = uow.load_cursor(runtime.cursor_source)
     assert cursor is not None
@@ -191,3 +193,5 @@ def test_a_correction_of_a_traded_row_is_recorded_and_never_retraded(
     assert [(c["record"]["cursor"]["seq"], c["record"]["version"]) for c in corrections] == [
         (rows[1].seq, 2)
     ]
+    stored = runtime.dead_letters.read("correction", None, None, 10)
+    assert [(c.seq, c.record["version"]) for c in stored] == [(rows[1].seq, 2)]

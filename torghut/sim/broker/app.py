@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -147,6 +148,26 @@ class BrokerSimulator:
         self._thread: threading.Thread | None = None
         self._matcher: asyncio.Task[None] | None = None
         self.app = build_app(self)
+
+    # ------------------------------------------------------------ persistence
+
+    def save_state(self, path: Path) -> None:
+        """Write the account (orders, positions, cash, fills) to ``path`` atomically."""
+        with self._lock:
+            blob = self._book.export_state()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(blob)
+        tmp.replace(path)
+
+    def load_state(self, path: Path) -> bool:
+        """Continue the account :meth:`save_state` wrote to ``path``; False when there is none."""
+        if not path.exists():
+            return False
+        blob = path.read_bytes()
+        with self._lock:
+            self._book.import_state(blob)
+        return True
 
     # ------------------------------------------------------------ lifecycle
 

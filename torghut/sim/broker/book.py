@@ -30,6 +30,7 @@ Notional orders, trailing stops, ``opg``/``cls`` and bracket/oco/oto classes are
 
 from __future__ import annotations
 
+import pickle
 import random
 import uuid
 from collections.abc import Iterable
@@ -279,6 +280,40 @@ class PaperBook:
         self._marks: dict[str, tuple[Touch, Decimal]] = {}
         self._ledger = _Ledger()
         self._reject_next = 0
+
+    # ----------------------------------------------------------------- persistence
+
+    _PERSISTED = (
+        "_rng",
+        "_account_id",
+        "_created_at",
+        "_cash",
+        "_orders",
+        "_open",
+        "_by_client_id",
+        "_positions",
+        "_last_price",
+    )
+    _STATE_VERSION = 1
+
+    def export_state(self) -> bytes:
+        """The account, its orders, positions and fills, so a restarted simulator continues the
+        same account (a process that keeps an audit trail of it would otherwise see every
+        position vanish). Pending stream events are not kept: clients reconcile over REST."""
+        state = {name: getattr(self, name) for name in self._PERSISTED}
+        state["fills"] = self._ledger.fills
+        state["events"] = self._ledger.events
+        return pickle.dumps((self._STATE_VERSION, state))
+
+    def import_state(self, blob: bytes) -> None:
+        """Replace this book's account with one :meth:`export_state` wrote."""
+        version, state = pickle.loads(blob)
+        if version != self._STATE_VERSION:
+            raise ValueError(f"broker state version {version}, expected {self._STATE_VERSION}")
+        for name in self._PERSISTED:
+            setattr(self, name, state[name])
+        self._ledger = _Ledger(fills=state["fills"], events=state["events"])
+        self._liquidity = {}
 
     # ----------------------------------------------------------------- orders
 

@@ -10,6 +10,7 @@ the port's. The control values (kill switch, halts, commands) are the core's
 """
 
 from trading.adapters.store.controls import ControlStore
+from trading.adapters.store.dead_letters import StoredDeadLetter, TradingDeadLetters
 from trading.adapters.store.migrate import upgrade
 from trading.adapters.store.models import Base
 from trading.adapters.store.repository import TradingStore, UnitOfWork, create_engine
@@ -33,6 +34,8 @@ __all__ = [
     "HaltKind",
     "KillSwitch",
     "Origin",
+    "StoredDeadLetter",
+    "TradingDeadLetters",
     "TradingStore",
     "UnitOfWork",
     "create_engine",
