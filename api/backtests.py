@@ -12,23 +12,26 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
 from litestar import Controller, MediaType, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, QueryParameter
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import params
-from api.errors import DependencyUnavailable, InvalidQuery
+from api.errors import DependencyUnavailable, InvalidQuery, problems
 from trading.backtest.records import BacktestRunRow, StoredRun, get_run, list_runs, stored
 
 __all__ = ["BacktestReads", "BacktestsController"]
 
 _DEFAULT_LIMIT = 50
 _MAX_LIMIT = 500
+_MAX_OFFSET = 1_000_000_000
+"""Beyond any real number of runs, and inside Postgres' bigint (an unbounded one was a 500)."""
 
 
 class BacktestReads:
@@ -67,12 +70,20 @@ class BacktestsController(Controller):
     tags = ("backtests",)
     dependencies = {"backtests": Provide(_reads, sync_to_thread=False)}  # noqa: RUF012
 
-    @get("/", sync_to_thread=True)
+    @get("/", sync_to_thread=True, responses=problems(400, 503))
     def list_runs(
         self,
         backtests: NamedDependency[BacktestReads],
-        limit: FromQuery[int | None] = None,
-        offset: FromQuery[int] = 0,
+        limit: Annotated[
+            int | None,
+            QueryParameter(required=False, ge=1, le=_MAX_LIMIT, description="Runs per page."),
+        ] = None,
+        offset: Annotated[
+            int,
+            QueryParameter(
+                required=False, ge=0, le=_MAX_OFFSET, description="Runs to skip, newest first."
+            ),
+        ] = 0,
     ) -> list[StoredRun]:
         """Newest first."""
         n = params.limit(limit, _MAX_LIMIT, _DEFAULT_LIMIT)
@@ -80,20 +91,20 @@ class BacktestsController(Controller):
             raise InvalidQuery("offset", f"{offset} is negative")
         return backtests.runs(n, offset)
 
-    @get("/{run_id:uuid}", sync_to_thread=True)
+    @get("/{run_id:uuid}", sync_to_thread=True, responses=problems(400, 404, 503))
     def run(
         self, backtests: NamedDependency[BacktestReads], run_id: FromPath[uuid.UUID]
     ) -> StoredRun:
         return stored(backtests.run(run_id))
 
-    @get("/{run_id:uuid}/report.json", sync_to_thread=True)
+    @get("/{run_id:uuid}/report.json", sync_to_thread=True, responses=problems(400, 404, 503))
     def report_json(
         self, backtests: NamedDependency[BacktestReads], run_id: FromPath[uuid.UUID]
     ) -> Response[bytes]:
         body = backtests.run(run_id).report_json.encode("utf-8")
         return Response(body, media_type=MediaType.JSON)
 
-    @get("/{run_id:uuid}/report.html", sync_to_thread=True)
+    @get("/{run_id:uuid}/report.html", sync_to_thread=True, responses=problems(400, 404, 503))
     def report_html(
         self, backtests: NamedDependency[BacktestReads], run_id: FromPath[uuid.UUID]
     ) -> Response[bytes]:

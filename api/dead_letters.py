@@ -20,7 +20,8 @@ from litestar.params import FromPath, FromQuery
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import params
-from api.errors import ApiError, DependencyUnavailable, InvalidQuery
+from api.errors import ApiError, DependencyUnavailable, InvalidQuery, problems
+from api.query import Limit
 from dlq.store import DeadLetterQuery, DeadLetterStore, StoredLetter
 from torghut.config import Settings
 
@@ -89,7 +90,7 @@ class DeadLettersController(Controller):
     tags = ("dead letters",)
     dependencies = {"dead_letters": Provide(_dead_letters, sync_to_thread=False)}  # noqa: RUF012
 
-    @get("/", sync_to_thread=True)
+    @get("/", sync_to_thread=True, responses=problems(400, 503))
     def list_dead_letters(
         self,
         settings: NamedDependency[Settings],
@@ -99,7 +100,7 @@ class DeadLettersController(Controller):
         reason: FromQuery[str | None] = None,
         since: FromQuery[str | None] = None,
         until: FromQuery[str | None] = None,
-        limit: FromQuery[int | None] = None,
+        limit: Limit = None,
     ) -> DeadLetterPage:
         """Most recently seen first; filters combine (``last_seen_at`` in ``[since, until)``)."""
         query = DeadLetterQuery(
@@ -113,7 +114,7 @@ class DeadLettersController(Controller):
         rows = [_view(x) for x in _read(lambda: dead_letters.find(query))]
         return DeadLetterPage(dead_letters=rows, count=len(rows))
 
-    @get("/{letter_id:int}", sync_to_thread=True)
+    @get("/{letter_id:int}", sync_to_thread=True, responses=problems(400, 404, 503))
     def get_dead_letter(
         self, dead_letters: NamedDependency[DeadLetterStore], letter_id: FromPath[int]
     ) -> DeadLetterDetail:

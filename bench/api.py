@@ -188,9 +188,12 @@ def _seed(work: Path, symbols: int, minutes: int, end: datetime) -> None:
     client.close()
     store = TradingStore.open(settings.store.url)
     t = settings.trading
-    store.save_cursor(
-        f"{t.signal_table}:{t.signal_window_size}", SignalCursor(t.signal_window_size, end, "~", 0)
-    )
+    with store.unit_of_work() as uow:
+        uow.save_cursor(
+            f"{t.signal_table}:{t.signal_window_size}",
+            SignalCursor(t.signal_window_size, end, "~", 0),
+        )
+        uow.commit()
     store.close()
 
 

@@ -28,6 +28,7 @@ from torghut.clickhouse import (
 )
 from torghut.events import Envelope, Microbar, Signal, Window
 from trading.adapters.store import TradingDeadLetters, TradingStore
+from trading.core.adjudicate import Adjudication
 from trading.core.domain import Action, Decision, OrderType
 from trading.core.llm.policy import ReviewOutcome
 from trading.core.orders import OrderStatus
@@ -187,7 +188,7 @@ def seed_trading(store: TradingStore, symbol: str, end: datetime, closes: list[f
 
     t_buy, p_buy = at(240)
     buy = store.record_decision(
-        _decision(symbol, t_buy, Action.BUY, 10, p_buy), risk=RiskVerdict(())
+        Adjudication.of(_decision(symbol, t_buy, Action.BUY, 10, p_buy), risk=RiskVerdict(()))
     )
     _fill(store, buy.decision_hash, symbol, "buy", 10, str(p_buy), t_buy)
     out.decision_times["buy"] = t_buy
@@ -195,7 +196,7 @@ def seed_trading(store: TradingStore, symbol: str, end: datetime, closes: list[f
 
     t_sell, p_sell = at(120)
     sell = store.record_decision(
-        _decision(symbol, t_sell, Action.SELL, 4, p_sell), risk=RiskVerdict(())
+        Adjudication.of(_decision(symbol, t_sell, Action.SELL, 4, p_sell), risk=RiskVerdict(()))
     )
     _fill(store, sell.decision_hash, symbol, "sell", 4, str(p_sell), t_sell)
     out.decision_times["sell"] = t_sell
@@ -204,10 +205,12 @@ def seed_trading(store: TradingStore, symbol: str, end: datetime, closes: list[f
 
     t_rej, p_rej = at(180)
     store.record_decision(
-        _decision(symbol, t_rej, Action.BUY, 500, p_rej),
-        risk=RiskVerdict(
-            (RiskReason(RiskCheck.MAX_NOTIONAL_PER_ORDER, "notional 50000 > limit 5000"),)
-        ),
+        Adjudication.of(
+            _decision(symbol, t_rej, Action.BUY, 500, p_rej),
+            risk=RiskVerdict(
+                (RiskReason(RiskCheck.MAX_NOTIONAL_PER_ORDER, "notional 50000 > limit 5000"),)
+            ),
+        )
     )
     out.decision_times["rejection"] = t_rej
 
@@ -222,13 +225,17 @@ def seed_trading(store: TradingStore, symbol: str, end: datetime, closes: list[f
         latency_ms=80,
         verdict="veto",
     )
-    store.record_decision(_decision(symbol, t_veto, Action.SELL, 6, p_veto), risk=None, review=veto)
+    store.record_decision(
+        Adjudication.of(_decision(symbol, t_veto, Action.SELL, 6, p_veto), risk=None, review=veto)
+    )
     out.decision_times["veto"] = t_veto
 
-    store.record_positions(
-        end - timedelta(seconds=30),
-        [PositionSnapshot(symbol=symbol, qty=Decimal(6), market_value=Decimal(6) * p_veto)],
-    )
+    with store.unit_of_work() as uow:
+        uow.record_positions(
+            end - timedelta(seconds=30),
+            [PositionSnapshot(symbol=symbol, qty=Decimal(6), market_value=Decimal(6) * p_veto)],
+        )
+        uow.commit()
 
     cursor = SignalCursor("PT1S", end - timedelta(seconds=90), symbol, 7)
     dead = TradingDeadLetters(store.engine)

@@ -133,6 +133,7 @@ def test_bad_requests_are_problem_details(client: TestClient[Any], seeded: DeadL
     assert client.get(f"/dead-letters/{2**64}").status_code == 404
     assert client.get("/dead-letters", params={"since": "yesterday"}).status_code == 400
     assert client.get("/dead-letters", params={"reason": "a\x00b"}).status_code == 400
-    too_many = client.get("/dead-letters", params={"limit": 51})
-    assert too_many.status_code == 400
-    assert "limit" in too_many.json()["detail"]
+    assert client.get("/dead-letters", params={"limit": 0}).status_code == 400
+    capped = client.get("/dead-letters", params={"limit": 51})  # API_MAX_ROWS=50 caps a page
+    assert capped.status_code == 200
+    assert capped.json()["count"] <= 50
