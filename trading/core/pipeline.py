@@ -6,7 +6,8 @@ Two halves, because Bytewax recovery needs one and side effects the other:
   signal row (:func:`trading.core.strategies.advance`) and returns the decisions. The dataflow keeps
   its :class:`DeciderState` in recovery state, so a resume continues the MACD crosses exactly.
 * :class:`TradingPipeline` does the I/O for a batch of decided rows, in order. One read unit of
-  work per batch finds which of its decisions are already recorded and refreshes the recent
+  work per batch finds which of its decisions are already recorded (looked up only for rows at
+  or before the newest stored cursor: only those can be replays) and refreshes the recent
   orders risk paces against (kept in memory between batches, with every intent approved since
   added at once); the broker's account, positions and clock are read once per batch. For each
   decision:
@@ -269,6 +270,8 @@ class TradingPipeline:
         self._lookback = max(timedelta(minutes=1), limits.symbol_cooldown)
         self._snapshot: BrokerView | None = None
         self._orders = _RecentOrders()
+        self._stored_upto: SignalCursor | None = None
+        self._upto_loaded = False
         self._lanes = (
             SymbolLanes(review.max_concurrency, review.max_pending) if review is not None else None
         )
@@ -290,7 +293,8 @@ class TradingPipeline:
         if newest is not None:
             self._on_signal(newest)
         made = [d for i in items if isinstance(i, Decided) for d in i.decisions]
-        existing = self._load_batch(made)
+        replayed = [i for i in items if isinstance(i, Decided) and self._maybe_stored(i)]
+        existing = self._load_batch([d for i in replayed for d in i.decisions])
         view: BrokerView | BrokerRejected | None = None
         if any(d.decision_hash not in existing for d in made):
             try:
@@ -442,6 +446,10 @@ class TradingPipeline:
             if batch.cursor is not None:
                 uow.save_cursor(self._cursor_source, batch.cursor)
             uow.commit()
+        if batch.cursor is not None and (
+            self._stored_upto is None or batch.cursor > self._stored_upto
+        ):
+            self._stored_upto = batch.cursor
         outcomes: list[DecisionOutcome] = []
         for s in stored:
             DECISIONS.labels(result=s.status.value).inc()
@@ -461,16 +469,28 @@ class TradingPipeline:
         risk = RiskVerdict((RiskReason(RiskCheck.TRADING_HALTED, detail),))
         return self._counted(Adjudication.of(decision, risk=risk))
 
-    def _load_batch(self, made: Sequence[Decision]) -> dict[str, StoredDecision]:
-        """One read for the batch: the decisions already recorded (replays after a restart)
-        and the recent orders risk's pace rules count (refreshed here, kept in memory)."""
+    def _load_batch(self, replayed: Sequence[Decision]) -> dict[str, StoredDecision]:
+        """One read for the batch: which of ``replayed`` are already recorded, and the recent
+        orders risk's pace rules count (refreshed here, kept in memory)."""
         since = self._clock.now() - self._lookback
         with self._store.unit_of_work() as uow:
             token = self._orders.begin_refresh()
             recent = uow.recent_orders(since)
-            found = {d.decision_hash: uow.get_decision(d.decision_hash) for d in made}
+            found = {d.decision_hash: uow.get_decision(d.decision_hash) for d in replayed}
         self._orders.refreshed(token, recent, since)
         return {h: s for h, s in found.items() if s is not None}
+
+    def _maybe_stored(self, item: Decided) -> bool:
+        """Whether ``item``'s decisions may be in the store already: a decision is committed
+        with (or, reviewed, after) a cursor at or past its row, so only rows up to the
+        newest stored cursor are replays (after a restart); the rest need no look-up. Should
+        a stored cursor ever lag its decisions, recording is still idempotent (an existing
+        decision is returned, its intent resolved, never sent twice)."""
+        if not self._upto_loaded:
+            with self._store.unit_of_work() as uow:
+                self._stored_upto = uow.load_cursor(self._cursor_source)
+            self._upto_loaded = True
+        return self._stored_upto is not None and item.cursor <= self._stored_upto
 
     def _take_reviewed(self) -> list[DecisionOutcome]:
         with self._reviewed_lock:
