@@ -292,9 +292,10 @@ class TradingPipeline:
         newest = max((i.row.event_ts for i in items if isinstance(i, Decided)), default=None)
         if newest is not None:
             self._on_signal(newest)
-        made = [d for i in items if isinstance(i, Decided) for d in i.decisions]
-        replayed = [i for i in items if isinstance(i, Decided) and self._maybe_stored(i)]
-        existing = self._load_batch([d for i in replayed for d in i.decisions])
+        decided = [i for i in items if isinstance(i, Decided)]
+        made = [d for i in decided for d in i.decisions]
+        replayed = [i for i in decided if i.decisions and self._maybe_stored(i)]
+        existing = self._load_batch([d for i in replayed for d in i.decisions]) if made else {}
         view: BrokerView | BrokerRejected | None = None
         if any(d.decision_hash not in existing for d in made):
             try:
@@ -310,7 +311,7 @@ class TradingPipeline:
                         if STOPPING.is_set():
                             self._flush(batch)
                             raise TradingStopped("stopping: decisions left unhandled for a restart")
-                        outcome = self._handle(decision, existing, view, item.cursor, batch)
+                        outcome = self._handle(decision, existing, view, batch)
                         if outcome is not None:
                             outcomes.append(outcome)
                     batch.cursor = item.cursor
@@ -336,7 +337,6 @@ class TradingPipeline:
         decision: Decision,
         existing: Mapping[str, StoredDecision],
         view: BrokerView | BrokerRejected | None,
-        cursor: SignalCursor,
         batch: _Batch,
     ) -> DecisionOutcome | None:
         """One decision on the worker (holding the reconciler's lock): replayed, queued for
