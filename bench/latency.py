@@ -307,7 +307,9 @@ def _ta_child(args: argparse.Namespace) -> None:
 
     clickhouse.connect = connect  # before the flows import it
     snapshots = _time_snapshots()
-    import dataflows.ta  # builds the flow from the environment and migrates ClickHouse
+    import dataflows.ta
+
+    ta_flow = dataflows.ta.flow  # built on first lookup; migrates ClickHouse before trading reads
     from torghut.config import ClickHouseSettings
 
     work = Path(args.work)
@@ -320,7 +322,7 @@ def _ta_child(args: argparse.Namespace) -> None:
     )  # fmt: skip
     poller.start()
     epoch = timedelta(seconds=args.epoch_s)
-    run_main(dataflows.ta.flow, epoch_interval=epoch)  # type: ignore[no-untyped-call]
+    run_main(ta_flow, epoch_interval=epoch)  # type: ignore[no-untyped-call]
 
 
 def _time_snapshots() -> list[tuple[str, float, float]]:

@@ -256,6 +256,9 @@ class ClickHouseSignalReader:
         where = ["window_size = {w:String}", "is_final = 1"]
         params: dict[str, Any] = {"w": self._window, "n": limit, "symbols": self._symbols}
         if after is not None:
+            # The plain bound is implied by the tuple one; ClickHouse prunes partitions and
+            # granules (table ORDER BY (symbol, event_ts, seq)) on it, not on the tuple.
+            where.append(f"event_ts >= {{c_ts:{_TS}}}")
             where.append(
                 f"(event_ts, symbol, seq) > ({{c_ts:{_TS}}}, {{c_symbol:String}}, {{c_seq:UInt64}})"
             )

@@ -5,42 +5,55 @@ Two halves, because Bytewax recovery needs one and side effects the other:
 * :class:`Decider` is pure and snapshot-able: it steps every enabled strategy through each
   signal row (:func:`trading.core.strategies.advance`) and returns the decisions. The dataflow keeps
   its :class:`DeciderState` in recovery state, so a resume continues the MACD crosses exactly.
-* :class:`TradingPipeline` does the I/O for a batch of decided rows, in order. For each decision:
+* :class:`TradingPipeline` does the I/O for a batch of decided rows, in order. One read unit of
+  work per batch finds which of its decisions are already recorded (looked up only for rows at
+  or before the newest stored cursor: only those can be replays) and refreshes the recent
+  orders risk paces against (kept in memory between batches, with every intent approved since
+  added at once); the broker's account, positions and clock are read once per batch. For each
+  decision:
 
   1. a decision already in the store (a replay after a restart) is not reviewed or risk-checked
      again; if its intent is still ``pending_submit`` it is resolved with the broker
      (:meth:`~trading.core.executor.OrderExecutor.resolve`);
   2. otherwise risk runs on it as the strategy made it (:func:`trading.core.adjudicate.precheck`);
-     a rejection is recorded at once and never reaches the model;
+     a rejection is recorded with the batch and never reaches the model;
   3. with LLM review enabled, the review is queued on the decision's symbol lane
      (:class:`~trading.core.review_lanes.SymbolLanes`: FIFO per symbol, ``LLM_MAX_CONCURRENCY``
      threads, at most ``LLM_MAX_PENDING`` queued — beyond that the decision takes the
      fallback unreviewed) and the dataflow worker goes on with the next signal; every review
      ends by its deadline (``LLM_TIMEOUT_S``, the whole call);
-  4. :func:`trading.core.adjudicate.conclude` runs risk again on the (possibly shrunk) decision
-     against a fresh broker view, then the decision, review, risk verdict and order intent are
-     committed in one unit of work (with the signal cursor when that happens on the worker),
-     and only then is an approved intent submitted (:class:`~trading.core.executor.OrderExecutor`).
+  4. :func:`trading.core.adjudicate.conclude` runs risk again on the (possibly shrunk) decision.
+     On the worker, every decision the batch concluded is then committed in one unit of work
+     with the signal cursor (decision, review, risk verdict and order intent each), and only
+     then are the approved intents submitted, in order
+     (:class:`~trading.core.executor.OrderExecutor`, which checks the kill switch and the stop
+     flag right before each send). A reviewed decision concludes on its lane against a fresh
+     broker view and is committed and sent alone.
 
-  Only step 4 — final risk, record, submit — holds the reconciler's ``exclusive`` lock, so a
-  reconciliation pass never compares positions while an order is at the broker but not yet in
-  the store (false drift), and never waits for a model. Outcomes of queued reviews are
-  returned by the next :meth:`TradingPipeline.process` call; :meth:`TradingPipeline.drain`
-  waits for them at the end of a bounded run, and after :meth:`TradingPipeline.close` every
-  review still queued or in flight is recorded as vetoed (``shutdown``) and nothing is sent.
+  A crash after a batch's commit leaves its unsent intents ``pending_submit``: the next start
+  resolves them with the broker (exactly once, by ``client_order_id``), as before.
+
+  The worker's batch (after its reads) and a lane's step 4 — final risk, record, submit — hold
+  the reconciler's ``exclusive`` lock, so a reconciliation pass never compares positions while
+  an order is at the broker but not yet in the store (false drift), and never waits for a
+  model. Outcomes of queued reviews are returned by the next :meth:`TradingPipeline.process`
+  call; :meth:`TradingPipeline.drain` waits for them at the end of a bounded run, and after
+  :meth:`TradingPipeline.close` every review still queued or in flight is recorded as vetoed
+  (``shutdown``) and nothing is sent.
 
   Before each decision the process-wide stop flag is checked: once SIGINT/SIGTERM has arrived
-  no further decision is handled and the batch ends in
-  :class:`~trading.core.executor.TradingStopped` (the stored cursor stays at the last handled row,
-  so a restart replays the rest). The newest event time of each batch feeds the pipeline-lag halt
-  (``on_signal``) before its decisions, and every risk rejection is counted by rule
-  (``torghut_trading_risk_rejections_total``). A broker that refuses the state reads (a 401 after a
-  key rotation) rejects the decision as halted.
+  no further decision is handled: what the batch concluded so far is recorded with the cursor
+  at the last handled row (nothing more is sent) and the batch ends in
+  :class:`~trading.core.executor.TradingStopped`, so a restart replays the rest. The newest
+  event time of each batch feeds the pipeline-lag halt (``on_signal``) before its decisions,
+  and every risk rejection is counted by rule (``torghut_trading_risk_rejections_total``). A
+  broker that refuses the state reads (a 401 after a key rotation) rejects the decision as
+  halted.
 
   A review in flight when the process dies is lost with its decision (no order was sent; the
   cursor has moved past its row, and a replayed row would be stale by then anyway).
 
-  The store's ``trade_cursor`` row is also advanced at the end of every batch, so a restart
+  The store's ``trade_cursor`` row is advanced by every batch's commit, so a restart
   without recovery state resumes there (strategies then start cold: the first cross after a
   restart needs one warm row per symbol).
 
@@ -62,7 +75,7 @@ from prometheus_client import Counter, Gauge
 from torghut.logs import get_logger
 from trading.core.adjudicate import Adjudication, conclude, precheck
 from trading.core.clock import Clock
-from trading.core.decisions import DecisionStatus
+from trading.core.decisions import DecisionStatus, initial_status
 from trading.core.domain import Decision, SignalRow
 from trading.core.executor import (
     STOPPING,
@@ -85,7 +98,14 @@ from trading.core.ports import (
 from trading.core.quantity import QuantityRules
 from trading.core.records import StoredDecision
 from trading.core.review_lanes import SymbolLanes
-from trading.core.risk import RiskCheck, RiskContext, RiskLimits, RiskReason, RiskVerdict
+from trading.core.risk import (
+    RecentOrder,
+    RiskCheck,
+    RiskContext,
+    RiskLimits,
+    RiskReason,
+    RiskVerdict,
+)
 from trading.core.signals import SignalCorrection, SignalDeadLetter
 from trading.core.strategies import Strategy, SymbolState, advance, initial_state
 
@@ -164,6 +184,56 @@ class DecisionOutcome(msgspec.Struct, frozen=True):
 Item = Decided | SignalDeadLetter | SignalCorrection
 
 
+class _Batch:
+    """What one batch concluded on the worker: recorded together with its cursor."""
+
+    def __init__(self, verdicts: list[Adjudication] | None = None) -> None:
+        self.verdicts = verdicts or []
+        self.cursor: SignalCursor | None = None
+        self.seen: set[str] = set()
+
+    def add(self, verdict: Adjudication) -> None:
+        self.verdicts.append(verdict)
+
+
+class _RecentOrders:
+    """The recent orders risk's pace rules count, kept in memory between batches.
+
+    Refreshed from the store once per batch (an order the broker rejected or reconciliation
+    failed drops out there); intents approved since — on the worker or a review lane — are
+    added at once, and those added while a refresh read was in flight survive it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._orders: list[RecentOrder] = []
+        self._during: list[RecentOrder] | None = None
+        self._generation = 0
+
+    def add(self, order: RecentOrder) -> None:
+        with self._lock:
+            self._orders.append(order)
+            if self._during is not None:
+                self._during.append(order)
+
+    def begin_refresh(self) -> int:
+        with self._lock:
+            self._generation += 1
+            self._during = []
+            return self._generation
+
+    def refreshed(self, token: int, stored: Sequence[RecentOrder], since: datetime) -> None:
+        with self._lock:
+            if token != self._generation:
+                return
+            during = self._during or []
+            self._during = None
+            self._orders = [*stored, *(o for o in during if o.submitted_at >= since)]
+
+    def since(self, at: datetime) -> list[RecentOrder]:
+        with self._lock:
+            return [o for o in self._orders if o.submitted_at >= at]
+
+
 class TradingPipeline:
     """The side-effecting half: see the module docstring."""
 
@@ -199,6 +269,9 @@ class TradingPipeline:
         self._equity_peak = Decimal(0)
         self._lookback = max(timedelta(minutes=1), limits.symbol_cooldown)
         self._snapshot: BrokerView | None = None
+        self._orders = _RecentOrders()
+        self._stored_upto: SignalCursor | None = None
+        self._upto_loaded = False
         self._lanes = (
             SymbolLanes(review.max_concurrency, review.max_pending) if review is not None else None
         )
@@ -209,31 +282,44 @@ class TradingPipeline:
     def process(self, items: Sequence[Item]) -> list[DecisionOutcome]:
         """Handle one batch in order; advance the stored cursor past its last item.
 
-        Returns the outcomes decided in this batch, and those of reviews that finished since
-        the previous batch."""
+        One read unit of work loads what the batch needs from the store (which of its
+        decisions are already recorded, the recent orders risk paces against); one write unit
+        of work records every decision concluded on the worker together with the cursor; then
+        the approved intents are sent. Returns the outcomes decided in this batch, and those of
+        reviews that finished since the previous batch."""
         self._snapshot = None
         outcomes = self._take_reviewed()
-        last: SignalCursor | None = None
         newest = max((i.row.event_ts for i in items if isinstance(i, Decided)), default=None)
         if newest is not None:
             self._on_signal(newest)
-        for item in items:
-            if isinstance(item, Decided):
-                self._remember(item.row)
-                for decision in item.decisions:
-                    if STOPPING.is_set():
-                        if last is not None:
-                            self._save_cursor(last)
-                        raise TradingStopped("stopping: decisions left unhandled for a restart")
-                    outcome = self._handle(decision, item.cursor)
-                    if outcome is not None:
-                        outcomes.append(outcome)
-                last = item.cursor
-            elif isinstance(item, SignalDeadLetter):
-                last = item.cursor
-        if last is not None:
-            self._save_cursor(last)
-            LAST_SIGNAL_TS.set(last.event_ts.timestamp())
+        decided = [i for i in items if isinstance(i, Decided)]
+        made = [d for i in decided for d in i.decisions]
+        replayed = [i for i in decided if i.decisions and self._maybe_stored(i)]
+        existing = self._load_batch([d for i in replayed for d in i.decisions]) if made else {}
+        view: BrokerView | BrokerRejected | None = None
+        if any(d.decision_hash not in existing for d in made):
+            try:
+                view = self._batch_view()
+            except BrokerRejected as exc:
+                view = exc
+        batch = _Batch()
+        with self._exclusive:
+            for item in items:
+                if isinstance(item, Decided):
+                    self._remember(item.row)
+                    for decision in item.decisions:
+                        if STOPPING.is_set():
+                            self._flush(batch)
+                            raise TradingStopped("stopping: decisions left unhandled for a restart")
+                        outcome = self._handle(decision, existing, view, batch)
+                        if outcome is not None:
+                            outcomes.append(outcome)
+                    batch.cursor = item.cursor
+                elif isinstance(item, SignalDeadLetter):
+                    batch.cursor = item.cursor
+            outcomes.extend(self._flush(batch))
+        if batch.cursor is not None:
+            LAST_SIGNAL_TS.set(batch.cursor.event_ts.timestamp())
         return outcomes
 
     def drain(self, timeout: float) -> bool:
@@ -246,30 +332,41 @@ class TradingPipeline:
         if self._lanes is not None:
             self._lanes.close()
 
-    def _handle(self, decision: Decision, cursor: SignalCursor) -> DecisionOutcome | None:
-        """One decision; ``None`` when its review was queued (its outcome comes later)."""
-        with self._store.unit_of_work() as uow:
-            existing = uow.get_decision(decision.decision_hash)
-        if existing is not None:
+    def _handle(
+        self,
+        decision: Decision,
+        existing: Mapping[str, StoredDecision],
+        view: BrokerView | BrokerRejected | None,
+        batch: _Batch,
+    ) -> DecisionOutcome | None:
+        """One decision on the worker (holding the reconciler's lock): replayed, queued for
+        review (``None``: its outcome comes later), or concluded into ``batch``."""
+        if decision.decision_hash in batch.seen:
+            return None
+        batch.seen.add(decision.decision_hash)
+        stored = existing.get(decision.decision_hash)
+        if stored is not None:
             DECISIONS.labels(result="replayed").inc()
-            if existing.status is DecisionStatus.PENDING_SUBMIT:
-                with self._exclusive:
-                    return self._outcome(existing, self._executor.resolve(existing))
-            return self._outcome(existing, None)
-        try:
-            view = self._batch_view()
-        except BrokerRejected as exc:
-            return self._refused_by_broker(decision, cursor, exc)
+            if stored.status is DecisionStatus.PENDING_SUBMIT:
+                return self._outcome(stored, self._executor.resolve(stored))
+            return self._outcome(stored, None)
+        assert view is not None, "a broker view is read for every batch with new decisions"
+        if isinstance(view, BrokerRejected):
+            batch.add(self._refused_by_broker(decision, view))
+            return None
         if self._review is None or self._lanes is None:
-            return self._conclude(decision, None, view, cursor)
+            batch.add(self._adjudicate(decision, None, view))
+            return None
         rejected = precheck(
             decision, limits=self._limits, context=self._context(view), quantity=self._quantity
         )
         if rejected is not None:
-            return self._record(rejected, cursor)
+            batch.add(self._counted(rejected))
+            return None
         if self._closing.is_set():
             stopped = self._review.skipped(decision, "shutdown: not reviewed", veto=True)
-            return self._conclude(decision, stopped, view, cursor)
+            batch.add(self._adjudicate(decision, stopped, view))
+            return None
         recent = tuple(self._recent.get(decision.symbol, ()))
         if self._lanes.submit(
             decision.symbol, lambda: self._reviewed_later(decision, recent, view)
@@ -278,7 +375,8 @@ class TradingPipeline:
         skipped = self._review.skipped(
             decision, f"backlog: {self._review.max_pending} reviews already pending"
         )
-        return self._conclude(decision, skipped, view, cursor)
+        batch.add(self._adjudicate(decision, skipped, view))
+        return None
 
     def _reviewed_later(
         self, decision: Decision, recent: Sequence[SignalRow], queued_view: BrokerView
@@ -297,70 +395,102 @@ class TradingPipeline:
             # submit then meets the same outage and leaves the intent to be resolved later.
             _log.warning("broker_unavailable_after_review", error=str(exc)[:300])
             view = queued_view
-        result = self._conclude(decision, outcome, view, None)
+        result = self._conclude(decision, outcome, view)
         with self._reviewed_lock:
             self._reviewed.append(result)
 
     def _conclude(
-        self,
-        decision: Decision,
-        outcome: ReviewOutcome | None,
-        view: BrokerView,
-        cursor: SignalCursor | None,
+        self, decision: Decision, outcome: ReviewOutcome | None, view: BrokerView
     ) -> DecisionOutcome:
-        """Final risk, then record and send under the reconciler's lock — held only here, the
-        broker-visible part, so a reconciliation pass never sees an order at the broker that
-        is not in the store, and never waits for a model."""
+        """A reviewed decision, on its lane: final risk, then record and send under the
+        reconciler's lock — held only here, the broker-visible part, so a reconciliation pass
+        never sees an order at the broker that is not in the store, and never waits for a
+        model."""
         with self._exclusive:
             if outcome is not None and self._closing.is_set() and not outcome.vetoed:
                 assert self._review is not None
                 outcome = self._review.skipped(decision, "shutdown: stopping", veto=True)
-            verdict = conclude(
-                decision,
-                outcome,
-                limits=self._limits,
-                context=self._context(view),
-                quantity=self._quantity,
-            )
-            return self._record(verdict, cursor)
+            return self._flush(_Batch([self._adjudicate(decision, outcome, view)]))[0]
 
-    def _record(self, verdict: Adjudication, cursor: SignalCursor | None) -> DecisionOutcome:
-        """One unit of work (decision, review, risk, intent and cursor), then submit (callers
-        that may submit hold the reconciler's lock)."""
+    def _adjudicate(
+        self, decision: Decision, outcome: ReviewOutcome | None, view: BrokerView
+    ) -> Adjudication:
+        """Final risk (callers hold the reconciler's lock); an approved intent is counted
+        against the recent orders at once, so the next decision's pace rules see it."""
+        verdict = conclude(
+            decision,
+            outcome,
+            limits=self._limits,
+            context=self._context(view),
+            quantity=self._quantity,
+        )
+        if initial_status(verdict) is DecisionStatus.PENDING_SUBMIT:
+            self._orders.add(RecentOrder(decision.symbol, self._clock.now()))
+        return self._counted(verdict)
+
+    @staticmethod
+    def _counted(verdict: Adjudication) -> Adjudication:
         for code in verdict.risk.codes if verdict.risk is not None else ():
             RISK_REJECTIONS.labels(check=code.value).inc()
-        with self._store.unit_of_work() as uow:
-            stored = uow.record_decision(verdict)
-            if cursor is not None:
-                uow.save_cursor(self._cursor_source, cursor)
-            uow.commit()
-        DECISIONS.labels(result=stored.status.value).inc()
-        if stored.status is not DecisionStatus.PENDING_SUBMIT:
-            return self._outcome(stored, None)
-        if stored.created:
-            return self._outcome(stored, self._executor.submit(stored))
-        return self._outcome(stored, self._executor.resolve(stored))
+        return verdict
 
-    def _refused_by_broker(
-        self, decision: Decision, cursor: SignalCursor, exc: BrokerRejected
-    ) -> DecisionOutcome:
+    def _flush(self, batch: _Batch) -> list[DecisionOutcome]:
+        """One unit of work (every verdict's decision, review, risk and intent, and the
+        cursor), then the approved intents are sent in order (callers hold the reconciler's
+        lock). A crash after the commit leaves them ``pending_submit`` for the next start to
+        resolve; the kill switch and the stop flag are checked right before each send."""
+        if not batch.verdicts and batch.cursor is None:
+            return []
+        with self._store.unit_of_work() as uow:
+            stored = [uow.record_decision(v) for v in batch.verdicts]
+            if batch.cursor is not None:
+                uow.save_cursor(self._cursor_source, batch.cursor)
+            uow.commit()
+        if batch.cursor is not None and (
+            self._stored_upto is None or batch.cursor > self._stored_upto
+        ):
+            self._stored_upto = batch.cursor
+        outcomes: list[DecisionOutcome] = []
+        for s in stored:
+            DECISIONS.labels(result=s.status.value).inc()
+            if s.status is not DecisionStatus.PENDING_SUBMIT:
+                outcomes.append(self._outcome(s, None))
+            elif s.created:
+                outcomes.append(self._outcome(s, self._executor.submit(s)))
+            else:
+                outcomes.append(self._outcome(s, self._executor.resolve(s)))
+        return outcomes
+
+    def _refused_by_broker(self, decision: Decision, exc: BrokerRejected) -> Adjudication:
         """The broker refuses the state reads (a 401 after a key rotation): the decision is
         rejected as halted and recorded — fail closed, never a crash loop (a restart would meet
         the same refusal). Reconciliation halts trading visibly meanwhile."""
         detail = f"broker refused the account/positions/clock reads: {str(exc)[:300]}"
         risk = RiskVerdict((RiskReason(RiskCheck.TRADING_HALTED, detail),))
-        RISK_REJECTIONS.labels(check=RiskCheck.TRADING_HALTED.value).inc()
-        with self._store.unit_of_work() as uow:
-            stored = uow.record_decision(Adjudication.of(decision, risk=risk))
-            uow.save_cursor(self._cursor_source, cursor)
-            uow.commit()
-        DECISIONS.labels(result=stored.status.value).inc()
-        return self._outcome(stored, None)
+        return self._counted(Adjudication.of(decision, risk=risk))
 
-    def _save_cursor(self, cursor: SignalCursor) -> None:
+    def _load_batch(self, replayed: Sequence[Decision]) -> dict[str, StoredDecision]:
+        """One read for the batch: which of ``replayed`` are already recorded, and the recent
+        orders risk's pace rules count (refreshed here, kept in memory)."""
+        since = self._clock.now() - self._lookback
         with self._store.unit_of_work() as uow:
-            uow.save_cursor(self._cursor_source, cursor)
-            uow.commit()
+            token = self._orders.begin_refresh()
+            recent = uow.recent_orders(since)
+            found = {d.decision_hash: uow.get_decision(d.decision_hash) for d in replayed}
+        self._orders.refreshed(token, recent, since)
+        return {h: s for h, s in found.items() if s is not None}
+
+    def _maybe_stored(self, item: Decided) -> bool:
+        """Whether ``item``'s decisions may be in the store already: a decision is committed
+        with (or, reviewed, after) a cursor at or past its row, so only rows up to the
+        newest stored cursor are replays (after a restart); the rest need no look-up. Should
+        a stored cursor ever lag its decisions, recording is still idempotent (an existing
+        decision is returned, its intent resolved, never sent twice)."""
+        if not self._upto_loaded:
+            with self._store.unit_of_work() as uow:
+                self._stored_upto = uow.load_cursor(self._cursor_source)
+            self._upto_loaded = True
+        return self._stored_upto is not None and item.cursor <= self._stored_upto
 
     def _take_reviewed(self) -> list[DecisionOutcome]:
         with self._reviewed_lock:
@@ -375,12 +505,11 @@ class TradingPipeline:
         return self._snapshot
 
     def _context(self, view: BrokerView) -> RiskContext:
-        """The risk snapshot: ``view`` from the broker; recent orders and the halt flag read
-        for every decision."""
+        """The risk snapshot: ``view`` from the broker, the recent orders kept in memory
+        (refreshed from the store every batch), the halt flags read for every decision."""
         account, positions, clock = view
         now = self._clock.now()
-        with self._store.unit_of_work() as uow:
-            recent = uow.recent_orders(now - self._lookback)
+        recent = self._orders.since(now - self._lookback)
         with self._reviewed_lock:
             self._equity_peak = max(self._equity_peak, account.equity)
             peak = self._equity_peak

@@ -120,16 +120,20 @@ class UnitOfWork:
             insert(TradeDecisionRow)
             .values(values)
             .on_conflict_do_nothing(index_elements=["decision_hash"])
-            .returning(TradeDecisionRow.id)
+            .returning(TradeDecisionRow)
         )
-        inserted = self.session.execute(stmt).scalar_one_or_none()
-        if inserted is not None and review is not None:
-            self.session.add(_review_row(new_id, review, self._now()))
-            self.session.flush()
+        # The inserted row comes back from the insert itself (one statement per decision: the
+        # trading loop records hundreds per batch); only a conflict reads the existing one.
+        inserted = self.session.scalars(stmt).one_or_none()
+        if inserted is not None:
+            if review is not None:
+                self.session.add(_review_row(new_id, review, self._now()))
+                self.session.flush()
+            return msgspec.structs.replace(_decision(inserted), created=True)
         stored = self.get_decision(decision.decision_hash)
         if stored is None:
             raise RuntimeError(f"decision {decision.decision_hash} conflicted but is not visible")
-        return msgspec.structs.replace(stored, created=inserted is not None)
+        return stored
 
     def get_decision(self, decision_hash: str) -> StoredDecision | None:
         row = self.session.scalars(
