@@ -122,7 +122,12 @@ write_config() {
 
 format() {
   [ -f "$KDIR/data/meta.properties" ] && return 0
-  [ -s "$KDIR/cluster.id" ] || "$PYTHON" -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' > "$KDIR/cluster.id"
+  # A KRaft cluster id is 22 characters of URL-safe base64; one starting with "-" (1 in 64) is
+  # taken by kafka-storage's argument parser for an option ("--cluster-id: expected one
+  # argument"), so draw until it does not (as Kafka's own Uuid.randomUuid does).
+  [ -s "$KDIR/cluster.id" ] || "$PYTHON" -c 'import base64, itertools, uuid
+ids = (base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") for _ in itertools.count())
+print(next(i for i in ids if not i.startswith("-")))' > "$KDIR/cluster.id"
   log "formatting KRaft storage in $KDIR/data"
   "$JAVA" "${JOPTS[@]}" -Xmx512m -cp "$KHOME/libs/*" kafka.tools.StorageTool format \
       --ignore-formatted -t "$(cat "$KDIR/cluster.id")" -c "$KDIR/server.properties" \

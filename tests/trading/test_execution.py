@@ -182,6 +182,29 @@ def test_a_stale_observation_after_a_newer_one_writes_nothing(
     assert _invalid_transitions() == invalid_before
 
 
+def test_the_earlier_of_two_states_of_one_instant_is_stale_not_invalid(
+    store: TradingStore, broker: AlpacaBroker, paper_broker: BrokerSimulator
+) -> None:
+    """The broker moves an order pending_new -> new at one timestamp; the submit response
+    (pending_new) may be recorded after the stream's ``new``: skipped, no invalid transition."""
+    intent = _intent(store)
+    executor = OrderExecutor(store, broker, CLOCK, max_intent_age=FRESH)
+    accepted = executor.submit(intent).order
+    assert accepted is not None
+    new = msgspec.structs.replace(
+        accepted, status=OrderStatus.NEW, filled_qty=Decimal(0), filled_avg_price=None
+    )
+    executor.record(new, event_type="new")
+    invalid_before = _invalid_transitions()
+    earlier = msgspec.structs.replace(new, status=OrderStatus.PENDING_NEW)
+    assert not executor.record(earlier, event_type="poll")
+    assert _invalid_transitions() == invalid_before
+    with store.unit_of_work() as uow:
+        execution = uow.get_execution(accepted.id)
+    assert execution is not None
+    assert execution.status is not OrderStatus.PENDING_NEW
+
+
 def _invalid_transitions() -> float:
     return sum(
         s.value
