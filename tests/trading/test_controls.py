@@ -242,7 +242,7 @@ def test_kill_switch_over_http_stops_orders_and_the_commands_need_the_token(
         )
         assert released.json()["kill_switch"]["engaged"] is False
         before = len(paper_broker.orders())
-        insert_signals(ch_client, rows[16:])  # seconds 8..11: 8 more orders
+        insert_signals(ch_client, rows[16:24])  # seconds 8..11: exactly 8 more orders
         wait_until(
             lambda: len(paper_broker.orders()) == before + 8,
             timeout=20,
@@ -322,7 +322,7 @@ def test_a_broker_answering_401_halts_trading_until_it_recovers_and_an_operator_
         assert resumed.json()["halts"] == []
         assert api.get("/readyz").status_code == 200
         wait_until(lambda: flow.runtime.executor.gate() is None, timeout=5, message="still denied")
-        insert_signals(ch_client, rows[8:])  # seconds 4..5: trading again
+        insert_signals(ch_client, rows[8:12])  # seconds 4..5: trading again, exactly 4 orders
         wait_until(
             lambda: len(paper_broker.orders()) == 6,
             timeout=20,
