@@ -24,6 +24,7 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody
 from sqlalchemy.exc import SQLAlchemyError
@@ -66,6 +67,22 @@ _DEFAULT_EVENTS = 50
 _MAX_EVENTS = 1000
 _WRITE_PROBLEMS = problems(400, 401, 403, 503)
 _SECURITY: list[dict[str, list[str]]] = [{"controlToken": []}]
+
+
+def _control_post(path: str, body: type[Any], status_code: int) -> HTTPRouteHandler:
+    """A control command route: token guard, strictly decoded ``body``, documented problems."""
+    return post(
+        path,
+        guards=[require_control_token],
+        before_request=strict_body,
+        opt={"body": body},
+        status_code=status_code,
+        sync_to_thread=True,
+        responses=_WRITE_PROBLEMS,
+        security=_SECURITY,
+    )
+
+
 _FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -142,16 +159,7 @@ class ControlsController(Controller):
             events=[event_view(e) for e in events],
         )
 
-    @post(
-        "/kill-switch",
-        guards=[require_control_token],
-        before_request=strict_body,
-        opt={"body": schemas.KillSwitchRequest},
-        status_code=200,
-        sync_to_thread=True,
-        responses=_WRITE_PROBLEMS,
-        security=_SECURITY,
-    )
+    @_control_post("/kill-switch", schemas.KillSwitchRequest, 200)
     def kill_switch(
         self, data: JSONBody[schemas.KillSwitchRequest], controls: NamedDependency[ControlAccess]
     ) -> schemas.ControlResult:
@@ -159,48 +167,21 @@ class ControlsController(Controller):
         action = ControlAction.ENGAGE if data.engaged else ControlAction.RELEASE
         return _apply(controls, action, data.reason)
 
-    @post(
-        "/orders/cancel-all",
-        guards=[require_control_token],
-        before_request=strict_body,
-        opt={"body": schemas.ControlRequest},
-        status_code=202,
-        sync_to_thread=True,
-        responses=_WRITE_PROBLEMS,
-        security=_SECURITY,
-    )
+    @_control_post("/orders/cancel-all", schemas.ControlRequest, 202)
     def cancel_all(
         self, data: JSONBody[schemas.ControlRequest], controls: NamedDependency[ControlAccess]
     ) -> schemas.ControlResult:
         """Cancel every open order at the broker (carried out by the running trading flow)."""
         return _apply(controls, ControlAction.CANCEL_ALL, data.reason)
 
-    @post(
-        "/positions/flatten",
-        guards=[require_control_token],
-        before_request=strict_body,
-        opt={"body": schemas.ControlRequest},
-        status_code=202,
-        sync_to_thread=True,
-        responses=_WRITE_PROBLEMS,
-        security=_SECURITY,
-    )
+    @_control_post("/positions/flatten", schemas.ControlRequest, 202)
     def flatten(
         self, data: JSONBody[schemas.ControlRequest], controls: NamedDependency[ControlAccess]
     ) -> schemas.ControlResult:
         """Cancel open orders and close every position (carried out by the trading flow)."""
         return _apply(controls, ControlAction.FLATTEN, data.reason)
 
-    @post(
-        "/resume",
-        guards=[require_control_token],
-        before_request=strict_body,
-        opt={"body": schemas.ControlRequest},
-        status_code=200,
-        sync_to_thread=True,
-        responses=_WRITE_PROBLEMS,
-        security=_SECURITY,
-    )
+    @_control_post("/resume", schemas.ControlRequest, 200)
     def resume(
         self, data: JSONBody[schemas.ControlRequest], controls: NamedDependency[ControlAccess]
     ) -> schemas.ControlResult:

@@ -21,6 +21,7 @@ from api.query import Limit, OptionalSymbol, Since
 from api.ta_reads import TaReader
 from api.trading_reads import TradingReads
 from torghut.config import Settings
+from trading.adapters.store.dead_letters import DeadLetterKind
 
 __all__ = ["PipelineController", "PipelineProbe", "pipeline_panel"]
 
@@ -47,13 +48,7 @@ class PipelineController(Controller):
         limit: Limit = None,
     ) -> schemas.DeadLettersPage:
         """Signal rows the trading loop could not use, newest first, with reason and error."""
-        items = store.dead_letters(
-            "dead_letter",
-            params.optional_symbol(symbol),
-            params.since(since),
-            params.limit(limit, settings.api.max_rows, _DEFAULT_LIMIT),
-        )
-        return schemas.DeadLettersPage(items=items, count=len(items))
+        return _page(store, "dead_letter", symbol, since, limit, settings.api.max_rows)
 
     @get("/signal-corrections", sync_to_thread=True, responses=problems(400, 503))
     def signal_corrections(
@@ -65,13 +60,7 @@ class PipelineController(Controller):
         limit: Limit = None,
     ) -> schemas.DeadLettersPage:
         """Signals that changed after the loop had acted on them (audited, never re-traded)."""
-        items = store.dead_letters(
-            "correction",
-            params.optional_symbol(symbol),
-            params.since(since),
-            params.limit(limit, settings.api.max_rows, _DEFAULT_LIMIT),
-        )
-        return schemas.DeadLettersPage(items=items, count=len(items))
+        return _page(store, "correction", symbol, since, limit, settings.api.max_rows)
 
     @get("/pipeline", sync_to_thread=True, responses=problems())
     def pipeline(
@@ -129,3 +118,21 @@ def _or_none(read: Callable[[], T]) -> T | None:
 
 def _ms(delta: timedelta) -> int:
     return int(delta.total_seconds() * 1000)
+
+
+def _page(
+    store: TradingReads,
+    kind: DeadLetterKind,
+    symbol: str | None,
+    since: str | None,
+    limit: int | None,
+    max_rows: int,
+) -> schemas.DeadLettersPage:
+    """One page of the trading dead-letter table's ``kind`` rows, newest first."""
+    items = store.dead_letters(
+        kind,
+        params.optional_symbol(symbol),
+        params.since(since),
+        params.limit(limit, max_rows, _DEFAULT_LIMIT),
+    )
+    return schemas.DeadLettersPage(items=items, count=len(items))
