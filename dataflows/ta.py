@@ -11,9 +11,11 @@ correction horizon, idle close, ``TA_KAFKA_BATCH_SIZE`` / ``TA_KAFKA_PREFETCH_KB
 input, ``TA_EXIT_AT_END`` for backfills: read every input partition up to its high watermark
 at start, publish what is open, stop; no status heartbeat then), ``RECOVERY_*`` (backups).
 
-Input: :class:`operators.kafka_source.KafkaBatchSource`, one input step per topic, one Bytewax
-partition per topic-partition (spread over the workers), raw value bytes per poll, the next
-offset of each partition in the recovery snapshot, bounded prefetch.
+Input: :class:`operators.kafka_source.KafkaBatchSource` over the three market topics, one
+Bytewax partition per topic-partition (spread over the workers), raw value bytes per poll, the
+next offset of each partition in the recovery snapshot, bounded prefetch; it and the status
+heartbeat are read by **one** input step (:mod:`operators.one_input`: input steps of their
+own would wait for each other at every epoch end, seconds at a time).
 
 Backfills refuse data the ClickHouse TTLs would drop: with ``TA_EXIT_AT_END`` the TTLs of
 ``ta_microbars`` and ``ta_signals`` are read from ``system.tables`` at start, and the first
@@ -68,8 +70,11 @@ from bytewax.dataflow import Dataflow
 from dataflows.startup import BytewaxRun, bytewax_run_args, migrate_clickhouse
 from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink, row_or_mark
 from operators.graceful_stop import GracefulStop, stoppable
+from operators.joints import TypeSplit, split_type
 from operators.kafka_io import KafkaSink, encode_dead_letter, encode_keyed, kafka_output
-from operators.kafka_source import KafkaBatchSource, consumer_config
+from operators.kafka_source import KafkaBatchSource, PartitionBatch, consumer_config
+from operators.one_input import one_input
+from operators.partitions import of_topic
 from operators.ta_pipeline import ta_pipeline
 from operators.ta_status import TaProgress, TaStatusSource
 from torghut.clickhouse import (
@@ -83,6 +88,7 @@ from torghut.clickhouse import (
 )
 from torghut.clickhouse.ttl import TtlGuard, oldest_envelope_time, table_ttls
 from torghut.config import Settings, load_settings
+from torghut.events import Envelope, TaStatus
 from torghut.gc_policy import tune_for_streaming
 from torghut.logs import configure_logging, get_logger
 from torghut.observability.metrics import serve_dataflow_metrics, watch_checkpoints
@@ -133,22 +139,26 @@ def build_flow(
         if ttl_guard is not None and oldest is not None:
             ttl_guard.check(oldest, f"Kafka {source_id}")
 
-    def source(topic: str) -> Any:
-        return stoppable(
-            KafkaBatchSource(
-                consumer,
-                [topic],
-                batch_size=ta.kafka_batch_size,
-                exit_at_end=ta.exit_at_end,
-                drained=progress,
-                on_first_batch=check_ttl if ttl_guard is not None else None,
-            ),
-            stop,
-        )
-
-    trades = op.input("trades", flow, source(kafka.topic_trades))
-    quotes = op.input("quotes", flow, source(kafka.topic_quotes))
-    bars = op.input("bars", flow, source(kafka.topic_bars))
+    market = KafkaBatchSource(
+        consumer,
+        [kafka.topic_trades, kafka.topic_quotes, kafka.topic_bars],
+        batch_size=ta.kafka_batch_size,
+        exit_at_end=ta.exit_at_end,
+        drained=progress,
+        on_first_batch=check_ttl if ttl_guard is not None else None,
+    )
+    # One input step for every source: Bytewax keeps an epoch per input step, and steps
+    # with their own epoch clocks wait for each other at every epoch end (operators.one_input).
+    # A backfill has no heartbeat: a heartbeat source never ends, and a backfill must.
+    heartbeat = TaStatusSource(
+        progress, timedelta(seconds=ta.status_interval_s), enabled=not ta.exit_at_end
+    )
+    sources = one_input(market, heartbeat)
+    polls = op.input("input", flow, stoppable(sources, stop))
+    split: TypeSplit[PartitionBatch, Envelope[TaStatus]] = split_type("status", polls, Envelope)
+    trades = of_topic("trades", split.rest, kafka.topic_trades)
+    quotes = of_topic("quotes", split.rest, kafka.topic_quotes)
+    bars = of_topic("bars", split.rest, kafka.topic_bars)
     out = ta_pipeline("pipeline", trades, quotes, bars, ta, progress)
 
     # Kafka outputs wait for their acknowledgements at the end of each epoch, not per batch:
@@ -169,12 +179,10 @@ def build_flow(
         op.map("dlq_encode", out.dead_letters, encode_dead_letter),
         KafkaSink(producer, kafka.topic_ta_dlq),
     )
-    if not ta.exit_at_end:  # a heartbeat source never ends; a backfill must
-        heartbeat = TaStatusSource(progress, timedelta(seconds=ta.status_interval_s))
-        status = op.input("status", flow, stoppable(heartbeat, stop))
+    if not ta.exit_at_end:
         kafka_output(
             "status_kafka",
-            op.map("status_encode", status, encode_keyed),
+            op.map("status_encode", split.of_type, encode_keyed),
             KafkaSink(producer, kafka.topic_ta_status),
         )
 

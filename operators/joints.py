@@ -1,6 +1,7 @@
 """Typed joints between the TA operators: what passes from one step to the next, and the split.
 
-Two shapes, each with one composite that splits it into typed streams:
+Two shapes, each with one composite that splits it into typed streams (and
+:func:`split_type` for a stream of two item types):
 
 * :func:`split_dead_letters`: a stream of ``X | DeadLetter`` (a decoding step emits its
   results and, for bad input, dead letters in one ``flat_map_batch``) into ``Stream[X]`` and
@@ -31,9 +32,18 @@ from bytewax.dataflow import Stream, operator
 from operators.key_groups import KeyGroupProgress
 from torghut.dead_letters import DeadLetter
 
-__all__ = ["GroupRows", "RowStreams", "Split", "group_rows", "split_dead_letters"]
+__all__ = [
+    "GroupRows",
+    "RowStreams",
+    "Split",
+    "TypeSplit",
+    "group_rows",
+    "split_dead_letters",
+    "split_type",
+]
 
 X = TypeVar("X")
+Y = TypeVar("Y")
 R = TypeVar("R")
 
 
@@ -54,6 +64,22 @@ def split_dead_letters(step_id: str, up: Stream[X | DeadLetter]) -> Split[X]:
 
 def _is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
     return type(item) is DeadLetter
+
+
+@dataclass(frozen=True)
+class TypeSplit(Generic[X, Y]):
+    """The two sides of :func:`split_type`."""
+
+    rest: Stream[X]
+    of_type: Stream[Y]
+
+
+@operator
+def split_type(step_id: str, up: Stream[X | Y], kind: type[Y]) -> TypeSplit[X, Y]:
+    """Items of exactly ``kind`` to one stream, everything else to the other (typed as such):
+    e.g. the status heartbeats out of the TA flow's one input (:mod:`operators.one_input`)."""
+    branched = op.branch("branch", up, lambda item: type(item) is kind)
+    return TypeSplit(cast(Stream[X], branched.falses), cast(Stream[Y], branched.trues))
 
 
 class GroupRows(NamedTuple, Generic[R]):

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from typing import Any, TypeGuard
 
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+
 from operators.kafka_source import PartitionBatch
 from torghut.events import Envelope
 
-__all__ = ["TaInput", "by_partition", "raw_values"]
+__all__ = ["TaInput", "by_partition", "of_topic", "raw_values"]
 
 TaInput = PartitionBatch | bytes | Envelope[Any]
 """An item of a TA input stream: a poll of the Kafka source, the message bytes of an
@@ -57,3 +60,11 @@ def _polls(batch: list[TaInput]) -> TypeGuard[list[PartitionBatch]]:
     """Whether the batch holds polls of the Kafka source. A batch comes from one input, whose
     items are all of one kind, so its first item says: one check per batch, not per item."""
     return bool(batch) and type(batch[0]) is PartitionBatch
+
+
+@operator
+def of_topic(step_id: str, polls: Stream[PartitionBatch], topic: str) -> Stream[PartitionBatch]:
+    """The polls of one topic's partitions (one input step reads several topics: see
+    :mod:`operators.one_input`)."""
+    prefix = f"{topic}/"
+    return op.filter("filter", polls, lambda polled: polled.source_id.startswith(prefix))

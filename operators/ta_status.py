@@ -166,11 +166,18 @@ class TaProgress:
 
 
 class TaStatusSource(FixedPartitionedSource[Envelope[TaStatus], None]):
-    """Emits a :class:`TaStatus` envelope every ``interval``; one partition = one emitter."""
+    """Emits a :class:`TaStatus` envelope every ``interval``; one partition = one emitter.
 
-    def __init__(self, progress: TaProgress, interval: timedelta) -> None:
+    ``enabled=False`` (a backfill: a heartbeat never ends, a backfill must): the partition
+    ends at its first poll. It is still listed, so that a recovery store written by a streaming
+    run resumes in a backfill and the other way round (Bytewax refuses stored partitions its
+    sources do not list).
+    """
+
+    def __init__(self, progress: TaProgress, interval: timedelta, *, enabled: bool = True) -> None:
         self._progress = progress
         self._interval = interval
+        self._enabled = enabled
 
     def list_parts(self) -> list[str]:
         return ["ta-status"]
@@ -178,17 +185,20 @@ class TaStatusSource(FixedPartitionedSource[Envelope[TaStatus], None]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: None
     ) -> StatefulSourcePartition[Envelope[TaStatus], None]:
-        return _StatusPartition(self._progress, self._interval)
+        return _StatusPartition(self._progress, self._interval, self._enabled)
 
 
 class _StatusPartition(StatefulSourcePartition[Envelope[TaStatus], None]):
-    def __init__(self, progress: TaProgress, interval: timedelta) -> None:
+    def __init__(self, progress: TaProgress, interval: timedelta, enabled: bool) -> None:
         self._progress = progress
         self._interval = interval
+        self._enabled = enabled
         self._next = datetime.now(UTC)
         self._seq = 0
 
     def next_batch(self) -> list[Envelope[TaStatus]]:
+        if not self._enabled:
+            raise StopIteration
         now = datetime.now(UTC)
         if now < self._next:
             return []

@@ -36,17 +36,19 @@ def _topics(unique_topic: Any) -> dict[str, str]:
     return topics
 
 
-def _snapshot_offsets(rdir: Path) -> dict[str, int]:
-    """The newest snapshotted offset of every input partition (``step/partition-topic``)."""
+def _snapshot_offsets(rdir: Path, topics: dict[str, str]) -> dict[str, int]:
+    """The newest snapshotted offset of every Kafka input partition (``name/partition-topic``;
+    the flow reads every source in one input step, ``ta.input``)."""
+    kind = {topics[name]: name for name in INPUTS}
     newest: dict[str, tuple[int, int]] = {}
     for part in sorted(rdir.glob("part-*.sqlite3")):
         with sqlite3.connect(part) as db:
             rows = db.execute("SELECT step_id, state_key, snap_epoch, ser_change FROM snaps")
             for step, key, epoch, blob in rows:
-                flow_id, _, name = step.partition(".")
-                if flow_id != "ta" or name not in INPUTS or blob is None:
+                topic = key.partition("-")[2]
+                if step != "ta.input" or topic not in kind or blob is None:
                     continue
-                name = f"{name}/{key}"
+                name = f"{kind[topic]}/{key}"
                 if name not in newest or epoch > newest[name][0]:
                     newest[name] = (epoch, pickle.loads(blob))
     return {name: offset for name, (_, offset) in newest.items()}
@@ -102,7 +104,7 @@ def test_sigint_stops_cleanly_with_a_snapshot_a_restart_continues_from(
     assert "Traceback" not in log, log[-4000:]
     assert '"reason": "SIGINT"' in log
 
-    offsets = _snapshot_offsets(rdir)
+    offsets = _snapshot_offsets(rdir, topics)
     highs = _high_watermarks(kafka_bootstrap, topics)
     assert set(offsets) == set(highs)
     # Everything produced was there to read before the signal: the final (EOF) snapshot holds
