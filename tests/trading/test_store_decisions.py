@@ -8,6 +8,7 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 
@@ -246,3 +247,34 @@ def test_read_models_filter_by_symbol_and_time(store: TradingStore) -> None:
         assert len(uow.decisions(limit=1)) == 1
         orders = uow.recent_orders(since=newest - timedelta(hours=1))
         assert sorted(o.symbol for o in orders) == ["AAPL", "AAPL", "MSFT"]
+
+
+def test_a_batch_is_recorded_in_order_with_replays_and_repeats(store: TradingStore) -> None:
+    """One write for a batch: new decisions are created in order with their reviews; one
+    already stored and a hash repeated within the batch come back as the stored decision."""
+    old, a, b = (decision(event_ts=T0 + timedelta(seconds=i)) for i in range(3))
+    first = store.record_decision(Adjudication.of(old, risk=APPROVED))
+    rejected = RiskVerdict((RiskReason(RiskCheck.INVALID_ORDER, "pace"),))
+    batch = [
+        Adjudication.of(a, risk=APPROVED, review=review()),
+        Adjudication.of(old, risk=APPROVED),
+        Adjudication.of(b, risk=rejected),
+        Adjudication.of(a, risk=rejected),
+    ]
+    with store.unit_of_work() as uow:
+        stored = uow.record_decisions(batch)
+        uow.commit()
+    assert [s.decision_hash for s in stored] == [x.decision.decision_hash for x in batch]
+    assert [s.created for s in stored] == [True, False, True, False]
+    assert stored[1].id == first.id
+    assert stored[3].id == stored[0].id
+    assert stored[3].status is DecisionStatus.PENDING_SUBMIT
+    assert stored[2].status is DecisionStatus.REJECTED
+    assert stored[2].risk_reasons == (RiskReason(RiskCheck.INVALID_ORDER, "pace"),)
+    assert stored[0].qty == Decimal("2.5"), "the reviewed quantity"
+    assert count(store, TradeDecisionRow) == 3
+    with store.unit_of_work() as uow:
+        r = uow.session.scalars(sa.select(LlmReviewRow)).one()
+        assert r.decision_id == stored[0].id
+        again = uow.get_decision(b.decision_hash)
+        assert again == msgspec.structs.replace(stored[2], created=False)

@@ -96,6 +96,9 @@ class MemoryUnitOfWork:
 
     # --- decisions ----------------------------------------------------------------------
 
+    def record_decisions(self, adjudications: Sequence[Adjudication]) -> list[StoredDecision]:
+        return [self.record_decision(a) for a in adjudications]
+
     def record_decision(self, adjudication: Adjudication) -> StoredDecision:
         decision = adjudication.decision
         h = decision.decision_hash

@@ -442,7 +442,7 @@ class TradingPipeline:
         if not batch.verdicts and batch.cursor is None:
             return []
         with self._store.unit_of_work() as uow:
-            stored = [uow.record_decision(v) for v in batch.verdicts]
+            stored = uow.record_decisions(batch.verdicts)
             if batch.cursor is not None:
                 uow.save_cursor(self._cursor_source, batch.cursor)
             uow.commit()

@@ -273,6 +273,10 @@ class UnitOfWork(Protocol):
         :func:`~trading.core.decisions.initial_status`; ``qty`` is the reviewed one."""
         ...
 
+    def record_decisions(self, adjudications: Sequence[Adjudication]) -> list[StoredDecision]:
+        """:meth:`record_decision` of each, in order (one write for a whole batch)."""
+        ...
+
     def get_decision(self, decision_hash: str) -> StoredDecision | None: ...
 
     def pending_submissions(self) -> list[StoredDecision]:
