@@ -13,9 +13,11 @@ harmless (a decision already in the store, found by its hash, is never adjudicat
 again).
 
 ``next_batch`` never sleeps: between polls it returns ``[]`` and ``next_awake`` says when to
-poll again (``TRADING_POLL_INTERVAL_S``); a full batch polls again at once. A bounded source
-(``TRADING_EXIT_AT_END``) reads every row to the current end, ignoring the settle horizon, and
-then ends. A set ``stop`` event ends it cleanly (final snapshot, no replay).
+poll again (``TRADING_POLL_INTERVAL_S``); a full batch polls again at once. Corrections (an
+audit record, never traded) are looked for every :data:`CORRECTIONS_EVERY` rather than at
+every poll: their query costs as much as the read itself, and it delayed every batch of rows.
+A bounded source (``TRADING_EXIT_AT_END``) reads every row to the current end, ignoring the
+settle horizon, and then ends. A set ``stop`` event ends it cleanly (final snapshot, no replay).
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from trading.core.domain import SignalRow
 from trading.core.ports import SignalCursor
 from trading.core.signals import SignalCorrection, SignalDeadLetter
 
-__all__ = ["SignalItem", "SourceState", "TradingSignalSource"]
+__all__ = ["CORRECTIONS_EVERY", "SignalItem", "SourceState", "TradingSignalSource"]
 
 SignalItem = SignalRow | SignalDeadLetter | SignalCorrection
+CORRECTIONS_EVERY = timedelta(seconds=5)
+"""How often a streaming source looks for corrections (a bounded one: at every poll)."""
 
 
 class SourceState(msgspec.Struct, frozen=True):
@@ -95,6 +99,7 @@ class _SignalPartition(StatefulSourcePartition[SignalItem, SourceState]):
         self._bounded = bounded
         self._stop = stop
         self._awake: datetime | None = None
+        self._corrections_due = datetime.now(UTC)
         self._done = False
 
     def next_batch(self) -> list[SignalItem]:
@@ -105,14 +110,17 @@ class _SignalPartition(StatefulSourcePartition[SignalItem, SourceState]):
         if len(items) > 1 and batch.dead_letters:
             items.sort(key=_position)
         self._cursor = batch.cursor
-        found = self._reader.corrections(self._cursor, self._corrections_after)
-        if found:
-            self._corrections_after = found[-1].ingest_ts
-            items.extend(found)
         full = batch.size >= self._batch
+        now = datetime.now(UTC)
+        if self._bounded or now >= self._corrections_due:
+            self._corrections_due = now + CORRECTIONS_EVERY
+            found = self._reader.corrections(self._cursor, self._corrections_after)
+            if found:
+                self._corrections_after = found[-1].ingest_ts
+                items.extend(found)
         if self._bounded and not full:
             self._done = True
-        self._awake = None if full else datetime.now(UTC) + self._interval
+        self._awake = None if full else now + self._interval
         return items
 
     def next_awake(self) -> datetime | None:

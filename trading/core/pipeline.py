@@ -132,6 +132,9 @@ LAST_SIGNAL_TS = Gauge(
 _RECENT_ROWS = 20
 BrokerView = tuple[AccountSnapshot, Sequence[PositionSnapshot], ClockSnapshot]
 _BROKER_RETRY_PAUSES_S = (0.5, 1.0, 2.0)
+_CLOCK_MAX_AGE = timedelta(seconds=60)
+"""Longest a market clock reading is reused before its next open/close (a schedule change,
+an early close announced during the day, is seen within this)."""
 
 
 class DeciderState(msgspec.Struct):
@@ -269,6 +272,7 @@ class TradingPipeline:
         self._equity_peak = Decimal(0)
         self._lookback = max(timedelta(minutes=1), limits.symbol_cooldown)
         self._snapshot: BrokerView | None = None
+        self._clock_reading: tuple[ClockSnapshot, datetime] | None = None
         self._orders = _RecentOrders()
         self._stored_upto: SignalCursor | None = None
         self._upto_loaded = False
@@ -531,11 +535,27 @@ class TradingPipeline:
         b = self._broker
         for pause in _BROKER_RETRY_PAUSES_S:
             try:
-                return b.account(), b.positions(), b.clock()
+                return b.account(), b.positions(), self._market_clock()
             except BrokerUnavailable as exc:
                 _log.warning("broker_unavailable_retrying", error=str(exc)[:300], pause_s=pause)
                 self._clock.sleep(pause)
-        return b.account(), b.positions(), b.clock()
+        return b.account(), b.positions(), self._market_clock()
+
+    def _market_clock(self) -> ClockSnapshot:
+        """The broker's market clock, read again only once the last reading may be out of
+        date: at its next open or close (the only instants ``is_open`` changes) or after
+        :data:`_CLOCK_MAX_AGE`. One REST call of three per batch saved; account and positions
+        are read every batch (they change with every fill)."""
+        now = self._clock.now()
+        cached = self._clock_reading
+        if cached is not None:
+            reading, read_at = cached
+            changes = reading.changes_at()
+            if changes is not None and now < min(changes, read_at + _CLOCK_MAX_AGE):
+                return reading
+        reading = self._broker.clock()
+        self._clock_reading = (reading, now)
+        return reading
 
     def _remember(self, row: SignalRow) -> None:
         recent = self._recent.get(row.symbol)

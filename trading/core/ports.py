@@ -100,6 +100,11 @@ class ClockSnapshot(msgspec.Struct, frozen=True):
     next_open: datetime | None = None
     next_close: datetime | None = None
 
+    def changes_at(self) -> datetime | None:
+        """The next instant ``is_open`` changes (the next close while open, else the next
+        open), if the broker said."""
+        return self.next_close if self.is_open else self.next_open
+
 
 class OrderRequest(msgspec.Struct, frozen=True):
     """What the executor submits. ``client_order_id`` is the decision hash."""
