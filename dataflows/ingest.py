@@ -62,8 +62,9 @@ def build_flow(
     producer = kafka.client_config()
 
     flow = Dataflow("torghut_ingest")
+    items = op.input("alpaca_ws", flow, source)
     market = market_events(
-        "market", flow, source, settings.ta.dedup_window_s, settings.ta.dedup_max_keys, counters
+        "market", items, settings.ta.dedup_window_s, settings.ta.dedup_max_keys, counters
     )
     families = by_family("route", market.events, counters)
     status = op.merge("status_and_heartbeats", families.status, market.heartbeats)

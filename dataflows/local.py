@@ -29,13 +29,17 @@ import msgspec
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from dataflows.trading import TradingRuntime, trading_pipeline
+from dataflows.trading import TradingRuntime, signal_source, trading_pipeline
 from dataflows.trading_audit import store_trading_audit
-from operators.alpaca_ws import AlpacaWsConfig, AlpacaWsSource
+from operators.alpaca_decode import Frame
+from operators.alpaca_ws import AlpacaWsConfig, AlpacaWsSource, SourceHeartbeat, SourceItem
 from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink, row_or_mark
+from operators.joints import TypeSplit, split_type
 from operators.market_events import IngestCounters, as_wire, by_family, market_events
+from operators.one_input import one_input
 from operators.ta_pipeline import ta_pipeline
 from operators.ta_status import TaProgress
+from operators.trading_source import SignalItem
 from torghut.clickhouse import (
     MICROBAR_COLUMNS,
     MICROBARS_TABLE,
@@ -86,7 +90,14 @@ def build_local_flow(
         on_drained=progress.mark_source_drained,
     )
     ta = settings.ta
-    ingest = market_events("ingest", flow, source, ta.dedup_window_s, ta.dedup_max_keys, counters)
+    # One input step for the stream and the signal reader: Bytewax keeps an epoch clock per
+    # input step, and two steps wait for each other at every epoch end (operators.one_input).
+    signals = signal_source(runtime, ch_client, stop=stop)
+    sources = one_input(source, signals)
+    items = op.input("input", flow, sources)
+    ws = (Frame, SourceHeartbeat)
+    split: TypeSplit[SignalItem, SourceItem] = split_type("signals", items, ws)
+    ingest = market_events("ingest", split.of_type, ta.dedup_window_s, ta.dedup_max_keys, counters)
     families = by_family("families", ingest.events, counters)
     # TA reads the bytes it would read from Kafka, so it runs the same (compiled) paths
     trades = as_wire("trades_wire", families.trades)
@@ -110,7 +121,7 @@ def build_local_flow(
     signal_rows = op.map("signals_rows", out.signal_updates, row_or_mark(signal_row))
     clickhouse_sink("signals_clickhouse", signal_rows, sink(SIGNALS_TABLE, SIGNAL_COLUMNS))
 
-    trading = trading_pipeline("trading", flow, runtime, ch_client, stop=stop)
+    trading = trading_pipeline("trading", split.rest, runtime)
     audit_path = settings.trading.dead_letter_path.parent / "local-audit.jsonl"
     audit = op.merge(
         "audit",

@@ -325,20 +325,16 @@ class TradingStreams:
     corrections: Stream[SignalCorrection]
 
 
-def trading_pipeline(
-    step_id: str,
-    flow: Dataflow,
+def signal_source(
     runtime: TradingRuntime,
     ch_client: Callable[[], Client],
     *,
     stop: threading.Event | None = None,
-) -> TradingStreams:
-    """Add the trading steps to ``flow``: signal source → decide → execute.
+) -> TradingSignalSource:
+    """The trading loop's input: final signal rows after the stored cursor, polled.
 
     ``ch_client`` opens a ClickHouse client (in the all-in-one flow: on the same chdb engine as
-    the TA sink). The decide step is keyed on one key so its state and the execution order
-    follow the cursor order exactly.
-    """
+    the TA sink)."""
     s = runtime.settings
     trading = s.trading
 
@@ -353,7 +349,7 @@ def trading_pipeline(
             + settle_horizon(trading, s.ta, s.clickhouse),
         )
 
-    source = TradingSignalSource(
+    return TradingSignalSource(
         reader,
         initial_cursor=runtime.initial_cursor,
         poll_interval=timedelta(seconds=trading.poll_interval_s),
@@ -361,7 +357,16 @@ def trading_pipeline(
         bounded=trading.exit_at_end,
         stop=stop,
     )
-    items = op.input(f"{step_id}_signals", flow, source)
+
+
+def trading_pipeline(
+    step_id: str, items: Stream[SignalItem], runtime: TradingRuntime
+) -> TradingStreams:
+    """The trading steps on the items of :func:`signal_source`: decide → execute.
+
+    The decide step is keyed on one key so its state and the execution order follow the
+    cursor order exactly.
+    """
     corrections = op.filter_map(
         f"{step_id}_corrections", items, lambda i: i if isinstance(i, SignalCorrection) else None
     )
@@ -429,7 +434,9 @@ def build_flow(
 ) -> Dataflow:
     """The standalone trading flow (wiring only)."""
     flow = Dataflow(FLOW_ID)
-    streams = trading_pipeline("trading", flow, runtime, ch_client, stop=stop)
+    # step id "trading_signals" as before this split, so a stored cursor state resumes
+    items = op.input("trading_signals", flow, signal_source(runtime, ch_client, stop=stop))
+    streams = trading_pipeline("trading", items, runtime)
     audit = op.merge("audit", streams.outcomes, streams.dead_letters, streams.corrections)
     on_end = runtime.finish if runtime.settings.trading.exit_at_end else None
     op.output("audit_out", audit, _AuditSink(runtime.settings.trading.dead_letter_path, on_end))

@@ -75,10 +75,13 @@ class TypeSplit(Generic[X, Y]):
 
 
 @operator
-def split_type(step_id: str, up: Stream[X | Y], kind: type[Y]) -> TypeSplit[X, Y]:
-    """Items of exactly ``kind`` to one stream, everything else to the other (typed as such):
-    e.g. the status heartbeats out of the TA flow's one input (:mod:`operators.one_input`)."""
-    branched = op.branch("branch", up, lambda item: type(item) is kind)
+def split_type(
+    step_id: str, up: Stream[X | Y], kinds: type[Y] | tuple[type[Y], ...]
+) -> TypeSplit[X, Y]:
+    """Items of exactly one of ``kinds`` to one stream, everything else to the other (typed
+    as such): what one input step reads from several sources (:mod:`operators.one_input`)."""
+    exact = kinds if isinstance(kinds, tuple) else (kinds,)
+    branched = op.branch("branch", up, lambda item: type(item) in exact)
     return TypeSplit(cast(Stream[X], branched.falses), cast(Stream[Y], branched.trues))
 
 

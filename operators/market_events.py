@@ -23,8 +23,7 @@ from datetime import datetime
 from typing import Any, TypeGuard
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow, Stream, operator
-from bytewax.inputs import Source
+from bytewax.dataflow import Stream, operator
 from prometheus_client import Counter
 
 from operators.alpaca_decode import FAMILIES, Family, Frame, FrameDecoder, MarketEvent
@@ -123,21 +122,20 @@ class FamilyStreams:
 @operator
 def market_events(
     step_id: str,
-    flow: Dataflow,
-    source: Source[SourceItem],
+    items: Stream[SourceItem],
     dedup_window_s: float,
     dedup_max_keys: int,
     counters: IngestCounters,
 ) -> MarketEventStreams:
-    """Read Alpaca, decode frames into envelopes, drop duplicates; report heartbeats.
+    """Decode Alpaca frames into envelopes, drop duplicates; report heartbeats.
 
-    ``source`` is normally an :class:`operators.alpaca_ws.AlpacaWsSource`; any single-partition
-    source of frames and heartbeats works (a recorded-frames replay, a test source).
+    ``items`` are normally read from an :class:`operators.alpaca_ws.AlpacaWsSource`; any
+    single-partition source of frames and heartbeats works (a recorded-frames replay, a test
+    source).
 
     The decode step runs on the source's worker (the source has one partition), which keeps
     ``seq`` monotonic; dedup is keyed per family, so per-symbol order survives.
     """
-    items = op.input("alpaca_ws", flow, source)
     split = op.branch("frames_or_heartbeats", items, _is_frame)
     frames: Stream[Frame] = split.trues
     beats: Stream[SourceHeartbeat] = split.falses  # type: ignore[assignment]
