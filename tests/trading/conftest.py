@@ -18,10 +18,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
 from torghut.events import Signal
 from trading.adapters.store import TradingStore, upgrade
 from trading.core.clock import SimulatedClock
 from trading.core.domain import Action, Decision, OrderType, SignalRow
+from trading.core.risk import RiskLimits
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
@@ -35,6 +37,20 @@ def row(i: int, symbol: str = "AAPL", version: int = 1, **indicators: float | No
         window_size="PT1S",
         version=version,
         indicators=Signal(**indicators),  # type: ignore[arg-type]
+    )
+
+
+MACD_RSI = TradingSettings(enabled=True, strategies=("macd_rsi",))
+"""Trading on, the ``macd_rsi`` strategy only."""
+
+
+def aapl_limits() -> RiskLimits:
+    """Default risk limits for :data:`MACD_RSI` on AAPL, without cooldown or read delay."""
+    return RiskLimits.from_settings(
+        MACD_RSI,
+        RiskSettings(symbol_cooldown_s=0),
+        AlpacaSettings(symbols=("AAPL",)),
+        read_delay=timedelta(0),
     )
 
 

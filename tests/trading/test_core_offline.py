@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.trading.conftest import T0, decision, row
-from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
+from tests.trading.conftest import MACD_RSI, T0, aapl_limits, decision, row
 from torghut.sim.quotes import StaticQuotes, Touch
 from trading.adapters.memory_store import MemoryStore
 from trading.adapters.paper_book import PaperBookBroker
@@ -29,7 +28,7 @@ from trading.core.executor import OrderExecutor
 from trading.core.orders import OrderStatus
 from trading.core.pipeline import Decider, DeciderState, DecisionOutcome, TradingPipeline
 from trading.core.reconcile import Reconciler
-from trading.core.risk import RiskCheck, RiskLimits, RiskReason, RiskVerdict
+from trading.core.risk import RiskCheck, RiskReason, RiskVerdict
 from trading.core.strategies import build_strategies
 
 _WATCHING = threading.Event()
@@ -47,13 +46,7 @@ sys.addaudithook(_audit)
 
 def replay(seconds: int) -> tuple[MemoryStore, list[DecisionOutcome], PaperBookBroker]:
     """MACD crosses on every row after the first (buy, sell, buy, ...) for AAPL at ~100."""
-    trading = TradingSettings(enabled=True, strategies=("macd_rsi",))
-    limits = RiskLimits.from_settings(
-        trading,
-        RiskSettings(symbol_cooldown_s=0),
-        AlpacaSettings(symbols=("AAPL",)),
-        read_delay=timedelta(0),
-    )
+    limits = aapl_limits()
     clock = SimulatedClock(T0)
     quotes = StaticQuotes({})
     store = MemoryStore(clock)
@@ -63,7 +56,7 @@ def replay(seconds: int) -> tuple[MemoryStore, list[DecisionOutcome], PaperBookB
         store, broker, executor, clock, limits=limits, review=None, cursor_source="replay"
     )
     reconciler = Reconciler(store, broker, executor, clock, interval_s=60, halt_on_drift=True)
-    decider = Decider(build_strategies(trading))
+    decider = Decider(build_strategies(MACD_RSI))
     state: DeciderState | None = None
     outcomes: list[DecisionOutcome] = []
     for i in range(seconds):

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.trading.conftest import T0, row
-from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
+from tests.trading.conftest import MACD_RSI, T0, aapl_limits, row
 from torghut.sim.quotes import StaticQuotes, Touch
 from trading.adapters.memory_store import MemoryStore
 from trading.adapters.paper_book import PaperBookBroker
@@ -15,7 +14,7 @@ from trading.core.executor import OrderExecutor
 from trading.core.pipeline import Decider, DeciderState, DecisionOutcome, TradingPipeline
 from trading.core.ports import ClockSnapshot
 from trading.core.records import StoredDecision
-from trading.core.risk import RiskCheck, RiskLimits
+from trading.core.risk import RiskCheck
 from trading.core.strategies import build_strategies
 
 CLOSE = T0 + timedelta(minutes=10)
@@ -40,13 +39,7 @@ class CountingBroker(PaperBookBroker):
 
 def run(start_offset: timedelta, seconds: int) -> tuple[CountingBroker, list[StoredDecision]]:
     """A MACD cross every second for AAPL, one batch per second, from ``T0 + start_offset``."""
-    trading = TradingSettings(enabled=True, strategies=("macd_rsi",))
-    limits = RiskLimits.from_settings(
-        trading,
-        RiskSettings(symbol_cooldown_s=0),
-        AlpacaSettings(symbols=("AAPL",)),
-        read_delay=timedelta(0),
-    )
+    limits = aapl_limits()
     clock = SimulatedClock(T0 + start_offset)
     quotes = StaticQuotes({})
     store = MemoryStore(clock)
@@ -55,7 +48,7 @@ def run(start_offset: timedelta, seconds: int) -> tuple[CountingBroker, list[Sto
     pipeline = TradingPipeline(
         store, broker, executor, clock, limits=limits, review=None, cursor_source="clock"
     )
-    decider = Decider(build_strategies(trading))
+    decider = Decider(build_strategies(MACD_RSI))
     state: DeciderState | None = None
     outcomes: list[DecisionOutcome] = []
     first = int(start_offset.total_seconds())

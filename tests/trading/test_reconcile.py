@@ -12,9 +12,9 @@ import pytest
 from alpaca.trading.stream import TradingStream
 
 from tests.helpers import wait_until
-from tests.trading.conftest import decision
+from tests.trading.conftest import aapl_limits, decision
 from tests.trading.flow_fixtures import paper_broker
-from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
+from torghut.config import AlpacaSettings
 from torghut.events import Signal
 from torghut.sim.broker import BrokerSimulator
 from trading.adapters.alpaca_broker import AlpacaBroker, ClientTarget, build_trading_client
@@ -29,7 +29,7 @@ from trading.core.orders import OrderStatus
 from trading.core.pipeline import Decided, TradingPipeline
 from trading.core.ports import OrderRequest
 from trading.core.reconcile import Reconciler
-from trading.core.risk import RiskLimits, RiskVerdict
+from trading.core.risk import RiskVerdict
 
 __all__ = ["paper_broker"]
 
@@ -177,13 +177,7 @@ def test_position_drift_halts_new_orders_until_reconciled_and_resumed(
     assert [(h.kind, h.requires_resume) for h in halts] == [("position_drift", True)]
     assert "AAPL" in halts[0].detail
 
-    trading = TradingSettings(enabled=True, strategies=("macd_rsi",))
-    limits = RiskLimits.from_settings(
-        trading,
-        RiskSettings(symbol_cooldown_s=0),
-        AlpacaSettings(symbols=("AAPL",)),
-        read_delay=timedelta(0),
-    )
+    limits = aapl_limits()
     executor = OrderExecutor(store, broker, CLOCK, max_intent_age=_HOUR)
     pipeline = TradingPipeline(
         store,
