@@ -55,7 +55,10 @@ from trading.core.quantity import QuantityRules
 __all__ = ["paper_broker"]
 
 DEADLINE_S = 1.0
-SLACK_MS = 100
+SLACK_MS = 1000
+"""Scheduling slack over the deadline on a loaded 2-vCPU machine (100 ms failed at load 8+:
+1 147 ms). Still far below what the hostile modes take without a deadline (drip: a byte a
+second of a ~60-byte answer; silent: never)."""
 MAX_LAG_S = 2.0
 STRATEGY_QTY = Decimal(10)
 FRACTIONAL = ("AAPL",)
