@@ -42,7 +42,7 @@ from torghut.sim.broker.book import AccountConfig
 from torghut.sim.broker.clock import AlwaysOpen, NyseSchedule
 from trading.adapters.paper_book import PaperBookBroker
 from trading.backtest.config import BacktestConfig
-from trading.backtest.ledger import Ledger
+from trading.backtest.ledger import Ledger, LedgerExposure
 from trading.backtest.market import FeeModel, ReplayQuotes
 from trading.backtest.shadow import ShadowBook
 from trading.core.adjudicate import Adjudication, adjudicate
@@ -65,7 +65,7 @@ from trading.core.strategies import Strategy, build_strategies
 __all__ = ["Backtest", "DecisionRecord", "Replay"]
 
 Status = Literal["approved", "rejected", "vetoed", "refused"]
-BrokerView = tuple[AccountSnapshot, tuple[PositionSnapshot, ...], ClockSnapshot]
+BrokerView = tuple[AccountSnapshot, tuple[PositionSnapshot, ...], ClockSnapshot, LedgerExposure]
 _OPEN = frozenset(
     {OrderStatus.ACCEPTED, OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED}
 )
@@ -320,7 +320,7 @@ class Backtest:
         recent = self._recent_orders
         while recent and recent[0].submitted_at <= horizon:
             recent.popleft()
-        account, positions, clock = self._broker_view()
+        account, positions, clock, exposure = self._broker_view()
         self._peak = max(self._peak, account.equity)
         return RiskContext(
             now=now,
@@ -329,27 +329,22 @@ class Backtest:
             clock=clock,
             recent_orders=tuple(recent),
             equity_peak=self._peak,
+            exposure=exposure,
         )
 
     def _broker_view(self) -> BrokerView:
         """Account, positions and clock as the broker would report them, built once per event
         time and again after a fill (the live pipeline reads them once per batch).
 
-        Taken from the ledger rather than the book's own marking (which re-prices every
-        position from its quote on each call): positions are the book's fills, marked at the
-        last close; buying power follows the book's rule (equity − gross position value, less
-        what resting orders reserve)."""
+        Taken from the ledger rather than the book's own marking: positions are the book's
+        fills, marked at the last close, with their exposure aggregated for the risk rules (the
+        ledger keeps the sums); buying power follows the book's rule (equity − gross position
+        value, less what resting orders reserve)."""
         if self._view is not None:
             return self._view
-        positions: list[PositionSnapshot] = []
-        gross = held = Decimal(0)
-        for symbol, book in self._ledger.open.items():
-            value = book.qty * book.mark
-            positions.append(PositionSnapshot(symbol, book.qty, value, book.avg))
-            gross += abs(value)
-            held += value
+        positions, exposure, held = self._ledger.positions()
         equity = self._ledger.equity_now()
-        buying_power = max(equity - gross, Decimal(0))
+        buying_power = max(equity - exposure.gross, Decimal(0))
         if self._resting:
             buying_power = min(buying_power, self.broker.account().buying_power)
         account = AccountSnapshot(
@@ -358,7 +353,7 @@ class Backtest:
             buying_power=buying_power,
             cash=equity - held,
         )
-        self._view = (account, tuple(positions), self.broker.clock())
+        self._view = (account, positions, self.broker.clock(), exposure)
         return self._view
 
     def _remember(self, row: SignalRow) -> None:

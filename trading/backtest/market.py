@@ -33,11 +33,14 @@ class ReplayQuotes:
     """The touch of each symbol as the fill model sees it (a ``QuoteSource`` for the book).
 
     Each row's indicators are kept as they are; the touch is built only when the book asks for
-    it (at a submit or a match), once per row: most rows never trade."""
+    it (at a submit or a match), once per row: most rows never trade. The symbols whose touch
+    changed are reported to the book (:meth:`take_changed`), which then re-marks only those
+    positions for its buying power."""
 
     def __init__(self, fill: FillConfig) -> None:
         self._last: dict[str, tuple[Signal, datetime]] = {}
         self._touch: dict[str, Touch] = {}
+        self._changed: set[str] = set()
         self._slip = fill.slippage_bps / _BPS
         self._at_close = fill.model == "next_bar"
 
@@ -47,9 +50,16 @@ class ReplayQuotes:
         close = ind.close
         if close is None or close <= 0:
             return None
-        self._last[row.symbol] = (ind, row.event_ts)
-        self._touch.pop(row.symbol, None)
+        symbol = row.symbol
+        self._last[symbol] = (ind, row.event_ts)
+        self._touch.pop(symbol, None)
+        self._changed.add(symbol)
         return close
+
+    def take_changed(self) -> set[str]:
+        """The symbols whose touch changed since the last call."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def latest_quote(self, symbol: str) -> Touch | None:
         touch = self._touch.get(symbol)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Protocol
 
 import msgspec
 
@@ -41,8 +42,10 @@ from trading.core.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot
 _Fail = Callable[["RiskCheck", str], None]
 
 __all__ = [
+    "Exposure",
     "LagChange",
     "PipelineLag",
+    "PositionExposure",
     "RecentOrder",
     "RiskCheck",
     "RiskContext",
@@ -180,6 +183,36 @@ class RecentOrder(msgspec.Struct, frozen=True):
     submitted_at: datetime
 
 
+class Exposure(Protocol):
+    """The positions as the exposure rules read them.
+
+    Why a port of its own: summing every position per decision costs as much as the positions
+    are many; a caller that keeps these aggregates as positions change (the backtest's ledger)
+    hands them in instead (:attr:`RiskContext.exposure`). They must equal the sums over
+    :attr:`RiskContext.positions` (exact decimals)."""
+
+    def held(self, symbol: str) -> Decimal:
+        """The signed quantity held of ``symbol``."""
+        ...
+
+    def others(self, symbol: str) -> Decimal:
+        """The gross (absolute) market value of every position but ``symbol``'s."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PositionExposure:
+    """:class:`Exposure` summed over a list of positions, per question (the live default)."""
+
+    positions: Sequence[PositionSnapshot]
+
+    def held(self, symbol: str) -> Decimal:
+        return sum((p.qty for p in self.positions if p.symbol == symbol), Decimal(0))
+
+    def others(self, symbol: str) -> Decimal:
+        return sum((abs(p.market_value) for p in self.positions if p.symbol != symbol), Decimal(0))
+
+
 @dataclass(frozen=True, slots=True)
 class RiskContext:
     """The world as the flow last saw it.
@@ -197,6 +230,9 @@ class RiskContext:
     equity_peak: Decimal
     halted_reason: str | None = None
     kill_switch_reason: str | None = None
+    exposure: Exposure | None = None
+    """``positions`` aggregated, when the caller keeps them; ``None``: summed from
+    ``positions`` (:class:`PositionExposure`)."""
 
 
 def default_signal_staleness(window_size: str, read_delay: timedelta, poll: timedelta) -> timedelta:
@@ -310,7 +346,8 @@ def _exposure(
             f"notional {notional} > {limits.max_notional_per_order}",
         )
     signed = decision.qty if decision.action is Action.BUY else -decision.qty
-    held = sum((p.qty for p in ctx.positions if p.symbol == decision.symbol), Decimal(0))
+    exposure = ctx.exposure if ctx.exposure is not None else PositionExposure(ctx.positions)
+    held = exposure.held(decision.symbol)
     after = held + signed
     position_value = abs(after) * price
     if position_value > limits.max_position_per_symbol and abs(after) > abs(held):
@@ -319,10 +356,7 @@ def _exposure(
             f"{decision.symbol} position {after} x {price} = {position_value} "
             f"> {limits.max_position_per_symbol}",
         )
-    others = sum(
-        (abs(p.market_value) for p in ctx.positions if p.symbol != decision.symbol), Decimal(0)
-    )
-    gross = others + position_value
+    gross = exposure.others(decision.symbol) + position_value
     if gross > limits.max_gross_exposure and abs(after) > abs(held):
         fail(RiskCheck.MAX_GROSS_EXPOSURE, f"gross exposure {gross} > {limits.max_gross_exposure}")
     if decision.action is Action.BUY and notional > ctx.account.buying_power:
