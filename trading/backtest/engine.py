@@ -44,6 +44,7 @@ from trading.adapters.paper_book import PaperBookBroker
 from trading.backtest.config import BacktestConfig
 from trading.backtest.ledger import Ledger, LedgerExposure
 from trading.backtest.market import FeeModel, ReplayQuotes
+from trading.backtest.pace import RecentOrders
 from trading.backtest.shadow import ShadowBook
 from trading.core.adjudicate import Adjudication, adjudicate
 from trading.core.clock import SimulatedClock
@@ -144,8 +145,7 @@ class Backtest:
         self.fees_paid = Decimal(0)
         self._last_equity = config.initial_cash
         """Equity at the start of the current UTC day (the daily loss stop's reference)."""
-        self._lookback = max(timedelta(minutes=1), self.limits.symbol_cooldown)
-        self._recent_orders: deque[RecentOrder] = deque()
+        self._recent_orders = RecentOrders(max(timedelta(minutes=1), self.limits.symbol_cooldown))
         self._recent_rows: dict[str, deque[SignalRow]] = {}
         self._next_bar: dict[str, list[OrderRequest]] = {}
         self._resting: dict[str, list[str]] = {}
@@ -276,7 +276,7 @@ class Backtest:
 
     def _order(self, final: Decision) -> tuple[Status, tuple[str, ...]]:
         now = self._clock.now()
-        self._recent_orders.append(RecentOrder(final.symbol, now))
+        self._recent_orders.add(RecentOrder(final.symbol, now))
         request = OrderRequest(
             client_order_id=final.client_order_id,
             symbol=final.symbol,
@@ -316,10 +316,7 @@ class Backtest:
 
     def _context(self) -> RiskContext:
         now = self._clock.now()
-        horizon = now - self._lookback
-        recent = self._recent_orders
-        while recent and recent[0].submitted_at <= horizon:
-            recent.popleft()
+        pace = self._recent_orders.view(now)
         account, positions, clock, exposure = self._broker_view()
         self._peak = max(self._peak, account.equity)
         return RiskContext(
@@ -327,9 +324,10 @@ class Backtest:
             account=account,
             positions=positions,
             clock=clock,
-            recent_orders=tuple(recent),
+            recent_orders=pace.orders,
             equity_peak=self._peak,
             exposure=exposure,
+            pace=pace,
         )
 
     def _broker_view(self) -> BrokerView:

@@ -44,6 +44,8 @@ _Fail = Callable[["RiskCheck", str], None]
 __all__ = [
     "Exposure",
     "LagChange",
+    "OrderPace",
+    "Pace",
     "PipelineLag",
     "PositionExposure",
     "RecentOrder",
@@ -213,6 +215,33 @@ class PositionExposure:
         return sum((abs(p.market_value) for p in self.positions if p.symbol != symbol), Decimal(0))
 
 
+class Pace(Protocol):
+    """The recent orders as the pace rules read them (the same reason as :class:`Exposure`:
+    a caller that keeps these as orders are made hands them in, :attr:`RiskContext.pace`).
+    They must equal the answers over :attr:`RiskContext.recent_orders`."""
+
+    def count_after(self, at: datetime) -> int:
+        """How many recent orders were submitted after ``at``."""
+        ...
+
+    def last(self, symbol: str) -> datetime | None:
+        """When the latest recent order for ``symbol`` was submitted, if any."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPace:
+    """:class:`Pace` counted over a list of recent orders, per question (the live default)."""
+
+    orders: Sequence[RecentOrder]
+
+    def count_after(self, at: datetime) -> int:
+        return sum(1 for o in self.orders if o.submitted_at > at)
+
+    def last(self, symbol: str) -> datetime | None:
+        return max((o.submitted_at for o in self.orders if o.symbol == symbol), default=None)
+
+
 @dataclass(frozen=True, slots=True)
 class RiskContext:
     """The world as the flow last saw it.
@@ -233,6 +262,9 @@ class RiskContext:
     exposure: Exposure | None = None
     """``positions`` aggregated, when the caller keeps them; ``None``: summed from
     ``positions`` (:class:`PositionExposure`)."""
+    pace: Pace | None = None
+    """``recent_orders`` aggregated, when the caller keeps them; ``None``: counted from
+    ``recent_orders`` (:class:`OrderPace`)."""
 
 
 def default_signal_staleness(window_size: str, read_delay: timedelta, poll: timedelta) -> timedelta:
@@ -370,16 +402,14 @@ def _exposure(
 
 
 def _pace(decision: Decision, limits: RiskLimits, ctx: RiskContext, fail: _Fail) -> None:
-    minute_ago = ctx.now - timedelta(minutes=1)
-    last_minute = sum(1 for o in ctx.recent_orders if o.submitted_at > minute_ago)
+    pace = ctx.pace if ctx.pace is not None else OrderPace(ctx.recent_orders)
+    last_minute = pace.count_after(ctx.now - timedelta(minutes=1))
     if last_minute + 1 > limits.max_orders_per_minute:
         fail(
             RiskCheck.MAX_ORDERS_PER_MINUTE,
             f"{last_minute} orders in the last minute; limit {limits.max_orders_per_minute}",
         )
-    last_for_symbol = max(
-        (o.submitted_at for o in ctx.recent_orders if o.symbol == decision.symbol), default=None
-    )
+    last_for_symbol = pace.last(decision.symbol)
     if last_for_symbol is not None and ctx.now - last_for_symbol < limits.symbol_cooldown:
         fail(
             RiskCheck.SYMBOL_COOLDOWN,
