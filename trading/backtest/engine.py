@@ -155,6 +155,8 @@ class Backtest:
             config.initial_cash, config.start, config.curve_period, config.record_limit
         )
         self._view: BrokerView | None = None
+        self._traded = False
+        """Whether the book was asked to submit or match since the last :meth:`_settle`."""
 
     def run(self, rows: Iterable[SignalRow]) -> Replay:
         cfg = self.config
@@ -186,7 +188,8 @@ class Backtest:
             if close is not None:
                 ledger.mark(row.symbol, close)
                 shadow.observe(row.symbol, row.event_ts, close)
-            self._arrive(row.symbol)
+            if self._next_bar or self._resting:
+                self._arrive(row.symbol)
             if self._review is not None:
                 self._remember(row)
             state, decided = decider.decide(state, row)
@@ -199,7 +202,8 @@ class Backtest:
                 if record.reasons:
                     rejections.update(record.reasons)
                     by_symbol.setdefault(record.symbol, Counter()).update(record.reasons)
-            self._settle()
+            if self._traded:
+                self._settle()
         ledger.finish(current or cfg.start)
         shadow.finish()
         return Replay(
@@ -233,6 +237,7 @@ class Backtest:
             self._submit(request)
         resting = self._resting.get(symbol)
         if resting:
+            self._traded = True
             self.broker.book.on_quote(symbol)
             resting[:] = [i for i in resting if self._is_open(i)]
             if not resting:
@@ -251,10 +256,14 @@ class Backtest:
         review = verdict.review
         if review is not None:
             shadow.add(decision, review.verdict)
+        decision_hash = decision.decision_hash
         if status == "approved":
-            status, reasons = self._order(verdict.final)
+            final = verdict.final
+            # the hash is the client order id: computed once when the review changed nothing
+            order_id = decision_hash if final is decision else final.client_order_id
+            status, reasons = self._order(final, order_id)
         return DecisionRecord(
-            decision_hash=decision.decision_hash,
+            decision_hash=decision_hash,
             strategy_id=decision.strategy_id,
             symbol=decision.symbol,
             event_ts=decision.event_ts,
@@ -274,11 +283,11 @@ class Backtest:
             return "rejected", tuple(sorted(r.code.value for r in a.risk.reasons))
         return "approved", ()
 
-    def _order(self, final: Decision) -> tuple[Status, tuple[str, ...]]:
+    def _order(self, final: Decision, client_order_id: str) -> tuple[Status, tuple[str, ...]]:
         now = self._clock.now()
         self._recent_orders.add(RecentOrder(final.symbol, now))
         request = OrderRequest(
-            client_order_id=final.client_order_id,
+            client_order_id=client_order_id,
             symbol=final.symbol,
             side="buy" if final.action is Action.BUY else "sell",
             qty=final.qty,
@@ -292,6 +301,7 @@ class Backtest:
 
     def _submit(self, request: OrderRequest) -> bool:
         self._view = None
+        self._traded = True
         try:
             order = self.broker.submit(request)
         except BrokerRejected:
@@ -306,6 +316,7 @@ class Backtest:
 
     def _settle(self) -> None:
         """The book's fills since the last row, each charged its fee, into the ledger."""
+        self._traded = False
         for update in self.broker.book.drain_events():
             fill = update.fill
             if fill is not None:
