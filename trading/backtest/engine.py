@@ -17,7 +17,10 @@ lose its determinism to thread timing. The engine calls the same adjudication sy
 instead; ``tests/backtest/test_replay.py`` checks that a recorded live paper session and its
 replay make the same decisions, hash for hash. What differs from live is only the I/O: nothing
 is stored per decision, the broker view is taken once per event time (the pipeline: once per
-batch) and the review reads recorded or deterministic verdicts, never the network.
+batch), the review reads recorded or deterministic verdicts, never the network, and the risk
+context carries the positions' exposure and the recent orders' pace as aggregates kept as they
+change (:mod:`trading.backtest.ledger`, :mod:`trading.backtest.pace`) — the same answers the
+live context's lists give, without a pass over every position and order per decision.
 
 Memory is bounded by the number of symbols, strategies and orders, not by the window: rows are
 consumed as they stream in, the equity curve is sampled once per ``curve_period_s`` of event
