@@ -103,13 +103,12 @@ class Ledger:
         self._last_ts: datetime | None = None
         self._sampled_ts: datetime | None = None
         self.books: dict[str, SymbolBook] = {}
-        self.open: dict[str, SymbolBook] = {}
-        """The books with a position (what the broker's position list holds)."""
         self._flow = ZERO
         """Cash moved by every fill, fees included (equity = cash + flow + positions)."""
         self._closes: dict[str, float] = {}
         self._positions: dict[str, PositionSnapshot] = {}
-        """Each open position at its mark, as of the last :meth:`positions` call."""
+        """Each open position at its mark (what the broker's position list holds), as of the
+        last :meth:`positions` call."""
         self._stale: dict[str, None] = {}
         """Symbols whose close or quantity changed since (in the order they changed)."""
         self._held = ZERO
@@ -173,10 +172,6 @@ class Ledger:
             elif book.qty == 0:
                 book.avg = ZERO
                 book.entry_fees = ZERO
-        if book.qty:
-            self.open[fill.symbol] = book
-        else:
-            self.open.pop(fill.symbol, None)
         self._stale[fill.symbol] = None
         if len(self.trades) >= self._record_limit:
             return
