@@ -176,6 +176,13 @@ class Backtest:
         first: datetime | None = None
         current: datetime | None = None
         day = cfg.start.date()
+        # bound once: these run for every row
+        quote, mark, observe, decide = (
+            self._quotes.update,
+            ledger.mark,
+            shadow.observe,
+            decider.decide,
+        )
         for row in rows:
             if row.event_ts != current:
                 current = row.event_ts
@@ -187,15 +194,15 @@ class Backtest:
                 self._clock.set(current)
                 self._view = None
             count += 1
-            close = self._quotes.update(row)
+            close = quote(row)
             if close is not None:
-                ledger.mark(row.symbol, close)
-                shadow.observe(row.symbol, row.event_ts, close)
+                mark(row.symbol, close)
+                observe(row.symbol, row.event_ts, close)
             if self._next_bar or self._resting:
                 self._arrive(row.symbol)
             if self._review is not None:
                 self._remember(row)
-            state, decided = decider.decide(state, row)
+            state, decided = decide(state, row)
             for decision in decided.decisions:
                 record = self._handle(decision, shadow)
                 if len(decisions) < cfg.record_limit:
