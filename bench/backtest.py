@@ -20,7 +20,9 @@ Per round, interleaved:
   report document — end to end, input checks included.
 
 Printed: rows/s (wall), rows per CPU-second of the process (chdb runs in it: the CPU figure
-counts the ClickHouse threads too), the replay/read ratio, decisions and fills, and the peak
+counts the ClickHouse threads too), the replay/read ratio of each (on a shared machine the
+wall-clock ratio moves with the neighbours' load; the CPU one is the steadier), decisions and
+fills, and the peak
 RSS after a replay of the first half of the window and after the full window (a bounded replay
 does not grow with the window). Not a timed test: numbers depend on the machine and its load.
 """
@@ -97,15 +99,20 @@ def main() -> None:
             full = _config(start, args.seconds, symbols)
             half = _config(start, args.seconds // 2, symbols)
             _memory(client, half, full, args.batch)
-            print(f"{'round':<6} {'phase':<7} {'rows/s':>10} {'rows/CPU-s':>11} {'ratio':>6}")
+            print(
+                f"{'round':<6} {'phase':<7} {'rows/s':>10} {'rows/CPU-s':>11} "
+                f"{'ratio':>6} {'CPU ratio':>9}"
+            )
             for n in range(1, args.rounds + 1):
                 read = _read(client, full, args.batch)
                 replay = _replay(client, full, args.batch)
+                wall_ratio = f"{(replay[0] / replay[1]) / (read[0] / read[1]):.2f}"
+                cpu_ratio = f"{(replay[0] / replay[2]) / (read[0] / read[2]):.2f}"
                 for phase, (count, wall, cpu, _) in (("read", read), ("replay", replay)):
-                    ratio = f"{(replay[0] / replay[1]) / (read[0] / read[1]):.2f}"
+                    last = phase == "replay"
                     print(
                         f"{n:<6} {phase:<7} {count / wall:>10,.0f} {count / cpu:>11,.0f} "
-                        f"{ratio if phase == 'replay' else '':>6}"
+                        f"{wall_ratio if last else '':>6} {cpu_ratio if last else '':>9}"
                     )
                 print(f"       replay: {replay[3]}")
         finally:

@@ -7,7 +7,7 @@ protocol, so either can run alone (with :class:`StaticQuotes`) or both in one pr
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 class Touch(NamedTuple):
@@ -24,6 +24,17 @@ class QuoteSource(Protocol):
     """Anything that can tell the current touch of a symbol (``None`` if it has none)."""
 
     def latest_quote(self, symbol: str) -> Touch | None: ...
+
+
+@runtime_checkable
+class ChangeTrackingQuotes(QuoteSource, Protocol):
+    """A quote source that also says which symbols' touch changed since it was last asked.
+
+    Why: the broker's buying power marks every open position on each order; a source that
+    reports its changes (a backtest's replayed quotes) lets it re-mark only those, so an order
+    costs the same with 5 positions or 500. Exactly one consumer may drain the changes."""
+
+    def take_changed(self) -> set[str]: ...
 
 
 class StaticQuotes:

@@ -370,14 +370,20 @@ class ClickHouseSignalReader:
         return SignalDeadLetter(key, reason, error[:500], repr(tuple(raw))[:2000], self._now())
 
 
+_CLOSE = SIGNAL_VALUE_COLUMNS.index("close")
+
+
 def _check(symbol: Any, values: Sequence[Any]) -> tuple[str, str] | None:
     if not isinstance(symbol, str) or not symbol.strip():
         return ("bad_symbol", f"symbol {symbol!r}")
     names = SIGNAL_VALUE_COLUMNS
-    for name, v in zip(names, values, strict=True):
-        if isinstance(v, float) and not math.isfinite(v):
-            return ("non_finite", f"{name}={v}")
-    close = values[names.index("close")]
+    if len(values) != len(names) or not math.isfinite(sum(filter(None, values))):
+        # A non-finite float makes the (numeric) sum non-finite; only then is each value
+        # looked at, for the first one to name (a finite sum that overflows lands here too).
+        for name, v in zip(names, values, strict=True):
+            if isinstance(v, float) and not math.isfinite(v):
+                return ("non_finite", f"{name}={v}")
+    close = values[_CLOSE]
     if close is not None and close <= 0:
         return ("bad_close", f"close={close}")
     return None

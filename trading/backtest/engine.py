@@ -17,7 +17,10 @@ lose its determinism to thread timing. The engine calls the same adjudication sy
 instead; ``tests/backtest/test_replay.py`` checks that a recorded live paper session and its
 replay make the same decisions, hash for hash. What differs from live is only the I/O: nothing
 is stored per decision, the broker view is taken once per event time (the pipeline: once per
-batch) and the review reads recorded or deterministic verdicts, never the network.
+batch), the review reads recorded or deterministic verdicts, never the network, and the risk
+context carries the positions' exposure and the recent orders' pace as aggregates kept as they
+change (:mod:`trading.backtest.ledger`, :mod:`trading.backtest.pace`) — the same answers the
+live context's lists give, without a pass over every position and order per decision.
 
 Memory is bounded by the number of symbols, strategies and orders, not by the window: rows are
 consumed as they stream in, the equity curve is sampled once per ``curve_period_s`` of event
@@ -42,8 +45,9 @@ from torghut.sim.broker.book import AccountConfig
 from torghut.sim.broker.clock import AlwaysOpen, NyseSchedule
 from trading.adapters.paper_book import PaperBookBroker
 from trading.backtest.config import BacktestConfig
-from trading.backtest.ledger import Ledger
+from trading.backtest.ledger import Ledger, LedgerExposure
 from trading.backtest.market import FeeModel, ReplayQuotes
+from trading.backtest.pace import RecentOrders
 from trading.backtest.shadow import ShadowBook
 from trading.core.adjudicate import Adjudication, adjudicate
 from trading.core.clock import SimulatedClock
@@ -65,7 +69,7 @@ from trading.core.strategies import Strategy, build_strategies
 __all__ = ["Backtest", "DecisionRecord", "Replay"]
 
 Status = Literal["approved", "rejected", "vetoed", "refused"]
-BrokerView = tuple[AccountSnapshot, tuple[PositionSnapshot, ...], ClockSnapshot]
+BrokerView = tuple[AccountSnapshot, tuple[PositionSnapshot, ...], ClockSnapshot, LedgerExposure]
 _OPEN = frozenset(
     {OrderStatus.ACCEPTED, OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED}
 )
@@ -144,8 +148,7 @@ class Backtest:
         self.fees_paid = Decimal(0)
         self._last_equity = config.initial_cash
         """Equity at the start of the current UTC day (the daily loss stop's reference)."""
-        self._lookback = max(timedelta(minutes=1), self.limits.symbol_cooldown)
-        self._recent_orders: deque[RecentOrder] = deque()
+        self._recent_orders = RecentOrders(max(timedelta(minutes=1), self.limits.symbol_cooldown))
         self._recent_rows: dict[str, deque[SignalRow]] = {}
         self._next_bar: dict[str, list[OrderRequest]] = {}
         self._resting: dict[str, list[str]] = {}
@@ -155,6 +158,8 @@ class Backtest:
             config.initial_cash, config.start, config.curve_period, config.record_limit
         )
         self._view: BrokerView | None = None
+        self._traded = False
+        """Whether the book was asked to submit or match since the last :meth:`_settle`."""
 
     def run(self, rows: Iterable[SignalRow]) -> Replay:
         cfg = self.config
@@ -171,6 +176,13 @@ class Backtest:
         first: datetime | None = None
         current: datetime | None = None
         day = cfg.start.date()
+        # bound once: these run for every row
+        quote, mark, observe, decide = (
+            self._quotes.update,
+            ledger.mark,
+            shadow.observe,
+            decider.decide,
+        )
         for row in rows:
             if row.event_ts != current:
                 current = row.event_ts
@@ -182,14 +194,15 @@ class Backtest:
                 self._clock.set(current)
                 self._view = None
             count += 1
-            close = self._quotes.update(row)
+            close = quote(row)
             if close is not None:
-                ledger.mark(row.symbol, close)
-                shadow.observe(row.symbol, row.event_ts, close)
-            self._arrive(row.symbol)
+                mark(row.symbol, close)
+                observe(row.symbol, row.event_ts, close)
+            if self._next_bar or self._resting:
+                self._arrive(row.symbol)
             if self._review is not None:
                 self._remember(row)
-            state, decided = decider.decide(state, row)
+            state, decided = decide(state, row)
             for decision in decided.decisions:
                 record = self._handle(decision, shadow)
                 if len(decisions) < cfg.record_limit:
@@ -199,7 +212,8 @@ class Backtest:
                 if record.reasons:
                     rejections.update(record.reasons)
                     by_symbol.setdefault(record.symbol, Counter()).update(record.reasons)
-            self._settle()
+            if self._traded:
+                self._settle()
         ledger.finish(current or cfg.start)
         shadow.finish()
         return Replay(
@@ -233,6 +247,7 @@ class Backtest:
             self._submit(request)
         resting = self._resting.get(symbol)
         if resting:
+            self._traded = True
             self.broker.book.on_quote(symbol)
             resting[:] = [i for i in resting if self._is_open(i)]
             if not resting:
@@ -251,10 +266,14 @@ class Backtest:
         review = verdict.review
         if review is not None:
             shadow.add(decision, review.verdict)
+        decision_hash = decision.decision_hash
         if status == "approved":
-            status, reasons = self._order(verdict.final)
+            final = verdict.final
+            # the hash is the client order id: computed once when the review changed nothing
+            order_id = decision_hash if final is decision else final.client_order_id
+            status, reasons = self._order(final, order_id)
         return DecisionRecord(
-            decision_hash=decision.decision_hash,
+            decision_hash=decision_hash,
             strategy_id=decision.strategy_id,
             symbol=decision.symbol,
             event_ts=decision.event_ts,
@@ -274,11 +293,11 @@ class Backtest:
             return "rejected", tuple(sorted(r.code.value for r in a.risk.reasons))
         return "approved", ()
 
-    def _order(self, final: Decision) -> tuple[Status, tuple[str, ...]]:
+    def _order(self, final: Decision, client_order_id: str) -> tuple[Status, tuple[str, ...]]:
         now = self._clock.now()
-        self._recent_orders.append(RecentOrder(final.symbol, now))
+        self._recent_orders.add(RecentOrder(final.symbol, now))
         request = OrderRequest(
-            client_order_id=final.client_order_id,
+            client_order_id=client_order_id,
             symbol=final.symbol,
             side="buy" if final.action is Action.BUY else "sell",
             qty=final.qty,
@@ -292,6 +311,7 @@ class Backtest:
 
     def _submit(self, request: OrderRequest) -> bool:
         self._view = None
+        self._traded = True
         try:
             order = self.broker.submit(request)
         except BrokerRejected:
@@ -306,6 +326,7 @@ class Backtest:
 
     def _settle(self) -> None:
         """The book's fills since the last row, each charged its fee, into the ledger."""
+        self._traded = False
         for update in self.broker.book.drain_events():
             fill = update.fill
             if fill is not None:
@@ -316,40 +337,33 @@ class Backtest:
 
     def _context(self) -> RiskContext:
         now = self._clock.now()
-        horizon = now - self._lookback
-        recent = self._recent_orders
-        while recent and recent[0].submitted_at <= horizon:
-            recent.popleft()
-        account, positions, clock = self._broker_view()
+        pace = self._recent_orders.view(now)
+        account, positions, clock, exposure = self._broker_view()
         self._peak = max(self._peak, account.equity)
         return RiskContext(
             now=now,
             account=account,
             positions=positions,
             clock=clock,
-            recent_orders=tuple(recent),
+            recent_orders=pace.orders,
             equity_peak=self._peak,
+            exposure=exposure,
+            pace=pace,
         )
 
     def _broker_view(self) -> BrokerView:
         """Account, positions and clock as the broker would report them, built once per event
         time and again after a fill (the live pipeline reads them once per batch).
 
-        Taken from the ledger rather than the book's own marking (which re-prices every
-        position from its quote on each call): positions are the book's fills, marked at the
-        last close; buying power follows the book's rule (equity − gross position value, less
-        what resting orders reserve)."""
+        Taken from the ledger rather than the book's own marking: positions are the book's
+        fills, marked at the last close, with their exposure aggregated for the risk rules (the
+        ledger keeps the sums); buying power follows the book's rule (equity − gross position
+        value, less what resting orders reserve)."""
         if self._view is not None:
             return self._view
-        positions: list[PositionSnapshot] = []
-        gross = held = Decimal(0)
-        for symbol, book in self._ledger.open.items():
-            value = book.qty * book.mark
-            positions.append(PositionSnapshot(symbol, book.qty, value, book.avg))
-            gross += abs(value)
-            held += value
+        positions, exposure, held = self._ledger.positions()
         equity = self._ledger.equity_now()
-        buying_power = max(equity - gross, Decimal(0))
+        buying_power = max(equity - exposure.gross, Decimal(0))
         if self._resting:
             buying_power = min(buying_power, self.broker.account().buying_power)
         account = AccountSnapshot(
@@ -358,7 +372,7 @@ class Backtest:
             buying_power=buying_power,
             cash=equity - held,
         )
-        self._view = (account, tuple(positions), self.broker.clock())
+        self._view = (account, positions, self.broker.clock(), exposure)
         return self._view
 
     def _remember(self, row: SignalRow) -> None:

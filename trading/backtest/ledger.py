@@ -6,6 +6,11 @@ needs — the profit of each closing trade after its fees and its share of the e
 notional, and an equity curve per symbol. Everything is ``Decimal`` until the metrics (floats).
 Positions are marked at the close of the symbol's last signal row.
 
+The open positions' market values (their sum, and the sum of their absolute values — the gross
+exposure) are kept as aggregates, re-marked only for the symbols whose close or quantity changed
+since they were last asked for (:meth:`Ledger.positions`): a decision costs the same with 5
+open positions or 500. Decimal sums are exact, so the aggregates equal a re-summing.
+
 Curves are sampled when event time enters a new ``period`` (label: the last event time of the
 period just ended), plus a first point (the initial cash at the window start) and a last point
 at the end, so their length depends on the window, not on the number of rows.
@@ -13,6 +18,7 @@ at the end, so their length depends on the window, not on the number of rows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -20,8 +26,9 @@ from decimal import Decimal
 import msgspec
 
 from torghut.sim.broker.book import Fill
+from trading.core.ports import PositionSnapshot
 
-__all__ = ["Ledger", "SymbolBook", "TradeRecord"]
+__all__ = ["Ledger", "LedgerExposure", "SymbolBook", "TradeRecord"]
 
 ZERO = Decimal(0)
 
@@ -67,6 +74,23 @@ class SymbolBook:
         return self.cash - self.fees + (self.qty * self.mark if self.qty else ZERO)
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerExposure:
+    """The risk engine's :class:`~trading.core.risk.Exposure` of a positions snapshot, from
+    the ledger's aggregate (``gross``: the sum of every position's absolute market value)."""
+
+    positions: Mapping[str, PositionSnapshot]
+    gross: Decimal
+
+    def held(self, symbol: str) -> Decimal:
+        position = self.positions.get(symbol)
+        return position.qty if position is not None else ZERO
+
+    def others(self, symbol: str) -> Decimal:
+        position = self.positions.get(symbol)
+        return self.gross - abs(position.market_value) if position is not None else self.gross
+
+
 class Ledger:
     def __init__(
         self, initial_cash: Decimal, start: datetime, period: timedelta, record_limit: int
@@ -79,11 +103,16 @@ class Ledger:
         self._last_ts: datetime | None = None
         self._sampled_ts: datetime | None = None
         self.books: dict[str, SymbolBook] = {}
-        self.open: dict[str, SymbolBook] = {}
-        """The books with a position (what the broker's position list holds)."""
         self._flow = ZERO
         """Cash moved by every fill, fees included (equity = cash + flow + positions)."""
         self._closes: dict[str, float] = {}
+        self._positions: dict[str, PositionSnapshot] = {}
+        """Each open position at its mark (what the broker's position list holds), as of the
+        last :meth:`positions` call."""
+        self._stale: dict[str, None] = {}
+        """Symbols whose close or quantity changed since (in the order they changed)."""
+        self._held = ZERO
+        self._gross = ZERO
         self.times: list[datetime] = [start]
         self.equity: list[Decimal] = [initial_cash]
         self.exposed = 0
@@ -103,6 +132,8 @@ class Ledger:
         if book is not None and book.close != close:
             book.close = close
             book.marked = None
+            if book.qty:
+                self._stale[symbol] = None
 
     def fill(self, fill: Fill, fee: Decimal) -> None:
         book = self.books.get(fill.symbol)
@@ -141,10 +172,7 @@ class Ledger:
             elif book.qty == 0:
                 book.avg = ZERO
                 book.entry_fees = ZERO
-        if book.qty:
-            self.open[fill.symbol] = book
-        else:
-            self.open.pop(fill.symbol, None)
+        self._stale[fill.symbol] = None
         if len(self.trades) >= self._record_limit:
             return
         self.trades.append(
@@ -161,8 +189,34 @@ class Ledger:
         )
 
     def equity_now(self) -> Decimal:
-        held = sum((b.qty * b.mark for b in self.open.values()), ZERO)
-        return self.initial_cash + self._flow + held
+        self._revalue()
+        return self.initial_cash + self._flow + self._held
+
+    def positions(self) -> tuple[tuple[PositionSnapshot, ...], LedgerExposure, Decimal]:
+        """The open positions at their marks, their exposure, and their net market value."""
+        self._revalue()
+        snapshot = dict(self._positions)
+        return tuple(snapshot.values()), LedgerExposure(snapshot, self._gross), self._held
+
+    def _revalue(self) -> None:
+        """Re-mark the positions whose close or quantity changed; keep the sums."""
+        if not self._stale:
+            return
+        positions = self._positions
+        for symbol in self._stale:
+            old = positions.get(symbol)
+            if old is not None:
+                self._held -= old.market_value
+                self._gross -= abs(old.market_value)
+            book = self.books[symbol]
+            if not book.qty:
+                positions.pop(symbol, None)
+                continue
+            value = book.qty * book.mark
+            positions[symbol] = PositionSnapshot(symbol, book.qty, value, book.avg)
+            self._held += value
+            self._gross += abs(value)
+        self._stale = {}
 
     def finish(self, last: datetime) -> None:
         if self._last_ts is not None and self._sampled_ts != self._last_ts:

@@ -24,6 +24,8 @@ __all__ = ["FeeModel", "ReplayQuotes"]
 _BPS = Decimal(10_000)
 _CENT = Decimal("0.01")
 _PRICE_STEP = Decimal("0.000001")
+_PRICES_KEPT = 1 << 16
+"""Slipped prices remembered per side (a cache of a pure function, cleared when full)."""
 _UNLIMITED = 1e12
 """Displayed size of a replayed touch: ``ta_signals`` keeps the quote at the bar close only, so
 depth is not modelled (an order never fills partially)."""
@@ -33,12 +35,18 @@ class ReplayQuotes:
     """The touch of each symbol as the fill model sees it (a ``QuoteSource`` for the book).
 
     Each row's indicators are kept as they are; the touch is built only when the book asks for
-    it (at a submit or a match), once per row: most rows never trade."""
+    it (at a submit or a match), once per row: most rows never trade. The symbols whose touch
+    changed are reported to the book (:meth:`take_changed`), which then re-marks only those
+    positions for its buying power."""
 
     def __init__(self, fill: FillConfig) -> None:
-        self._last: dict[str, tuple[Signal, datetime]] = {}
+        self._last: dict[str, tuple[Signal, float, datetime]] = {}
         self._touch: dict[str, Touch] = {}
-        self._slip = fill.slippage_bps / _BPS
+        self._changed: set[str] = set()
+        slip = fill.slippage_bps / _BPS
+        self._bid_factor, self._ask_factor = 1 - slip, 1 + slip
+        self._bids: dict[float, float] = {}
+        self._asks: dict[float, float] = {}
         self._at_close = fill.model == "next_bar"
 
     def update(self, row: SignalRow) -> float | None:
@@ -47,9 +55,16 @@ class ReplayQuotes:
         close = ind.close
         if close is None or close <= 0:
             return None
-        self._last[row.symbol] = (ind, row.event_ts)
-        self._touch.pop(row.symbol, None)
+        symbol = row.symbol
+        self._last[symbol] = (ind, close, row.event_ts)
+        self._touch.pop(symbol, None)
+        self._changed.add(symbol)
         return close
+
+    def take_changed(self) -> set[str]:
+        """The symbols whose touch changed since the last call."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def latest_quote(self, symbol: str) -> Touch | None:
         touch = self._touch.get(symbol)
@@ -58,14 +73,14 @@ class ReplayQuotes:
         last = self._last.get(symbol)
         if last is None:
             return None
-        ind, at = last
-        bid = ask = _dec(ind.close)
+        ind, bid, at = last
+        ask = bid
         if not self._at_close and ind.imbalance_bid_px and ind.imbalance_ask_px:
-            bid, ask = _dec(ind.imbalance_bid_px), _dec(ind.imbalance_ask_px)
+            bid, ask = ind.imbalance_bid_px, ind.imbalance_ask_px
         touch = Touch(
-            _price(bid * (1 - self._slip)),
+            _slipped(self._bids, bid, self._bid_factor),
             _UNLIMITED,
-            _price(ask * (1 + self._slip)),
+            _slipped(self._asks, ask, self._ask_factor),
             _UNLIMITED,
             at,
         )
@@ -84,8 +99,14 @@ class FeeModel:
         return max(raw, self._min).quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
-def _dec(value: float | None) -> Decimal:
-    return Decimal(repr(value))
+def _slipped(cache: dict[float, float], price: float, factor: Decimal) -> float:
+    """``price`` (as printed) moved by the slippage ``factor``, on the price grid."""
+    moved = cache.get(price)
+    if moved is None:
+        if len(cache) >= _PRICES_KEPT:
+            cache.clear()
+        moved = cache[price] = _price(Decimal(repr(price)) * factor)
+    return moved
 
 
 def _price(value: Decimal) -> float:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Protocol
 
 import msgspec
 
@@ -41,8 +42,12 @@ from trading.core.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot
 _Fail = Callable[["RiskCheck", str], None]
 
 __all__ = [
+    "Exposure",
     "LagChange",
+    "OrderPace",
+    "Pace",
     "PipelineLag",
+    "PositionExposure",
     "RecentOrder",
     "RiskCheck",
     "RiskContext",
@@ -180,6 +185,63 @@ class RecentOrder(msgspec.Struct, frozen=True):
     submitted_at: datetime
 
 
+class Exposure(Protocol):
+    """The positions as the exposure rules read them.
+
+    Why a port of its own: summing every position per decision costs as much as the positions
+    are many; a caller that keeps these aggregates as positions change (the backtest's ledger)
+    hands them in instead (:attr:`RiskContext.exposure`). They must equal the sums over
+    :attr:`RiskContext.positions` (exact decimals)."""
+
+    def held(self, symbol: str) -> Decimal:
+        """The signed quantity held of ``symbol``."""
+        ...
+
+    def others(self, symbol: str) -> Decimal:
+        """The gross (absolute) market value of every position but ``symbol``'s."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PositionExposure:
+    """:class:`Exposure` summed over a list of positions, per question (the live default)."""
+
+    positions: Sequence[PositionSnapshot]
+
+    def held(self, symbol: str) -> Decimal:
+        return sum((p.qty for p in self.positions if p.symbol == symbol), Decimal(0))
+
+    def others(self, symbol: str) -> Decimal:
+        return sum((abs(p.market_value) for p in self.positions if p.symbol != symbol), Decimal(0))
+
+
+class Pace(Protocol):
+    """The recent orders as the pace rules read them (the same reason as :class:`Exposure`:
+    a caller that keeps these as orders are made hands them in, :attr:`RiskContext.pace`).
+    They must equal the answers over :attr:`RiskContext.recent_orders`."""
+
+    def count_after(self, at: datetime) -> int:
+        """How many recent orders were submitted after ``at``."""
+        ...
+
+    def last(self, symbol: str) -> datetime | None:
+        """When the latest recent order for ``symbol`` was submitted, if any."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPace:
+    """:class:`Pace` counted over a list of recent orders, per question (the live default)."""
+
+    orders: Sequence[RecentOrder]
+
+    def count_after(self, at: datetime) -> int:
+        return sum(1 for o in self.orders if o.submitted_at > at)
+
+    def last(self, symbol: str) -> datetime | None:
+        return max((o.submitted_at for o in self.orders if o.symbol == symbol), default=None)
+
+
 @dataclass(frozen=True, slots=True)
 class RiskContext:
     """The world as the flow last saw it.
@@ -197,6 +259,12 @@ class RiskContext:
     equity_peak: Decimal
     halted_reason: str | None = None
     kill_switch_reason: str | None = None
+    exposure: Exposure | None = None
+    """``positions`` aggregated, when the caller keeps them; ``None``: summed from
+    ``positions`` (:class:`PositionExposure`)."""
+    pace: Pace | None = None
+    """``recent_orders`` aggregated, when the caller keeps them; ``None``: counted from
+    ``recent_orders`` (:class:`OrderPace`)."""
 
 
 def default_signal_staleness(window_size: str, read_delay: timedelta, poll: timedelta) -> timedelta:
@@ -310,7 +378,8 @@ def _exposure(
             f"notional {notional} > {limits.max_notional_per_order}",
         )
     signed = decision.qty if decision.action is Action.BUY else -decision.qty
-    held = sum((p.qty for p in ctx.positions if p.symbol == decision.symbol), Decimal(0))
+    exposure = ctx.exposure if ctx.exposure is not None else PositionExposure(ctx.positions)
+    held = exposure.held(decision.symbol)
     after = held + signed
     position_value = abs(after) * price
     if position_value > limits.max_position_per_symbol and abs(after) > abs(held):
@@ -319,10 +388,7 @@ def _exposure(
             f"{decision.symbol} position {after} x {price} = {position_value} "
             f"> {limits.max_position_per_symbol}",
         )
-    others = sum(
-        (abs(p.market_value) for p in ctx.positions if p.symbol != decision.symbol), Decimal(0)
-    )
-    gross = others + position_value
+    gross = exposure.others(decision.symbol) + position_value
     if gross > limits.max_gross_exposure and abs(after) > abs(held):
         fail(RiskCheck.MAX_GROSS_EXPOSURE, f"gross exposure {gross} > {limits.max_gross_exposure}")
     if decision.action is Action.BUY and notional > ctx.account.buying_power:
@@ -336,16 +402,14 @@ def _exposure(
 
 
 def _pace(decision: Decision, limits: RiskLimits, ctx: RiskContext, fail: _Fail) -> None:
-    minute_ago = ctx.now - timedelta(minutes=1)
-    last_minute = sum(1 for o in ctx.recent_orders if o.submitted_at > minute_ago)
+    pace = ctx.pace if ctx.pace is not None else OrderPace(ctx.recent_orders)
+    last_minute = pace.count_after(ctx.now - timedelta(minutes=1))
     if last_minute + 1 > limits.max_orders_per_minute:
         fail(
             RiskCheck.MAX_ORDERS_PER_MINUTE,
             f"{last_minute} orders in the last minute; limit {limits.max_orders_per_minute}",
         )
-    last_for_symbol = max(
-        (o.submitted_at for o in ctx.recent_orders if o.symbol == decision.symbol), default=None
-    )
+    last_for_symbol = pace.last(decision.symbol)
     if last_for_symbol is not None and ctx.now - last_for_symbol < limits.symbol_cooldown:
         fail(
             RiskCheck.SYMBOL_COOLDOWN,

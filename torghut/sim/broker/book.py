@@ -42,7 +42,7 @@ from uuid import UUID
 
 from torghut.sim.broker.clock import Now, Schedule
 from torghut.sim.broker.errors import BrokerError, forbidden, not_found, unprocessable
-from torghut.sim.quotes import QuoteSource, Touch
+from torghut.sim.quotes import ChangeTrackingQuotes, QuoteSource, Touch
 
 Side = Literal["buy", "sell"]
 OrderType = Literal["market", "limit", "stop", "stop_limit"]
@@ -278,6 +278,11 @@ class PaperBook:
         self._last_price: dict[str, Decimal] = {}
         self._liquidity: dict[str, _Liquidity] = {}
         self._marks: dict[str, tuple[Touch, Decimal]] = {}
+        self._tracked = quotes if isinstance(quotes, ChangeTrackingQuotes) else None
+        """Set when the source reports changed touches: positions' values are then kept."""
+        self._values: dict[str, Decimal] | None = None
+        """Each position's market value, while :attr:`_tracked` (``None``: to be computed)."""
+        self._long = self._short = ZERO
         self._ledger = _Ledger()
         self._reject_next = 0
 
@@ -314,6 +319,7 @@ class PaperBook:
             setattr(self, name, state[name])
         self._ledger = _Ledger(fills=state["fills"], events=state["events"])
         self._liquidity = {}
+        self._values = None
 
     # ----------------------------------------------------------------- orders
 
@@ -721,6 +727,8 @@ class PaperBook:
         self._cash -= signed * price
         self._last_price[order.symbol] = price
         position_qty = self._apply_to_position(order.symbol, signed, price)
+        if self._values is not None:
+            self._revalue(self._values, order.symbol)
         order.filled_qty += qty
         order.filled_value += qty * price
         order.updated_at = now
@@ -829,6 +837,40 @@ class PaperBook:
         return self._positions[symbol].avg_entry_price
 
     def _market_values(self) -> tuple[Decimal, Decimal]:
+        """Long and short market value at the current marks.
+
+        With a change-tracking source only the positions whose touch changed are re-marked
+        (and a filled one, in :meth:`_execute`); the sums are exact decimals either way, so
+        the totals equal a full re-marking."""
+        if self._tracked is None:
+            return self._mark_all()
+        changed = self._tracked.take_changed()
+        values = self._values
+        if values is None:
+            values = self._values = {}
+            self._long = self._short = ZERO
+            changed = set(self._positions)
+        for symbol in changed:
+            self._revalue(values, symbol)
+        return self._long, self._short
+
+    def _revalue(self, values: dict[str, Decimal], symbol: str) -> None:
+        old = values.pop(symbol, None)
+        if old is not None:
+            if old > 0:
+                self._long -= old
+            else:
+                self._short -= old
+        position = self._positions.get(symbol)
+        if position is None:
+            return
+        value = values[symbol] = position.qty * self._mark(symbol)
+        if value > 0:
+            self._long += value
+        else:
+            self._short += value
+
+    def _mark_all(self) -> tuple[Decimal, Decimal]:
         long_value = ZERO
         short_value = ZERO
         for symbol, position in self._positions.items():

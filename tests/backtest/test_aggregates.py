@@ -1,0 +1,140 @@
+"""The running aggregates the backtest keeps instead of re-summing positions per decision equal
+the sums they replace, over random sequences of quotes, orders and fills.
+
+* the ledger's positions, exposure and equity against a recomputation from its books;
+* the paper book's market values and buying power over a change-reporting quote source
+  (:class:`~trading.backtest.market.ReplayQuotes`) against the same book over a source that
+  reports nothing (every position re-marked on every order), order for order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.backtest.helpers import T0
+from torghut.events import Signal
+from torghut.sim.broker.book import AccountConfig, Fill, PaperBook
+from torghut.sim.broker.book import OrderRequest as BookRequest
+from torghut.sim.broker.clock import AlwaysOpen
+from torghut.sim.broker.errors import BrokerError
+from torghut.sim.quotes import ChangeTrackingQuotes, Touch
+from trading.backtest.config import FillConfig
+from trading.backtest.ledger import Ledger
+from trading.backtest.market import ReplayQuotes
+from trading.core.domain import SignalRow
+from trading.core.ports import PositionSnapshot
+from trading.core.risk import PositionExposure
+
+SYMBOLS = ("AAA", "BBB", "CCC", "DDD")
+symbols = st.sampled_from(SYMBOLS)
+cents = st.integers(min_value=1, max_value=50_000).map(lambda c: c / 100)
+quantities = st.integers(min_value=1, max_value=40).map(Decimal)
+
+mark_ops = st.tuples(st.just("mark"), symbols, cents)
+fill_ops = st.tuples(st.just("fill"), symbols, st.sampled_from(("buy", "sell")), quantities, cents)
+
+
+def _fill(symbol: str, side: str, qty: Decimal, price: float, n: int) -> Fill:
+    return Fill(
+        execution_id=uuid.UUID(int=n),
+        order_id=uuid.UUID(int=n),
+        client_order_id=f"c{n}",
+        symbol=symbol,
+        side="buy" if side == "buy" else "sell",
+        qty=qty,
+        price=Decimal(repr(price)),
+        timestamp=T0 + timedelta(seconds=n),
+        position_qty=Decimal(0),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(mark_ops, fill_ops), max_size=60), st.integers(0, 5))
+def test_ledger_aggregates_equal_a_resumming(ops: list[tuple], every: int) -> None:
+    ledger = Ledger(Decimal(100_000), T0, timedelta(seconds=1), record_limit=10)
+    flow = Decimal(0)
+    for n, op in enumerate(ops):
+        if op[0] == "mark":
+            ledger.mark(op[1], op[2])
+        else:
+            _, symbol, side, qty, price = op
+            fee = Decimal("0.01") * qty
+            ledger.fill(_fill(symbol, side, qty, price, n), fee)
+            signed = qty if side == "buy" else -qty
+            flow -= signed * Decimal(repr(price)) + fee
+        if every and n % every:
+            continue  # the aggregates are also asked for after several changes at once
+        expected = {
+            s: PositionSnapshot(s, b.qty, b.qty * Decimal(repr(b.close)), b.avg)
+            for s, b in ledger.books.items()
+            if b.qty
+        }
+        positions, exposure, held = ledger.positions()
+        assert {p.symbol: p for p in positions} == expected
+        assert len(positions) == len(expected)
+        assert held == sum((p.market_value for p in expected.values()), Decimal(0))
+        assert exposure.gross == sum((abs(p.market_value) for p in expected.values()), Decimal(0))
+        assert ledger.equity_now() == Decimal(100_000) + flow + held
+        summed = PositionExposure(tuple(expected.values()))
+        for symbol in SYMBOLS:
+            assert exposure.held(symbol) == summed.held(symbol)
+            assert exposure.others(symbol) == summed.others(symbol)
+
+
+class _Untracked:
+    """The same touches, without the change reports: the book re-marks every position."""
+
+    def __init__(self, quotes: ReplayQuotes) -> None:
+        self._quotes = quotes
+
+    def latest_quote(self, symbol: str) -> Touch | None:
+        return self._quotes.latest_quote(symbol)
+
+
+quote_ops = st.tuples(st.just("quote"), symbols, cents, st.integers(0, 3))
+order_ops = st.tuples(st.just("order"), symbols, st.sampled_from(("buy", "sell")), quantities)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(quote_ops, order_ops), max_size=60),
+    st.sampled_from((Decimal(2_000), Decimal(20_000))),
+    st.booleans(),
+)
+def test_book_buying_power_equals_full_remarking(
+    ops: list[tuple], cash: Decimal, shorting: bool
+) -> None:
+    quotes = ReplayQuotes(FillConfig(slippage_bps=Decimal(3)))
+    assert isinstance(quotes, ChangeTrackingQuotes)
+    now = [T0]
+    config = AccountConfig(cash=cash, shorting_enabled=shorting)
+    tracked = PaperBook(quotes, now=lambda: now[0], schedule=AlwaysOpen(), account=config)
+    full = PaperBook(_Untracked(quotes), now=lambda: now[0], schedule=AlwaysOpen(), account=config)
+    for n, op in enumerate(ops):
+        now[0] = T0 + timedelta(seconds=n)
+        if op[0] == "quote":
+            _, symbol, close, spread = op
+            half = spread / 100
+            bid, ask = close - half, close + half
+            signal = Signal(close=close, imbalance_bid_px=bid, imbalance_ask_px=ask)
+            quotes.update(SignalRow(symbol, now[0], n, "PT1S", 1, signal))
+            continue
+        _, symbol, side, qty = op
+        outcomes = []
+        for book in (tracked, full):
+            request = BookRequest(symbol, side, "market", "day", qty, client_order_id=f"o{n}")
+            try:
+                order = book.submit(request)
+            except BrokerError as refusal:
+                outcomes.append(refusal.body())
+            else:
+                outcomes.append(book.order(order.id).status)
+        assert outcomes[0] == outcomes[1]
+        assert tracked.account() == full.account()
+    assert tracked.account() == full.account()
+    assert tracked.positions() == full.positions()
