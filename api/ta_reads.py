@@ -25,14 +25,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from prometheus_client import CollectorRegistry, Counter
 
 from api.errors import DependencyUnavailable
 from torghut.clickhouse import Client, bars, signals_between
-from torghut.clickhouse.rows import SIGNAL_COLUMNS, SIGNALS_TABLE, signal_from_row
+from torghut.clickhouse.rows import (
+    MICROBARS_TABLE,
+    SIGNAL_COLUMNS,
+    SIGNALS_TABLE,
+    signal_from_row,
+)
 from torghut.events import Envelope, Microbar, Signal
 from torghut.logs import get_logger
 
@@ -46,6 +51,7 @@ T = TypeVar("T")
 log = get_logger("api.ta_reads")
 
 _TS = "DateTime64(3, 'UTC')"
+_MARKED = {"bars": MICROBARS_TABLE, "signals": SIGNALS_TABLE}
 _DRIVER_ERRORS = (ClickHouseError, OSError, RuntimeError)
 """What a client raises when the server is unreachable or a query fails (chdb: RuntimeError)."""
 
@@ -168,22 +174,67 @@ class TaReader:
         )
 
     def bars(
-        self, symbol: str, window: str, start: datetime, end: datetime, limit: int
+        self,
+        symbol: str,
+        window: str,
+        start: datetime,
+        end: datetime,
+        limit: int,
+        *,
+        cached: bool = True,
     ) -> list[Envelope[Microbar]]:
-        key = ("bars", symbol, window, start, end, limit)
-        return self._cached(
-            key, lambda c: bars(c, symbol, start, end, window, limit), _settled_ttl(end)
-        )
+        """``cached=False``: read now (the caller keeps the answer under a :meth:`mark`)."""
+
+        def read(client: Client) -> list[Envelope[Microbar]]:
+            return bars(client, symbol, start, end, window, limit)
+
+        if not cached:
+            return self._run(read)
+        return self._cached(("bars", symbol, window, start, end, limit), read, _settled_ttl(end))
 
     def signals(
-        self, symbol: str, window: str, start: datetime, end: datetime, limit: int
+        self,
+        symbol: str,
+        window: str,
+        start: datetime,
+        end: datetime,
+        limit: int,
+        *,
+        cached: bool = True,
     ) -> list[Envelope[Signal]]:
-        key = ("signals", symbol, window, start, end, limit)
-        return self._cached(
-            key,
-            lambda c: signals_between(c, symbol, start, end, window, limit),
-            _settled_ttl(end),
+        """``cached=False``: read now (the caller keeps the answer under a :meth:`mark`)."""
+
+        def read(client: Client) -> list[Envelope[Signal]]:
+            return signals_between(client, symbol, start, end, window, limit)
+
+        if not cached:
+            return self._run(read)
+        return self._cached(("signals", symbol, window, start, end, limit), read, _settled_ttl(end))
+
+    def mark(
+        self,
+        table: Literal["bars", "signals"],
+        symbol: str,
+        window: str,
+        start: datetime,
+        end: datetime,
+    ) -> tuple[int, datetime | None]:
+        """(rows, newest ``ingest_ts``) of one symbol's range, every version: it moves with
+        every row that lands in the range, a correction included (the TA flow's ``ingest_ts``
+        strictly increases per symbol), and when rows go (a merge, a delete). Cheap next to the
+        page: two columns of the order key's range, no ``FINAL``, not cached."""
+        sql = (
+            f"SELECT count(), max(ingest_ts) FROM {_MARKED[table]} "
+            "WHERE symbol = {symbol:String} AND window_size = {window:String} "
+            f"AND event_ts >= {{start:{_TS}}} AND event_ts < {{end:{_TS}}}"
         )
+        params = {"symbol": symbol, "window": window, "start": start, "end": end}
+
+        def read(client: Client) -> tuple[int, datetime | None]:
+            rows, newest = client.query(sql, parameters=params).result_rows[0]
+            return int(rows), _utc(newest) if rows else None
+
+        return self._run(read)
 
     def latest(self, symbol: str, window: str) -> Envelope[Signal] | None:
         """The newest signal of ``symbol`` (within the last day) from the window's
