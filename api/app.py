@@ -19,6 +19,7 @@ The control endpoints (:mod:`api.controls`) are the only writes; they need ``API
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -79,6 +80,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     broker: Broker | None = None,
     pipeline_probe: PipelineProbe | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Litestar:
     """The API over ``settings``; resources are opened in the lifespan and closed there.
 
@@ -86,11 +88,13 @@ def create_app(
     live in one process); ``/metrics`` also renders the process-wide default registry.
     ``broker`` (the process's own) gives ``/trading/account`` the broker's equity and cash;
     ``pipeline_probe`` gives the pipeline panel the live state of dataflows in this process.
+    ``clock`` (monotonic seconds) times the shared answers and the TA reads' caches (tests
+    step it).
     """
     registry = registry if registry is not None else CollectorRegistry()
     factory = ch_client_factory or _default_factory(settings)
     metrics = RequestMetrics(registry)
-    answers = SharedAnswers(registry)
+    answers = SharedAnswers(registry, clock)
     broker_check = alpaca_check or alpaca_http_check(settings)
     index_html = (DASHBOARD_DIR / "index.html").read_bytes()
     account_source: AccountSource = (lambda: broker.account()) if broker else _no_account
@@ -100,7 +104,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         engine = store_engine if store_engine is not None else _open_store(settings.store.url)
-        app.state.ta = TaReader(factory, settings.api.ta_cache_ttl_ms / 1000, registry)
+        app.state.ta = TaReader(factory, settings.api.ta_cache_ttl_ms / 1000, registry, clock)
         app.state.store = TradingReads(sessionmaker(engine, expire_on_commit=False))
         app.state.controls = ControlAccess(ControlStore(engine))
         app.state.dead_letters = DeadLetterStore(engine)

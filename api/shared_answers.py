@@ -91,7 +91,8 @@ class _Answer:
     body: bytes
     fresh_until: float
     freshness: Freshness
-    refreshing: asyncio.Task[None] | None = None
+    refreshing: asyncio.Future[None] | None = None
+    """Set while the answer waits for or runs its refresh."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -115,9 +116,11 @@ class SharedAnswers:
             maxsize=budget_bytes, ttl=IDLE_S, timer=clock, getsizeof=lambda a: len(a.body) + 256
         )
         self._computing: dict[Key, asyncio.Future[_Computed | None]] = {}
+        self._due: dict[Key, _Answer] = {}
+        self._refresher: asyncio.Task[None] | None = None
         self._lookups = Counter(
             "torghut_api_shared_answers",
-            "Requests of shared-answer routes by outcome (hit, stale, coalesced, computed)",
+            "Requests of shared-answer routes by outcome (hit, stale, waited, coalesced, computed)",
             ["result"],
             registry=registry,
         )
@@ -160,20 +163,39 @@ class SharedAnswers:
             self._lookups.labels("hit").inc()
             return key in self._answers
         if answer.refreshing is None:
-            answer.refreshing = asyncio.get_running_loop().create_task(self._refresh(key, answer))
+            answer.refreshing = asyncio.get_running_loop().create_future()
+            self._due[key] = answer
+            if self._refresher is None:
+                self._refresher = asyncio.get_running_loop().create_task(self._refresh_due())
         if now < answer.fresh_until + fresh.fresh_s:
             self._lookups.labels("stale").inc()
             return True
         await asyncio.shield(answer.refreshing)
-        self._lookups.labels("hit").inc()
+        self._lookups.labels("waited").inc()
         return self._answers.get(key) is answer
 
-    async def _refresh(self, key: Key, answer: _Answer) -> None:
+    async def _refresh_due(self) -> None:
+        """Refresh every answer gone stale, together: one worker thread runs their ``again``
+        in turn, so they share its store reads and one thread hop (answers of one period go
+        stale at the same instant, :func:`_fresh_until`)."""
+        batch: dict[Key, _Answer] = {}
         try:
-            body = await anyio.to_thread.run_sync(_run_again, answer.freshness.again)
+            while self._due:
+                batch, self._due = self._due, {}
+                agains = [answer.freshness.again for answer in batch.values()]
+                bodies = await anyio.to_thread.run_sync(_run_all, agains)
+                for (key, answer), body in zip(batch.items(), bodies, strict=True):
+                    done, answer.refreshing = answer.refreshing, None
+                    self._apply(key, answer, body)
+                    if done is not None:
+                        done.set_result(None)
         finally:
-            answer.refreshing = None
-        self._apply(key, answer, body)
+            self._refresher = None
+            for answer in [*batch.values(), *self._due.values()]:  # cancelled: release waiters
+                if answer.refreshing is not None:
+                    answer.refreshing.cancel()
+                    answer.refreshing = None
+            self._due.clear()
 
     def _apply(self, key: Key, answer: _Answer, body: bytes | BaseException | None) -> None:
         if isinstance(body, BaseException):
@@ -184,7 +206,7 @@ class SharedAnswers:
         self._refreshes.labels("unchanged" if body is None else "changed").inc()
         if body is not None:
             answer.body = body
-        answer.fresh_until = self._clock() + answer.freshness.fresh_s
+        answer.fresh_until = _fresh_until(self._clock(), answer.freshness.fresh_s)
         self._answers[key] = answer  # re-set: restarts its idle time, recounts its size
 
     async def _compute(
@@ -230,9 +252,18 @@ class SharedAnswers:
             future.set_result(computed)
         freshness: Freshness | None = scope.get(_SCOPE_KEY)  # type: ignore[assignment]
         if computed is not None and computed.status == 200 and freshness is not None:
-            self._answers[key] = _Answer(
-                computed.headers, computed.body, self._clock() + freshness.fresh_s, freshness
-            )
+            fresh_until = _fresh_until(self._clock(), freshness.fresh_s)
+            self._answers[key] = _Answer(computed.headers, computed.body, fresh_until, freshness)
+
+
+def _fresh_until(now: float, fresh_s: float) -> float:
+    """The next multiple of ``fresh_s``: answers with one period go stale together, so their
+    refreshes run together and share their store reads (see :class:`api.ta_reads.RangeMarks`)."""
+    return (now // fresh_s + 1) * fresh_s
+
+
+def _run_all(agains: list[Again]) -> list[bytes | BaseException | None]:
+    return [_run_again(again) for again in agains]
 
 
 def _run_again(again: Again) -> bytes | BaseException | None:

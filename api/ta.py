@@ -136,13 +136,13 @@ def _shared_page(
     kept under; a refresh first re-reads the range (an omitted ``to`` moves with the clock)
     and its mark, and builds a page only when either moved."""
     query = _query(settings, *raw)
-    seen = (query, ta.mark(table, *query[:4]))
+    seen = (query, ta.mark(table, *query[:3]))
     page = page_of(ta, query)
 
     def again() -> bytes | None:
         nonlocal seen
         now = _query(settings, *raw)
-        current = (now, ta.mark(table, *now[:4]))
+        current = (now, ta.mark(table, *now[:3]))
         if current == seen:
             return None
         seen = current

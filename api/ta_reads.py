@@ -31,6 +31,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from prometheus_client import CollectorRegistry, Counter
 
 from api.errors import DependencyUnavailable
+from api.shared_answers import IDLE_S
 from torghut.clickhouse import Client, bars, signals_between
 from torghut.clickhouse.rows import (
     MICROBARS_TABLE,
@@ -41,7 +42,7 @@ from torghut.clickhouse.rows import (
 from torghut.events import Envelope, Microbar, Signal
 from torghut.logs import get_logger
 
-__all__ = ["ClientFactory", "LatestBoard", "TaReader", "TtlCache"]
+__all__ = ["ClientFactory", "LatestBoard", "Mark", "RangeMarks", "TaReader", "TtlCache"]
 
 ClientFactory = Callable[[], Client]
 """Opens a ClickHouse client the reader owns (and closes); called again after a failure."""
@@ -138,6 +139,64 @@ class LatestBoard:
         self.loaded, self.refreshed_at = True, now
 
 
+Mark = tuple[int, datetime | None]
+MARK_SLACK_S = 0.05
+"""A mark read this long before it was asked for still counts as read after (batching)."""
+
+
+class RangeMarks:
+    """(rows, newest ``ingest_ts``) per symbol of one table and window, every version, from
+    each symbol's earliest asked start on: it moves with every row that lands in a symbol's
+    kept ranges, a correction included (the TA flow's ``ingest_ts`` strictly increases per
+    symbol), and when rows go (a merge, a delete). It moves on rows after a range too (the
+    symbol's later bars): a spurious rebuild, never a missed one.
+
+    Why one query for every symbol: the shared pages of N symbols are re-checked every
+    ``API_TA_CACHE_TTL_MS``; N queries of a few ms each queued behind one another (and behind
+    the pipeline's own chdb work), one reading the same order-key ranges costs what two do.
+    Symbols nobody asked about for :data:`~api.shared_answers.IDLE_S` leave the query.
+    """
+
+    def __init__(self, table: str, window: str) -> None:
+        self._table = table
+        self._window = window
+        self._since: dict[str, datetime] = {}
+        self._asked: dict[str, float] = {}
+        self._marks: dict[str, Mark] = {}
+        self._read_at = -math.inf
+
+    def covers(self, symbol: str, start: datetime, asked: float) -> bool:
+        """Whether the last read began at or after ``asked`` and covered ``symbol`` from
+        ``start`` on; registers the symbol's start for the next read otherwise."""
+        self._asked[symbol] = asked
+        since = self._since.get(symbol)
+        if since is not None and since <= start:
+            return self._read_at >= asked
+        self._since[symbol] = start
+        return False
+
+    def mark(self, symbol: str) -> Mark:
+        return self._marks.get(symbol, (0, None))
+
+    def read(self, client: Client, symbol: str, now: float) -> None:
+        idle = [s for s, at in self._asked.items() if at < now - IDLE_S and s != symbol]
+        for gone in idle:
+            del self._asked[gone], self._since[gone]
+        sql = (
+            f"SELECT symbol, count(), max(ingest_ts) FROM {self._table} "
+            "WHERE window_size = {window:String} AND symbol IN {symbols:Array(String)} "
+            f"AND event_ts >= {{since:{_TS}}} GROUP BY symbol"
+        )
+        params = {
+            "window": self._window,
+            "symbols": list(self._since),
+            "since": min(self._since.values()),
+        }
+        rows = client.query(sql, parameters=params).result_rows
+        self._marks = {str(sym): (int(n), _utc(newest)) for sym, n, newest in rows}
+        self._read_at = now
+
+
 SETTLED_AFTER = timedelta(minutes=1)
 SETTLED_TTL_S = 30.0
 
@@ -157,13 +216,20 @@ class TaReader:
     """Cached, serialised ``FINAL`` reads of ``ta_microbars`` / ``ta_signals``."""
 
     def __init__(
-        self, factory: ClientFactory, ttl_s: float, registry: CollectorRegistry | None = None
+        self,
+        factory: ClientFactory,
+        ttl_s: float,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` (monotonic seconds) times the board and the marks (tests step it)."""
         self._factory = factory
+        self._clock = clock
         self._client: Client | None = None
         self._lock = threading.Lock()
-        self._cache = TtlCache(ttl_s)
+        self._cache = TtlCache(ttl_s, clock=clock)
         self._boards: dict[str, LatestBoard] = {}
+        self._marks: dict[tuple[str, str], RangeMarks] = {}
         self._refreshing: set[str] = set()
         self._refreshing_lock = threading.Lock()
         self._lookups = Counter(
@@ -212,29 +278,17 @@ class TaReader:
         return self._cached(("signals", symbol, window, start, end, limit), read, _settled_ttl(end))
 
     def mark(
-        self,
-        table: Literal["bars", "signals"],
-        symbol: str,
-        window: str,
-        start: datetime,
-        end: datetime,
-    ) -> tuple[int, datetime | None]:
-        """(rows, newest ``ingest_ts``) of one symbol's range, every version: it moves with
-        every row that lands in the range, a correction included (the TA flow's ``ingest_ts``
-        strictly increases per symbol), and when rows go (a merge, a delete). Cheap next to the
-        page: two columns of the order key's range, no ``FINAL``, not cached."""
-        sql = (
-            f"SELECT count(), max(ingest_ts) FROM {_MARKED[table]} "
-            "WHERE symbol = {symbol:String} AND window_size = {window:String} "
-            f"AND event_ts >= {{start:{_TS}}} AND event_ts < {{end:{_TS}}}"
-        )
-        params = {"symbol": symbol, "window": window, "start": start, "end": end}
-
-        def read(client: Client) -> tuple[int, datetime | None]:
-            rows, newest = client.query(sql, parameters=params).result_rows[0]
-            return int(rows), _utc(newest) if rows else None
-
-        return self._run(read)
+        self, table: Literal["bars", "signals"], symbol: str, window: str, start: datetime
+    ) -> Mark:
+        """A mark of ``symbol``'s rows at or after ``start``, read after this call began (up
+        to :data:`MARK_SLACK_S` before): see :class:`RangeMarks`. Not cached; concurrent askers
+        of one table and window share one query."""
+        asked = self._clock() - MARK_SLACK_S
+        board = self._marks.setdefault((table, window), RangeMarks(_MARKED[table], window))
+        with self._lock:
+            if not board.covers(symbol, start, asked):
+                self._query_locked(lambda c: board.read(c, symbol, self._clock()))
+            return board.mark(symbol)
 
     def latest(self, symbol: str, window: str) -> Envelope[Signal] | None:
         """The newest signal of ``symbol`` (within the last day) from the window's
@@ -245,7 +299,7 @@ class TaReader:
         background refresh runs (so no request waits for ClickHouse; an answer is at most the
         TTL plus one refresh old). Before the first load, and with TTL 0, it waits."""
         board = self._boards.setdefault(window, LatestBoard(window))
-        now = time.monotonic()
+        now = self._clock()
         if board.loaded and now - board.refreshed_at < self._cache.ttl_s:
             self._lookups.labels("hit").inc()
             return board.row(symbol)
@@ -255,7 +309,7 @@ class TaReader:
             return board.row(symbol)
         self._lookups.labels("miss").inc()
         with self._lock:
-            self._query_locked(lambda c: board.refresh(c, time.monotonic()))
+            self._query_locked(lambda c: board.refresh(c, self._clock()))
         return board.row(symbol)
 
     def _refresh_in_background(self, board: LatestBoard) -> None:
@@ -267,7 +321,7 @@ class TaReader:
         def run() -> None:
             try:
                 with self._lock:
-                    self._query_locked(lambda c: board.refresh(c, time.monotonic()))
+                    self._query_locked(lambda c: board.refresh(c, self._clock()))
             except DependencyUnavailable as exc:
                 log.warning("latest_board_refresh_failed", window=board.window, error=exc.detail)
             finally:
