@@ -118,18 +118,22 @@ class SharedAnswers:
         self._computing: dict[Key, asyncio.Future[_Computed | None]] = {}
         self._due: dict[Key, _Answer] = {}
         self._refresher: asyncio.Task[None] | None = None
-        self._lookups = Counter(
+        lookups = Counter(
             "torghut_api_shared_answers",
             "Requests of shared-answer routes by outcome (hit, stale, waited, coalesced, computed)",
             ["result"],
             registry=registry,
         )
-        self._refreshes = Counter(
+        refreshes = Counter(
             "torghut_api_shared_answer_refreshes",
             "Refreshes of kept answers by outcome (unchanged, changed, failed)",
             ["result"],
             registry=registry,
         )
+        # children looked up once: ``labels()`` costs as much as serving a kept answer
+        outcomes = ("hit", "stale", "waited", "coalesced", "computed")
+        self._lookups = {r: lookups.labels(r) for r in outcomes}
+        self._refreshes = {r: refreshes.labels(r) for r in ("unchanged", "changed", "failed")}
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         async def shared(scope: Scope, receive: Receive, send: Send) -> None:
@@ -155,12 +159,12 @@ class SharedAnswers:
         """Whether ``answer`` may be sent now (refreshing it first, or in the background)."""
         now = self._clock()
         if now < answer.fresh_until:
-            self._lookups.labels("hit").inc()
+            self._lookups["hit"].inc()
             return True
         fresh = answer.freshness
         if not fresh.blocking:
             self._apply(key, answer, _run_again(fresh.again))
-            self._lookups.labels("hit").inc()
+            self._lookups["hit"].inc()
             return key in self._answers
         if answer.refreshing is None:
             answer.refreshing = asyncio.get_running_loop().create_future()
@@ -168,10 +172,10 @@ class SharedAnswers:
             if self._refresher is None:
                 self._refresher = asyncio.get_running_loop().create_task(self._refresh_due())
         if now < answer.fresh_until + fresh.fresh_s:
-            self._lookups.labels("stale").inc()
+            self._lookups["stale"].inc()
             return True
         await asyncio.shield(answer.refreshing)
-        self._lookups.labels("waited").inc()
+        self._lookups["waited"].inc()
         return self._answers.get(key) is answer
 
     async def _refresh_due(self) -> None:
@@ -199,11 +203,11 @@ class SharedAnswers:
 
     def _apply(self, key: Key, answer: _Answer, body: bytes | BaseException | None) -> None:
         if isinstance(body, BaseException):
-            self._refreshes.labels("failed").inc()
+            self._refreshes["failed"].inc()
             log.warning("shared_answer_refresh_failed", path=key[0], error=str(body)[:300])
             self._answers.pop(key, None)
             return
-        self._refreshes.labels("unchanged" if body is None else "changed").inc()
+        self._refreshes["unchanged" if body is None else "changed"].inc()
         if body is not None:
             answer.body = body
         answer.fresh_until = _fresh_until(self._clock(), answer.freshness.fresh_s)
@@ -217,14 +221,14 @@ class SharedAnswers:
         if pending is not None:
             first = await asyncio.shield(pending)
             if first is not None:
-                self._lookups.labels("coalesced").inc()
+                self._lookups["coalesced"].inc()
                 await _send(send, first.status, first.headers, first.body)
                 return
             await app(scope, receive, send)  # the first asker failed: try for ourselves
             return
         future: asyncio.Future[_Computed | None] = asyncio.get_running_loop().create_future()
         self._computing[key] = future
-        self._lookups.labels("computed").inc()
+        self._lookups["computed"].inc()
         status = 0
         headers: list[tuple[bytes, bytes]] = []
         chunks: list[bytes] = []
