@@ -31,7 +31,7 @@ __all__ = ["LATEST_FRESH_S", "TaController", "bar_view", "signal_view"]
 
 _DEFAULT_SPAN = timedelta(minutes=15)
 _DEFAULT_LIMIT = 5000
-LATEST_FRESH_S = 0.1
+LATEST_FRESH_S = 0.25
 """A shared ``/latest`` answer is re-rendered from the board this often (``lag_ms`` moves)."""
 
 Page = TypeVar("Page", BarsPage, SignalsPage)

@@ -1,14 +1,13 @@
-"""TA reads for the API: one ClickHouse client behind a lock, with a short TTL cache.
+"""TA reads for the API: one ClickHouse client behind a lock, marks, and a short TTL cache.
 
 Why a lock: a clickhouse-connect HTTP client carries a session id and ClickHouse refuses two
-concurrent queries in one session. The embedded chdb client did run 4 threads x 200 ``FINAL``
-queries on one client without an error (checked with chdb 4.4.0), but serialising costs little
-here because the cache absorbs the repeats: the dashboard and many viewers ask the same
-questions every second, and a ``FINAL`` read costs milliseconds while a cache hit costs
-microseconds (the design's SLO is p95 < 200 ms for cached TA queries). Cache entries live
-``ttl_s`` (default 0.5 s), so a cached answer is never staler than that — except a range that
-ended over a minute ago, kept 30 s (:func:`_settled_ttl`); misses are single-flight
-(the second asker waits for the first and then finds the entry).
+concurrent queries in one session (and the embedded chdb backend serialises a process's
+queries anyway). Serialising costs little because repeats are absorbed before they get here:
+the pages of ``/bars`` and ``/signals`` are shared answers (:mod:`api.shared_answers`), read
+uncached once and then re-checked with one :class:`RangeMarks` query for every kept page; the
+newest signals come from a :class:`LatestBoard` refreshed for all symbols at once; what the
+dashboard's update and its stream read is cached ``ttl_s`` (default 0.5 s) per range, misses
+single-flight (the second asker waits for the first and then finds the entry).
 
 Why connect lazily: the API must start (and answer ``/healthz``) while ClickHouse is down; the
 first read connects, a connection failure is a 503 and the next read tries again.
