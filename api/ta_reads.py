@@ -21,11 +21,11 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
+from cachetools import TTLCache
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from prometheus_client import CollectorRegistry, Counter
 
@@ -57,34 +57,34 @@ _DRIVER_ERRORS = (ClickHouseError, OSError, RuntimeError)
 
 
 class TtlCache:
-    """Bounded map whose entries expire ``ttl_s`` after they were stored (clock injectable)."""
+    """A bounded map whose entries expire ``ttl_s`` after they were stored: cachetools'
+    ``TTLCache`` (least recently used out first when full) behind a lock, because readers run
+    on several worker threads; TTL 0 keeps nothing. The clock is injectable."""
 
     def __init__(
         self, ttl_s: float, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.ttl_s = ttl_s
-        self._max = max_entries
-        self._clock = clock
-        self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        self._entries: TTLCache[Hashable, Any] | None = (
+            TTLCache(maxsize=max_entries, ttl=ttl_s, timer=clock) if ttl_s > 0 else None
+        )
+        self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> tuple[bool, Any]:
         """``(True, value)`` for a live entry, else ``(False, None)``."""
-        hit = self._entries.get(key)
-        if hit is None:
+        if self._entries is None:
             return False, None
-        if hit[0] <= self._clock():
-            self._entries.pop(key, None)  # another reader may have evicted it already
-            return False, None
-        return True, hit[1]
+        with self._lock:
+            value = self._entries.get(key, _ABSENT)
+        return (False, None) if value is _ABSENT else (True, value)
 
-    def put(self, key: Hashable, value: Any, ttl_s: float | None = None) -> None:
-        """Keep ``value`` for ``ttl_s`` (default: the cache's); nothing when the cache is off."""
-        if self.ttl_s <= 0:
-            return
-        self._entries[key] = (self._clock() + (ttl_s or self.ttl_s), value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+    def put(self, key: Hashable, value: Any) -> None:
+        if self._entries is not None:
+            with self._lock:
+                self._entries[key] = value
+
+
+_ABSENT = object()
 
 
 class LatestBoard:
@@ -196,17 +196,6 @@ class RangeMarks:
         self._read_at = now
 
 
-SETTLED_AFTER = timedelta(minutes=1)
-SETTLED_TTL_S = 30.0
-
-
-def _settled_ttl(end: datetime) -> float | None:
-    """A range that ended over :data:`SETTLED_AFTER` ago is kept :data:`SETTLED_TTL_S`: its
-    rows no longer change (late trades are folded in within the TA's allowed lateness, seconds)
-    except by a replay, which shows within that TTL. ``None``: the cache's own TTL."""
-    return SETTLED_TTL_S if end < datetime.now(UTC) - SETTLED_AFTER else None
-
-
 def _utc(ts: datetime) -> datetime:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
@@ -255,7 +244,7 @@ class TaReader:
 
         if not cached:
             return self._run(read)
-        return self._cached(("bars", symbol, window, start, end, limit), read, _settled_ttl(end))
+        return self._cached(("bars", symbol, window, start, end, limit), read)
 
     def signals(
         self,
@@ -274,7 +263,7 @@ class TaReader:
 
         if not cached:
             return self._run(read)
-        return self._cached(("signals", symbol, window, start, end, limit), read, _settled_ttl(end))
+        return self._cached(("signals", symbol, window, start, end, limit), read)
 
     def mark(
         self, table: Literal["bars", "signals"], symbol: str, window: str, start: datetime
@@ -371,7 +360,7 @@ class TaReader:
                 self._client.close()
                 self._client = None
 
-    def _cached(self, key: Hashable, read: Callable[[Client], T], ttl_s: float | None = None) -> T:
+    def _cached(self, key: Hashable, read: Callable[[Client], T]) -> T:
         hit, value = self._cache.get(key)
         if hit:
             self._lookups.labels("hit").inc()
@@ -383,7 +372,7 @@ class TaReader:
                 return value  # type: ignore[no-any-return]
             self._lookups.labels("miss").inc()
             result = self._query_locked(read)
-            self._cache.put(key, result, ttl_s)
+            self._cache.put(key, result)
             return result
 
     def _run(self, read: Callable[[Client], T]) -> T:
