@@ -28,7 +28,11 @@ class BackgroundServer:
     the app's state) to the collector's permanent generation (:func:`gc.freeze`): a full
     collection then walks only what was made since. Under API load the process's full
     collections took 100-165 ms each, every few seconds, with the GIL held: a pause for every
-    request in flight and for the dataflows (``bench/api.py``)."""
+    request in flight and for the dataflows (``bench/api.py``).
+
+    HTTP parsing and the event loop are C (``httptools``, ``uvloop``), named explicitly: with
+    h11 and asyncio the Python work per request, under the GIL the dataflows need, was the
+    larger part of serving a kept answer (``bench/README.md``)."""
 
     def __init__(
         self, app: Litestar, host: str = "127.0.0.1", port: int = 8080, start_timeout_s: float = 30
@@ -36,7 +40,15 @@ class BackgroundServer:
         self.url = f"http://{host}:{port}"
         self._timeout = start_timeout_s
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                http="httptools",
+                loop="uvloop",
+            )
         )
         self._thread = threading.Thread(target=self._server.run, name="api-server", daemon=True)
 
