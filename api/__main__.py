@@ -32,6 +32,8 @@ def main() -> int:
         port=settings.api.port,
         log_config=None,
         access_log=False,
+        http="httptools",  # C parsing and event loop: api.server says why
+        loop="uvloop",
     )
     return 0
 

@@ -19,14 +19,15 @@ The control endpoints (:mod:`api.controls`) are the only writes; they need ``API
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 import sqlalchemy as sa
 from litestar import Litestar, MediaType, Response, get
 from litestar.config.cors import CORSConfig
-from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
@@ -45,6 +46,7 @@ from api.errors import exception_handlers
 from api.health import AlpacaCheck, HealthController, alpaca_http_check
 from api.metrics import RequestMetrics, render
 from api.pipeline import PipelineController, PipelineProbe
+from api.shared_answers import SharedAnswers
 from api.ta import TaController
 from api.ta_reads import ClientFactory, TaReader
 from api.trading import TradingController
@@ -57,9 +59,14 @@ from torghut.redact import mask_dsn
 from trading.adapters.store import ControlStore, create_engine, upgrade
 from trading.core.ports import AccountSnapshot, Broker
 
-__all__ = ["DASHBOARD_DIR", "create_app"]
+__all__ = ["DASHBOARD_DIR", "WORKER_THREADS", "create_app"]
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
+
+WORKER_THREADS = 4
+"""Threads for the synchronous handlers and answer refreshes (anyio's default is 40). The API
+shares the process and the GIL with the dataflows in the embedded deployment: a few threads
+keep its share bounded; shared answers (:mod:`api.shared_answers`) keep the queue short."""
 
 log = get_logger("api.app")
 
@@ -73,6 +80,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     broker: Broker | None = None,
     pipeline_probe: PipelineProbe | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Litestar:
     """The API over ``settings``; resources are opened in the lifespan and closed there.
 
@@ -80,10 +88,13 @@ def create_app(
     live in one process); ``/metrics`` also renders the process-wide default registry.
     ``broker`` (the process's own) gives ``/trading/account`` the broker's equity and cash;
     ``pipeline_probe`` gives the pipeline panel the live state of dataflows in this process.
+    ``clock`` (monotonic seconds) times the shared answers and the TA reads' caches (tests
+    step it).
     """
     registry = registry if registry is not None else CollectorRegistry()
     factory = ch_client_factory or _default_factory(settings)
     metrics = RequestMetrics(registry)
+    answers = SharedAnswers(registry, clock)
     broker_check = alpaca_check or alpaca_http_check(settings)
     index_html = (DASHBOARD_DIR / "index.html").read_bytes()
     account_source: AccountSource = (lambda: broker.account()) if broker else _no_account
@@ -91,8 +102,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         engine = store_engine if store_engine is not None else _open_store(settings.store.url)
-        app.state.ta = TaReader(factory, settings.api.ta_cache_ttl_ms / 1000, registry)
+        app.state.ta = TaReader(factory, settings.api.ta_cache_ttl_ms / 1000, registry, clock)
         app.state.store = TradingReads(sessionmaker(engine, expire_on_commit=False))
         app.state.controls = ControlAccess(ControlStore(engine))
         app.state.dead_letters = DeadLetterStore(engine)
@@ -142,7 +154,6 @@ def create_app(
             "console_cache": Provide(lambda: console_cache, sync_to_thread=False),
         },
         openapi_config=_openapi(),
-        response_cache_config=_response_cache(settings),
         cors_config=(
             CORSConfig(allow_origins=list(settings.api.cors_origins))
             if settings.api.cors_origins
@@ -150,25 +161,11 @@ def create_app(
         ),
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
-        middleware=[metrics.middleware],
+        middleware=[metrics.middleware, answers.middleware],
         state=State({"control_token": _control_token(settings)}),
     )
     _closed_bodies(app)
     return app
-
-
-def _response_cache(settings: Settings) -> ResponseCacheConfig:
-    """Whole responses of the routes marked ``cache=True`` (the TA reads and the console's
-    update), keyed by path and query, for ``API_TA_CACHE_TTL_MS`` rounded up to a second.
-
-    Why on top of the query cache: a cached query still costs building and encoding the page
-    (3,600 bars are ~700 kB of JSON) on every request; under many viewers that CPU is taken from
-    the dataflows of the same process. Only 2xx answers are kept; TTL 0 turns it off."""
-    ttl_ms = settings.api.ta_cache_ttl_ms
-    return ResponseCacheConfig(
-        default_expiration=max(1, -(-ttl_ms // 1000)),
-        cache_response_filter=lambda _scope, status: ttl_ms > 0 and 200 <= status < 300,
-    )
 
 
 def _no_account() -> AccountSnapshot | None:

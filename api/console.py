@@ -6,10 +6,11 @@
 * ``stream`` — the same update pushed as server-sent events once a second, so an open page does
   not re-fetch anything: it loads the visible range once and then applies the pushes.
 
-Why the update is cached for a second per (symbol, window, since-second): every open page of
-the same symbol asks the same question each second; with the cache their cost does not grow
-with the number of viewers, so API traffic cannot starve the dataflows of the same process.
-The trading state and pipeline panel are shared by all symbols and cached the same way.
+Why the update and the markers are shared answers (:mod:`api.shared_answers`, recomputed every
+``API_TA_CACHE_TTL_MS``): every open page of the same symbol asks the same question each
+second; shared, their cost does not grow with the number of viewers, so API traffic cannot
+starve the dataflows of the same process. The trading state and pipeline panel are shared by
+all symbols and cached for a second (:class:`ConsoleCache`), also for the pushed streams.
 """
 
 from __future__ import annotations
@@ -22,16 +23,18 @@ from typing import Any
 
 import anyio
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.serialization import encode_json
 
 from api import params, schemas
 from api.controls import ControlAccess, effective_kill_switch, halt_views, kill_switch_view
 from api.errors import ApiError, problems
 from api.pipeline import PipelineProbe, pipeline_panel
 from api.query import From, Limit, Since, Symbol, To, WindowSize
+from api.shared_answers import SHARED, share
 from api.ta import bar_view, signal_view
 from api.ta_reads import TaReader, TtlCache
 from api.trading_reads import TradingReads
@@ -72,9 +75,10 @@ class ConsoleController(Controller):
     path = "/api/torghut/console"
     tags = ("console",)
 
-    @get("/markers", sync_to_thread=True, cache=True, responses=problems(400, 503))
+    @get("/markers", sync_to_thread=True, opt=SHARED, responses=problems(400, 503))
     def markers(
         self,
+        request: Request[Any, Any, Any],
         settings: NamedDependency[Settings],
         store: NamedDependency[TradingReads],
         symbol: Symbol,
@@ -85,15 +89,21 @@ class ConsoleController(Controller):
         """Decisions (at their signal's time), fills, rejections and vetoes with their reasons,
         oldest first, for ``from <= time < to`` (default: the last 15 minutes)."""
         sym = params.symbol(symbol)
-        now = datetime.now(UTC).replace(microsecond=0)
-        begin, until = params.time_range(start, end, now, timedelta(minutes=15))
         n = params.limit(limit, settings.api.max_rows, _MARKER_LIMIT)
-        found = store.markers(sym, begin, until, n)
-        return schemas.MarkersPage(markers=found, count=len(found))
 
-    @get("/update", sync_to_thread=True, cache=True, responses=problems(400, 503))
+        def page() -> schemas.MarkersPage:
+            now = datetime.now(UTC).replace(microsecond=0)
+            begin, until = params.time_range(start, end, now, timedelta(minutes=15))
+            found = store.markers(sym, begin, until, n)
+            return schemas.MarkersPage(markers=found, count=len(found))
+
+        share(request, settings.api.ta_cache_ttl_ms / 1000, lambda: encode_json(page()))
+        return page()
+
+    @get("/update", sync_to_thread=True, opt=SHARED, responses=problems(400, 503))
     def update(
         self,
+        request: Request[Any, Any, Any],
         settings: NamedDependency[Settings],
         ta: NamedDependency[TaReader],
         store: NamedDependency[TradingReads],
@@ -108,7 +118,8 @@ class ConsoleController(Controller):
         floor: two minutes ago), the trading state and the pipeline panel."""
         sym = params.symbol(symbol)
         win = params.window(window, settings.api.ta_windows)
-        return _update(
+        update = functools.partial(
+            _update,
             settings,
             ta,
             store,
@@ -119,6 +130,8 @@ class ConsoleController(Controller):
             win,
             params.since(since),
         )
+        share(request, settings.api.ta_cache_ttl_ms / 1000, lambda: encode_json(update()))
+        return update()
 
     @get(
         "/stream",

@@ -1,14 +1,13 @@
-"""TA reads for the API: one ClickHouse client behind a lock, with a short TTL cache.
+"""TA reads for the API: one ClickHouse client behind a lock, marks, and a short TTL cache.
 
 Why a lock: a clickhouse-connect HTTP client carries a session id and ClickHouse refuses two
-concurrent queries in one session. The embedded chdb client did run 4 threads x 200 ``FINAL``
-queries on one client without an error (checked with chdb 4.4.0), but serialising costs little
-here because the cache absorbs the repeats: the dashboard and many viewers ask the same
-questions every second, and a ``FINAL`` read costs milliseconds while a cache hit costs
-microseconds (the design's SLO is p95 < 200 ms for cached TA queries). Cache entries live
-``ttl_s`` (default 0.5 s), so a cached answer is never staler than that — except a range that
-ended over a minute ago, kept 30 s (:func:`_settled_ttl`); misses are single-flight
-(the second asker waits for the first and then finds the entry).
+concurrent queries in one session (and the embedded chdb backend serialises a process's
+queries anyway). Serialising costs little because repeats are absorbed before they get here:
+the pages of ``/bars`` and ``/signals`` are shared answers (:mod:`api.shared_answers`), read
+uncached once and then re-checked with one :class:`RangeMarks` query for every kept page; the
+newest signals come from a :class:`LatestBoard` refreshed for all symbols at once; what the
+dashboard's update and its stream read is cached ``ttl_s`` (default 0.5 s) per range, misses
+single-flight (the second asker waits for the first and then finds the entry).
 
 Why connect lazily: the API must start (and answer ``/healthz``) while ClickHouse is down; the
 first read connects, a connection failure is a 503 and the next read tries again.
@@ -22,21 +21,27 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
 
+from cachetools import TTLCache
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from prometheus_client import CollectorRegistry, Counter
 
 from api.errors import DependencyUnavailable
+from api.shared_answers import IDLE_S
 from torghut.clickhouse import Client, bars, signals_between
-from torghut.clickhouse.rows import SIGNAL_COLUMNS, SIGNALS_TABLE, signal_from_row
+from torghut.clickhouse.rows import (
+    MICROBARS_TABLE,
+    SIGNAL_COLUMNS,
+    SIGNALS_TABLE,
+    signal_from_row,
+)
 from torghut.events import Envelope, Microbar, Signal
 from torghut.logs import get_logger
 
-__all__ = ["ClientFactory", "LatestBoard", "TaReader", "TtlCache"]
+__all__ = ["ClientFactory", "LatestBoard", "Mark", "RangeMarks", "TaReader", "TtlCache"]
 
 ClientFactory = Callable[[], Client]
 """Opens a ClickHouse client the reader owns (and closes); called again after a failure."""
@@ -46,39 +51,40 @@ T = TypeVar("T")
 log = get_logger("api.ta_reads")
 
 _TS = "DateTime64(3, 'UTC')"
+_MARKED = {"bars": MICROBARS_TABLE, "signals": SIGNALS_TABLE}
 _DRIVER_ERRORS = (ClickHouseError, OSError, RuntimeError)
 """What a client raises when the server is unreachable or a query fails (chdb: RuntimeError)."""
 
 
 class TtlCache:
-    """Bounded map whose entries expire ``ttl_s`` after they were stored (clock injectable)."""
+    """A bounded map whose entries expire ``ttl_s`` after they were stored: cachetools'
+    ``TTLCache`` (least recently used out first when full) behind a lock, because readers run
+    on several worker threads; TTL 0 keeps nothing. The clock is injectable."""
 
     def __init__(
         self, ttl_s: float, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.ttl_s = ttl_s
-        self._max = max_entries
-        self._clock = clock
-        self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        self._entries: TTLCache[Hashable, Any] | None = (
+            TTLCache(maxsize=max_entries, ttl=ttl_s, timer=clock) if ttl_s > 0 else None
+        )
+        self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> tuple[bool, Any]:
         """``(True, value)`` for a live entry, else ``(False, None)``."""
-        hit = self._entries.get(key)
-        if hit is None:
+        if self._entries is None:
             return False, None
-        if hit[0] <= self._clock():
-            self._entries.pop(key, None)  # another reader may have evicted it already
-            return False, None
-        return True, hit[1]
+        with self._lock:
+            value = self._entries.get(key, _ABSENT)
+        return (False, None) if value is _ABSENT else (True, value)
 
-    def put(self, key: Hashable, value: Any, ttl_s: float | None = None) -> None:
-        """Keep ``value`` for ``ttl_s`` (default: the cache's); nothing when the cache is off."""
-        if self.ttl_s <= 0:
-            return
-        self._entries[key] = (self._clock() + (ttl_s or self.ttl_s), value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+    def put(self, key: Hashable, value: Any) -> None:
+        if self._entries is not None:
+            with self._lock:
+                self._entries[key] = value
+
+
+_ABSENT = object()
 
 
 class LatestBoard:
@@ -132,15 +138,62 @@ class LatestBoard:
         self.loaded, self.refreshed_at = True, now
 
 
-SETTLED_AFTER = timedelta(minutes=1)
-SETTLED_TTL_S = 30.0
+Mark = tuple[int, datetime | None]
+MARK_SLACK_S = 0.05
+"""A mark read this long before it was asked for still counts as read after (batching)."""
 
 
-def _settled_ttl(end: datetime) -> float | None:
-    """A range that ended over :data:`SETTLED_AFTER` ago is kept :data:`SETTLED_TTL_S`: its
-    rows no longer change (late trades are folded in within the TA's allowed lateness, seconds)
-    except by a replay, which shows within that TTL. ``None``: the cache's own TTL."""
-    return SETTLED_TTL_S if end < datetime.now(UTC) - SETTLED_AFTER else None
+class RangeMarks:
+    """(rows, newest ``ingest_ts``) per symbol of one table and window, every version, from
+    each symbol's earliest asked start on: it moves with every row that lands in a symbol's
+    kept ranges, a correction included (the TA flow's ``ingest_ts`` strictly increases per
+    symbol), and when rows go (a merge, a delete). It moves on rows after a range too (the
+    symbol's later bars): a spurious rebuild, never a missed one.
+
+    Why one query for every symbol: the shared pages of N symbols are re-checked every
+    ``API_TA_CACHE_TTL_MS``; N queries of a few ms each queued behind one another (and behind
+    the pipeline's own chdb work), one reading the same order-key ranges costs what two do.
+    Symbols nobody asked about for :data:`~api.shared_answers.IDLE_S` leave the query.
+    """
+
+    def __init__(self, table: str, window: str) -> None:
+        self._table = table
+        self._window = window
+        self._since: dict[str, datetime] = {}
+        self._asked: dict[str, float] = {}
+        self._marks: dict[str, Mark] = {}
+        self._read_at = -math.inf
+
+    def covers(self, symbol: str, start: datetime, asked: float) -> bool:
+        """Whether the last read began at or after ``asked`` and covered ``symbol`` from
+        ``start`` on; registers the symbol's start for the next read otherwise."""
+        self._asked[symbol] = asked
+        since = self._since.get(symbol)
+        if since is not None and since <= start:
+            return self._read_at >= asked
+        self._since[symbol] = start
+        return False
+
+    def mark(self, symbol: str) -> Mark:
+        return self._marks.get(symbol, (0, None))
+
+    def read(self, client: Client, symbol: str, now: float) -> None:
+        idle = [s for s, at in self._asked.items() if at < now - IDLE_S and s != symbol]
+        for gone in idle:
+            del self._asked[gone], self._since[gone]
+        sql = (
+            f"SELECT symbol, count(), max(ingest_ts) FROM {self._table} "
+            "WHERE window_size = {window:String} AND symbol IN {symbols:Array(String)} "
+            f"AND event_ts >= {{since:{_TS}}} GROUP BY symbol"
+        )
+        params = {
+            "window": self._window,
+            "symbols": list(self._since),
+            "since": min(self._since.values()),
+        }
+        rows = client.query(sql, parameters=params).result_rows
+        self._marks = {str(sym): (int(n), _utc(newest)) for sym, n, newest in rows}
+        self._read_at = now
 
 
 def _utc(ts: datetime) -> datetime:
@@ -151,13 +204,20 @@ class TaReader:
     """Cached, serialised ``FINAL`` reads of ``ta_microbars`` / ``ta_signals``."""
 
     def __init__(
-        self, factory: ClientFactory, ttl_s: float, registry: CollectorRegistry | None = None
+        self,
+        factory: ClientFactory,
+        ttl_s: float,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` (monotonic seconds) times the board and the marks (tests step it)."""
         self._factory = factory
+        self._clock = clock
         self._client: Client | None = None
         self._lock = threading.Lock()
-        self._cache = TtlCache(ttl_s)
+        self._cache = TtlCache(ttl_s, clock=clock)
         self._boards: dict[str, LatestBoard] = {}
+        self._marks: dict[tuple[str, str], RangeMarks] = {}
         self._refreshing: set[str] = set()
         self._refreshing_lock = threading.Lock()
         self._lookups = Counter(
@@ -168,22 +228,55 @@ class TaReader:
         )
 
     def bars(
-        self, symbol: str, window: str, start: datetime, end: datetime, limit: int
+        self,
+        symbol: str,
+        window: str,
+        start: datetime,
+        end: datetime,
+        limit: int,
+        *,
+        cached: bool = True,
     ) -> list[Envelope[Microbar]]:
-        key = ("bars", symbol, window, start, end, limit)
-        return self._cached(
-            key, lambda c: bars(c, symbol, start, end, window, limit), _settled_ttl(end)
-        )
+        """``cached=False``: read now (the caller keeps the answer under a :meth:`mark`)."""
+
+        def read(client: Client) -> list[Envelope[Microbar]]:
+            return bars(client, symbol, start, end, window, limit)
+
+        if not cached:
+            return self._run(read)
+        return self._cached(("bars", symbol, window, start, end, limit), read)
 
     def signals(
-        self, symbol: str, window: str, start: datetime, end: datetime, limit: int
+        self,
+        symbol: str,
+        window: str,
+        start: datetime,
+        end: datetime,
+        limit: int,
+        *,
+        cached: bool = True,
     ) -> list[Envelope[Signal]]:
-        key = ("signals", symbol, window, start, end, limit)
-        return self._cached(
-            key,
-            lambda c: signals_between(c, symbol, start, end, window, limit),
-            _settled_ttl(end),
-        )
+        """``cached=False``: read now (the caller keeps the answer under a :meth:`mark`)."""
+
+        def read(client: Client) -> list[Envelope[Signal]]:
+            return signals_between(client, symbol, start, end, window, limit)
+
+        if not cached:
+            return self._run(read)
+        return self._cached(("signals", symbol, window, start, end, limit), read)
+
+    def mark(
+        self, table: Literal["bars", "signals"], symbol: str, window: str, start: datetime
+    ) -> Mark:
+        """A mark of ``symbol``'s rows at or after ``start``, read after this call began (up
+        to :data:`MARK_SLACK_S` before): see :class:`RangeMarks`. Not cached; concurrent askers
+        of one table and window share one query."""
+        asked = self._clock() - MARK_SLACK_S
+        board = self._marks.setdefault((table, window), RangeMarks(_MARKED[table], window))
+        with self._lock:
+            if not board.covers(symbol, start, asked):
+                self._query_locked(lambda c: board.read(c, symbol, self._clock()))
+            return board.mark(symbol)
 
     def latest(self, symbol: str, window: str) -> Envelope[Signal] | None:
         """The newest signal of ``symbol`` (within the last day) from the window's
@@ -194,7 +287,7 @@ class TaReader:
         background refresh runs (so no request waits for ClickHouse; an answer is at most the
         TTL plus one refresh old). Before the first load, and with TTL 0, it waits."""
         board = self._boards.setdefault(window, LatestBoard(window))
-        now = time.monotonic()
+        now = self._clock()
         if board.loaded and now - board.refreshed_at < self._cache.ttl_s:
             self._lookups.labels("hit").inc()
             return board.row(symbol)
@@ -204,7 +297,7 @@ class TaReader:
             return board.row(symbol)
         self._lookups.labels("miss").inc()
         with self._lock:
-            self._query_locked(lambda c: board.refresh(c, time.monotonic()))
+            self._query_locked(lambda c: board.refresh(c, self._clock()))
         return board.row(symbol)
 
     def _refresh_in_background(self, board: LatestBoard) -> None:
@@ -216,7 +309,7 @@ class TaReader:
         def run() -> None:
             try:
                 with self._lock:
-                    self._query_locked(lambda c: board.refresh(c, time.monotonic()))
+                    self._query_locked(lambda c: board.refresh(c, self._clock()))
             except DependencyUnavailable as exc:
                 log.warning("latest_board_refresh_failed", window=board.window, error=exc.detail)
             finally:
@@ -267,7 +360,7 @@ class TaReader:
                 self._client.close()
                 self._client = None
 
-    def _cached(self, key: Hashable, read: Callable[[Client], T], ttl_s: float | None = None) -> T:
+    def _cached(self, key: Hashable, read: Callable[[Client], T]) -> T:
         hit, value = self._cache.get(key)
         if hit:
             self._lookups.labels("hit").inc()
@@ -279,7 +372,7 @@ class TaReader:
                 return value  # type: ignore[no-any-return]
             self._lookups.labels("miss").inc()
             result = self._query_locked(read)
-            self._cache.put(key, result, ttl_s)
+            self._cache.put(key, result)
             return result
 
     def _run(self, read: Callable[[Client], T]) -> T:

@@ -138,7 +138,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nwrk: {args.connections} connections, 2 threads, {args.duration} s per endpoint; "
-          f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")  # fmt: skip
+          f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+          f"({_cpu_model()})")  # fmt: skip
     head = f"{'endpoint':<9} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}"
     print(f"{head} {'non2xx':>7}  pipeline lag during load (TA lag / watermark lag, p50-max)")
     print(f"{'baseline':<9} {'-':>8} {'-':>8} {'-':>8} {'-':>8} {'-':>8} {'-':>7}  "
@@ -276,6 +277,13 @@ def _wrk(
     line = next(x for x in run.stdout.splitlines() if x.startswith("WRK "))
     result: dict[str, float] = json.loads(line[4:])
     return result, lag
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 def _free_port() -> int:

@@ -4,6 +4,7 @@ and a ``make_client`` factory that runs the real app (lifespan included) under T
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -107,6 +108,7 @@ def make_client(
         clickhouse: ClickHouseSettings | None = None,
         engine: sa.Engine | None = None,
         alpaca_check: AlpacaCheck | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> Iterator[TestClient[Any]]:
         ch_cfg = clickhouse or ch_settings
         settings = settings_for(ch_cfg, sqlite_url, ttl_ms=ttl_ms, trading=trading)
@@ -115,6 +117,7 @@ def make_client(
             ch_client_factory=ch_factory or (lambda: connect(ch_cfg)),
             store_engine=engine or store_engine,
             alpaca_check=alpaca_check or (lambda: "ok"),
+            clock=clock,
         )
         with TestClient(app) as client:
             yield client

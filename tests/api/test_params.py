@@ -135,15 +135,3 @@ def test_ttl_zero_disables_the_cache() -> None:
     cache = TtlCache(0)
     cache.put("a", 1)
     assert cache.get("a") == (False, None)
-
-
-def test_ttl_cache_keeps_an_entry_longer_when_told() -> None:
-    clock = FakeClock()
-    cache = TtlCache(0.5, clock=clock)
-    cache.put("settled", 1, ttl_s=30)
-    cache.put("live", 2)
-    clock.t += 1
-    assert cache.get("settled") == (True, 1)
-    assert cache.get("live") == (False, None)
-    clock.t += 30
-    assert cache.get("settled") == (False, None)

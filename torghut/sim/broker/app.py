@@ -196,6 +196,10 @@ class BrokerSimulator:
             log_level="warning",
             access_log=False,
             ws="websockets-sansio",
+            # explicit, not uvicorn's "auto": the API's httptools/uvloop must not change the
+            # simulator's timing (tests/trading/test_crash.py sizes its seed rows on it)
+            http="h11",
+            loop="asyncio",
             timeout_graceful_shutdown=2,
         )
         self._server = uvicorn.Server(config)
