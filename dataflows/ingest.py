@@ -28,6 +28,7 @@ from operators.alpaca_ws import AlpacaWsConfig, AlpacaWsSource
 from operators.kafka_io import KafkaSink, encode_dead_letter, encode_keyed
 from operators.market_events import IngestCounters, by_family, market_events
 from torghut.config import Settings, SettingsError, load_settings
+from torghut.gc_policy import tune_for_streaming
 from torghut.logs import configure_logging
 from torghut.observability.metrics import serve_dataflow_metrics
 from torghut.observability.tracing import configure_tracing
@@ -93,7 +94,9 @@ def _flow_for_bytewax_run() -> Dataflow:
     settings = load_settings()
     serve_dataflow_metrics(settings.metrics)
     configure_tracing(settings.tracing, "torghut-ingest")
-    return build_flow(settings, stop=stop)
+    dataflow = build_flow(settings, stop=stop)
+    tune_for_streaming()
+    return dataflow
 
 
 def __getattr__(name: str) -> Dataflow:
