@@ -94,7 +94,7 @@ class UnitOfWork:
         10 k events/s) in one unit of work, and an ORM insert per decision cost ~5 ms of Python
         each — most of the decision lag. A Core ``INSERT … ON CONFLICT DO NOTHING RETURNING``
         over all rows (SQLAlchemy's "insertmanyvalues" batches them) returns the inserted rows;
-        only conflicts (replays, a concurrent duplicate, the same hash twice) are read back."""
+        only conflicts (replays, a concurrent duplicate) are read back."""
         if not adjudications:
             return []
         now = self._now()
@@ -106,25 +106,18 @@ class UnitOfWork:
             .on_conflict_do_nothing(index_elements=["decision_hash"])
             .returning(*table.c)
         )
-        inserted = {row.decision_hash: row for row in self.session.execute(stmt, values)}
+        inserted = {r.decision_hash: _decision(r) for r in self.session.execute(stmt, values)}
         hashes = [v["decision_hash"] for v in values]
-        firsts: set[str] = set()
-        conflicted: list[str] = []
-        for h in hashes:
-            if h in inserted and h not in firsts:
-                firsts.add(h)
-            else:
-                conflicted.append(h)
-        existing = self._decisions_by_hash(conflicted)
+        existing = self._decisions_by_hash([h for h in hashes if h not in inserted])
         stored: list[StoredDecision] = []
         reviews: list[LlmReviewRow] = []
         for adjudication, h in zip(adjudications, hashes, strict=True):
-            if h in firsts:
-                firsts.discard(h)
-                row = inserted[h]
-                stored.append(msgspec.structs.replace(_decision(row), created=True))
+            new = inserted.pop(h, None)  # a repeat of it later in the batch finds it existing
+            if new is not None:
+                existing[h] = new
+                stored.append(msgspec.structs.replace(new, created=True))
                 if adjudication.review is not None:
-                    reviews.append(_review_row(row.id, adjudication.review, now))
+                    reviews.append(_review_row(new.id, adjudication.review, now))
                 continue
             found = existing.get(h)
             if found is None:
