@@ -105,7 +105,10 @@ def test_cached_answers_are_reused_within_the_ttl_and_counted(
     ch: Client, make_client: MakeClient
 ) -> None:
     insert_signals(ch, [signal(0, close=1.0)])
-    with make_client(ttl_ms=600_000) as cached, make_client(ttl_ms=0) as uncached:
+    # a clock that stands still: every answer stays fresh however slowly the requests come
+    # (on the monotonic clock a shared ``/latest`` answer is re-rendered after 0.25 s)
+    frozen = make_client(ttl_ms=600_000, clock=lambda: 1_000.0)
+    with frozen as cached, make_client(ttl_ms=0) as uncached:
         assert cached.get("/api/torghut/ta/latest?symbol=AAPL").json()["values"]["close"] == 1.0
         insert_signals(ch, [signal(1, close=2.0), signal(0, symbol="MSFT", close=3.0)])
         # the same response again: served whole from the response cache
