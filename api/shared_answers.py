@@ -19,6 +19,11 @@ who asks the same until it may have changed:
   another ``fresh_s``; after that askers wait for the refresh. So an answer is never more than
   two ``fresh_s`` behind the store (default ``API_TA_CACHE_TTL_MS`` 500 ms: one 1 s bar).
 
+Answers of :data:`GZIP_MIN_BYTES` or more are also kept gzip-compressed (once per computation
+or refresh, on the worker pool) and sent so to clients that accept it, as every browser does:
+an hour of 1 s bars is ~700 kB of JSON and ~10x less compressed, and writing those bytes (the
+app's and the client's side of the socket) was most of what such a request cost.
+
 Only ``200`` answers of routes marked with :data:`SHARED` are kept; anything else (a 400, a
 503, a route that declared nothing) goes through the app for every request. Entries leave
 after :data:`IDLE_S` without a refresh or when the byte budget is full (least recently set
@@ -30,7 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +49,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from torghut.logs import get_logger
 
-__all__ = ["IDLE_S", "SHARED", "Freshness", "SharedAnswers", "share"]
+__all__ = ["GZIP_MIN_BYTES", "IDLE_S", "SHARED", "Freshness", "SharedAnswers", "share"]
 
 log = get_logger("api.shared_answers")
 
@@ -53,12 +59,20 @@ SHARED = {"shared_answer": True}
 IDLE_S = 60.0
 """An answer nobody refreshed for this long leaves the cache (its closure holds its query)."""
 
+GZIP_MIN_BYTES = 4096
+"""Smaller answers are sent as they are (compressing them saves less than it costs)."""
+
+_GZIP_LEVEL = 1
+"""zlib's fastest level: ~8x smaller for the bars' JSON, a few ms for an hour of them."""
+
 _SCOPE_KEY = "torghut.freshness"
 _BUDGET_BYTES = 64 * 1024 * 1024
 """At most this much answer bytes are kept (an hour of 1 s bars is ~700 kB)."""
 
 Key = tuple[str, bytes]
 Again = Callable[[], bytes | None]
+_VARY = (b"vary", b"accept-encoding")
+_GZIP = (b"content-encoding", b"gzip")
 
 
 @dataclass(slots=True, frozen=True)
@@ -84,11 +98,25 @@ def share(
         request.scope[_SCOPE_KEY] = Freshness(fresh_s, again, blocking)  # type: ignore[literal-required]
 
 
+@dataclass(slots=True, frozen=True)
+class _Body:
+    """An answer's bytes, and their gzip form when it is worth keeping."""
+
+    plain: bytes
+    gzipped: bytes | None
+
+    @classmethod
+    def of(cls, plain: bytes) -> _Body:
+        if len(plain) < GZIP_MIN_BYTES:
+            return cls(plain, None)
+        return cls(plain, zlib.compress(plain, _GZIP_LEVEL, wbits=31))  # 31: gzip framing
+
+
 @dataclass(slots=True)
 class _Answer:
     headers: list[tuple[bytes, bytes]]
-    """The response's headers but its length (the body may change on refresh)."""
-    body: bytes
+    """The response's headers but its length and encoding (the body may change on refresh)."""
+    body: _Body
     fresh_until: float
     freshness: Freshness
     refreshing: asyncio.Future[None] | None = None
@@ -113,7 +141,7 @@ class SharedAnswers:
     ) -> None:
         self._clock = clock
         self._answers: TTLCache[Key, _Answer] = TTLCache(
-            maxsize=budget_bytes, ttl=IDLE_S, timer=clock, getsizeof=lambda a: len(a.body) + 256
+            maxsize=budget_bytes, ttl=IDLE_S, timer=clock, getsizeof=_size
         )
         self._computing: dict[Key, asyncio.Future[_Computed | None]] = {}
         self._due: dict[Key, _Answer] = {}
@@ -149,7 +177,11 @@ class SharedAnswers:
             key: Key = (scope["path"], scope["query_string"])
             answer = self._answers.get(key)
             if answer is not None and await self._current(key, answer):
-                await _send(send, 200, answer.headers, answer.body)
+                body = answer.body
+                if body.gzipped is not None and _accepts_gzip(scope["headers"]):
+                    await _send(send, 200, [*answer.headers, _GZIP], body.gzipped)
+                else:
+                    await _send(send, 200, answer.headers, body.plain)
                 return
             await self._compute(key, app, scope, receive, send)
 
@@ -163,7 +195,7 @@ class SharedAnswers:
             return True
         fresh = answer.freshness
         if not fresh.blocking:
-            self._apply(key, answer, _run_again(fresh.again))
+            self._apply(key, answer, _run_again(fresh.again, compress=False))
             self._lookups["hit"].inc()
             return key in self._answers
         if answer.refreshing is None:
@@ -187,7 +219,7 @@ class SharedAnswers:
             while self._due:
                 batch, self._due = self._due, {}
                 agains = [answer.freshness.again for answer in batch.values()]
-                bodies = await anyio.to_thread.run_sync(_run_all, agains)
+                bodies = await anyio.to_thread.run_sync(_run_all, agains, True)
                 for (key, answer), body in zip(batch.items(), bodies, strict=True):
                     done, answer.refreshing = answer.refreshing, None
                     self._apply(key, answer, body)
@@ -201,7 +233,7 @@ class SharedAnswers:
                     answer.refreshing = None
             self._due.clear()
 
-    def _apply(self, key: Key, answer: _Answer, body: bytes | BaseException | None) -> None:
+    def _apply(self, key: Key, answer: _Answer, body: _Body | BaseException | None) -> None:
         if isinstance(body, BaseException):
             self._refreshes["failed"].inc()
             log.warning("shared_answer_refresh_failed", path=key[0], error=str(body)[:300])
@@ -237,6 +269,8 @@ class SharedAnswers:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                # the same URL may be answered gzipped later: caches must key on the encoding
+                message = {**message, "headers": [*message.get("headers", ()), _VARY]}
                 headers.extend(
                     (bytes(k), bytes(v))
                     for k, v in message.get("headers", ())
@@ -251,13 +285,29 @@ class SharedAnswers:
             await app(scope, receive, capture)
             if status:
                 computed = _Computed(status, headers, b"".join(chunks))
-        finally:
+                freshness: Freshness | None = scope.get(_SCOPE_KEY)  # type: ignore[assignment]
+                await self._keep(key, computed, freshness)
+        finally:  # released once the answer is kept: later askers find it, not a second run
             del self._computing[key]
             future.set_result(computed)
-        freshness: Freshness | None = scope.get(_SCOPE_KEY)  # type: ignore[assignment]
-        if computed is not None and computed.status == 200 and freshness is not None:
-            fresh_until = _fresh_until(self._clock(), freshness.fresh_s)
-            self._answers[key] = _Answer(computed.headers, computed.body, fresh_until, freshness)
+
+    async def _keep(self, key: Key, computed: _Computed, freshness: Freshness | None) -> None:
+        """Keep a computed answer if it is a ``200`` its handler declared shareable."""
+        if computed.status != 200 or freshness is None:
+            return
+        plain = computed.body
+        body = (
+            await anyio.to_thread.run_sync(_Body.of, plain)
+            if len(plain) >= GZIP_MIN_BYTES
+            else _Body(plain, None)
+        )
+        fresh_until = _fresh_until(self._clock(), freshness.fresh_s)
+        self._answers[key] = _Answer(computed.headers, body, fresh_until, freshness)
+
+
+def _size(answer: _Answer) -> int:
+    """What an answer holds against the byte budget: both its forms, and some overhead."""
+    return len(answer.body.plain) + len(answer.body.gzipped or b"") + 256
 
 
 def _fresh_until(now: float, fresh_s: float) -> float:
@@ -266,16 +316,43 @@ def _fresh_until(now: float, fresh_s: float) -> float:
     return (now // fresh_s + 1) * fresh_s
 
 
-def _run_all(agains: list[Again]) -> list[bytes | BaseException | None]:
-    return [_run_again(again) for again in agains]
+def _run_all(agains: list[Again], compress: bool) -> list[_Body | BaseException | None]:
+    return [_run_again(again, compress) for again in agains]
 
 
-def _run_again(again: Again) -> bytes | BaseException | None:
-    """``again()``, its exception returned (a refresh that fails drops the answer)."""
+def _run_again(again: Again, compress: bool) -> _Body | BaseException | None:
+    """``again()``, its exception returned (a refresh that fails drops the answer).
+
+    ``compress=False`` (a refresh on the event loop): the body is kept plain."""
     try:
-        return again()
+        plain = again()
     except Exception as exc:  # noqa: BLE001 - any failure means: compute it through the app
         return exc
+    if plain is None:
+        return None
+    return _Body.of(plain) if compress else _Body(plain, None)
+
+
+def _accepts_gzip(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether ``Accept-Encoding`` lists gzip (or ``*``) without ``q=0`` (RFC 9110 12.5.3)."""
+    for name, value in headers:
+        if name.lower() != b"accept-encoding":
+            continue
+        for item in value.lower().split(b","):
+            coding, _, params = item.partition(b";")
+            if coding.strip() in (b"gzip", b"*"):
+                return not _refused(params.strip())
+    return False
+
+
+def _refused(params: bytes) -> bool:
+    """``q=0`` (or an unreadable weight, taken as no consent): the coding must not be used."""
+    if not params.startswith(b"q="):
+        return False
+    try:
+        return float(params[2:]) == 0
+    except ValueError:
+        return True
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -1,7 +1,7 @@
 """The API under load while the embedded pipeline runs: wrk at 100 connections against the demo.
 
 Run: ``.venv/bin/python -m bench.api [--symbols 500] [--minutes 60] [--connections 100]
-[--duration 20] [--bars-symbols 20]``
+[--duration 20] [--bars-symbols 20] [--accept-encoding identity]``
 
 Setup, as ``make demo`` runs: a fresh data directory whose chdb store holds ``--symbols`` symbols
 x ``--minutes`` of 1 s bars and signals ending now (written by ClickHouse itself with
@@ -20,7 +20,14 @@ request taking the next path of a list (a Lua script):
 * ``update`` — ``/api/torghut/console/update?symbol=S``, the dashboard's update call, over the
   demo's live symbols.
 
-Printed per endpoint: requests/s, p50/p95/p99 latency (wrk's own histogram), non-2xx count, and
+Before each load every path is asked once, in turn (the first computation of each shared
+answer, printed on its own as "first asks"); wrk then measures viewers asking answers that exist.
+Every request sends ``Accept-Encoding: --accept-encoding``, by default what Chromium sends (the
+console's requests are the browser's), so large shared answers come gzipped; ``identity``
+measures the plain bytes.
+
+Printed per endpoint: requests/s, p50/p95/p99 latency (wrk's own histogram), bytes per response
+(as received), non-2xx count, and
 the pipeline's lag sampled once a second from ``/trading/pipeline`` while the load runs
 (``ta_lag_ms``: now - the newest signal; ``watermark``: now - the TA watermark), next to the same
 lag measured for ``--duration`` seconds before any load (the same-run baseline). Targets (issue
@@ -48,6 +55,8 @@ from pathlib import Path
 import httpx
 
 LIVE_SYMBOLS = ("AAPL", "MSFT", "NVDA", "TSLA", "AMZN")
+BROWSER_ACCEPT_ENCODING = "gzip, deflate, br, zstd"
+"""What Chromium sends: the console's requests are the browser's."""
 
 WRK_SCRIPT = """
 local paths = {}
@@ -55,17 +64,17 @@ for line in io.lines("%(paths)s") do paths[#paths + 1] = line end
 local i = 0
 request = function()
   i = i + 1
-  return wrk.format("GET", paths[(i %% #paths) + 1])
+  return wrk.format("GET", paths[(i %% #paths) + 1], {["Accept-Encoding"] = "%(accept)s"})
 end
 done = function(summary, latency, requests)
   local errors = summary.errors.status + summary.errors.connect + summary.errors.read
     + summary.errors.write + summary.errors.timeout
   io.write(string.format(
     'WRK {"requests": %%d, "seconds": %%f, "p50": %%f, "p95": %%f, "p99": %%f, '
-      .. '"max": %%f, "errors": %%d, "non2xx": %%d}\\n',
+      .. '"max": %%f, "errors": %%d, "non2xx": %%d, "bytes": %%d}\\n',
     summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
     latency:percentile(95) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3,
-    errors, summary.errors.status))
+    errors, summary.errors.status, summary.bytes))
 end
 """
 
@@ -77,6 +86,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--bars-symbols", type=int, default=20)
+    parser.add_argument(
+        "--accept-encoding",
+        default=BROWSER_ACCEPT_ENCODING,
+        help="sent with every request (default: what Chromium sends; 'identity' for plain)",
+    )
     parser.add_argument("--seed-only", metavar="DATA_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--end", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -126,9 +140,13 @@ def main() -> None:
             "update": [f"/api/torghut/console/update?symbol={s}" for s in LIVE_SYMBOLS],
         }
         results = {}
+        first_asks: dict[str, list[float]] = {}
         for name, paths in loads.items():
             _settle(url)
-            results[name] = _wrk(wrk, url, paths, args.connections, args.duration, work)
+            first_asks[name] = _first_asks(url, paths, args.accept_encoding)
+            results[name] = _wrk(
+                wrk, url, paths, args.connections, args.duration, args.accept_encoding, work
+            )
     finally:
         demo.send_signal(signal.SIGINT)
         try:
@@ -139,15 +157,26 @@ def main() -> None:
 
     print(f"\nwrk: {args.connections} connections, 2 threads, {args.duration} s per endpoint; "
           f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
-          f"({_cpu_model()})")  # fmt: skip
+          f"({_cpu_model()}); Accept-Encoding: {args.accept_encoding}")  # fmt: skip
     head = f"{'endpoint':<9} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}"
-    print(f"{head} {'non2xx':>7}  pipeline lag during load (TA lag / watermark lag, p50-max)")
-    print(f"{'baseline':<9} {'-':>8} {'-':>8} {'-':>8} {'-':>8} {'-':>8} {'-':>7}  "
+    print(f"{head} {'kB/resp':>8} {'non2xx':>7}  pipeline lag during load "
+          "(TA lag / watermark lag, p50-max)")  # fmt: skip
+    print(f"{'baseline':<9} {'-':>8} {'-':>8} {'-':>8} {'-':>8} {'-':>8} {'-':>8} {'-':>7}  "
           f"{_lag_text(baseline)}")  # fmt: skip
     for name, (r, lag) in results.items():
+        kb = r["bytes"] / max(1, r["requests"]) / 1000
         print(f"{name:<9} {r['requests'] / r['seconds']:>8.0f} {r['p50']:>8.1f} {r['p95']:>8.1f} "
-              f"{r['p99']:>8.1f} {r['max']:>8.1f} {r['non2xx']:>7}  {_lag_text(lag)}")  # fmt: skip
+              f"{r['p99']:>8.1f} {r['max']:>8.1f} {kb:>8.1f} {r['non2xx']:>7}  "
+              f"{_lag_text(lag)}")  # fmt: skip
     print("targets: latest p99 <= 50 ms, bars 1h p99 <= 150 ms")
+    print("first asks before each load (each path once, in turn; a shared answer is computed):")
+    for name, asks in first_asks.items():
+        print(f"  {name:<9} {len(asks)} paths, p50 {statistics.median(asks):.1f} ms, "
+              f"max {max(asks):.1f} ms")  # fmt: skip
+    print("shared answers by outcome during each load (see api/shared_answers.py):")
+    for name, (r, _) in results.items():
+        outcomes = ", ".join(f"{k[7:]} {v:,.0f}" for k, v in r.items() if k.startswith("shared "))
+        print(f"  {name:<9} {outcomes}")
 
 
 def _seed(work: Path, symbols: int, minutes: int, end: datetime) -> None:
@@ -245,6 +274,21 @@ def _settle(url: str, timeout: float = 60) -> None:
             time.sleep(0.5)
 
 
+def _first_asks(url: str, paths: list[str], accept: str) -> list[float]:
+    """Each path asked once, in turn, before the load: its latency in ms.
+
+    Why: wrk measures the steady state of viewers asking kept answers; the cost of an answer's
+    first computation (100 connections would all wait for the first few) is reported here, on
+    its own, instead of as the first second of the load's tail."""
+    out = []
+    with httpx.Client(base_url=url, timeout=60, headers={"accept-encoding": accept}) as http:
+        for path in paths:
+            t0 = time.perf_counter()
+            http.get(path).raise_for_status()
+            out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
 def _lag_text(samples: list[tuple[int, int]]) -> str:
     if not samples:
         return "no samples"
@@ -255,12 +299,19 @@ def _lag_text(samples: list[tuple[int, int]]) -> str:
 
 
 def _wrk(
-    wrk: str, url: str, paths: list[str], connections: int, duration: int, work: Path
+    wrk: str,
+    url: str,
+    paths: list[str],
+    connections: int,
+    duration: int,
+    accept: str,
+    work: Path,
 ) -> tuple[dict[str, float], list[tuple[int, int]]]:
     listing = work / "paths.txt"
     listing.write_text("\n".join(paths) + "\n")
     script = work / "paths.lua"
-    script.write_text(WRK_SCRIPT % {"paths": listing})
+    script.write_text(WRK_SCRIPT % {"paths": listing, "accept": accept})
+    before = _shared_outcomes(url)
     stop = threading.Event()
     lag: list[tuple[int, int]] = []
     sampler = threading.Thread(
@@ -276,7 +327,17 @@ def _wrk(
     sampler.join()
     line = next(x for x in run.stdout.splitlines() if x.startswith("WRK "))
     result: dict[str, float] = json.loads(line[4:])
+    after = _shared_outcomes(url)
+    result.update({f"shared {k}": after[k] - before.get(k, 0.0) for k in after})
     return result, lag
+
+
+def _shared_outcomes(url: str) -> dict[str, float]:
+    """The shared answers' counters by outcome (``torghut_api_shared_answers_total``)."""
+    head = 'torghut_api_shared_answers_total{result="'
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    found = (line[len(head) :].split('"} ') for line in text.splitlines() if line.startswith(head))
+    return {result: float(value) for result, value in found}
 
 
 def _cpu_model() -> str:

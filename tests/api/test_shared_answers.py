@@ -12,9 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
+import pytest
 
 from api.app import create_app
 from api.server import BackgroundServer
+from api.shared_answers import GZIP_MIN_BYTES
 from api.ta import LATEST_FRESH_S
 from tests.api.conftest import (
     T0,
@@ -129,6 +131,42 @@ def test_latest_follows_new_signals(ch: Client, make_client: MakeClient) -> None
             return close
 
         wait_until(lambda: newest() == 2.0, 10, message="the new signal on /latest")
+
+
+@pytest.mark.parametrize(
+    ("accept", "gzipped"),
+    [
+        ("gzip, deflate", True),
+        ("br;q=1.0, GZIP;q=0.5", True),
+        ("*", True),
+        ("gzip;q=0", False),
+        ("gzip;q=zero", False),
+        ("identity", False),
+        ("", False),
+    ],
+)
+def test_large_kept_answers_are_sent_gzipped_to_clients_that_accept_it(
+    ch: Client, make_client: MakeClient, accept: str, gzipped: bool
+) -> None:
+    insert_bars(ch, [bar(i) for i in range(60)])
+    with make_client(ttl_ms=TTL_MS, clock=ManualClock()) as client:
+        first = client.get(BARS, params=RANGE, headers={"accept-encoding": "identity"})
+        kept = client.get(BARS, params=RANGE, headers={"accept-encoding": accept})
+        tiny = client.get("/api/torghut/ta/latest?symbol=AAPL")  # computed, then kept
+        tiny_kept = client.get("/api/torghut/ta/latest?symbol=AAPL")
+    assert len(first.content) >= GZIP_MIN_BYTES
+    # every answer of a shared route says it depends on Accept-Encoding, computed or kept
+    assert first.headers["vary"] == kept.headers["vary"] == "accept-encoding"
+    assert "content-encoding" not in first.headers
+    assert kept.headers.get("content-encoding") == ("gzip" if gzipped else None)
+    assert kept.content == first.content  # httpx undoes the gzip
+    assert int(kept.headers["content-length"]) == kept.num_bytes_downloaded
+    if gzipped:
+        assert kept.num_bytes_downloaded < len(first.content) / 4
+    else:
+        assert kept.num_bytes_downloaded == len(first.content)
+    assert "content-encoding" not in tiny_kept.headers  # below the threshold: sent plain
+    assert tiny_kept.json() == tiny.json()
 
 
 def test_errors_are_not_kept(ch: Client, make_client: MakeClient) -> None:
