@@ -16,7 +16,12 @@ from tests.trading.conftest import T0, decision
 from trading.adapters.store import TradingStore, UnitOfWork
 from trading.core.adjudicate import Adjudication
 from trading.core.decisions import DecisionStatus
-from trading.core.orders import InvalidOrderTransition, OrderStatus, Transition
+from trading.core.orders import (
+    INVALID_TRANSITIONS,
+    InvalidOrderTransition,
+    OrderStatus,
+    Transition,
+)
 from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor
 from trading.core.risk import RiskVerdict
 
@@ -122,13 +127,16 @@ def test_invalid_transition_raises_and_changes_nothing(store: TradingStore) -> N
     store.record_submission(order)
     filled = msgspec.structs.replace(order, status=S.FILLED, filled_qty=Decimal(10))
     store.apply_order_update(filled, event_type="fill", at=at(3))
+    # newer observations the table refuses: anomalies, raised (and logged, counted)
     with pytest.raises(InvalidOrderTransition):
         store.apply_order_update(
-            msgspec.structs.replace(order, status=S.CANCELED), event_type="canceled", at=at(4)
+            msgspec.structs.replace(order, status=S.CANCELED, updated_at=at(4)),
+            event_type="canceled",
+            at=at(4),
         )
     with pytest.raises(InvalidOrderTransition):
         store.apply_order_update(
-            msgspec.structs.replace(filled, status=S.FILLED, filled_qty=Decimal(9)),
+            msgspec.structs.replace(filled, filled_qty=Decimal(9), updated_at=at(5)),
             event_type="poll",
             at=at(5),
         )
@@ -138,6 +146,43 @@ def test_invalid_transition_raises_and_changes_nothing(store: TradingStore) -> N
         assert final.status is S.FILLED
         assert final.filled_qty == 10
         assert len(uow.order_events(order.id)) == 2
+
+
+def test_observations_older_than_the_recorded_state_are_stale_and_change_nothing(
+    store: TradingStore,
+) -> None:
+    """The submit response, the stream and the poll are recorded by different threads: an
+    earlier state recorded last is stale, decided against the row as the store holds it."""
+    d = store.record_decision(Adjudication.of(decision(), risk=RiskVerdict(())))
+    order = broker_order(d.decision_hash, status=S.NEW)  # updated_at = at(1)
+    store.record_submission(order)
+    refused_before = _invalid_transitions()
+    stale = [
+        msgspec.structs.replace(order, status=S.PENDING_NEW),  # same instant, the earlier state
+        msgspec.structs.replace(order, status=S.PENDING_NEW, updated_at=at(0.5)),  # older
+    ]
+    partial = msgspec.structs.replace(
+        order, status=S.PARTIALLY_FILLED, filled_qty=Decimal(4), updated_at=at(2)
+    )
+    later_stale = [
+        msgspec.structs.replace(order, updated_at=at(1.5)),  # a poll answered before the fill
+        msgspec.structs.replace(partial, filled_qty=Decimal(3)),  # same instant, less filled
+    ]
+    results = [store.apply_order_update(o, event_type="poll", at=at(3)) for o in stale]
+    results.append(store.apply_order_update(partial, event_type="partial_fill", at=at(3)))
+    results += [store.apply_order_update(o, event_type="poll", at=at(3)) for o in later_stale]
+    assert results == [Transition.STALE] * 2 + [Transition.ADVANCE] + [Transition.STALE] * 2
+    assert _invalid_transitions() == refused_before  # not an anomaly: nothing logged or counted
+    with store.unit_of_work() as uow:
+        current = uow.get_execution(order.id)
+        assert current is not None
+        assert (current.status, current.filled_qty) == (S.PARTIALLY_FILLED, 4)
+        assert [e.status_to for e in uow.order_events(order.id)] == [S.NEW, S.PARTIALLY_FILLED]
+
+
+def _invalid_transitions() -> float:
+    samples = INVALID_TRANSITIONS.collect()[0].samples
+    return sum(s.value for s in samples if s.name.endswith("_total"))
 
 
 def test_an_order_acknowledged_before_a_crash_is_adopted_by_its_decision(

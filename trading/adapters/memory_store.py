@@ -47,7 +47,7 @@ from trading.core.control_state import (
 )
 from trading.core.decisions import DecisionStatus, initial_status
 from trading.core.decisions import check_transition as check_decision
-from trading.core.orders import ACTIVE, OrderStatus, Transition, check_transition
+from trading.core.orders import ACTIVE, OrderStatus, Transition, check_transition, is_stale
 from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor
 from trading.core.records import (
     PositionDrift,
@@ -168,6 +168,15 @@ class MemoryUnitOfWork:
         if current is None:
             self._create_execution(order, event_type, payload or {}, at)
             return Transition.ADVANCE
+        if is_stale(
+            current.status,
+            current.last_update_at,
+            current.filled_qty,
+            order.status,
+            order.updated_at,
+            order.filled_qty,
+        ):
+            return Transition.STALE
         step = check_transition(
             order.id,
             current.status,

@@ -36,7 +36,7 @@ from prometheus_client import Counter
 
 from torghut.logs import get_logger
 from trading.core.clock import Clock
-from trading.core.orders import TRANSITIONS, InvalidOrderTransition, Transition
+from trading.core.orders import InvalidOrderTransition, Transition
 from trading.core.ports import (
     Broker,
     BrokerOrder,
@@ -200,17 +200,6 @@ class OrderExecutor:
                 uow.apply_order_update(order, event_type=event_type, at=at)
                 uow.commit()
                 return True
-            if existing.last_update_at > order.updated_at or existing.filled_qty > order.filled_qty:
-                return False
-            if (
-                existing.last_update_at == order.updated_at
-                and order.status is not existing.status
-                and order.status not in TRANSITIONS[existing.status]
-            ):
-                # Two states of one instant and this is the earlier (the broker moves an order
-                # pending_new -> new within one timestamp; its submit response can arrive after
-                # the stream's event): stale, not an invalid transition.
-                return False
             try:
                 step = uow.apply_order_update(order, event_type=event_type, at=at)
             except InvalidOrderTransition:

@@ -7,6 +7,12 @@ against :data:`TRANSITIONS`; an observation that the table does not allow is an
 NautilusTrader's order FSM). Re-observing the current status is not a transition
 (``Transition.SAME``), except ``partially_filled`` whose filled quantity grew.
 
+An observation older than the recorded state is not checked against the table at all: it is
+``Transition.STALE`` (:func:`is_stale`), ignored quietly. The two channels race (the submit
+response, the stream and the poll are recorded by different threads), and the store decides
+staleness against the row it holds locked, so an earlier state that arrives last is never
+mistaken for a move backwards.
+
 Polling can skip intermediate states (``pending_new`` → ``filled`` without ``new``), so the table
 allows every forward jump the broker can produce, and nothing out of a terminal state.
 ``intent`` is our own state: recorded in the store, not yet acknowledged by the broker.
@@ -17,6 +23,7 @@ can revive it — and reachable from every non-terminal state.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -32,6 +39,7 @@ __all__ = [
     "OrderStatus",
     "Transition",
     "check_transition",
+    "is_stale",
 ]
 
 _log = get_logger("trading.core.orders")
@@ -69,6 +77,8 @@ class OrderStatus(StrEnum):
 class Transition(StrEnum):
     ADVANCE = "advance"
     SAME = "same"
+    STALE = "stale"
+    """Older than the recorded state (:func:`is_stale`): nothing to record."""
 
 
 S = OrderStatus
@@ -154,6 +164,28 @@ def check_transition(
         why = "terminal state" if status_from in TERMINAL else "not in the transition table"
         _refuse(order_id, status_from, status_to, why)
     return Transition.ADVANCE
+
+
+def is_stale(
+    status_from: OrderStatus,
+    updated_from: datetime,
+    filled_from: Decimal,
+    status_to: OrderStatus,
+    updated_to: datetime,
+    filled_to: Decimal,
+) -> bool:
+    """Whether an observed state (``*_to``) is older than the recorded one (``*_from``).
+
+    Older: an earlier ``updated_at``; or the same instant with less filled, or with a status
+    the recorded one cannot move to — two states of one instant, this the earlier (the broker
+    moves an order ``pending_new`` -> ``new`` within one timestamp, and its submit response can
+    be recorded after the stream's ``new``). A newer observation is never stale: if the table
+    refuses it, that is an anomaly to report (:func:`check_transition`)."""
+    if updated_to != updated_from:
+        return updated_to < updated_from
+    if filled_to < filled_from:
+        return True
+    return status_to is not status_from and status_to not in TRANSITIONS[status_from]
 
 
 def _refuse(order_id: str, status_from: OrderStatus, status_to: OrderStatus, why: str) -> None:

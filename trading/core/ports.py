@@ -304,7 +304,9 @@ class UnitOfWork(Protocol):
         at: datetime,
         payload: dict[str, Any] | None = None,
     ) -> Transition:
-        """One observed broker order state, through the order state machine."""
+        """One observed broker order state, through the order state machine; an observation
+        older than the recorded state is ``Transition.STALE`` and changes nothing (decided
+        against the state as held under the unit of work's lock)."""
         ...
 
     def mark_reconciled(self, alpaca_order_id: str, at: datetime) -> None:
