@@ -13,8 +13,10 @@ import msgspec
 import pytest
 
 from tests.trading.conftest import T0, decision
+from trading.adapters.memory_store import MemoryStore
 from trading.adapters.store import TradingStore, UnitOfWork
 from trading.core.adjudicate import Adjudication
+from trading.core.clock import SimulatedClock
 from trading.core.decisions import DecisionStatus
 from trading.core.orders import (
     INVALID_TRANSITIONS,
@@ -22,7 +24,7 @@ from trading.core.orders import (
     OrderStatus,
     Transition,
 )
-from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor
+from trading.core.ports import BrokerOrder, DecisionStore, PositionSnapshot, SignalCursor
 from trading.core.risk import RiskVerdict
 
 S = OrderStatus
@@ -153,9 +155,22 @@ def test_observations_older_than_the_recorded_state_are_stale_and_change_nothing
 ) -> None:
     """The submit response, the stream and the poll are recorded by different threads: an
     earlier state recorded last is stale, decided against the row as the store holds it."""
-    d = store.record_decision(Adjudication.of(decision(), risk=RiskVerdict(())))
-    order = broker_order(d.decision_hash, status=S.NEW)  # updated_at = at(1)
-    store.record_submission(order)
+    order_id = _stale_observations(store)
+    with store.unit_of_work() as uow:
+        assert [e.status_to for e in uow.order_events(order_id)] == [S.NEW, S.PARTIALLY_FILLED]
+
+
+def test_the_memory_store_decides_staleness_alike() -> None:
+    _stale_observations(MemoryStore(SimulatedClock(T0)))
+
+
+def _stale_observations(store: DecisionStore) -> str:
+    """Apply stale and fresh observations through the port; returns the order's id."""
+    with store.unit_of_work() as uow:
+        d = uow.record_decision(Adjudication.of(decision(), risk=RiskVerdict(())))
+        order = broker_order(d.decision_hash, status=S.NEW)  # updated_at = at(1)
+        uow.record_submission(order)
+        uow.commit()
     refused_before = _invalid_transitions()
     stale = [
         msgspec.structs.replace(order, status=S.PENDING_NEW),  # same instant, the earlier state
@@ -168,21 +183,24 @@ def test_observations_older_than_the_recorded_state_are_stale_and_change_nothing
         msgspec.structs.replace(order, updated_at=at(1.5)),  # a poll answered before the fill
         msgspec.structs.replace(partial, filled_qty=Decimal(3)),  # same instant, less filled
     ]
-    results = [store.apply_order_update(o, event_type="poll", at=at(3)) for o in stale]
-    results.append(store.apply_order_update(partial, event_type="partial_fill", at=at(3)))
-    results += [store.apply_order_update(o, event_type="poll", at=at(3)) for o in later_stale]
+    results = []
+    for observed in [*stale, partial, *later_stale]:
+        with store.unit_of_work() as uow:
+            results.append(uow.apply_order_update(observed, event_type="poll", at=at(3)))
+            uow.commit()
     assert results == [Transition.STALE] * 2 + [Transition.ADVANCE] + [Transition.STALE] * 2
     assert _invalid_transitions() == refused_before  # not an anomaly: nothing logged or counted
     with store.unit_of_work() as uow:
         current = uow.get_execution(order.id)
-        assert current is not None
-        assert (current.status, current.filled_qty) == (S.PARTIALLY_FILLED, 4)
-        assert [e.status_to for e in uow.order_events(order.id)] == [S.NEW, S.PARTIALLY_FILLED]
+    assert current is not None
+    assert (current.status, current.filled_qty) == (S.PARTIALLY_FILLED, Decimal(4))
+    assert current.last_update_at == at(2)
+    return order.id
 
 
 def _invalid_transitions() -> float:
-    samples = INVALID_TRANSITIONS.collect()[0].samples
-    return sum(s.value for s in samples if s.name.endswith("_total"))
+    (metric,) = INVALID_TRANSITIONS.collect()
+    return float(sum(s.value for s in metric.samples if s.name.endswith("_total")))
 
 
 def test_an_order_acknowledged_before_a_crash_is_adopted_by_its_decision(
