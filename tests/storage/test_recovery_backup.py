@@ -37,8 +37,10 @@ EPOCH = timedelta(milliseconds=50)  # shorter epochs cost an fsync each
 Totals = dict[str, tuple[int, int]]
 
 
-def _source(abort_at: int | None = None) -> PacedSource[int]:
-    return PacedSource(N, lambda i: i, abort_at)
+def _source(
+    abort_at: int | None = None, interval: timedelta = timedelta(milliseconds=2)
+) -> PacedSource[int]:
+    return PacedSource(N, lambda i: i, abort_at, interval)
 
 
 def _expected() -> Totals:
@@ -109,9 +111,11 @@ def test_backup_of_a_running_flow_resumes_exactly(tmp_path: Path, s3_store: S3St
     live = tmp_path / "live"
     out: list[tuple[str, tuple[int, int]]] = []
     restore_latest_if_empty(live, s3_store, 2)
+    # 20 ms an item: the flow runs ~6 s, so it is still writing when a backup started after 60
+    # items ends, however slow the machine (at 2 ms an item a 0.7 s backup outlasted the flow)
     runner = threading.Thread(
         target=run_main,
-        args=(_flow(_source(), out),),
+        args=(_flow(_source(interval=timedelta(milliseconds=20)), out),),
         kwargs={
             "epoch_interval": EPOCH,
             "recovery_config": RecoveryConfig(live, timedelta(seconds=30)),
