@@ -195,7 +195,7 @@ class SharedAnswers:
             return True
         fresh = answer.freshness
         if not fresh.blocking:
-            self._apply(key, answer, _run_again(fresh.again, compress=False))
+            self._apply(key, answer, _run_again(fresh.again))
             self._lookups["hit"].inc()
             return key in self._answers
         if answer.refreshing is None:
@@ -219,7 +219,7 @@ class SharedAnswers:
             while self._due:
                 batch, self._due = self._due, {}
                 agains = [answer.freshness.again for answer in batch.values()]
-                bodies = await anyio.to_thread.run_sync(_run_all, agains, True)
+                bodies = await anyio.to_thread.run_sync(_run_all, agains)
                 for (key, answer), body in zip(batch.items(), bodies, strict=True):
                     done, answer.refreshing = answer.refreshing, None
                     self._apply(key, answer, body)
@@ -316,21 +316,17 @@ def _fresh_until(now: float, fresh_s: float) -> float:
     return (now // fresh_s + 1) * fresh_s
 
 
-def _run_all(agains: list[Again], compress: bool) -> list[_Body | BaseException | None]:
-    return [_run_again(again, compress) for again in agains]
+def _run_all(agains: list[Again]) -> list[_Body | BaseException | None]:
+    return [_run_again(again) for again in agains]
 
 
-def _run_again(again: Again, compress: bool) -> _Body | BaseException | None:
-    """``again()``, its exception returned (a refresh that fails drops the answer).
-
-    ``compress=False`` (a refresh on the event loop): the body is kept plain."""
+def _run_again(again: Again) -> _Body | BaseException | None:
+    """``again()``, its exception returned (a refresh that fails drops the answer)."""
     try:
         plain = again()
     except Exception as exc:  # noqa: BLE001 - any failure means: compute it through the app
         return exc
-    if plain is None:
-        return None
-    return _Body.of(plain) if compress else _Body(plain, None)
+    return None if plain is None else _Body.of(plain)
 
 
 def _accepts_gzip(headers: Iterable[tuple[bytes, bytes]]) -> bool:
