@@ -13,6 +13,7 @@ import sys
 import uvicorn
 
 from api.app import create_app
+from api.server import uvicorn_config
 from torghut.config import SettingsError, load_settings
 from torghut.logs import configure_logging, get_logger
 
@@ -26,15 +27,7 @@ def main() -> int:
         sys.stderr.write(f"{exc}\n")
         return 2
     log.info("api_listening", url=f"http://{settings.api.host}:{settings.api.port}/")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api.host,
-        port=settings.api.port,
-        log_config=None,
-        access_log=False,
-        http="httptools",  # C parsing and event loop: api.server says why
-        loop="uvloop",
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), settings.api.host, settings.api.port)).run()
     return 0
 
 

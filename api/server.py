@@ -18,7 +18,27 @@ from types import TracebackType
 import uvicorn
 from litestar import Litestar
 
-__all__ = ["BackgroundServer"]
+from api.coalesced_writes import HttpToolsCoalescing
+
+__all__ = ["BackgroundServer", "uvicorn_config"]
+
+
+def uvicorn_config(app: Litestar, host: str, port: int) -> uvicorn.Config:
+    """How the API is served, by ``python -m api`` and by :class:`BackgroundServer` alike.
+
+    HTTP parsing and the event loop are C (``httptools``, ``uvloop``), named explicitly: less
+    Python per request under the GIL the dataflows need (alone, before the shared answers, they
+    took ``bench/api.py``'s ``/latest`` from 888 to 1,206 req/s and the update from 981 to
+    2,417). A response leaves in one send (:mod:`api.coalesced_writes`)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        http=HttpToolsCoalescing,
+        loop="uvloop",
+    )
 
 
 class BackgroundServer:
@@ -28,29 +48,14 @@ class BackgroundServer:
     the app's state) to the collector's permanent generation (:func:`gc.freeze`): a full
     collection then walks only what was made since. Under API load the process's full
     collections took 100-165 ms each, every few seconds, with the GIL held: a pause for every
-    request in flight and for the dataflows (``bench/api.py``).
-
-    HTTP parsing and the event loop are C (``httptools``, ``uvloop``), named explicitly: less
-    Python per request under the GIL the dataflows need (alone, before the shared answers, they
-    took ``bench/api.py``'s ``/latest`` from 888 to 1,206 req/s and the update from 981 to
-    2,417)."""
+    request in flight and for the dataflows (``bench/api.py``)."""
 
     def __init__(
         self, app: Litestar, host: str = "127.0.0.1", port: int = 8080, start_timeout_s: float = 30
     ) -> None:
         self.url = f"http://{host}:{port}"
         self._timeout = start_timeout_s
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=host,
-                port=port,
-                log_config=None,
-                access_log=False,
-                http="httptools",
-                loop="uvloop",
-            )
-        )
+        self._server = uvicorn.Server(uvicorn_config(app, host, port))
         self._thread = threading.Thread(target=self._server.run, name="api-server", daemon=True)
 
     def __enter__(self) -> str:
