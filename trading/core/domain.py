@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -80,11 +81,14 @@ class SignalRow(msgspec.Struct, frozen=True):
         return self.indicators.close
 
 
-class Decision(msgspec.Struct, frozen=True):
+class Decision(msgspec.Struct, frozen=True, dict=True):
     """A deterministic strategy's decision for one signal row.
 
     ``params`` are the strategy parameters that produced it (part of the hash); ``rationale``
     is a short human explanation built from the indicator values (not part of the hash).
+    ``dict=True`` only gives :attr:`decision_hash` a place to be kept: it is read several times
+    per decision (the record, the client order id, the rejection log line) and is a SHA-256 of
+    canonical JSON each time; the encoded fields are the same.
     """
 
     strategy_id: str
@@ -101,7 +105,7 @@ class Decision(msgspec.Struct, frozen=True):
     signal_seq: int = 0
     reference_price: Decimal | None = None
 
-    @property
+    @cached_property
     def decision_hash(self) -> str:
         return decision_hash(self.strategy_id, self.symbol, self.event_ts, self.action, self.params)
 
