@@ -122,15 +122,43 @@ def decision_hash(
     action: Action | str,
     params: Mapping[str, object],
 ) -> str:
-    """SHA-256 hex of the canonical JSON of the decision's identity."""
-    identity = {
-        "action": str(action),
-        "event_ts": event_ts,
-        "params": dict(params),
-        "strategy_id": strategy_id,
-        "symbol": symbol,
-    }
-    return hashlib.sha256(canonical_json(identity).encode("ascii")).hexdigest()
+    """SHA-256 hex of the canonical JSON of the decision's identity.
+
+    The text is written field by field, keys in their sorted order, with the params' canonical
+    text remembered per params (a strategy's are the same for all its decisions, and
+    canonicalising them was most of a hash): the same text as :func:`canonical_json` of the
+    identity mapping (``tests/trading/test_decision_hash.py`` checks both on arbitrary
+    identities)."""
+    text = (
+        f'{{"action":{_json(str(action))},"event_ts":{_json(event_ts)},'
+        f'"params":{_params_json(params)},"strategy_id":{_json(strategy_id)},'
+        f'"symbol":{_json(symbol)}}}'
+    )
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+_PARAMS_KEPT = 1024
+"""Canonical params texts remembered (a cache of a pure function, cleared when full)."""
+_params_texts: dict[tuple[tuple[str, type, object], ...], str] = {}
+
+
+def _json(value: object) -> str:
+    return json.dumps(_canonical(value), ensure_ascii=True)
+
+
+def _params_json(params: Mapping[str, object]) -> str:
+    try:
+        # the type is part of the key: True == 1 and 1 == 1.0, but their texts differ
+        key = tuple((k, type(v), v) for k, v in params.items())
+        text = _params_texts.get(key)
+    except TypeError:  # an unhashable value: canonicalised every time
+        return canonical_json(dict(params))
+    if text is None:
+        text = canonical_json(dict(params))
+        if len(_params_texts) >= _PARAMS_KEPT:
+            _params_texts.clear()
+        _params_texts[key] = text
+    return text
 
 
 def canonical_json(value: Any) -> str:
