@@ -162,7 +162,7 @@ class Decider:
         self._strategies = dict(strategies)
         self._keys: dict[str, tuple[tuple[str, Strategy[Any]], ...]] = {}
         """Each symbol's state keys with their strategies (built once per symbol: a replay
-        steps every row through here: one f-string per row and strategy was measurable)."""
+        steps every row through here, so the key is not formatted again per row)."""
 
     def decide(self, state: DeciderState | None, row: SignalRow) -> tuple[DeciderState, Decided]:
         state = state or DeciderState()
