@@ -4,7 +4,10 @@ the sums they replace, over random sequences of quotes, orders and fills.
 * the ledger's positions, exposure and equity against a recomputation from its books;
 * the paper book's market values and buying power over a change-reporting quote source
   (:class:`~trading.backtest.market.ReplayQuotes`) against the same book over a source that
-  reports nothing (every position re-marked on every order), order for order.
+  reports nothing (every position re-marked on every order), order for order;
+* the paper book answering an order's buying-power check without re-marking (and its marks
+  remembered per price pair) against a book that re-marks every position for every check and
+  parses every mark afresh, order for order.
 """
 
 from __future__ import annotations
@@ -138,3 +141,68 @@ def test_book_buying_power_equals_full_remarking(
         assert tracked.account() == full.account()
     assert tracked.account() == full.account()
     assert tracked.positions() == full.positions()
+
+
+class _AlwaysMarking(PaperBook):
+    """The paper book as it was: every buying-power check re-marks, every mark is parsed."""
+
+    def _surely_covered(self, cost: Decimal, exclude: uuid.UUID | None) -> bool:
+        return False
+
+    def _touch_mark(self, bid: float, ask: float) -> Decimal | None:
+        if bid > 0 and ask > 0:
+            return (Decimal(repr(bid)) + Decimal(repr(ask))) / 2
+        if bid > 0 or ask > 0:
+            return Decimal(repr(max(bid, ask)))
+        return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(quote_ops, order_ops), max_size=80),
+    st.sampled_from((Decimal(500), Decimal(2_000), Decimal(20_000))),
+    st.booleans(),
+    st.sampled_from((1, 2)),
+)
+def test_book_checks_without_remarking_equal_remarking(
+    ops: list[tuple], cash: Decimal, shorting: bool, multiplier: int
+) -> None:
+    quotes = ReplayQuotes(FillConfig(slippage_bps=Decimal(3)))
+    now = [T0]
+    config = AccountConfig(cash=cash, shorting_enabled=shorting, multiplier=multiplier)
+    lazy = PaperBook(quotes, now=lambda: now[0], schedule=AlwaysOpen(), account=config)
+    books = (
+        lazy,
+        _AlwaysMarking(
+            _Untracked(quotes), now=lambda: now[0], schedule=AlwaysOpen(), account=config
+        ),
+    )
+    for n, op in enumerate(ops):
+        now[0] = T0 + timedelta(seconds=n)
+        if op[0] == "quote":
+            _, symbol, close, spread = op
+            half = spread / 100
+            signal = Signal(
+                close=close, imbalance_bid_px=close - half, imbalance_ask_px=close + half
+            )
+            quotes.update(SignalRow(symbol, now[0], n, "PT1S", 1, signal))
+            continue
+        _, symbol, side, qty = op
+        touch = quotes.latest_quote(symbol)
+        if touch is not None:
+            cost = qty * Decimal(repr(touch.ask_price))
+            assert not lazy._surely_covered(cost, None) or cost <= lazy._buying_power(None)
+        outcomes = []
+        for book in books:
+            request = BookRequest(symbol, side, "market", "day", qty, client_order_id=f"o{n}")
+            try:
+                order = book.submit(request)
+            except BrokerError as refusal:
+                outcomes.append(refusal.body())
+            else:
+                outcomes.append(book.order(order.id).status)
+        assert outcomes[0] == outcomes[1]
+        assert lazy._shorts == sum(1 for p in lazy.positions() if p.qty < 0)
+    assert lazy.account() == books[1].account()
+    assert lazy.positions() == books[1].positions()
+    assert lazy.fills() == books[1].fills()

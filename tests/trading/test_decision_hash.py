@@ -3,11 +3,15 @@ sensitivity to every field of the decision's identity."""
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+import hashlib
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.trading.conftest import T0, decision
 from trading.core.domain import Action, Decision, canonical_json, decision_hash
@@ -92,3 +96,39 @@ def test_naive_datetime_and_non_finite_numbers_are_refused() -> None:
         decision_hash("s", "X", T0.replace(tzinfo=None), "buy", {})
     with pytest.raises(ValueError, match="non-finite"):
         decision_hash("s", "X", T0, "buy", {"p": float("nan")})
+
+
+_keys = st.text(min_size=1, max_size=8)
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.decimals(allow_nan=False, allow_infinity=False, places=4),
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=12),
+    st.text(max_size=12),
+    st.datetimes(timezones=st.timezones()),
+    st.sampled_from([*Action, "buy", "sell"]),
+    st.lists(st.dictionaries(_keys, _values, max_size=6), min_size=1, max_size=3),
+)
+def test_the_hash_is_the_sha256_of_the_canonical_identity(
+    strategy_id: str, symbol: str, event_ts: datetime, action: str, params: list[dict[str, Any]]
+) -> None:
+    """The hash writes its text field by field and remembers params' texts: each equals the
+    canonical JSON of the identity mapping, including params seen before."""
+    for p in (*params, *params):
+        identity = {
+            "strategy_id": strategy_id,
+            "symbol": symbol,
+            "event_ts": event_ts,
+            "action": str(action),
+            "params": p,
+        }
+        expected = hashlib.sha256(canonical_json(identity).encode("ascii")).hexdigest()
+        assert decision_hash(strategy_id, symbol, event_ts, action, p) == expected

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -80,11 +81,14 @@ class SignalRow(msgspec.Struct, frozen=True):
         return self.indicators.close
 
 
-class Decision(msgspec.Struct, frozen=True):
+class Decision(msgspec.Struct, frozen=True, dict=True):
     """A deterministic strategy's decision for one signal row.
 
     ``params`` are the strategy parameters that produced it (part of the hash); ``rationale``
     is a short human explanation built from the indicator values (not part of the hash).
+    ``dict=True`` only gives :attr:`decision_hash` a place to be kept: it is read several times
+    per decision (the record, the client order id, the rejection log line) and is a SHA-256 of
+    canonical JSON each time; the encoded fields are the same.
     """
 
     strategy_id: str
@@ -101,7 +105,7 @@ class Decision(msgspec.Struct, frozen=True):
     signal_seq: int = 0
     reference_price: Decimal | None = None
 
-    @property
+    @cached_property
     def decision_hash(self) -> str:
         return decision_hash(self.strategy_id, self.symbol, self.event_ts, self.action, self.params)
 
@@ -118,15 +122,43 @@ def decision_hash(
     action: Action | str,
     params: Mapping[str, object],
 ) -> str:
-    """SHA-256 hex of the canonical JSON of the decision's identity."""
-    identity = {
-        "action": str(action),
-        "event_ts": event_ts,
-        "params": dict(params),
-        "strategy_id": strategy_id,
-        "symbol": symbol,
-    }
-    return hashlib.sha256(canonical_json(identity).encode("ascii")).hexdigest()
+    """SHA-256 hex of the canonical JSON of the decision's identity.
+
+    The text is written field by field, keys in their sorted order, with the params' canonical
+    text remembered per params (a strategy's are the same for all its decisions, and
+    canonicalising them was most of a hash): the same text as :func:`canonical_json` of the
+    identity mapping (``tests/trading/test_decision_hash.py`` checks both on arbitrary
+    identities)."""
+    text = (
+        f'{{"action":{_json(str(action))},"event_ts":{_json(event_ts)},'
+        f'"params":{_params_json(params)},"strategy_id":{_json(strategy_id)},'
+        f'"symbol":{_json(symbol)}}}'
+    )
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+_PARAMS_KEPT = 1024
+"""Canonical params texts remembered (a cache of a pure function, cleared when full)."""
+_params_texts: dict[tuple[tuple[str, type, object], ...], str] = {}
+
+
+def _json(value: object) -> str:
+    return json.dumps(_canonical(value), ensure_ascii=True)
+
+
+def _params_json(params: Mapping[str, object]) -> str:
+    try:
+        # the type is part of the key: True == 1 and 1 == 1.0, but their texts differ
+        key = tuple((k, type(v), v) for k, v in params.items())
+        text = _params_texts.get(key)
+    except TypeError:  # an unhashable value: canonicalised every time
+        return canonical_json(dict(params))
+    if text is None:
+        text = canonical_json(dict(params))
+        if len(_params_texts) >= _PARAMS_KEPT:
+            _params_texts.clear()
+        _params_texts[key] = text
+    return text
 
 
 def canonical_json(value: Any) -> str:

@@ -160,14 +160,22 @@ class Decider:
 
     def __init__(self, strategies: Mapping[str, Strategy[Any]]) -> None:
         self._strategies = dict(strategies)
+        self._keys: dict[str, tuple[tuple[str, Strategy[Any]], ...]] = {}
+        """Each symbol's state keys with their strategies (built once per symbol: a replay
+        steps every row through here, so the key is not formatted again per row)."""
 
     def decide(self, state: DeciderState | None, row: SignalRow) -> tuple[DeciderState, Decided]:
         state = state or DeciderState()
+        states = state.states
+        keyed = self._keys.get(row.symbol)
+        if keyed is None:
+            keyed = self._keys[row.symbol] = tuple(
+                (f"{sid}|{row.symbol}", strategy) for sid, strategy in self._strategies.items()
+            )
         made: list[Decision] = []
-        for sid, strategy in self._strategies.items():
-            key = f"{sid}|{row.symbol}"
-            current = state.states.get(key) or initial_state(strategy)
-            state.states[key], decision = advance(strategy, current, row)
+        for key, strategy in keyed:
+            current = states.get(key) or initial_state(strategy)
+            states[key], decision = advance(strategy, current, row)
             if decision is not None:
                 made.append(decision)
         return state, Decided(row, tuple(made))
