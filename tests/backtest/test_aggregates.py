@@ -13,7 +13,8 @@ the sums they replace, over random sequences of quotes, orders and fills.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from hypothesis import given, settings
@@ -118,18 +119,39 @@ def test_book_buying_power_equals_full_remarking(
     config = AccountConfig(cash=cash, shorting_enabled=shorting)
     tracked = PaperBook(quotes, now=lambda: now[0], schedule=AlwaysOpen(), account=config)
     full = PaperBook(_Untracked(quotes), now=lambda: now[0], schedule=AlwaysOpen(), account=config)
+
+    def same_account() -> None:
+        assert tracked.account() == full.account()
+
+    _replay(ops, quotes, now, (tracked, full), after_order=same_account)
+    assert tracked.account() == full.account()
+    assert tracked.positions() == full.positions()
+
+
+def _replay(
+    ops: list[tuple],
+    quotes: ReplayQuotes,
+    now: list[datetime],
+    books: tuple[PaperBook, PaperBook],
+    *,
+    before_order: Callable[[str, Decimal], None] = lambda symbol, qty: None,
+    after_order: Callable[[], None] = lambda: None,
+) -> None:
+    """Quotes into ``quotes``; each order submitted to both books, with the same outcome."""
     for n, op in enumerate(ops):
         now[0] = T0 + timedelta(seconds=n)
         if op[0] == "quote":
             _, symbol, close, spread = op
             half = spread / 100
-            bid, ask = close - half, close + half
-            signal = Signal(close=close, imbalance_bid_px=bid, imbalance_ask_px=ask)
+            signal = Signal(
+                close=close, imbalance_bid_px=close - half, imbalance_ask_px=close + half
+            )
             quotes.update(SignalRow(symbol, now[0], n, "PT1S", 1, signal))
             continue
         _, symbol, side, qty = op
+        before_order(symbol, qty)
         outcomes = []
-        for book in (tracked, full):
+        for book in books:
             request = BookRequest(symbol, side, "market", "day", qty, client_order_id=f"o{n}")
             try:
                 order = book.submit(request)
@@ -138,9 +160,7 @@ def test_book_buying_power_equals_full_remarking(
             else:
                 outcomes.append(book.order(order.id).status)
         assert outcomes[0] == outcomes[1]
-        assert tracked.account() == full.account()
-    assert tracked.account() == full.account()
-    assert tracked.positions() == full.positions()
+        after_order()
 
 
 class _AlwaysMarking(PaperBook):
@@ -177,32 +197,19 @@ def test_book_checks_without_remarking_equal_remarking(
             _Untracked(quotes), now=lambda: now[0], schedule=AlwaysOpen(), account=config
         ),
     )
-    for n, op in enumerate(ops):
-        now[0] = T0 + timedelta(seconds=n)
-        if op[0] == "quote":
-            _, symbol, close, spread = op
-            half = spread / 100
-            signal = Signal(
-                close=close, imbalance_bid_px=close - half, imbalance_ask_px=close + half
-            )
-            quotes.update(SignalRow(symbol, now[0], n, "PT1S", 1, signal))
-            continue
-        _, symbol, side, qty = op
+
+    def covered_only_if_covered(symbol: str, qty: Decimal) -> None:
         touch = quotes.latest_quote(symbol)
         if touch is not None:
             cost = qty * Decimal(repr(touch.ask_price))
             assert not lazy._surely_covered(cost, None) or cost <= lazy._buying_power(None)
-        outcomes = []
-        for book in books:
-            request = BookRequest(symbol, side, "market", "day", qty, client_order_id=f"o{n}")
-            try:
-                order = book.submit(request)
-            except BrokerError as refusal:
-                outcomes.append(refusal.body())
-            else:
-                outcomes.append(book.order(order.id).status)
-        assert outcomes[0] == outcomes[1]
+
+    def shorts_counted() -> None:
         assert lazy._shorts == sum(1 for p in lazy.positions() if p.qty < 0)
+
+    _replay(
+        ops, quotes, now, books, before_order=covered_only_if_covered, after_order=shorts_counted
+    )
     assert lazy.account() == books[1].account()
     assert lazy.positions() == books[1].positions()
     assert lazy.fills() == books[1].fills()
