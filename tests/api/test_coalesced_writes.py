@@ -66,10 +66,9 @@ def test_writes_of_one_turn_leave_together_and_in_order() -> None:
         transport.writelines([b"body-", bytearray(b"1")])
         assert _nothing_sent(peer)  # still this turn: held
         assert transport.get_write_buffer_size() == 25  # what is held counts as buffered
-        await asyncio.sleep(0)  # the turn ends; the flush is the next callback
+        # awaiting the read ends the turn: the flush is the loop's next callback
         assert await _received(peer, 25) == b"HTTP/1.1 200 OK\r\n\r\nbody-1"
         transport.write(b"next")
-        await asyncio.sleep(0)
         assert await _received(peer, 4) == b"next"
 
     _on_uvloop(scenario)
@@ -85,7 +84,6 @@ def test_close_sends_what_is_held_first_and_abort_drops_it() -> None:
     async def aborting(transport: CoalescingTransport, peer: socket.socket) -> None:
         transport.write(b"never sent")
         transport.abort()
-        await asyncio.sleep(0)
         with contextlib.suppress(ConnectionResetError):  # an abort may reset the stream
             assert await _received(peer, 64) == b""  # nothing of the held write arrived
 
