@@ -47,7 +47,13 @@ from trading.core.control_state import (
 )
 from trading.core.decisions import DecisionStatus, initial_status
 from trading.core.decisions import check_transition as check_decision
-from trading.core.orders import ACTIVE, OrderStatus, Transition, check_transition, is_stale
+from trading.core.orders import (
+    ACTIVE,
+    OrderStatus,
+    Transition,
+    check_observation,
+    check_transition,
+)
 from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor
 from trading.core.records import (
     PositionDrift,
@@ -168,23 +174,16 @@ class MemoryUnitOfWork:
         if current is None:
             self._create_execution(order, event_type, payload or {}, at)
             return Transition.ADVANCE
-        if is_stale(
-            current.status,
-            current.last_update_at,
-            current.filled_qty,
-            order.status,
-            order.updated_at,
-            order.filled_qty,
-        ):
-            return Transition.STALE
-        step = check_transition(
+        step = check_observation(
             order.id,
-            current.status,
-            order.status,
+            status_from=current.status,
+            updated_from=current.last_update_at,
             filled_from=current.filled_qty,
+            status_to=order.status,
+            updated_to=order.updated_at,
             filled_to=order.filled_qty,
         )
-        if step is Transition.SAME:
+        if step is not Transition.ADVANCE:
             return step
         self._new.executions[order.id] = msgspec.structs.replace(
             current,

@@ -8,10 +8,10 @@ NautilusTrader's order FSM). Re-observing the current status is not a transition
 (``Transition.SAME``), except ``partially_filled`` whose filled quantity grew.
 
 An observation older than the recorded state is not checked against the table at all: it is
-``Transition.STALE`` (:func:`is_stale`), ignored quietly. The two channels race (the submit
-response, the stream and the poll are recorded by different threads), and the store decides
-staleness against the row it holds locked, so an earlier state that arrives last is never
-mistaken for a move backwards.
+``Transition.STALE`` (:func:`check_observation`), ignored quietly. The two channels race (the
+submit response, the stream and the poll are recorded by different threads), and the store
+decides staleness against the row it holds locked, so an earlier state that arrives last is
+never mistaken for a move backwards.
 
 Polling can skip intermediate states (``pending_new`` → ``filled`` without ``new``), so the table
 allows every forward jump the broker can produce, and nothing out of a terminal state.
@@ -38,8 +38,8 @@ __all__ = [
     "InvalidOrderTransition",
     "OrderStatus",
     "Transition",
+    "check_observation",
     "check_transition",
-    "is_stale",
 ]
 
 _log = get_logger("trading.core.orders")
@@ -78,7 +78,7 @@ class Transition(StrEnum):
     ADVANCE = "advance"
     SAME = "same"
     STALE = "stale"
-    """Older than the recorded state (:func:`is_stale`): nothing to record."""
+    """Older than the recorded state (:func:`check_observation`): nothing to record."""
 
 
 S = OrderStatus
@@ -166,26 +166,35 @@ def check_transition(
     return Transition.ADVANCE
 
 
-def is_stale(
+def check_observation(
+    order_id: str,
+    *,
     status_from: OrderStatus,
     updated_from: datetime,
     filled_from: Decimal,
     status_to: OrderStatus,
     updated_to: datetime,
     filled_to: Decimal,
-) -> bool:
-    """Whether an observed state (``*_to``) is older than the recorded one (``*_from``).
+) -> Transition:
+    """An observed order state (``*_to``) against the recorded one (``*_from``): ``STALE`` if
+    it is older, else :func:`check_transition`'s answer (which may raise).
 
     Older: an earlier ``updated_at``; or the same instant with less filled, or with a status
     the recorded one cannot move to — two states of one instant, this the earlier (the broker
     moves an order ``pending_new`` -> ``new`` within one timestamp, and its submit response can
     be recorded after the stream's ``new``). A newer observation is never stale: if the table
-    refuses it, that is an anomaly to report (:func:`check_transition`)."""
+    refuses it, that is an anomaly to report."""
     if updated_to != updated_from:
-        return updated_to < updated_from
-    if filled_to < filled_from:
-        return True
-    return status_to is not status_from and status_to not in TRANSITIONS[status_from]
+        stale = updated_to < updated_from
+    elif filled_to < filled_from:
+        stale = True
+    else:
+        stale = status_to is not status_from and status_to not in TRANSITIONS[status_from]
+    if stale:
+        return Transition.STALE
+    return check_transition(
+        order_id, status_from, status_to, filled_from=filled_from, filled_to=filled_to
+    )
 
 
 def _refuse(order_id: str, status_from: OrderStatus, status_to: OrderStatus, why: str) -> None:

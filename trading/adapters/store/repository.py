@@ -49,7 +49,13 @@ from trading.core.decisions import DecisionStatus, initial_status
 from trading.core.decisions import check_transition as check_decision
 from trading.core.domain import OrderType
 from trading.core.llm.policy import ReviewOutcome
-from trading.core.orders import ACTIVE, OrderStatus, Transition, check_transition, is_stale
+from trading.core.orders import (
+    ACTIVE,
+    OrderStatus,
+    Transition,
+    check_observation,
+    check_transition,
+)
 from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor
 from trading.core.records import (
     PositionDrift,
@@ -198,23 +204,16 @@ class UnitOfWork:
             self._create_execution(order, decision, event_type, payload or {}, at=at)
             return Transition.ADVANCE
         current = OrderStatus(row.status)
-        if is_stale(
-            current,
-            row.last_update_at,
-            row.filled_qty,
-            order.status,
-            order.updated_at,
-            order.filled_qty,
-        ):
-            return Transition.STALE
-        step = check_transition(
+        step = check_observation(
             row.alpaca_order_id,
-            current,
-            order.status,
+            status_from=current,
+            updated_from=row.last_update_at,
             filled_from=row.filled_qty,
+            status_to=order.status,
+            updated_to=order.updated_at,
             filled_to=order.filled_qty,
         )
-        if step is Transition.SAME:
+        if step is not Transition.ADVANCE:
             return step
         row.status = order.status.value
         row.filled_qty = order.filled_qty
