@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import msgspec
@@ -137,11 +137,6 @@ def decision_hash(
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-_PARAMS_KEPT = 1024
-"""Canonical params texts remembered (a cache of a pure function, cleared when full)."""
-_params_texts: dict[tuple[tuple[str, type, object], ...], str] = {}
-
-
 def _json(value: object) -> str:
     return json.dumps(_canonical(value), ensure_ascii=True)
 
@@ -149,16 +144,14 @@ def _json(value: object) -> str:
 def _params_json(params: Mapping[str, object]) -> str:
     try:
         # the type is part of the key: True == 1 and 1 == 1.0, but their texts differ
-        key = tuple((k, type(v), v) for k, v in params.items())
-        text = _params_texts.get(key)
+        return _params_text(tuple((k, type(v), v) for k, v in params.items()))
     except TypeError:  # an unhashable value: canonicalised every time
         return canonical_json(dict(params))
-    if text is None:
-        text = canonical_json(dict(params))
-        if len(_params_texts) >= _PARAMS_KEPT:
-            _params_texts.clear()
-        _params_texts[key] = text
-    return text
+
+
+@lru_cache(maxsize=1024)
+def _params_text(items: tuple[tuple[str, type, object], ...]) -> str:
+    return canonical_json({k: v for k, _, v in items})
 
 
 def canonical_json(value: Any) -> str:
