@@ -74,6 +74,19 @@ def test_writes_of_one_turn_leave_together_and_in_order() -> None:
     _on_uvloop(scenario)
 
 
+def test_a_slow_reader_gets_every_byte_in_order() -> None:
+    """A peer that is not reading yet: the held writes go to the transport's own buffer (flow
+    control is the transport's), nothing is lost or reordered when the reader catches up."""
+    big = bytes(range(256)) * 16_384  # 4 MiB: far beyond the socket buffers
+
+    async def scenario(transport: CoalescingTransport, peer: socket.socket) -> None:
+        transport.write(big)
+        transport.write(b"tail")
+        assert await _received(peer, len(big) + 4) == big + b"tail"
+
+    _on_uvloop(scenario)
+
+
 def test_close_sends_what_is_held_first_and_abort_drops_it() -> None:
     async def closing(transport: CoalescingTransport, peer: socket.socket) -> None:
         transport.write(b"last words")
