@@ -39,12 +39,13 @@ from bytewax.testing import run_main
 from api.app import create_app
 from api.schemas import CountByReason, PipelineLive
 from api.server import BackgroundServer
-from dataflows.local import LocalFlow, build_local_flow
+from dataflows.local import MOVED_STEPS, LocalFlow, build_local_flow
 from dataflows.startup import migrate_clickhouse
 from dataflows.trading import TradingRuntime, exit_stopped, install_stop_handlers
 from torghut.clickhouse import Client, connect
 from torghut.config import Settings, SettingsError, load_settings
 from torghut.logs import configure_logging, get_logger
+from torghut.recovery import move_step_state
 from torghut.redact import mask_dsn
 from torghut.sim.market import MarketSimulator, SyntheticMarket
 from trading.adapters.store.models import ExecutionRow, TradeDecisionRow
@@ -155,8 +156,12 @@ def _check_port_free(port: int) -> None:
 
 
 def _recovery(directory: Path) -> RecoveryConfig:
-    """The demo's recovery store, created (one partition) on the first run."""
-    if not any(directory.glob("part-*.sqlite3")):
+    """The demo's recovery store, created (one partition) on the first run; an earlier run's
+    state of renamed steps re-filed under their new ids."""
+    parts = sorted(directory.glob("part-*.sqlite3"))
+    if parts:
+        move_step_state(parts, MOVED_STEPS)
+    else:
         directory.mkdir(parents=True, exist_ok=True)
         init_db_dir(directory, 1)  # type: ignore[no-untyped-call]
     return RecoveryConfig(str(directory))  # type: ignore[no-untyped-call]

@@ -26,7 +26,7 @@ from typing import Any
 
 import bytewax.operators as op
 import msgspec
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.trading import TradingRuntime, signal_source, trading_pipeline
@@ -35,6 +35,7 @@ from operators.alpaca_decode import Frame
 from operators.alpaca_ws import AlpacaWsConfig, AlpacaWsSource, SourceHeartbeat, SourceItem
 from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink, row_or_mark
 from operators.joints import TypeSplit, split_type
+from operators.key_groups import KeyGroupProgress
 from operators.market_events import IngestCounters, as_wire, by_family, market_events
 from operators.one_input import one_input
 from operators.ta_pipeline import ta_pipeline
@@ -50,11 +51,15 @@ from torghut.clickhouse import (
     signal_row,
 )
 from torghut.config import Settings
+from torghut.events import Envelope, Microbar
 from torghut.logs import get_logger
 
-__all__ = ["LocalFlow", "build_local_flow"]
+__all__ = ["MOVED_STEPS", "LocalFlow", "build_local_flow"]
 
 FLOW_ID = "local"
+MOVED_STEPS = {"local.bars_clickhouse": "local.ta.bars_clickhouse"}
+"""Steps renamed since recovery stores were first written (old id → new; the demo re-files
+their state at start): the bars' sink moved into the TA step, before its indicator step."""
 log = get_logger("dataflows.local")
 
 
@@ -103,8 +108,6 @@ def build_local_flow(
     trades = as_wire("trades_wire", families.trades)
     quotes = as_wire("quotes_wire", families.quotes)
     bars = as_wire("bars_wire", families.bars)
-    out = ta_pipeline("ta", trades, quotes, bars, ta, progress)
-
     ch = settings.clickhouse
 
     def sink(table: str, columns: tuple[str, ...]) -> ClickHouseSink:
@@ -116,8 +119,12 @@ def build_local_flow(
             batch_seconds=ch.insert_batch_seconds,
         )
 
-    bar_rows = op.map("bars_rows", out.microbar_updates, row_or_mark(microbar_row))
-    clickhouse_sink("bars_clickhouse", bar_rows, sink(MICROBARS_TABLE, MICROBAR_COLUMNS))
+    def bar_sinks(_: object, updates: Stream[Envelope[Microbar] | KeyGroupProgress]) -> None:
+        # built inside the TA step, before its indicator step (operators.ta_pipeline)
+        bar_rows = op.map("bars_rows", updates, row_or_mark(microbar_row))
+        clickhouse_sink("bars_clickhouse", bar_rows, sink(MICROBARS_TABLE, MICROBAR_COLUMNS))
+
+    out = ta_pipeline("ta", trades, quotes, bars, ta, progress, bar_sinks)
     signal_rows = op.map("signals_rows", out.signal_updates, row_or_mark(signal_row))
     clickhouse_sink("signals_clickhouse", signal_rows, sink(SIGNALS_TABLE, SIGNAL_COLUMNS))
 

@@ -62,10 +62,10 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 
 from dataflows.startup import BytewaxRun, bytewax_run_args, migrate_clickhouse
 from operators.clickhouse_sink import ClickHouseSink, clickhouse_sink, row_or_mark
@@ -73,6 +73,7 @@ from operators.graceful_stop import GracefulStop, stoppable
 from operators.joints import TypeSplit, split_type
 from operators.kafka_io import KafkaSink, encode_dead_letter, encode_keyed, kafka_output
 from operators.kafka_source import KafkaBatchSource, PartitionBatch, consumer_config
+from operators.key_groups import KeyGroupProgress
 from operators.one_input import one_input
 from operators.partitions import of_topic
 from operators.ta_pipeline import ta_pipeline
@@ -88,7 +89,7 @@ from torghut.clickhouse import (
 )
 from torghut.clickhouse.ttl import TtlGuard, oldest_envelope_time, table_ttls
 from torghut.config import Settings, load_settings
-from torghut.events import Envelope, TaStatus
+from torghut.events import Envelope, Microbar, TaStatus
 from torghut.gc_policy import tune_for_streaming
 from torghut.logs import configure_logging, get_logger
 from torghut.observability.metrics import serve_dataflow_metrics, watch_checkpoints
@@ -106,6 +107,12 @@ from torghut.recovery import (
 __all__ = ["build_flow"]
 
 FLOW_ID = "ta"
+MOVED_STEPS = {
+    "ta.bars_kafka": "ta.pipeline.bars_kafka",
+    "ta.bars_clickhouse": "ta.pipeline.bars_clickhouse",
+}
+"""Steps renamed since recovery stores were first written (old id → new; their state is
+re-filed at start): the bars' sinks moved into the pipeline, before its indicator step."""
 X = TypeVar("X")
 Y = TypeVar("Y")
 log = get_logger("dataflows.ta")
@@ -159,16 +166,36 @@ def build_flow(
     trades = of_topic("trades", split.rest, kafka.topic_trades)
     quotes = of_topic("quotes", split.rest, kafka.topic_quotes)
     bars = of_topic("bars", split.rest, kafka.topic_bars)
-    out = ta_pipeline("pipeline", trades, quotes, bars, ta, progress)
-
     # Kafka outputs wait for their acknowledgements at the end of each epoch, not per batch:
     # a blocking flush per batch stopped the whole worker (ClickHouse rows included).
     producer = kafka.client_config()
-    kafka_output(
-        "bars_kafka",
-        op.flat_map_batch("bars_encode", out.microbars, _each(encode_keyed)),
-        KafkaSink(producer, kafka.topic_ta_bars),
-    )
+    ch = settings.clickhouse
+
+    def clickhouse(table: str, columns: tuple[str, ...]) -> ClickHouseSink:
+        return ClickHouseSink(
+            lambda: connect(ch),
+            table,
+            columns,
+            batch_rows=ch.insert_batch_rows,
+            batch_seconds=ch.insert_batch_seconds,
+        )
+
+    def bar_sinks(
+        bars: Stream[Envelope[Microbar]], updates: Stream[Envelope[Microbar] | KeyGroupProgress]
+    ) -> None:
+        # built inside the pipeline, before its indicator step (operators.ta_pipeline)
+        kafka_output(
+            "bars_kafka",
+            op.flat_map_batch("bars_encode", bars, _each(encode_keyed)),
+            KafkaSink(producer, kafka.topic_ta_bars),
+        )
+        clickhouse_sink(
+            "bars_clickhouse",
+            op.flat_map_batch("bars_rows", updates, _each(row_or_mark(microbar_row))),
+            clickhouse(MICROBARS_TABLE, MICROBAR_COLUMNS),
+        )
+
+    out = ta_pipeline("pipeline", trades, quotes, bars, ta, progress, bar_sinks)
     kafka_output(
         "signals_kafka",
         op.flat_map_batch("signals_encode", out.signals, _each(encode_keyed)),
@@ -185,33 +212,10 @@ def build_flow(
             op.map("status_encode", split.of_type, encode_keyed),
             KafkaSink(producer, kafka.topic_ta_status),
         )
-
-    ch = settings.clickhouse
-
-    def client() -> Any:
-        return connect(ch)
-
-    clickhouse_sink(
-        "bars_clickhouse",
-        op.flat_map_batch("bars_rows", out.microbar_updates, _each(row_or_mark(microbar_row))),
-        ClickHouseSink(
-            client,
-            MICROBARS_TABLE,
-            MICROBAR_COLUMNS,
-            batch_rows=ch.insert_batch_rows,
-            batch_seconds=ch.insert_batch_seconds,
-        ),
-    )
     clickhouse_sink(
         "signals_clickhouse",
         op.flat_map_batch("signals_rows", out.signal_updates, _each(row_or_mark(signal_row))),
-        ClickHouseSink(
-            client,
-            SIGNALS_TABLE,
-            SIGNAL_COLUMNS,
-            batch_rows=ch.insert_batch_rows,
-            batch_seconds=ch.insert_batch_seconds,
-        ),
+        clickhouse(SIGNALS_TABLE, SIGNAL_COLUMNS),
     )
     return flow
 
@@ -266,6 +270,7 @@ def _prepare_recovery(settings: Settings, progress: TaProgress, run: BytewaxRun)
         rec.partitions,
         member=member,
         start_timeout_s=rec.cluster_start_timeout_s,
+        moved_steps=MOVED_STEPS,
     )
     log.info(
         "recovery_ready",

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from bytewax.dataflow import Dataflow
+
 T = TypeVar("T")
 
 
@@ -38,3 +40,14 @@ def wait_until(
             text = message() if callable(message) else message
             raise AssertionError(f"{text} (after {timeout:.1f}s)") from last_exc
         time.sleep(interval)
+
+
+def step_ids(flow: Dataflow) -> set[str]:
+    """Every step id of a built flow, substeps included (what recovery state is filed under)."""
+    ids: set[str] = set()
+    todo = list(flow.substeps)
+    while todo:
+        step = todo.pop()
+        ids.add(step.step_id)
+        todo.extend(step.substeps)
+    return ids

@@ -18,9 +18,9 @@ import polars as pl
 import sqlalchemy as sa
 from bytewax.testing import run_main
 
-from dataflows.local import build_local_flow
+from dataflows.local import MOVED_STEPS, build_local_flow
 from dataflows.trading import TradingRuntime, build_flow
-from tests.helpers import wait_until
+from tests.helpers import step_ids, wait_until
 from torghut.clickhouse import connect, migrate
 from torghut.config import (
     AlpacaSettings,
@@ -70,6 +70,8 @@ def test_stream_to_trades_end_to_end(
         try:
             runtime.start()
             local = build_local_flow(settings, runtime, lambda: connect(ch), stop=stop)
+            ids = step_ids(local.flow)
+            assert all(new in ids and old not in ids for old, new in MOVED_STEPS.items())
             received = local.counters.received
 
             def stop_when_all_received() -> None:

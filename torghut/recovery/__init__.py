@@ -6,7 +6,9 @@ Bytewax opens the recovery directory, and it runs a backup thread beside them.
 
 * :mod:`torghut.recovery.store`: where sets live (:class:`LocalDirStore`, :class:`S3Store`);
 * :mod:`torghut.recovery.backup`: the safe backup and restore procedure, one process or many;
-* :mod:`torghut.recovery.cluster`: one start for the whole cluster, partial restarts refused.
+* :mod:`torghut.recovery.cluster`: one start for the whole cluster, partial restarts refused;
+* :mod:`torghut.recovery.partitions`: reading, copying and migrating the partitions (steps
+  renamed between versions keep their state).
 
 ``python -m torghut.recovery list|backup|restore`` works on the sets by hand.
 """
@@ -34,6 +36,7 @@ from torghut.recovery.cluster import (
     ClusterWatch,
     join_cluster,
 )
+from torghut.recovery.partitions import move_step_state
 from torghut.recovery.store import BackupStore, LocalDirStore, S3Store, store_from_settings
 
 __all__ = [
@@ -55,6 +58,7 @@ __all__ = [
     "backup_once",
     "complete_sets",
     "join_cluster",
+    "move_step_state",
     "prepare_recovery",
     "restore_latest",
     "restore_latest_if_empty",

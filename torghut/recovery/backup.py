@@ -45,6 +45,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,7 +63,12 @@ from torghut.recovery.cluster import (
     await_records,
     join_cluster,
 )
-from torghut.recovery.partitions import PartitionError, copy_partitions, inspect_partitions
+from torghut.recovery.partitions import (
+    PartitionError,
+    copy_partitions,
+    inspect_partitions,
+    move_step_state,
+)
 from torghut.recovery.store import BackupStore
 
 __all__ = [
@@ -403,6 +409,7 @@ def prepare_recovery(
     *,
     member: ClusterMember = SOLO,
     start_timeout_s: float = 120.0,
+    moved_steps: Mapping[str, str] | None = None,
 ) -> RecoveryStart:
     """Before Bytewax opens ``recovery_dir``: meet the cluster, then resume, restore or init.
 
@@ -414,6 +421,9 @@ def prepare_recovery(
     * a mix of both, or a process started alone: :class:`~torghut.recovery.cluster.
       ClusterStartError` from :func:`~torghut.recovery.cluster.join_cluster`;
     * anything else in the directory: :class:`BackupError` (never guess).
+
+    ``moved_steps`` (old step id → new) re-files the state of steps the flow renamed, in
+    resumed and restored partitions alike (:func:`~torghut.recovery.partitions.move_step_state`).
     """
     local = _partition_files(recovery_dir)
     if not local and recovery_dir.exists() and any(recovery_dir.iterdir()):
@@ -428,10 +438,21 @@ def prepare_recovery(
                 "empty every recovery directory and restart the cluster (it restores the "
                 "newest backup set)"
             )
+        _move_steps(local, moved_steps)
         return RecoveryStart(start, None)
     chosen = _agree_on_set(store, member, start, start_timeout_s)
     manifest = restore_latest_if_empty(recovery_dir, store, partitions, member, chosen)
+    _move_steps(_partition_files(recovery_dir), moved_steps)
     return RecoveryStart(start, manifest.set_id if manifest else None)
+
+
+def _move_steps(parts: dict[int, Path], moved_steps: Mapping[str, str] | None) -> None:
+    try:
+        moved = move_step_state(parts.values(), moved_steps or {})
+    except PartitionError as exc:
+        raise BackupError(f"moving the state of renamed steps: {exc}") from exc
+    if moved:
+        log.warning("recovery_steps_moved", rows=moved, steps=sorted(moved_steps or {}))
 
 
 def _agree_on_set(
@@ -510,6 +531,9 @@ def restore_latest_if_empty(
       has none, create this process's share of ``partitions`` empty partitions with
       ``bytewax.recovery.init_db_dir`` (None);
     * anything else in the directory: :class:`BackupError` (never guess).
+
+    ``moved_steps`` (old step id → new) re-files the state of steps the flow renamed, in
+    resumed and restored partitions alike (:func:`~torghut.recovery.partitions.move_step_state`).
     """
     if _partition_files(recovery_dir):
         return None

@@ -1,4 +1,4 @@
-"""Read and copy live Bytewax recovery partitions, from a child process.
+"""Read, copy and migrate Bytewax recovery partitions, from a child process.
 
 Why a child process: Bytewax writes the partitions with its own copy of SQLite (rusqlite,
 bundled), and two SQLite libraries in one process must never open the same database file:
@@ -16,11 +16,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PartitionError", "PartitionInfo", "copy_partitions", "inspect_partitions"]
+__all__ = [
+    "PartitionError",
+    "PartitionInfo",
+    "copy_partitions",
+    "inspect_partitions",
+    "move_step_state",
+]
 
 _TIMEOUT_S = 120.0
 
@@ -39,7 +46,26 @@ def part_count(conn, path):
     return int(row[0])
 
 out = []
-if req["op"] == "inspect":
+if req["op"] == "move":
+    for path in req["paths"]:
+        with open_(path) as conn, conn:
+            part_count(conn, path)
+            moved = 0
+            for old, new in req["moves"]:
+                def count(step):
+                    return conn.execute(
+                        "SELECT COUNT(*) FROM snaps WHERE step_id = ? OR substr(step_id, 1, ?) = ?",
+                        (step, len(step) + 1, step + "."),
+                    ).fetchone()[0]
+                if count(old) and count(new):
+                    raise SystemExit(f"{path} holds state of both {old!r} and {new!r}")
+                moved += conn.execute(
+                    "UPDATE OR FAIL snaps SET step_id = ? || substr(step_id, ?) "
+                    "WHERE step_id = ? OR substr(step_id, 1, ?) = ?",
+                    (new, len(old) + 1, old, len(old) + 1, old + "."),
+                ).rowcount
+            out.append(moved)
+elif req["op"] == "inspect":
     for path in req["paths"]:
         with open_(path) as conn:
             exs = conn.execute("SELECT MAX(ex_num) FROM exs").fetchone()[0]
@@ -92,6 +118,28 @@ def copy_partitions(pairs: list[tuple[Path, Path]]) -> None:
     """Consistent one-file copies (SQLite's online backup) of live WAL databases."""
     if pairs:
         _run({"op": "copy", "pairs": [[str(s), str(d)] for s, d in pairs]})
+
+
+def move_step_state(paths: Collection[Path], moves: Mapping[str, str]) -> int:
+    """Re-file the snapshots of renamed steps under their new ids; the number of rows moved.
+
+    ``moves`` maps an old step id to its new one, substeps included (``a.b`` → ``a.x.b`` also
+    moves ``a.b.batch`` to ``a.x.b.batch``). Bytewax finds a step's state by its id only, so a
+    step that moved in the flow (a new enclosing operator) would otherwise resume empty, and a
+    sink batcher would lose the rows it held at the snapshot. Idempotent; a partition holding
+    state under both ids is refused (:class:`PartitionError`), never merged by guess.
+    Call it before Bytewax opens the partitions.
+    """
+    if not paths or not moves:
+        return 0
+    moved = _run(
+        {
+            "op": "move",
+            "paths": sorted(str(p) for p in paths),
+            "moves": sorted(moves.items()),
+        }
+    )
+    return sum(int(n) for n in moved)
 
 
 def _run(request: dict[str, object]) -> list[Any]:
