@@ -36,7 +36,8 @@ process was started by ``bytewax.run`` with ``-r DIR`` (or ``BYTEWAX_RECOVERY_DI
 set, else ``RECOVERY_BACKUP_DIR``) is restored into it; with no backup at all,
 ``RECOVERY_PARTITIONS`` empty partitions are created. A background loop then backs the
 directory up every ``RECOVERY_BACKUP_INTERVAL_S`` seconds (0 = off) with the safe procedure of
-:mod:`torghut.recovery.backup`; pass ``-b`` at least twice that interval.
+:mod:`torghut.recovery.backup`; pass ``-b`` at least twice that interval. Steps renamed since
+a store was written (:data:`MOVED_STEPS`) have their state re-filed under the new ids first.
 
 Scale-out: N processes (``-i I -a "h0:p;h1:p;…"``, ``-w`` workers each, or a StatefulSet
 through ``BYTEWAX_POD_NAME``/``BYTEWAX_HOSTFILE_PATH``) over partitioned input topics. Each
