@@ -169,3 +169,42 @@ def test_a_kept_quote_whose_payload_is_not_a_quote_is_dead_lettered_whole() -> N
     first = sg[0].payload
     assert (first.close, first.imbalance_bid_px) == (10.0, None)  # the bad quote is not used
     assert len(mb) == len(sg) == 2
+
+
+def test_the_bars_sinks_get_each_bar_before_the_indicator_step_computes_its_signal() -> None:
+    """``bar_sinks`` are built before the indicator step, and Bytewax runs a worker's steps in
+    build order: a bar reaches them before its signal is computed (the latency of the bars'
+    rows does not include the indicators'). Counted by the progress the indicator step keeps."""
+    trades = [
+        trade(sym, sec + 0.5, 10 * sec + i, 10.0 + sec)
+        for sec in range(8)
+        for i, sym in enumerate(("AAA", "BBB", "CCC"))
+    ]
+    quotes = [quote(sym, sec + 0.6, 9.9, 10.1) for sec in range(8) for sym in ("AAA", "BBB", "CCC")]
+    flow = Dataflow("ta_order")
+    progress = TaProgress()
+    seen: list[tuple[int, int]] = []  # (bar end in s, signals computed when the sink got it)
+
+    def bar_sinks(bars: Any, _updates: Any) -> None:
+        at = op.map("at", bars, lambda e: (int(e.event_ts.timestamp()), progress.signals))
+        op.output("bars_seen", at, TestingSink(seen))
+
+    out = ta_pipeline(
+        "ta",
+        op.input("trades", flow, TestingSource(trades, 3)),  # one second per batch
+        op.input("quotes", flow, TestingSource(quotes, 3)),
+        None,
+        TaSettings(allowed_lateness_ms=0),
+        progress,
+        bar_sinks,
+    )
+    signals: list[Any] = []
+    op.output("sg", out.signals, TestingSink(signals))
+    run_main(flow)  # type: ignore[no-untyped-call]
+
+    assert len(seen) == 24
+    assert len(signals) == 24
+    first_end = min(end for end, _ in seen)
+    for end, computed in seen:
+        # every signal computed so far belongs to an earlier second: 3 symbols a second
+        assert computed <= 3 * (end - first_end), (end, computed)
