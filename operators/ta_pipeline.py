@@ -12,7 +12,8 @@ a worker has to run in the order they were built. At every bar end the microbar 
 the bars of every symbol in one activation, and the indicator step then computes their signals
 (tens of milliseconds at 500 symbols); sinks built after the pipeline receive the bars only
 once that is done. Built right after the microbar step, they hand the bars to Kafka and
-ClickHouse first (measured: bar emitted → Kafka p50 37 → 11–17 ms, bench/README.md).
+ClickHouse first (measured: bar emitted → Kafka p50 25–27 → 10 ms, → ClickHouse insert
+started p50 54–59 → 33–40 ms; bench/README.md, bench/latency.py "Session 8").
 """
 
 from __future__ import annotations
