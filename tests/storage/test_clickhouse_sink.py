@@ -15,6 +15,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource, cluster_main, run_main
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from prometheus_client import REGISTRY
 
 from operators.clickhouse_sink import (
@@ -272,8 +273,48 @@ class _GatedClient:
         assert self.gate.wait(30), "the test never opened the gate"
         return self.client.insert(*args, **kwargs)
 
+    def create_insert_context(self, *args: object, **kwargs: object) -> object:
+        return self.client.create_insert_context(*args, **kwargs)
+
     def close(self) -> None:
         self.client.close()
+
+
+class _DescribeCounter:
+    """The real chdb client, counting the times the columns' types are asked of the server
+    (``create_insert_context`` without types runs ``DESCRIBE TABLE``)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.describes = 0
+
+    def create_insert_context(self, *args: object, **kwargs: object) -> object:
+        self.describes += 1
+        return self.client.create_insert_context(*args, **kwargs)
+
+    def insert(self, *args: object, **kwargs: object) -> object:
+        assert kwargs.get("column_types"), "an insert without types describes the table again"
+        return self.client.insert(*args, **kwargs)
+
+
+def test_column_types_are_asked_once_and_again_after_a_failed_insert(
+    ch_settings: ClickHouseSettings, ch: Client
+) -> None:
+    table = f"bars_{uuid.uuid4().hex[:8]}"
+    spec = ClickHouseSink(
+        lambda: connect(ch_settings), table, MICROBAR_COLUMNS, max_retries=1, backoff_initial_s=0
+    )
+    client = _DescribeCounter(connect(ch_settings))
+    inserter = _Inserter(spec, client)  # type: ignore[arg-type]
+    with pytest.raises(ClickHouseError, match="UNKNOWN_TABLE"):
+        inserter.insert_all([_row(0)])  # no table yet: both attempts ask, neither keeps
+    assert client.describes == 2
+
+    _copy_table(ch, table)
+    for batch in range(3):
+        inserter.insert_all([_row(10 * batch + i) for i in range(10)])
+    assert client.describes == 3
+    assert ch.command(f"SELECT count() FROM {table}") == 30
 
 
 def test_a_slow_insert_does_not_hold_the_worker_until_its_queue_is_full(
