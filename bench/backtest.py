@@ -30,6 +30,7 @@ does not grow with the window). Not a timed test: numbers depend on the machine 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import resource
 import tempfile
 import time
@@ -145,7 +146,9 @@ def _replay(client: Client, config: BacktestConfig, batch: int) -> tuple[int, fl
     summary: dict[str, Any] = outcome.report["summary"]
     detail = (
         f"{summary['decisions']:,} decisions {summary['statuses']}, {summary['fills']:,} fills, "
-        f"{len(outcome.report_json) / 1e6:.1f} MB JSON"
+        f"{len(outcome.report_json) / 1e6:.1f} MB JSON "
+        f"(sha256 {hashlib.sha256(outcome.report_json).hexdigest()[:16]}: equal inputs and code, "
+        "equal digest)"
     )
     return outcome.replay.rows, elapsed, used, detail
 

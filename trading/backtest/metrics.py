@@ -136,27 +136,34 @@ def drawdown_series(returns: pl.Series) -> pl.Series:
 
 
 def max_drawdown(returns: pl.Series) -> float | None:
-    if returns.len() == 0:
-        return None
-    return _finite(min(float(drawdown_series(returns).min()), 0.0))  # type: ignore[arg-type]
+    return _deepest(drawdown_series(returns))
 
 
 def max_drawdown_duration(returns: pl.Series) -> int:
     """Longest run of consecutive periods below a previous peak."""
-    under = drawdown_series(returns) < 0
-    longest = run = 0
-    for below in under:
-        run = run + 1 if below else 0
-        longest = max(longest, run)
-    return longest
+    return _longest_under(drawdown_series(returns))
 
 
 def calmar(returns: pl.Series, periods_per_year: float) -> float | None:
-    dd = max_drawdown(returns)
-    growth = cagr(returns, periods_per_year)
-    if dd is None or growth is None or dd == 0:
+    return _calmar(cagr(returns, periods_per_year), max_drawdown(returns))
+
+
+def _deepest(drawdowns: pl.Series) -> float | None:
+    if drawdowns.len() == 0:
         return None
-    return _finite(growth / abs(dd))
+    return _finite(min(float(drawdowns.min()), 0.0))  # type: ignore[arg-type]
+
+
+def _longest_under(drawdowns: pl.Series) -> int:
+    runs = (drawdowns < 0).rle()
+    longest = runs.struct.field("len").filter(runs.struct.field("value")).max()
+    return int(longest) if longest is not None else 0  # type: ignore[arg-type]
+
+
+def _calmar(growth: float | None, deepest: float | None) -> float | None:
+    if deepest is None or growth is None or deepest == 0:
+        return None
+    return _finite(growth / abs(deepest))
 
 
 def trade_stats(profits: Sequence[float]) -> TradeStats:
@@ -192,15 +199,20 @@ def equity_metrics(
     stats = trade_stats(profits)
     mean_equity = float(curve.mean()) if curve.len() else 0.0  # type: ignore[arg-type]
     periods = returns.len()
+    # the drawdowns once for the three metrics made of them (one curve per symbol: the
+    # per-call cost of polars is most of a short curve's)
+    drawdowns = drawdown_series(returns)
+    growth = cagr(returns, periods_per_year)
+    deepest = _deepest(drawdowns)
     return Metrics(
         total_return=total_return(returns),
-        cagr=cagr(returns, periods_per_year),
+        cagr=growth,
         annual_volatility=annual_volatility(returns, periods_per_year),
         sharpe=sharpe(returns, periods_per_year),
         sortino=sortino(returns, periods_per_year),
-        max_drawdown=max_drawdown(returns),
-        max_drawdown_duration=max_drawdown_duration(returns),
-        calmar=calmar(returns, periods_per_year),
+        max_drawdown=deepest,
+        max_drawdown_duration=_longest_under(drawdowns),
+        calmar=_calmar(growth, deepest),
         win_rate=stats.win_rate,
         profit_factor=stats.profit_factor,
         expectancy=stats.expectancy,
