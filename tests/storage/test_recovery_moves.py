@@ -26,7 +26,13 @@ from operators.graceful_stop import GracefulStop
 from operators.ta_status import TaProgress
 from tests.helpers import step_ids
 from torghut.config import load_settings
-from torghut.recovery import BackupError, LocalDirStore, move_step_state, prepare_recovery
+from torghut.recovery import (
+    BackupError,
+    LocalDirStore,
+    backup_once,
+    move_step_state,
+    prepare_recovery,
+)
 from torghut.recovery.partitions import PartitionError
 
 
@@ -109,6 +115,20 @@ def test_prepare_recovery_moves_the_state_of_a_resumed_directory(tmp_path: Path)
     )
     resumed: list[tuple[str, int]] = []
     _run(recovery, items, nested=True, out=resumed)
+    assert resumed == [("a", 4), ("a", 5)]
+
+
+def test_a_backup_taken_before_the_rename_restores_onto_an_empty_disk_with_the_state_moved(
+    tmp_path: Path,
+) -> None:
+    recovery, items = _store(tmp_path)
+    store = LocalDirStore(tmp_path / "backups")
+    backup_once(recovery, store, keep_sets=2)  # taken by the old version
+    empty = tmp_path / "new-disk"
+    ready = prepare_recovery(empty, store, 1, moved_steps={"f.count": "f.wrap.count"})
+    assert ready.restored is not None
+    resumed: list[tuple[str, int]] = []
+    _run(empty, items, nested=True, out=resumed)
     assert resumed == [("a", 4), ("a", 5)]
 
 
