@@ -187,9 +187,10 @@ class _Inserter:
     """One client's inserts of ``spec.table``: split by ``batch_rows``, retried, measured.
 
     The columns' types are asked of the server once and kept: given no types, clickhouse-connect
-    asks for them (``DESCRIBE TABLE``) before *every* insert — a second query per insert, about
-    a fifth of a 500-row insert into the embedded engine. A failed insert forgets them, so the
-    retry reads them again (a migration may have changed a column since).
+    asks for them (``DESCRIBE TABLE``) before *every* insert: a second query per insert (a
+    round trip to a ClickHouse server; 0.5–3 ms of a 5–9 ms 500-row insert into the embedded
+    engine). A failed insert forgets them, so the retry reads them again (a migration may have
+    changed a column since).
     """
 
     def __init__(self, spec: ClickHouseSink, client: Client) -> None:

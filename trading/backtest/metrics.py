@@ -199,8 +199,7 @@ def equity_metrics(
     stats = trade_stats(profits)
     mean_equity = float(curve.mean()) if curve.len() else 0.0  # type: ignore[arg-type]
     periods = returns.len()
-    # the drawdowns once for the three metrics made of them (one curve per symbol: the
-    # per-call cost of polars is most of a short curve's)
+    # the drawdowns once, for the three metrics made of them
     drawdowns = drawdown_series(returns)
     growth = cagr(returns, periods_per_year)
     deepest = _deepest(drawdowns)
