@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bytewax.dataflow import Dataflow
 
@@ -42,12 +42,15 @@ def wait_until(
         time.sleep(interval)
 
 
-def step_ids(flow: Dataflow) -> set[str]:
-    """Every step id of a built flow, substeps included (what recovery state is filed under)."""
-    ids: set[str] = set()
-    todo = list(flow.substeps)
-    while todo:
-        step = todo.pop()
-        ids.add(step.step_id)
-        todo.extend(step.substeps)
-    return ids
+def all_steps(flow: Dataflow) -> list[Any]:
+    """Every step of a built flow, substeps included, in the order they were built (the order
+    a worker runs them in); ``step_id`` is what recovery state is filed under."""
+    out: list[Any] = []
+
+    def walk(steps: list[Any]) -> None:
+        for step in steps:
+            out.append(step)
+            walk(step.substeps)
+
+    walk(flow.substeps)
+    return out

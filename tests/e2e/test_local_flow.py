@@ -20,7 +20,7 @@ from bytewax.testing import run_main
 
 from dataflows.local import MOVED_STEPS, build_local_flow
 from dataflows.trading import TradingRuntime, build_flow
-from tests.helpers import step_ids, wait_until
+from tests.helpers import all_steps, wait_until
 from torghut.clickhouse import connect, migrate
 from torghut.config import (
     AlpacaSettings,
@@ -70,7 +70,7 @@ def test_stream_to_trades_end_to_end(
         try:
             runtime.start()
             local = build_local_flow(settings, runtime, lambda: connect(ch), stop=stop)
-            ids = step_ids(local.flow)
+            ids = {s.step_id for s in all_steps(local.flow)}
             assert all(new in ids and old not in ids for old, new in MOVED_STEPS.items())
             received = local.counters.received
 

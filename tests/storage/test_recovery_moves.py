@@ -24,7 +24,7 @@ from dataflows import ta
 from dataflows.ta import build_flow
 from operators.graceful_stop import GracefulStop
 from operators.ta_status import TaProgress
-from tests.helpers import step_ids
+from tests.helpers import all_steps
 from torghut.config import load_settings
 from torghut.recovery import (
     BackupError,
@@ -135,7 +135,7 @@ def test_a_backup_taken_before_the_rename_restores_onto_an_empty_disk_with_the_s
 def test_the_ta_flows_moves_name_steps_of_todays_flow(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")  # built, never connected
     flow = build_flow(load_settings(), TaProgress(), GracefulStop(threading.Event()))
-    ids = step_ids(flow)
+    ids = {s.step_id for s in all_steps(flow)}
     for old, new in ta.MOVED_STEPS.items():
         assert new in ids, new
         assert old not in ids, old

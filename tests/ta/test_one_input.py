@@ -5,9 +5,6 @@ keeps each partition with the source that listed it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 import pytest
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
@@ -15,6 +12,7 @@ from dataflows.ta import build_flow
 from operators.graceful_stop import GracefulStop
 from operators.one_input import one_input
 from operators.ta_status import TaProgress
+from tests.helpers import all_steps
 from torghut.config import load_settings
 
 
@@ -68,12 +66,6 @@ def test_clear_errors_for_a_shared_key_and_an_unknown_one() -> None:
         one_input(_Named("0-x"), _Named("ta-status")).build_part("input", "9-gone", None)
 
 
-def _steps(steps: Iterable[Any]) -> Iterable[Any]:
-    for step in steps:
-        yield step
-        yield from _steps(step.substeps)
-
-
 @pytest.mark.parametrize("backfill", [False, True])
 def test_the_ta_flow_has_one_input_step(
     backfill: bool, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
@@ -81,7 +73,7 @@ def test_the_ta_flow_has_one_input_step(
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("TA_EXIT_AT_END", "true" if backfill else "false")
     flow = build_flow(load_settings(), TaProgress(), GracefulStop())
-    inputs = [s.step_id for s in _steps(flow.substeps) if type(s).__name__ == "input"]
+    inputs = [s.step_id for s in all_steps(flow) if type(s).__name__ == "input"]
     assert inputs == ["ta.input"]
-    outputs = {s.step_id for s in _steps(flow.substeps) if type(s).__name__ == "output"}
+    outputs = {s.step_id for s in all_steps(flow) if type(s).__name__ == "output"}
     assert any("status_kafka" in o for o in outputs) is not backfill, "no heartbeat in a backfill"
