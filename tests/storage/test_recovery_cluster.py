@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -17,8 +18,10 @@ from typing import TypeVar
 
 import pytest
 
+from tests.helpers import wait_until
 from torghut.recovery import (
     BackupError,
+    BackupLoop,
     ClusterMember,
     ClusterStartError,
     ClusterWatch,
@@ -31,6 +34,7 @@ from torghut.recovery import (
     restore_latest_if_empty,
     round_set_id,
 )
+from torghut.recovery.backup import next_round
 
 T = TypeVar("T")
 PARTS = 4
@@ -187,3 +191,37 @@ def _local_peer(tmp_path: Path, store: LocalDirStore) -> None:
     peer = tmp_path / "peer"
     restore_latest_if_empty(peer, store, PARTS, TWO[1])
     prepare_recovery(peer, store, PARTS, member=TWO[1], start_timeout_s=20)
+
+
+def test_the_next_round_is_the_one_in_progress_when_an_attempt_gave_up_at_its_start() -> None:
+    # gave up at the end of round 10..12, a few ms into 12..14: join 12, do not skip it
+    assert next_round(12.003, 2.0, last=10.0) == 12.0
+    # a quick success early in round 12: the next attempt is round 14, never 12 again
+    assert next_round(12.2, 2.0, last=12.0) == 14.0
+    # a first start a quarter or more into a round waits for the next one
+    assert next_round(12.7, 2.0, last=None) == 14.0
+    assert next_round(12.3, 2.0, last=None) == 12.0
+
+
+def test_two_processes_whose_first_rounds_differ_meet_in_a_later_round(tmp_path: Path) -> None:
+    """Process 1 starts after process 0's first round has begun (too late to join it): process
+    0's round fails waiting for it, and the two must still write a complete set together."""
+    store = LocalDirStore(tmp_path / "backups")
+    dirs = _fresh_cluster(tmp_path, store)
+    interval = 0.6
+    loops = [
+        BackupLoop(d, store, interval, keep_sets=3, member=m, generation="g")
+        for d, m in zip(dirs, TWO, strict=True)
+    ]
+    loops[0].start()
+    try:
+        # process 0 is in a round (its share written, waiting for process 1's)
+        wait_until(lambda: any("ex-0.json" in store.files(i) for i in store.set_ids()), timeout=10)
+        # ... and process 1 starts once that round is more than a quarter through
+        wait_until(lambda: time.time() % interval > interval / 2, timeout=10, interval=0.01)
+        loops[1].start()
+        wait_until(lambda: complete_sets(store), timeout=15, message="the processes never met")
+    finally:
+        for loop in loops:
+            loop.stop()
+    assert {m.processes for m in complete_sets(store)} == {2}

@@ -80,6 +80,7 @@ __all__ = [
     "RecoveryStart",
     "backup_once",
     "complete_sets",
+    "next_round",
     "prepare_recovery",
     "restore_latest",
     "restore_latest_if_empty",
@@ -172,6 +173,23 @@ def round_set_id(now: datetime, interval_s: float) -> str:
     """The set id of the backup round ``now`` falls in: every process of a cluster computes
     the same one (clocks in sync to well under the interval)."""
     return _set_id_at(now.timestamp() // interval_s * interval_s)
+
+
+def next_round(now: float, interval_s: float, last: float | None) -> float:
+    """Start (epoch seconds) of the backup round to attempt next: the round in progress if it
+    began less than a quarter of an interval ago, else the next one; never ``last`` again.
+
+    Why the round in progress: an attempt whose peers never came gives up at the end of its
+    round, i.e. just after the next one began. Waiting for the one after that (as this loop
+    once did) skips a round every time, so two processes whose first rounds differed by one
+    kept failing in turn forever, each waiting for the other in a round the other skipped.
+    """
+    start = now // interval_s * interval_s
+    if now - start > interval_s / 4:
+        start += interval_s
+    if last is not None and start <= last:
+        start = last + interval_s
+    return start
 
 
 def _set_id_at(timestamp: float) -> str:
@@ -697,12 +715,14 @@ class BackupLoop:
             return manifest
 
     def _run(self) -> None:
+        last: float | None = None
         while True:
             now = time.time()
-            next_round = (now // self.interval_s + 1) * self.interval_s
-            if self._stop.wait(next_round - now):
+            start = next_round(now, self.interval_s, last)
+            if self._stop.wait(max(start - now, 0.0)):
                 return
             # A round ends where the next begins: a process that missed it (slow, restarted)
             # gives up with the others and every process meets again at the next round.
-            left = next_round + self.interval_s - time.time()
-            self.backup_now(_set_id_at(next_round), max(left, 0.5))
+            left = start + self.interval_s - time.time()
+            self.backup_now(_set_id_at(start), max(left, 0.5))
+            last = start
