@@ -111,13 +111,7 @@ def build_local_flow(
     ch = settings.clickhouse
 
     def sink(table: str, columns: tuple[str, ...]) -> ClickHouseSink:
-        return ClickHouseSink(
-            ch_client,
-            table,
-            columns,
-            batch_rows=ch.insert_batch_rows,
-            batch_seconds=ch.insert_batch_seconds,
-        )
+        return ClickHouseSink.configured(ch_client, table, columns, ch)
 
     def bar_sinks(_: object, updates: Stream[Envelope[Microbar] | KeyGroupProgress]) -> None:
         # built inside the TA step, before its indicator step (operators.ta_pipeline)

@@ -173,13 +173,7 @@ def build_flow(
     ch = settings.clickhouse
 
     def clickhouse(table: str, columns: tuple[str, ...]) -> ClickHouseSink:
-        return ClickHouseSink(
-            lambda: connect(ch),
-            table,
-            columns,
-            batch_rows=ch.insert_batch_rows,
-            batch_seconds=ch.insert_batch_seconds,
-        )
+        return ClickHouseSink.configured(lambda: connect(ch), table, columns, ch)
 
     def bar_sinks(
         bars: Stream[Envelope[Microbar]], updates: Stream[Envelope[Microbar] | KeyGroupProgress]

@@ -57,6 +57,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from operators.key_groups import KEY_GROUPS, KeyGroupProgress
 from torghut.clickhouse import Client
+from torghut.config import ClickHouseSettings
 from torghut.logs import get_logger
 from torghut.observability.metrics import BarLatency, count_insert_failure
 
@@ -136,6 +137,24 @@ class ClickHouseSink(DynamicSink[Row]):
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.queue_rows = queue_rows
+
+    @classmethod
+    def configured(
+        cls,
+        client_factory: Callable[[], Client],
+        table: str,
+        columns: Sequence[str],
+        settings: ClickHouseSettings,
+    ) -> ClickHouseSink:
+        """The sink of ``table`` with the batching of ``settings`` (``CH_INSERT_BATCH_*``):
+        what every flow writing TA rows uses."""
+        return cls(
+            client_factory,
+            table,
+            columns,
+            batch_rows=settings.insert_batch_rows,
+            batch_seconds=settings.insert_batch_seconds,
+        )
 
     def build(
         self, step_id: str, worker_index: int, worker_count: int
