@@ -28,10 +28,12 @@ at-most-once across restarts (``snapshot()`` is ``None``); overlaps after a reco
 downstream by :func:`operators.dedup.dedup`.
 
 Caught up: ``on_drained(source_id, wall_us)`` (e.g.
-:meth:`operators.ta_status.TaProgress.mark_source_drained`) is called with the wall time taken
-before each poll that emptied the frame queue (fewer frames than a batch), and once with 0 when
-the partition is built (registration): the TA steps close bars on the wall clock only while the
-source keeps up.
+:meth:`operators.ta_status.TaProgress.mark_source_drained`) is called after each poll that
+emptied the frame queue (fewer frames than a batch), with the wall time that poll vouches for
+(:class:`operators.caught_up.CaughtUp`: its own time less ``drain_settle_s`` and a stall
+margin, and nothing new right after a pause of the process, while the frames sent before the
+pause still wait in the socket), and once with 0 when the partition is built (registration):
+the TA steps close bars on the wall clock only while the source keeps up.
 
 Stopping cleanly: set the ``stop`` event; the partition closes the connection, drains what was
 received and ends the stream (EOF), so sinks flush and the flow returns.
@@ -58,6 +60,7 @@ from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 
 from operators.alpaca_decode import Frame
+from operators.caught_up import CaughtUp
 from torghut.config import AlpacaSettings, SettingsError
 from torghut.events import IngestState
 from torghut.logs import get_logger
@@ -121,6 +124,11 @@ class AlpacaWsConfig:
     ping_interval_s: float | None = 10.0
     ping_timeout_s: float | None = 20.0
     msgpack: bool = True
+    drain_settle_s: float = 0.5
+    """After a pause of the process, how long the source must run before a poll that finds
+    the frame queue empty vouches for the wall clock again (:class:`operators.caught_up.
+    CaughtUp`): the reader thread's time to move the frames that waited in the socket into the
+    queue. Only postpones idle closing of quiet symbols' bars; never changes a bar."""
 
     @classmethod
     def from_settings(
@@ -237,6 +245,7 @@ class _Partition(StatefulSourcePartition[SourceItem, None]):
         self._interval = config.heartbeat_interval_s
         self._next_heartbeat = time.monotonic()
         self._was_idle = False
+        self._caught_up = CaughtUp(round(config.drain_settle_s * 1_000_000))
         link.start()
 
     def next_batch(self) -> list[SourceItem]:
@@ -245,8 +254,10 @@ class _Partition(StatefulSourcePartition[SourceItem, None]):
             self._link.stop()
         polled_us = time.time_ns() // 1000
         items: list[SourceItem] = self._link.drain(None if stopping else self._batch)
-        if self._on_drained is not None and len(items) < self._batch:
-            self._on_drained(SOURCE_ID, polled_us)  # the queue was emptied: caught up
+        if self._on_drained is not None:  # fewer than a batch: the queue was emptied
+            vouched = self._caught_up.vouch(polled_us, caught_up=len(items) < self._batch)
+            if vouched is not None:
+                self._on_drained(SOURCE_ID, vouched)
         now = time.monotonic()
         if now >= self._next_heartbeat:
             items.append(SourceHeartbeat(datetime.now(UTC), self._link.status()))

@@ -35,7 +35,11 @@ about it and drops the rest:
   TA flow's :class:`~operators.ta_status.TaProgress` uses it to know the source is caught up)
   and asks to be polled again after ``idle_poll_ms`` instead of spinning. A short poll while
   the broker still holds more (the prefetch queue between two fetches) is polled again at
-  once and is not "drained".
+  once and is not "drained". ``wall_us`` is what the poll can vouch for
+  (:class:`operators.caught_up.CaughtUp`): the cached high watermark is from a fetch response
+  up to ``fetch.wait.max.ms`` old, and after a pause of the process it is from before the
+  pause, so a poll vouches for ``fetch.wait.max.ms`` plus a stall margin before its own time,
+  and for nothing new until the partition has been polled without a pause for that long.
 
 Offsets are never committed to Kafka: consumer-group lag tools do not see this flow; the lag
 is ``torghut_kafka_source_lag`` per topic-partition (the high watermark librdkafka caches
@@ -53,6 +57,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from prometheus_client import Counter, Gauge
 
+from operators.caught_up import CaughtUp
 from torghut.logs import get_logger
 from torghut.observability import tracing
 
@@ -213,7 +218,7 @@ class _KafkaBatchPartition(StatefulSourcePartition[PartitionBatch, int]):
         self._idle = source._idle
         self._drained = source._drained
         # the cached high watermark is from a fetch response up to fetch.wait.max.ms old
-        self._drain_margin_us = int(source._config.get("fetch.wait.max.ms", "500")) * 1000
+        self._caught_up = CaughtUp(int(source._config.get("fetch.wait.max.ms", "500")) * 1000)
         if self._drained is not None:  # registered: blocks idle closing until caught up once
             self._drained.mark_source_drained(self._id, 0)
         self._on_first = source._on_first_batch
@@ -267,16 +272,20 @@ class _KafkaBatchPartition(StatefulSourcePartition[PartitionBatch, int]):
         self._behind = high > self._next
         if high >= 0:
             self._lag.set(max(0, high - self._next))
+        caught_up = False
         if len(values) == self._batch:
             self._awake = None
         elif high < 0:  # no fetch response yet: nothing known, nothing to spin for
             self._awake = datetime.now(UTC) + self._idle
         elif self._next >= high:
             self._awake = datetime.now(UTC) + self._idle
-            if self._drained is not None:
-                self._drained.mark_source_drained(self._id, polled_us - self._drain_margin_us)
+            caught_up = True
         else:
             self._awake = None
+        if self._drained is not None:
+            vouched = self._caught_up.vouch(polled_us, caught_up=caught_up)
+            if vouched is not None:
+                self._drained.mark_source_drained(self._id, vouched)
         if values:
             if self._on_first is not None:
                 on_first, self._on_first = self._on_first, None

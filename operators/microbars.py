@@ -35,8 +35,9 @@ Shape (issue #4 "design for batches", ``shared/style.md`` on ``reduce_final``):
    bar ending at ``E`` of a partition whose time last moved at wall time ``Q`` is due at
    ``max(E, Q) + idle_close_ms`` and is closed then only if every source has reported a poll
    that found nothing pending at or after that time
-   (:meth:`operators.ta_status.TaProgress.mark_source_drained`). A paused or lagging process
-   (whose sources keep finding data) therefore never closes a bar early, and neither does a
+   (:meth:`operators.ta_status.TaProgress.mark_source_drained`). A lagging process (whose
+   sources keep finding data) or a paused one (whose polls vouch for nothing from the pause,
+   :mod:`operators.caught_up`) therefore never closes a bar early, and neither does a
    replay whose event times lie in the past (its feed keeps moving); after a restart every
    partition counts as having moved at the restart.
 

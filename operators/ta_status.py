@@ -15,9 +15,11 @@ time passing them. Only when the feed itself goes quiet may the wall clock close
 if the process is not behind: a source reports each poll that found nothing more pending, and
 a bar due on the wall clock at ``D`` may be closed only once every registered source has
 reported such a poll at a time ≥ ``D`` (the steps add that the feed itself has not moved for
-the idle time, see ``operators/microbars.py``). A stalled or lagging process (GC pause, slow
-sink, CPU contention, a backlog) has sources that keep finding data, so it never closes a bar
-early; the data it has not read yet was produced after ``D`` and so belongs to later bars. The
+the idle time, see ``operators/microbars.py``). A lagging process (slow sink, CPU contention, a
+backlog) has sources that keep finding data, so it never closes a bar early. A process that did
+not run at all for a while (stopped, suspended) finds its queues empty when it resumes, with
+the data from before the pause still in its sockets: so a source reports the time a poll can
+vouch for, not the poll's own time, and nothing from a pause (:mod:`operators.caught_up`). The
 registry is per process: a key group in a process that reads no source never idle-closes (its
 bars wait for the feed's time, the safe side). :class:`operators.kafka_source.KafkaBatchSource` and
 ``operators/alpaca_ws.py`` report from their own polls.

@@ -1,8 +1,10 @@
-"""The Alpaca source against the simulator: reconnects resubscribe, one connection per key."""
+"""The Alpaca source against the simulator: reconnects resubscribe, one connection per key,
+"caught up" never vouched for across a pause of the process."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import bytewax.operators as op
@@ -16,12 +18,14 @@ from pydantic import SecretStr
 from operators.alpaca_decode import Frame, FrameDecoder
 from operators.alpaca_ws import (
     DEFAULT_CHANNELS,
+    SOURCE_ID,
     AlpacaWsConfig,
     AlpacaWsSource,
     SourceHeartbeat,
     SourceItem,
     backoff_delay,
 )
+from operators.caught_up import STALL_US
 from tests.helpers import wait_until
 from tests.ingest.conftest import SYMBOLS, RunningFlow
 from torghut.config import AlpacaSettings, SettingsError
@@ -137,6 +141,42 @@ def test_a_stalled_stream_reports_degraded_then_recovers(
     assert degraded.connected
     wait_until(lambda: source.status().ready, timeout=10, message="did not recover")
     flow.stop()
+
+
+def test_caught_up_polls_vouch_for_nothing_from_before_a_pause_of_the_process(
+    run_sim: Callable[[MarketSimulator], str],
+) -> None:
+    """A poll after a gap (the process was stopped, the reader thread too, frames waiting in
+    the socket) must not report the stream caught up at its own time; claims resume once the
+    partition has been polled without a pause for ``drain_settle_s`` plus the stall margin,
+    and never reach back into the gap (``tests/e2e/test_demo_pause.py`` stops a real demo)."""
+    drains: dict[str, int] = {}
+    source = AlpacaWsSource(
+        config(run_sim(MarketSimulator(symbols=list(SYMBOLS), rate=200)), drain_settle_s=0.2),
+        threading.Event(),
+        on_drained=drains.__setitem__,
+    )
+    part = source.build_part("ws", "alpaca", None)
+    assert drains == {SOURCE_ID: 0}, "registered before its first poll, not caught up"
+    margin_us = 200_000 + STALL_US
+    started: list[int] = []
+    ended: list[int] = []
+
+    def poll() -> int:
+        started.append(time.time_ns() // 1000)
+        part.next_batch()
+        ended.append(time.time_ns() // 1000)
+        return drains[SOURCE_ID]
+
+    wait_until(lambda: poll() > 0, timeout=30, interval=0.01, message="never caught up")
+    before = drains[SOURCE_ID]
+    assert started[0] <= before <= ended[-1] - margin_us
+    time.sleep(2 * STALL_US / 1e6)  # the scenario itself, not a wait: no poll for 0.5 s
+    resumed = time.time_ns() // 1000
+    assert poll() == before, "the first poll after the pause vouched for the pause"
+    wait_until(lambda: poll() > before, timeout=30, interval=0.01, message="never again")
+    assert drains[SOURCE_ID] >= resumed
+    part.close()
 
 
 def test_config_from_settings_subscribes_every_channel_and_needs_a_url() -> None:

@@ -1,7 +1,9 @@
-"""KafkaBatchSource on the real broker: every message once, exact resume, errors never skipped."""
+"""KafkaBatchSource on the real broker: every message once, exact resume, errors never skipped,
+and "caught up" never vouched for across a pause of the process."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +19,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, cluster_main, run_main
 from confluent_kafka import Producer
 
+from operators.caught_up import STALL_US
 from operators.kafka_source import (
     KafkaBatchSource,
     KafkaConsumeError,
@@ -97,6 +100,45 @@ def test_every_message_is_read_exactly_once(
     assert all(isinstance(v, bytes) for v in out)
     assert ids == {f"{topic}/{p}" for p in range(4)}, "every poll names its partition"
     assert set(drains.seen) <= {f"{topic}/{p}" for p in range(4)}
+
+
+def test_caught_up_polls_vouch_for_nothing_from_before_a_pause_of_the_process(
+    kafka_bootstrap: str, unique_topic: TopicFactory
+) -> None:
+    """After a gap in polling (the process was stopped, its fetcher too), the cached high
+    watermark is from before the gap: the first polls must not report the source caught up
+    at their own time, or the TA steps would idle-close bars whose trades still wait at the
+    broker. Claims resume once the partition has been polled without a pause for the margin,
+    and never reach back into the gap."""
+    topic = unique_topic("src-pause", partitions=1)
+    _produce(kafka_bootstrap, topic, [b"a"], 1)
+    config = _config(kafka_bootstrap)
+    margin_us = int(config["fetch.wait.max.ms"]) * 1000 + STALL_US
+    drains = _Drains()
+    part = KafkaBatchSource(config, [topic], batch_size=10, drained=drains).build_part(
+        "in", f"0-{topic}", None
+    )
+    src = f"{topic}/0"
+    assert drains.seen == {src: 0}, "registered before its first poll, not caught up"
+    started: list[int] = []
+    ended: list[int] = []
+
+    def poll() -> int:
+        started.append(time.time_ns() // 1000)
+        part.next_batch()
+        ended.append(time.time_ns() // 1000)
+        return drains.seen[src]
+
+    wait_until(lambda: poll() > 0, timeout=30, interval=0.01, message="never caught up")
+    before = drains.seen[src]
+    assert started[0] <= before <= ended[-1] - margin_us
+
+    time.sleep(2 * STALL_US / 1e6)  # the scenario itself, not a wait: no poll for 0.5 s
+    resumed = time.time_ns() // 1000
+    assert poll() == before, "the first poll after the pause vouched for the pause"
+    wait_until(lambda: poll() > before, timeout=30, interval=0.01, message="never again")
+    assert drains.seen[src] >= resumed
+    part.close()
 
 
 def test_exit_at_end_stops_at_the_high_watermark_seen_at_start(
