@@ -64,6 +64,7 @@ from operators.caught_up import CaughtUp
 from torghut.config import AlpacaSettings, SettingsError
 from torghut.events import IngestState
 from torghut.logs import get_logger
+from torghut.ta.instants import us_to_dt
 
 __all__ = [
     "DEFAULT_CHANNELS",
@@ -178,10 +179,16 @@ class ConnectionStatus(msgspec.Struct, frozen=True):
 
 
 class SourceHeartbeat(msgspec.Struct, frozen=True):
-    """Emitted by the source every ``heartbeat_interval_s`` with the connection's status."""
+    """Emitted by the source every ``heartbeat_interval_s`` with the connection's status.
+
+    ``caught_up_at``: the latest wall time a poll of the frame queue vouched for
+    (:class:`operators.caught_up.CaughtUp`), None before the first; every frame received
+    before it was emitted by the source before this heartbeat.
+    """
 
     at: datetime
     status: ConnectionStatus
+    caught_up_at: datetime | None = None
 
 
 SourceItem = Frame | SourceHeartbeat
@@ -246,6 +253,7 @@ class _Partition(StatefulSourcePartition[SourceItem, None]):
         self._next_heartbeat = time.monotonic()
         self._was_idle = False
         self._caught_up = CaughtUp(round(config.drain_settle_s * 1_000_000))
+        self._vouched_us: int | None = None
         link.start()
 
     def next_batch(self) -> list[SourceItem]:
@@ -254,13 +262,18 @@ class _Partition(StatefulSourcePartition[SourceItem, None]):
             self._link.stop()
         polled_us = time.time_ns() // 1000
         items: list[SourceItem] = self._link.drain(None if stopping else self._batch)
-        if self._on_drained is not None:  # fewer than a batch: the queue was emptied
-            vouched = self._caught_up.vouch(polled_us, caught_up=len(items) < self._batch)
-            if vouched is not None:
+        # fewer than a batch: the queue was emptied
+        vouched = self._caught_up.vouch(polled_us, caught_up=len(items) < self._batch)
+        if vouched is not None:
+            self._vouched_us = max(vouched, self._vouched_us or vouched)
+            if self._on_drained is not None:
                 self._on_drained(SOURCE_ID, vouched)
         now = time.monotonic()
         if now >= self._next_heartbeat:
-            items.append(SourceHeartbeat(datetime.now(UTC), self._link.status()))
+            at = self._vouched_us
+            status = self._link.status()
+            caught_up = us_to_dt(at) if at is not None and status.connected else None
+            items.append(SourceHeartbeat(datetime.now(UTC), status, caught_up))
             self._next_heartbeat = now + self._interval
         if stopping and not items:
             raise StopIteration

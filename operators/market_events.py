@@ -203,6 +203,7 @@ def heartbeat_envelope(
         dead_letters=counters.dead_letters,
         reconnects=status.reconnects,
         detail=status.detail,
+        caught_up_at=beat.caught_up_at,
     )
     return Envelope(beat.at, beat.at, INGEST_SYMBOL, seq, payload, source=source)
 

@@ -19,7 +19,9 @@ the idle time, see ``operators/microbars.py``). A lagging process (slow sink, CP
 backlog) has sources that keep finding data, so it never closes a bar early. A process that did
 not run at all for a while (stopped, suspended) finds its queues empty when it resumes, with
 the data from before the pause still in its sockets: so a source reports the time a poll can
-vouch for, not the poll's own time, and nothing from a pause (:mod:`operators.caught_up`). The
+vouch for, not the poll's own time, and nothing from a pause (:mod:`operators.caught_up`). Once
+the ingest has vouched in its heartbeats for how far it has read the market's stream, no further
+than that either (:mod:`operators.upstream`): a stalled ingest is not a quiet market. The
 registry is per process: a key group in a process that reads no source never idle-closes (its
 bars wait for the feed's time, the safe side). :class:`operators.kafka_source.KafkaBatchSource` and
 ``operators/alpaca_ws.py`` report from their own polls.
@@ -34,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from prometheus_client import Counter, Gauge
 
+from operators.upstream import UpstreamVouches
 from torghut.events import Envelope, TaStatus
 
 __all__ = ["STATUS_SYMBOL", "TaProgress", "TaStatusSource"]
@@ -81,6 +84,7 @@ class TaProgress:
         that follows is not the end of the input, so the keyed steps keep what is open."""
         """Input batches by the path that reduced them (compiled fast path or Python)."""
         self._drained: dict[str, int] = {}
+        self._upstream = UpstreamVouches()
 
     def mark_source_drained(self, source_id: str, wall_us: int) -> None:
         """Record that a poll of ``source_id`` found nothing more pending at ``wall_us``.
@@ -102,10 +106,21 @@ class TaProgress:
         with self._lock:
             return {s for s in self._drained if s.startswith(prefix)}
 
-    def drained_through(self) -> int | None:
-        """Wall time (µs) at which every registered source was last caught up; None if none."""
+    def mark_upstream_caught_up(self, source_id: str, sent_us: int, caught_up_us: int) -> None:
+        """Record an upstream heartbeat (the ingest's, :mod:`operators.upstream`) sent at
+        ``sent_us`` vouching that everything before ``caught_up_us`` was handed to Kafka."""
         with self._lock:
-            return min(self._drained.values()) if self._drained else None
+            self._upstream.add(source_id, sent_us, caught_up_us)
+
+    def drained_through(self) -> int | None:
+        """Wall time (µs) at which every registered source was last caught up — and every
+        upstream source too, once one has vouched (:mod:`operators.upstream`); None if none."""
+        with self._lock:
+            if not self._drained:
+                return None
+            own = min(self._drained.values())
+            upstream = self._upstream.through(own)
+            return own if upstream is None else min(own, upstream)
 
     def add_provisional(self, n: int) -> None:
         with self._lock:

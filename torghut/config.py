@@ -299,7 +299,10 @@ class AlpacaSettings(_Section):
     reconnect_initial_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     connection_limited_backoff_s: float = Field(default=95.0, gt=0)
-    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    """How often the ingest publishes its ``IngestStatus``; its ``caught_up_at`` bounds how far
+    the TA flow may close a wholly quiet feed's bars on the wall clock (operators/upstream.py),
+    so a longer interval delays those bars' final rows by as much."""
 
 
 class TaSettings(_Section):

@@ -127,7 +127,14 @@ IngestState = Literal["connecting", "healthy", "degraded", "auth_failed", "conne
 
 
 class IngestStatus(msgspec.Struct, frozen=True, tag_field="type", tag="ingest_status"):
-    """Heartbeat of the ingest process on ``torghut.status.v1`` (symbol ``__ingest__``)."""
+    """Heartbeat of the ingest process on ``torghut.status.v1`` (symbol ``__ingest__``).
+
+    ``caught_up_at``: the ingest had read from the websocket everything sent before this wall
+    time, and handed it on to its Kafka producers with this heartbeat (None while it cannot
+    vouch for any time: not connected yet, or just resumed from a pause). The TA flow closes a
+    wholly quiet feed's bars on the wall clock only up to it (:mod:`operators.upstream`), so a
+    stalled ingest is not mistaken for a quiet market.
+    """
 
     state: IngestState
     last_message_at: datetime | None
@@ -138,6 +145,7 @@ class IngestStatus(msgspec.Struct, frozen=True, tag_field="type", tag="ingest_st
     dead_letters: int = 0
     reconnects: int = 0
     detail: str = ""
+    caught_up_at: datetime | None = None
 
 
 # --- technical analysis (ta -> torghut.ta.*.v1, ClickHouse ta_microbars / ta_signals) --------

@@ -148,6 +148,12 @@ def test_every_message_exactly_once_in_symbol_order_despite_disconnects_and_dupl
     assert any(b.state == "healthy" and b.connected for b in beats)
     assert max(b.reconnects for b in beats) >= 3
     assert max(sum(b.received.values()) for b in beats) > 0
+    # how far the ingest vouches it has read the stream (the TA bounds idle closing by it):
+    # only while connected, and never back in time, across the reconnects too
+    vouched = [b.caught_up_at for b in beats if b.caught_up_at is not None]
+    assert vouched, "no heartbeat vouched for the stream"
+    assert all(b.connected for b in beats if b.caught_up_at is not None)
+    assert vouched == sorted(vouched)
 
 
 def _sample(name: str, **labels: str) -> float:

@@ -206,6 +206,7 @@ def flow_env(
             "KAFKA_TOPIC_TRADES": topics["trades"],
             "KAFKA_TOPIC_QUOTES": topics["quotes"],
             "KAFKA_TOPIC_BARS": topics["bars"],
+            "KAFKA_TOPIC_STATUS": topics["status"],  # the ingest's heartbeats (a live flow reads)
             "KAFKA_TOPIC_TA_BARS": topics["ta_bars"],
             "KAFKA_TOPIC_TA_SIGNALS": topics["ta_signals"],
             "KAFKA_TOPIC_TA_STATUS": topics["ta_status"],

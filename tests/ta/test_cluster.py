@@ -131,6 +131,7 @@ def test_two_processes_equal_one_and_survive_a_kill_restored_from_s3(
 ) -> None:
     market = make_market(seconds=30)
     inputs = {name: unique_topic(name, partitions=4) for name in ("trades", "quotes", "bars")}
+    inputs["status"] = unique_topic("status", partitions=1)
     half, q_half = len(market.trades) // 2, len(market.quotes) // 2
     produce(kafka_bootstrap, inputs["trades"], market.trades[:half])
     produce(kafka_bootstrap, inputs["quotes"], market.quotes[:q_half])

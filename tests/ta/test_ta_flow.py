@@ -42,6 +42,7 @@ FLOW_TIMEOUT = 150
 
 def _topics(unique_topic: Any) -> dict[str, str]:
     topics = {name: unique_topic(name, partitions=2) for name in ("trades", "quotes", "bars")}
+    topics["status"] = unique_topic("status", partitions=1)
     return topics
 
 

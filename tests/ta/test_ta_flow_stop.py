@@ -26,7 +26,7 @@ from tests.ta.conftest import (
 )
 
 FLOW_TIMEOUT = 150
-INPUTS = ("trades", "quotes", "bars")
+INPUTS = ("trades", "quotes", "bars", "status")  # status: the ingest's heartbeats
 
 
 def _topics(unique_topic: Any) -> dict[str, str]:

@@ -1,0 +1,133 @@
+"""The ingest's word on how far the market feed is complete, for the TA flow's idle closing.
+
+Why: the TA flow closes a wholly quiet feed's bars on the wall clock once its own Kafka sources
+are caught up (:meth:`operators.ta_status.TaProgress.mark_source_drained`). On its own that
+cannot tell a quiet market from a stalled ingest: with the ingest process stopped for 4 s in
+``bench/latency.py``'s pipeline (SIGSTOP), the TA's input topics went quiet while its sources
+were caught up, ``TA_IDLE_CLOSE_MS`` later every open bar was closed, and when the ingest ran
+again and delivered the trades that had waited in its socket, 346 final bars of that second
+were corrected. The ingest knows better: its heartbeats on ``torghut.status.v1`` carry
+``caught_up_at`` (:class:`torghut.events.IngestStatus`), the wall time up to which it has read
+the websocket (by :class:`operators.caught_up.CaughtUp`'s rule, pauses included).
+
+So the TA flow also reads the status topic (:func:`ingest_heartbeats`), and once it has seen
+such a heartbeat the ingest counts as one more caught-up source (:class:`UpstreamVouches`):
+the wall clock closes bars only up to the ingest's ``caught_up_at`` as well. A heartbeat is
+taken into account only once the TA's own sources are caught up to
+:data:`UPSTREAM_DELIVERY_US` past the heartbeat's time: the ingest hands the trades it vouches
+for to its producers with the heartbeat, not before it, and they travel to Kafka on their own.
+
+Until a first heartbeat with ``caught_up_at`` arrives (an ingest of an earlier version, a test
+feeding Kafka directly) nothing changes. After it, an ingest that stops sending them stops
+wall-clock closing — the feed's own time still closes bars whenever data flows — which is the
+safe side: a quiet feed's last bars are final later, never final and then corrected.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime
+from typing import Protocol
+
+import bytewax.operators as op
+import msgspec
+from bytewax.dataflow import Stream, operator
+from prometheus_client import Counter
+
+from operators.kafka_source import PartitionBatch
+from torghut.logs import get_logger
+from torghut.ta.instants import epoch_micros
+
+__all__ = ["INGEST", "UPSTREAM_DELIVERY_US", "UpstreamVouches", "ingest_heartbeats"]
+
+log = get_logger("operators.upstream")
+
+INGEST = "ingest"
+"""The upstream source's name in :class:`UpstreamVouches`."""
+UPSTREAM_DELIVERY_US = 1_000_000
+"""How long after its heartbeat the trades an ingest heartbeat vouches for may still be on
+their way to Kafka (the producers' ``linger.ms`` of a few ms and a broker round trip, with
+room for the clocks of two hosts to differ by some ms)."""
+_MAX_PENDING = 10_000
+
+IGNORED = Counter(
+    "torghut_ta_status_messages_ignored_total",
+    "Messages on the ingest status topic the TA flow could not read (logged)",
+)
+
+
+class UpstreamVouches:
+    """Per upstream source, its heartbeats' ``(sent_us, caught_up_us)`` until they count.
+
+    Not thread-safe: :class:`~operators.ta_status.TaProgress` calls it under its lock.
+    """
+
+    def __init__(self, delivery_us: int = UPSTREAM_DELIVERY_US) -> None:
+        self._delivery_us = delivery_us
+        self._pending: dict[str, deque[tuple[int, int]]] = {}
+        self._accepted: dict[str, int] = {}
+
+    def add(self, source: str, sent_us: int, caught_up_us: int) -> None:
+        """Record a heartbeat sent at ``sent_us`` vouching for ``caught_up_us`` (registers
+        ``source`` on its first heartbeat)."""
+        pending = self._pending.setdefault(source, deque())
+        self._accepted.setdefault(source, 0)
+        if len(pending) >= _MAX_PENDING:  # the TA's own sources stuck behind: keep the newest
+            pending.popleft()
+        pending.append((sent_us, caught_up_us))
+
+    def through(self, own_us: int) -> int | None:
+        """The earliest caught-up time the upstream sources vouch for, now that the TA's own
+        sources are caught up to ``own_us``; None when no upstream source is known."""
+        if not self._accepted:
+            return None
+        limit = own_us - self._delivery_us
+        for source, pending in self._pending.items():
+            while pending and pending[0][0] <= limit:
+                _, caught_up = pending.popleft()
+                if caught_up > self._accepted[source]:
+                    self._accepted[source] = caught_up
+        return min(self._accepted.values())
+
+
+class _Payload(msgspec.Struct, gc=False):
+    type: str = ""
+    caught_up_at: datetime | None = None
+
+
+class _Heartbeat(msgspec.Struct, gc=False):
+    """The fields of a ``torghut.status.v1`` envelope this reads (the rest are skipped)."""
+
+    ingest_ts: datetime
+    payload: _Payload
+
+
+_DECODE = msgspec.json.Decoder(_Heartbeat)
+
+
+class _Progress(Protocol):
+    def mark_upstream_caught_up(self, source: str, sent_us: int, caught_up_us: int) -> None: ...
+
+
+@operator
+def ingest_heartbeats(step_id: str, polls: Stream[PartitionBatch], progress: _Progress) -> None:
+    """Feed the ingest heartbeats' ``caught_up_at`` of the status topic's polls to
+    ``progress`` (other status messages are skipped; unreadable ones counted and logged)."""
+
+    def read(polled: PartitionBatch) -> None:
+        for value in polled.values:
+            try:
+                beat = _DECODE.decode(value) if value is not None else None
+            except msgspec.DecodeError as exc:
+                beat = None
+                log.warning("status_message_unreadable", source=polled.source_id, error=str(exc))
+            if beat is None:
+                IGNORED.inc()
+                continue
+            at = beat.payload.caught_up_at
+            if beat.payload.type == "ingest_status" and at is not None:
+                progress.mark_upstream_caught_up(
+                    INGEST, epoch_micros(beat.ingest_ts), epoch_micros(at)
+                )
+
+    op.inspect("read", polls, lambda _step, polled: read(polled))
