@@ -183,6 +183,8 @@ class Backtest:
             shadow.observe,
             decider.decide,
         )
+        reviewed = self._review is not None
+        # only reviewed decisions have shadow outcomes to observe and recent rows to show
         for row in rows:
             if row.event_ts != current:
                 current = row.event_ts
@@ -197,10 +199,11 @@ class Backtest:
             close = quote(row)
             if close is not None:
                 mark(row.symbol, close)
-                observe(row.symbol, row.event_ts, close)
+                if reviewed:
+                    observe(row.symbol, row.event_ts, close)
             if self._next_bar or self._resting:
                 self._arrive(row.symbol)
-            if self._review is not None:
+            if reviewed:
                 self._remember(row)
             state, decided = decide(state, row)
             for decision in decided.decisions:
