@@ -72,8 +72,9 @@ class ReplayQuotes:
         if built is not None and built[0] is row:
             return built[1]
         ind, at = row.indicators, row.event_ts
-        bid = ask = ind.close
-        assert bid is not None, "update keeps rows with a close only"
+        close = ind.close
+        assert close is not None, "update keeps rows with a close only"
+        bid = ask = close
         if not self._at_close and ind.imbalance_bid_px and ind.imbalance_ask_px:
             bid, ask = ind.imbalance_bid_px, ind.imbalance_ask_px
         touch = Touch(
