@@ -62,7 +62,7 @@ class OrderType(StrEnum):
     LIMIT = "limit"
 
 
-class SignalRow(msgspec.Struct, frozen=True):
+class SignalRow(msgspec.Struct, frozen=True, gc=False):
     """One deduplicated ``ta_signals`` row as the trading loop reads it.
 
     ``(window_size, event_ts, symbol, seq)`` is the cursor order; a row with the same key and a
