@@ -134,7 +134,7 @@ def test_elementwise_forms_equal_the_expression_forms_to_the_bit(
     """The metrics' helpers avoid polars' expression methods; the former expression forms are
     the oracle here, compared bit for bit (fails on any difference in rounding, NaN or signed
     zero handling)."""
-    from trading.backtest.metrics import _tiny, drawdown_series, returns_of
+    from trading.backtest.metrics import _mean_square_loss, _tiny, drawdown_series, returns_of
 
     r = pl.Series(values, dtype=pl.Float64)
     equity = pl.Series(curve, dtype=pl.Float64)
@@ -146,11 +146,8 @@ def test_elementwise_forms_equal_the_expression_forms_to_the_bit(
         (wealth / wealth.cum_max() - 1).slice(1).to_list()
     )
     if r.len():
-        downside = (r.clip(upper_bound=0) ** 2).mean()
-        ours = np.minimum(r.to_numpy(), 0.0)
-        with np.errstate(over="ignore"):
-            squares = ours * ours
-        assert _bits([pl.Series(squares).mean()]) == _bits([downside])  # type: ignore[list-item]
+        downside = float((r.clip(upper_bound=0) ** 2).mean())  # type: ignore[arg-type]
+        assert _bits([_mean_square_loss(r)]) == _bits([downside])
         for spread in (0.0, 1e-15, 1e-3, math.inf):
             scale = float(r.abs().max())  # type: ignore[arg-type]
             assert _tiny(spread, r) == (spread <= scale * 1e-12)

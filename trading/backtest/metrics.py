@@ -129,14 +129,19 @@ def sharpe(returns: pl.Series, periods_per_year: float) -> float | None:
 def sortino(returns: pl.Series, periods_per_year: float) -> float | None:
     if returns.len() == 0:
         return None
-    losses = np.minimum(returns.to_numpy(), 0.0)  # NaN stays NaN, as polars' clip keeps it
-    with np.errstate(over="ignore"):  # a square beyond any float is inf, silently, as in polars
-        squares = losses * losses
-    downside = math.sqrt(float(pl.Series(squares).mean()))  # type: ignore[arg-type]
+    downside = math.sqrt(_mean_square_loss(returns))
     if not downside > 0 or _tiny(downside, returns):
         return None
     mean = float(returns.mean())  # type: ignore[arg-type]
     return _finite(mean * periods_per_year / (downside * math.sqrt(periods_per_year)))
+
+
+def _mean_square_loss(returns: pl.Series) -> float:
+    """The mean of min(r, 0)² over a non-empty series."""
+    losses = np.minimum(returns.to_numpy(), 0.0)  # NaN stays NaN, as polars' clip keeps it
+    with np.errstate(over="ignore"):  # a square beyond any float is inf, silently, as in polars
+        squares = losses * losses
+    return float(pl.Series(squares).mean())  # type: ignore[arg-type]
 
 
 def drawdown_series(returns: pl.Series) -> pl.Series:
