@@ -184,6 +184,7 @@ class Backtest:
             decider.decide,
         )
         reviewed = self._review is not None
+        waiting, resting = self._next_bar, self._resting
         # only reviewed decisions have shadow outcomes to observe and recent rows to show
         for row in rows:
             if row.event_ts != current:
@@ -201,7 +202,7 @@ class Backtest:
                 mark(row.symbol, close)
                 if reviewed:
                     observe(row.symbol, row.event_ts, close)
-            if self._next_bar or self._resting:
+            if waiting or resting:
                 self._arrive(row.symbol)
             if reviewed:
                 self._remember(row)
@@ -280,7 +281,7 @@ class Backtest:
             strategy_id=decision.strategy_id,
             symbol=decision.symbol,
             event_ts=decision.event_ts,
-            action=decision.action.value,
+            action=str(decision.action),  # a StrEnum's str() is its value, without a descriptor
             qty=verdict.final.qty,
             status=status,
             reasons=reasons,
@@ -293,7 +294,7 @@ class Backtest:
         if a.review is not None and a.review.vetoed:
             return "vetoed", ()
         if a.risk is not None and not a.risk.approved:
-            return "rejected", tuple(sorted(r.code.value for r in a.risk.reasons))
+            return "rejected", tuple(sorted(str(r.code) for r in a.risk.reasons))
         return "approved", ()
 
     def _order(self, final: Decision, client_order_id: str) -> tuple[Status, tuple[str, ...]]:

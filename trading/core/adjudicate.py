@@ -143,13 +143,13 @@ def _evaluate(
 def _rejected(decision: Decision, verdict: RiskVerdict, *, stage: str) -> None:
     _outcome(decision.strategy_id, "rejected").inc()
     for reason in verdict.reasons:
-        _rejection(reason.code.value).inc()
+        _rejection(reason.code).inc()
     _log.info(
         "decision_rejected",
         decision_hash=decision.decision_hash,
         symbol=decision.symbol,
         stage=stage,
-        reasons=[r.code.value for r in verdict.reasons],
+        reasons=[str(r.code) for r in verdict.reasons],  # StrEnum: str() is its value
     )
 
 
@@ -162,5 +162,5 @@ def _outcome(strategy_id: str, outcome: str) -> Any:
 
 
 @cache
-def _rejection(check: str) -> Any:
-    return RISK_REJECTIONS.labels(check=check)
+def _rejection(check: RiskCheck) -> Any:
+    return RISK_REJECTIONS.labels(check=check.value)
