@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
+from uuid import UUID
 
 import msgspec
 
@@ -53,7 +54,6 @@ from trading.core.adjudicate import Adjudication, adjudicate
 from trading.core.clock import SimulatedClock
 from trading.core.domain import Action, Decision, SignalRow
 from trading.core.llm import DecisionReview
-from trading.core.orders import OrderStatus
 from trading.core.pipeline import Decider, DeciderState
 from trading.core.ports import (
     AccountSnapshot,
@@ -70,9 +70,6 @@ __all__ = ["Backtest", "DecisionRecord", "Replay"]
 
 Status = Literal["approved", "rejected", "vetoed", "refused"]
 BrokerView = tuple[AccountSnapshot, tuple[PositionSnapshot, ...], ClockSnapshot, LedgerExposure]
-_OPEN = frozenset(
-    {OrderStatus.ACCEPTED, OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED}
-)
 _RECENT_ROWS = 20
 
 
@@ -215,7 +212,10 @@ class Backtest:
                 digest.update(f"{record.decision_hash}:{record.status};".encode("ascii"))
                 if record.reasons:
                     rejections.update(record.reasons)
-                    by_symbol.setdefault(record.symbol, Counter()).update(record.reasons)
+                    counts = by_symbol.get(record.symbol)
+                    if counts is None:
+                        counts = by_symbol[record.symbol] = Counter()
+                    counts.update(record.reasons)
             if self._traded:
                 self._settle()
         ledger.finish(current or cfg.start)
@@ -326,7 +326,8 @@ class Backtest:
         return True
 
     def _is_open(self, order_id: str) -> bool:
-        return self.broker.get_order(order_id).status in _OPEN
+        # the book's own answer: the broker port's get_order copies and converts the order
+        return self.broker.book.is_open(UUID(order_id))
 
     def _settle(self) -> None:
         """The book's fills since the last row, each charged its fee, into the ledger."""

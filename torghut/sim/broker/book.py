@@ -482,6 +482,10 @@ class PaperBook:
     def order(self, order_id: UUID) -> Order:
         return self._order(order_id).snapshot()
 
+    def is_open(self, order_id: UUID) -> bool:
+        """``order(order_id).is_open``, without copying the order."""
+        return self._order(order_id).is_open
+
     def order_by_client_id(self, client_order_id: str) -> Order:
         order_id = self._by_client_id.get(client_order_id)
         if order_id is None:
