@@ -180,9 +180,9 @@ class Backtest:
             shadow.observe,
             decider.decide,
         )
+        # only reviewed decisions have shadow outcomes to observe and recent rows to show
         reviewed = self._review is not None
         waiting, resting = self._next_bar, self._resting
-        # only reviewed decisions have shadow outcomes to observe and recent rows to show
         for row in rows:
             if row.event_ts != current:
                 current = row.event_ts
