@@ -155,6 +155,8 @@ class Backtest:
             config.initial_cash, config.start, config.curve_period, config.record_limit
         )
         self._view: BrokerView | None = None
+        self._market_clock: ClockSnapshot | None = None
+        """The broker's market clock at the current event time (a function of it alone)."""
         self._traded = False
         """Whether the book was asked to submit or match since the last :meth:`_settle`."""
 
@@ -193,6 +195,7 @@ class Backtest:
                     self._last_equity = ledger.equity_now()
                 self._clock.set(current)
                 self._view = None
+                self._market_clock = None
             count += 1
             close = quote(row)
             if close is not None:
@@ -377,7 +380,9 @@ class Backtest:
             buying_power=buying_power,
             cash=equity - held,
         )
-        self._view = (account, positions, self.broker.clock(), exposure)
+        if self._market_clock is None:
+            self._market_clock = self.broker.clock()
+        self._view = (account, positions, self._market_clock, exposure)
         return self._view
 
     def _remember(self, row: SignalRow) -> None:
