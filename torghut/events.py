@@ -163,7 +163,7 @@ class Microbar(msgspec.Struct, frozen=True):
     count: int
 
 
-class Signal(msgspec.Struct, frozen=True):
+class Signal(msgspec.Struct, frozen=True, gc=False):
     """Indicators at a bar close; ``None`` while an indicator is still warming up."""
 
     macd: float | None = None

@@ -111,3 +111,54 @@ def test_equity_metrics_turnover_exposure_and_pnl() -> None:
     assert m.exposure == pytest.approx(2 / 3)
     assert m.max_drawdown == pytest.approx(-0.1)
     assert m.max_drawdown_duration == 1
+
+
+def _bits(values: list[float | None]) -> list[str | None]:
+    """Values as exact text (NaN, infinities and the sign of zero included)."""
+    return [None if v is None else v.hex() for v in values]
+
+
+# any float a returns series can hold, the edge cases drawn often
+edge_floats = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, -1.0, 1e-300, -1e-300, math.inf, -math.inf, math.nan]),
+    st.floats(min_value=-0.2, max_value=0.2),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(edge_floats, max_size=60), st.lists(edge_floats, min_size=1, max_size=60))
+def test_elementwise_forms_equal_the_expression_forms_to_the_bit(
+    values: list[float], curve: list[float]
+) -> None:
+    """The metrics' helpers avoid polars' expression methods; the former expression forms are
+    the oracle here, compared bit for bit (fails on any difference in rounding, NaN or signed
+    zero handling)."""
+    from trading.backtest.metrics import _mean_square_loss, _tiny, drawdown_series, returns_of
+
+    r = pl.Series(values, dtype=pl.Float64)
+    equity = pl.Series(curve, dtype=pl.Float64)
+    assert _bits(returns_of(equity).to_list()) == _bits(
+        (equity / equity.shift(1) - 1).slice(1).to_list()
+    )
+    wealth = pl.concat([pl.Series([1.0]), (r + 1).cum_prod()])
+    assert _bits(drawdown_series(r).to_list()) == _bits(
+        (wealth / wealth.cum_max() - 1).slice(1).to_list()
+    )
+    if r.len():
+        downside = float((r.clip(upper_bound=0) ** 2).mean())  # type: ignore[arg-type]
+        assert _bits([_mean_square_loss(r)]) == _bits([downside])
+        for spread in (0.0, 1e-15, 1e-3, math.inf):
+            scale = float(r.abs().max())  # type: ignore[arg-type]
+            assert _tiny(spread, r) == (spread <= scale * 1e-12)
+        assert _bits([sortino(r, PPY)]) == _bits([_sortino_by_expressions(r, PPY)])
+
+
+def _sortino_by_expressions(returns: pl.Series, periods_per_year: float) -> float | None:
+    downside = math.sqrt(float((returns.clip(upper_bound=0) ** 2).mean()))  # type: ignore[arg-type]
+    scale = float(returns.abs().max())  # type: ignore[arg-type]
+    if not downside > 0 or downside <= scale * 1e-12:
+        return None
+    mean = float(returns.mean())  # type: ignore[arg-type]
+    value = mean * periods_per_year / (downside * math.sqrt(periods_per_year))
+    return value if math.isfinite(value) else None

@@ -4,9 +4,10 @@ sensitivity to every field of the decision's identity."""
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
@@ -132,3 +133,51 @@ def test_the_hash_is_the_sha256_of_the_canonical_identity(
         }
         expected = hashlib.sha256(canonical_json(identity).encode("ascii")).hexdigest()
         assert decision_hash(strategy_id, symbol, event_ts, action, p) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["macd_rsi", "bollinger_reversion", 'x\u00e9"\\']),
+            st.sampled_from(["AAPL", "MSFT", "", "\u2603"]),
+            st.one_of(
+                st.datetimes(timezones=st.just(UTC)),
+                st.datetimes(timezones=st.timezones()),
+            ),
+            st.sampled_from([*Action, "buy"]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_remembered_field_texts_equal_the_canonical_identity(
+    identities: list[tuple[str, str, datetime, str]],
+) -> None:
+    """Text fields and UTC event times are remembered between hashes; every hash, first or
+    repeated, equals the one of the canonical JSON (fails if a remembered text is stale or a
+    zone's time is remembered under an equal key with another instant)."""
+    params = {"qty": "1"}
+    for strategy_id, symbol, event_ts, action in (*identities, *reversed(identities)):
+        identity = {
+            "strategy_id": strategy_id,
+            "symbol": symbol,
+            "event_ts": event_ts,
+            "action": str(action),
+            "params": params,
+        }
+        expected = hashlib.sha256(canonical_json(identity).encode("ascii")).hexdigest()
+        assert decision_hash(strategy_id, symbol, event_ts, action, params) == expected
+
+
+def test_times_that_differ_only_in_fold_hash_apart() -> None:
+    """01:30 on the night New York leaves daylight time happens twice (fold 0 and 1): equal as
+    datetimes of one zone, different instants, different hashes."""
+    zone = ZoneInfo("America/New_York")
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=zone)
+    second = first.replace(fold=1)
+    assert first == second
+    hashes = [decision_hash("macd_rsi", "AAPL", t, "buy", {}) for t in (first, second, first)]
+    assert hashes[0] != hashes[1]
+    assert hashes[0] == hashes[2]
+    assert hashes[1] == decision_hash("macd_rsi", "AAPL", second.astimezone(UTC), "buy", {})

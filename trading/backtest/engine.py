@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
+from uuid import UUID
 
 import msgspec
 
@@ -53,7 +54,6 @@ from trading.core.adjudicate import Adjudication, adjudicate
 from trading.core.clock import SimulatedClock
 from trading.core.domain import Action, Decision, SignalRow
 from trading.core.llm import DecisionReview
-from trading.core.orders import OrderStatus
 from trading.core.pipeline import Decider, DeciderState
 from trading.core.ports import (
     AccountSnapshot,
@@ -70,9 +70,6 @@ __all__ = ["Backtest", "DecisionRecord", "Replay"]
 
 Status = Literal["approved", "rejected", "vetoed", "refused"]
 BrokerView = tuple[AccountSnapshot, tuple[PositionSnapshot, ...], ClockSnapshot, LedgerExposure]
-_OPEN = frozenset(
-    {OrderStatus.ACCEPTED, OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED}
-)
 _RECENT_ROWS = 20
 
 
@@ -158,6 +155,8 @@ class Backtest:
             config.initial_cash, config.start, config.curve_period, config.record_limit
         )
         self._view: BrokerView | None = None
+        self._market_clock: ClockSnapshot | None = None
+        """The broker's market clock at the current event time (a function of it alone)."""
         self._traded = False
         """Whether the book was asked to submit or match since the last :meth:`_settle`."""
 
@@ -183,6 +182,9 @@ class Backtest:
             shadow.observe,
             decider.decide,
         )
+        # only reviewed decisions have shadow outcomes to observe and recent rows to show
+        reviewed = self._review is not None
+        waiting, resting = self._next_bar, self._resting
         for row in rows:
             if row.event_ts != current:
                 current = row.event_ts
@@ -193,14 +195,16 @@ class Backtest:
                     self._last_equity = ledger.equity_now()
                 self._clock.set(current)
                 self._view = None
+                self._market_clock = None
             count += 1
             close = quote(row)
             if close is not None:
                 mark(row.symbol, close)
-                observe(row.symbol, row.event_ts, close)
-            if self._next_bar or self._resting:
+                if reviewed:
+                    observe(row.symbol, row.event_ts, close)
+            if waiting or resting:
                 self._arrive(row.symbol)
-            if self._review is not None:
+            if reviewed:
                 self._remember(row)
             state, decided = decide(state, row)
             for decision in decided.decisions:
@@ -211,7 +215,10 @@ class Backtest:
                 digest.update(f"{record.decision_hash}:{record.status};".encode("ascii"))
                 if record.reasons:
                     rejections.update(record.reasons)
-                    by_symbol.setdefault(record.symbol, Counter()).update(record.reasons)
+                    counts = by_symbol.get(record.symbol)
+                    if counts is None:
+                        counts = by_symbol[record.symbol] = Counter()
+                    counts.update(record.reasons)
             if self._traded:
                 self._settle()
         ledger.finish(current or cfg.start)
@@ -277,7 +284,7 @@ class Backtest:
             strategy_id=decision.strategy_id,
             symbol=decision.symbol,
             event_ts=decision.event_ts,
-            action=decision.action.value,
+            action=str(decision.action),  # a StrEnum's str() is its value, without a descriptor
             qty=verdict.final.qty,
             status=status,
             reasons=reasons,
@@ -290,7 +297,7 @@ class Backtest:
         if a.review is not None and a.review.vetoed:
             return "vetoed", ()
         if a.risk is not None and not a.risk.approved:
-            return "rejected", tuple(sorted(r.code.value for r in a.risk.reasons))
+            return "rejected", tuple(sorted(str(r.code) for r in a.risk.reasons))
         return "approved", ()
 
     def _order(self, final: Decision, client_order_id: str) -> tuple[Status, tuple[str, ...]]:
@@ -322,7 +329,8 @@ class Backtest:
         return True
 
     def _is_open(self, order_id: str) -> bool:
-        return self.broker.get_order(order_id).status in _OPEN
+        # the book's own answer: the broker port's get_order copies and converts the order
+        return self.broker.book.is_open(UUID(order_id))
 
     def _settle(self) -> None:
         """The book's fills since the last row, each charged its fee, into the ledger."""
@@ -372,7 +380,9 @@ class Backtest:
             buying_power=buying_power,
             cash=equity - held,
         )
-        self._view = (account, positions, self.broker.clock(), exposure)
+        if self._market_clock is None:
+            self._market_clock = self.broker.clock()
+        self._view = (account, positions, self._market_clock, exposure)
         return self._view
 
     def _remember(self, row: SignalRow) -> None:

@@ -66,12 +66,29 @@ class SymbolBook:
     def mark(self) -> Decimal:
         """The last close, exactly as the row printed it (parsed once per close)."""
         if self.marked is None:
-            self.marked = Decimal(repr(self.close))
+            self.marked = _decimal(self.close)
         return self.marked
 
     @property
     def pnl(self) -> Decimal:
         return self.cash - self.fees + (self.qty * self.mark if self.qty else ZERO)
+
+
+_DECIMALS: dict[float, Decimal] = {}
+_DECIMALS_KEPT = 1 << 16
+
+
+def _decimal(close: float) -> Decimal:
+    """``Decimal(repr(close))``, remembered (bounded, cleared when full): an open position is
+    re-marked at every new close, and one symbol's closes repeat on its price grid. Closes are
+    positive (:meth:`ReplayQuotes.update` drops the others), so no two equal keys (0.0 and
+    -0.0) print differently."""
+    value = _DECIMALS.get(close)
+    if value is None:
+        if len(_DECIMALS) >= _DECIMALS_KEPT:
+            _DECIMALS.clear()
+        value = _DECIMALS[close] = Decimal(repr(close))
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +144,10 @@ class Ledger:
         self._last_ts = ts
 
     def mark(self, symbol: str, close: float) -> None:
-        self._closes[symbol] = close
         book = self.books.get(symbol)
-        if book is not None and book.close != close:
+        if book is None:
+            self._closes[symbol] = close  # a symbol's first fill starts its book at this close
+        elif book.close != close:
             book.close = close
             book.marked = None
             if book.qty:
@@ -202,20 +220,24 @@ class Ledger:
         """Re-mark the positions whose close or quantity changed; keep the sums."""
         if not self._stale:
             return
-        positions = self._positions
+        positions, books = self._positions, self.books
+        held, gross = self._held, self._gross
         for symbol in self._stale:
             old = positions.get(symbol)
             if old is not None:
-                self._held -= old.market_value
-                self._gross -= abs(old.market_value)
-            book = self.books[symbol]
-            if not book.qty:
+                value = old.market_value
+                held -= value
+                gross -= abs(value)
+            book = books[symbol]
+            qty = book.qty
+            if not qty:
                 positions.pop(symbol, None)
                 continue
-            value = book.qty * book.mark
-            positions[symbol] = PositionSnapshot(symbol, book.qty, value, book.avg)
-            self._held += value
-            self._gross += abs(value)
+            value = qty * book.mark
+            positions[symbol] = PositionSnapshot(symbol, qty, value, book.avg)
+            held += value
+            gross += abs(value)
+        self._held, self._gross = held, gross
         self._stale = {}
 
     def finish(self, last: datetime) -> None:

@@ -11,10 +11,8 @@ each fill (:class:`FeeModel`), which the book does not charge: the ledger
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
-from torghut.events import Signal
 from torghut.sim.quotes import Touch
 from trading.backtest.config import FillConfig
 from trading.core.domain import SignalRow
@@ -40,8 +38,10 @@ class ReplayQuotes:
     positions for its buying power."""
 
     def __init__(self, fill: FillConfig) -> None:
-        self._last: dict[str, tuple[Signal, float, datetime]] = {}
-        self._touch: dict[str, Touch] = {}
+        self._last: dict[str, SignalRow] = {}
+        """Each symbol's last row with a usable close."""
+        self._touch: dict[str, tuple[SignalRow, Touch]] = {}
+        """The touch built from a symbol's row (stale once another row is its last)."""
         self._changed: set[str] = set()
         slip = fill.slippage_bps / _BPS
         self._bid_factor, self._ask_factor = 1 - slip, 1 + slip
@@ -51,13 +51,11 @@ class ReplayQuotes:
 
     def update(self, row: SignalRow) -> float | None:
         """Take the row's quote; its close (``None`` for a row without a usable close)."""
-        ind = row.indicators
-        close = ind.close
+        close = row.indicators.close
         if close is None or close <= 0:
             return None
         symbol = row.symbol
-        self._last[symbol] = (ind, close, row.event_ts)
-        self._touch.pop(symbol, None)
+        self._last[symbol] = row
         self._changed.add(symbol)
         return close
 
@@ -67,14 +65,16 @@ class ReplayQuotes:
         return changed
 
     def latest_quote(self, symbol: str) -> Touch | None:
-        touch = self._touch.get(symbol)
-        if touch is not None:
-            return touch
-        last = self._last.get(symbol)
-        if last is None:
+        row = self._last.get(symbol)
+        if row is None:
             return None
-        ind, bid, at = last
-        ask = bid
+        built = self._touch.get(symbol)
+        if built is not None and built[0] is row:
+            return built[1]
+        ind, at = row.indicators, row.event_ts
+        close = ind.close
+        assert close is not None, "update keeps rows with a close only"
+        bid = ask = close
         if not self._at_close and ind.imbalance_bid_px and ind.imbalance_ask_px:
             bid, ask = ind.imbalance_bid_px, ind.imbalance_ask_px
         touch = Touch(
@@ -84,7 +84,7 @@ class ReplayQuotes:
             _UNLIMITED,
             at,
         )
-        self._touch[symbol] = touch
+        self._touch[symbol] = (row, touch)
         return touch
 
 

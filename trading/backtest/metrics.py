@@ -1,5 +1,10 @@
 """Performance metrics of an equity curve and its trades, computed with polars; pure.
 
+Why elementwise arithmetic and reductions rather than polars' expression methods (``shift``,
+``clip``, ``pow``, ``abs``) where the result is the same to the bit: each of those runs a query
+on polars' thread pool, and a report computes these for every symbol (``tests/backtest/
+test_metrics.py`` compares the two forms bit for bit on arbitrary series).
+
 Why one module of plain functions: the same numbers are shown in the report, stored with the run,
 served by the API and compared by the promotion check, so they are defined once. Conventions
 (those of empyrical, against which ``tests/backtest/test_metrics.py`` checks them on arbitrary
@@ -28,6 +33,7 @@ import math
 from collections.abc import Sequence
 
 import msgspec
+import numpy as np
 import polars as pl
 
 __all__ = [
@@ -84,7 +90,8 @@ class Metrics(msgspec.Struct, frozen=True):
 
 def returns_of(equity: pl.Series) -> pl.Series:
     """Simple period returns of an equity curve (one fewer than its points)."""
-    return (equity / equity.shift(1) - 1).slice(1)
+    n = equity.len()
+    return equity.slice(1) / equity.slice(0, max(n - 1, 0)) - 1
 
 
 def total_return(returns: pl.Series) -> float | None:
@@ -122,17 +129,28 @@ def sharpe(returns: pl.Series, periods_per_year: float) -> float | None:
 def sortino(returns: pl.Series, periods_per_year: float) -> float | None:
     if returns.len() == 0:
         return None
-    downside = math.sqrt(float((returns.clip(upper_bound=0) ** 2).mean()))  # type: ignore[arg-type]
+    downside = math.sqrt(_mean_square_loss(returns))
     if not downside > 0 or _tiny(downside, returns):
         return None
     mean = float(returns.mean())  # type: ignore[arg-type]
     return _finite(mean * periods_per_year / (downside * math.sqrt(periods_per_year)))
 
 
+def _mean_square_loss(returns: pl.Series) -> float:
+    """The mean of min(r, 0)² over a non-empty series."""
+    losses = np.minimum(returns.to_numpy(), 0.0)  # NaN stays NaN, as polars' clip keeps it
+    with np.errstate(over="ignore"):  # a square beyond any float is inf, silently, as in polars
+        squares = losses * losses
+    return float(pl.Series(squares).mean())  # type: ignore[arg-type]
+
+
 def drawdown_series(returns: pl.Series) -> pl.Series:
     """Drawdown after each period (≤ 0), from a starting value of 1."""
-    wealth = pl.concat([pl.Series([1.0]), (returns + 1).cum_prod()])
-    return (wealth / wealth.cum_max() - 1).slice(1)
+    # wealth is the running product of the growth factors after a 1.0 (exact: 1.0 × x is x);
+    # both running operations in one query
+    growth = pl.concat([pl.Series("g", [1.0]), (returns + 1).rename("g")])
+    wealth = pl.col("g").cum_prod()
+    return growth.to_frame().select(wealth / wealth.cum_max() - 1).to_series().slice(1)
 
 
 def max_drawdown(returns: pl.Series) -> float | None:
@@ -231,5 +249,6 @@ def _finite(value: float) -> float | None:
 def _tiny(spread: float, returns: pl.Series) -> bool:
     """A dispersion that is rounding noise of a constant series (std of [x, x, x] in floating
     point can be 1e-18 rather than 0): such a ratio means nothing, so it is undefined."""
-    scale = float(returns.abs().max())  # type: ignore[arg-type]
+    # the largest absolute value, from the extremes (negation is exact; abs() is a query)
+    scale = max(float(returns.max()), -float(returns.min()))  # type: ignore[arg-type]
     return spread <= scale * 1e-12

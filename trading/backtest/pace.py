@@ -28,6 +28,9 @@ class RecentOrders:
     def __init__(self, lookback: timedelta) -> None:
         self._lookback = lookback
         self._orders: deque[RecentOrder] = deque()
+        self._listed: tuple[RecentOrder, ...] | None = ()
+        """``_orders`` as the last view listed them (``None`` once they changed): most
+        decisions of an event time see the same orders, and a minute of them is hundreds."""
         self._last: dict[str, datetime] = {}
         self._made = 0
 
@@ -36,6 +39,7 @@ class RecentOrders:
         if self._orders and order.submitted_at < self._orders[-1].submitted_at:
             raise ValueError(f"order at {order.submitted_at} before the previous one")
         self._orders.append(order)
+        self._listed = None
         self._last[order.symbol] = order.submitted_at
         self._made += 1
 
@@ -50,7 +54,10 @@ class RecentOrders:
         orders = self._orders
         while orders and orders[0].submitted_at <= horizon:
             orders.popleft()
-        return PaceView(tuple(orders), horizon, self._last, self._made, self)
+            self._listed = None
+        if self._listed is None:
+            self._listed = tuple(orders)
+        return PaceView(self._listed, horizon, self._last, self._made, self)
 
 
 @dataclass(frozen=True, slots=True)

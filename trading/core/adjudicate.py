@@ -20,6 +20,8 @@ decision skips the second risk pass (nothing would be sent) and is stored as vet
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
+from typing import Any
 
 import msgspec
 from prometheus_client import Counter
@@ -113,12 +115,12 @@ def conclude(
     """Apply the review's outcome (if any), then every risk rule on what would be sent."""
     final = outcome.apply(decision) if outcome is not None else decision
     if outcome is not None and outcome.vetoed:
-        OUTCOMES.labels(strategy_id=decision.strategy_id, outcome="vetoed").inc()
+        _outcome(decision.strategy_id, "vetoed").inc()
         _log.info("decision_vetoed", decision_hash=decision.decision_hash, error=outcome.error)
         return Adjudication(decision, final, outcome, None)
     verdict = _evaluate(final, limits, context, quantity or QuantityRules())
     if verdict.approved:
-        OUTCOMES.labels(strategy_id=decision.strategy_id, outcome="approved").inc()
+        _outcome(decision.strategy_id, "approved").inc()
     else:
         _rejected(decision, verdict, stage="final")
     return Adjudication(decision, final, outcome, verdict)
@@ -139,13 +141,26 @@ def _evaluate(
 
 
 def _rejected(decision: Decision, verdict: RiskVerdict, *, stage: str) -> None:
-    OUTCOMES.labels(strategy_id=decision.strategy_id, outcome="rejected").inc()
+    _outcome(decision.strategy_id, "rejected").inc()
     for reason in verdict.reasons:
-        RISK_REJECTIONS.labels(check=reason.code.value).inc()
+        _rejection(reason.code).inc()
     _log.info(
         "decision_rejected",
         decision_hash=decision.decision_hash,
         symbol=decision.symbol,
         stage=stage,
-        reasons=[r.code.value for r in verdict.reasons],
+        reasons=[str(r.code) for r in verdict.reasons],  # StrEnum: str() is its value
     )
+
+
+# Each counter's child per label values, looked up once (``labels`` validates and locks on every
+# call: a replay adjudicates thousands of decisions). Strategy ids, outcomes and rule codes are
+# few; nothing removes a child from these counters.
+@cache
+def _outcome(strategy_id: str, outcome: str) -> Any:
+    return OUTCOMES.labels(strategy_id=strategy_id, outcome=outcome)
+
+
+@cache
+def _rejection(check: RiskCheck) -> Any:
+    return RISK_REJECTIONS.labels(check=check.value)

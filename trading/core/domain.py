@@ -62,7 +62,7 @@ class OrderType(StrEnum):
     LIMIT = "limit"
 
 
-class SignalRow(msgspec.Struct, frozen=True):
+class SignalRow(msgspec.Struct, frozen=True, gc=False):
     """One deduplicated ``ta_signals`` row as the trading loop reads it.
 
     ``(window_size, event_ts, symbol, seq)`` is the cursor order; a row with the same key and a
@@ -126,19 +126,39 @@ def decision_hash(
 
     The text is written field by field, keys in their sorted order, with the params' canonical
     text remembered per params (a strategy's are the same for all its decisions, and
-    canonicalising them was most of a hash): the same text as :func:`canonical_json` of the
+    canonicalising them was most of a hash), and each text field's and event time's JSON
+    remembered too (bounded caches: a replay hashes thousands of decisions over a few hundred
+    symbols and one event time per second): the same text as :func:`canonical_json` of the
     identity mapping (``tests/trading/test_decision_hash.py`` checks both on arbitrary
     identities)."""
     text = (
-        f'{{"action":{_json(str(action))},"event_ts":{_json(event_ts)},'
-        f'"params":{_params_json(params)},"strategy_id":{_json(strategy_id)},'
-        f'"symbol":{_json(symbol)}}}'
+        f'{{"action":{_text_json(str(action))},"event_ts":{_event_ts_json(event_ts)},'
+        f'"params":{_params_json(params)},"strategy_id":{_text_json(strategy_id)},'
+        f'"symbol":{_text_json(symbol)}}}'
     )
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _json(value: object) -> str:
     return json.dumps(_canonical(value), ensure_ascii=True)
+
+
+@lru_cache(maxsize=4096)
+def _text_json(value: str) -> str:
+    """A strategy id, symbol or action as JSON text (few distinct values, each hashed often)."""
+    return _json(value)
+
+
+def _event_ts_json(value: datetime) -> str:
+    """An event time as JSON text, remembered for UTC times (the decisions of one event time,
+    every symbol's, share it). Only UTC: two times of one other zone that differ only in
+    ``fold`` compare equal, but are different instants with different texts."""
+    return _utc_json(value) if value.tzinfo is UTC else _json(value)
+
+
+@lru_cache(maxsize=1024)
+def _utc_json(value: datetime) -> str:
+    return _json(value)
 
 
 def _params_json(params: Mapping[str, object]) -> str:

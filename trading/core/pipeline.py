@@ -165,20 +165,23 @@ class Decider:
         steps every row through here, so the key is not formatted again per row)."""
 
     def decide(self, state: DeciderState | None, row: SignalRow) -> tuple[DeciderState, Decided]:
-        state = state or DeciderState()
+        if state is None:
+            state = DeciderState()
         states = state.states
         keyed = self._keys.get(row.symbol)
         if keyed is None:
             keyed = self._keys[row.symbol] = tuple(
                 (f"{sid}|{row.symbol}", strategy) for sid, strategy in self._strategies.items()
             )
-        made: list[Decision] = []
+        made: tuple[Decision, ...] = ()  # most rows decide nothing: no list per row
         for key, strategy in keyed:
-            current = states.get(key) or initial_state(strategy)
+            current = states.get(key)
+            if current is None:
+                current = initial_state(strategy)
             states[key], decision = advance(strategy, current, row)
             if decision is not None:
-                made.append(decision)
-        return state, Decided(row, tuple(made))
+                made = (*made, decision)
+        return state, Decided(row, made)
 
 
 class DecisionOutcome(msgspec.Struct, frozen=True):

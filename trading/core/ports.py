@@ -177,7 +177,7 @@ class Broker(Protocol):
 # --- signals --------------------------------------------------------------------------------
 
 
-class SignalCursor(msgspec.Struct, frozen=True, order=True):
+class SignalCursor(msgspec.Struct, frozen=True, order=True, gc=False):
     """Position of the signal reader, in the query's own order.
 
     Field order is the sort order (``window_size, event_ts, symbol, seq``), so comparing two

@@ -34,10 +34,11 @@ import pickle
 import random
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
+from operator import attrgetter
 from typing import Literal
 from uuid import UUID
 
@@ -127,7 +128,12 @@ class Order:
         return self.filled_value / self.filled_qty if self.filled_qty else None
 
     def snapshot(self) -> Order:
-        return replace(self)
+        # every field, positionally: dataclasses.replace costs 5x as much, and each order is
+        # copied for every event it emits
+        return Order(*_ORDER_FIELDS(self))
+
+
+_ORDER_FIELDS = attrgetter(*(f.name for f in fields(Order)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +481,10 @@ class PaperBook:
 
     def order(self, order_id: UUID) -> Order:
         return self._order(order_id).snapshot()
+
+    def is_open(self, order_id: UUID) -> bool:
+        """``order(order_id).is_open``, without copying the order."""
+        return self._order(order_id).is_open
 
     def order_by_client_id(self, client_order_id: str) -> Order:
         order_id = self._by_client_id.get(client_order_id)

@@ -25,7 +25,7 @@ class BollingerParams(OrderParams, frozen=True, kw_only=True, forbid_unknown_fie
     short_entries: bool = False
 
 
-class BollingerState(msgspec.Struct, frozen=True):
+class BollingerState(msgspec.Struct, frozen=True, gc=False):
     position: Literal["flat", "long", "short"] = "flat"
 
 

@@ -25,7 +25,7 @@ class MacdRsiParams(OrderParams, frozen=True, kw_only=True, forbid_unknown_field
     rsi_oversold: Decimal = Decimal(30)
 
 
-class MacdRsiState(msgspec.Struct, frozen=True):
+class MacdRsiState(msgspec.Struct, frozen=True, gc=False):
     """MACD − signal at the previous row (``None`` until MACD is warm)."""
 
     prev_diff: float | None = None
