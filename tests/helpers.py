@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 
 from bytewax.dataflow import Dataflow
 
+from operators.caught_up import STALL_US
+
 T = TypeVar("T")
 
 
@@ -54,3 +56,30 @@ def all_steps(flow: Dataflow) -> list[Any]:
 
     walk(flow.substeps)
     return out
+
+
+def check_vouching_across_a_pause(
+    next_batch: Callable[[], object], vouched: Callable[[], int], margin_us: int
+) -> None:
+    """A source partition's caught-up reports around a pause of its polling
+    (:class:`operators.caught_up.CaughtUp`): polled every 10 ms it vouches, for no later than
+    ``margin_us`` before its poll and no earlier than its first poll; after 0.5 s without a
+    poll (the process stopped) its first poll vouches for nothing new, and later claims never
+    reach back into the pause. ``vouched()`` is the time last reported (0: registered only)."""
+    started: list[int] = []
+    ended: list[int] = []
+
+    def poll() -> int:
+        started.append(time.time_ns() // 1000)
+        next_batch()
+        ended.append(time.time_ns() // 1000)
+        return vouched()
+
+    wait_until(lambda: poll() > 0, timeout=30, interval=0.01, message="never caught up")
+    before = vouched()
+    assert started[0] <= before <= ended[-1] - margin_us
+    time.sleep(2 * STALL_US / 1e6)  # the scenario itself, not a wait: no poll for 0.5 s
+    resumed = time.time_ns() // 1000
+    assert poll() == before, "the first poll after the pause vouched for the pause"
+    wait_until(lambda: poll() > before, timeout=30, interval=0.01, message="never again")
+    assert vouched() >= resumed

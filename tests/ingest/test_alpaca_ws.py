@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import bytewax.operators as op
@@ -26,7 +25,7 @@ from operators.alpaca_ws import (
     backoff_delay,
 )
 from operators.caught_up import STALL_US
-from tests.helpers import wait_until
+from tests.helpers import check_vouching_across_a_pause, wait_until
 from tests.ingest.conftest import SYMBOLS, RunningFlow
 from torghut.config import AlpacaSettings, SettingsError
 from torghut.sim.market import FaultKind, FaultRule, MarketSimulator
@@ -158,24 +157,7 @@ def test_caught_up_polls_vouch_for_nothing_from_before_a_pause_of_the_process(
     )
     part = source.build_part("ws", "alpaca", None)
     assert drains == {SOURCE_ID: 0}, "registered before its first poll, not caught up"
-    margin_us = 200_000 + STALL_US
-    started: list[int] = []
-    ended: list[int] = []
-
-    def poll() -> int:
-        started.append(time.time_ns() // 1000)
-        part.next_batch()
-        ended.append(time.time_ns() // 1000)
-        return drains[SOURCE_ID]
-
-    wait_until(lambda: poll() > 0, timeout=30, interval=0.01, message="never caught up")
-    before = drains[SOURCE_ID]
-    assert started[0] <= before <= ended[-1] - margin_us
-    time.sleep(2 * STALL_US / 1e6)  # the scenario itself, not a wait: no poll for 0.5 s
-    resumed = time.time_ns() // 1000
-    assert poll() == before, "the first poll after the pause vouched for the pause"
-    wait_until(lambda: poll() > before, timeout=30, interval=0.01, message="never again")
-    assert drains[SOURCE_ID] >= resumed
+    check_vouching_across_a_pause(part.next_batch, lambda: drains[SOURCE_ID], 200_000 + STALL_US)
     part.close()
 
 

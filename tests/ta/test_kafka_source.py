@@ -3,7 +3,6 @@ and "caught up" never vouched for across a pause of the process."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +27,7 @@ from operators.kafka_source import (
 )
 from operators.ta_pipeline import ta_pipeline
 from operators.ta_status import TaProgress
-from tests.helpers import wait_until
+from tests.helpers import check_vouching_across_a_pause, wait_until
 from tests.ta.conftest import SYMBOLS, make_market
 from torghut.config import TaSettings
 from torghut.dead_letters import DeadLetter
@@ -120,24 +119,7 @@ def test_caught_up_polls_vouch_for_nothing_from_before_a_pause_of_the_process(
     )
     src = f"{topic}/0"
     assert drains.seen == {src: 0}, "registered before its first poll, not caught up"
-    started: list[int] = []
-    ended: list[int] = []
-
-    def poll() -> int:
-        started.append(time.time_ns() // 1000)
-        part.next_batch()
-        ended.append(time.time_ns() // 1000)
-        return drains.seen[src]
-
-    wait_until(lambda: poll() > 0, timeout=30, interval=0.01, message="never caught up")
-    before = drains.seen[src]
-    assert started[0] <= before <= ended[-1] - margin_us
-
-    time.sleep(2 * STALL_US / 1e6)  # the scenario itself, not a wait: no poll for 0.5 s
-    resumed = time.time_ns() // 1000
-    assert poll() == before, "the first poll after the pause vouched for the pause"
-    wait_until(lambda: poll() > before, timeout=30, interval=0.01, message="never again")
-    assert drains.seen[src] >= resumed
+    check_vouching_across_a_pause(part.next_batch, lambda: drains.seen[src], margin_us)
     part.close()
 
 
