@@ -124,14 +124,7 @@ def test_the_hash_is_the_sha256_of_the_canonical_identity(
     """The hash writes its text field by field and remembers params' texts: each equals the
     canonical JSON of the identity mapping, including params seen before."""
     for p in (*params, *params):
-        identity = {
-            "strategy_id": strategy_id,
-            "symbol": symbol,
-            "event_ts": event_ts,
-            "action": str(action),
-            "params": p,
-        }
-        expected = hashlib.sha256(canonical_json(identity).encode("ascii")).hexdigest()
+        expected = _canonical_hash(strategy_id, symbol, event_ts, action, p)
         assert decision_hash(strategy_id, symbol, event_ts, action, p) == expected
 
 
@@ -159,14 +152,7 @@ def test_remembered_field_texts_equal_the_canonical_identity(
     zone's time is remembered under an equal key with another instant)."""
     params = {"qty": "1"}
     for strategy_id, symbol, event_ts, action in (*identities, *reversed(identities)):
-        identity = {
-            "strategy_id": strategy_id,
-            "symbol": symbol,
-            "event_ts": event_ts,
-            "action": str(action),
-            "params": params,
-        }
-        expected = hashlib.sha256(canonical_json(identity).encode("ascii")).hexdigest()
+        expected = _canonical_hash(strategy_id, symbol, event_ts, action, params)
         assert decision_hash(strategy_id, symbol, event_ts, action, params) == expected
 
 
@@ -181,3 +167,17 @@ def test_times_that_differ_only_in_fold_hash_apart() -> None:
     assert hashes[0] != hashes[1]
     assert hashes[0] == hashes[2]
     assert hashes[1] == decision_hash("macd_rsi", "AAPL", second.astimezone(UTC), "buy", {})
+
+
+def _canonical_hash(
+    strategy_id: str, symbol: str, event_ts: datetime, action: str, params: dict[str, Any]
+) -> str:
+    """The oracle: sha256 of the canonical JSON of the identity mapping."""
+    identity = {
+        "strategy_id": strategy_id,
+        "symbol": symbol,
+        "event_ts": event_ts,
+        "action": str(action),
+        "params": params,
+    }
+    return hashlib.sha256(canonical_json(identity).encode("ascii")).hexdigest()
