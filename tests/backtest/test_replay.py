@@ -19,6 +19,7 @@ from tests.trading.flow_fixtures import (
     SYMBOLS,
     ch_settings,
     crossing_signals,
+    envelope,
     insert_signals,
     paper_broker,
     prepare_signals,
@@ -32,7 +33,13 @@ from trading.backtest.__main__ import main as backtest_cli
 from trading.backtest.config import BacktestConfig, FillConfig
 from trading.backtest.records import get_run
 from trading.backtest.run import run_backtest
-from trading.backtest.source import EmptyWindow, UnknownStrategy, UnknownSymbol, WindowBeyondTtl
+from trading.backtest.source import (
+    EmptyWindow,
+    SignalSource,
+    UnknownStrategy,
+    UnknownSymbol,
+    WindowBeyondTtl,
+)
 
 __all__ = ["paper_broker"]
 
@@ -85,6 +92,38 @@ def test_replaying_a_window_twice_gives_byte_identical_json_whatever_the_page_si
     # 2 symbols × 39 crosses, alternating buy/sell: every one approved and filled
     assert first.report["summary"]["statuses"] == {"approved": 78}
     assert len(first.replay.ledger.trades) == 78
+
+
+def test_pages_bounded_in_event_time_read_every_row_of_the_window_once_in_cursor_order(
+    ch_client: Any, ch: ClickHouseSettings
+) -> None:
+    """Oracle: one query of the whole window. Rows on the window's first and last
+    millisecond, several symbols on one instant, gaps longer than a page's span, rows just
+    outside the window; page sizes from 1 (every page ends on a bound or a row) upwards."""
+    end = START + timedelta(minutes=10)
+    times = [
+        START,
+        START + timedelta(milliseconds=1),
+        START + timedelta(seconds=1, milliseconds=500),
+    ]
+    times += [START + timedelta(minutes=7) + timedelta(milliseconds=k) for k in (0, 0, 999)]
+    times += [end - timedelta(milliseconds=1)]
+    rows = [envelope(sym, t, k, close=100.0) for k, t in enumerate(times) for sym in SYMBOLS]
+    outside = [envelope("AAPL", START - timedelta(milliseconds=1), 90, close=1.0)]
+    outside += [envelope("AAPL", end, 91, close=1.0)]
+    insert_signals(ch_client, [*rows, *outside])
+    expected = ch_client.query(
+        "SELECT symbol, event_ts, seq FROM ta_signals FINAL WHERE event_ts >= {a:DateTime64(3)} "
+        "AND event_ts < {b:DateTime64(3)} ORDER BY event_ts, symbol, seq",
+        parameters={"a": START, "b": end},
+    ).result_rows
+    assert len(expected) == len(rows)
+    for batch in (1, 2, 3, 5, 50_000):
+        source = SignalSource(ch_client, _config(), batch_size=batch)
+        assert source.check(NOW) == len(rows)
+        got = [(r.symbol, r.event_ts, r.seq) for r in source.rows()]
+        want = [(sym, t.replace(tzinfo=UTC), seq) for sym, t, seq in expected]  # naive: UTC
+        assert got == want, f"pages of {batch}"
 
 
 def test_clear_errors_for_windows_that_cannot_be_replayed(

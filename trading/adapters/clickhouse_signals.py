@@ -155,13 +155,24 @@ class ClickHouseSignalReader:
         return self.read_batch(after, limit).rows
 
     def read_batch(
-        self, after: SignalCursor | None, limit: int, *, bounded: bool = False
+        self,
+        after: SignalCursor | None,
+        limit: int,
+        *,
+        bounded: bool = False,
+        through: datetime | None = None,
     ) -> SignalBatch:
-        """Up to ``limit`` rows after ``after``; settled only unless ``bounded``."""
+        """Up to ``limit`` rows after ``after``; settled only unless ``bounded``; with
+        ``through`` (a bounded read), only rows whose event time is at or before it.
+
+        Why ``through``: the table is ordered by ``(symbol, event_ts, seq)``, so a read in
+        cursor order can skip the granules of rows after ``through`` only when it is told
+        where to stop; without it a page read from the start of a long window scans the whole
+        window (a day's replay paged from its start grew with the square of its length)."""
         # Without a settle horizon the newest final row bounds nothing the read would not
         # return anyway: its query (a scan of the table, one per poll) is skipped.
-        settled = not bounded and self._settle > timedelta(0)
-        horizon = self._horizon() if settled else None
+        settled = through is None and not bounded and self._settle > timedelta(0)
+        horizon = self._horizon() if settled else through
         if settled and horizon is None:
             return SignalBatch((), (), after)
         if self.schema == "envelope":

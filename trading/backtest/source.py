@@ -37,6 +37,10 @@ __all__ = [
     "check_strategies",
 ]
 
+_TICK = timedelta(milliseconds=1)
+"""The resolution of ``event_ts`` (``DateTime64(3)``)."""
+_MIN_SPAN = timedelta(seconds=1)
+
 
 class BacktestInputError(ValueError):
     """A backtest that cannot run as asked; the message says why and what to change."""
@@ -84,6 +88,7 @@ class SignalSource:
             settle=timedelta(0),
         )
         self.dead_rows = 0
+        self._span = config.end - config.start  # until check() has counted the window's rows
 
     def check(self, now: datetime) -> int:
         """Refuse unknown strategies and symbols, a window beyond the TTL, an empty window;
@@ -131,20 +136,29 @@ class SignalSource:
                 f"no final {cfg.window_size} signal rows in {cfg.table} for {list(cfg.symbols)} "
                 f"between {cfg.start.isoformat()} and {cfg.end.isoformat()}"
             )
+        # a page's worth of the window's event time (pages bounded to it, see rows())
+        self._span = max(_MIN_SPAN, (cfg.end - cfg.start) * self._batch / rows)
         return rows
 
     def rows(self, progress: Callable[[int], None] = lambda _: None) -> Iterator[SignalRow]:
-        """The window's rows, one page at a time; ``progress`` gets each page's size."""
+        """The window's rows, one page at a time; ``progress`` gets each page's size.
+
+        Each page is also bounded in event time, to about a page's worth of the window
+        (:meth:`check` counted its rows): the table is ordered by symbol first, so a page
+        query that is not told where to stop reads every later row of each symbol (at 500
+        symbols × 4 h, 2.6 s instead of 0.28 s for the first 50,000-row page; the sum over a
+        window's pages grew with the square of its length). A page that ends short of its
+        bound has read everything up to it; the next starts just after."""
         cfg = self._config
-        cursor: SignalCursor | None = SignalCursor(cfg.window_size, cfg.start, "", 0)
-        while True:
-            batch = self._reader.read_batch(cursor, self._batch, bounded=True)
+        last = cfg.end - _TICK  # the window is [start, end); event times are whole ms
+        cursor = SignalCursor(cfg.window_size, cfg.start, "", 0)
+        while cursor.event_ts <= last:
+            through = min(cursor.event_ts + self._span, last)
+            batch = self._reader.read_batch(cursor, self._batch, through=through)
             self.dead_rows += len(batch.dead_letters)
-            for row in batch.rows:
-                if row.event_ts >= cfg.end:
-                    return
-                yield row
+            yield from batch.rows
             progress(batch.size)
-            if batch.size < self._batch or batch.cursor is None:
-                return
-            cursor = batch.cursor
+            if batch.size == self._batch and batch.cursor is not None:
+                cursor = batch.cursor  # a full page: more may end at or before `through`
+            else:  # "" sorts before every symbol: the next page starts at through + 1 ms
+                cursor = SignalCursor(cfg.window_size, through + _TICK, "", 0)
