@@ -62,8 +62,7 @@ class UpstreamVouches:
     Not thread-safe: :class:`~operators.ta_status.TaProgress` calls it under its lock.
     """
 
-    def __init__(self, delivery_us: int = UPSTREAM_DELIVERY_US) -> None:
-        self._delivery_us = delivery_us
+    def __init__(self) -> None:
         self._pending: dict[str, deque[tuple[int, int]]] = {}
         self._accepted: dict[str, int] = {}
 
@@ -81,7 +80,7 @@ class UpstreamVouches:
         sources are caught up to ``own_us``; None when no upstream source is known."""
         if not self._accepted:
             return None
-        limit = own_us - self._delivery_us
+        limit = own_us - UPSTREAM_DELIVERY_US
         for source, pending in self._pending.items():
             while pending and pending[0][0] <= limit:
                 _, caught_up = pending.popleft()

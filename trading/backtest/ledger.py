@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 import msgspec
 
@@ -74,21 +75,13 @@ class SymbolBook:
         return self.cash - self.fees + (self.qty * self.mark if self.qty else ZERO)
 
 
-_DECIMALS: dict[float, Decimal] = {}
-_DECIMALS_KEPT = 1 << 16
-
-
+@lru_cache(maxsize=1 << 16)
 def _decimal(close: float) -> Decimal:
-    """``Decimal(repr(close))``, remembered (bounded, cleared when full): an open position is
-    re-marked at every new close, and one symbol's closes repeat on its price grid. Closes are
-    positive (:meth:`ReplayQuotes.update` drops the others), so no two equal keys (0.0 and
-    -0.0) print differently."""
-    value = _DECIMALS.get(close)
-    if value is None:
-        if len(_DECIMALS) >= _DECIMALS_KEPT:
-            _DECIMALS.clear()
-        value = _DECIMALS[close] = Decimal(repr(close))
-    return value
+    """``Decimal(repr(close))``, remembered: an open position is re-marked at every new close,
+    and one symbol's closes repeat on its price grid. Closes are positive
+    (:meth:`ReplayQuotes.update` drops the others), so no two equal keys (0.0 and -0.0) print
+    differently."""
+    return Decimal(repr(close))
 
 
 @dataclass(frozen=True, slots=True)
