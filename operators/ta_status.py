@@ -62,6 +62,11 @@ SKIPPED_BARS = Counter(
 )
 DUPLICATES = Counter("torghut_ta_duplicate_trades_total", "Duplicate trades dropped")
 WATERMARK = Gauge("torghut_ta_watermark_seconds", "Most advanced microbar watermark (Unix seconds)")
+CAUGHT_UP = Gauge(
+    "torghut_ta_caught_up_seconds",
+    "Wall time (Unix seconds) through which every source, and the ingest once it vouches, is "
+    "caught up: a quiet feed's bars close on the wall clock only up to it",
+)
 
 
 class TaProgress:
@@ -120,7 +125,9 @@ class TaProgress:
                 return None
             own = min(self._drained.values())
             upstream = self._upstream.through(own)
-            return own if upstream is None else min(own, upstream)
+            through = own if upstream is None else min(own, upstream)
+        CAUGHT_UP.set(through / 1e6)
+        return through
 
     def add_provisional(self, n: int) -> None:
         with self._lock:

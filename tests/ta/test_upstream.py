@@ -15,6 +15,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from operators.kafka_source import PartitionBatch
 from operators.market_events import INGEST_SYMBOL
@@ -53,6 +54,8 @@ def test_a_stalled_upstream_holds_idle_closing_where_it_last_vouched() -> None:
     assert held == T + 3 * S
     p.mark_source_drained("trades/0", T + 60 * S)  # the TA's topics quiet for a minute
     assert p.drained_through() == held
+    # what operators see: the gauge stays where the ingest last vouched
+    assert REGISTRY.get_sample_value("torghut_ta_caught_up_seconds") == held / 1e6
 
 
 def test_the_own_sources_still_bound_a_fresher_upstream() -> None:
