@@ -417,7 +417,7 @@ def kafka_round(
 ) -> dict[str, Any]:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     run = uuid.uuid4().hex[:8]
-    names_in = {n: f"bench-{run}-{n}" for n in ("trades", "quotes", "bars", "status")}
+    names_in = {n: f"bench-{run}-{n}" for n in ("trades", "quotes", "bars")}
     names_out = {n: f"bench-{run}-ta-{n}" for n in ("bars", "signals", "status", "dlq")}
     new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in names_in.values()]
     new += [NewTopic(t, num_partitions=1, replication_factor=1) for t in names_out.values()]
@@ -440,7 +440,6 @@ def kafka_round(
                 "KAFKA_TOPIC_TRADES": names_in["trades"],
                 "KAFKA_TOPIC_QUOTES": names_in["quotes"],
                 "KAFKA_TOPIC_BARS": names_in["bars"],
-                "KAFKA_TOPIC_STATUS": names_in["status"],
                 "KAFKA_TOPIC_TA_BARS": names_out["bars"],
                 "KAFKA_TOPIC_TA_SIGNALS": names_out["signals"],
                 "KAFKA_TOPIC_TA_STATUS": names_out["status"],

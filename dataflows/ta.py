@@ -79,7 +79,7 @@ from operators.one_input import one_input
 from operators.partitions import of_topic
 from operators.ta_pipeline import ta_pipeline
 from operators.ta_status import TaProgress, TaStatusSource
-from operators.upstream import ingest_heartbeats
+from operators.upstream import IngestFollower
 from torghut.clickhouse import (
     MICROBAR_COLUMNS,
     MICROBARS_TABLE,
@@ -144,17 +144,13 @@ def build_flow(
     )
 
     def check_ttl(source_id: str, values: list[bytes | None]) -> None:
-        if source_id.startswith(f"{kafka.topic_status}/"):
-            return  # heartbeats: nothing of them is stored in ClickHouse
         oldest = oldest_envelope_time(values)
         if ttl_guard is not None and oldest is not None:
             ttl_guard.check(oldest, f"Kafka {source_id}")
 
-    # The ingest's heartbeats too: how far it has read the market's stream bounds idle closing
-    # (operators.upstream). Read in a backfill as well, so that one recovery store serves both.
     market = KafkaBatchSource(
         consumer,
-        [kafka.topic_trades, kafka.topic_quotes, kafka.topic_bars, kafka.topic_status],
+        [kafka.topic_trades, kafka.topic_quotes, kafka.topic_bars],
         batch_size=ta.kafka_batch_size,
         exit_at_end=ta.exit_at_end,
         drained=progress,
@@ -172,9 +168,6 @@ def build_flow(
     trades = of_topic("trades", split.rest, kafka.topic_trades)
     quotes = of_topic("quotes", split.rest, kafka.topic_quotes)
     bars = of_topic("bars", split.rest, kafka.topic_bars)
-    ingest_heartbeats(
-        "ingest_heartbeats", of_topic("ingest_status", split.rest, kafka.topic_status), progress
-    )
     # Kafka outputs wait for their acknowledgements at the end of each epoch, not per batch:
     # a blocking flush per batch stopped the whole worker (ClickHouse rows included).
     producer = kafka.client_config()
@@ -234,8 +227,9 @@ def _each(fn: Callable[[X], Y]) -> Callable[[list[X]], list[Y]]:
 
 
 def _prepare(settings: Settings, progress: TaProgress) -> TtlGuard | None:
-    """Start-up side effects: ClickHouse migrations, the cluster's start, recovery restore and
-    backup loop. Returns the TTL guard of a backfill (``TA_EXIT_AT_END``)."""
+    """Start-up side effects: ClickHouse migrations, the ingest's follower (live), the cluster's
+    start, recovery restore and backup loop. Returns the TTL guard of a backfill
+    (``TA_EXIT_AT_END``)."""
     ch = settings.clickhouse
     migrate_clickhouse(ch)
     guard = None
@@ -246,6 +240,8 @@ def _prepare(settings: Settings, progress: TaProgress) -> TtlGuard | None:
         finally:
             client.close()
         guard = TtlGuard(ttls, datetime.now(UTC))
+    else:  # a live flow: how far the ingest has read the market bounds idle closing
+        IngestFollower(settings.kafka, progress).start()
     run = bytewax_run_args(sys.argv, os.environ)
     if run is None:
         return guard

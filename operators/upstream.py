@@ -10,8 +10,9 @@ were corrected. The ingest knows better: its heartbeats on ``torghut.status.v1``
 ``caught_up_at`` (:class:`torghut.events.IngestStatus`), the wall time up to which it has read
 the websocket (by :class:`operators.caught_up.CaughtUp`'s rule, pauses included).
 
-So the TA flow also reads the status topic (:func:`ingest_heartbeats`), and once it has seen
-such a heartbeat the ingest counts as one more caught-up source (:class:`UpstreamVouches`):
+So every process of a live TA flow also follows the status topic (:class:`IngestFollower`), and
+once it has seen such a heartbeat the ingest counts as one more caught-up source
+(:class:`UpstreamVouches`):
 the wall clock closes bars only up to the ingest's ``caught_up_at`` as well. A heartbeat is
 taken into account only once the TA's own sources are caught up to
 :data:`UPSTREAM_DELIVERY_US` past the heartbeat's time: the ingest hands the trades it vouches
@@ -25,20 +26,20 @@ safe side: a quiet feed's last bars are final later, never final and then correc
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from datetime import datetime
 from typing import Protocol
 
-import bytewax.operators as op
 import msgspec
-from bytewax.dataflow import Stream, operator
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import Counter
 
-from operators.kafka_source import PartitionBatch
+from torghut.config import KafkaSettings
 from torghut.logs import get_logger
 from torghut.ta.instants import epoch_micros
 
-__all__ = ["INGEST", "UPSTREAM_DELIVERY_US", "UpstreamVouches", "ingest_heartbeats"]
+__all__ = ["INGEST", "UPSTREAM_DELIVERY_US", "IngestFollower", "UpstreamVouches"]
 
 log = get_logger("operators.upstream")
 
@@ -49,6 +50,9 @@ UPSTREAM_DELIVERY_US = 1_000_000
 their way to Kafka (the producers' ``linger.ms`` of a few ms and a broker round trip, with
 room for the clocks of two hosts to differ by some ms)."""
 _MAX_PENDING = 10_000
+_TAIL = 20
+"""Messages before each partition's end the follower starts at: the newest heartbeat is there."""
+_RETRY_S = 5.0
 
 IGNORED = Counter(
     "torghut_ta_status_messages_ignored_total",
@@ -108,25 +112,79 @@ class _Progress(Protocol):
     def mark_upstream_caught_up(self, source: str, sent_us: int, caught_up_us: int) -> None: ...
 
 
-@operator
-def ingest_heartbeats(step_id: str, polls: Stream[PartitionBatch], progress: _Progress) -> None:
-    """Feed the ingest heartbeats' ``caught_up_at`` of the status topic's polls to
-    ``progress`` (other status messages are skipped; unreadable ones counted and logged)."""
+class IngestFollower:
+    """A thread that reads the ingest's heartbeats for this process's :class:`TaProgress`.
 
-    def read(polled: PartitionBatch) -> None:
-        for value in polled.values:
-            try:
-                beat = _DECODE.decode(value) if value is not None else None
-            except msgspec.DecodeError as exc:
-                beat = None
-                log.warning("status_message_unreadable", source=polled.source_id, error=str(exc))
-            if beat is None:
-                IGNORED.inc()
-                continue
-            at = beat.payload.caught_up_at
-            if beat.payload.type == "ingest_status" and at is not None:
-                progress.mark_upstream_caught_up(
-                    INGEST, epoch_micros(beat.ingest_ts), epoch_micros(at)
-                )
+    Why a thread of each process and not a step of the flow: the caught-up registry is per
+    process (every process closes bars of its own key groups), while a Bytewax input
+    partition — the status topic has one — is read by one worker of one process; the other
+    processes of a cluster would never hear from the ingest. Only the newest heartbeats
+    matter, so it starts near the end of each partition (no offsets to recover) and keeps up.
+    An unreadable topic or message is logged and counted, and the follower keeps trying: until
+    it reads a heartbeat nothing changes for idle closing.
+    """
 
-    op.inspect("read", polls, lambda _step, polled: read(polled))
+    def __init__(self, kafka: KafkaSettings, progress: _Progress) -> None:
+        self._config = {
+            **kafka.client_config(),
+            "group.id": "torghut-ta-ingest-follower",  # required by librdkafka; nothing committed
+            "enable.auto.commit": "false",
+            "fetch.wait.max.ms": "100",
+        }
+        self._topic = kafka.topic_status
+        self._progress = progress
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest-follower", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        consumer = Consumer(self._config)
+        try:
+            while not self._stop.is_set() and not self._assign(consumer):
+                self._stop.wait(_RETRY_S)
+            while not self._stop.is_set():
+                for msg in consumer.consume(100, 0.2):
+                    if msg.error() is None:
+                        self.read(msg.value())
+        finally:
+            consumer.close()
+
+    def _assign(self, consumer: Consumer) -> bool:
+        """Assign every partition of the topic a few messages before its end."""
+        try:
+            meta = consumer.list_topics(self._topic, timeout=5).topics[self._topic]
+            if meta.error is not None:
+                raise KafkaException(meta.error)
+            parts = []
+            for p in sorted(meta.partitions):
+                low, high = consumer.get_watermark_offsets(TopicPartition(self._topic, p), 5)
+                parts.append(TopicPartition(self._topic, p, max(low, high - _TAIL)))
+        except KafkaException as exc:
+            log.warning("ingest_status_unreadable", topic=self._topic, error=str(exc))
+            return False
+        consumer.assign(parts)
+        log.info("ingest_follower_started", topic=self._topic, partitions=len(parts))
+        return True
+
+    def read(self, value: bytes | None) -> None:
+        """One status message: an ingest heartbeat with ``caught_up_at`` goes to the progress;
+        other status messages are skipped; unreadable ones counted and logged."""
+        try:
+            beat = _DECODE.decode(value) if value is not None else None
+        except msgspec.DecodeError as exc:
+            beat = None
+            log.warning("status_message_unreadable", topic=self._topic, error=str(exc))
+        if beat is None:
+            IGNORED.inc()
+            return
+        at = beat.payload.caught_up_at
+        if beat.payload.type == "ingest_status" and at is not None:
+            self._progress.mark_upstream_caught_up(
+                INGEST, epoch_micros(beat.ingest_ts), epoch_micros(at)
+            )

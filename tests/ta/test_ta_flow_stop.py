@@ -26,11 +26,12 @@ from tests.ta.conftest import (
 )
 
 FLOW_TIMEOUT = 150
-INPUTS = ("trades", "quotes", "bars", "status")  # status: the ingest's heartbeats
+INPUTS = ("trades", "quotes", "bars")
 
 
 def _topics(unique_topic: Any) -> dict[str, str]:
     topics = {name: unique_topic(name, partitions=2) for name in INPUTS}
+    topics["status"] = unique_topic("status", partitions=1)  # the ingest's heartbeats
     for n in ("bars", "signals", "status", "dlq"):
         topics[f"ta_{n}"] = unique_topic(f"out-{n}", partitions=1)
     return topics

@@ -1,26 +1,26 @@
 """The ingest's heartbeats bound the TA flow's idle closing (:mod:`operators.upstream`).
 
-Unit level: :class:`UpstreamVouches` and :meth:`TaProgress.drained_through` with an upstream;
-the flow level (a stalled ingest, the real TA flow and Kafka) is
-``tests/ta/test_ta_flow_stop.py::test_a_stalled_ingest_is_not_a_quiet_market``.
+Unit level: :class:`UpstreamVouches` and :meth:`TaProgress.drained_through` with an upstream,
+and :class:`IngestFollower` on the real Kafka. The flow level (a stalled ingest, the real TA
+flow process and Kafka) is ``tests/ta/test_ingest_stall.py``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-import bytewax.operators as op
 import msgspec
-from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSource, run_main
+from confluent_kafka import Producer
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from operators.kafka_source import PartitionBatch
 from operators.market_events import INGEST_SYMBOL
 from operators.ta_status import TaProgress
-from operators.upstream import INGEST, UPSTREAM_DELIVERY_US, UpstreamVouches, ingest_heartbeats
+from operators.upstream import INGEST, UPSTREAM_DELIVERY_US, IngestFollower, UpstreamVouches
+from tests.helpers import wait_until
+from torghut.config import KafkaSettings
 from torghut.events import Envelope, IngestStatus, TradingStatus
 from torghut.ta.instants import us_to_dt
 
@@ -99,23 +99,42 @@ def _status(payload: IngestStatus | TradingStatus, at: datetime, symbol: str) ->
     return msgspec.json.encode(Envelope(at, at, symbol, 1, payload))
 
 
-def test_the_flow_step_reads_ingest_heartbeats_and_skips_everything_else() -> None:
+def test_the_follower_reads_the_newest_ingest_heartbeats_and_skips_everything_else(
+    kafka_bootstrap: str, unique_topic: Any
+) -> None:
+    """Each TA process follows the status topic on its own (a Bytewax partition would reach one
+    worker of one process): from near the end of each partition, heartbeats with
+    ``caught_up_at`` only; halts, heartbeats of an older ingest, bad JSON and tombstones are
+    skipped (counted), and a heartbeat produced after it started is read too."""
+    topic = unique_topic("status", partitions=2)
     at = us_to_dt(T)
-    vouched = us_to_dt(T - S)
-    beat = IngestStatus(state="healthy", last_message_at=at, connected=True, caught_up_at=vouched)
+    beat = IngestStatus(state="healthy", last_message_at=at, connected=True, caught_up_at=at)
     older = IngestStatus(state="healthy", last_message_at=at, connected=True)  # no caught_up_at
     halt = TradingStatus("H", "Trading Halt", "T1", "News Pending")  # a symbol's halt notice
-    values: list[bytes | None] = [
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for value in (
         _status(older, at, INGEST_SYMBOL),
         _status(halt, at, "AAPL"),
         b"{not json",
         None,
-        _status(beat, at, INGEST_SYMBOL),
-    ]
+        _status(beat, us_to_dt(T - S), INGEST_SYMBOL),  # sent at T - 1 s, vouching for T
+    ):
+        producer.produce(topic, value, partition=0)
+    assert producer.flush(10) == 0
+    ignored = REGISTRY.get_sample_value("torghut_ta_status_messages_ignored_total") or 0.0
     progress = TaProgress()
-    flow = Dataflow("upstream_test")
-    polls = op.input("in", flow, TestingSource([PartitionBatch("status/0", values)]))
-    ingest_heartbeats("beats", polls, progress)
-    run_main(flow)  # type: ignore[no-untyped-call]
-    progress.mark_source_drained("status/0", T + UPSTREAM_DELIVERY_US)
-    assert progress.drained_through() == T - S
+    progress.mark_source_drained("trades/0", T + 10 * S)
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_status=topic)
+    follower = IngestFollower(kafka, progress)
+    follower.start()
+    try:
+        wait_until(lambda: progress.drained_through() == T, timeout=30, interval=0.05)
+        after = us_to_dt(T + 2 * S)  # a newer heartbeat, on the other partition
+        newer = IngestStatus("healthy", after, True, caught_up_at=after)
+        producer.produce(topic, _status(newer, after, INGEST_SYMBOL), partition=1)
+        assert producer.flush(10) == 0
+        wait_until(lambda: progress.drained_through() == T + 2 * S, timeout=30, interval=0.05)
+    finally:
+        follower.stop()
+    now_ignored = REGISTRY.get_sample_value("torghut_ta_status_messages_ignored_total")
+    assert now_ignored == ignored + 2  # the bad JSON and the tombstone
