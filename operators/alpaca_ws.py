@@ -253,7 +253,6 @@ class _Partition(StatefulSourcePartition[SourceItem, None]):
         self._next_heartbeat = time.monotonic()
         self._was_idle = False
         self._caught_up = CaughtUp(round(config.drain_settle_s * 1_000_000))
-        self._vouched_us: int | None = None
         link.start()
 
     def next_batch(self) -> list[SourceItem]:
@@ -264,13 +263,11 @@ class _Partition(StatefulSourcePartition[SourceItem, None]):
         items: list[SourceItem] = self._link.drain(None if stopping else self._batch)
         # fewer than a batch: the queue was emptied
         vouched = self._caught_up.vouch(polled_us, caught_up=len(items) < self._batch)
-        if vouched is not None:
-            self._vouched_us = max(vouched, self._vouched_us or vouched)
-            if self._on_drained is not None:
-                self._on_drained(SOURCE_ID, vouched)
+        if vouched is not None and self._on_drained is not None:
+            self._on_drained(SOURCE_ID, vouched)
         now = time.monotonic()
         if now >= self._next_heartbeat:
-            at = self._vouched_us
+            at = self._caught_up.latest_us
             status = self._link.status()
             caught_up = us_to_dt(at) if at is not None and status.connected else None
             items.append(SourceHeartbeat(datetime.now(UTC), status, caught_up))

@@ -53,7 +53,7 @@ class CaughtUp:
     5050000
     """
 
-    __slots__ = ("_last_us", "_live_since_us", "_margin_us")
+    __slots__ = ("_last_us", "_live_since_us", "_margin_us", "latest_us")
 
     def __init__(self, settle_us: int) -> None:
         if settle_us < 0:
@@ -61,6 +61,8 @@ class CaughtUp:
         self._margin_us = settle_us + STALL_US
         self._last_us: int | None = None
         self._live_since_us = 0
+        self.latest_us: int | None = None
+        """The newest time vouched for so far (None before the first)."""
 
     def vouch(self, polled_us: int, *, caught_up: bool) -> int | None:
         """Record a poll taken at wall time ``polled_us`` (every poll, busy or not); for one
@@ -73,4 +75,8 @@ class CaughtUp:
         if not caught_up:
             return None
         claim = polled_us - self._margin_us
-        return claim if claim >= self._live_since_us else None
+        if claim < self._live_since_us:
+            return None
+        if self.latest_us is None or claim > self.latest_us:
+            self.latest_us = claim
+        return claim

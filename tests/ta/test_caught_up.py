@@ -24,6 +24,7 @@ def test_a_steadily_polled_source_vouches_for_its_poll_time_less_the_margin() ->
     first = next(i for i, v in enumerate(got) if v is not None)
     assert first * 10_000 == MARGIN  # live for settle + margin before the first claim
     assert got[-1] == 2_000_000 - MARGIN
+    assert c.latest_us == got[-1]
 
 
 def test_a_busy_poll_vouches_for_nothing_but_keeps_the_source_live() -> None:
@@ -53,6 +54,7 @@ def test_a_clock_stepping_back_is_not_a_pause_and_claims_follow_the_poll_time() 
     for t in range(0, 1_000_001, 10_000):
         c.vouch(t, caught_up=True)
     assert c.vouch(990_000, caught_up=True) == 990_000 - MARGIN
+    assert c.latest_us == 1_000_000 - MARGIN, "the newest claim is kept, not the last"
 
 
 def test_a_negative_settle_time_is_refused() -> None:
@@ -77,6 +79,7 @@ def test_claims_never_reach_into_a_pause_nor_closer_than_the_margin(
     margin = settle + STALL_US
     t = 1_000_000_000
     resumed = t  # the first poll starts the source's first live stretch
+    made: list[int] = []
     for k, (gap, caught_up) in enumerate(polls):
         if k:
             t += gap
@@ -93,3 +96,5 @@ def test_claims_never_reach_into_a_pause_nor_closer_than_the_margin(
         if claim is not None:
             assert claim >= resumed
             assert claim <= t - margin
+            made.append(claim)
+        assert c.latest_us == (max(made) if made else None)
