@@ -3,8 +3,9 @@
 ``python -m bytewax.run dataflows.ta:flow`` (live, 1 s idle close) against the real Kafka; this
 test plays the ingest: live trades of every symbol every 50 ms, and on the status topic the
 ingest's heartbeats with ``caught_up_at`` (:class:`torghut.events.IngestStatus`). Then the
-ingest stalls for 4 s — no trades, no heartbeats, while the trades of those 4 s wait (as they
-would in its socket) — and delivers them when it runs again. The TA flow's own sources are
+ingest stalls — no trades, no heartbeats, while the trades of the stall wait (as they would in
+its socket) — until the TA flow has run 3 s past the stall's start, and delivers them when it
+runs again. The TA flow's own sources are
 caught up all the while, so without the ingest's word (:mod:`operators.upstream`) it took the
 silence for a quiet market and closed every open bar after 1 s; the waiting trades then
 corrected them (checked by running this test with the heartbeats not read: six of six
@@ -29,7 +30,9 @@ from tests.helpers import wait_until
 from tests.ta.conftest import SYMBOLS, flow_env, start_flow
 from torghut.events import Envelope, IngestStatus, Trade
 
-STALL_S = 4.0
+PAST_IDLE_S = 3.0
+"""How far past the stall's start the TA flow must have run before the ingest resumes: the
+1 s idle close plus its sources' margins, with room (the old flow closed at ~1.4 s)."""
 FLOW_TIMEOUT = 120
 
 
@@ -44,6 +47,7 @@ class _Ingest:
         self.stalled = threading.Event()
         self.done = threading.Event()
         self.stall_started: datetime | None = None
+        self.stall_ended: datetime | None = None
 
     def run(self, until: threading.Event) -> None:
         next_beat = 0.0
@@ -74,6 +78,7 @@ class _Ingest:
 
     def resume(self) -> None:
         """Runs again: what waited first (in arrival order), then live again."""
+        self.stall_ended = datetime.now(UTC)
         for env in self._waiting:
             self._p.produce(self._trades, msgspec.json.encode(env), env.symbol)
         self._waiting.clear()
@@ -127,7 +132,19 @@ def test_a_stalled_ingest_is_not_a_quiet_market(
             message=lambda: f"the flow closed no bars:\n{flow.tail()}",
         )
         ingest.stall()
-        time.sleep(STALL_S)  # the scenario itself (the ingest does not run), not a wait
+        assert ingest.stall_started is not None
+        past_idle = ingest.stall_started + timedelta(seconds=PAST_IDLE_S)
+        # the stall lasts until the TA flow has run past its idle-close time (its own status
+        # heartbeat, every 0.5 s, says so): it had every chance to close bars early
+        wait_until(
+            lambda: any(
+                datetime.fromisoformat(m["ingest_ts"]) >= past_idle
+                for m in _read_to_end(kafka_bootstrap, topics["ta_status"])
+            ),
+            timeout=FLOW_TIMEOUT,
+            interval=0.2,
+            message=lambda: f"the TA flow did not run through the stall:\n{flow.tail()}",
+        )
         ingest.resume()
         resumed = datetime.now(UTC)
         wait_until(
@@ -153,7 +170,8 @@ def test_a_stalled_ingest_is_not_a_quiet_market(
     ]
     assert corrected == [], f"bars corrected across the stall: {corrected[:10]}"
     assert ingest.stall_started is not None
-    stall_end = ingest.stall_started + timedelta(seconds=STALL_S)
+    assert ingest.stall_ended is not None
+    stall_end = ingest.stall_ended
     during = {
         b["symbol"]
         for b in final
