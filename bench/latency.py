@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="the trading store (an empty Postgres database; default: a SQLite file)",
     )
+    p.add_argument(
+        "--slices",
+        type=int,
+        default=1,
+        help="also report the headline latencies and each process's peak RSS over this many "
+        "consecutive slices of the window (a soak: does anything drift?)",
+    )
     p.add_argument("--role", default="orchestrate", choices=("orchestrate", "ta"))
     p.add_argument("--work", default="", help=argparse.SUPPRESS)
     p.add_argument("--topics", default="", help=argparse.SUPPRESS)
@@ -181,6 +188,13 @@ def _orchestrate(args: argparse.Namespace) -> None:
             [sys.executable, "-m", "bytewax.run", "dataflows.ingest:flow"], env=env, cwd=ROOT
         )
         procs.append(ingest)
+        names = (
+            ["simulator", "broker", "ta+trading", "ingest"]
+            if args.trading
+            else ["simulator", "ta", "ingest"]
+        )
+        rss = _RssSampler(dict(zip(names, (p.pid for p in procs), strict=True)))
+        rss.start()
         rc = ta.wait(timeout=args.warmup + args.seconds + 120)
         for c in consumers:
             c.join(timeout=30)
@@ -197,6 +211,31 @@ def _orchestrate(args: argparse.Namespace) -> None:
                     p.kill()
         admin.delete_topics(list(topics.values()))
     _report(args, consumers, ch)
+    if args.slices > 1:
+        _over_time(args, (t0 + args.warmup, done), consumers[1], ch, rss.samples)
+
+
+class _RssSampler(threading.Thread):
+    """Every second, each stage process's resident set size (``VmRSS``), for the soak report."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        super().__init__(name="rss", daemon=True)
+        self._pids = pids
+        self.samples: list[tuple[float, str, float]] = []
+        """``(wall time, process, RSS in MiB)``."""
+
+    def run(self) -> None:
+        while True:
+            now = time.time()
+            for name, pid in self._pids.items():
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.samples.append((now, name, int(line.split()[1]) / 1024))
+            time.sleep(1.0)
 
 
 def _env(
@@ -687,6 +726,56 @@ def _decisions(ch: dict[str, Any], signals: list[tuple[float, float]]) -> None:
     _line("decision stored: after the bar end", [(t - e) * 1000 for e, t in decided])
     beyond = [(t - first[round(e, 3)]) * 1000 for e, t in decided if round(e, 3) in first]
     _line("  ... after its final signal rows were queryable", beyond)
+
+
+def _over_time(
+    args: argparse.Namespace,
+    window: tuple[float, float],
+    trades: _KafkaLatency,
+    ch: dict[str, Any],
+    rss: list[tuple[float, str, float]],
+) -> None:
+    """The headline figures per consecutive slice of the window (by bar end; RSS by wall
+    time): p50 / p99 in ms, and each process's peak RSS in MiB. The TA process's RSS includes
+    this bench's own log of every inserted row (``insert log rows``)."""
+    lateness = args.lateness_ms / 1000
+    start, end = window
+    width = (end - start) / args.slices
+    first: dict[float, float] = {}
+    for e, kind, committed, _seen in ch["rows"]:
+        if kind == "signals":
+            first[round(e, 3)] = min(committed, first.get(round(e, 3), committed))
+    names = list(dict.fromkeys(name for _t, name, _r in rss))
+    print(f"over time: {args.slices} slices of {width:.0f} s (p50 / p99 ms; peak RSS MiB)")
+    head = ["slice", "provisional", "final bars", "signals", "decision", "feed lag"]
+    print(" ".join(f"{h:>13}" for h in head) + "".join(f" {n:>11}" for n in names)
+          + f" {'log rows':>9}")  # fmt: skip
+    for i in range(args.slices):
+        lo, hi = start + i * width, start + (i + 1) * width
+        lat: dict[str, list[float]] = {"0": [], "1": [], "signals": []}
+        for e, kind, committed, _seen in ch["rows"]:
+            if lo <= e < hi:
+                lat[kind].append((committed - e) * 1000)
+        decided = [
+            (t - first[round(e, 3)]) * 1000
+            for e, t in (ch.get("decisions") or [])
+            if lo <= e < hi and round(e, 3) in first
+        ]
+        feed = [
+            ((trades.passed(e + lateness) or e + lateness) - e - lateness) * 1000
+            for e in sorted({e for e, k, _c, _s in ch["rows"] if lo <= e < hi and k == "1"})
+        ]
+        cells = [f"{int(lo - start)}-{int(hi - start)} s"] + [
+            f"{_pct(xs, 50):.0f} / {_pct(xs, 99):.0f}" if xs else "-"
+            for xs in (lat["0"], lat["1"], lat["signals"], decided, feed)
+        ]
+        peaks = [
+            max((r for t, n, r in rss if n == name and lo <= t < hi), default=float("nan"))
+            for name in names
+        ]
+        logged = sum(1 for r in ch["insert_log"] if r[5] < hi)
+        print(" ".join(f"{c:>13}" for c in cells) + "".join(f" {p:>11.0f}" for p in peaks)
+              + f" {logged:>9}")  # fmt: skip
 
 
 def _line(label: str, xs: list[float]) -> None:
