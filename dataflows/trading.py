@@ -167,7 +167,7 @@ class TradingRuntime:
         """
         trading, alpaca, risk = settings.trading, settings.alpaca, settings.risk
         clock = SystemClock()
-        store = TradingStore.open(settings.store.url)
+        store = TradingStore.open(settings.store.url, wait_s=settings.store.wait_s)
         last_close = LastCloseQuotes()
         target = client_target(trading, alpaca)
         simulator = None

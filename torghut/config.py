@@ -247,6 +247,9 @@ class StoreSettings(_Section):
     model_config = SettingsConfigDict(env_prefix="TRADING_DB_")
 
     url: str = Field(default_factory=lambda: f"sqlite:///{_data_dir() / 'trading.sqlite'}")
+    wait_s: float = Field(default=240.0, ge=0.0)
+    """How long the trading flow waits at start for a store that does not answer (a database
+    restart or failover) before it gives up; within the pod's start-up probe (300 s)."""
 
     @field_validator("url")
     @classmethod

@@ -28,9 +28,18 @@ from typing import Any, cast
 
 import msgspec
 import sqlalchemy as sa
+from prometheus_client import Counter
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
+from torghut.logs import get_logger
 from trading.adapters.store.controls import ControlStore
 from trading.adapters.store.errors import translated
 from trading.adapters.store.migrate import upgrade
@@ -56,7 +65,7 @@ from trading.core.orders import (
     check_observation,
     check_transition,
 )
-from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor
+from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor, StoreUnavailable
 from trading.core.records import (
     PositionDrift,
     StoredDecision,
@@ -66,7 +75,14 @@ from trading.core.records import (
 )
 from trading.core.risk import RecentOrder, RiskCheck, RiskReason
 
-__all__ = ["TradingStore", "UnitOfWork", "create_engine"]
+__all__ = ["OPEN_FAILURES", "TradingStore", "UnitOfWork", "create_engine"]
+
+log = get_logger("trading.adapters.store")
+
+OPEN_FAILURES = Counter(
+    "torghut_trading_store_open_failures_total",
+    "Attempts to open (connect and migrate) the trading store that found it unavailable.",
+)
 
 
 class UnitOfWork:
@@ -450,15 +466,35 @@ class TradingStore:
         """The control store (kill switch, halts, commands) over the same engine."""
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True) -> TradingStore:
+    def open(cls, url: str, *, migrate: bool = True, wait_s: float = 0.0) -> TradingStore:
         """Engine for ``url`` (SQLite: foreign keys on, WAL, busy timeout); migrated to head.
 
         Safe for processes starting together (the migration takes a Postgres advisory lock); not
         for threads of one process (Alembic's context is process-global): open once, share it.
+        A store that does not answer raises :class:`~trading.core.ports.StoreUnavailable`,
+        after trying again for up to ``wait_s`` seconds (with back-off, each failure logged
+        and counted in ``torghut_trading_store_open_failures_total``).
         """
+        retrying = Retrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential(multiplier=0.25, max=5.0),
+            stop=stop_after_delay(wait_s),
+            before_sleep=_log_open_retry,
+            reraise=True,
+        )
+        return retrying(cls._open_once, url, migrate)
+
+    @classmethod
+    def _open_once(cls, url: str, migrate: bool) -> TradingStore:
         engine = create_engine(url)
-        if migrate:
-            upgrade(engine)
+        if migrate:  # the first connection; without it the engine connects on first use
+            try:
+                with translated():
+                    upgrade(engine)
+            except StoreUnavailable:
+                engine.dispose()
+                OPEN_FAILURES.inc()
+                raise
         return cls(engine)
 
     def close(self) -> None:
@@ -608,4 +644,15 @@ def _execution(row: ExecutionRow) -> StoredExecution:
         submitted_at=row.submitted_at,
         last_update_at=row.last_update_at,
         reconciled_at=row.reconciled_at,
+    )
+
+
+def _log_open_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning(
+        "trading_store_unavailable_waiting",
+        attempt=state.attempt_number,
+        waited_s=round(state.seconds_since_start or 0.0, 1),
+        retry_in_s=round(state.upcoming_sleep, 2),
+        error=str(error),
     )
