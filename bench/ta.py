@@ -59,6 +59,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -350,6 +351,8 @@ class FlowRun:
     """User + system CPU of the whole process (all threads, start-up included)."""
     code: int
     log_tail: str
+    threads: dict[str, float]
+    """CPU seconds by kind of thread (:class:`_ThreadCpu`), start-up included."""
 
 
 _LAUNCHER = """
@@ -366,11 +369,11 @@ the whole market in memory; forked from a small launcher the figure is the flow'
 
 
 def run_ta_flow(env: dict[str, str], log: Path) -> FlowRun:
-    """``bytewax.run dataflows.ta:flow`` to its end; timing and peak RSS of that process."""
+    """``bytewax.run dataflows.ta:flow`` to its end; timing, peak RSS and CPU of that process."""
     rss_file = log.with_suffix(".maxrss")
     started = time.time()
     with log.open("wb") as out:
-        code = subprocess.call(
+        launcher = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
@@ -386,6 +389,10 @@ def run_ta_flow(env: dict[str, str], log: Path) -> FlowRun:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+        threads = _ThreadCpu(launcher)
+        threads.start()
+        code = launcher.wait()
+        threads.join(timeout=5)
     ended = time.time()
     first = None
     text = log.read_text(errors="replace")
@@ -395,7 +402,56 @@ def run_ta_flow(env: dict[str, str], log: Path) -> FlowRun:
             break
     seconds = ended - (first if first is not None else started)
     rss_kib, cpu = rss_file.read_text().split() if rss_file.exists() else ("nan", "nan")
-    return FlowRun(seconds, ended - started, int(rss_kib) / 1024, float(cpu), code, text[-3000:])
+    return FlowRun(
+        seconds,
+        ended - started,
+        int(rss_kib) / 1024,
+        float(cpu),
+        code,
+        text[-3000:],
+        threads.by_kind(),
+    )
+
+
+class _ThreadCpu(threading.Thread):
+    """The flow process's CPU per kind of thread, from ``/proc/<pid>/task/*/stat`` read every
+    0.2 s until it exits (the last reading of each thread counts): Python's threads (the
+    worker, the ClickHouse insert thread, …), librdkafka's (``rdk:*``: fetching, decompressing,
+    producing) and the rest — the embedded ClickHouse's pools and Bytewax's runtime. Why: the
+    raw consumer's CPU is librdkafka's and its own loop; the flow's adds the other two kinds,
+    and in production the ClickHouse share runs on the ClickHouse servers instead."""
+
+    def __init__(self, launcher: subprocess.Popen[bytes]) -> None:
+        super().__init__(name="thread-cpu", daemon=True)
+        self._launcher = launcher
+        self._last: dict[int, tuple[str, float]] = {}
+
+    def run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        pid = None
+        while self._launcher.poll() is None:
+            if pid is None:
+                kids = Path(f"/proc/{self._launcher.pid}/task/{self._launcher.pid}/children")
+                found = kids.read_text().split() if kids.exists() else []
+                pid = int(found[0]) if found else None
+            if pid is not None:
+                for task in Path(f"/proc/{pid}/task").glob("*"):
+                    try:
+                        stat = (task / "stat").read_text()
+                    except OSError:
+                        continue
+                    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                    fields = stat[stat.rindex(")") + 2 :].split()
+                    used = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+                    self._last[int(task.name)] = (name, used)
+            time.sleep(0.2)
+
+    def by_kind(self) -> dict[str, float]:
+        out = {"python": 0.0, "librdkafka": 0.0, "other native": 0.0}
+        for name, used in self._last.values():
+            kind = "librdkafka" if name.startswith("rdk:") else "other native"
+            out["python" if name.startswith("python") else kind] += used
+        return out
 
 
 def _topic_total(bootstrap: str, topic: str) -> int:
@@ -549,7 +605,13 @@ def main() -> None:
                 f"its start-up and shutdown, {idle.cpu_seconds:.2f} CPU-s on empty inputs)\n"
                 f"    peak RSS of the ta flow: {f.max_rss_mib:.0f} MiB ({idle.max_rss_mib:.0f} MiB "
                 "on empty inputs: modules and the embedded ClickHouse)\n"
-                f"    rows out: {k['bars']} bars, {k['signals']} signals, {k['dead']} dead letters"
+                f"    rows out: {k['bars']} bars, {k['signals']} signals, "
+                f"{k['dead']} dead letters\n"
+                "    the flow's CPU net of start-up by thread: "
+                + ", ".join(
+                    f"{kind} {used - idle.threads[kind]:.2f} s" for kind, used in f.threads.items()
+                )
+                + f" (raw consume: {k['raw_cpu']:.2f} s)"
             )
         if not args.no_inprocess:
             _inprocess(trades, quotes, n, args)

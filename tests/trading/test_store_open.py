@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -36,17 +37,16 @@ def _missing_database_url(pg_admin_url: str) -> tuple[str, str]:
     return name, url.render_as_string(hide_password=False)
 
 
-def test_open_waits_until_the_database_answers(
-    pg_admin_url: str, _pg_admin_engine: sa.Engine
-) -> None:
+def test_open_waits_until_the_database_answers(pg_admin_url: str) -> None:
     name, url = _missing_database_url(pg_admin_url)
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
     before = _failures()
     opened: list[TradingStore | BaseException] = []
 
     def open_store() -> None:
         try:
             opened.append(TradingStore.open(url, wait_s=60.0))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+        except BaseException as exc:  # handed to the test's thread
             opened.append(exc)
 
     opener = threading.Thread(target=open_store, daemon=True)
@@ -54,7 +54,7 @@ def test_open_waits_until_the_database_answers(
     try:
         wait_until(lambda: _failures() >= before + 2, timeout=30, message="no retry observed")
         assert not opened, f"open returned while the database was missing: {opened}"
-        with _pg_admin_engine.connect() as conn:
+        with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
         opener.join(timeout=60)
         assert opened, "open did not return within 60 s of the database appearing"
@@ -65,8 +65,9 @@ def test_open_waits_until_the_database_answers(
         store.close()
     finally:
         opener.join(timeout=60)
-        with _pg_admin_engine.connect() as conn:
+        with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def test_open_gives_up_after_wait_s_with_the_reason_and_no_password(pg_admin_url: str) -> None:
@@ -86,3 +87,12 @@ def test_open_without_wait_fails_at_once(pg_admin_url: str) -> None:
     with pytest.raises(StoreUnavailable):
         TradingStore.open(url)
     assert _failures() == before + 1
+
+
+def test_a_sqlite_file_that_cannot_be_opened_is_not_waited_for(tmp_path: Path) -> None:
+    (tmp_path / "trading.sqlite").mkdir()  # a directory where the file should be
+    url = f"sqlite:///{tmp_path / 'trading.sqlite'}"
+    began = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="unable to open database file"):
+        TradingStore.open(url, wait_s=60.0)
+    assert time.monotonic() - began < 10.0

@@ -473,8 +473,11 @@ class TradingStore:
         for threads of one process (Alembic's context is process-global): open once, share it.
         A store that does not answer raises :class:`~trading.core.ports.StoreUnavailable`,
         after trying again for up to ``wait_s`` seconds (with back-off, each failure logged
-        and counted in ``torghut_trading_store_open_failures_total``).
+        and counted in ``torghut_trading_store_open_failures_total``). A SQLite file is not
+        waited for: a local file that cannot be opened is a mistake, not an outage.
         """
+        if url.startswith("sqlite"):
+            wait_s = 0.0
         retrying = Retrying(
             retry=retry_if_exception_type(StoreUnavailable),
             wait=wait_exponential(multiplier=0.25, max=5.0),
