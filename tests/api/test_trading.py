@@ -62,7 +62,7 @@ def seed(store: TradingStore) -> dict[str, str]:
         at=T0 + timedelta(seconds=12),
     )
     with store.unit_of_work() as uow:
-        uow.mark_reconciled(f"order-{filled.decision_hash[:8]}", T0 + timedelta(seconds=20))
+        uow.mark_reconciled([f"order-{filled.decision_hash[:8]}"], T0 + timedelta(seconds=20))
         uow.commit()
     rejected = store.record_decision(
         Adjudication.of(

@@ -171,7 +171,7 @@ def _fill(
         order(OrderStatus.FILLED, str(qty), filled_at), event_type="fill", at=filled_at
     )
     with store.unit_of_work() as uow:
-        uow.mark_reconciled(f"order-{hash_[:10]}", filled_at + timedelta(seconds=1))
+        uow.mark_reconciled([f"order-{hash_[:10]}"], filled_at + timedelta(seconds=1))
         uow.commit()
 
 

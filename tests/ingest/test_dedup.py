@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from operators.alpaca_decode import Family, MarketEvent
-from operators.dedup import SeenWindow, dedup, identity
+from operators.dedup import SeenWindow, dedup, identity, identity_bytes
 from torghut.events import Bar, Envelope, Quote, Trade, TradingStatus, Window
 
 T0 = datetime(2024, 3, 5, 15, 0, tzinfo=UTC)
@@ -29,24 +29,41 @@ def trade(i: int, **kw: Any) -> MarketEvent:
 
 
 @given(
-    st.lists(st.tuples(st.integers(0, 30), st.floats(0, 5, allow_nan=False)), max_size=200),
+    st.lists(st.tuples(st.integers(0, 30), st.floats(0, 8, allow_nan=False)), max_size=300),
     st.integers(1, 20),
 )
 def test_window_never_exceeds_max_keys_and_agrees_with_a_reference(
     steps: list[tuple[int, float]], max_keys: int
 ) -> None:
+    """A repeat within ``window_s`` of the first sighting always drops, one more than 1.5 ×
+    ``window_s`` after it always passes (in between either); a small window never holds more
+    than ``max_keys`` and still drops repeats of its newest two thirds of ``max_keys``."""
     window_s = 10.0
     w = SeenWindow(window_s, max_keys)
     big = SeenWindow(window_s, 10_000)
-    reference: dict[int, float] = {}
+    first_seen: dict[int, float] = {}
+    small_seen: dict[int, float] = {}
+    small_order: list[int] = []  # the small window's first sightings, oldest first
     now = 0.0
     for key, dt in steps:
         now += dt
-        fresh = key not in reference or reference[key] <= now - window_s
+        age = now - first_seen[key] if key in first_seen else None
+        fresh = big.first_sighting(key, now)
+        if age is not None and age < window_s:
+            assert not fresh, (key, age)
+        if age is None or age > 1.5 * window_s:
+            assert fresh, (key, age)
         if fresh:
-            reference[key] = now
-        assert big.first_sighting(key, now) is fresh
-        w.first_sighting(key, now)
+            first_seen[key] = now
+        # full: the newest two thirds of max_keys identities are still held (within the time)
+        recent = key in small_order[-2 * (max_keys // 3) :] if max_keys >= 3 else False
+        young = key in small_seen and now - small_seen[key] < window_s
+        small_fresh = w.first_sighting(key, now)
+        if recent and young:
+            assert not small_fresh, (key, max_keys)
+        if small_fresh:
+            small_seen[key] = now
+            small_order.append(key)
         assert len(w) <= max_keys
 
 
@@ -72,6 +89,16 @@ def test_identities_follow_the_message_content() -> None:
     halt = TradingStatus("H", "Trading Halt", "LUDP", "pause")
     resume = TradingStatus("T", "Trading Resumption", "LUDP", "pause")
     assert identity("status", env(halt)) != identity("status", env(resume))
+    # the bytes the window holds are equal exactly when the identities are
+    assert identity_bytes("trades", env(Trade(7, "V", 10.0, 1.0))) == identity_bytes(
+        "trades", same_trade_later_receipt
+    )
+    assert identity_bytes("quotes", env(quote)) != identity_bytes(
+        "quotes", env(Quote("V", 10.0, 100.0, "V", 10.1, 300.0))
+    )
+    assert identity_bytes("bars", env(bar, window=window)) != identity_bytes(
+        "bars", env(corrected, window=window)
+    )
 
 
 def test_operator_drops_repeats_keeps_order_and_counts() -> None:
@@ -82,7 +109,7 @@ def test_operator_drops_repeats_keeps_order_and_counts() -> None:
         ("quotes", env(Quote("V", 1.0, 1.0, "V", 1.1, 1.0), at=0.2)),
         trade(3, at=0.3),
         trade(2, at=0.1, ingest_ts=T0 + timedelta(seconds=2)),
-        trade(1, at=0, ingest_ts=T0 + timedelta(seconds=400)),  # past the 300 s window
+        trade(1, at=0, ingest_ts=T0 + timedelta(seconds=460)),  # past 1.5 x the 300 s window
     ]
     drops: list[tuple[Family, int]] = []
     before = REGISTRY.get_sample_value("torghut_ingest_duplicates_total", {"family": "trades"})

@@ -233,7 +233,7 @@ def test_an_order_placed_outside_the_loop_is_recorded_without_a_decision(
         assert execution is not None
         assert execution.decision_id is None
         assert [e.id for e in uow.executions_to_reconcile()] == [execution.id]
-        uow.mark_reconciled(order.id, at(2))
+        uow.mark_reconciled([order.id], at(2))
         uow.commit()
     with store.unit_of_work() as uow:
         execution = uow.get_execution(order.id)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,7 +54,7 @@ from trading.core.orders import (
     check_observation,
     check_transition,
 )
-from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor
+from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor, ids_not_one
 from trading.core.records import (
     PositionDrift,
     StoredDecision,
@@ -195,12 +195,14 @@ class MemoryUnitOfWork:
         self._event(order, current.status, event_type, payload or {}, at)
         return step
 
-    def mark_reconciled(self, alpaca_order_id: str, at: datetime) -> None:
-        current = self.get_execution(alpaca_order_id)
-        if current is not None:
-            self._new.executions[alpaca_order_id] = msgspec.structs.replace(
-                current, reconciled_at=at
-            )
+    def mark_reconciled(self, alpaca_order_ids: Collection[str], at: datetime) -> None:
+        ids_not_one(alpaca_order_ids)
+        for alpaca_order_id in alpaca_order_ids:
+            current = self.get_execution(alpaca_order_id)
+            if current is not None:
+                self._new.executions[alpaca_order_id] = msgspec.structs.replace(
+                    current, reconciled_at=at
+                )
 
     def executions_to_reconcile(self) -> list[StoredExecution]:
         return sorted(
@@ -217,6 +219,11 @@ class MemoryUnitOfWork:
     def get_execution(self, alpaca_order_id: str) -> StoredExecution | None:
         found = self._new.executions.get(alpaca_order_id)
         return found if found is not None else self._base.executions.get(alpaca_order_id)
+
+    def get_executions(self, alpaca_order_ids: Collection[str]) -> dict[str, StoredExecution]:
+        ids_not_one(alpaca_order_ids)
+        found = {i: self.get_execution(i) for i in alpaca_order_ids}
+        return {i: e for i, e in found.items() if e is not None}
 
     def recent_orders(self, since: datetime) -> list[RecentOrder]:
         """Newest first, back to ``since`` only: decisions are kept in the order they were

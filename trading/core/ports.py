@@ -21,7 +21,7 @@ and to the outside world, their libraries' exceptions included. Money and quanti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from decimal import Decimal
@@ -66,6 +66,7 @@ __all__ = [
     "StoreRejected",
     "StoreUnavailable",
     "UnitOfWork",
+    "ids_not_one",
 ]
 
 Side = Literal["buy", "sell"]
@@ -247,6 +248,13 @@ class Reviewer(Protocol):
 # --- the decision store ---------------------------------------------------------------------
 
 
+def ids_not_one(ids: Collection[str]) -> None:
+    """Refuse one id where a collection of ids is asked for (a ``str`` is a collection of
+    one-character strings, which a type checker accepts)."""
+    if isinstance(ids, str):
+        raise TypeError(f"a collection of ids is needed, not the single id {ids!r}")
+
+
 class StoreError(RuntimeError):
     """A store operation failed; adapters raise its subclasses, never their library's errors."""
 
@@ -309,8 +317,8 @@ class UnitOfWork(Protocol):
         against the state as held under the unit of work's lock)."""
         ...
 
-    def mark_reconciled(self, alpaca_order_id: str, at: datetime) -> None:
-        """Reconciliation compared this execution with the broker at ``at``."""
+    def mark_reconciled(self, alpaca_order_ids: Collection[str], at: datetime) -> None:
+        """Reconciliation compared these executions with the broker at ``at`` (one write)."""
         ...
 
     def executions_to_reconcile(self) -> list[StoredExecution]:
@@ -318,6 +326,10 @@ class UnitOfWork(Protocol):
         ...
 
     def get_execution(self, alpaca_order_id: str) -> StoredExecution | None: ...
+
+    def get_executions(self, alpaca_order_ids: Collection[str]) -> dict[str, StoredExecution]:
+        """The stored executions of these orders, by order id (those that exist; one read)."""
+        ...
 
     def recent_orders(self, since: datetime) -> list[RecentOrder]: ...
 

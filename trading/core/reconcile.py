@@ -37,7 +37,7 @@ error that stops the pass.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -246,26 +246,33 @@ class Reconciler:
                 if exc.status != 404:
                     raise
                 seen[order_id] = self._unknown_at_broker(execution)
+        with self._store.unit_of_work() as uow:
+            held = uow.get_executions(seen)
         updates = 0
         for order in seen.values():
+            if _as_held(held.get(order.id), order):
+                continue
             if self._executor.record(order, event_type="poll"):
                 updates += 1
         self._stamp_reconciled(seen.values())
         TRANSITIONS.labels(channel="poll").inc(updates)
         return len(seen), updates
 
-    def _stamp_reconciled(self, orders: Iterable[BrokerOrder]) -> None:
+    def _stamp_reconciled(self, orders: Collection[BrokerOrder]) -> None:
         """``reconciled_at`` = now for every execution whose stored state is the broker's."""
         at = self._now()
         with self._store.unit_of_work() as uow:
-            for order in orders:
-                stored = uow.get_execution(order.id)
-                if (
-                    stored is not None
-                    and stored.status is order.status
-                    and stored.filled_qty == order.filled_qty
-                ):
-                    uow.mark_reconciled(order.id, at)
+            stored = uow.get_executions([o.id for o in orders])
+            uow.mark_reconciled(
+                [
+                    o.id
+                    for o in orders
+                    if (e := stored.get(o.id)) is not None
+                    and e.status is o.status
+                    and e.filled_qty == o.filled_qty
+                ],
+                at,
+            )
             uow.commit()
 
     def _unknown_at_broker(self, execution: StoredExecution) -> BrokerOrder:
@@ -341,3 +348,20 @@ class Reconciler:
             except Exception as exc:  # noqa: BLE001 - only reached when stopping mid-retry
                 _log.info("reconcile_stopped_while_failing", error=str(exc)[:300])
             self._stop.wait(self._interval)
+
+
+def _as_held(held: StoredExecution | None, order: BrokerOrder) -> bool:
+    """The broker's view of an order is exactly what the store holds: nothing to record.
+
+    Why: a pass records only what changed. It runs under the lock the trading loop takes to
+    send, and recording every open order (a read, an update and a commit each, then one more
+    read to stamp it) made a pass grow with the open orders: in a 30-minute paper run whose 660
+    orders all stayed open, the loop waited on the lock half of the time and its decisions fell
+    minutes behind. Anything else goes through :meth:`OrderExecutor.record`, which decides
+    under the row's lock as before."""
+    return (
+        held is not None
+        and held.status is order.status
+        and held.filled_qty == order.filled_qty
+        and held.last_update_at == order.updated_at
+    )

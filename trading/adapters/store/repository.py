@@ -19,7 +19,7 @@ the block without ``commit()`` rolls everything back.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
@@ -65,7 +65,13 @@ from trading.core.orders import (
     check_observation,
     check_transition,
 )
-from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor, StoreUnavailable
+from trading.core.ports import (
+    BrokerOrder,
+    PositionSnapshot,
+    SignalCursor,
+    StoreUnavailable,
+    ids_not_one,
+)
 from trading.core.records import (
     PositionDrift,
     StoredDecision,
@@ -251,12 +257,14 @@ class UnitOfWork:
         self.session.flush()
         return step
 
-    def mark_reconciled(self, alpaca_order_id: str, at: datetime) -> None:
-        self.session.execute(
-            sa.update(ExecutionRow)
-            .where(ExecutionRow.alpaca_order_id == alpaca_order_id)
-            .values(reconciled_at=at)
-        )
+    def mark_reconciled(self, alpaca_order_ids: Collection[str], at: datetime) -> None:
+        ids_not_one(alpaca_order_ids)
+        if alpaca_order_ids:
+            self.session.execute(
+                sa.update(ExecutionRow)
+                .where(ExecutionRow.alpaca_order_id.in_(set(alpaca_order_ids)))
+                .values(reconciled_at=at)
+            )
 
     def executions_to_reconcile(self) -> list[StoredExecution]:
         """Executions the broker has not confirmed as stored: non-terminal ones, and those never
@@ -276,6 +284,15 @@ class UnitOfWork:
     def get_execution(self, alpaca_order_id: str) -> StoredExecution | None:
         row = self._execution_row(alpaca_order_id, lock=False)
         return None if row is None else _execution(row)
+
+    def get_executions(self, alpaca_order_ids: Collection[str]) -> dict[str, StoredExecution]:
+        ids_not_one(alpaca_order_ids)
+        if not alpaca_order_ids:
+            return {}
+        rows = self.session.scalars(
+            sa.select(ExecutionRow).where(ExecutionRow.alpaca_order_id.in_(set(alpaca_order_ids)))
+        )
+        return {r.alpaca_order_id: _execution(r) for r in rows}
 
     def order_events(self, alpaca_order_id: str) -> list[StoredOrderEvent]:
         rows = self.session.scalars(
