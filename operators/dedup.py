@@ -103,8 +103,8 @@ class SeenWindow:
     the three newest kept. An identity is a repeat while it is in one of them: for at least
     ``window_s`` after it was first seen and at most 1.5 × ``window_s`` (``b"a"``, first seen
     at 0, is a repeat at 9 and new again at 16). A generation also ends once it holds a third
-    of ``max_keys``: a burst shortens the window (to at least the last two thirds of
-    ``max_keys`` identities) rather than grow the memory.
+    of ``max_keys``, so a burst shortens the window rather than grow the memory: a repeat is
+    then still caught within half the window and a third of ``max_keys`` identities.
 
     Why generations of sets, not an insertion-ordered map of identity → time: the map held,
     per identity, a node, a float and the identity itself — at 10 k messages/s the 1.6 M
