@@ -251,3 +251,18 @@ def test_a_pass_over_open_orders_that_did_not_change_costs_the_same_few_statemen
         assert len(stamped) == resting
         assert all(e.reconciled_at is not None for e in stamped.values())
     assert per_pass[30] == per_pass[3], per_pass
+
+
+def test_open_orders_lists_every_open_order_beyond_alpacas_page_of_500(
+    broker: AlpacaBroker, paper_broker: BrokerSimulator
+) -> None:
+    """Alpaca answers at most 500 orders a request: the adapter pages back in time (the
+    simulator implements ``limit``, ``until`` and ``direction`` as documented)."""
+    for i in range(520):
+        broker.submit(
+            OrderRequest(f"resting-{i}", "MSFT", "buy", Decimal(1), OrderType.LIMIT, Decimal(1))
+        )
+    listed = broker.open_orders()
+    assert len(listed) == 520
+    assert {o.client_order_id for o in listed} == {f"resting-{i}" for i in range(520)}
+    assert [o.submitted_at for o in listed] == sorted(o.submitted_at for o in listed)

@@ -16,15 +16,17 @@ Endpoint selection is :func:`client_target`, a pure function over
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+from alpaca.common.enums import Sort
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
@@ -62,6 +64,8 @@ __all__ = [
 ]
 
 _log = get_logger("trading.adapters.alpaca_broker")
+_ORDERS_PAGE = 500
+"""The most orders Alpaca's ``GET /v2/orders`` returns at once."""
 
 HTTP_TIMEOUT_S = 10.0
 """Per-request timeout of the broker client: a dropped response must not hang the flow."""
@@ -219,8 +223,27 @@ class AlpacaBroker:
         return to_broker_order(order)
 
     def open_orders(self) -> Sequence[BrokerOrder]:
-        query = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500)
-        return [to_broker_order(o) for o in self._call(lambda: self.client.get_orders(query))]
+        """Every open order, oldest first.
+
+        Why pages: Alpaca lists at most 500 orders a request (newest first), and with more
+        open, the rest were missing — the reconciliation pass then asked for each of them
+        alone, one request per order while holding the trading loop's lock, and "cancel all"
+        cancelled the newest 500 and reported failure. Each page goes back from the oldest submission of the
+        one before (``until`` is exclusive, so the page ends a microsecond after it and
+        repeats that instant; repeats are dropped by id)."""
+        found: dict[str, BrokerOrder] = {}
+        until: datetime | None = None
+        while True:
+            query = GetOrdersRequest(
+                status=QueryOrderStatus.OPEN, limit=_ORDERS_PAGE, direction=Sort.DESC, until=until
+            )
+            listed = self._call(functools.partial(self.client.get_orders, query))
+            page = [to_broker_order(o) for o in listed]
+            fresh = [o for o in page if o.id not in found]
+            found.update((o.id, o) for o in fresh)
+            if len(page) < _ORDERS_PAGE or not fresh:
+                return sorted(found.values(), key=lambda o: o.submitted_at)
+            until = min(o.submitted_at for o in page) + timedelta(microseconds=1)
 
     def cancel(self, order_id: str) -> None:
         self._call(lambda: self.client.cancel_order_by_id(order_id))
