@@ -416,10 +416,11 @@ def run_ta_flow(env: dict[str, str], log: Path) -> FlowRun:
 class _ThreadCpu(threading.Thread):
     """The flow process's CPU per kind of thread, from ``/proc/<pid>/task/*/stat`` read every
     0.2 s until it exits (the last reading of each thread counts): Python's threads (the
-    worker, the ClickHouse insert thread, …), librdkafka's (``rdk:*``: fetching, decompressing,
-    producing) and the rest — the embedded ClickHouse's pools and Bytewax's runtime. Why: the
-    raw consumer's CPU is librdkafka's and its own loop; the flow's adds the other two kinds,
-    and in production the ClickHouse share runs on the ClickHouse servers instead."""
+    worker, the ClickHouse insert threads — the embedded ClickHouse runs an insert on the
+    thread that calls it, so its work is counted here too), librdkafka's (``rdk:*``: fetching,
+    decompressing, producing) and the rest (Bytewax's runtime, ClickHouse's background pools).
+    Why: the raw consumer's CPU is librdkafka's and its own loop; this says how much of the
+    flow's is the Kafka client's and how much is ours."""
 
     def __init__(self, launcher: subprocess.Popen[bytes]) -> None:
         super().__init__(name="thread-cpu", daemon=True)
