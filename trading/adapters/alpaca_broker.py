@@ -228,9 +228,9 @@ class AlpacaBroker:
         Why pages: Alpaca lists at most 500 orders a request (newest first), and with more
         open, the rest were missing — the reconciliation pass then asked for each of them
         alone, one request per order while holding the trading loop's lock, and "cancel all"
-        cancelled the newest 500 and reported failure. Each page goes back from the oldest submission of the
-        one before (``until`` is exclusive, so the page ends a microsecond after it and
-        repeats that instant; repeats are dropped by id)."""
+        cancelled the newest 500 and reported failure. Each page goes back from the oldest
+        submission of the one before (``until`` is exclusive, so the page ends a microsecond
+        after it and repeats that instant; repeats are dropped by id)."""
         found: dict[str, BrokerOrder] = {}
         until: datetime | None = None
         while True:
