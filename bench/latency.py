@@ -196,6 +196,7 @@ def _orchestrate(args: argparse.Namespace) -> None:
         rss = _RssSampler(dict(zip(names, (p.pid for p in procs), strict=True)))
         rss.start()
         rc = ta.wait(timeout=args.warmup + args.seconds + 120)
+        rss.stop.set()
         for c in consumers:
             c.join(timeout=30)
         if rc != 0:
@@ -223,9 +224,11 @@ class _RssSampler(threading.Thread):
         self._pids = pids
         self.samples: list[tuple[float, str, float]] = []
         """``(wall time, process, RSS in MiB)``."""
+        self.stop = threading.Event()
+        """Set once the TA process has ended: the window is over."""
 
     def run(self) -> None:
-        while True:
+        while not self.stop.is_set():
             now = time.time()
             for name, pid in self._pids.items():
                 try:
@@ -235,7 +238,7 @@ class _RssSampler(threading.Thread):
                 for line in status.splitlines():
                     if line.startswith("VmRSS:"):
                         self.samples.append((now, name, int(line.split()[1]) / 1024))
-            time.sleep(1.0)
+            self.stop.wait(1.0)
 
 
 def _env(

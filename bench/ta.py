@@ -430,7 +430,7 @@ class _ThreadCpu(threading.Thread):
     def run(self) -> None:
         tick = os.sysconf("SC_CLK_TCK")
         pid = None
-        while self._launcher.poll() is None:
+        while True:
             if pid is None:
                 kids = Path(f"/proc/{self._launcher.pid}/task/{self._launcher.pid}/children")
                 found = kids.read_text().split() if kids.exists() else []
@@ -445,7 +445,11 @@ class _ThreadCpu(threading.Thread):
                     fields = stat[stat.rindex(")") + 2 :].split()
                     used = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
                     self._last[int(task.name)] = (name, used)
-            time.sleep(0.2)
+            try:
+                self._launcher.wait(timeout=0.2)  # the next reading, or none once it exits
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
     def by_kind(self) -> dict[str, float]:
         out = {"python": 0.0, "librdkafka": 0.0, "other native": 0.0}

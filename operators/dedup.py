@@ -83,13 +83,13 @@ def identity(family: Family, env: Envelope[Any]) -> Hashable:
     return (env.symbol, env.event_ts, p.status_code, p.reason_code)
 
 
+_PACK = msgspec.msgpack.Encoder().encode
+
+
 def identity_bytes(family: Family, env: Envelope[Any]) -> bytes:
     """:func:`identity` as msgpack bytes: equal exactly when the identities are (every field
     is written with its type), in ~100 B instead of a tuple holding a datetime and floats."""
     return _PACK(identity(family, env))
-
-
-_PACK = msgspec.msgpack.Encoder().encode
 
 
 class SeenWindow:
