@@ -21,6 +21,10 @@ Every stage is the real one, each in its own process as in production:
   free on a 2-core machine (at 20 ms, 14 ms each, a fifth of a core of the TA process and the
   embedded ClickHouse's attention, between its inserts) and add their own period; the
   report's last stage shows the check;
+* with ``--trading`` (the default) the paper trading flow beside the TA (in its process: it
+  reads the embedded ClickHouse), sending to the broker simulator in a process of its own,
+  which fills against the market's quotes as it reads them from the market's stream
+  (``--fills``, the default; with ``--no-fills`` it has no quotes and every order rests);
 * this process consumes the TA bars topic (bar end → row in Kafka, by ``is_final``) and, as a
   same-run baseline, the trades topic: each trade's Kafka produce → consume time (the
   broker's own latency on this machine at this load) and event time → consume (everything
@@ -109,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
         help="run the paper trading flow on the signals and measure its decisions",
     )
     p.add_argument(
+        "--fills",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the paper broker fills against the market's quotes, over the market's stream as "
+        "the ingest reads it (--no-fills: it has no quotes, every order rests, open orders "
+        "pile up)",
+    )
+    p.add_argument(
         "--store-url",
         default="",
         help="the trading store (an empty Postgres database; default: a SQLite file)",
@@ -148,7 +160,7 @@ def _orchestrate(args: argparse.Namespace) -> None:
         sim = subprocess.Popen(
             [sys.executable, "-m", "torghut.sim.market", "--symbols", symbols, "--rate",
              str(args.rate), "--port", "0", "--history-limit", "10", "--log-level", "WARNING",
-             "--max-pending-frames", "100000"],
+             "--max-pending-frames", "100000", "--connection-limit", "2"],
             stdout=subprocess.PIPE, env=env, cwd=ROOT,
         )  # fmt: skip
         procs.append(sim)
@@ -160,7 +172,8 @@ def _orchestrate(args: argparse.Namespace) -> None:
             broker = subprocess.Popen(
                 [sys.executable, "-m", "torghut.sim.broker", "--port", "0", "--key-id",
                  alpaca.key_id.get_secret_value(), "--secret-key",
-                 alpaca.secret_key.get_secret_value(), "--log-level", "WARNING"],
+                 alpaca.secret_key.get_secret_value(), "--log-level", "WARNING"]
+                + (["--follow-market", url] if args.fills else []),
                 stdout=subprocess.PIPE, env=env, cwd=ROOT,
             )  # fmt: skip
             procs.append(broker)
@@ -217,13 +230,14 @@ def _orchestrate(args: argparse.Namespace) -> None:
 
 
 class _RssSampler(threading.Thread):
-    """Every second, each stage process's resident set size (``VmRSS``), for the soak report."""
+    """Every second, each stage process's resident set size (``VmRSS``) and the CPU time it
+    has used (user + system, all its threads), for the soak report."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         super().__init__(name="rss", daemon=True)
         self._pids = pids
-        self.samples: list[tuple[float, str, float]] = []
-        """``(wall time, process, RSS in MiB)``."""
+        self.samples: list[tuple[float, str, float, float]] = []
+        """``(wall time, process, RSS in MiB, CPU seconds used so far)``."""
         self.stop = threading.Event()
         """Set once the TA process has ended: the window is over."""
 
@@ -233,12 +247,19 @@ class _RssSampler(threading.Thread):
             for name, pid in self._pids.items():
                 try:
                     status = Path(f"/proc/{pid}/status").read_text()
+                    stat = Path(f"/proc/{pid}/stat").read_text()
                 except OSError:
                     continue
+                # utime and stime: the 12th and 13th fields after the parenthesised name
+                ticks = sum(int(f) for f in stat.rpartition(")")[2].split()[11:13])
                 for line in status.splitlines():
                     if line.startswith("VmRSS:"):
-                        self.samples.append((now, name, int(line.split()[1]) / 1024))
+                        rss = int(line.split()[1]) / 1024
+                        self.samples.append((now, name, rss, ticks / _CLK_TCK))
             self.stop.wait(1.0)
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _env(
@@ -736,11 +757,11 @@ def _over_time(
     window: tuple[float, float],
     trades: _KafkaLatency,
     ch: dict[str, Any],
-    rss: list[tuple[float, str, float]],
+    rss: list[tuple[float, str, float, float]],
 ) -> None:
-    """The headline figures per consecutive slice of the window (by bar end; RSS by wall
-    time): p50 / p99 in ms, and each process's peak RSS in MiB. The TA process's RSS includes
-    this bench's own log of every inserted row (``insert log rows``)."""
+    """The headline figures per consecutive slice of the window (by bar end; RSS and CPU by
+    wall time): p50 / p99 in ms, and each process's peak RSS in MiB and CPU in % of one core.
+    The TA process's RSS includes this bench's own log of every inserted row (``log rows``)."""
     lateness = args.lateness_ms / 1000
     start, end = window
     width = (end - start) / args.slices
@@ -748,8 +769,11 @@ def _over_time(
     for e, kind, committed, _seen in ch["rows"]:
         if kind == "signals":
             first[round(e, 3)] = min(committed, first.get(round(e, 3), committed))
-    names = list(dict.fromkeys(name for _t, name, _r in rss))
-    print(f"over time: {args.slices} slices of {width:.0f} s (p50 / p99 ms; peak RSS MiB)")
+    names = list(dict.fromkeys(name for _t, name, _r, _c in rss))
+    print(
+        f"over time: {args.slices} slices of {width:.0f} s "
+        "(p50 / p99 ms; per process peak RSS MiB / CPU % of a core)"
+    )
     head = ["slice", "provisional", "final bars", "signals", "decision", "feed lag"]
     print(" ".join(f"{h:>13}" for h in head) + "".join(f" {n:>11}" for n in names)
           + f" {'log rows':>9}")  # fmt: skip
@@ -772,13 +796,19 @@ def _over_time(
             f"{_pct(xs, 50):.0f} / {_pct(xs, 99):.0f}" if xs else "-"
             for xs in (lat["0"], lat["1"], lat["signals"], decided, feed)
         ]
-        peaks = [
-            max((r for t, n, r in rss if n == name and lo <= t < hi), default=float("nan"))
-            for name in names
-        ]
+        usage = [_usage([(t, r, c) for t, n, r, c in rss if n == name and lo <= t < hi])
+                 for name in names]  # fmt: skip
         logged = sum(1 for r in ch["insert_log"] if r[5] < hi)
-        print(" ".join(f"{c:>13}" for c in cells) + "".join(f" {p:>11.0f}" for p in peaks)
+        print(" ".join(f"{c:>13}" for c in cells) + "".join(f" {u:>11}" for u in usage)
               + f" {logged:>9}")  # fmt: skip
+
+
+def _usage(samples: list[tuple[float, float, float]]) -> str:
+    """``peak RSS / CPU %`` over one slice's ``(wall, RSS, CPU seconds)`` samples."""
+    if len(samples) < 2:
+        return "-"
+    (t0, _r0, c0), (t1, _r1, c1) = samples[0], samples[-1]
+    return f"{max(r for _t, r, _c in samples):.0f} / {(c1 - c0) / (t1 - t0) * 100:.0f}"
 
 
 def _line(label: str, xs: list[float]) -> None:

@@ -2,7 +2,9 @@
 
 Prints one JSON line with the URLs to hand alpaca-py (``base_url`` for ``TradingClient``,
 ``stream_url`` for ``TradingStream``) and serves until SIGINT/SIGTERM. Without a market simulator
-in the process, orders fill against fixed quotes given as ``--quote AAPL=187.40,187.45[,500]``.
+in the process, orders fill against fixed quotes given as ``--quote AAPL=187.40,187.45[,500]``,
+or against a market's live quotes with ``--follow-market ws://…/v2/iex`` (its stream's
+credentials in ``--market-key`` / ``--market-secret``; see :mod:`torghut.sim.broker.follow`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torghut.logs import configure_logging
 from torghut.sim.broker.app import DEFAULT_KEY_ID, DEFAULT_SECRET_KEY, BrokerSimulator
 from torghut.sim.broker.book import AccountConfig
 from torghut.sim.broker.clock import AlwaysOpen, NyseSchedule, Schedule
+from torghut.sim.broker.follow import MarketFollower
 from torghut.sim.quotes import StaticQuotes, Touch
 
 DEFAULT_QUOTE_SIZE = 1_000.0
@@ -52,13 +55,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule", choices=("always", "nyse"), default="always")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quote", type=parse_quote, action="append", default=[])
+    parser.add_argument(
+        "--follow-market",
+        default=None,
+        help="fill against this market-data stream's quotes (an Alpaca stocks-v2 URL)",
+    )
+    # the stream's credentials, as the ingest reads them (the market simulator's defaults)
+    parser.add_argument("--market-key", default=os.environ.get("ALPACA_KEY_ID", "sim-key"))
+    parser.add_argument(
+        "--market-secret", default=os.environ.get("ALPACA_SECRET_KEY", "sim-secret")
+    )
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "WARNING"))
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
 
     schedule: Schedule = NyseSchedule() if args.schedule == "nyse" else AlwaysOpen()
+    quotes = StaticQuotes(dict(args.quote))
     sim = BrokerSimulator(
-        StaticQuotes(dict(args.quote)),
+        quotes,
         key_id=args.key_id,
         secret_key=args.secret_key,
         account=AccountConfig(
@@ -77,11 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     with sim.run_in_thread() as base_url:
+        follower = None
+        if args.follow_market:
+            follower = MarketFollower(
+                args.follow_market, args.market_key, args.market_secret, quotes, sim.on_quote
+            )
+            follower.start()
         # No key id: the caller chose the credentials, and no output carries them.
         line = {"base_url": base_url, "stream_url": sim.stream_url}
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
         stop.wait()
+        if follower is not None:
+            follower.stop()
     return 0
 
 
