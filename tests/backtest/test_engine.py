@@ -187,3 +187,19 @@ def test_a_limit_order_rests_until_a_touch_crosses_it() -> None:
     (buy,) = replay.ledger.trades
     assert (buy.ts, buy.side, buy.price) == (T0 + timedelta(seconds=3), "buy", Decimal("93.9"))
     assert [d.status for d in replay.decisions] == ["approved"]
+
+
+def test_orders_waiting_for_their_next_bar_count_toward_the_limits() -> None:
+    """AAA and BBB both fall below the band at t1: the AAA buy (940) waits for AAA's next row,
+    and BBB's (940) would take gross exposure to 1,880 > 1,500 if both fill — refused, as the
+    live pipeline refuses a second order approved in the same batch."""
+    rows = sorted(
+        band_rows(CLOSES) + band_rows(CLOSES, symbol="BBB"), key=lambda r: (r.event_ts, r.symbol)
+    )
+    config = band_config(
+        symbols=("AAA", "BBB"), risk={"symbol_cooldown_s": 0, "max_gross_exposure": 1500}
+    )
+    replay = Backtest(config).run(rows)
+    first = [(d.symbol, d.status, d.reasons) for d in replay.decisions[:2]]
+    assert first == [("AAA", "approved", ()), ("BBB", "rejected", ("max_gross_exposure",))]
+    assert [(t.symbol, t.side) for t in replay.ledger.trades] == [("AAA", "buy"), ("AAA", "sell")]

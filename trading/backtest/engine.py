@@ -61,6 +61,7 @@ from trading.core.ports import (
     ClockSnapshot,
     OrderRequest,
     PositionSnapshot,
+    WorkingOrder,
 )
 from trading.core.quantity import QuantityRules
 from trading.core.risk import RecentOrder, RiskContext, RiskLimits
@@ -147,7 +148,8 @@ class Backtest:
         """Equity at the start of the current UTC day (the daily loss stop's reference)."""
         self._recent_orders = RecentOrders(max(timedelta(minutes=1), self.limits.symbol_cooldown))
         self._recent_rows: dict[str, deque[SignalRow]] = {}
-        self._next_bar: dict[str, list[OrderRequest]] = {}
+        self._next_bar: dict[str, list[tuple[OrderRequest, Decimal]]] = {}
+        """Orders (and the price risk counts them at) waiting for their symbol's next row."""
         self._resting: dict[str, list[str]] = {}
         """Open orders (ids) per symbol: limit orders waiting for a touch that crosses them."""
         self._peak = Decimal(0)
@@ -250,7 +252,7 @@ class Backtest:
     def _arrive(self, symbol: str) -> None:
         """A new touch for ``symbol``: next-bar orders reach the book, resting orders match."""
         waiting = self._next_bar.pop(symbol, None)
-        for request in waiting or ():
+        for request, _price in waiting or ():
             self._submit(request)
         resting = self._resting.get(symbol)
         if resting:
@@ -312,7 +314,9 @@ class Backtest:
             limit_price=final.limit_price,
         )
         if self.config.fill.model == "next_bar":
-            self._next_bar.setdefault(final.symbol, []).append(request)
+            price = final.limit_price or final.reference_price
+            assert price is not None, "risk approves no order without a price"
+            self._next_bar.setdefault(final.symbol, []).append((request, price))
             return "approved", ()
         return ("approved", ()) if self._submit(request) else ("refused", ("broker_refused",))
 
@@ -357,7 +361,24 @@ class Backtest:
             equity_peak=self._peak,
             exposure=exposure,
             pace=pace,
+            working=self._working() if self._next_bar or self._resting else (),
         )
+
+    def _working(self) -> list[WorkingOrder]:
+        """The orders that may still fill, as live risk counts them: those waiting for their
+        next row (not at the broker yet: unsent), and what is left of those resting in it."""
+        working = [
+            WorkingOrder(r.symbol, r.side, r.qty, price, unsent=True)
+            for queued in self._next_bar.values()
+            for r, price in queued
+        ]
+        book = self.broker.book
+        for ids in self._resting.values():
+            for order in (book.order(UUID(i)) for i in ids):
+                if order.is_open:
+                    price = order.limit_price or order.reference_price
+                    working.append(WorkingOrder(order.symbol, order.side, order.remaining, price))
+        return working
 
     def _broker_view(self) -> BrokerView:
         """Account, positions and clock as the broker would report them, built once per event

@@ -9,8 +9,9 @@ Two halves, because Bytewax recovery needs one and side effects the other:
   work per batch finds which of its decisions are already recorded (looked up only for rows at
   or before the newest stored cursor: only those can be replays) and refreshes the recent
   orders risk paces against (kept in memory between batches, with every intent approved since
-  added at once); the broker's account, positions and clock are read once per batch. For each
-  decision:
+  added at once); the broker's account, positions and clock are read once per batch, and,
+  under the reconciler's lock, the recorded orders still open at the broker: risk counts them,
+  and every intent approved earlier in the batch, as if filled. For each decision:
 
   1. a decision already in the store (a replay after a restart) is not reviewed or risk-checked
      again; if its intent is still ``pending_submit`` it is resolved with the broker
@@ -76,7 +77,7 @@ from torghut.logs import get_logger
 from trading.core.adjudicate import Adjudication, conclude, precheck
 from trading.core.clock import Clock
 from trading.core.decisions import DecisionStatus, initial_status
-from trading.core.domain import Decision, SignalRow
+from trading.core.domain import Action, Decision, SignalRow
 from trading.core.executor import (
     STOPPING,
     ExecutionOutcome,
@@ -93,7 +94,9 @@ from trading.core.ports import (
     ClockSnapshot,
     DecisionStore,
     PositionSnapshot,
+    Side,
     SignalCursor,
+    WorkingOrder,
 )
 from trading.core.quantity import QuantityRules
 from trading.core.records import StoredDecision
@@ -285,6 +288,9 @@ class TradingPipeline:
         self._snapshot: BrokerView | None = None
         self._clock_reading: tuple[ClockSnapshot, datetime] | None = None
         self._orders = _RecentOrders()
+        self._working: list[WorkingOrder] = []
+        """The orders risk counts as if filled (:attr:`RiskContext.working`): read from the
+        store under the reconciler's lock before deciding, plus those approved since."""
         self._stored_upto: SignalCursor | None = None
         self._upto_loaded = False
         self._lanes = (
@@ -319,6 +325,8 @@ class TradingPipeline:
                 view = exc
         batch = _Batch()
         with self._exclusive:
+            if isinstance(view, tuple):
+                self._working = self._read_working()
             for item in items:
                 if isinstance(item, Decided):
                     self._remember(item.row)
@@ -422,6 +430,7 @@ class TradingPipeline:
         never sees an order at the broker that is not in the store, and never waits for a
         model."""
         with self._exclusive:
+            self._working = self._read_working()
             if outcome is not None and self._closing.is_set() and not outcome.vetoed:
                 assert self._review is not None
                 outcome = self._review.skipped(decision, "shutdown: stopping", veto=True)
@@ -441,7 +450,18 @@ class TradingPipeline:
         )
         if initial_status(verdict) is DecisionStatus.PENDING_SUBMIT:
             self._orders.add(RecentOrder(decision.symbol, self._clock.now()))
+            final = verdict.final
+            price = final.limit_price or final.reference_price
+            assert price is not None, "risk approves no order without a price"
+            side: Side = "buy" if final.action is Action.BUY else "sell"
+            self._working.append(WorkingOrder(final.symbol, side, final.qty, price, unsent=True))
         return self._counted(verdict)
+
+    def _read_working(self) -> list[WorkingOrder]:
+        """The recorded orders still open at the broker (callers hold the reconciler's lock,
+        so none is being recorded or sent meanwhile)."""
+        with self._store.unit_of_work() as uow:
+            return uow.working_orders()
 
     @staticmethod
     def _counted(verdict: Adjudication) -> Adjudication:
@@ -537,6 +557,7 @@ class TradingPipeline:
             equity_peak=peak,
             halted_reason=self._halted(),
             kill_switch_reason=self._kill_switch(),
+            working=tuple(self._working),
         )
 
     def _broker_snapshot(self) -> BrokerView:

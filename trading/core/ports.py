@@ -66,6 +66,7 @@ __all__ = [
     "StoreRejected",
     "StoreUnavailable",
     "UnitOfWork",
+    "WorkingOrder",
     "ids_not_one",
 ]
 
@@ -91,6 +92,19 @@ class PositionSnapshot(msgspec.Struct, frozen=True):
     qty: Decimal
     market_value: Decimal
     avg_entry_price: Decimal = Decimal(0)
+
+
+class WorkingOrder(msgspec.Struct, frozen=True):
+    """An order that may still fill, as risk counts it: sent and still open at the broker
+    (``qty``: what is left of it), or approved and not yet sent (``unsent``: the broker's
+    buying power does not reserve for it yet). ``price``: its limit price, else the
+    reference price of the decision that made it (what its notional is counted at)."""
+
+    symbol: str
+    side: Side
+    qty: Decimal
+    price: Decimal
+    unsent: bool = False
 
 
 class ClockSnapshot(msgspec.Struct, frozen=True):
@@ -332,6 +346,11 @@ class UnitOfWork(Protocol):
         ...
 
     def recent_orders(self, since: datetime) -> list[RecentOrder]: ...
+
+    def working_orders(self) -> list[WorkingOrder]:
+        """Every recorded order still open at the broker (by its last recorded state), with
+        what is left of it, at its limit price or its decision's reference price."""
+        ...
 
     def record_positions(
         self, taken_at: datetime, broker: Sequence[PositionSnapshot]

@@ -19,6 +19,12 @@ Conventions:
   (:func:`default_signal_staleness`, 7 s for 1-second bars on the defaults) is rejected, and
   :class:`PipelineLag` turns a pipeline that falls behind into a halt that lifts by itself when
   it has caught up;
+* orders that may still fill count as filled: a position or gross limit holds even if every
+  working order fills (those open at the broker, what is left of each, and those approved
+  earlier in the same batch), and buying power is reduced by the approved orders not yet sent
+  (the broker reserves for those it has). Without this, a batch approved every order against
+  the same positions, and orders resting at the broker were invisible to the limits: a batch
+  of 100 buys under a gross limit of 50 could all pass;
 * the kill switch is runtime state (``RiskContext.kill_switch_reason``, persisted by
   the control store); ``RiskLimits.kill_switch`` is the static one of a backtest.
 """
@@ -37,7 +43,7 @@ import msgspec
 from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
 from torghut.ta.indicators import window_micros
 from trading.core.domain import Action, Decision
-from trading.core.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot
+from trading.core.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot, WorkingOrder
 
 _Fail = Callable[["RiskCheck", str], None]
 
@@ -265,6 +271,8 @@ class RiskContext:
     pace: Pace | None = None
     """``recent_orders`` aggregated, when the caller keeps them; ``None``: counted from
     ``recent_orders`` (:class:`OrderPace`)."""
+    working: Sequence[WorkingOrder] = ()
+    """Orders that may still fill: the exposure rules count them as filled."""
 
 
 def default_signal_staleness(window_size: str, read_delay: timedelta, poll: timedelta) -> timedelta:
@@ -377,28 +385,80 @@ def _exposure(
             RiskCheck.MAX_NOTIONAL_PER_ORDER,
             f"notional {notional} > {limits.max_notional_per_order}",
         )
-    signed = decision.qty if decision.action is Action.BUY else -decision.qty
+    buying = decision.action is Action.BUY
+    signed = decision.qty if buying else -decision.qty
     exposure = ctx.exposure if ctx.exposure is not None else PositionExposure(ctx.positions)
+    working = _Working(ctx.working)
     held = exposure.held(decision.symbol)
-    after = held + signed
+    # what the position may already become: every working order on this side fills
+    before = held + working.same_side(decision.symbol, buying=buying)
+    after = before + signed
+    with_working = f" ({held} held, {before - held:+} working)" if before != held else ""
     position_value = abs(after) * price
-    if position_value > limits.max_position_per_symbol and abs(after) > abs(held):
+    if position_value > limits.max_position_per_symbol and abs(after) > abs(before):
         fail(
             RiskCheck.MAX_POSITION_PER_SYMBOL,
             f"{decision.symbol} position {after} x {price} = {position_value} "
-            f"> {limits.max_position_per_symbol}",
+            f"> {limits.max_position_per_symbol}{with_working}",
         )
-    gross = exposure.others(decision.symbol) + position_value
-    if gross > limits.max_gross_exposure and abs(after) > abs(held):
+    gross = exposure.others(decision.symbol) + working.added_elsewhere(decision.symbol, exposure)
+    gross += position_value
+    if gross > limits.max_gross_exposure and abs(after) > abs(before):
         fail(RiskCheck.MAX_GROSS_EXPOSURE, f"gross exposure {gross} > {limits.max_gross_exposure}")
-    if decision.action is Action.BUY and notional > ctx.account.buying_power:
+    reserved = working.unsent_buys
+    if buying and notional > ctx.account.buying_power - reserved:
         power = ctx.account.buying_power
-        fail(RiskCheck.BUYING_POWER, f"notional {notional} > buying power {power}")
+        unsent = f" less {reserved} approved and not yet sent" if reserved else ""
+        fail(RiskCheck.BUYING_POWER, f"notional {notional} > buying power {power}{unsent}")
     if after < 0 and not limits.allow_shorting:
         fail(
             RiskCheck.SHORTING_DISABLED,
-            f"sell {decision.qty} of {decision.symbol} with {held} held would go short",
+            f"sell {decision.qty} of {decision.symbol} with {held} held would go short"
+            f"{with_working}",
         )
+
+
+class _Working:
+    """The working orders of a :class:`RiskContext`, summed per symbol and side for the
+    exposure rules (worst cases: each rule assumes the orders that hurt it fill)."""
+
+    __slots__ = ("_buys", "_price", "_sells", "unsent_buys")
+
+    def __init__(self, orders: Sequence[WorkingOrder]) -> None:
+        self._buys: dict[str, Decimal] = {}
+        self._sells: dict[str, Decimal] = {}
+        self._price: dict[str, Decimal] = {}
+        self.unsent_buys = Decimal(0)
+        """The notional of the buys approved and not yet sent (not in buying power yet)."""
+        for o in orders:
+            side = self._buys if o.side == "buy" else self._sells
+            side[o.symbol] = side.get(o.symbol, Decimal(0)) + o.qty
+            self._price[o.symbol] = max(o.price, self._price.get(o.symbol, o.price))
+            if o.unsent and o.side == "buy":
+                self.unsent_buys += o.qty * o.price
+
+    def same_side(self, symbol: str, *, buying: bool) -> Decimal:
+        """The signed quantity working on the decision's side of ``symbol``."""
+        if buying:
+            return self._buys.get(symbol, Decimal(0))
+        return -self._sells.get(symbol, Decimal(0))
+
+    def added_elsewhere(self, symbol: str, exposure: Exposure) -> Decimal:
+        """How much the working orders of every other symbol may add to gross exposure: per
+        symbol, the larger of its positions if all its buys or all its sells fill, less what is
+        held, at its highest working price."""
+        added = Decimal(0)
+        for other, price in self._price.items():
+            if other == symbol:
+                continue
+            held = exposure.held(other)
+            worst = max(
+                abs(held + self._buys.get(other, Decimal(0))),
+                abs(held - self._sells.get(other, Decimal(0))),
+            )
+            if worst > abs(held):
+                added += (worst - abs(held)) * price
+        return added
 
 
 def _pace(decision: Decision, limits: RiskLimits, ctx: RiskContext, fail: _Fail) -> None:
