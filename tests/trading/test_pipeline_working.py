@@ -1,4 +1,4 @@
-"""The trading pipeline counts the orders that may still fill: one resting at the broker from an
+"""The trading pipeline counts the orders that may still fill: one open at the broker from an
 earlier batch, and one approved earlier in the same batch (not sent yet) — on the in-memory
 store and on the SQL stores (SQLite, real Postgres), against the paper book, which has no quote
 to fill the market orders against, so they rest."""
@@ -61,7 +61,7 @@ def _run(store: DecisionStore, clock: SimulatedClock) -> None:
         clock.set(at(i))
         items = [
             Decided(
-                msgspec.structs.replace(row(i, s), event_ts=at(i)),
+                msgspec.structs.replace(row(i, s, close=100.0), event_ts=at(i)),
                 (decision(symbol=s, event_ts=at(i)),),
             )
             for s in symbols
@@ -84,4 +84,6 @@ def _run(store: DecisionStore, clock: SimulatedClock) -> None:
     assert detail.endswith("(0 held, +10 working)")
     # one batch: MSFT takes gross to 2,000 with AAPL's resting order; NVDA would be 3,000
     assert batch(2, "MSFT", "NVDA") == [("MSFT", "submitted"), ("NVDA", None)]
-    assert rejected(2, "NVDA") == [(RiskCheck.MAX_GROSS_EXPOSURE, "gross exposure 3000 > 2500")]
+    ((code, detail),) = rejected(2, "NVDA")
+    assert code is RiskCheck.MAX_GROSS_EXPOSURE
+    assert Decimal(detail.split()[2]) == 3000, detail  # AAPL's at its last close, 100

@@ -4,7 +4,6 @@ drift — on real Postgres and on SQLite."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -19,20 +18,13 @@ from trading.adapters.store import TradingStore, UnitOfWork
 from trading.core.adjudicate import Adjudication
 from trading.core.clock import SimulatedClock
 from trading.core.decisions import DecisionStatus
-from trading.core.domain import Action, OrderType
 from trading.core.orders import (
     INVALID_TRANSITIONS,
     InvalidOrderTransition,
     OrderStatus,
     Transition,
 )
-from trading.core.ports import (
-    BrokerOrder,
-    DecisionStore,
-    PositionSnapshot,
-    SignalCursor,
-    WorkingOrder,
-)
+from trading.core.ports import BrokerOrder, DecisionStore, PositionSnapshot, SignalCursor
 from trading.core.risk import RiskVerdict
 
 S = OrderStatus
@@ -300,45 +292,4 @@ def test_position_drift_against_the_broker(store: TradingStore) -> None:
     assert [(x.symbol, x.broker_qty, x.local_qty, x.drift) for x in drifts] == [
         ("AAPL", Decimal(10), Decimal(10), Decimal(0)),
         ("MSFT", Decimal(-3), Decimal(0), Decimal(-3)),
-    ]
-
-
-def test_working_orders_are_the_open_ones_with_what_is_left_of_each(store: TradingStore) -> None:
-    _working_orders(store)
-
-
-def test_the_memory_store_lists_working_orders_alike() -> None:
-    _working_orders(MemoryStore(SimulatedClock(T0)))
-
-
-def _working_orders(store: DecisionStore) -> None:
-    """A partly filled limit buy (its limit price), an accepted market sell (its decision's
-    reference price), a filled order and an order placed outside the loop without a fill (no
-    price to count it at): risk counts the first two."""
-    limit = decision(order_type=OrderType.LIMIT, limit_price=Decimal("99.5"))
-    sell = decision(
-        symbol="MSFT", action=Action.SELL, qty=Decimal(5), reference_price=Decimal(410),
-        event_ts=at(1),
-    )  # fmt: skip
-    done = decision(event_ts=at(2))
-    with store.unit_of_work() as uow:
-        ids = [uow.record_decision(Adjudication.of(d, risk=RiskVerdict(()))).decision_hash
-               for d in (limit, sell, done)]  # fmt: skip
-        orders = [
-            broker_order(ids[0], id=str(uuid.uuid4()), status=S.PARTIALLY_FILLED,
-                         filled_qty=Decimal(4), filled_avg_price=Decimal("99.4")),
-            broker_order(ids[1], id=str(uuid.uuid4()), symbol="MSFT", side="sell",
-                         qty=Decimal(5), status=S.ACCEPTED),
-            broker_order(ids[2], id=str(uuid.uuid4()), status=S.FILLED, filled_qty=Decimal(10),
-                         filled_avg_price=Decimal(101)),
-            broker_order("manual-2", id=str(uuid.uuid4()), status=S.NEW),
-        ]  # fmt: skip
-        for order in orders:
-            uow.apply_order_update(order, event_type="poll", at=at(3))
-        uow.commit()
-    with store.unit_of_work() as uow:
-        working = sorted(uow.working_orders(), key=lambda w: w.symbol)
-    assert working == [
-        WorkingOrder("AAPL", "buy", Decimal(6), Decimal("99.5")),
-        WorkingOrder("MSFT", "sell", Decimal(5), Decimal(410)),
     ]

@@ -54,14 +54,7 @@ from trading.core.orders import (
     check_observation,
     check_transition,
 )
-from trading.core.ports import (
-    BrokerOrder,
-    PositionSnapshot,
-    Side,
-    SignalCursor,
-    WorkingOrder,
-    ids_not_one,
-)
+from trading.core.ports import BrokerOrder, PositionSnapshot, SignalCursor, ids_not_one
 from trading.core.records import (
     PositionDrift,
     StoredDecision,
@@ -243,22 +236,6 @@ class MemoryUnitOfWork:
             if d.status in live:
                 found.append(RecentOrder(d.symbol, d.created_at))
         return found
-
-    def working_orders(self) -> list[WorkingOrder]:
-        working = []
-        for e in self._executions():
-            if e.status not in ACTIVE or e.qty <= e.filled_qty:
-                continue
-            found = self._new.adjudications.get(e.client_order_id)
-            adjudication = found or self._base.adjudications.get(e.client_order_id)
-            decision = adjudication.decision if adjudication is not None else None
-            price = (
-                (decision.limit_price or decision.reference_price) if decision else None
-            ) or e.filled_avg_price
-            if price is not None:
-                side: Side = "buy" if e.side == "buy" else "sell"
-                working.append(WorkingOrder(e.symbol, side, e.qty - e.filled_qty, price))
-        return working
 
     def local_positions(self) -> dict[str, Decimal]:
         """Signed filled quantity per symbol over all recorded executions."""

@@ -9,9 +9,10 @@ Two halves, because Bytewax recovery needs one and side effects the other:
   work per batch finds which of its decisions are already recorded (looked up only for rows at
   or before the newest stored cursor: only those can be replays) and refreshes the recent
   orders risk paces against (kept in memory between batches, with every intent approved since
-  added at once); the broker's account, positions and clock are read once per batch, and,
-  under the reconciler's lock, the recorded orders still open at the broker: risk counts them,
-  and every intent approved earlier in the batch, as if filled. For each decision:
+  added at once); the broker's open orders, account, positions and clock are read once per
+  batch, under the reconciler's lock (so no order is sent between that reading and the
+  decisions): risk counts the open orders, and every intent approved earlier in the batch, as
+  if filled. For each decision:
 
   1. a decision already in the store (a replay after a restart) is not reviewed or risk-checked
      again; if its intent is still ``pending_submit`` it is resolved with the broker
@@ -89,6 +90,7 @@ from trading.core.llm import DecisionReview, ReviewOutcome
 from trading.core.ports import (
     AccountSnapshot,
     Broker,
+    BrokerOrder,
     BrokerRejected,
     BrokerUnavailable,
     ClockSnapshot,
@@ -133,7 +135,11 @@ LAST_SIGNAL_TS = Gauge(
     "torghut_trading_last_signal_event_ts_seconds", "Event time of the last signal processed"
 )
 _RECENT_ROWS = 20
-BrokerView = tuple[AccountSnapshot, Sequence[PositionSnapshot], ClockSnapshot]
+BrokerView = tuple[
+    AccountSnapshot, Sequence[PositionSnapshot], ClockSnapshot, tuple[WorkingOrder, ...]
+]
+"""What the broker says, read at once: account, positions, market clock and the orders open at
+it (as risk counts them)."""
 _BROKER_RETRY_PAUSES_S = (0.5, 1.0, 2.0)
 _CLOCK_MAX_AGE = timedelta(seconds=60)
 """Longest a market clock reading is reused before its next open/close (a schedule change,
@@ -288,9 +294,9 @@ class TradingPipeline:
         self._snapshot: BrokerView | None = None
         self._clock_reading: tuple[ClockSnapshot, datetime] | None = None
         self._orders = _RecentOrders()
-        self._working: list[WorkingOrder] = []
-        """The orders risk counts as if filled (:attr:`RiskContext.working`): read from the
-        store under the reconciler's lock before deciding, plus those approved since."""
+        self._unsent: list[WorkingOrder] = []
+        """The intents approved since the broker view was read (not sent yet, or sent after
+        it): risk counts them with the view's open orders."""
         self._stored_upto: SignalCursor | None = None
         self._upto_loaded = False
         self._lanes = (
@@ -317,16 +323,15 @@ class TradingPipeline:
         made = [d for i in decided for d in i.decisions]
         replayed = [i for i in decided if i.decisions and self._maybe_stored(i)]
         existing = self._load_batch([d for i in replayed for d in i.decisions]) if made else {}
-        view: BrokerView | BrokerRejected | None = None
-        if any(d.decision_hash not in existing for d in made):
-            try:
-                view = self._batch_view()
-            except BrokerRejected as exc:
-                view = exc
         batch = _Batch()
         with self._exclusive:
-            if isinstance(view, tuple):
-                self._working = self._read_working()
+            view: BrokerView | BrokerRejected | None = None
+            if any(d.decision_hash not in existing for d in made):
+                try:
+                    view = self._batch_view()
+                except BrokerRejected as exc:
+                    view = exc
+            self._unsent = []
             for item in items:
                 if isinstance(item, Decided):
                     self._remember(item.row)
@@ -411,26 +416,26 @@ class TradingPipeline:
             outcome = review.skipped(decision, "shutdown: not reviewed", veto=True)
         else:
             outcome = review.review(decision, recent)
-        try:
-            view = self._broker_snapshot()
-        except (BrokerUnavailable, BrokerRejected) as exc:
-            # Risk still runs, on the view the worker read for this decision's batch; the
-            # submit then meets the same outage and leaves the intent to be resolved later.
-            _log.warning("broker_unavailable_after_review", error=str(exc)[:300])
-            view = queued_view
-        result = self._conclude(decision, outcome, view)
+        result = self._conclude(decision, outcome, queued_view)
         with self._reviewed_lock:
             self._reviewed.append(result)
 
     def _conclude(
-        self, decision: Decision, outcome: ReviewOutcome | None, view: BrokerView
+        self, decision: Decision, outcome: ReviewOutcome | None, queued_view: BrokerView
     ) -> DecisionOutcome:
-        """A reviewed decision, on its lane: final risk, then record and send under the
-        reconciler's lock — held only here, the broker-visible part, so a reconciliation pass
-        never sees an order at the broker that is not in the store, and never waits for a
-        model."""
+        """A reviewed decision, on its lane: a fresh broker view, final risk, then record and
+        send under the reconciler's lock — held only here, the broker-visible part, so a
+        reconciliation pass never sees an order at the broker that is not in the store, and
+        never waits for a model."""
         with self._exclusive:
-            self._working = self._read_working()
+            try:
+                view = self._broker_snapshot()
+            except (BrokerUnavailable, BrokerRejected) as exc:
+                # Risk still runs, on the view the worker read for this decision's batch; the
+                # submit then meets the same outage and leaves the intent to be resolved later.
+                _log.warning("broker_unavailable_after_review", error=str(exc)[:300])
+                view = queued_view
+            self._unsent = []
             if outcome is not None and self._closing.is_set() and not outcome.vetoed:
                 assert self._review is not None
                 outcome = self._review.skipped(decision, "shutdown: stopping", veto=True)
@@ -454,14 +459,8 @@ class TradingPipeline:
             price = final.limit_price or final.reference_price
             assert price is not None, "risk approves no order without a price"
             side: Side = "buy" if final.action is Action.BUY else "sell"
-            self._working.append(WorkingOrder(final.symbol, side, final.qty, price, unsent=True))
+            self._unsent.append(WorkingOrder(final.symbol, side, final.qty, price, unsent=True))
         return self._counted(verdict)
-
-    def _read_working(self) -> list[WorkingOrder]:
-        """The recorded orders still open at the broker (callers hold the reconciler's lock,
-        so none is being recorded or sent meanwhile)."""
-        with self._store.unit_of_work() as uow:
-            return uow.working_orders()
 
     @staticmethod
     def _counted(verdict: Adjudication) -> Adjudication:
@@ -542,7 +541,7 @@ class TradingPipeline:
     def _context(self, view: BrokerView) -> RiskContext:
         """The risk snapshot: ``view`` from the broker, the recent orders kept in memory
         (refreshed from the store every batch), the halt flags read for every decision."""
-        account, positions, clock = view
+        account, positions, clock, working = view
         now = self._clock.now()
         recent = self._orders.since(now - self._lookback)
         with self._reviewed_lock:
@@ -557,21 +556,50 @@ class TradingPipeline:
             equity_peak=peak,
             halted_reason=self._halted(),
             kill_switch_reason=self._kill_switch(),
-            working=tuple(self._working),
+            working=(*working, *self._unsent),
         )
 
     def _broker_snapshot(self) -> BrokerView:
-        """Account, positions and clock, retried briefly; a longer broker outage raises, the
-        flow stops and its restart replays from the last snapshot (nothing was recorded for the
-        decision yet, so nothing is lost or doubled)."""
-        b = self._broker
+        """Open orders, account, positions and clock, retried briefly; a longer broker outage
+        raises, the flow stops and its restart replays from the last snapshot (nothing was
+        recorded for the decision yet, so nothing is lost or doubled)."""
         for pause in _BROKER_RETRY_PAUSES_S:
             try:
-                return b.account(), b.positions(), self._market_clock()
+                return self._read_broker()
             except BrokerUnavailable as exc:
                 _log.warning("broker_unavailable_retrying", error=str(exc)[:300], pause_s=pause)
                 self._clock.sleep(pause)
-        return b.account(), b.positions(), self._market_clock()
+        return self._read_broker()
+
+    def _read_broker(self) -> BrokerView:
+        """The open orders first, then the positions: an order that fills between the two reads
+        is then counted twice (as open and as held), never not at all."""
+        b = self._broker
+        orders = b.open_orders()
+        account, positions = b.account(), b.positions()
+        return account, positions, self._market_clock(), self._working(orders, positions)
+
+    def _working(
+        self, orders: Sequence[BrokerOrder], positions: Sequence[PositionSnapshot]
+    ) -> tuple[WorkingOrder, ...]:
+        """What is left of each open order, at its limit price, else the symbol's latest close
+        the loop has read, else its position's mark. An order with none of these (a market order
+        for a symbol neither held nor read since the start) still counts toward its own
+        symbol's limits; only its share of other symbols' gross exposure is unknown."""
+        marks = {p.symbol: abs(p.market_value / p.qty) for p in positions if p.qty}
+        working = []
+        for o in orders:
+            left = o.qty - o.filled_qty
+            if left <= 0:
+                continue
+            price = o.limit_price or self._latest_close(o.symbol) or marks.get(o.symbol)
+            working.append(WorkingOrder(o.symbol, o.side, left, price or Decimal(0)))
+        return tuple(working)
+
+    def _latest_close(self, symbol: str) -> Decimal | None:
+        recent = self._recent.get(symbol)
+        close = recent[-1].indicators.close if recent else None
+        return Decimal(repr(close)) if close is not None else None
 
     def _market_clock(self) -> ClockSnapshot:
         """The broker's market clock, read again only once the last reading may be out of

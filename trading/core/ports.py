@@ -95,10 +95,10 @@ class PositionSnapshot(msgspec.Struct, frozen=True):
 
 
 class WorkingOrder(msgspec.Struct, frozen=True):
-    """An order that may still fill, as risk counts it: sent and still open at the broker
-    (``qty``: what is left of it), or approved and not yet sent (``unsent``: the broker's
-    buying power does not reserve for it yet). ``price``: its limit price, else the
-    reference price of the decision that made it (what its notional is counted at)."""
+    """An order that may still fill, as risk counts it: open at the broker (``qty``: what is
+    left of it), or approved and not yet sent (``unsent``: the broker's buying power does not
+    reserve for it yet). ``price``: what its notional is counted at (its limit price, else the
+    symbol's latest price the caller knows)."""
 
     symbol: str
     side: Side
@@ -346,11 +346,6 @@ class UnitOfWork(Protocol):
         ...
 
     def recent_orders(self, since: datetime) -> list[RecentOrder]: ...
-
-    def working_orders(self) -> list[WorkingOrder]:
-        """Every recorded order still open at the broker (by its last recorded state), with
-        what is left of it, at its limit price or its decision's reference price."""
-        ...
 
     def record_positions(
         self, taken_at: datetime, broker: Sequence[PositionSnapshot]

@@ -70,7 +70,6 @@ from trading.core.ports import (
     PositionSnapshot,
     SignalCursor,
     StoreUnavailable,
-    WorkingOrder,
     ids_not_one,
 )
 from trading.core.records import (
@@ -326,31 +325,6 @@ class UnitOfWork:
             )
         )
         return [RecentOrder(symbol, at) for symbol, at in rows]
-
-    def working_orders(self) -> list[WorkingOrder]:
-        """Executions in an active state (the status index), what is left of each, at its
-        decision's limit price, else the decision's reference price (an order placed outside
-        the loop has neither and is counted at its fill price so far, else not at all)."""
-        e, d = ExecutionRow, TradeDecisionRow
-        rows = self.session.execute(
-            sa.select(
-                e.symbol,
-                e.side,
-                e.qty,
-                e.filled_qty,
-                e.filled_avg_price,
-                d.limit_price,
-                d.decision_json["reference_price"].as_string(),
-            )
-            .outerjoin(d, e.decision_id == d.id)
-            .where(e.status.in_([s.value for s in ACTIVE]))
-        )
-        working = []
-        for symbol, side, qty, filled, fill_price, limit, reference in rows:
-            price = limit or (Decimal(reference) if reference else None) or fill_price
-            if price is not None and qty > filled:
-                working.append(WorkingOrder(symbol, side, qty - filled, price))
-        return working
 
     def local_positions(self) -> dict[str, Decimal]:
         """Signed filled quantity per symbol over all recorded executions."""
