@@ -10,9 +10,9 @@ Two halves, because Bytewax recovery needs one and side effects the other:
   or before the newest stored cursor: only those can be replays) and refreshes the recent
   orders risk paces against (kept in memory between batches, with every intent approved since
   added at once); the broker's open orders, account, positions and clock are read once per
-  batch, under the reconciler's lock (so no order is sent between that reading and the
-  decisions): risk counts the open orders, and every intent approved earlier in the batch, as
-  if filled. For each decision:
+  batch (read again under the reconciler's lock if a review lane approved an order since):
+  risk counts the open orders, and every intent approved earlier in the batch, as if filled.
+  For each decision:
 
   1. a decision already in the store (a replay after a restart) is not reviewed or risk-checked
      again; if its intent is still ``pending_submit`` it is resolved with the broker
@@ -67,6 +67,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -297,6 +298,9 @@ class TradingPipeline:
         self._unsent: list[WorkingOrder] = []
         """The intents approved since the broker view was read (not sent yet, or sent after
         it): risk counts them with the view's open orders."""
+        self._approved = 0
+        """Intents approved so far (under the reconciler's lock): a view read before another
+        thread approved one may lack its order, and is read again."""
         self._stored_upto: SignalCursor | None = None
         self._upto_loaded = False
         self._lanes = (
@@ -323,10 +327,17 @@ class TradingPipeline:
         made = [d for i in decided for d in i.decisions]
         replayed = [i for i in decided if i.decisions and self._maybe_stored(i)]
         existing = self._load_batch([d for i in replayed for d in i.decisions]) if made else {}
+        view: BrokerView | BrokerRejected | None = None
+        approved = self._approved
+        if any(d.decision_hash not in existing for d in made):
+            try:
+                view = self._batch_view()
+            except BrokerRejected as exc:
+                view = exc
         batch = _Batch()
         with self._exclusive:
-            view: BrokerView | BrokerRejected | None = None
-            if any(d.decision_hash not in existing for d in made):
+            if view is not None and self._approved != approved:
+                self._snapshot = None  # a review lane sent an order after the read
                 try:
                     view = self._batch_view()
                 except BrokerRejected as exc:
@@ -416,25 +427,34 @@ class TradingPipeline:
             outcome = review.skipped(decision, "shutdown: not reviewed", veto=True)
         else:
             outcome = review.review(decision, recent)
-        result = self._conclude(decision, outcome, queued_view)
+        approved = self._approved
+        try:
+            view = self._broker_snapshot()
+        except (BrokerUnavailable, BrokerRejected) as exc:
+            # Risk still runs, on the view the worker read for this decision's batch; the
+            # submit then meets the same outage and leaves the intent to be resolved later.
+            _log.warning("broker_unavailable_after_review", error=str(exc)[:300])
+            view = queued_view
+        result = self._conclude(decision, outcome, view, approved)
         with self._reviewed_lock:
             self._reviewed.append(result)
 
     def _conclude(
-        self, decision: Decision, outcome: ReviewOutcome | None, queued_view: BrokerView
+        self,
+        decision: Decision,
+        outcome: ReviewOutcome | None,
+        view: BrokerView,
+        approved: int,
     ) -> DecisionOutcome:
-        """A reviewed decision, on its lane: a fresh broker view, final risk, then record and
-        send under the reconciler's lock — held only here, the broker-visible part, so a
-        reconciliation pass never sees an order at the broker that is not in the store, and
-        never waits for a model."""
+        """A reviewed decision, on its lane: final risk, then record and send under the
+        reconciler's lock — held only here, the broker-visible part, so a reconciliation pass
+        never sees an order at the broker that is not in the store, and never waits for a
+        model. ``view`` was read when ``approved`` intents had been approved; if more have
+        since, it is read again."""
         with self._exclusive:
-            try:
-                view = self._broker_snapshot()
-            except (BrokerUnavailable, BrokerRejected) as exc:
-                # Risk still runs, on the view the worker read for this decision's batch; the
-                # submit then meets the same outage and leaves the intent to be resolved later.
-                _log.warning("broker_unavailable_after_review", error=str(exc)[:300])
-                view = queued_view
+            if self._approved != approved:
+                with suppress(BrokerUnavailable, BrokerRejected):  # then as the view said
+                    view = self._broker_snapshot()
             self._unsent = []
             if outcome is not None and self._closing.is_set() and not outcome.vetoed:
                 assert self._review is not None
@@ -460,6 +480,7 @@ class TradingPipeline:
             assert price is not None, "risk approves no order without a price"
             side: Side = "buy" if final.action is Action.BUY else "sell"
             self._unsent.append(WorkingOrder(final.symbol, side, final.qty, price, unsent=True))
+            self._approved += 1
         return self._counted(verdict)
 
     @staticmethod
