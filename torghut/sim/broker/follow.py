@@ -45,8 +45,6 @@ class MarketFollower:
         self._stream = StockDataStream(key_id, secret_key, raw_data=True, url_override=url)
         self._stream.subscribe_quotes(self._quote, "*")
         self._thread = threading.Thread(target=self._run, name="market-follower", daemon=True)
-        self.seen = 0
-        """Quotes applied so far."""
 
     def start(self) -> None:
         self._thread.start()
@@ -72,5 +70,4 @@ class MarketFollower:
                 bid, message.get("bs", 0.0), ask, message.get("as", 0.0), message["t"].to_datetime()
             ),
         )
-        self.seen += 1
         self._on_quote(symbol)
