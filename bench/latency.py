@@ -64,6 +64,8 @@ import msgspec
 from confluent_kafka import Consumer, KafkaError
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.procfs import cpu_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 US = 1_000_000
 _TOPICS = ("trades", "quotes", "bars", "status", "ingest_dlq", "ta_bars", "ta_signals")
@@ -251,16 +253,11 @@ class _RssSampler(threading.Thread):
                     stat = Path(f"/proc/{pid}/stat").read_text()
                 except OSError:
                     continue
-                # utime and stime: the 12th and 13th fields after the parenthesised name
-                ticks = sum(int(f) for f in stat.rpartition(")")[2].split()[11:13])
                 for line in status.splitlines():
                     if line.startswith("VmRSS:"):
                         rss = int(line.split()[1]) / 1024
-                        self.samples.append((now, name, rss, ticks / _CLK_TCK))
+                        self.samples.append((now, name, rss, cpu_seconds(stat)))
             self.stop.wait(1.0)
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _env(

@@ -78,6 +78,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from talipp.indicators import BB, EMA, MACD, RSI
 
+from bench.procfs import cpu_seconds, thread_name
 from operators.kafka_io import encode_envelope
 from operators.quotes import QUOTE_WIRE
 from operators.ta_pipeline import ta_pipeline
@@ -428,7 +429,6 @@ class _ThreadCpu(threading.Thread):
         self._last: dict[int, tuple[str, float]] = {}
 
     def run(self) -> None:
-        tick = os.sysconf("SC_CLK_TCK")
         pid = None
         while True:
             if pid is None:
@@ -441,10 +441,7 @@ class _ThreadCpu(threading.Thread):
                         stat = (task / "stat").read_text()
                     except OSError:
                         continue
-                    name = stat[stat.index("(") + 1 : stat.rindex(")")]
-                    fields = stat[stat.rindex(")") + 2 :].split()
-                    used = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-                    self._last[int(task.name)] = (name, used)
+                    self._last[int(task.name)] = (thread_name(stat), cpu_seconds(stat))
             try:
                 self._launcher.wait(timeout=0.2)  # the next reading, or none once it exits
                 return

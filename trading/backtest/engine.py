@@ -64,7 +64,7 @@ from trading.core.ports import (
     WorkingOrder,
 )
 from trading.core.quantity import QuantityRules
-from trading.core.risk import RecentOrder, RiskContext, RiskLimits
+from trading.core.risk import RecentOrder, RiskContext, RiskLimits, working_order
 from trading.core.strategies import Strategy, build_strategies
 
 __all__ = ["Backtest", "DecisionRecord", "Replay"]
@@ -148,8 +148,8 @@ class Backtest:
         """Equity at the start of the current UTC day (the daily loss stop's reference)."""
         self._recent_orders = RecentOrders(max(timedelta(minutes=1), self.limits.symbol_cooldown))
         self._recent_rows: dict[str, deque[SignalRow]] = {}
-        self._next_bar: dict[str, list[tuple[OrderRequest, Decimal]]] = {}
-        """Orders (and the price risk counts them at) waiting for their symbol's next row."""
+        self._next_bar: dict[str, list[tuple[OrderRequest, WorkingOrder]]] = {}
+        """Orders (and each as risk counts it) waiting for their symbol's next row."""
         self._resting: dict[str, list[str]] = {}
         """Open orders (ids) per symbol: limit orders waiting for a touch that crosses them."""
         self._peak = Decimal(0)
@@ -252,7 +252,7 @@ class Backtest:
     def _arrive(self, symbol: str) -> None:
         """A new touch for ``symbol``: next-bar orders reach the book, resting orders match."""
         waiting = self._next_bar.pop(symbol, None)
-        for request, _price in waiting or ():
+        for request, _working in waiting or ():
             self._submit(request)
         resting = self._resting.get(symbol)
         if resting:
@@ -314,9 +314,7 @@ class Backtest:
             limit_price=final.limit_price,
         )
         if self.config.fill.model == "next_bar":
-            price = final.limit_price or final.reference_price
-            assert price is not None, "risk approves no order without a price"
-            self._next_bar.setdefault(final.symbol, []).append((request, price))
+            self._next_bar.setdefault(final.symbol, []).append((request, working_order(final)))
             return "approved", ()
         return ("approved", ()) if self._submit(request) else ("refused", ("broker_refused",))
 
@@ -367,11 +365,7 @@ class Backtest:
     def _working(self) -> list[WorkingOrder]:
         """The orders that may still fill, as live risk counts them: those waiting for their
         next row (not at the broker yet: unsent), and what is left of those resting in it."""
-        working = [
-            WorkingOrder(r.symbol, r.side, r.qty, price, unsent=True)
-            for queued in self._next_bar.values()
-            for r, price in queued
-        ]
+        working = [w for queued in self._next_bar.values() for _request, w in queued]
         book = self.broker.book
         for ids in self._resting.values():
             for order in (book.order(UUID(i)) for i in ids):

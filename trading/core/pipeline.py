@@ -79,7 +79,7 @@ from torghut.logs import get_logger
 from trading.core.adjudicate import Adjudication, conclude, precheck
 from trading.core.clock import Clock
 from trading.core.decisions import DecisionStatus, initial_status
-from trading.core.domain import Action, Decision, SignalRow
+from trading.core.domain import Decision, SignalRow
 from trading.core.executor import (
     STOPPING,
     ExecutionOutcome,
@@ -97,7 +97,6 @@ from trading.core.ports import (
     ClockSnapshot,
     DecisionStore,
     PositionSnapshot,
-    Side,
     SignalCursor,
     WorkingOrder,
 )
@@ -111,6 +110,7 @@ from trading.core.risk import (
     RiskLimits,
     RiskReason,
     RiskVerdict,
+    working_order,
 )
 from trading.core.signals import SignalCorrection, SignalDeadLetter
 from trading.core.strategies import Strategy, SymbolState, advance, initial_state
@@ -327,21 +327,14 @@ class TradingPipeline:
         made = [d for i in decided for d in i.decisions]
         replayed = [i for i in decided if i.decisions and self._maybe_stored(i)]
         existing = self._load_batch([d for i in replayed for d in i.decisions]) if made else {}
-        view: BrokerView | BrokerRejected | None = None
         approved = self._approved
-        if any(d.decision_hash not in existing for d in made):
-            try:
-                view = self._batch_view()
-            except BrokerRejected as exc:
-                view = exc
+        new = any(d.decision_hash not in existing for d in made)
+        view = self._batch_view() if new else None
         batch = _Batch()
         with self._exclusive:
             if view is not None and self._approved != approved:
                 self._snapshot = None  # a review lane sent an order after the read
-                try:
-                    view = self._batch_view()
-                except BrokerRejected as exc:
-                    view = exc
+                view = self._batch_view()
             self._unsent = []
             for item in items:
                 if isinstance(item, Decided):
@@ -475,11 +468,7 @@ class TradingPipeline:
         )
         if initial_status(verdict) is DecisionStatus.PENDING_SUBMIT:
             self._orders.add(RecentOrder(decision.symbol, self._clock.now()))
-            final = verdict.final
-            price = final.limit_price or final.reference_price
-            assert price is not None, "risk approves no order without a price"
-            side: Side = "buy" if final.action is Action.BUY else "sell"
-            self._unsent.append(WorkingOrder(final.symbol, side, final.qty, price, unsent=True))
+            self._unsent.append(working_order(verdict.final))
             self._approved += 1
         return self._counted(verdict)
 
@@ -552,11 +541,15 @@ class TradingPipeline:
             taken, self._reviewed = self._reviewed, []
         return taken
 
-    def _batch_view(self) -> BrokerView:
-        """The broker's account, positions and clock, read once per batch (three REST calls;
-        orders sent earlier in the batch are not filled yet either way)."""
+    def _batch_view(self) -> BrokerView | BrokerRejected:
+        """The broker's view, read once per batch (orders sent earlier in the batch are not
+        filled yet either way), or its refusal to answer (every new decision is then rejected
+        as halted)."""
         if self._snapshot is None:
-            self._snapshot = self._broker_snapshot()
+            try:
+                self._snapshot = self._broker_snapshot()
+            except BrokerRejected as exc:
+                return exc
         return self._snapshot
 
     def _context(self, view: BrokerView) -> RiskContext:

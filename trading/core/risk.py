@@ -43,7 +43,13 @@ import msgspec
 from torghut.config import AlpacaSettings, RiskSettings, TradingSettings
 from torghut.ta.indicators import window_micros
 from trading.core.domain import Action, Decision
-from trading.core.ports import AccountSnapshot, ClockSnapshot, PositionSnapshot, WorkingOrder
+from trading.core.ports import (
+    AccountSnapshot,
+    ClockSnapshot,
+    PositionSnapshot,
+    Side,
+    WorkingOrder,
+)
 
 _Fail = Callable[["RiskCheck", str], None]
 
@@ -62,6 +68,7 @@ __all__ = [
     "RiskVerdict",
     "default_signal_staleness",
     "evaluate",
+    "working_order",
 ]
 
 LAG_CLEAR_RATIO = 0.8
@@ -332,7 +339,7 @@ def evaluate(decision: Decision, limits: RiskLimits, ctx: RiskContext) -> RiskVe
     def fail(code: RiskCheck, detail: str) -> None:
         reasons.append(RiskReason(code, detail))
 
-    price = decision.limit_price or decision.reference_price
+    price = _price(decision)
     if decision.action is Action.HOLD or decision.qty <= 0 or price is None or price <= 0:
         fail(RiskCheck.INVALID_ORDER, f"{decision.action} qty={decision.qty} price={price}")
     _gates(decision, limits, ctx, fail)
@@ -416,6 +423,21 @@ def _exposure(
             f"sell {decision.qty} of {decision.symbol} with {held} held would go short"
             f"{with_working}",
         )
+
+
+def _price(decision: Decision) -> Decimal | None:
+    """What an order's notional is counted at: its limit price, else the signal's price."""
+    return decision.limit_price or decision.reference_price
+
+
+def working_order(decision: Decision) -> WorkingOrder:
+    """An approved decision as a working order not sent yet (risk approves none without a
+    price or as a hold)."""
+    price = _price(decision)
+    assert price is not None, decision
+    assert decision.action is not Action.HOLD, decision
+    side: Side = "buy" if decision.action is Action.BUY else "sell"
+    return WorkingOrder(decision.symbol, side, decision.qty, price, unsent=True)
 
 
 class _Working:
