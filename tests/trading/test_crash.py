@@ -35,7 +35,7 @@ from trading.core.decisions import DecisionStatus
 
 __all__ = ["paper_broker"]
 
-ROWS_PER_SYMBOL = 100
+ROWS_PER_SYMBOL = 250
 KILLED_RUNS = 22
 REPO = Path(__file__).resolve().parents[2]
 

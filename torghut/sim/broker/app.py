@@ -185,7 +185,10 @@ class BrokerSimulator:
         """Serve on a background thread; returns :attr:`base_url` once accepting."""
         if self._thread is not None:
             raise RuntimeError("the broker simulator is already running")
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose ``proto`` says
+        # TCP, and one made with proto 0 left Nagle on, so each response's body waited for the
+        # client's delayed ACK — 40 ms on every REST call over a kept-alive connection
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((self._host, self._port))
         listener.listen(128)
