@@ -301,13 +301,21 @@ class _KafkaBatchPartition(StatefulSourcePartition[PartitionBatch, int]):
         """While behind, wait up to ``fill_ms`` for a full batch: the prefetch queue is
         smaller than a batch, and every batch has a fixed cost downstream (one activation per
         key group and step), so a backlog is read in full batches, not in whatever the queue
-        held at that instant. A caught-up partition never waits here."""
+        held at that instant. A caught-up partition never waits here, and one a few messages
+        behind waits for those only (the broker's high watermark as of the last fetch
+        response): waiting for a full batch that does not exist yet held the whole worker for
+        ``fill_ms`` on most polls of a live partition."""
         deadline = time.perf_counter() + self._fill_s
         while len(msgs) < self._batch:
             left = deadline - time.perf_counter()
-            if left <= 0:
+            if left <= 0 or (msgs and msgs[-1].error() is not None):
                 break
-            more = self._consumer.consume(self._batch - len(msgs), left)
+            have = msgs[-1].offset() + 1 if msgs else self._next  # type: ignore[operator]
+            high = self._consumer.get_watermark_offsets(self._tp, cached=True)[1]
+            wanted = min(self._batch - len(msgs), high - have)
+            if wanted <= 0:
+                break
+            more = self._consumer.consume(wanted, left)
             if not more:
                 break
             msgs.extend(more)

@@ -3,6 +3,7 @@ and "caught up" never vouched for across a pause of the process."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -35,8 +36,12 @@ from torghut.dead_letters import DeadLetter
 TopicFactory = Callable[..., str]
 
 
-def _produce(bootstrap: str, topic: str, values: list[bytes | None], partitions: int) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+def _produce(
+    bootstrap: str, topic: str, values: list[bytes | None], partitions: int, **config: Any
+) -> None:
+    p = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, **config}
+    )
     for i, v in enumerate(values):
         p.produce(topic, v, partition=i % partitions)
     assert p.flush(30) == 0
@@ -121,6 +126,34 @@ def test_caught_up_polls_vouch_for_nothing_from_before_a_pause_of_the_process(
     assert drains.seen == {src: 0}, "registered before its first poll, not caught up"
     check_vouching_across_a_pause(part.next_batch, lambda: drains.seen[src], margin_us)
     part.close()
+
+
+def test_a_partition_behind_fills_its_batch_but_never_waits_for_messages_not_yet_sent(
+    kafka_bootstrap: str, unique_topic: TopicFactory
+) -> None:
+    """Record batches of two messages and fetch responses of a few (a broker returns at least
+    one whole record batch) keep the partition behind the broker's high watermark after its
+    first poll, so it waits to fill its batch: for the 300 messages the broker has, not for
+    the 1,000 of a full batch, which held the worker for the whole ``fill_ms`` (3 s here)
+    while nothing more could come."""
+    topic = unique_topic("src-fill", partitions=1)
+    sent = [b"%04d" % i + b"x" * 996 for i in range(300)]
+    _produce(kafka_bootstrap, topic, sent, 1, **{"batch.size": 2500})
+    config = {**_config(kafka_bootstrap, batch=1000), "max.partition.fetch.bytes": "4096"}
+    source = KafkaBatchSource(config, [topic], batch_size=1000, fill_ms=3000)
+    part = source.build_part("in", f"0-{topic}", None)
+    polls: list[PartitionBatch] = []
+    started = time.monotonic()
+    wait_until(
+        lambda: polls.extend(part.next_batch()) or len(_values(polls)) >= len(sent),
+        timeout=30,
+        interval=0.001,
+    )
+    took = time.monotonic() - started
+    part.close()
+    assert _values(polls) == sent
+    assert len(polls) <= 3, "a backlog is still read in full batches, not fetch by fetch"
+    assert took < 1.5, f"waited {took:.2f} s for messages the broker did not have"
 
 
 def test_exit_at_end_stops_at_the_high_watermark_seen_at_start(
