@@ -17,8 +17,8 @@ about it and drops the rest:
 * the partition's ``snapshot()`` is the offset of the next message to read, so a resume reads
   exactly from where the snapshot was taken (effectively-once state with Bytewax recovery);
 * a partition that is behind (its next offset below the high watermark) waits up to
-  ``fill_ms`` for a full batch, so a backlog is read in full batches; a caught-up partition
-  never blocks the worker;
+  ``fill_ms`` for a full batch, so a backlog is read in full batches — but never for more
+  messages than the broker had; a caught-up partition never blocks the worker;
 * prefetch memory is bounded per partition (``queued.max.messages.kbytes``, ``fetch.max.bytes``,
   ``queued.min.messages``) and the fetch back-off is short, so a backfill is not paced by
   librdkafka's pauses;
