@@ -194,6 +194,13 @@ def test_kill_switch_over_http_stops_orders_and_the_commands_need_the_token(
         assert engaged.json()["kill_switch"]["engaged"] is True
         assert engaged.json()["kill_switch"]["origin"] == "api"
         orders_at_engage = len(paper_broker.orders())
+        # it takes effect within a poll interval of the flow's controls (a decision within it
+        # passes risk on the state read before, and the executor's fresh check blocks its send)
+        wait_until(
+            lambda: flow.runtime.controls.kill_switch_reason() is not None,
+            timeout=settings.trading.poll_interval_s + 5,
+            message="the flow never saw the kill switch",
+        )
         insert_signals(ch_client, rows[8:16])  # seconds 4..7: 8 decisions, all refused
 
         def refused() -> int:
@@ -241,6 +248,12 @@ def test_kill_switch_over_http_stops_orders_and_the_commands_need_the_token(
             "/trading/kill-switch", json={"engaged": False, "reason": "resolved"}, headers=AUTH
         )
         assert released.json()["kill_switch"]["engaged"] is False
+        # like the engage, it takes effect within a poll interval of the flow's controls
+        wait_until(
+            lambda: flow.runtime.controls.kill_switch_reason() is None,
+            timeout=settings.trading.poll_interval_s + 5,
+            message="the flow never saw the release",
+        )
         before = len(paper_broker.orders())
         insert_signals(ch_client, rows[16:24])  # seconds 8..11: exactly 8 more orders
         wait_until(
