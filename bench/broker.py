@@ -78,18 +78,15 @@ def main() -> None:
 
             return call
 
-        _line(
-            "account",
-            _times_ms(kept.account, args.calls),
-            _times_ms(fresh(AlpacaBroker.account), args.calls),
-        )
-        _line(
-            "positions",
-            _times_ms(kept.positions, args.calls),
-            _times_ms(fresh(AlpacaBroker.positions), args.calls),
-        )
+        def compare(label: str, read: Callable[[AlpacaBroker], object]) -> None:
+            _line(
+                label, _times_ms(lambda: read(kept), args.calls), _times_ms(fresh(read), args.calls)
+            )
+
+        compare("account", AlpacaBroker.account)
+        compare("positions", AlpacaBroker.positions)
         for target in (int(n) for n in args.open.split(",")):
-            while len(kept.open_orders()) < target:
+            for _ in range(target - len(kept.open_orders())):
                 kept.client.submit_order(
                     LimitOrderRequest(
                         symbol="AAPL",
@@ -99,11 +96,7 @@ def main() -> None:
                         limit_price=50,
                     )
                 )
-            _line(
-                f"open orders ({target} open)",
-                _times_ms(kept.open_orders, args.calls),
-                _times_ms(fresh(AlpacaBroker.open_orders), args.calls),
-            )
+            compare(f"open orders ({target} open)", AlpacaBroker.open_orders)
 
 
 if __name__ == "__main__":

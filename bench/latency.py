@@ -318,7 +318,6 @@ class _KafkaLatency(threading.Thread):
         self._rows = (array("d"), array("B"), array("d"))
         self._emitted = (array("d"), array("B"), array("d"), array("d"))
         self.broker = array("d")
-        self._hops = (array("d"), array("d"))
         self.feed: dict[int, tuple[array[float], array[float]]] = {}
 
     @property
@@ -336,10 +335,12 @@ class _KafkaLatency(threading.Thread):
     @property
     def hops(self) -> list[tuple[float, float]]:
         """``(event → ingest_ts, ingest_ts → Kafka create time)`` in ms, per message."""
-        return list(zip(*self._hops, strict=True))
+        return [((at - e) * 1000, (created - at) * 1000) for e, _f, at, created in self.emitted]
 
     def run(self) -> None:
         c = self._consumer
+        r_event, r_final, r_received = self._rows
+        e_event, e_final, e_at, e_created = self._emitted
         while time.time() < self._end + 10:
             # at most 10 ms, as the TA's source polls a drained partition again after its
             # idle_poll_ms (10): consume() returns at its timeout unless it has 1,000, and
@@ -358,7 +359,6 @@ class _KafkaLatency(threading.Thread):
                     times.append(received)
                 if not self._start <= event <= self._end:
                     continue
-                r_event, r_final, r_received = self._rows
                 r_event.append(event)
                 r_final.append(stamp.is_final)
                 r_received.append(received)
@@ -366,13 +366,10 @@ class _KafkaLatency(threading.Thread):
                 self.broker.append(received * 1000 - created)
                 if stamp.ingest_ts:  # trades: websocket receive time; TA rows: emit time
                     at = _epoch(stamp.ingest_ts)
-                    e_event, e_final, e_at, e_created = self._emitted
                     e_event.append(event)
                     e_final.append(stamp.is_final)
                     e_at.append(at)
                     e_created.append(created / 1000)
-                    self._hops[0].append(at * 1000 - event * 1000)
-                    self._hops[1].append(created - at * 1000)
         c.close()
 
     def passed(self, instant: float) -> float | None:

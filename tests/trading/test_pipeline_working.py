@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 
@@ -24,8 +25,52 @@ from trading.core.decisions import DecisionStatus
 from trading.core.executor import OrderExecutor
 from trading.core.llm import DecisionReview
 from trading.core.pipeline import Decided, TradingPipeline
-from trading.core.ports import BrokerOrder, DecisionStore, ProviderReply, ReviewRequest
-from trading.core.risk import RiskCheck, RiskLimits
+from trading.core.ports import (
+    BrokerOrder,
+    BrokerRejected,
+    BrokerUnavailable,
+    DecisionStore,
+    ProviderReply,
+    ReviewRequest,
+)
+from trading.core.risk import RiskCheck, RiskLimits, RiskReason
+
+
+def _pipeline(
+    store: DecisionStore,
+    broker: PaperBookBroker,
+    clock: SimulatedClock,
+    *,
+    review: DecisionReview | None = None,
+    **risk: Any,
+) -> TradingPipeline:
+    """The pipeline over ``broker`` and ``store``: AAPL, MSFT and NVDA at most 1,500 each
+    (one buy of 10 at 100 is 1,000), no cooldown nor read delay; ``risk`` overrides."""
+    limits = RiskLimits.from_settings(
+        MACD_RSI,
+        RiskSettings(**{"symbol_cooldown_s": 0, "max_position_per_symbol": Decimal(1_500), **risk}),
+        AlpacaSettings(symbols=("AAPL", "MSFT", "NVDA")),
+        read_delay=timedelta(0),
+    )
+    executor = OrderExecutor(store, broker, clock, max_intent_age=limits.max_signal_staleness)
+    return TradingPipeline(
+        store, broker, executor, clock, limits=limits, review=review, cursor_source="working"
+    )
+
+
+def _decided(at: datetime, i: int, symbol: str) -> Decided:
+    """Row ``i`` of ``symbol`` at ``at`` (close 100) with its buy of 10."""
+    row_i = msgspec.structs.replace(row(i, symbol, close=100.0), event_ts=at)
+    return Decided(row_i, (decision(symbol=symbol, event_ts=at),))
+
+
+def _reasons(store: DecisionStore, at: datetime, symbol: str) -> list[RiskReason]:
+    """Why ``symbol``'s buy at ``at`` was rejected (it must have been)."""
+    with store.unit_of_work() as uow:
+        stored = uow.get_decision(decision(symbol=symbol, event_ts=at).decision_hash)
+    assert stored is not None
+    assert stored.status is DecisionStatus.REJECTED
+    return list(stored.risk_reasons)
 
 
 def test_resting_and_same_batch_orders_count_toward_the_limits(store: TradingStore) -> None:
@@ -40,21 +85,8 @@ def test_the_memory_store_counts_them_alike() -> None:
 
 def _run(store: DecisionStore, clock: SimulatedClock) -> None:
     t0 = clock.now()
-    limits = RiskLimits.from_settings(
-        MACD_RSI,
-        RiskSettings(
-            symbol_cooldown_s=0,
-            max_position_per_symbol=Decimal(1_500),
-            max_gross_exposure=Decimal(2_500),
-        ),
-        AlpacaSettings(symbols=("AAPL", "MSFT", "NVDA")),
-        read_delay=timedelta(0),
-    )
     broker = PaperBookBroker(StaticQuotes({}), clock)
-    executor = OrderExecutor(store, broker, clock, max_intent_age=limits.max_signal_staleness)
-    pipeline = TradingPipeline(
-        store, broker, executor, clock, limits=limits, review=None, cursor_source="working"
-    )
+    pipeline = _pipeline(store, broker, clock, max_gross_exposure=Decimal(2_500))
 
     def at(i: int) -> datetime:
         return t0 + timedelta(seconds=i)
@@ -63,21 +95,11 @@ def _run(store: DecisionStore, clock: SimulatedClock) -> None:
         """Buy 10 at 100 of each symbol on row ``i``, one batch: per decision its symbol and
         what became of its order (``None``: no order)."""
         clock.set(at(i))
-        items = [
-            Decided(
-                msgspec.structs.replace(row(i, s, close=100.0), event_ts=at(i)),
-                (decision(symbol=s, event_ts=at(i)),),
-            )
-            for s in symbols
-        ]
+        items = [_decided(at(i), i, s) for s in symbols]
         return [(o.symbol, o.execution) for o in pipeline.process(items)]
 
     def rejected(i: int, symbol: str) -> list[tuple[RiskCheck, str]]:
-        with store.unit_of_work() as uow:
-            stored = uow.get_decision(decision(symbol=symbol, event_ts=at(i)).decision_hash)
-        assert stored is not None
-        assert stored.status is DecisionStatus.REJECTED
-        return [(r.code, r.detail) for r in stored.risk_reasons]
+        return [(r.code, r.detail) for r in _reasons(store, at(i), symbol)]
 
     assert batch(0, "AAPL") == [("AAPL", "submitted")]
     assert len(broker.open_orders()) == 1, "no touch: the order rests"
@@ -131,29 +153,14 @@ def test_an_order_a_review_lane_sent_during_the_workers_read_counts_toward_its_l
     passes) is checked without that order: two buys of 1,000 under a 1,500 limit both sent."""
     clock = SimulatedClock(T0)
     store = MemoryStore(clock)
-    limits = RiskLimits.from_settings(
-        MACD_RSI,
-        RiskSettings(symbol_cooldown_s=0, max_position_per_symbol=Decimal(1_500)),
-        AlpacaSettings(symbols=("AAPL", "MSFT", "NVDA")),
-        read_delay=timedelta(0),
-    )
     broker = _AnswersFromBeforeALaneSent(clock)
     reviewer = _GatedReviewer()
     llm = LlmSettings(enabled=True, shadow=False, fallback="pass", max_concurrency=1, max_pending=2)
-    pipeline = TradingPipeline(
-        store,
-        broker,
-        OrderExecutor(store, broker, clock, max_intent_age=limits.max_signal_staleness),
-        clock,
-        limits=limits,
-        review=DecisionReview(reviewer, llm, live=False, clock=clock),
-        cursor_source="lane-race",
-    )
+    review = DecisionReview(reviewer, llm, live=False, clock=clock)
+    pipeline = _pipeline(store, broker, clock, review=review)
 
     def decided(i: int, symbol: str) -> Decided:
-        ts = T0 + timedelta(seconds=i)
-        row_i = msgspec.structs.replace(row(i, symbol, close=100.0), event_ts=ts)
-        return Decided(row_i, (decision(symbol=symbol, event_ts=ts),))
+        return _decided(T0 + timedelta(seconds=i), i, symbol)
 
     def aapl_sent_meanwhile() -> None:
         reviewer.gates["AAPL"].set()
@@ -174,13 +181,7 @@ def test_an_order_a_review_lane_sent_during_the_workers_read_counts_toward_its_l
         assert broker.during_read is None, "the worker read the broker's open orders"
         second = [o for o in outcomes if o.symbol == "AAPL"]
         assert [o.execution for o in second] == [None], "not sent"
-        with store.unit_of_work() as uow:
-            stored = uow.get_decision(
-                decision(symbol="AAPL", event_ts=T0 + timedelta(seconds=1)).decision_hash
-            )
-        assert stored is not None
-        assert stored.status is DecisionStatus.REJECTED
-        (reason,) = stored.risk_reasons
+        (reason,) = _reasons(store, T0 + timedelta(seconds=1), "AAPL")
         assert reason.code is RiskCheck.MAX_POSITION_PER_SYMBOL
         assert reason.detail.endswith("(0 held, +10 working)"), reason.detail
     finally:
@@ -189,3 +190,62 @@ def test_an_order_a_review_lane_sent_during_the_workers_read_counts_toward_its_l
         assert pipeline.drain(10)
         pipeline.close()
     assert [o.symbol for o in broker.open_orders()].count("AAPL") == 1
+
+
+class _FailingOpenOrders(PaperBookBroker):
+    """Its open-orders read fails the next ``failures`` times, with ``error``."""
+
+    def __init__(self, clock: SimulatedClock) -> None:
+        super().__init__(StaticQuotes({}), clock)
+        self.failures = 0
+        self.error: Exception = BrokerUnavailable("timed out")
+
+    def open_orders(self) -> Sequence[BrokerOrder]:
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        return super().open_orders()
+
+
+def test_an_open_orders_read_that_times_out_is_retried_and_still_counts_the_orders() -> None:
+    """The open orders are read with the account and positions, all again after a brief pause
+    when the broker cannot be reached (the pauses on the pipeline's clock): after two timeouts
+    the decision still sees the order resting from the batch before."""
+    clock = SimulatedClock(T0)
+    store = MemoryStore(clock)
+    broker = _FailingOpenOrders(clock)
+    pipeline = _pipeline(store, broker, clock)
+    assert [o.execution for o in pipeline.process([_decided(T0, 0, "AAPL")])] == ["submitted"]
+    at = T0 + timedelta(seconds=1)
+    clock.set(at)
+    broker.failures = 2
+    assert [o.execution for o in pipeline.process([_decided(at, 1, "AAPL")])] == [None]
+    assert broker.failures == 0
+    assert clock.now() - at == timedelta(seconds=1.5), "paused 0.5 s, then 1 s"
+    ((code, detail),) = [(r.code, r.detail) for r in _reasons(store, at, "AAPL")]
+    assert code is RiskCheck.MAX_POSITION_PER_SYMBOL
+    assert detail.endswith("(0 held, +10 working)"), detail
+    assert len(broker.open_orders()) == 1
+
+
+def test_a_broker_refusing_the_open_orders_read_rejects_new_decisions_and_sends_nothing() -> None:
+    """A refusal (a 401 after a key rotation) is not retried: every new decision of the batch
+    is rejected as halted, saying which reads were refused, and nothing is sent."""
+    clock = SimulatedClock(T0)
+    store = MemoryStore(clock)
+    broker = _FailingOpenOrders(clock)
+    pipeline = _pipeline(store, broker, clock)
+    broker.error = BrokerRejected("401: request is not authorized", status=401)
+    broker.failures = 1
+    outcomes = pipeline.process([_decided(T0, 0, "AAPL"), _decided(T0, 0, "MSFT")])
+    assert [(o.symbol, o.execution) for o in outcomes] == [("AAPL", None), ("MSFT", None)]
+    for symbol in ("AAPL", "MSFT"):
+        ((code, detail),) = [(r.code, r.detail) for r in _reasons(store, T0, symbol)]
+        assert code is RiskCheck.TRADING_HALTED
+        assert "(open orders, account, positions, clock)" in detail, detail
+        assert "401" in detail, detail
+    assert broker.open_orders() == []
+    # the next batch reads the broker again: trading goes on once it answers
+    at = T0 + timedelta(seconds=1)
+    clock.set(at)
+    assert [o.execution for o in pipeline.process([_decided(at, 1, "AAPL")])] == ["submitted"]

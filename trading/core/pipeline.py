@@ -509,7 +509,8 @@ class TradingPipeline:
         """The broker refuses the state reads (a 401 after a key rotation): the decision is
         rejected as halted and recorded — fail closed, never a crash loop (a restart would meet
         the same refusal). Reconciliation halts trading visibly meanwhile."""
-        detail = f"broker refused the account/positions/clock reads: {str(exc)[:300]}"
+        reads = "open orders, account, positions, clock"
+        detail = f"broker refused the state reads ({reads}): {str(exc)[:300]}"
         risk = RiskVerdict((RiskReason(RiskCheck.TRADING_HALTED, detail),))
         return self._counted(Adjudication.of(decision, risk=risk))
 
