@@ -11,15 +11,16 @@ Every stage is the real one, each in its own process as in production:
   are the wall clock), ``--symbols`` symbols at ``--rate`` trade+quote events per second;
 * the ingest flow (``python -m bytewax.run dataflows.ingest:flow``) into fresh Kafka topics;
 * the TA flow (``dataflows.ta``, default settings but ``--lateness-ms``) into fresh output
-  topics and an embedded ClickHouse (chdb). chdb locks its directory to one process, so the
-  TA flow runs in a child process of this module (``--role ta``), its ClickHouse client
-  wrapped to log each insert (start, end, rows). A row is queryable when its insert has
-  returned (the inserts are synchronous: the part is committed and visible to every later
-  query); a poller checks that independently, every ``--poll-ms`` reading the tables' newest
-  block numbers, and the report says when the poll first saw each insert and how many rows
-  no poll saw (0 expected). Why not time "queryable" by the poll itself: fine polls are not
-  free on a 2-core machine (at 20 ms, 14 ms each, a fifth of a core of the TA process and the
-  embedded ClickHouse's attention, between its inserts) and add their own period; the
+  topics and an embedded ClickHouse (chdb), resumable as production runs it (``--recovery``: a
+  recovery directory, ``-s`` ``--epoch-s``, the backup loop). chdb locks its directory to one
+  process, so the TA flow runs in a child process of this module (``--role ta``), its
+  ClickHouse client wrapped to log each insert (start, end, rows). A row is queryable when its
+  insert has returned (the inserts are synchronous: the part is committed and visible to every
+  later query); a poller checks that independently, every ``--poll-ms`` reading the tables'
+  newest block numbers, and the report says when the poll first saw each insert and how many
+  rows no poll saw (0 expected). Why not time "queryable" by the poll itself: fine polls are
+  not free on a 2-core machine (at 20 ms, 14 ms each, a fifth of a core of the TA process and
+  the embedded ClickHouse's attention, between its inserts) and add their own period; the
   report's last stage shows the check;
 * with ``--trading`` (the default) the paper trading flow beside the TA (in its process: it
   reads the embedded ClickHouse), sending to the broker simulator in a process of its own,
@@ -47,6 +48,7 @@ import argparse
 import bisect
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the TA flow's epoch (snapshot) interval; production runs with -s 5",
     )
     p.add_argument("--partitions", type=int, default=6, help="partitions of the input topics")
+    p.add_argument(
+        "--recovery",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the TA flow resumable, as production does (`-r DIR -s EPOCH -b 300`: "
+        "Bytewax writes each epoch's snapshots to its recovery directory, and the backup loop "
+        "copies it every RECOVERY_BACKUP_INTERVAL_S into the embedded backup directory)",
+    )
     p.add_argument(
         "--trading",
         action=argparse.BooleanOptionalAction,
@@ -196,6 +206,7 @@ def _orchestrate(args: argparse.Namespace) -> None:
              "--seconds", str(args.seconds), "--poll-ms", str(args.poll_ms),
              "--lateness-ms", str(args.lateness_ms), "--bootstrap", args.bootstrap,
              "--epoch-s", str(args.epoch_s),
+             "--recovery" if args.recovery else "--no-recovery",
              "--trading" if args.trading else "--no-trading"],
             env=env, cwd=ROOT,
         )  # fmt: skip
@@ -227,6 +238,7 @@ def _orchestrate(args: argparse.Namespace) -> None:
                 except subprocess.TimeoutExpired:
                     p.kill()
         admin.delete_topics(list(topics.values()))
+        shutil.rmtree(work, ignore_errors=True)  # the embedded ClickHouse and recovery store
     _report(args, consumers, ch)
     if args.slices > 1:
         _over_time(args, (t0 + args.warmup, done), consumers[1], ch, rss.samples)
@@ -404,6 +416,19 @@ def _ta_child(args: argparse.Namespace) -> None:
 
     clickhouse.connect = connect  # before the flows import it
     snapshots = _time_snapshots()
+    epoch = timedelta(seconds=args.epoch_s)
+    recovery = None
+    if args.recovery:
+        import bytewax.run
+        from bytewax.recovery import RecoveryConfig
+
+        directory = Path(args.work) / "recovery"
+        backup_s = 300
+        # the flow's start-up reads the recovery directory from `bytewax.run`'s command line
+        # (dataflows.startup): it creates the partitions and starts the backup loop
+        sys.argv = [bytewax.run.__file__, "dataflows.ta:flow", "-r", str(directory)]
+        sys.argv += ["-s", str(args.epoch_s), "-b", str(backup_s)]
+        recovery = RecoveryConfig(str(directory), timedelta(seconds=backup_s))
     import dataflows.ta
 
     ta_flow = dataflows.ta.flow  # built on first lookup; migrates ClickHouse before trading reads
@@ -418,31 +443,72 @@ def _ta_child(args: argparse.Namespace) -> None:
         args.trading, snapshots,
     )  # fmt: skip
     poller.start()
-    epoch = timedelta(seconds=args.epoch_s)
-    run_main(ta_flow, epoch_interval=epoch)  # type: ignore[no-untyped-call]
+    run_main(ta_flow, epoch_interval=epoch, recovery_config=recovery)  # type: ignore[no-untyped-call]
+
+
+_AWAY = "away from the input"
+"""The :func:`_time_snapshots` entries of the worker's gaps between two input polls."""
 
 
 def _time_snapshots() -> list[tuple[str, float, float]]:
-    """Wrap the ``snapshot()`` of the TA flow's stateful steps and sinks (which Bytewax calls on
-    the worker at the end of every epoch, stopping everything else meanwhile) to record
-    ``(step, started, seconds)``."""
+    """Record ``(step, started, seconds)`` of what stops the TA worker at each epoch end:
+
+    * the ``snapshot()`` of the flow's stateful steps and sinks (Bytewax calls them on the
+      worker at the end of every epoch, stopping everything else meanwhile);
+    * Bytewax pickling the snapshots for its recovery store (``pickle.dumps`` on the worker
+      outside those methods; Bytewax looks it up at each call), only with ``--recovery``;
+    * every gap over 20 ms between two input polls (step :data:`_AWAY`): it covers the whole
+      stop, the recovery store's writes included, which nothing in Python can time.
+    """
+    import pickle
+
     from operators.clickhouse_sink import _QueuedInsertPartition
     from operators.indicators import IndicatorLogic
     from operators.kafka_io import _EpochPartition
+    from operators.kafka_source import _KafkaBatchPartition
     from operators.microbars import MicrobarLogic
 
     timed: list[tuple[str, float, float]] = []
+    worker = threading.get_ident()  # run_main runs the flow on this thread
+    inside = [False]
     for cls in (IndicatorLogic, MicrobarLogic, _QueuedInsertPartition, _EpochPartition):
         original = cls.snapshot
 
         def snapshot(self: Any, _original: Any = original, _name: str = cls.__name__) -> Any:
             began = time.time()
+            inside[0] = True
             try:
                 return _original(self)
             finally:
+                inside[0] = False
                 timed.append((_name, began, time.time() - began))
 
         cls.snapshot = snapshot  # type: ignore[method-assign]
+    dumps = pickle.dumps
+
+    def timed_dumps(*args: Any, **kwargs: Any) -> bytes:
+        if inside[0] or threading.get_ident() != worker:
+            return dumps(*args, **kwargs)
+        began = time.time()
+        try:
+            return dumps(*args, **kwargs)
+        finally:
+            timed.append((f"pickle {type(args[0]).__name__}", began, time.time() - began))
+
+    pickle.dumps = timed_dumps
+    next_batch = _KafkaBatchPartition.next_batch
+    polled = [0.0]
+
+    def timed_next_batch(self: Any) -> Any:
+        began = time.time()
+        if polled[0] and began - polled[0] > 0.02:
+            timed.append((_AWAY, polled[0], began - polled[0]))
+        try:
+            return next_batch(self)
+        finally:
+            polled[0] = time.time()
+
+    _KafkaBatchPartition.next_batch = timed_next_batch  # type: ignore[method-assign]
     return timed
 
 
@@ -769,10 +835,18 @@ def _stages(
 
 def _stalls(ch: dict[str, Any], epoch_s: float) -> None:
     """The worker's stop at each epoch end: the snapshots of the stateful steps and sinks
-    (Bytewax calls them one after the other on the worker, nothing else runs meanwhile)."""
+    (Bytewax calls them one after the other on the worker, nothing else runs meanwhile), and
+    the whole gap between two input polls around them."""
     per_epoch: dict[int, float] = {}
     per_step: dict[str, float] = {}
+    gaps: list[tuple[float, float]] = []
+    firsts: list[float] = []  # IndicatorLogic's: the gap holding one holds an epoch's stop
     for step, began, seconds in ch["snapshots"]:
+        if step == _AWAY:
+            gaps.append((began, seconds))
+            continue
+        if step == "IndicatorLogic":
+            firsts.append(began)
         key = int(began // epoch_s)
         per_epoch[key] = per_epoch.get(key, 0.0) + seconds * 1000
         per_step[step] = per_step.get(step, 0.0) + seconds * 1000
@@ -782,6 +856,14 @@ def _stalls(ch: dict[str, Any], epoch_s: float) -> None:
     )
     _line(f"worker stopped for snapshots, per {epoch_s:g} s epoch", list(per_epoch.values()))
     print(f"  mean ms per epoch by step: {steps}")
+    firsts.sort()
+    stops = []
+    for began, seconds in gaps:
+        i = bisect.bisect_left(firsts, began)
+        if i < len(firsts) and firsts[i] <= began + seconds:
+            stops.append(seconds * 1000)
+    _line("  the input's gap holding them (the whole stop)", stops)
+    _line("worker away from its input > 20 ms, any cause", [s * 1000 for _, s in gaps])
     if ch.get("cpu") is not None:
         print(f"TA process CPU in the window: {100 * ch['cpu']:.0f} % of one core")
 

@@ -1,6 +1,7 @@
-"""Cost of one indicator engine's recovery snapshot, as the TA worker pays it at epoch ends.
+"""Cost of the TA flow's recovery snapshots, as its worker pays them at epoch ends.
 
-Run: ``.venv/bin/python -m bench.snapshots [--engines 1000] [--rounds 7] [--bars 600]``
+Run: ``.venv/bin/python -m bench.snapshots [--engines 1000] [--rounds 7] [--bars 600]
+[--symbols 500] [--trades-per-s 7]``
 
 The TA flow stops its worker at every epoch end while ``IndicatorLogic.snapshot`` pickles
 every engine that changed during the epoch (500 symbols' 1 s lanes: all of them), so this cost
@@ -15,6 +16,17 @@ Timed per engine, best and median of ``--rounds`` rounds, the kinds interleaved 
   (``--baseline-rev``, default 19ebd42: the engine pickled as its object graph), loaded from
   git into a private package (``_ta_before``) and fed the same bars, in the same run.
 
+The microbar step's state is pickled by Bytewax itself (``pickle.dumps`` of each key group's
+snapshot, for its recovery store; ``bench/latency`` times it on the worker): ``--symbols``
+symbols fed ``--trades-per-s`` trades a second for the correction horizon plus a minute
+(``TaSettings``' defaults), so each holds the horizon's closed bars packed. Timed per epoch (all
+symbols), best and median of the rounds:
+
+* ``microbars: snapshot()``: every symbol's :meth:`SymbolBars.snapshot` (the step's own);
+* ``microbars: pickle``: those snapshots pickled, as Bytewax pickles them;
+* ``microbars: pickle, before (baseline)``: the same snapshots with their closed bars as the
+  ``NamedTuple`` (``_PackedBar``) they were kept as before they were plain tuples.
+
 Not a timed test: numbers depend on the machine and its load.
 """
 
@@ -23,6 +35,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import importlib
+import pickle
 import shutil
 import statistics
 import subprocess
@@ -39,6 +52,7 @@ from bench.ta import _cpu_model
 from torghut.config import TaSettings
 from torghut.events import Microbar, Quote
 from torghut.ta.indicators import IndicatorEngine
+from torghut.ta.microbars import US_PER_S, Applied, SymbolBars, _PackedBar, preaggregate
 
 _START = datetime(2026, 3, 9, 14, 0, 0, tzinfo=UTC)
 _MODULES = (
@@ -74,6 +88,28 @@ def engines(count: int, bars: int, engine_class: type[Any] = IndicatorEngine) ->
     return out
 
 
+def symbol_bars(symbols: int, trades_per_s: int) -> list[SymbolBars]:
+    """``symbols`` symbols' bars after the correction horizon plus a minute of trades."""
+    ta = TaSettings()
+    lateness, horizon = ta.allowed_lateness_ms * 1000, ta.correction_horizon_s * US_PER_S
+    start = int(_START.timestamp()) * US_PER_S
+    names = [f"S{i:04d}" for i in range(symbols)]
+    held = {name: SymbolBars(name, lateness, horizon) for name in names}
+    out, trade_id = Applied(), 0
+    for second in range(ta.correction_horizon_s + 60):
+        ticks = []
+        for name in names:
+            for k in range(trades_per_s):
+                trade_id += 1
+                ts = start + second * US_PER_S + k * US_PER_S // trades_per_s
+                ticks.append((name, ts, trade_id, "V", 100.0 + k / 100, 10.0))
+        batches, _, _ = preaggregate(ticks, lateness)
+        for name, batch in batches.items():
+            held[name].apply(batch, out)
+        out.bars.clear()
+    return list(held.values())
+
+
 def load_before(rev: str) -> type[Any]:
     """The ``IndicatorEngine`` class of ``rev``: its ``torghut/ta`` modules from git, renamed
     to the package ``_ta_before`` so both versions live in one process."""
@@ -100,7 +136,14 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--baseline-rev", default="19ebd42")
+    parser.add_argument("--symbols", type=int, default=500)
+    parser.add_argument("--trades-per-s", type=int, default=7)
     args = parser.parse_args()
+    engines_snapshots(args)
+    microbars_snapshots(args)
+
+
+def engines_snapshots(args: argparse.Namespace) -> None:
     fleet = engines(args.engines, args.bars)
     before = engines(args.engines, args.bars, load_before(args.baseline_rev))
     snaps = [engine.snapshot() for engine in fleet]
@@ -126,6 +169,39 @@ def main() -> None:
         print(f"{kind:>18}: best {min(values):6.1f} µs, median {statistics.median(values):6.1f} µs")
     ratio = statistics.median(times["before (baseline)"]) / statistics.median(times["snapshot"])
     print(f"snapshot: {ratio:.1f}× faster than before (medians)")
+
+
+def microbars_snapshots(args: argparse.Namespace) -> None:
+    bars = symbol_bars(args.symbols, args.trades_per_s)
+
+    def named() -> list[Any]:
+        out = []
+        for symbol in bars:
+            snap = symbol.snapshot()
+            closed = {sec: _PackedBar(*held) for sec, held in snap.closed.items()}
+            out.append(snap._replace(closed=closed))
+        return out
+
+    snaps, olds = [b.snapshot() for b in bars], named()
+    kinds = {
+        "microbars: snapshot()": lambda: [b.snapshot() for b in bars],
+        "microbars: pickle": lambda: pickle.dumps(snaps),
+        "microbars: pickle, before (baseline)": lambda: pickle.dumps(olds),
+    }
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for _ in range(args.rounds):
+        for kind, run in kinds.items():
+            t0 = time.perf_counter()
+            run()
+            times[kind].append((time.perf_counter() - t0) * 1000)
+    closed = sum(len(b.snapshot().closed) for b in bars)
+    print(f"microbars: {args.symbols} symbols, {closed} closed bars held; ms per epoch")
+    for kind, values in times.items():
+        print(f"{kind:>36}: best {min(values):6.1f} ms, median {statistics.median(values):6.1f} ms")
+    ratio = statistics.median(times["microbars: pickle, before (baseline)"]) / statistics.median(
+        times["microbars: pickle"]
+    )
+    print(f"microbars: pickle {ratio:.1f}× faster than before (medians)")
 
 
 if __name__ == "__main__":

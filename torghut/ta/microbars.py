@@ -232,22 +232,33 @@ class _Bar:
         return _Bar(set(self.ticks), self.late, self.shown, self.stats)
 
 
+_Packed = tuple[bytes, tuple[str, ...], int]
+"""A closed bar as kept for corrections: ``(records, exchanges, late)``, its trades packed
+(:func:`pack_ticks`) and how many of them came late. A correction unpacks it into a
+:class:`_Bar` again.
+
+A plain tuple, not a ``NamedTuple``: Bytewax pickles every symbol's closed bars (the whole
+correction horizon, 60 s of them) at every epoch end while the worker stops, and a
+``NamedTuple`` pickles through a Python-level ``__getnewargs__`` call per bar, 4–6× slower
+(``bench/snapshots.py``)."""
+
+
 class _PackedBar(NamedTuple):
-    """A closed bar as kept for corrections: its trades packed (:func:`pack_ticks`), and how
-    many of them came late. A correction unpacks it into a :class:`_Bar` again."""
+    """How a closed bar was kept before it was a plain :data:`_Packed`: recovery snapshots
+    taken then hold it under this name, and :meth:`SymbolBars.restore` converts it."""
 
     records: bytes
     exchanges: tuple[str, ...]
     late: int
 
 
-def _packed(bar: _Bar) -> _Bar | _PackedBar:
+def _packed(bar: _Bar) -> _Bar | _Packed:
     """``bar`` as a closed bar is kept: packed, or as it is if a value exceeds 64 bits."""
     try:
         records, exchanges = pack_ticks(bar.ticks)
     except OverflowError:
         return bar
-    return _PackedBar(records, exchanges, bar.late)
+    return (records, exchanges, bar.late)
 
 
 @dataclass(slots=True)
@@ -281,7 +292,7 @@ class SymbolBars:
         self._lateness = lateness_us
         self._horizon = horizon_us
         self._open: dict[int, _Bar] = {}
-        self._closed: dict[int, _Bar | _PackedBar] = {}
+        self._closed: dict[int, _Bar | _Packed] = {}
         """Closed bars still correctable, packed; never mutated in place (snapshots share
         them)."""
         self._max_ts: int | None = None
@@ -390,11 +401,12 @@ class SymbolBars:
         for sec in due:
             out.bars.append(self._close(sec, self._open.pop(sec)))
 
-    def _reopen(self, held: _Bar | _PackedBar) -> _Bar:
+    def _reopen(self, held: _Bar | _Packed) -> _Bar:
         """A modifiable copy of a closed bar (a snapshot may share the one held)."""
-        if isinstance(held, _PackedBar):
-            return _Bar(unpack_ticks(self.symbol, held.records, held.exchanges), held.late)
-        return held.copy()
+        if isinstance(held, _Bar):
+            return held.copy()
+        records, exchanges, late = held
+        return _Bar(unpack_ticks(self.symbol, records, exchanges), late)
 
     def _prune(self) -> None:
         """Forget closed bars the watermark is a horizon past.
@@ -426,7 +438,7 @@ class SymbolBars:
         except OverflowError:
             self._closed[sec] = bar
             return self._emit(sec, bar)
-        self._closed[sec] = _PackedBar(records, exchanges, bar.late)
+        self._closed[sec] = (records, exchanges, bar.late)
         return self._row(sec, stats, bar.late, True)
 
     def _emit(self, sec: int, bar: _Bar, final: bool = True) -> ClosedBar:
@@ -470,8 +482,17 @@ class SymbolBars:
         bars = cls(state.symbol, lateness_us, horizon_us)
         bars._max_ts = state.max_ts_us
         bars._open = {s: b.copy() for s, b in state.open.items()}
-        bars._closed = dict(state.closed)
+        bars._closed = {s: _plain(b) for s, b in state.closed.items()}
         return bars
+
+
+def _plain(held: _Bar | _Packed) -> _Bar | _Packed:
+    """A restored closed bar as it is kept: a :class:`_PackedBar` of an older snapshot as the
+    plain tuple it unpacks to."""
+    if isinstance(held, _Bar):
+        return held
+    records, exchanges, late = held
+    return (records, exchanges, late)
 
 
 class SymbolBarsState(NamedTuple):
@@ -480,4 +501,4 @@ class SymbolBarsState(NamedTuple):
     symbol: str
     max_ts_us: int | None
     open: dict[int, _Bar]
-    closed: dict[int, _Bar | _PackedBar]
+    closed: dict[int, _Bar | _Packed]
