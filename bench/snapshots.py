@@ -24,8 +24,8 @@ symbols), best and median of the rounds:
 
 * ``microbars: snapshot()``: every symbol's :meth:`SymbolBars.snapshot` (the step's own);
 * ``microbars: pickle``: those snapshots pickled, as Bytewax pickles them;
-* ``microbars: pickle, before (baseline)``: the same snapshots with their closed bars as the
-  ``NamedTuple`` (``_PackedBar``) they were kept as before they were plain tuples.
+* ``microbars: pickle, before (baseline)``: the same snapshots in the form they had before
+  (bars as objects: ``_Bar`` open, ``_PackedBar`` closed, by second), pickled.
 
 Not a timed test: numbers depend on the machine and its load.
 """
@@ -52,7 +52,16 @@ from bench.ta import _cpu_model
 from torghut.config import TaSettings
 from torghut.events import Microbar, Quote
 from torghut.ta.indicators import IndicatorEngine
-from torghut.ta.microbars import US_PER_S, Applied, SymbolBars, _PackedBar, preaggregate
+from torghut.ta.microbars import (
+    US_PER_S,
+    Applied,
+    ClosedBars,
+    SymbolBars,
+    SymbolBarsState,
+    _Bar,
+    _PackedBar,
+    preaggregate,
+)
 
 _START = datetime(2026, 3, 9, 14, 0, 0, tzinfo=UTC)
 _MODULES = (
@@ -174,15 +183,20 @@ def engines_snapshots(args: argparse.Namespace) -> None:
 def microbars_snapshots(args: argparse.Namespace) -> None:
     bars = symbol_bars(args.symbols, args.trades_per_s)
 
-    def named() -> list[Any]:
+    def before() -> list[SymbolBarsState]:
         out = []
         for symbol in bars:
             snap = symbol.snapshot()
-            closed = {sec: _PackedBar(*held) for sec, held in snap.closed.items()}
-            out.append(snap._replace(closed=closed))
+            assert isinstance(snap.closed, ClosedBars)
+            open_ = {sec: _Bar(*held) for sec, held in snap.open.items()}
+            closed = {
+                sec: _PackedBar(records, tuple(codes), late)  # the codes were a tuple then
+                for sec, (records, codes, late) in snap.closed.bars().items()
+            }
+            out.append(SymbolBarsState(snap.symbol, snap.max_ts_us, open_, closed))
         return out
 
-    snaps, olds = [b.snapshot() for b in bars], named()
+    snaps, olds = [b.snapshot() for b in bars], before()
     kinds = {
         "microbars: snapshot()": lambda: [b.snapshot() for b in bars],
         "microbars: pickle": lambda: pickle.dumps(snaps),
@@ -194,7 +208,7 @@ def microbars_snapshots(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             run()
             times[kind].append((time.perf_counter() - t0) * 1000)
-    closed = sum(len(b.snapshot().closed) for b in bars)
+    closed = sum(len(old.closed) for old in olds)
     print(f"microbars: {args.symbols} symbols, {closed} closed bars held; ms per epoch")
     for kind, values in times.items():
         print(f"{kind:>36}: best {min(values):6.1f} ms, median {statistics.median(values):6.1f} ms")

@@ -8,15 +8,18 @@ import pickletools
 from typing import Any
 
 import polars as pl
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from torghut.ta.microbars import (
     US_PER_S,
     Applied,
     ClosedBar,
+    ClosedBars,
     SymbolBars,
+    SymbolBarsState,
     TradeTick,
+    _Bar,
     _PackedBar,
     preaggregate,
 )
@@ -274,29 +277,33 @@ def _apply(s: SymbolBars, ticks: list[TradeTick], out: Applied) -> None:
 def test_a_closed_bar_is_kept_packed_and_still_corrects_and_deduplicates_after_a_restore() -> None:
     """Closed bars are held packed (40 bytes a trade): a late trade still corrects the bar
     exactly, a re-delivered trade of it is still a duplicate, after a snapshot and restore too;
-    a trade id beyond 64 bits keeps its bar unpacked, with the same results."""
-    for big in (False, True):
-        s = _closed_first_bar((1 << 70) if big else 7)
+    a trade id beyond 64 bits keeps its bar unpacked, with the same results; so does an
+    exchange code longer than a character."""
+    for big, exchange in ((False, "Q"), (True, "Q"), (False, "XNAS")):
+        s = _closed_first_bar((1 << 70) if big else 7, exchange)
         restored = SymbolBars.restore(s.snapshot(), LATENESS, HORIZON)
         for bars in (s, restored):
-            _assert_corrects_and_deduplicates(bars)
+            _assert_corrects_and_deduplicates(bars, exchange)
 
 
-def _closed_first_bar(tid: int = 7) -> SymbolBars:
-    """Symbol ``A`` whose bar [0, 1) (trades 7 and 8) has closed; trade 9 is open."""
+def _closed_first_bar(tid: int = 7, exchange: str = "Q") -> SymbolBars:
+    """Symbol ``A`` whose bar [0, 1) (trade ``tid`` on V, 8 on ``exchange``) has closed;
+    trade 9 is open."""
     s = SymbolBars("A", LATENESS, HORIZON)
     out = Applied()
-    _apply(s, [t("A", 0.2, tid, 10.0, 2.0), t("A", 0.7, 8, 11.0, 1.0)], out)
+    second = t("A", 0.7, 8, 11.0, 1.0)._replace(exchange=exchange)
+    _apply(s, [t("A", 0.2, tid, 10.0, 2.0), second], out)
     _apply(s, [t("A", 3.5, 9, 12.0)], out)  # watermark 1.5 s: the bar [0, 1) closes
     assert [(b.end_us, b.version) for b in out.bars] == [(US_PER_S, 1)]
     return s
 
 
-def _assert_corrects_and_deduplicates(bars: SymbolBars) -> None:
+def _assert_corrects_and_deduplicates(bars: SymbolBars, exchange: str = "Q") -> None:
     """The closed bar of :func:`_closed_first_bar`: a re-delivered trade of it is a duplicate,
     a late one corrects it exactly."""
     again = Applied()
-    _apply(bars, [t("A", 0.7, 8, 11.0, 1.0)], again)  # a duplicate of a closed trade
+    duplicate = t("A", 0.7, 8, 11.0, 1.0)._replace(exchange=exchange)
+    _apply(bars, [duplicate], again)  # a duplicate of a closed trade
     assert (again.bars, again.duplicates) == ([], 1)
     _apply(bars, [t("A", 0.9, 10, 13.0, 1.0)], again)  # a late trade: a correction
     (fixed,) = again.bars
@@ -305,19 +312,86 @@ def _assert_corrects_and_deduplicates(bars: SymbolBars) -> None:
     assert fixed.vwap == (20.0 + 11.0 + 13.0) / 4.0
 
 
-def test_a_snapshot_pickles_its_closed_bars_as_plain_tuples() -> None:
-    """Bytewax pickles every symbol's closed bars (60 s of them) at each epoch end while the
-    worker stops: a class per bar would cost a Python-level call each (4–6× slower)."""
-    pickled = pickle.dumps(_closed_first_bar().snapshot())
-    names = {arg for _op, arg, _ in pickletools.genops(pickled) if isinstance(arg, str)}
-    assert "_PackedBar" not in names
-    assert "SymbolBarsState" in names, "the check can see class names"
+def test_a_snapshot_pickles_no_class_per_bar_and_its_closed_bars_flat() -> None:
+    """Bytewax pickles every symbol's snapshot (60 s of closed bars) at each epoch end while
+    the worker stops: a class per bar costs a Python-level call each, a value per bar more
+    than a few flat ones."""
+    bars = SymbolBars("A", LATENESS, HORIZON)
+    out = Applied()
+    for second in range(8):
+        _apply(bars, [t("A", second + 0.1 * k, 10 * second + k) for k in range(3)], out)
+    snap = bars.snapshot()
+    assert isinstance(snap.closed, ClosedBars)
+    assert (len(snap.closed.secs), len(snap.closed.exchanges)) == (5, 15)
+    assert snap.closed.exchanges == "V" * 15
+    names = {a for _op, a, _ in pickletools.genops(pickle.dumps(snap)) if isinstance(a, str)}
+    assert not names & {"_Bar", "_PackedBar"}
+    assert {"SymbolBarsState", "ClosedBars"} <= names, "the check sees class names"
 
 
-def test_a_snapshot_holding_closed_bars_as_named_tuples_restores_and_corrects() -> None:
-    """Recovery snapshots taken before the plain tuples hold :class:`_PackedBar` s."""
+def test_a_snapshot_holding_bar_objects_restores_and_corrects() -> None:
+    """Recovery snapshots taken before the flat form hold :class:`_PackedBar` s and
+    :class:`_Bar` s by second."""
     snap = _closed_first_bar().snapshot()
-    old = snap._replace(closed={sec: _PackedBar(*held) for sec, held in snap.closed.items()})
-    restored = SymbolBars.restore(pickle.loads(pickle.dumps(old)), LATENESS, HORIZON)
-    assert all(type(held) is tuple for held in restored.snapshot().closed.values())
-    _assert_corrects_and_deduplicates(restored)
+    assert isinstance(snap.closed, ClosedBars)
+    closed = snap.closed.bars()
+    old = SymbolBarsState(
+        snap.symbol,
+        snap.max_ts_us,
+        {sec: _Bar(*held) for sec, held in snap.open.items()},
+        {sec: _PackedBar(r, tuple(codes), late) for sec, (r, codes, late) in closed.items()},
+    )
+    again = SymbolBars.restore(pickle.loads(pickle.dumps(old)), LATENESS, HORIZON).snapshot()
+    assert isinstance(again.closed, ClosedBars)
+    assert (again.open, again.closed.secs, again.closed.records) == (
+        snap.open,
+        snap.closed.secs,
+        snap.closed.records,
+    )
+    _assert_corrects_and_deduplicates(SymbolBars.restore(again, LATENESS, HORIZON))
+
+
+restart_trade = st.builds(
+    TradeTick,
+    symbol=st.sampled_from(SYMBOLS[:2]),
+    ts_us=st.integers(0, 6 * US_PER_S),
+    trade_id=st.one_of(st.integers(0, 50), st.integers(1 << 64, (1 << 64) + 3)),  # not packed
+    exchange=st.sampled_from(("V", "Q", "XNAS")),  # a longer code: exchanges as a tuple
+    price=st.floats(1.0, 500.0, allow_nan=False),
+    size=st.floats(0.5, 1000.0, allow_nan=False),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    trades=st.lists(restart_trade, min_size=1, max_size=50, unique_by=tick_key),
+    again=st.lists(st.integers(0, 49), max_size=12),
+    cuts=st.lists(st.integers(1, 61), min_size=1, max_size=6),
+    at=st.integers(0, 5),
+)
+def test_a_restart_from_a_pickled_snapshot_between_any_two_batches_changes_no_output(
+    trades: list[TradeTick], again: list[int], cuts: list[int], at: int
+) -> None:
+    """Every bar, correction and duplicate count is the same as the uninterrupted run's; the
+    trades re-delivered at the end find the bars they belong to closed (and restored)."""
+    batches = split(trades + [trades[i % len(trades)] for i in again], cuts)
+    assume(len(batches) >= 2)
+    at = 1 + at % (len(batches) - 1)  # after the first batch, before the last
+    straight, _, _ = run_batches(batches)
+    states: dict[str, SymbolBars] = {}
+    out = Applied()
+    for i, batch in enumerate(batches):
+        if i == at:
+            states = {
+                sym: SymbolBars.restore(pickle.loads(pickle.dumps(b.snapshot())), LATENESS, HORIZON)
+                for sym, b in states.items()
+            }
+        per_symbol, _, _ = preaggregate(batch, LATENESS)
+        for sym, sb in per_symbol.items():
+            if sym not in states:
+                states[sym] = SymbolBars(sym, LATENESS, HORIZON)
+            states[sym].apply(sb, out)
+    for b in states.values():
+        b.close_idle(out)
+    assert out.bars == straight.bars
+    assert (out.duplicates, out.corrections) == (straight.duplicates, straight.corrections)

@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import NamedTuple
 
 from torghut.ta._bar_stats import bar_stats, closing_stats, pack_ticks, unpack_ticks
@@ -59,6 +60,7 @@ __all__ = [
     "Applied",
     "BarPartial",
     "ClosedBar",
+    "ClosedBars",
     "DeadTrades",
     "LateTrade",
     "Rejected",
@@ -217,6 +219,10 @@ def preaggregate(
     return out, rejected, duplicates
 
 
+_Stats = tuple[float, float, float, float, float, float, int]
+"""``(open, high, low, close, volume, price × volume, trades)`` of a bar (``bar_stats``)."""
+
+
 @dataclass(slots=True)
 class _Bar:
     """Keyed-state bar: its trades (de-duplication, every aggregate), how many came late, and
@@ -225,22 +231,29 @@ class _Bar:
     ticks: set[Tick]
     late: int = 0
     shown: bool = False
-    stats: tuple[float, float, float, float, float, float, int] | None = None
+    stats: _Stats | None = None
     """``bar_stats`` of ``ticks`` as published provisionally; None once a trade was added."""
 
     def copy(self) -> _Bar:
         return _Bar(set(self.ticks), self.late, self.shown, self.stats)
 
+    def state(self) -> _OpenState:
+        """An independent copy as a plain tuple, for snapshots: a ``slots`` dataclass pickles
+        through Python-level calls, a tuple of built-ins does not."""
+        return (set(self.ticks), self.late, self.shown, self.stats)
 
-_Packed = tuple[bytes, tuple[str, ...], int]
+
+_OpenState = tuple[set[Tick], int, bool, _Stats | None]
+"""An open bar in a snapshot: :class:`_Bar`'s fields (:meth:`_Bar.state`)."""
+
+
+_Packed = tuple[bytes, str | tuple[str, ...], int]
 """A closed bar as kept for corrections: ``(records, exchanges, late)``, its trades packed
 (:func:`pack_ticks`) and how many of them came late. A correction unpacks it into a
 :class:`_Bar` again.
 
-A plain tuple, not a ``NamedTuple``: Bytewax pickles every symbol's closed bars (the whole
-correction horizon, 60 s of them) at every epoch end while the worker stops, and a
-``NamedTuple`` pickles through a Python-level ``__getnewargs__`` call per bar, 4–6× slower
-(``bench/snapshots.py``)."""
+A plain tuple, not a ``NamedTuple``, whose ``__getnewargs__`` costs a Python call; snapshots
+hold none of them anyway (:class:`ClosedBars`)."""
 
 
 class _PackedBar(NamedTuple):
@@ -454,7 +467,7 @@ class SymbolBars:
     def _row(
         self,
         sec: int,
-        stats: tuple[float, float, float, float, float, float, int],
+        stats: _Stats,
         late: int,
         final: bool,
     ) -> ClosedBar:
@@ -465,32 +478,95 @@ class SymbolBars:
     # --- snapshot ---------------------------------------------------------------------------
 
     def snapshot(self) -> SymbolBarsState:
-        """An independent copy for Bytewax: open bars are copied, closed ones are immutable.
-
-        Closed bars are never mutated in place (a correction replaces the entry with a
-        modified copy), so sharing them with the snapshot is safe and keeps it cheap.
-        """
+        """An independent copy for Bytewax, made of built-in values only: Bytewax pickles it
+        at every epoch end while the worker stops (open bars as tuples, the closed ones
+        flattened: :class:`ClosedBars`)."""
         return SymbolBarsState(
             self.symbol,
             self._max_ts,
-            {s: b.copy() for s, b in self._open.items()},
-            dict(self._closed),
+            {s: b.state() for s, b in self._open.items()},
+            ClosedBars.of(self._closed),
         )
 
     @classmethod
     def restore(cls, state: SymbolBarsState, lateness_us: int, horizon_us: int) -> SymbolBars:
         bars = cls(state.symbol, lateness_us, horizon_us)
         bars._max_ts = state.max_ts_us
-        bars._open = {s: b.copy() for s, b in state.open.items()}
-        bars._closed = {s: _plain(b) for s, b in state.closed.items()}
+        bars._open = {
+            s: b.copy() if isinstance(b, _Bar) else _Bar(*b) for s, b in state.open.items()
+        }
+        closed = state.closed
+        if isinstance(closed, ClosedBars):
+            bars._closed = closed.bars()
+        else:
+            bars._closed = {s: _plain(b) for s, b in closed.items()}
         return bars
 
 
+class ClosedBars(NamedTuple):
+    """A symbol's closed bars in a snapshot: a few flat values instead of a tuple per bar.
+
+    Why: Bytewax pickles every changed key group's snapshot at every epoch end while the worker
+    stops, and the closed bars are most of it (the correction horizon, 60 s of bars, every
+    trade packed): 30 k bars with 500 symbols, ~45 ms to pickle as a tuple per bar on the
+    shared 2-vCPU machine, a few flattened (``bench/snapshots.py``).
+    """
+
+    secs: tuple[int, ...]
+    """The packed bars' seconds, in the order they are held."""
+    lates: tuple[int, ...]
+    counts: tuple[int, ...]
+    """Trades per packed bar: its records are the next ``count`` of :attr:`records`."""
+    records: bytes
+    """Every packed bar's records (:func:`pack_ticks`), bar after bar."""
+    exchanges: str | tuple[str, ...]
+    """Every trade's exchange, bar after bar: one ``str`` of a character per trade when every
+    bar's codes are one character each (Alpaca's are: :func:`pack_ticks`), else a tuple."""
+    loose: dict[int, _Bar]
+    """Bars that could not be packed (a value beyond 64 bits)."""
+
+    @classmethod
+    def of(cls, closed: dict[int, _Bar | _Packed]) -> ClosedBars:
+        """The flat form of ``closed`` (C-level passes over the bars, no Python loop)."""
+        if not closed:
+            return cls((), (), (), b"", "", {})
+        loose: dict[int, _Bar] = {}
+        try:
+            records, exchanges, lates = zip(*closed.values(), strict=True)
+            secs = tuple(closed)
+        except TypeError:  # a _Bar is not iterable: a bar too big to pack (rare), set aside
+            loose = {s: b.copy() for s, b in closed.items() if isinstance(b, _Bar)}
+            packed = {s: b for s, b in closed.items() if not isinstance(b, _Bar)}
+            if not packed:
+                return cls((), (), (), b"", "", loose)
+            records, exchanges, lates = zip(*packed.values(), strict=True)
+            secs = tuple(packed)
+        codes: str | tuple[str, ...]
+        try:  # every bar's codes a str of a character each (pack_ticks): the common case
+            codes = "".join(exchanges)
+        except TypeError:  # a bar with a longer code holds a tuple
+            codes = tuple(chain.from_iterable(exchanges))
+        return cls(secs, lates, tuple(map(len, exchanges)), b"".join(records), codes, loose)
+
+    def bars(self) -> dict[int, _Bar | _Packed]:
+        """The closed bars as :class:`SymbolBars` holds them, by second."""
+        out: dict[int, _Bar | _Packed] = {s: b.copy() for s, b in self.loose.items()}
+        records, exchanges = self.records, self.exchanges
+        width = len(records) // len(exchanges) if exchanges else 0  # bytes per trade
+        at = 0
+        for sec, late, n in zip(self.secs, self.lates, self.counts, strict=True):
+            out[sec] = (records[at * width : (at + n) * width], exchanges[at : at + n], late)
+            at += n
+        if at != len(exchanges) or at * width != len(records):
+            raise ValueError("a snapshot's closed bars disagree with their trades")
+        return dict(sorted(out.items()))
+
+
 def _plain(held: _Bar | _Packed) -> _Bar | _Packed:
-    """A restored closed bar as it is kept: a :class:`_PackedBar` of an older snapshot as the
-    plain tuple it unpacks to."""
+    """A closed bar of a snapshot taken before :class:`ClosedBars` as it is kept: a
+    :class:`_PackedBar` as the plain tuple it unpacks to."""
     if isinstance(held, _Bar):
-        return held
+        return held.copy()
     records, exchanges, late = held
     return (records, exchanges, late)
 
@@ -500,5 +576,7 @@ class SymbolBarsState(NamedTuple):
 
     symbol: str
     max_ts_us: int | None
-    open: dict[int, _Bar]
-    closed: dict[int, _Bar | _Packed]
+    open: dict[int, _OpenState | _Bar]
+    """Open bars by second (:class:`_Bar` itself in snapshots taken before the tuples)."""
+    closed: ClosedBars | dict[int, _Bar | _Packed]
+    """Closed bars (by second in snapshots taken before :class:`ClosedBars`)."""
