@@ -252,8 +252,8 @@ _Packed = tuple[bytes, str | tuple[str, ...], int]
 (:func:`pack_ticks`) and how many of them came late. A correction unpacks it into a
 :class:`_Bar` again.
 
-A plain tuple, not a ``NamedTuple``, whose ``__getnewargs__`` costs a Python call; snapshots
-hold none of them anyway (:class:`ClosedBars`)."""
+A plain tuple, which :meth:`ClosedBars.of` flattens with the others at C speed at every
+snapshot."""
 
 
 class _PackedBar(NamedTuple):
@@ -306,8 +306,8 @@ class SymbolBars:
         self._horizon = horizon_us
         self._open: dict[int, _Bar] = {}
         self._closed: dict[int, _Bar | _Packed] = {}
-        """Closed bars still correctable, packed; never mutated in place (snapshots share
-        them)."""
+        """Closed bars still correctable, packed; never mutated in place (a correction replaces
+        the entry)."""
         self._max_ts: int | None = None
 
     @property
@@ -415,7 +415,7 @@ class SymbolBars:
             out.bars.append(self._close(sec, self._open.pop(sec)))
 
     def _reopen(self, held: _Bar | _Packed) -> _Bar:
-        """A modifiable copy of a closed bar (a snapshot may share the one held)."""
+        """A modifiable copy of a closed bar."""
         if isinstance(held, _Bar):
             return held.copy()
         records, exchanges, late = held
@@ -509,7 +509,7 @@ class ClosedBars(NamedTuple):
     Why: Bytewax pickles every changed key group's snapshot at every epoch end while the worker
     stops, and the closed bars are most of it (the correction horizon, 60 s of bars, every
     trade packed): 30 k bars with 500 symbols, ~45 ms to pickle as a tuple per bar on the
-    shared 2-vCPU machine, a few flattened (``bench/snapshots.py``).
+    shared 2-vCPU machine, 15 flattened (``bench/snapshots.py``).
     """
 
     secs: tuple[int, ...]
