@@ -30,14 +30,23 @@ SYMBOLS = ("AAA", "BBB", "CCC")
 
 
 def run_batches(
-    batches: list[list[TradeTick]], allow: frozenset[str] | None = None
+    batches: list[list[TradeTick]],
+    allow: frozenset[str] | None = None,
+    restart_at: int | None = None,
 ) -> tuple[Applied, int, list[str]]:
-    """Feed batches through preaggregate + SymbolBars like the operator does, then idle-close."""
+    """Feed batches through preaggregate + SymbolBars like the operator does, then idle-close;
+    before batch ``restart_at`` every symbol restarts from its snapshot, pickled as Bytewax
+    stores it."""
     states: dict[str, SymbolBars] = {}
     out = Applied()
     dups = 0
     rejected: list[str] = []
-    for batch in batches:
+    for i, batch in enumerate(batches):
+        if i == restart_at:
+            states = {
+                sym: SymbolBars.restore(pickle.loads(pickle.dumps(b.snapshot())), LATENESS, HORIZON)
+                for sym, b in states.items()
+            }
         per_symbol, bad, d = preaggregate(batch, LATENESS, allow)
         dups += d
         rejected += [r.reason for r in bad]
@@ -378,20 +387,6 @@ def test_a_restart_from_a_pickled_snapshot_between_any_two_batches_changes_no_ou
     assume(len(batches) >= 2)
     at = 1 + at % (len(batches) - 1)  # after the first batch, before the last
     straight, _, _ = run_batches(batches)
-    states: dict[str, SymbolBars] = {}
-    out = Applied()
-    for i, batch in enumerate(batches):
-        if i == at:
-            states = {
-                sym: SymbolBars.restore(pickle.loads(pickle.dumps(b.snapshot())), LATENESS, HORIZON)
-                for sym, b in states.items()
-            }
-        per_symbol, _, _ = preaggregate(batch, LATENESS)
-        for sym, sb in per_symbol.items():
-            if sym not in states:
-                states[sym] = SymbolBars(sym, LATENESS, HORIZON)
-            states[sym].apply(sb, out)
-    for b in states.values():
-        b.close_idle(out)
+    out, _, _ = run_batches(batches, restart_at=at)
     assert out.bars == straight.bars
     assert (out.duplicates, out.corrections) == (straight.duplicates, straight.corrections)
