@@ -8,6 +8,7 @@ import pickletools
 from typing import Any
 
 import polars as pl
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -358,6 +359,16 @@ def test_a_snapshot_holding_bar_objects_restores_and_corrects() -> None:
         snap.closed.records,
     )
     _assert_corrects_and_deduplicates(SymbolBars.restore(again, LATENESS, HORIZON))
+
+
+def test_a_snapshot_whose_closed_bars_disagree_with_their_trades_is_refused() -> None:
+    """A corrupt recovery snapshot stops the restore with an error, not with bars that hold
+    other trades than they did."""
+    snap = _closed_first_bar().snapshot()
+    assert isinstance(snap.closed, ClosedBars)
+    one_more = snap._replace(closed=snap.closed._replace(counts=(3,)))
+    with pytest.raises(ValueError, match="disagree with their trades"):
+        SymbolBars.restore(one_more, LATENESS, HORIZON)
 
 
 restart_trade = st.builds(
