@@ -107,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--epoch-s",
         type=float,
-        default=5.0,
-        help="the TA flow's epoch (snapshot) interval; production runs with -s 5",
+        default=10.0,
+        help="the TA flow's epoch (snapshot) interval; production runs with -s 10",
     )
     p.add_argument("--partitions", type=int, default=6, help="partitions of the input topics")
     p.add_argument(

@@ -3,7 +3,7 @@
 Run::
 
     python -m bytewax.run dataflows.ta:flow                       # no recovery
-    python -m bytewax.run dataflows.ta:flow -r DIR -s 5 -b 300    # resumable, backed up
+    python -m bytewax.run dataflows.ta:flow -r DIR -s 10 -b 300   # resumable, backed up
 
 Configured from the environment (:func:`torghut.config.load_settings`): ``KAFKA_*`` (broker,
 topic names), ``CH_*`` (ClickHouse; migrations are applied at start), ``TA_*`` (lateness,
