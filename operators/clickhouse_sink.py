@@ -7,7 +7,12 @@ snapshotted with the epoch and restored on resume, never lost):
   :class:`~operators.key_groups.KeyGroupProgress` mark per key group. Once every group has
   passed a time ``T``, every row ending at or before ``T`` has arrived, and those rows are
   released together: the rows of one event second go to ClickHouse in one insert (one part,
-  visible at once), as soon as the second is complete, not on a timer;
+  visible at once), as soon as the second is complete, not on a timer. Rows of seconds
+  already complete (final rows, which follow their provisional rows by the allowed lateness;
+  corrections) wait for the next second to complete and go in its insert: released as they
+  came, one source partition's at a time, they made two to three inserts a second per table
+  where one does, and the second's own rows queued behind them (measured: bench/README.md,
+  bench/latency.py "Session 15");
 * by size (``batch_rows``) and by age (``batch_seconds``, a max-latency timer from the oldest
   pending row): the fallback when no marks come (other producers, a stalled partition);
 * at EOF.
@@ -420,6 +425,7 @@ class _RowBatcher(StatefulBatchLogic[Row | KeyGroupProgress, list[Row], _Pending
         self._max_age = max_age
         self._ts_at = ts_at
         self._pending = resume if resume is not None else _Pending()
+        self._released_s: int | None = None  # the slowest mark's second, when last looked at
 
     def on_batch(self, values: list[Row | KeyGroupProgress]) -> tuple[list[list[Row]], bool]:
         pending = self._pending
@@ -432,6 +438,7 @@ class _RowBatcher(StatefulBatchLogic[Row | KeyGroupProgress, list[Row], _Pending
             else:
                 rows.append(v)
         if not rows:
+            self._release_complete()  # notes the second: rows coming later in it wait for the next
             return [], StatefulBatchLogic.RETAIN
         if len(rows) >= self._batch_rows:
             return self._release_all()
@@ -460,11 +467,17 @@ class _RowBatcher(StatefulBatchLogic[Row | KeyGroupProgress, list[Row], _Pending
         return out, StatefulBatchLogic.RETAIN
 
     def _release_complete(self) -> list[list[Row]]:
-        """The pending rows ending at or before the slowest key group's mark, in one batch."""
+        """Once the slowest key group's mark enters a new second: the pending rows ending at
+        or before it, in one batch (see the module docstring)."""
         p, at = self._pending, self._ts_at
         if at is None or len(p.marks) < KEY_GROUPS:
             return []
-        complete = _EPOCH + timedelta(microseconds=min(p.marks.values()))
+        slowest = min(p.marks.values())
+        second = slowest // 1_000_000
+        if second == self._released_s:
+            return []
+        self._released_s = second
+        complete = _EPOCH + timedelta(microseconds=slowest)
         done = [r for r in p.rows if r[at] <= complete]
         if not done:
             return []

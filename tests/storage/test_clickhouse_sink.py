@@ -259,6 +259,31 @@ def test_a_seconds_rows_are_released_together_once_every_key_group_has_passed_it
     assert batcher.notify_at() is None, "nothing pending: no age timer"
 
 
+def test_rows_of_a_complete_second_wait_for_the_next_second_and_go_in_its_insert() -> None:
+    """Final rows (and corrections) of a second already complete come partition by partition
+    while the feed passes the next one; they wait for that second and go in its one insert
+    instead of an insert each, and the age timer still bounds the wait."""
+    at = MICROBAR_COLUMNS.index("event_ts")
+    batcher = _RowBatcher(10_000, timedelta(seconds=1), at, None)
+    provisional = [_row(3, s) for s in ("AAPL", "MSFT")]
+    out, _ = batcher.on_batch([*provisional, *_marks(T0 + timedelta(seconds=3, milliseconds=5))])
+    assert out == [provisional]
+    final_aapl, final_msft = _row(1, "AAPL", ingest_ms=2003), _row(1, "MSFT", ingest_ms=2007)
+    out, _ = batcher.on_batch([final_aapl, *_marks(T0 + timedelta(seconds=3, milliseconds=9))])
+    assert out == [], "second 1 is long complete, but second 4 is not yet: the row waits"
+    assert batcher.notify_at() is not None, "a waiting row is bounded by the age timer"
+    nxt = [_row(4, "AAPL"), _row(4, "MSFT")]
+    out, _ = batcher.on_batch([final_msft, *nxt])
+    assert out == []
+    out, _ = batcher.on_batch(_marks(T0 + timedelta(seconds=4, milliseconds=2)))
+    assert out == [[final_aapl, final_msft, *nxt]], "one insert for the second and the finals"
+    late = _row(2, "AAPL", ingest_ms=2500)
+    out, _ = batcher.on_batch([late])
+    assert out == []
+    out, _ = batcher.on_notify()
+    assert out == [[late]], "the age timer releases what no further second would"
+
+
 class _GatedClient:
     """The real chdb client, whose inserts wait until the test opens ``gate`` (a slow
     ClickHouse); ``entered`` is set when an insert has started."""
