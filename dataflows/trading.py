@@ -67,6 +67,7 @@ from torghut.observability.metrics import serve_dataflow_metrics
 from torghut.redact import mask_dsn
 from torghut.sim.broker import BrokerSimulator
 from torghut.sim.quotes import QuoteSource, Touch
+from torghut.ta.indicators import window_micros
 from trading.adapters.alpaca_broker import (
     AlpacaBroker,
     build_trading_client,
@@ -354,6 +355,8 @@ def signal_source(
         initial_cursor=runtime.initial_cursor,
         poll_interval=timedelta(seconds=trading.poll_interval_s),
         batch_size=trading.signal_batch_size,
+        cadence=timedelta(microseconds=window_micros(trading.signal_window_size)),
+        probe=timedelta(seconds=trading.poll_probe_s),
         bounded=trading.exit_at_end,
         stop=stop,
     )

@@ -13,7 +13,14 @@ harmless (a decision already in the store, found by its hash, is never adjudicat
 again).
 
 ``next_batch`` never sleeps: between polls it returns ``[]`` and ``next_awake`` says when to
-poll again (``TRADING_POLL_INTERVAL_S``); a full batch polls again at once. Corrections (an
+poll again (:class:`PollSchedule`): at least every ``TRADING_POLL_INTERVAL_S``, and every
+``TRADING_POLL_PROBE_S`` around the time the next signal window's final rows are expected —
+the TA sink inserts each window's final rows together, once per window, so they come one
+window after the last ones, give or take the TA flow's jitter. Polling only every interval,
+a row waited for the next poll up to a whole interval after it was queryable, and since the
+rows come at a steady pace, a poll that once fell just before them kept doing so, second
+after second (measured: bench/README.md, bench/latency.py "Session 15"). A full batch polls
+again at once. Wall-clock time only decides when to read, never what is read. Corrections (an
 audit record, never traded) are looked for every :data:`CORRECTIONS_EVERY` rather than at
 every poll: their query costs as much as the read itself, and it delayed every batch of rows.
 A bounded source (``TRADING_EXIT_AT_END``) reads every row to the current end, ignoring the
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -34,11 +42,70 @@ from trading.core.domain import SignalRow
 from trading.core.ports import SignalCursor
 from trading.core.signals import SignalCorrection, SignalDeadLetter
 
-__all__ = ["CORRECTIONS_EVERY", "SignalItem", "SourceState", "TradingSignalSource"]
+__all__ = [
+    "CORRECTIONS_EVERY",
+    "PROBE_LEAD",
+    "PollSchedule",
+    "SignalItem",
+    "SourceState",
+    "TradingSignalSource",
+]
 
 SignalItem = SignalRow | SignalDeadLetter | SignalCorrection
 CORRECTIONS_EVERY = timedelta(seconds=5)
 """How often a streaming source looks for corrections (a bounded one: at every poll)."""
+PROBE_LEAD = timedelta(seconds=0.15)
+"""How long before the next window's rows are expected the probing polls begin: one window
+after the last ones came, they come earlier by as much as the TA flow's latency varies (its
+p1–p99 spread is ~150 ms at 500 symbols, bench/README.md)."""
+
+
+@dataclass
+class PollSchedule:
+    """When the signal source polls next: every ``interval`` at the latest, and every
+    ``probe`` around one ``cadence`` (the signal window) after the last rows came, until the
+    next ones come.
+
+    When the last rows came is known to within two polls: after the last poll that found
+    nothing and at or before the first that found them. The earlier bound is kept, so the
+    probes begin :data:`PROBE_LEAD` before one window after it — at worst a few probes early,
+    never late for rows that come on time — and once the rows were found by a probe the bound
+    is within one probe of their arrival. Probing ends an ``interval`` and a lead past the
+    expected time (the rows are not coming at the window's pace: a quiet market, a stalled
+    TA flow); polling then falls back to the interval until rows come again. ``probe`` zero:
+    every ``interval`` only.
+
+    >>> t = datetime(2026, 1, 2, 15, 0, tzinfo=UTC)
+    >>> s = PollSchedule(timedelta(seconds=0.5), timedelta(seconds=1), timedelta(seconds=0.05))
+    >>> s.next_poll(t, found=False) - t, s.next_poll(t + timedelta(seconds=0.5), found=True) - t
+    (datetime.timedelta(microseconds=500000), datetime.timedelta(microseconds=850000))
+    >>> s.next_poll(t + timedelta(seconds=0.85), found=False) - t  # probing: rows due at t + 1 s
+    datetime.timedelta(microseconds=900000)
+    """
+
+    interval: timedelta
+    cadence: timedelta
+    probe: timedelta
+    arrived_after: datetime | None = None
+    """The last rows came after this (the last poll before them that found nothing)."""
+    _polled_at: datetime | None = None
+    _found: bool = False
+
+    def next_poll(self, now: datetime, *, found: bool) -> datetime:
+        """The time of the next poll after one at ``now`` that ``found`` rows or not (called
+        for every poll, also those followed at once by another: a full batch)."""
+        if found and not self._found:
+            self.arrived_after = self._polled_at or now
+        self._polled_at, self._found = now, found
+        regular = now + self.interval
+        if not self.probe or self.arrived_after is None:
+            return regular
+        due = self.arrived_after + self.cadence
+        if now < due - PROBE_LEAD:
+            return min(regular, due - PROBE_LEAD)
+        if now < due + self.interval + PROBE_LEAD:
+            return min(regular, now + self.probe)
+        return regular
 
 
 class SourceState(msgspec.Struct, frozen=True):
@@ -61,10 +128,16 @@ class TradingSignalSource(FixedPartitionedSource[SignalItem, SourceState]):
         batch_size: int,
         bounded: bool = False,
         stop: threading.Event | None = None,
+        cadence: timedelta = timedelta(seconds=1),
+        probe: timedelta = timedelta(0),
     ) -> None:
+        """``cadence``: the signal window (final rows come once per window); ``probe``: the
+        step of the polls around their expected arrival (:class:`PollSchedule`; zero: off)."""
         self._reader = reader
         self._initial = initial_cursor
         self._interval = poll_interval
+        self._cadence = cadence
+        self._probe = probe
         self._batch = batch_size
         self._bounded = bounded
         self._stop = stop
@@ -76,8 +149,9 @@ class TradingSignalSource(FixedPartitionedSource[SignalItem, SourceState]):
         self, step_id: str, for_part: str, resume_state: SourceState | None
     ) -> _SignalPartition:
         state = resume_state or SourceState(self._initial())
+        schedule = PollSchedule(self._interval, self._cadence, self._probe)
         return _SignalPartition(
-            self._reader(), state, self._interval, self._batch, self._bounded, self._stop
+            self._reader(), state, schedule, self._batch, self._bounded, self._stop
         )
 
 
@@ -86,7 +160,7 @@ class _SignalPartition(StatefulSourcePartition[SignalItem, SourceState]):
         self,
         reader: ClickHouseSignalReader,
         state: SourceState,
-        interval: timedelta,
+        schedule: PollSchedule,
         batch: int,
         bounded: bool,
         stop: threading.Event | None,
@@ -94,7 +168,7 @@ class _SignalPartition(StatefulSourcePartition[SignalItem, SourceState]):
         self._reader = reader
         self._cursor = state.cursor
         self._corrections_after = state.corrections_after
-        self._interval = interval
+        self._schedule = schedule
         self._batch = batch
         self._bounded = bounded
         self._stop = stop
@@ -120,7 +194,8 @@ class _SignalPartition(StatefulSourcePartition[SignalItem, SourceState]):
                 items.extend(found)
         if self._bounded and not full:
             self._done = True
-        self._awake = None if full else now + self._interval
+        later = self._schedule.next_poll(now, found=bool(batch.rows))
+        self._awake = None if full else later
         return items
 
     def next_awake(self) -> datetime | None:

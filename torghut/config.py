@@ -456,6 +456,11 @@ class TradingSettings(_Section):
     The decision lag after a row is queryable is at most one interval plus the read and the
     decision (the design's SLI: decision lag < 2 × interval); 0.5 s keeps it within the
     1 s target, at two small ClickHouse reads a second."""
+    poll_probe_s: float = Field(default=0.05, ge=0)
+    """Around the time the next signal window's final rows are expected (one window after the
+    last ones came), poll this often until they come, so a row waits about this long once
+    queryable instead of up to ``poll_interval_s`` (``operators/trading_source.py``); a few
+    more small reads a window. 0: poll every ``poll_interval_s`` only."""
     strategies: CsvList = ("macd_rsi", "bollinger_reversion")
     order_qty: Decimal = Decimal("1")
     fractional_symbols: CsvList = ()
