@@ -455,7 +455,7 @@ class TradingSettings(_Section):
     """How often the trading loop reads new final signal rows (and refreshes its controls).
     The decision lag after a row is queryable is at most one interval plus the read and the
     decision (the design's SLI: decision lag < 2 × interval); 0.5 s keeps it within the
-    1 s target, at two small ClickHouse reads a second."""
+    1 s target; ``poll_probe_s`` keeps it far below that, at a few small reads a second."""
     poll_probe_s: float = Field(default=0.05, ge=0)
     """Around the time the next signal window's final rows are expected (one window after the
     last ones came), poll this often until they come, so a row waits about this long once
