@@ -437,11 +437,9 @@ class _RowBatcher(StatefulBatchLogic[Row | KeyGroupProgress, list[Row], _Pending
                     marks[v.group] = v.shown_us
             else:
                 rows.append(v)
-        if not rows:
-            self._release_complete()  # notes the second: rows coming later in it wait for the next
-            return [], StatefulBatchLogic.RETAIN
         if len(rows) >= self._batch_rows:
             return self._release_all()
+        # also with nothing pending: it notes the second, so rows coming later in it wait
         out = self._release_complete()  # may replace pending.rows: read it again below
         if pending.rows and pending.due is None:
             pending.due = datetime.now(UTC) + self._max_age
