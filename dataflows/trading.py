@@ -354,9 +354,9 @@ def signal_source(
         reader,
         initial_cursor=runtime.initial_cursor,
         poll_interval=timedelta(seconds=trading.poll_interval_s),
-        batch_size=trading.signal_batch_size,
         cadence=timedelta(microseconds=window_micros(trading.signal_window_size)),
         probe=timedelta(seconds=trading.poll_probe_s),
+        batch_size=trading.signal_batch_size,
         bounded=trading.exit_at_end,
         stop=stop,
     )

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -88,8 +88,8 @@ class PollSchedule:
     probe: timedelta
     arrived_after: datetime | None = None
     """The last rows came after this (the last poll before them that found nothing)."""
-    _polled_at: datetime | None = None
-    _found: bool = False
+    _polled_at: datetime | None = field(default=None, init=False)
+    _found: bool = field(default=False, init=False)
 
     def next_poll(self, now: datetime, *, found: bool) -> datetime:
         """The time of the next poll after one at ``now`` that ``found`` rows or not (called
@@ -125,11 +125,11 @@ class TradingSignalSource(FixedPartitionedSource[SignalItem, SourceState]):
         *,
         initial_cursor: Callable[[], SignalCursor | None],
         poll_interval: timedelta,
+        cadence: timedelta,
+        probe: timedelta,
         batch_size: int,
         bounded: bool = False,
         stop: threading.Event | None = None,
-        cadence: timedelta = timedelta(seconds=1),
-        probe: timedelta = timedelta(0),
     ) -> None:
         """``cadence``: the signal window (final rows come once per window); ``probe``: the
         step of the polls around their expected arrival (:class:`PollSchedule`; zero: off)."""
