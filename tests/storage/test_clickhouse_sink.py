@@ -284,6 +284,28 @@ def test_rows_of_a_complete_second_wait_for_the_next_second_and_go_in_its_insert
     assert out == [[late]], "the age timer releases what no further second would"
 
 
+def test_after_a_pause_or_a_restore_the_first_second_complete_releases_every_row_due() -> None:
+    """A pause makes the marks jump several seconds at once: every row up to them goes in one
+    batch. The second last released is not snapshot state: a batcher restored from a snapshot
+    releases its pending rows at the first second complete, not a second later."""
+    at = MICROBAR_COLUMNS.index("event_ts")
+    batcher = _RowBatcher(10_000, timedelta(seconds=1), at, None)
+    out, _ = batcher.on_batch([_row(1), *_marks(T0 + timedelta(seconds=1, milliseconds=3))])
+    assert out == [[_row(1)]]
+    held = [_row(1, "MSFT", ingest_ms=2003), _row(2), _row(3), _row(4)]
+    out, _ = batcher.on_batch(held)
+    assert out == [], "second 1 already released: they wait for a later second"
+    state = batcher.snapshot()
+    out, _ = batcher.on_batch(_marks(T0 + timedelta(seconds=4, milliseconds=1)))  # a pause
+    assert out == [held], "the marks jumped three seconds: one batch for all of them"
+
+    restored = _RowBatcher(10_000, timedelta(seconds=1), at, state)
+    out, _ = restored.on_batch(_marks(T0 + timedelta(seconds=1, milliseconds=9)))
+    assert out == [[_row(1, "MSFT", ingest_ms=2003)]], "restored: the first second complete"
+    out, _ = restored.on_batch(_marks(T0 + timedelta(seconds=4, milliseconds=1)))
+    assert out == [[_row(2), _row(3), _row(4)]]
+
+
 class _GatedClient:
     """The real chdb client, whose inserts wait until the test opens ``gate`` (a slow
     ClickHouse); ``entered`` is set when an insert has started."""
