@@ -203,6 +203,7 @@ def _orchestrate(args: argparse.Namespace) -> None:
         consumers = [
             _KafkaLatency(args.bootstrap, topics["ta_bars"], "ta_bars", t0 + args.warmup, done),
             _KafkaLatency(args.bootstrap, topics["trades"], "trades", t0 + args.warmup, done),
+            _KafkaLatency(args.bootstrap, topics["quotes"], "quotes", t0 + args.warmup, done),
         ]
         for c in consumers:
             c.start()
@@ -742,7 +743,7 @@ def _report(args: argparse.Namespace, consumers: list[_KafkaLatency], ch: dict[s
     for (the bar end for a provisional row, the end plus the lateness for a final one) at the
     TA flow's input: the TA flow's own share, without the upstream stages'. Then the same rows
     stage by stage, the trading decisions, and the same-run baselines."""
-    bars, trades = consumers
+    bars, trades, quotes = consumers
     lateness = args.lateness_ms / 1000
     kinds = {"0": ("provisional bars", 0.0), "1": ("final bars", lateness)}
     kinds["signals"] = ("signals (final)", lateness)
@@ -772,7 +773,7 @@ def _report(args: argparse.Namespace, consumers: list[_KafkaLatency], ch: dict[s
                 if passed is not None:
                     own.append((t - passed) * 1000)
             _line(f"  ... after the feed passed end{' + lateness' if wait else ''}", own)
-    _stages(ch, trades, bars, kinds)
+    _stages(ch, (trades, quotes), bars, kinds)
     if ch.get("decisions") is not None:
         _decisions(ch, ch_rows["signals"])
     _stalls(ch, args.epoch_s)
@@ -791,7 +792,7 @@ def _report(args: argparse.Namespace, consumers: list[_KafkaLatency], ch: dict[s
 
 def _stages(
     ch: dict[str, Any],
-    trades: _KafkaLatency,
+    feeds: tuple[_KafkaLatency, _KafkaLatency],
     bars: _KafkaLatency,
     kinds: dict[str, tuple[str, float]],
 ) -> None:
@@ -799,8 +800,12 @@ def _stages(
     → the feed passed it at the TA input (the last trades partition delivered a trade at or
     after it, seen by this process's consumer) → the TA step emitted the row (its
     ``ingest_ts``, ms) → its ClickHouse insert started → ended → the check's poll saw it; and
-    emitted → Kafka create time → consumed. The k-th inserted row of a (table, bar end,
-    is_final) is paired with the k-th row the polls saw."""
+    emitted → Kafka create time → consumed. A signal waits for the quote feed as well (its
+    bar's quotes must be complete): its rows also show the trade feed passed → the quote feed
+    passed (0 when the quotes were first), and "TA emitted" counts from the later of the two.
+    The k-th inserted row of a (table, bar end, is_final) is paired with the k-th row the
+    polls saw."""
+    trades, quotes = feeds
     visible: dict[tuple[str, float], list[float]] = {}
     for end, kind, _committed, seen in ch["rows"]:
         if seen is not None:
@@ -811,22 +816,29 @@ def _stages(
         inserted.setdefault((kind, end_us / US), []).append((emitted, began, done))
     print("stages, per row (ms)")
     for kind, (label, wait) in kinds.items():
-        feed, ta, queued, insert, poll = [], [], [], [], []
+        feed, quoted, ta, queued, insert, poll = [], [], [], [], [], []
         for (k, end), rows in inserted.items():
             if k != kind:
                 continue
             passed = trades.passed(end + wait)
+            ready = passed  # when the TA flow had what the row waits for
+            if passed is not None and kind == "signals":
+                quotes_passed = quotes.passed(end + wait)
+                ready = None if quotes_passed is None else max(passed, quotes_passed)
             seen = sorted(visible.get((kind, end), []))
             for i, (emitted, began, done) in enumerate(sorted(rows, key=lambda r: r[2])):
-                if passed is not None:
+                if passed is not None and ready is not None:
                     feed.append((passed - end - wait) * 1000)
-                    ta.append((emitted - passed) * 1000)
+                    quoted.append((ready - passed) * 1000)
+                    ta.append((emitted - ready) * 1000)
                 queued.append((began - emitted) * 1000)
                 insert.append((done - began) * 1000)
                 if i < len(seen):
                     poll.append((seen[i] - done) * 1000)
         at = "end + lateness" if wait else "end"
         _line(f"{label}: bar {at} → feed passed it at the TA input", feed)
+        if kind == "signals":
+            _line("  trade feed passed → quote feed passed (0: it was first)", quoted)
         _line("  feed passed → TA emitted the row", ta)
         _line("  emitted → ClickHouse insert started", queued)
         _line("  insert started → ended", insert)
