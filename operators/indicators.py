@@ -390,11 +390,14 @@ class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGro
     Quotes are staged per second bucket and handed to the engines only once the quote feed has
     passed the bucket (its time − lateness): with 16 quote batches an event-second, a symbol's
     bucket is reduced again by every batch, and staging keeps only the last of them, merged by
-    C-level ``dict.update`` — an ordered chunk simply overwrites what was staged before it.
-    Quotes that arrive for a bucket already handed over, and chunks of batches not in time
-    order, go to the engines at once (the engines' quote books keep the latest per interval in
-    any order), after everything staged, so arrival order is kept for equal times. The payload
-    is parsed at hand-over; one that does not parse is dead-lettered. A symbol's quotes feed
+    C-level ``dict.update`` — an ordered chunk later than everything staged simply overwrites.
+    Any other chunk is merged symbol by symbol, keeping the later quote (on equal times the one
+    that arrived last, as the engines' quote books do): with several quote partitions read in
+    turn, a partition's batch is seldom later than the others' newest quote, and feeding such
+    chunks to the engines whole — every quote parsed and booked, as this step once did — was
+    most of its CPU live. Quotes of a bucket already handed over go on at once (the quote
+    books keep the latest per interval in any order). The payload is parsed at hand-over; one
+    that does not parse is dead-lettered. A symbol's quotes feed
     each lane in ``lanes``; lanes are created by a symbol's first bar or quotes.
     """
 
@@ -539,19 +542,16 @@ class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGro
     def _add_quotes(self, chunk: QuoteChunk, out: _Emitted) -> None:
         if chunk.newest:
             high = self._high_us
-            if chunk.ordered and (high is None or chunk.first_us >= high):
-                staged = self._staged
-                for bucket, entries in chunk.buckets.items():
-                    held = staged.get(bucket)
-                    if held is None:
-                        staged[bucket] = entries
-                    else:
-                        held.update(entries)
-            else:
-                self._hand_over(None, out)  # what was staged arrived first: it goes first
-                for entries in chunk.buckets.values():
-                    for sym, (ts_us, payload) in entries.items():
-                        self._feed(sym, ts_us, payload, out)
+            later = chunk.ordered and (high is None or chunk.first_us >= high)
+            staged = self._staged
+            for bucket, entries in chunk.buckets.items():
+                held = staged.get(bucket)
+                if held is None:
+                    staged[bucket] = entries
+                elif later:
+                    held.update(entries)
+                else:
+                    _keep_latest(held, entries)
             if high is None or chunk.high_us > high:
                 self._high_us = chunk.high_us
         held_feed = self._quote_feed.get(chunk.part)
@@ -645,6 +645,16 @@ class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGro
         if per is not None and len(per) == len(self._quote_lanes):
             return list(per.values())
         return [self._lane(symbol, size) for size in self._quote_lanes]
+
+
+def _keep_latest(held: dict[str, tuple[int, Any]], entries: dict[str, tuple[int, Any]]) -> None:
+    """Merge a chunk's quotes of one bucket into the staged ones: per symbol the later quote,
+    on equal times the one that arrived last (the quote book's rule, so staging changes
+    nothing an engine would answer)."""
+    for sym, entry in entries.items():
+        kept = held.get(sym)
+        if kept is None or entry[0] >= kept[0]:
+            held[sym] = entry
 
 
 def _end_us(env: Envelope[Any]) -> int:
