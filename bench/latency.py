@@ -829,7 +829,8 @@ def _stages(
             for i, (emitted, began, done) in enumerate(sorted(rows, key=lambda r: r[2])):
                 if passed is not None and ready is not None:
                     feed.append((passed - end - wait) * 1000)
-                    quoted.append((ready - passed) * 1000)
+                    if kind == "signals":
+                        quoted.append((ready - passed) * 1000)
                     ta.append((emitted - ready) * 1000)
                 queued.append((began - emitted) * 1000)
                 insert.append((done - began) * 1000)

@@ -394,11 +394,11 @@ class IndicatorLogic(StatefulBatchLogic[IndicatorInput, SignalRows, IndicatorGro
     Any other chunk is merged symbol by symbol, keeping the later quote (on equal times the one
     that arrived last, as the engines' quote books do): with several quote partitions read in
     turn, a partition's batch is seldom later than the others' newest quote, and feeding such
-    chunks to the engines whole — every quote parsed and booked, as this step once did — was
-    most of its CPU live. Quotes of a bucket already handed over go on at once (the quote
-    books keep the latest per interval in any order). The payload is parsed at hand-over; one
-    that does not parse is dead-lettered. A symbol's quotes feed
-    each lane in ``lanes``; lanes are created by a symbol's first bar or quotes.
+    chunks to the engines whole (every quote parsed and booked) would be most of its CPU live.
+    Quotes of a bucket already handed over go on at once (the quote books keep the latest per
+    interval in any order). The payload is parsed at hand-over; one that does not parse is
+    dead-lettered. A symbol's quotes feed each lane in ``lanes``; lanes are created by a
+    symbol's first bar or quotes.
     """
 
     def __init__(

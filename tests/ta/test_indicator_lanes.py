@@ -27,12 +27,13 @@ GROUP = key_group("AAA")
 QUOTE = Quote("V", 9.99, 300.0, "N", 10.02, 100.0)
 
 
-def _bar(end_us: int, close: float) -> Envelope[Microbar]:
+def final_bar(end_us: int, close: float, symbol: str = "AAA") -> Envelope[Microbar]:
+    """A final 1 s bar of ``symbol`` ending at ``end_us``, every price ``close``."""
     end = us_to_dt(end_us)
     return Envelope(
         end,
         datetime.now(UTC),
-        "AAA",
+        symbol,
         end_us // 100,
         Microbar(close, close, close, close, 5.0, close, 2),
         source="test",
@@ -63,7 +64,7 @@ def _signals(restart: bool) -> tuple[list[Envelope[Signal]], IndicatorGroupState
     for end_s, close in ((1, 10.0), (2, 10.5)):
         end = BASE + end_s * US_PER_S
         mark = KeyGroupProgress(GROUP, end, end)
-        rows, _ = logic.on_batch([GroupRows([_bar(end, close)], [], mark)])
+        rows, _ = logic.on_batch([GroupRows([final_bar(end, close)], [], mark)])
         rows2, _ = logic.on_batch([_feed_passes(end + LATENESS)])
         out += [s for item in (*rows, *rows2) for s in item.rows]
     return out, snapshot
@@ -89,13 +90,13 @@ def test_an_unchanged_lane_shares_its_snapshot_and_a_changed_one_is_taken_again(
     logic.on_batch([_quotes(BASE + US_PER_S // 2, BASE + US_PER_S // 2)])
     logic.on_batch([_feed_passes(BASE + US_PER_S + LATENESS)])
     end = BASE + US_PER_S
-    logic.on_batch([GroupRows([_bar(end, 10.0)], [], KeyGroupProgress(GROUP, end, end))])
+    logic.on_batch([GroupRows([final_bar(end, 10.0)], [], KeyGroupProgress(GROUP, end, end))])
     (first,) = logic.snapshot().lanes
     (again,) = logic.snapshot().lanes
     assert again is first, "nothing changed: the same state, not pickled again"
     assert isinstance(pickle.loads(first.engine), IndicatorEngine)
     end2 = end + US_PER_S
-    logic.on_batch([GroupRows([_bar(end2, 11.0)], [], KeyGroupProgress(GROUP, end2, end2))])
+    logic.on_batch([GroupRows([final_bar(end2, 11.0)], [], KeyGroupProgress(GROUP, end2, end2))])
     (pending,) = logic.snapshot().lanes
     assert pending is not first
     assert [env.payload.c for env in pending.pending] == [11.0]

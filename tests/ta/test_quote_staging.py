@@ -16,7 +16,7 @@ delay under the allowed lateness, as the feed-level watermark assumes.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import pickle
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,8 +27,9 @@ from operators.kafka_io import encode_envelope
 from operators.key_groups import KeyGroupProgress, key_group
 from operators.quotes import QuoteChunk, reduce_quotes
 from operators.ta_status import TaProgress
+from tests.ta.test_indicator_lanes import final_bar
 from torghut.config import TaSettings
-from torghut.events import Envelope, Microbar, Quote, Signal, Window
+from torghut.events import Envelope, Quote, Signal
 from torghut.ta.instants import US_PER_S, us_to_dt
 
 BASE = 1_780_000_000 * US_PER_S
@@ -63,19 +64,6 @@ quote_st = st.tuples(
 )
 
 
-def _bar(sym: str, end_us: int) -> Envelope[Microbar]:
-    end = us_to_dt(end_us)
-    return Envelope(
-        end,
-        datetime.now(UTC),
-        sym,
-        end_us // 100,
-        Microbar(10.0, 10.0, 10.0, 10.0, 5.0, 10.0, 2),
-        source="test",
-        window=Window("PT1S", start=us_to_dt(end_us - US_PER_S), end=end),
-    )
-
-
 def _quote(price: int) -> Quote:
     return Quote("V", float(price), 100.0 * price, "N", price + 0.5, 10.0 * price)
 
@@ -102,21 +90,24 @@ def _expected(read: list[tuple[str, int, int]], sym: str, end_us: int) -> tuple[
     quotes=st.lists(quote_st, min_size=10, max_size=60),
     turns=st.lists(st.integers(0, 1), min_size=40, max_size=40),
     cuts=st.lists(st.integers(1, 6), min_size=40, max_size=40),
+    restart_at=st.integers(0, 40),
 )
 def test_any_interleaving_of_quote_partitions_gives_each_signal_the_latest_quote(
     quotes: list[tuple[str, int, int, int, int]],
     turns: list[int],
     cuts: list[int],
+    restart_at: int,
 ) -> None:
     """The partitions' batches are read in any interleaving and cut anywhere. A symbol's quotes
     are on one partition when the ingest keys them by symbol, but not across a change of the
-    partition count: here each quote is on either."""
+    partition count: here each quote is on either. Once, between two batches, the step is
+    restarted from its snapshot (what it has staged is recovery state)."""
     progress = TaProgress()
     for part in PARTS:
         progress.mark_source_drained(part, 0)
     logic = IndicatorLogic(("PT1S",), SETTINGS, progress, None)
     ends = [BASE + s * US_PER_S for s in range(1, SECONDS + 1)]
-    bars = [_bar(sym, end) for end in ends for sym in SYMBOLS]
+    bars = [final_bar(end, 10.0, sym) for end in ends for sym in SYMBOLS]
     mark = KeyGroupProgress(GROUP, ends[-1], ends[-1])
     out = logic.on_batch([GroupRows(bars, [], mark)])[0]
 
@@ -128,6 +119,9 @@ def test_any_interleaving_of_quote_partitions_gives_each_signal_the_latest_quote
     while any(queues):
         p = turns[i % len(turns)] if all(queues) else (0 if queues[0] else 1)
         batch, queues[p] = queues[p][: cuts[i % len(cuts)]], queues[p][cuts[i % len(cuts)] :]
+        if i == restart_at:
+            state = pickle.loads(pickle.dumps(logic.snapshot()))
+            logic = IndicatorLogic(("PT1S",), SETTINGS, progress, state)
         i += 1
         read.extend(batch)
         values = [_envelope(sym, ts, price) for sym, ts, price in batch]
