@@ -33,7 +33,8 @@ about it and drops the rest:
   the high watermark of librdkafka's last fetch response, nothing more is pending right now:
   the partition tells ``drained.mark_source_drained(f"{topic}/{partition}", wall_us)`` (the
   TA flow's :class:`~operators.ta_status.TaProgress` uses it to know the source is caught up)
-  and asks to be polled again after ``idle_poll_ms`` instead of spinning. A short poll while
+  and asks to be polled again at the next tick of a wall-clock grid of ``idle_poll_ms``
+  instead of spinning (see :meth:`_KafkaBatchPartition.next_tick`). A short poll while
   the broker still holds more (the prefetch queue between two fetches) is polled again at
   once and is not "drained". ``wall_us`` is what the poll can vouch for
   (:class:`operators.caught_up.CaughtUp`): the cached high watermark is from a fetch response
@@ -216,6 +217,7 @@ class _KafkaBatchPartition(StatefulSourcePartition[PartitionBatch, int]):
         self._id = f"{topic}/{partition}"
         self._batch = source._batch_size
         self._idle = source._idle
+        self._idle_us = max(1, self._idle // timedelta(microseconds=1))
         self._drained = source._drained
         # the cached high watermark is from a fetch response up to fetch.wait.max.ms old
         self._caught_up = CaughtUp(int(source._config.get("fetch.wait.max.ms", "500")) * 1000)
@@ -276,9 +278,9 @@ class _KafkaBatchPartition(StatefulSourcePartition[PartitionBatch, int]):
         if len(values) == self._batch:
             self._awake = None
         elif high < 0:  # no fetch response yet: nothing known, nothing to spin for
-            self._awake = datetime.now(UTC) + self._idle
+            self._awake = self.next_tick()
         elif self._next >= high:
-            self._awake = datetime.now(UTC) + self._idle
+            self._awake = self.next_tick()
             caught_up = True
         else:
             self._awake = None
@@ -296,6 +298,22 @@ class _KafkaBatchPartition(StatefulSourcePartition[PartitionBatch, int]):
 
     def next_awake(self) -> datetime | None:
         return self._awake
+
+    def next_tick(self) -> datetime:
+        """When a caught-up partition is polled again: the next multiple of ``idle_poll_ms``
+        on the wall clock, the same instant for every partition of the source.
+
+        Why a shared grid and not ``idle_poll_ms`` after the partition's own poll: live, every
+        partition is caught up after almost every poll, and Bytewax runs one activation of the
+        whole dataflow — every step, and every key group of each stateful step — for whatever
+        partitions are due. Each waking on its own schedule, the twelve partitions of the TA
+        flow's topics made ~380 activations a second of one to three small polls each; woken
+        together they are polled in one activation per tick. A message waits for its poll as
+        long as before (at most ``idle_poll_ms``, half of it on average), and when to poll is
+        all the wall clock decides here.
+        """
+        idle_us = self._idle_us
+        return datetime.fromtimestamp((time.time_ns() // 1000 // idle_us + 1) * idle_us / 1e6, UTC)
 
     def _fill(self, msgs: list[Message]) -> list[Message]:
         """While behind, wait up to ``fill_ms`` for a full batch: the prefetch queue is

@@ -128,6 +128,49 @@ def test_caught_up_polls_vouch_for_nothing_from_before_a_pause_of_the_process(
     part.close()
 
 
+def test_caught_up_partitions_are_polled_again_together_on_one_grid(
+    kafka_bootstrap: str, unique_topic: TopicFactory
+) -> None:
+    """Every caught-up partition asks to be polled at the next tick of one wall-clock grid
+    (multiples of ``idle_poll_ms``), not ``idle_poll_ms`` after its own poll: so Bytewax polls
+    them in one activation of the dataflow instead of one activation each."""
+    topic = unique_topic("src-grid", partitions=3)
+    _produce(kafka_bootstrap, topic, [b"a", b"b", b"c", b"d", b"e", b"f"], 3)
+    idle_us = 400_000
+    source = KafkaBatchSource(
+        _config(kafka_bootstrap), [topic], batch_size=10, idle_poll_ms=idle_us / 1000
+    )
+    parts = [source.build_part("in", f"{p}-{topic}", None) for p in range(3)]
+    read: list[bytes | None] = []
+
+    def all_read() -> bool:  # then every partition had a fetch response: it is caught up
+        for part in parts:
+            read.extend(_values(part.next_batch()))
+        return len(read) == 6
+
+    wait_until(all_read, timeout=30, message=lambda: f"read only {read}")
+
+    def polled_within_one_tick() -> tuple[int, list[int]] | None:
+        before = time.time_ns() // 1000
+        for part in parts:
+            assert part.next_batch() == []
+        after = time.time_ns() // 1000
+        if before // idle_us != after // idle_us:
+            return None  # a tick fell between the polls: poll them again
+        awake = [part.next_awake() for part in parts]
+        return after, [round(a.timestamp() * 1_000_000) for a in awake if a is not None]
+
+    found = wait_until(polled_within_one_tick, timeout=30)
+    assert found is not None
+    after, awake_us = found
+    assert len(awake_us) == 3, "a caught-up partition must ask to be polled again"
+    assert len(set(awake_us)) == 1, f"not one instant: {awake_us}"
+    assert awake_us[0] % idle_us == 0, "not on the grid"
+    assert after < awake_us[0] <= after + idle_us, "not the next tick"
+    for part in parts:
+        part.close()
+
+
 def test_a_partition_behind_fills_its_batch_but_never_waits_for_messages_not_yet_sent(
     kafka_bootstrap: str, unique_topic: TopicFactory
 ) -> None:
