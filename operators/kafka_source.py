@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple, Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -61,6 +61,7 @@ from prometheus_client import Counter, Gauge
 from operators.caught_up import CaughtUp
 from torghut.logs import get_logger
 from torghut.observability import tracing
+from torghut.ta.instants import us_to_dt, wall_micros
 
 __all__ = [
     "CONSUMER_DEFAULTS",
@@ -175,7 +176,7 @@ class KafkaBatchSource(FixedPartitionedSource[PartitionBatch, int]):
         self._topics = list(topics)
         self._batch_size = batch_size
         self._exit_at_end = exit_at_end
-        self._idle = timedelta(milliseconds=idle_poll_ms)
+        self._idle_us = max(1, round(idle_poll_ms * 1000))
         self._fill_ms = fill_ms
         self._drained = drained
         self._on_first_batch = on_first_batch
@@ -216,8 +217,7 @@ class _KafkaBatchPartition(StatefulSourcePartition[PartitionBatch, int]):
         self._topic, self._partition = topic, partition
         self._id = f"{topic}/{partition}"
         self._batch = source._batch_size
-        self._idle = source._idle
-        self._idle_us = max(1, self._idle // timedelta(microseconds=1))
+        self._idle_us = source._idle_us
         self._drained = source._drained
         # the cached high watermark is from a fetch response up to fetch.wait.max.ms old
         self._caught_up = CaughtUp(int(source._config.get("fetch.wait.max.ms", "500")) * 1000)
@@ -313,7 +313,7 @@ class _KafkaBatchPartition(StatefulSourcePartition[PartitionBatch, int]):
         all the wall clock decides here.
         """
         idle_us = self._idle_us
-        return datetime.fromtimestamp((time.time_ns() // 1000 // idle_us + 1) * idle_us / 1e6, UTC)
+        return us_to_dt((wall_micros() // idle_us + 1) * idle_us)
 
     def _fill(self, msgs: list[Message]) -> list[Message]:
         """While behind, wait up to ``fill_ms`` for a full batch: the prefetch queue is

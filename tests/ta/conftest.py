@@ -1,4 +1,4 @@
-"""Helpers for the TA flow tests: a deterministic market on Kafka, flow subprocesses, dumps.
+"""Helpers for the TA tests: a deterministic market on Kafka, flow subprocesses, dumps, bars.
 
 The TA flow runs as ``python -m bytewax.run dataflows.ta:flow`` in a subprocess, each run with
 its own chdb directory (chdb locks its directory across processes and allows one path per
@@ -23,13 +23,28 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from torghut.events import Bar, Envelope, Quote, Trade, Window
+from torghut.events import Bar, Envelope, Microbar, Quote, Trade, Window
+from torghut.ta.instants import US_PER_S, us_to_dt
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
 """Recent on purpose: the ClickHouse tables' TTL (30 / 14 days) drops older rows at once."""
 SYMBOLS = tuple(f"S{i}" for i in range(6))
+
+
+def final_bar(end_us: int, close: float, symbol: str = "AAA") -> Envelope[Microbar]:
+    """A final 1 s bar of ``symbol`` ending at ``end_us``, every price ``close``."""
+    end = us_to_dt(end_us)
+    return Envelope(
+        end,
+        datetime.now(UTC),
+        symbol,
+        end_us // 100,
+        Microbar(close, close, close, close, 5.0, close, 2),
+        source="test",
+        window=Window("PT1S", start=us_to_dt(end_us - US_PER_S), end=end),
+    )
 
 
 @dataclass

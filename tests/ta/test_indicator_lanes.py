@@ -8,37 +8,23 @@ state for a snapshot only when it changed; neither may change a signal. The real
 from __future__ import annotations
 
 import pickle
-from datetime import UTC, datetime
 
 from operators.indicators import IndicatorGroupState, IndicatorLogic
 from operators.joints import GroupRows
 from operators.key_groups import KeyGroupProgress, key_group
 from operators.quotes import QuoteChunk
 from operators.ta_status import TaProgress
+from tests.ta.conftest import final_bar
 from torghut.config import TaSettings
-from torghut.events import Envelope, Microbar, Quote, Signal, Window
+from torghut.events import Envelope, Quote, Signal
 from torghut.ta.imbalance import QuoteBook
 from torghut.ta.indicators import IndicatorEngine
-from torghut.ta.instants import US_PER_S, us_to_dt
+from torghut.ta.instants import US_PER_S
 
 BASE = 1_780_000_000 * US_PER_S
 LATENESS = TaSettings().allowed_lateness_ms * 1000
 GROUP = key_group("AAA")
 QUOTE = Quote("V", 9.99, 300.0, "N", 10.02, 100.0)
-
-
-def final_bar(end_us: int, close: float, symbol: str = "AAA") -> Envelope[Microbar]:
-    """A final 1 s bar of ``symbol`` ending at ``end_us``, every price ``close``."""
-    end = us_to_dt(end_us)
-    return Envelope(
-        end,
-        datetime.now(UTC),
-        symbol,
-        end_us // 100,
-        Microbar(close, close, close, close, 5.0, close, 2),
-        source="test",
-        window=Window("PT1S", start=us_to_dt(end_us - US_PER_S), end=end),
-    )
 
 
 def _quotes(ts_us: int, feed_us: int) -> QuoteChunk:

@@ -133,7 +133,8 @@ def test_caught_up_partitions_are_polled_again_together_on_one_grid(
 ) -> None:
     """Every caught-up partition asks to be polled at the next tick of one wall-clock grid
     (multiples of ``idle_poll_ms``), not ``idle_poll_ms`` after its own poll: so Bytewax polls
-    them in one activation of the dataflow instead of one activation each."""
+    them in one activation of the dataflow instead of one activation each. After a pause of
+    polling, the tick is the one after the poll, never one already past."""
     topic = unique_topic("src-grid", partitions=3)
     _produce(kafka_bootstrap, topic, [b"a", b"b", b"c", b"d", b"e", b"f"], 3)
     idle_us = 400_000
@@ -167,6 +168,16 @@ def test_caught_up_partitions_are_polled_again_together_on_one_grid(
     assert len(set(awake_us)) == 1, f"not one instant: {awake_us}"
     assert awake_us[0] % idle_us == 0, "not on the grid"
     assert after < awake_us[0] <= after + idle_us, "not the next tick"
+    # a pause: not polled for more than a tick, a partition asks for the tick after its poll
+    wait_until(lambda: time.time_ns() // 1000 > awake_us[0] + idle_us, timeout=5, interval=0.01)
+    paused = parts[0]
+    assert paused.next_batch() == []
+    polled = time.time_ns() // 1000
+    resumed = paused.next_awake()
+    assert resumed is not None
+    resumed_us = round(resumed.timestamp() * 1_000_000)
+    assert resumed_us % idle_us == 0, "not on the grid after a pause"
+    assert polled < resumed_us <= polled + idle_us, "a stale tick after a pause"
     for part in parts:
         part.close()
 

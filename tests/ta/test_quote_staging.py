@@ -27,7 +27,7 @@ from operators.kafka_io import encode_envelope
 from operators.key_groups import KeyGroupProgress, key_group
 from operators.quotes import QuoteChunk, reduce_quotes
 from operators.ta_status import TaProgress
-from tests.ta.test_indicator_lanes import final_bar
+from tests.ta.conftest import final_bar
 from torghut.config import TaSettings
 from torghut.events import Envelope, Quote, Signal
 from torghut.ta.instants import US_PER_S, us_to_dt
