@@ -408,20 +408,22 @@ class _KafkaLatency(threading.Thread):
 def _ta_child(args: argparse.Namespace) -> None:
     """The TA flow of ``dataflows.ta`` on the environment, the trading flow of
     ``dataflows.trading`` beside it (a thread: chdb locks its directory to one process), and
-    the ClickHouse poller. Every ClickHouse client the flows open is wrapped so that each
-    insert's rows are stamped with when the insert started and ended (bench instrumentation;
-    the product's code runs unchanged)."""
+    the ClickHouse poller. The sinks' row inserts are wrapped so that each insert's rows are
+    stamped with when the insert started and ended (bench instrumentation; the product's code
+    runs unchanged)."""
     from bytewax.testing import run_main
 
-    import torghut.clickhouse as clickhouse
+    from torghut.clickhouse import connect, row_binary
 
     inserts = _InsertLog()
-    opened = clickhouse.connect
+    insert_rows = row_binary.insert_rows
 
-    def connect(settings: Any) -> Any:
-        return _LoggedClient(opened(settings), inserts)
+    def logged(client: Any, table: str, layout: Any, rows: Any) -> None:
+        began = time.time()
+        insert_rows(client, table, layout, rows)
+        inserts.record(table, rows, layout.columns, began, time.time())
 
-    clickhouse.connect = connect  # before the flows import it
+    row_binary.insert_rows = logged  # the sink calls it through the module
     snapshots = _time_snapshots()
     epoch = timedelta(seconds=args.epoch_s)
     recovery = None
@@ -581,22 +583,6 @@ class _InsertLog:
                 (names[t], e, f, i, b, d, k)
                 for t, e, f, i, b, d, k in zip(t_, e_, f_, i_, b_, d_, k_, strict=True)
             ]
-
-
-class _LoggedClient:
-    """A ClickHouse client whose inserts are recorded in an :class:`_InsertLog`."""
-
-    def __init__(self, client: Any, log: _InsertLog) -> None:
-        self._client, self._log = client, log
-
-    def insert(self, table: str, data: Any, column_names: Any = "*", **kw: Any) -> Any:
-        began = time.time()
-        result = self._client.insert(table, data, column_names=column_names, **kw)
-        self._log.record(table, data, column_names, began, time.time())
-        return result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
 
 
 def _us(ts: Any) -> int:

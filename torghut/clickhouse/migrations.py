@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from torghut.clickhouse.client import Client, connect, quote_ident
+from torghut.clickhouse.row_binary import insert_rows, layout_of
 from torghut.config import ClickHouseSettings, SettingsError, load_section
 from torghut.logs import configure_logging, get_logger
 
@@ -147,11 +148,10 @@ def migrate(
             continue
         for stmt in statements(render(mig.source, settings)):
             client.command(stmt)
-        client.insert(
-            f"{quote_ident(settings.database)}.{_LOG_TABLE}",
-            [(mig.version, mig.name, mig.checksum, datetime.now(UTC))],
-            column_names=("version", "name", "checksum", "applied_at"),
-        )
+        log_table = f"{quote_ident(settings.database)}.{_LOG_TABLE}"
+        columns = ("version", "name", "checksum", "applied_at")
+        row = (mig.version, mig.name, mig.checksum, datetime.now(UTC))
+        insert_rows(client, log_table, layout_of(client, log_table, columns), [row])
         log.info("migration_applied", migration=mig.label, cluster=settings.cluster)
         done.append(mig.label)
     return done

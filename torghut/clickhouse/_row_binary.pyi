@@ -1,0 +1,7 @@
+"""Type stubs of the compiled RowBinary encoder (``torghut/clickhouse/_row_binary.pyx``)."""
+
+from typing import Any
+
+def encode(
+    rows: list[tuple[Any, ...]], codes: bytes, scales: bytes, names: tuple[str, ...]
+) -> bytes: ...
