@@ -248,7 +248,7 @@ def _orchestrate(args: argparse.Namespace) -> None:
         shutil.rmtree(work, ignore_errors=True)  # the embedded ClickHouse and recovery store
     _report(args, consumers, ch)
     if args.slices > 1:
-        _over_time(args, (t0 + args.warmup, done), consumers[1], ch, rss.samples)
+        _over_time(args, (t0 + args.warmup, done), (consumers[1], consumers[2]), ch, rss.samples)
 
 
 class _RssSampler(threading.Thread):
@@ -791,37 +791,11 @@ def _stages(
     passed (0 when the quotes were first), and "TA emitted" counts from the later of the two.
     The k-th inserted row of a (table, bar end, is_final) is paired with the k-th row the
     polls saw."""
-    trades, quotes = feeds
-    visible: dict[tuple[str, float], list[float]] = {}
-    for end, kind, _committed, seen in ch["rows"]:
-        if seen is not None:
-            visible.setdefault((kind, end), []).append(seen)
-    inserted: dict[tuple[str, float], list[tuple[float, float, float]]] = {}
-    for table, end_us, final, emitted, began, done, _k in ch["insert_log"]:
-        kind = "signals" if table == "ta_signals" else str(final)
-        inserted.setdefault((kind, end_us / US), []).append((emitted, began, done))
     print("stages, per row (ms)")
     for kind, (label, wait) in kinds.items():
-        feed, quoted, ta, queued, insert, poll = [], [], [], [], [], []
-        for (k, end), rows in inserted.items():
-            if k != kind:
-                continue
-            passed = trades.passed(end + wait)
-            ready = passed  # when the TA flow had what the row waits for
-            if passed is not None and kind == "signals":
-                quotes_passed = quotes.passed(end + wait)
-                ready = None if quotes_passed is None else max(passed, quotes_passed)
-            seen = sorted(visible.get((kind, end), []))
-            for i, (emitted, began, done) in enumerate(sorted(rows, key=lambda r: r[2])):
-                if passed is not None and ready is not None:
-                    feed.append((passed - end - wait) * 1000)
-                    if kind == "signals":
-                        quoted.append((ready - passed) * 1000)
-                    ta.append((emitted - ready) * 1000)
-                queued.append((began - emitted) * 1000)
-                insert.append((done - began) * 1000)
-                if i < len(seen):
-                    poll.append((seen[i] - done) * 1000)
+        st = _kind_stages(ch, feeds, kind, wait)
+        feed, quoted, ta = st["feed"], st["quoted"], st["ta"]
+        queued, insert, poll = st["queued"], st["insert"], st["poll"]
         at = "end + lateness" if wait else "end"
         _line(f"{label}: bar {at} → feed passed it at the TA input", feed)
         if kind == "signals":
@@ -836,6 +810,50 @@ def _stages(
             f"Kafka ta.bars, {label}: emitted → Kafka create time",
             [(c - t) * 1000 for _e, t, c in rows],
         )
+
+
+def _kind_stages(
+    ch: dict[str, Any],
+    feeds: tuple[_KafkaLatency, _KafkaLatency],
+    kind: str,
+    wait: float,
+    window: tuple[float, float] | None = None,
+) -> dict[str, list[float]]:
+    """The stage samples (ms) of one kind of row (see :func:`_stages`), of the bar ends in
+    ``window`` if given: ``feed``, ``quoted`` (signals), ``ta``, ``queued``, ``insert``,
+    ``poll``."""
+    trades, quotes = feeds
+    visible: dict[float, list[float]] = {}
+    for end, k, _committed, seen in ch["rows"]:
+        if seen is not None and k == kind:
+            visible.setdefault(end, []).append(seen)
+    inserted: dict[float, list[tuple[float, float, float]]] = {}
+    for table, end_us, final, emitted, began, done, _k in ch["insert_log"]:
+        k = "signals" if table == "ta_signals" else str(final)
+        end = end_us / US
+        if k == kind and (window is None or window[0] <= end < window[1]):
+            inserted.setdefault(end, []).append((emitted, began, done))
+    out: dict[str, list[float]] = {
+        n: [] for n in ("feed", "quoted", "ta", "queued", "insert", "poll")
+    }
+    for end, rows in inserted.items():
+        passed = trades.passed(end + wait)
+        ready = passed  # when the TA flow had what the row waits for
+        if passed is not None and kind == "signals":
+            quotes_passed = quotes.passed(end + wait)
+            ready = None if quotes_passed is None else max(passed, quotes_passed)
+        seen = sorted(visible.get(end, []))
+        for i, (emitted, began, done) in enumerate(sorted(rows, key=lambda r: r[2])):
+            if passed is not None and ready is not None:
+                out["feed"].append((passed - end - wait) * 1000)
+                if kind == "signals":
+                    out["quoted"].append((ready - passed) * 1000)
+                out["ta"].append((emitted - ready) * 1000)
+            out["queued"].append((began - emitted) * 1000)
+            out["insert"].append((done - began) * 1000)
+            if i < len(seen):
+                out["poll"].append((seen[i] - done) * 1000)
+    return out
 
 
 def _stalls(ch: dict[str, Any], epoch_s: float) -> None:
@@ -889,13 +907,15 @@ def _decisions(ch: dict[str, Any], signals: list[tuple[float, float]]) -> None:
 def _over_time(
     args: argparse.Namespace,
     window: tuple[float, float],
-    trades: _KafkaLatency,
+    feeds: tuple[_KafkaLatency, _KafkaLatency],
     ch: dict[str, Any],
     rss: list[tuple[float, str, float, float]],
 ) -> None:
     """The headline figures per consecutive slice of the window (by bar end; RSS and CPU by
     wall time): p50 / p99 in ms, and each process's peak RSS in MiB and CPU in % of one core.
-    The TA process's RSS includes this bench's own log of every inserted row (``log rows``)."""
+    The TA process's RSS includes this bench's own log of every inserted row (``log rows``).
+    Then the p99 of each stage per slice (:func:`_stages`): which stage a drift is in."""
+    trades = feeds[0]
     lateness = args.lateness_ms / 1000
     start, end = window
     width = (end - start) / args.slices
@@ -935,6 +955,16 @@ def _over_time(
         logged = sum(1 for r in ch["insert_log"] if r[5] < hi)
         print(" ".join(f"{c:>13}" for c in cells) + "".join(f" {u:>11}" for u in usage)
               + f" {logged:>9}")  # fmt: skip
+    stages = ("feed", "ta", "queued", "insert")
+    print("stages over time, p99 ms: feed passed / TA emitted / insert started / insert ended")
+    print(f"{'slice':>13} {'provisional':>24} {'signals':>24}")
+    for i in range(args.slices):
+        lo, hi = start + i * width, start + (i + 1) * width
+        cells = [f"{int(lo - start)}-{int(hi - start)} s"]
+        for kind, wait in (("0", 0.0), ("signals", lateness)):
+            st = _kind_stages(ch, feeds, kind, wait, (lo, hi))
+            cells.append(" / ".join(f"{_pct(st[n], 99):.0f}" if st[n] else "-" for n in stages))
+        print(f"{cells[0]:>13} {cells[1]:>24} {cells[2]:>24}")
 
 
 def _usage(samples: list[tuple[float, float, float]]) -> str:
