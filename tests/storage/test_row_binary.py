@@ -142,6 +142,7 @@ def test_values_a_column_cannot_hold_are_refused_naming_row_and_column(ch_client
         ((*good[:5], -1, *good[6:]), OverflowError, "column 'count'"),
         ((*good[:7], "1.5", *good[8:]), TypeError, "column 'px'"),
         ((*good[:10], "2026-12-07", *good[11:]), TypeError, "column 'ts'"),
+        ((*good[:2], "\ud800", *good[3:]), ValueError, "column 'text': 'utf-8' codec"),
         (good[:5], ValueError, "row 1 has 5 values"),
     ]
     for bad, error, message in cases:

@@ -240,7 +240,9 @@ def encode(list rows, bytes codes, bytes scales, tuple names):
                         raise TypeError("None in a column that is not Nullable")
                     _put_value(&buf, value, kind & ~NULLABLE, scale[c])
                 except (TypeError, OverflowError, ValueError) as exc:
-                    raise type(exc)(f"row {r}, column {names[c]!r}: {exc}") from None
+                    # a string that is not UTF-8 encodable (a lone surrogate) is a ValueError
+                    kind_of = ValueError if isinstance(exc, UnicodeError) else type(exc)
+                    raise kind_of(f"row {r}, column {names[c]!r}: {exc}") from None
         return PyBytes_FromStringAndSize(buf.data, buf.size)
     finally:
         free(buf.data)
