@@ -61,8 +61,8 @@ $(PY):
 	@command -v $(PYTHON_BOOT) >/dev/null && $(PYTHON_BOOT) -c 'import ensurepip, venv' 2>/dev/null || $(MAKE) --no-print-directory sysdeps
 	$(PYTHON_BOOT) -m venv $(VENV)
 
-# The TA hot paths are compiled (Cython, setup.py) by this install: rebuild when they change.
-$(STAMP): pyproject.toml setup.py $(wildcard operators/*.pyx torghut/ta/*.pyx) | sysdeps $(PY)
+# The hot paths are compiled (Cython, setup.py) by this install: rebuild when they change.
+$(STAMP): pyproject.toml setup.py $(wildcard operators/*.pyx torghut/ta/*.pyx torghut/clickhouse/*.pyx) | sysdeps $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
