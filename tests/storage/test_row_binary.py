@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from clickhouse_connect.datatypes.registry import get_from_name
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -156,4 +157,5 @@ def test_a_column_type_the_encoder_does_not_know_is_refused_at_layout(ch_client:
     ch_client.command("CREATE TABLE odd (id UInt32, tags Array(String)) ENGINE = Memory")
     with pytest.raises(ValueError, match=r"column 'tags': type Array\(String\) is not supported"):
         layout_of(ch_client, "odd", ("id", "tags"))
-    assert Layout.of(("a",), ("LowCardinality(Nullable(String))",)).codes == bytes([0x81])
+    nullable_string = get_from_name("LowCardinality(Nullable(String))")
+    assert Layout.of(("a",), (nullable_string,)).codes == bytes([0x81])

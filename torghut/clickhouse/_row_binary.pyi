@@ -2,6 +2,9 @@
 
 from typing import Any
 
+CODES: dict[str, int]
+NULLABLE_FLAG: int
+
 def encode(
     rows: list[tuple[Any, ...]], codes: bytes, scales: bytes, names: tuple[str, ...]
 ) -> bytes: ...

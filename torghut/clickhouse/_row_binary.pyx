@@ -44,7 +44,7 @@ cdef extern from "Python.h":
     unsigned long long PyLong_AsUnsignedLongLong(object) except? <unsigned long long>-1
     long long PyLong_AsLongLong(object) except? -1
 
-cdef enum:  # the base types and the flag (row_binary.py keeps the same numbers)
+cdef enum:  # the base types and the flag of a column's code
     STRING = 1
     UINT8 = 2
     UINT32 = 3
@@ -53,6 +53,18 @@ cdef enum:  # the base types and the flag (row_binary.py keeps the same numbers)
     FLOAT64 = 6
     DATETIME64 = 7
     NULLABLE = 0x80
+
+CODES = {
+    "String": STRING,
+    "UInt8": UINT8,
+    "UInt32": UINT32,
+    "UInt64": UINT64,
+    "Int64": INT64,
+    "Float64": FLOAT64,
+    "DateTime64": DATETIME64,
+}
+"""The code of each ClickHouse base type this encoder writes (what ``row_binary.Layout`` uses)."""
+NULLABLE_FLAG = NULLABLE
 
 cdef object _UTC = timezone.utc
 

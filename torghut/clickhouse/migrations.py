@@ -143,15 +143,15 @@ def migrate(
     if unknown:
         log.warning("migrations_unknown_to_this_build", versions=unknown)
     done: list[str] = []
+    log_table = f"{quote_ident(settings.database)}.{_LOG_TABLE}"
+    log_layout = layout_of(client, log_table, ("version", "name", "checksum", "applied_at"))
     for mig in migrations:
         if mig.version in applied:
             continue
         for stmt in statements(render(mig.source, settings)):
             client.command(stmt)
-        log_table = f"{quote_ident(settings.database)}.{_LOG_TABLE}"
-        columns = ("version", "name", "checksum", "applied_at")
         row = (mig.version, mig.name, mig.checksum, datetime.now(UTC))
-        insert_rows(client, log_table, layout_of(client, log_table, columns), [row])
+        insert_rows(client, log_table, log_layout, [row])
         log.info("migration_applied", migration=mig.label, cluster=settings.cluster)
         done.append(mig.label)
     return done

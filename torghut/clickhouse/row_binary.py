@@ -14,21 +14,16 @@ naming its row and column.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from clickhouse_connect.datatypes.base import ClickHouseType
 
 from torghut.clickhouse import _row_binary
 from torghut.clickhouse.client import Client
 
 __all__ = ["Layout", "insert_rows", "layout_of"]
-
-_BASE = {"String": 1, "UInt8": 2, "UInt32": 3, "UInt64": 4, "Int64": 5, "Float64": 6}
-_DATETIME64 = 7
-_NULLABLE = 0x80
-_WRAPPED = re.compile(r"^(LowCardinality|Nullable)\((.*)\)$")
-_DATETIME64_TYPE = re.compile(r"^DateTime64\((\d)(?:\s*,\s*'[^']*')?\)$")
 
 
 @dataclass(frozen=True)
@@ -40,20 +35,20 @@ class Layout:
     scales: bytes
 
     @classmethod
-    def of(cls, columns: Sequence[str], type_names: Sequence[str]) -> Layout:
-        """The layout of ``columns`` given their ClickHouse type names, e.g.
+    def of(cls, columns: Sequence[str], types: Sequence[ClickHouseType]) -> Layout:
+        """The layout of ``columns`` given their types as clickhouse-connect parses them, e.g.
         ``LowCardinality(String)``, ``Nullable(DateTime64(3, 'UTC'))``, ``UInt64``."""
-        if len(columns) != len(type_names):
-            raise ValueError(f"{len(columns)} columns but {len(type_names)} types")
+        if len(columns) != len(types):
+            raise ValueError(f"{len(columns)} columns but {len(types)} types")
         codes, scales = bytearray(), bytearray()
-        for column, name in zip(columns, type_names, strict=True):
-            code, scale = _code(name)
-            if code == 0:
+        for column, kind in zip(columns, types, strict=True):
+            code = _row_binary.CODES.get(kind.base_type or "")
+            if code is None:
                 raise ValueError(
-                    f"column {column!r}: type {name} is not supported by RowBinary rows"
+                    f"column {column!r}: type {kind.name} is not supported by RowBinary rows"
                 )
-            codes.append(code)
-            scales.append(scale)
+            codes.append(code | (_row_binary.NULLABLE_FLAG if kind.nullable else 0))
+            scales.append(getattr(kind, "scale", None) or 0)  # DateTime64's precision
         return cls(tuple(columns), bytes(codes), bytes(scales))
 
     def encode(self, rows: list[tuple[Any, ...]]) -> bytes:
@@ -61,24 +56,10 @@ class Layout:
         return _row_binary.encode(rows, self.codes, self.scales, self.columns)
 
 
-def _code(type_name: str) -> tuple[int, int]:
-    """(code, DateTime64 scale) of a type name; code 0 when unsupported."""
-    name, nullable = type_name.strip(), 0
-    while match := _WRAPPED.match(name):
-        if match.group(1) == "Nullable":
-            nullable = _NULLABLE
-        name = match.group(2).strip()
-    if name in _BASE:
-        return _BASE[name] | nullable, 0
-    if dt := _DATETIME64_TYPE.match(name):
-        return _DATETIME64 | nullable, int(dt.group(1))
-    return 0, 0
-
-
 def layout_of(client: Client, table: str, columns: Sequence[str]) -> Layout:
     """The layout of ``columns`` of ``table`` as the server describes them."""
     context = client.create_insert_context(table, list(columns))
-    return Layout.of(columns, [t.name for t in context.column_types])
+    return Layout.of(columns, context.column_types)
 
 
 def insert_rows(client: Client, table: str, layout: Layout, rows: list[tuple[Any, ...]]) -> None:
