@@ -792,8 +792,9 @@ def _stages(
     The k-th inserted row of a (table, bar end, is_final) is paired with the k-th row the
     polls saw."""
     print("stages, per row (ms)")
+    index = _stage_index(ch)
     for kind, (label, wait) in kinds.items():
-        st = _kind_stages(ch, feeds, kind, wait)
+        st = _kind_stages(index, feeds, kind, wait)
         feed, quoted, ta = st["feed"], st["quoted"], st["ta"]
         queued, insert, poll = st["queued"], st["insert"], st["poll"]
         at = "end + lateness" if wait else "end"
@@ -812,8 +813,28 @@ def _stages(
         )
 
 
+_StageIndex = tuple[
+    dict[tuple[str, float], list[float]], dict[tuple[str, float], list[tuple[float, float, float]]]
+]
+"""Per (kind of row, bar end): the times the polls saw its rows, and each insert's (emitted,
+began, done)."""
+
+
+def _stage_index(ch: dict[str, Any]) -> _StageIndex:
+    """The rows seen and inserted, per (kind, bar end): built once for every report."""
+    visible: dict[tuple[str, float], list[float]] = {}
+    for end, kind, _committed, seen in ch["rows"]:
+        if seen is not None:
+            visible.setdefault((kind, end), []).append(seen)
+    inserted: dict[tuple[str, float], list[tuple[float, float, float]]] = {}
+    for table, end_us, final, emitted, began, done, _k in ch["insert_log"]:
+        kind = "signals" if table == "ta_signals" else str(final)
+        inserted.setdefault((kind, end_us / US), []).append((emitted, began, done))
+    return visible, inserted
+
+
 def _kind_stages(
-    ch: dict[str, Any],
+    index: _StageIndex,
     feeds: tuple[_KafkaLatency, _KafkaLatency],
     kind: str,
     wait: float,
@@ -823,26 +844,19 @@ def _kind_stages(
     ``window`` if given: ``feed``, ``quoted`` (signals), ``ta``, ``queued``, ``insert``,
     ``poll``."""
     trades, quotes = feeds
-    visible: dict[float, list[float]] = {}
-    for end, k, _committed, seen in ch["rows"]:
-        if seen is not None and k == kind:
-            visible.setdefault(end, []).append(seen)
-    inserted: dict[float, list[tuple[float, float, float]]] = {}
-    for table, end_us, final, emitted, began, done, _k in ch["insert_log"]:
-        k = "signals" if table == "ta_signals" else str(final)
-        end = end_us / US
-        if k == kind and (window is None or window[0] <= end < window[1]):
-            inserted.setdefault(end, []).append((emitted, began, done))
+    visible, inserted = index
     out: dict[str, list[float]] = {
         n: [] for n in ("feed", "quoted", "ta", "queued", "insert", "poll")
     }
-    for end, rows in inserted.items():
+    for (k, end), rows in inserted.items():
+        if k != kind or (window is not None and not window[0] <= end < window[1]):
+            continue
         passed = trades.passed(end + wait)
         ready = passed  # when the TA flow had what the row waits for
         if passed is not None and kind == "signals":
             quotes_passed = quotes.passed(end + wait)
             ready = None if quotes_passed is None else max(passed, quotes_passed)
-        seen = sorted(visible.get(end, []))
+        seen = sorted(visible.get((kind, end), []))
         for i, (emitted, began, done) in enumerate(sorted(rows, key=lambda r: r[2])):
             if passed is not None and ready is not None:
                 out["feed"].append((passed - end - wait) * 1000)
@@ -956,13 +970,14 @@ def _over_time(
         print(" ".join(f"{c:>13}" for c in cells) + "".join(f" {u:>11}" for u in usage)
               + f" {logged:>9}")  # fmt: skip
     stages = ("feed", "ta", "queued", "insert")
+    index = _stage_index(ch)
     print("stages over time, p99 ms: feed passed / TA emitted / insert started / insert ended")
     print(f"{'slice':>13} {'provisional':>24} {'signals':>24}")
     for i in range(args.slices):
         lo, hi = start + i * width, start + (i + 1) * width
         cells = [f"{int(lo - start)}-{int(hi - start)} s"]
         for kind, wait in (("0", 0.0), ("signals", lateness)):
-            st = _kind_stages(ch, feeds, kind, wait, (lo, hi))
+            st = _kind_stages(index, feeds, kind, wait, (lo, hi))
             cells.append(" / ".join(f"{_pct(st[n], 99):.0f}" if st[n] else "-" for n in stages))
         print(f"{cells[0]:>13} {cells[1]:>24} {cells[2]:>24}")
 
