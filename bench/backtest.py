@@ -12,9 +12,9 @@ scaled share of it.
 
 Per round, interleaved:
 
-* ``read`` (the same-run baseline): :class:`trading.backtest.source.SignalSource` pages through
-  the window (the live reader's FINAL query in cursor order, decoded into ``SignalRow``) and
-  nothing else;
+* ``read`` (the same-run baseline): :class:`trading.backtest.source.SignalSource` streams
+  the window (the live reader's FINAL selection in cursor order, one query, decoded into
+  ``SignalRow``) and nothing else;
 * ``replay``: :func:`trading.backtest.run.run_backtest`, both strategies, risk (defaults, market
   always open), the paper matching engine (touch fills, 1 bp slippage, fees), the ledger and the
   report document — end to end, input checks included.
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--symbols", type=int, default=500)
     ap.add_argument("--seconds", type=int, default=1800, help="23400 = one trading day")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=50_000, help="rows per ClickHouse page")
+    ap.add_argument("--batch", type=int, default=50_000, help="rows per streamed ClickHouse block")
     args = ap.parse_args()
     configure_logging("ERROR")  # risk rejections log at info; the table is the output
     rows = args.symbols * args.seconds

@@ -94,12 +94,12 @@ def test_replaying_a_window_twice_gives_byte_identical_json_whatever_the_page_si
     assert len(first.replay.ledger.trades) == 78
 
 
-def test_pages_bounded_in_event_time_read_every_row_of_the_window_once_in_cursor_order(
+def test_the_streamed_window_reads_every_row_once_in_cursor_order_whatever_its_blocks(
     ch_client: Any, ch: ClickHouseSettings
 ) -> None:
-    """Oracle: one query of the whole window. Rows on the window's first and last
-    millisecond, several symbols on one instant, gaps longer than a page's span, rows just
-    outside the window; page sizes from 1 (every page ends on a bound or a row) upwards."""
+    """Oracle: ClickHouse's own order of the whole window. Rows on the window's first and last
+    millisecond, several symbols on one instant, gaps longer than a chunk, rows just outside
+    the window; blocks from 1 row upwards, chunks from one second to the whole window."""
     end = START + timedelta(minutes=10)
     times = [
         START,
@@ -118,12 +118,15 @@ def test_pages_bounded_in_event_time_read_every_row_of_the_window_once_in_cursor
         parameters={"a": START, "b": end},
     ).result_rows
     assert len(expected) == len(rows)
-    for batch in (1, 2, 3, 5, 50_000):
-        source = SignalSource(ch_client, _config(), batch_size=batch)
+    want = [(sym, t.replace(tzinfo=UTC), seq) for sym, t, seq in expected]  # naive: UTC
+    for batch, chunk in ((1, 1), (2, 3), (3, 5), (5, 1_000), (50_000, 1)):
+        source = SignalSource(ch_client, _config(), batch_size=batch, chunk_rows=chunk)
         assert source.check(NOW) == len(rows)
-        got = [(r.symbol, r.event_ts, r.seq) for r in source.rows()]
-        want = [(sym, t.replace(tzinfo=UTC), seq) for sym, t, seq in expected]  # naive: UTC
-        assert got == want, f"pages of {batch}"
+        blocks: list[int] = []
+        got = [(r.symbol, r.event_ts, r.seq) for r in source.rows(blocks.append)]
+        assert got == want, f"blocks of {batch}, chunks of {chunk} rows"
+        assert sum(blocks) == len(rows)
+        assert max(blocks) <= batch, blocks
 
 
 def test_clear_errors_for_windows_that_cannot_be_replayed(

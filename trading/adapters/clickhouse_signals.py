@@ -44,7 +44,7 @@ have no ``seq``/``version``: their key is ``(timeframe, ts, symbol)`` with ``seq
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -155,32 +155,47 @@ class ClickHouseSignalReader:
         return self.read_batch(after, limit).rows
 
     def read_batch(
-        self,
-        after: SignalCursor | None,
-        limit: int,
-        *,
-        bounded: bool = False,
-        through: datetime | None = None,
+        self, after: SignalCursor | None, limit: int, *, bounded: bool = False
     ) -> SignalBatch:
-        """Up to ``limit`` rows after ``after``; settled only unless ``bounded``; with
-        ``through`` (a bounded read), only rows whose event time is at or before it.
-
-        Why ``through``: the table is ordered by ``(symbol, event_ts, seq)``, so a read in
-        cursor order can skip the granules of rows after ``through`` only when it is told
-        where to stop; without it a page read from the start of a long window scans the whole
-        window (a day's replay paged from its start grew with the square of its length)."""
+        """Up to ``limit`` rows after ``after``; settled only unless ``bounded``."""
         # Without a settle horizon the newest final row bounds nothing the read would not
         # return anyway: its query (a scan of the table, one per poll) is skipped.
-        settled = through is None and not bounded and self._settle > timedelta(0)
-        horizon = self._horizon() if settled else through
+        settled = not bounded and self._settle > timedelta(0)
+        horizon = self._horizon() if settled else None
         if settled and horizon is None:
             return SignalBatch((), (), after)
         if self.schema == "envelope":
-            raw_rows = self._select_envelope(after, limit, horizon)
-            convert = self._envelope_row
-        else:
-            raw_rows = self._select_flat(after, limit, horizon)
-            convert = self._flat_row
+            return self._batch(self._select_envelope(after, limit, horizon), after)
+        return self._batch(self._select_flat(after, limit, horizon), after, flat=True)
+
+    def window(self, start: datetime, end: datetime, *, block_rows: int) -> Iterator[SignalBatch]:
+        """Every final row with ``start <= event_ts < end``, in cursor order, from one query
+        streamed a block of at most ``block_rows`` at a time (envelope schema).
+
+        While the stream is open the client runs nothing else (the embedded engine holds its
+        lock for it); ClickHouse sorts the whole range before the first block, so the caller
+        bounds the range (:class:`trading.backtest.source.SignalSource`)."""
+        if self.schema != "envelope":
+            raise UnknownSignalSchema(
+                f"windows are read from the envelope schema, not {self.schema}"
+            )
+        sql = self._envelope_sql([f"event_ts >= {{a:{_TS}}}", f"event_ts < {{b:{_TS}}}"], "")
+        params = {"w": self._window, "symbols": self._symbols, "a": start, "b": end}
+        settings = {"max_block_size": block_rows}
+        cursor: SignalCursor | None = None
+        with self._client.query_row_block_stream(
+            sql, parameters=params, settings=settings
+        ) as blocks:
+            for block in blocks:
+                batch = self._batch(block, cursor)
+                cursor = batch.cursor
+                yield batch
+
+    def _batch(
+        self, raw_rows: Sequence[Sequence[Any]], after: SignalCursor | None, *, flat: bool = False
+    ) -> SignalBatch:
+        """Rows converted, bad ones as dead letters; the cursor after the last of either."""
+        convert = self._flat_row if flat else self._envelope_row
         rows: list[SignalRow] = []
         dead: list[SignalDeadLetter] = []
         cursor = after
@@ -263,8 +278,7 @@ class ClickHouseSignalReader:
     def _select_envelope(
         self, after: SignalCursor | None, limit: int, horizon: datetime | None
     ) -> Sequence[Sequence[Any]]:
-        cols = ("symbol", "event_ts", "seq", "window_size", "version", *SIGNAL_VALUE_COLUMNS)
-        where = ["window_size = {w:String}", "is_final = 1"]
+        where: list[str] = []
         params: dict[str, Any] = {"w": self._window, "n": limit, "symbols": self._symbols}
         if after is not None:
             # The plain bound is implied by the tuple one; ClickHouse prunes partitions and
@@ -277,11 +291,17 @@ class ClickHouseSignalReader:
         if horizon is not None:
             where.append(f"event_ts <= {{h:{_TS}}}")
             params["h"] = horizon
-        sql = (
-            f"SELECT {', '.join(cols)} FROM {self._relation} FINAL WHERE {' AND '.join(where)}"
-            f"{self._symbol_filter()} ORDER BY event_ts, symbol, seq LIMIT {{n:UInt32}}"
-        )
+        sql = self._envelope_sql(where, " LIMIT {n:UInt32}")
         return self._client.query(sql, parameters=params).result_rows
+
+    def _envelope_sql(self, where: list[str], tail: str) -> str:
+        """Final rows of the window size (parameters ``w``, ``symbols``) in cursor order."""
+        cols = ("symbol", "event_ts", "seq", "window_size", "version", *SIGNAL_VALUE_COLUMNS)
+        conditions = " AND ".join(["window_size = {w:String}", "is_final = 1", *where])
+        return (
+            f"SELECT {', '.join(cols)} FROM {self._relation} FINAL WHERE {conditions}"
+            f"{self._symbol_filter()} ORDER BY event_ts, symbol, seq{tail}"
+        )
 
     def _select_flat(
         self, after: SignalCursor | None, limit: int, horizon: datetime | None
