@@ -1,6 +1,7 @@
 """Backtest throughput: signal rows replayed end to end, against reading them alone.
 
-Run: ``.venv/bin/python -m bench.backtest [--symbols 500] [--seconds 1800] [--rounds 2]``
+Run: ``.venv/bin/python -m bench.backtest [--symbols 500] [--seconds 1800] [--rounds 2]
+[--batch 50000] [--chunk-rows 500000]`` (rows per streamed block and per query)
 
 A synthetic trading window is generated inside ClickHouse (chdb in a temporary directory,
 ``INSERT … SELECT FROM numbers()``, so the benchmark itself holds no rows): ``--symbols``
@@ -76,7 +77,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=1800, help="23400 = one trading day")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch", type=int, default=50_000, help="rows per streamed ClickHouse block")
+    ap.add_argument("--chunk-rows", type=int, default=500_000, help="rows per ClickHouse query")
     args = ap.parse_args()
+    sizes = {"batch_size": args.batch, "chunk_rows": args.chunk_rows}
     configure_logging("ERROR")  # risk rejections log at info; the table is the output
     rows = args.symbols * args.seconds
     start = (datetime.now(UTC) - timedelta(days=1)).replace(
@@ -99,14 +102,14 @@ def main() -> None:
             symbols = tuple(f"S{i:04d}" for i in range(args.symbols))
             full = _config(start, args.seconds, symbols)
             half = _config(start, args.seconds // 2, symbols)
-            _memory(client, half, full, args.batch)
+            _memory(client, half, full, sizes)
             print(
                 f"{'round':<6} {'phase':<7} {'rows/s':>10} {'rows/CPU-s':>11} "
                 f"{'ratio':>6} {'CPU ratio':>9}"
             )
             for n in range(1, args.rounds + 1):
-                read = _read(client, full, args.batch)
-                replay = _replay(client, full, args.batch)
+                read = _read(client, full, sizes)
+                replay = _replay(client, full, sizes)
                 wall_ratio = f"{(replay[0] / replay[1]) / (read[0] / read[1]):.2f}"
                 cpu_ratio = f"{(replay[0] / replay[2]) / (read[0] / read[2]):.2f}"
                 for phase, (count, wall, cpu, _) in (("read", read), ("replay", replay)):
@@ -132,16 +135,20 @@ def _config(start: datetime, seconds: int, symbols: tuple[str, ...]) -> Backtest
     )
 
 
-def _read(client: Client, config: BacktestConfig, batch: int) -> tuple[int, float, float, str]:
-    source = SignalSource(client, config, batch_size=batch)
+def _read(
+    client: Client, config: BacktestConfig, sizes: dict[str, int]
+) -> tuple[int, float, float, str]:
+    source = SignalSource(client, config, **sizes)
     wall, cpu = time.perf_counter(), time.process_time()
     count = sum(1 for _ in source.rows())
     return count, time.perf_counter() - wall, time.process_time() - cpu, ""
 
 
-def _replay(client: Client, config: BacktestConfig, batch: int) -> tuple[int, float, float, str]:
+def _replay(
+    client: Client, config: BacktestConfig, sizes: dict[str, int]
+) -> tuple[int, float, float, str]:
     wall, cpu = time.perf_counter(), time.process_time()
-    outcome = run_backtest(client, config, code_version="bench", batch_size=batch)
+    outcome = run_backtest(client, config, code_version="bench", **sizes)
     elapsed, used = time.perf_counter() - wall, time.process_time() - cpu
     summary: dict[str, Any] = outcome.report["summary"]
     detail = (
@@ -153,7 +160,9 @@ def _replay(client: Client, config: BacktestConfig, batch: int) -> tuple[int, fl
     return outcome.replay.rows, elapsed, used, detail
 
 
-def _memory(client: Client, half: BacktestConfig, full: BacktestConfig, batch: int) -> None:
+def _memory(
+    client: Client, half: BacktestConfig, full: BacktestConfig, sizes: dict[str, int]
+) -> None:
     """Peak RSS while replaying half the window, then the whole window, each from the RSS it
     started at: the peak is reset before each (Linux's ``/proc/self/clear_refs``), so the
     window's generation in the embedded ClickHouse, which sets the process's highest mark
@@ -163,7 +172,7 @@ def _memory(client: Client, half: BacktestConfig, full: BacktestConfig, batch: i
     for config in (half, full):
         Path("/proc/self/clear_refs").write_text("5")
         before = _status_mb("VmRSS")
-        _replay(client, config, batch)
+        _replay(client, config, sizes)
         peak = _status_mb("VmHWM")
         grown.append(f"{before:,.0f} → peak {peak:,.0f} MB (+{peak - before:,.0f})")
     print(f"RSS during a replay of half the window: {grown[0]}; of all of it: {grown[1]}")

@@ -44,9 +44,12 @@ def run_backtest(
     now: datetime | None = None,
     progress: bool = False,
     batch_size: int = 50_000,
+    chunk_rows: int = 500_000,
 ) -> BacktestOutcome:
+    """``batch_size`` and ``chunk_rows``: how the window is read
+    (:class:`~trading.backtest.source.SignalSource`); neither changes the result."""
     check_strategies(config)
-    source = SignalSource(client, config, batch_size=batch_size)
+    source = SignalSource(client, config, batch_size=batch_size, chunk_rows=chunk_rows)
     total = source.check(now or datetime.now(UTC))
     clock = SimulatedClock(config.start)
     review, model = offline_review(config, recorded or {}, clock, llm=llm)
