@@ -31,6 +31,7 @@ from torghut.sim.broker import BrokerSimulator
 from trading.adapters.store import create_engine
 from trading.backtest.__main__ import main as backtest_cli
 from trading.backtest.config import BacktestConfig, FillConfig
+from trading.backtest.market import ReplayQuotes
 from trading.backtest.records import get_run
 from trading.backtest.run import run_backtest
 from trading.backtest.source import (
@@ -40,6 +41,7 @@ from trading.backtest.source import (
     UnknownSymbol,
     WindowBeyondTtl,
 )
+from trading.core.domain import SignalRow
 
 __all__ = ["paper_broker"]
 
@@ -127,6 +129,28 @@ def test_the_streamed_window_reads_every_row_once_in_cursor_order_whatever_its_b
         assert got == want, f"blocks of {batch}, chunks of {chunk} rows"
         assert sum(blocks) == len(rows)
         assert max(blocks) <= batch, blocks
+
+
+def test_a_replay_that_fails_midway_leaves_the_client_usable(
+    ch_client: Any, ch: ClickHouseSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded engine runs nothing else while a stream is open, and the failure's
+    traceback keeps the replay's frames (and the rows' iterator) alive: ``run_backtest``
+    must close the stream itself on the way out."""
+    insert_signals(ch_client, crossing_signals(START, 40))
+    seen: list[str] = []
+
+    def failing(_self: ReplayQuotes, row: SignalRow) -> float | None:
+        seen.append(row.symbol)
+        if len(seen) == 3:
+            raise RuntimeError("replay failed")
+        return None
+
+    monkeypatch.setattr(ReplayQuotes, "update", failing)
+    with pytest.raises(RuntimeError, match="replay failed") as failed:
+        run_backtest(ch_client, _config(), code_version="v", now=NOW, batch_size=2)
+    assert failed.traceback  # still held: the frames are alive
+    assert ch_client.query("SELECT count() FROM ta_signals").result_rows == [(80,)]
 
 
 def test_clear_errors_for_windows_that_cannot_be_replayed(

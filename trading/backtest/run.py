@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -54,10 +55,10 @@ def run_backtest(
     clock = SimulatedClock(config.start)
     review, model = offline_review(config, recorded or {}, clock, llm=llm)
     backtest = Backtest(config, review=review, review_model=model, clock=clock)
-    with tqdm(
-        total=total, unit="row", disable=not progress, file=sys.stderr, mininterval=0.5
-    ) as bar:
-        replay = backtest.run(source.rows(bar.update))
+    bar = tqdm(total=total, unit="row", disable=not progress, file=sys.stderr, mininterval=0.5)
+    # the rows are closed on the way out, an exception included: an open stream holds the client
+    with bar, closing(source.rows(bar.update)) as rows:
+        replay = backtest.run(rows)
     replay.dead_rows = source.dead_rows
     report = report_of(replay, code_version=code_version)
     return BacktestOutcome(replay, report, encode_report(report))

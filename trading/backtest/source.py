@@ -23,7 +23,7 @@ keeps — checked against the wall clock, which decides nothing else), :class:`E
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from datetime import datetime, timedelta
 
 from torghut.clickhouse import Client, quote_ident
@@ -160,7 +160,9 @@ class SignalSource:
             )
         return self._rows
 
-    def rows(self, progress: Callable[[int], None] = lambda _: None) -> Iterator[SignalRow]:
+    def rows(
+        self, progress: Callable[[int], None] = lambda _: None
+    ) -> Generator[SignalRow, None, None]:
         """The window's rows in cursor order, chunk by chunk; ``progress`` gets each block's
         size."""
         cfg = self._config
