@@ -136,7 +136,8 @@ def test_a_replay_that_fails_midway_leaves_the_client_usable(
 ) -> None:
     """The embedded engine runs nothing else while a stream is open, and the failure's
     traceback keeps the replay's frames (and the rows' iterator) alive: ``run_backtest``
-    must close the stream itself on the way out."""
+    must close the stream itself on the way out. Real ClickHouse and a real replay; the one
+    fault is injected (nothing in a replay of good rows fails on its own)."""
     insert_signals(ch_client, crossing_signals(START, 40))
     seen: list[str] = []
 

@@ -44,7 +44,7 @@ have no ``seq``/``version``: their key is ``(timeframe, ts, symbol)`` with ``seq
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -72,6 +72,8 @@ SignalSchema = Literal["envelope", "flat"]
 
 _log = get_logger("trading.adapters.clickhouse_signals")
 _TS = "DateTime64(3, 'UTC')"
+_Converted = tuple[SignalCursor, SignalRow | None, tuple[str, str] | None]
+"""A raw row's key, and its row or why it is dead (reason, error)."""
 _LOG_SAMPLE = 20
 """Dead letters logged per reader in full; the rest are only counted."""
 
@@ -165,8 +167,10 @@ class ClickHouseSignalReader:
         if settled and horizon is None:
             return SignalBatch((), (), after)
         if self.schema == "envelope":
-            return self._batch(self._select_envelope(after, limit, horizon), after)
-        return self._batch(self._select_flat(after, limit, horizon), after, flat=True)
+            return self._batch(
+                self._select_envelope(after, limit, horizon), after, self._envelope_row
+            )
+        return self._batch(self._select_flat(after, limit, horizon), after, self._flat_row)
 
     def window(self, start: datetime, end: datetime, *, block_rows: int) -> Iterator[SignalBatch]:
         """Every final row with ``start <= event_ts < end``, in cursor order, from one query
@@ -187,15 +191,17 @@ class ClickHouseSignalReader:
             sql, parameters=params, settings=settings
         ) as blocks:
             for block in blocks:
-                batch = self._batch(block, cursor)
+                batch = self._batch(block, cursor, self._envelope_row)
                 cursor = batch.cursor
                 yield batch
 
     def _batch(
-        self, raw_rows: Sequence[Sequence[Any]], after: SignalCursor | None, *, flat: bool = False
+        self,
+        raw_rows: Sequence[Sequence[Any]],
+        after: SignalCursor | None,
+        convert: Callable[[Sequence[Any]], _Converted],
     ) -> SignalBatch:
         """Rows converted, bad ones as dead letters; the cursor after the last of either."""
-        convert = self._flat_row if flat else self._envelope_row
         rows: list[SignalRow] = []
         dead: list[SignalDeadLetter] = []
         cursor = after
@@ -343,9 +349,7 @@ class ClickHouseSignalReader:
 
     # --- conversion -----------------------------------------------------------------------
 
-    def _envelope_row(
-        self, raw: Sequence[Any]
-    ) -> tuple[SignalCursor, SignalRow | None, tuple[str, str] | None]:
+    def _envelope_row(self, raw: Sequence[Any]) -> _Converted:
         symbol, event_ts, seq, window, version = raw[:5]
         key = SignalCursor(str(window), _utc(event_ts), str(symbol), int(seq))
         values = raw[5:]
@@ -362,9 +366,7 @@ class ClickHouseSignalReader:
         )
         return key, row, None
 
-    def _flat_row(
-        self, raw: Sequence[Any]
-    ) -> tuple[SignalCursor, SignalRow | None, tuple[str, str] | None]:
+    def _flat_row(self, raw: Sequence[Any]) -> _Converted:
         ts, symbol = raw[0], raw[1]
         named = dict(zip(self._flat_columns, raw[2:], strict=True))
         window = str(named.pop("timeframe", self._window))
